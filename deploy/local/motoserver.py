@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""bunker's local AWS emulator: moto server 5.2.5 plus a small plugin.
+
+What the plugin adds to stock moto (see README, "The local emulator"):
+
+* DocumentDB: moto routes the docdb API to its RDS backend (both sign as
+  service "rds"), but rejects ``Engine=docdb``. The plugin registers ``docdb``
+  as a cluster engine (default version 5.0.0, port 27017), so clusters, cluster
+  snapshots, tags and ``engine`` filters behave as for Aurora and the bunker
+  docdb code path runs over real HTTP.
+* A request counter: ``GET /_bunker/stats`` answers
+  ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}}`` and
+  ``POST /_bunker/stats/reset`` zeroes it. Benchmarks use it to report HTTP
+  requests per backup. Its own requests are not counted.
+* Port 0: ``--port 0`` (the default) binds a free 127.0.0.1 port without a
+  race and prints ``BUNKER_MOTO_PORT=<port>`` on stdout once it accepts
+  connections (also written to ``--port-file`` if given).
+
+Everything else is moto as published; nothing here changes how a real AWS call
+is parsed or answered.
+"""
+
+import argparse
+import collections
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import urllib.parse
+
+
+def patch_docdb() -> None:
+    from moto.rds import models, utils
+
+    engines = utils.ClusterEngine.list_cluster_engines
+
+    def list_cluster_engines(*_args):
+        return sorted(set(engines()) | {"docdb"})
+
+    utils.ClusterEngine.list_cluster_engines = classmethod(lambda cls: list_cluster_engines())
+
+    version = models.DBCluster.default_engine_version
+    port = models.DBCluster.default_port
+
+    models.DBCluster.default_engine_version = staticmethod(
+        lambda engine: "5.0.0" if engine == "docdb" else version(engine)
+    )
+    models.DBCluster.default_port = staticmethod(
+        lambda engine: 27017 if engine == "docdb" else port(engine)
+    )
+    storage = models.DBCluster.default_allocated_storage
+    # DocumentDB storage is elastic; report it like Aurora's ("aurora" storage, 1 GiB).
+    models.DBCluster.default_allocated_storage = staticmethod(
+        lambda engine, storage_type: 1 if engine == "docdb" else storage(engine, storage_type)
+    )
+
+
+class Counter:
+    """Counts requests by '<service>:<Action>' (service from the SigV4 scope)."""
+
+    _scope = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+        self.by_action = collections.Counter()
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_bunker/stats"):
+            return self.stats(environ, start_response)
+        service = "?"
+        match = self._scope.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if match:
+            service = match.group(1)
+        action = urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action", [None])[0]
+        if action is None:
+            action = environ.get("HTTP_X_AMZ_TARGET", "").rsplit(".", 1)[-1] or None
+        if action is None and environ.get("REQUEST_METHOD") == "POST":
+            # Query-protocol services (ec2, rds, sns, sts, redshift) send Action in the body.
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            body = environ["wsgi.input"].read(length) if length else b""
+            import io
+
+            environ["wsgi.input"] = io.BytesIO(body)
+            action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
+        with self.lock:
+            self.by_action[f"{service}:{action or '?'}"] += 1
+        return self.app(environ, start_response)
+
+    def stats(self, environ, start_response):
+        with self.lock:
+            if environ.get("REQUEST_METHOD") == "POST":
+                self.by_action.clear()
+            body = json.dumps(
+                {"requests": sum(self.by_action.values()), "by_action": dict(self.by_action)}
+            ).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file")
+    args = parser.parse_args()
+
+    # moto otherwise loads ~1,000 public AMIs (and their snapshots) into every account and region
+    # it touches, which slows the first EC2 call of each test account by seconds.
+    os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+    patch_docdb()
+
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    app = Counter(DomainDispatcherApplication(create_backend_app))
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    port = server.server_address[1]
+    os.environ["MOTO_PORT"] = str(port)
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{port}\n")
+        os.replace(tmp, args.port_file)
+    print(f"BUNKER_MOTO_PORT={port}", flush=True)
+
+    def stop(*_):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # The parent (a test binary, a demo script) may die without a signal: stop when stdin closes.
+    if not sys.stdin.isatty():
+        def watch_stdin():
+            try:
+                while sys.stdin.buffer.read(1):
+                    pass
+            except Exception:
+                pass
+            stop()
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

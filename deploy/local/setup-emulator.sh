@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the local AWS emulator (moto server, pinned) into a git-ignored venv inside the project.
+# Idempotent: a venv that already has the pinned version is left alone.
+# Prints the venv's python path on the last line.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+venv="${BUNKER_VENV:-$root/.venv}"
+pin="moto[server]==5.2.5"   # 5.2.1 answers CompleteMultipartUpload in a shape the Rust SDK rejects (getmoto/moto#10055)
+
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "setup-emulator: python3 venv support missing; installing python3-venv" >&2
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
+  else
+    echo "setup-emulator: install python3 with the venv module, then run again" >&2; exit 2
+  fi
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" >&2
+fi
+if ! "$venv/bin/python" -c 'import moto, sys; sys.exit(0 if moto.__version__ == "5.2.5" else 1)' >/dev/null 2>&1; then
+  "$venv/bin/pip" install -q --disable-pip-version-check "$pin" >&2
+fi
+echo "$venv/bin/python"

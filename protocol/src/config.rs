@@ -1,0 +1,827 @@
+//! The configuration schema: canonical keys, layers with provenance, strict parsing.
+//!
+//! Layers, lowest to highest: defaults < config file < environment < CLI flags < resource
+//! tags. Every layer is a list of [`Setting`]s (key, raw string, where it came from); the
+//! highest setting of each key wins and is parsed strictly. An invalid value is an error that
+//! names the key, the value, where it came from and what is accepted.
+//!
+//! Reading files and the environment is the binary's job; this module only interprets what
+//! it is handed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::tz::TimeZone;
+use jiff::SignedDuration;
+use serde::Serialize;
+
+use crate::retention::{Keep, Policy, RetentionType};
+use crate::tags::{self, Tags};
+
+/// A canonical configuration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[allow(missing_docs)] // each variant is documented in SPECS and the README's reference
+pub enum Key {
+    KeepDaily,
+    KeepWeekly,
+    KeepMonthly,
+    KeepYearly,
+    Timezone,
+    CustomRetention,
+    Retention,
+    RdsBackupMode,
+    Regions,
+    Select,
+    CopyTags,
+    ExcludeTagKeys,
+    SnsTopic,
+    ErrorSnsTopic,
+    StatusSnsTopic,
+    Deployment,
+    Name,
+    CompatShelvery,
+}
+
+struct Spec {
+    key: Key,
+    name: &'static str,
+    shelvery: Option<&'static str>,
+    per_resource: bool,
+    default: Option<&'static str>,
+    accepted: &'static str,
+}
+
+const WHOLE: &str = "a whole number from 0 to 100000";
+const BOOL: &str = "true or false (also 1 or 0)";
+const TOPIC: &str = "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)";
+
+const SPECS: [Spec; 18] = [
+    Spec { key: Key::KeepDaily, name: "keep_daily", shelvery: Some("shelvery_keep_daily_backups"), per_resource: true, default: Some("14"), accepted: WHOLE },
+    Spec { key: Key::KeepWeekly, name: "keep_weekly", shelvery: Some("shelvery_keep_weekly_backups"), per_resource: true, default: Some("8"), accepted: WHOLE },
+    Spec { key: Key::KeepMonthly, name: "keep_monthly", shelvery: Some("shelvery_keep_monthly_backups"), per_resource: true, default: Some("12"), accepted: WHOLE },
+    Spec { key: Key::KeepYearly, name: "keep_yearly", shelvery: Some("shelvery_keep_yearly_backups"), per_resource: true, default: Some("10"), accepted: WHOLE },
+    Spec { key: Key::Timezone, name: "timezone", shelvery: None, per_resource: false, default: Some("UTC"), accepted: "an IANA time zone name such as UTC or Europe/Berlin" },
+    Spec {
+        key: Key::CustomRetention,
+        name: "custom_retention",
+        shelvery: Some("shelvery_custom_retention_types"),
+        per_resource: false,
+        default: Some(""),
+        accepted: "comma-separated NAME:DURATION entries such as hourly:2d or hourly:7200 (seconds); units s, m, h, d, w; NAME of lowercase letters, digits, '_' or '-', not daily/weekly/monthly/yearly",
+    },
+    Spec { key: Key::Retention, name: "retention", shelvery: Some("shelvery_current_retention_type"), per_resource: false, default: None, accepted: "daily, weekly, monthly, yearly or a name defined in custom_retention" },
+    Spec { key: Key::RdsBackupMode, name: "rds_backup_mode", shelvery: Some("shelvery_rds_backup_mode"), per_resource: true, default: Some("create-snapshot"), accepted: "create-snapshot or copy-automated" },
+    Spec { key: Key::Regions, name: "regions", shelvery: None, per_resource: false, default: None, accepted: "comma-separated AWS region names such as us-east-1,eu-west-1" },
+    Spec { key: Key::Select, name: "select", shelvery: Some("shelvery_select_entity"), per_resource: false, default: None, accepted: "one resource id (vol-…, i-…, a DB or cluster identifier)" },
+    Spec { key: Key::CopyTags, name: "copy_tags", shelvery: Some("shelvery_copy_resource_tags"), per_resource: true, default: Some("true"), accepted: BOOL },
+    Spec { key: Key::ExcludeTagKeys, name: "exclude_tag_keys", shelvery: Some("shelvery_exluded_resource_tag_keys"), per_resource: true, default: Some(""), accepted: "comma-separated tag keys; KEY* matches a prefix" },
+    Spec { key: Key::SnsTopic, name: "sns_topic", shelvery: Some("shelvery_sns_topic"), per_resource: false, default: None, accepted: TOPIC },
+    Spec { key: Key::ErrorSnsTopic, name: "error_sns_topic", shelvery: Some("shelvery_error_sns_topic"), per_resource: false, default: None, accepted: TOPIC },
+    Spec { key: Key::StatusSnsTopic, name: "status_sns_topic", shelvery: Some("shelvery_status_sns_topic"), per_resource: false, default: None, accepted: TOPIC },
+    Spec { key: Key::Deployment, name: "deployment", shelvery: None, per_resource: false, default: None, accepted: "1 to 128 characters of letters, digits, '.', '_' or '-'" },
+    Spec { key: Key::Name, name: "name", shelvery: None, per_resource: false, default: Some("bunker"), accepted: "1 to 64 characters of letters, digits, '.', '_' or '-'" },
+    Spec { key: Key::CompatShelvery, name: "compat.shelvery", shelvery: None, per_resource: false, default: Some("false"), accepted: BOOL },
+];
+
+impl Key {
+    /// Every key, in the order `config show` prints them.
+    pub fn all() -> impl Iterator<Item = Key> {
+        SPECS.iter().map(|s| s.key)
+    }
+
+    fn spec(self) -> &'static Spec {
+        SPECS
+            .iter()
+            .find(|s| s.key == self)
+            .expect("every key has a spec")
+    }
+
+    /// The canonical name (`keep_daily`, `compat.shelvery`).
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The environment variable (`BUNKER_KEEP_DAILY`, `BUNKER_COMPAT_SHELVERY`).
+    pub fn env_var(self) -> String {
+        format!(
+            "BUNKER_{}",
+            self.name().replace('.', "_").to_ascii_uppercase()
+        )
+    }
+
+    /// Shelvery's name for it, accepted from the environment (and from `shelvery:config:` tags
+    /// in compat mode).
+    pub fn shelvery_name(self) -> Option<&'static str> {
+        self.spec().shelvery
+    }
+
+    /// Whether a resource tag `bunker:config:<key>` may set it.
+    pub fn per_resource(self) -> bool {
+        self.spec().per_resource
+    }
+
+    /// What values are accepted, for error messages and the README.
+    pub fn accepted(self) -> &'static str {
+        self.spec().accepted
+    }
+
+    /// The default, if the key has one.
+    pub fn default_value(self) -> Option<&'static str> {
+        self.spec().default
+    }
+
+    /// Looks a key up by canonical name.
+    pub fn from_name(name: &str) -> Option<Key> {
+        SPECS.iter().find(|s| s.name == name).map(|s| s.key)
+    }
+
+    /// Looks a key up by Shelvery's name.
+    pub fn from_shelvery_name(name: &str) -> Option<Key> {
+        SPECS
+            .iter()
+            .find(|s| s.shelvery == Some(name))
+            .map(|s| s.key)
+    }
+
+    /// The canonical key nearest to a misspelt one, for "did you mean".
+    pub fn suggest(name: &str) -> Option<&'static str> {
+        SPECS
+            .iter()
+            .map(|s| (edit_distance(name, s.name), s.name))
+            .filter(|(d, _)| *d <= 3)
+            .min()
+            .map(|(_, n)| n)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a setting came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "layer", rename_all = "kebab-case")]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// A config file.
+    File {
+        /// Its path.
+        path: String,
+    },
+    /// An environment variable.
+    Env {
+        /// Its name.
+        var: String,
+    },
+    /// A command-line flag.
+    Cli {
+        /// The flag.
+        flag: String,
+    },
+    /// A tag on the resource.
+    ResourceTag {
+        /// Resource id.
+        resource: String,
+        /// Tag key.
+        tag: String,
+    },
+    /// A tag recorded on a backup (the resource no longer exists).
+    BackupTag {
+        /// Backup id.
+        backup: String,
+        /// Tag key.
+        tag: String,
+    },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("the default"),
+            Source::File { path } => write!(f, "config file {path}"),
+            Source::Env { var } => write!(f, "environment variable {var}"),
+            Source::Cli { flag } => write!(f, "command-line flag {flag}"),
+            Source::ResourceTag { resource, tag } => write!(f, "tag {tag} on {resource}"),
+            Source::BackupTag { backup, tag } => write!(f, "tag {tag} recorded on backup {backup}"),
+        }
+    }
+}
+
+/// One raw setting in one layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The key.
+    pub key: Key,
+    /// The raw value (lists comma-separated).
+    pub value: String,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// A configuration error. Exit code 2 for run-level settings; a per-resource failure for tags.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse.
+    #[error("invalid value {value:?} for {key} from {origin}: expected {accepted}")]
+    InvalidValue {
+        /// Key name.
+        key: &'static str,
+        /// The raw value.
+        value: String,
+        /// Where it came from.
+        origin: Source,
+        /// What is accepted.
+        accepted: &'static str,
+    },
+    /// A key bunker does not know.
+    #[error("unknown setting {key:?} in {origin}{}", hint.map(|h| format!(": did you mean {h:?}?")).unwrap_or_else(|| format!(": known settings are {}", SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", "))))]
+    UnknownKey {
+        /// The key as written.
+        key: String,
+        /// Where it came from.
+        origin: Source,
+        /// The nearest known key.
+        hint: Option<&'static str>,
+    },
+    /// A run-level key set by a resource tag.
+    #[error("{key} cannot be set per resource ({origin}): set it in the config file, the environment or a flag")]
+    NotPerResource {
+        /// Key name.
+        key: &'static str,
+        /// Where it came from.
+        origin: Source,
+    },
+}
+
+/// How an RDS instance or cluster is backed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RdsBackupMode {
+    /// A new manual snapshot (fresh data).
+    CreateSnapshot,
+    /// Copy the latest automated snapshot (data up to a day old); create one if there is none.
+    CopyAutomated,
+}
+
+/// The effective configuration, typed.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Keep counts.
+    pub keep: Keep,
+    /// Time zone name as configured.
+    pub timezone_name: String,
+    /// Time zone.
+    pub timezone: TimeZone,
+    /// Custom retention types.
+    pub custom_retention: BTreeMap<String, SignedDuration>,
+    /// Retention type forced for this run.
+    pub retention: Option<RetentionType>,
+    /// RDS backup mode.
+    pub rds_backup_mode: RdsBackupMode,
+    /// Regions; empty = the SDK's region.
+    pub regions: Vec<String>,
+    /// Narrow the run to one resource.
+    pub select: Option<String>,
+    /// Copy resource tags onto backups.
+    pub copy_tags: bool,
+    /// Tag keys not copied.
+    pub exclude_tag_keys: Vec<String>,
+    /// Per-operation notifications.
+    pub sns_topic: Option<String>,
+    /// Per-error notifications.
+    pub error_sns_topic: Option<String>,
+    /// One run report per run.
+    pub status_sns_topic: Option<String>,
+    /// Deployment id; `None` = derived from name, account and region.
+    pub deployment: Option<String>,
+    /// Deployment name.
+    pub name: String,
+    /// Shelvery compatibility.
+    pub compat_shelvery: bool,
+    /// The winning setting of each key that has a value, in key order.
+    pub effective: Vec<Setting>,
+}
+
+impl Config {
+    /// The retention policy this configuration describes.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            keep: self.keep,
+            custom: self.custom_retention.clone(),
+            timezone: self.timezone.clone(),
+        }
+    }
+
+    /// The ownership id written to `bunker:deployment` in `account`/`region`.
+    pub fn deployment_id(&self, account: &str, region: &str) -> String {
+        self.deployment
+            .clone()
+            .unwrap_or_else(|| format!("{}-{account}-{region}", self.name))
+    }
+
+    /// The per-resource overrides in `effective` (what gets recorded on a backup).
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        self.effective
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.source,
+                    Source::ResourceTag { .. } | Source::BackupTag { .. }
+                )
+            })
+            .map(|s| (s.key.name().to_string(), s.value.clone()))
+            .collect()
+    }
+}
+
+/// The built-in defaults as settings.
+pub fn defaults() -> Vec<Setting> {
+    SPECS
+        .iter()
+        .filter_map(|s| {
+            s.default.map(|d| Setting {
+                key: s.key,
+                value: d.into(),
+                source: Source::Default,
+            })
+        })
+        .collect()
+}
+
+/// Resolves layered settings (lowest first; later settings of a key override earlier ones).
+pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
+    let mut winner: BTreeMap<Key, &Setting> = BTreeMap::new();
+    for s in layers {
+        winner.insert(s.key, s);
+    }
+    let get = |k: Key| winner.get(&k).copied();
+    let bad = |s: &Setting| ConfigError::InvalidValue {
+        key: s.key.name(),
+        value: s.value.clone(),
+        origin: s.source.clone(),
+        accepted: s.key.accepted(),
+    };
+    let whole = |k: Key| -> Result<u32, ConfigError> {
+        match get(k) {
+            None => Ok(k.default_value().and_then(|d| d.parse().ok()).unwrap_or(0)),
+            Some(s) => parse_whole(&s.value).ok_or_else(|| bad(s)),
+        }
+    };
+    let boolean = |k: Key| -> Result<bool, ConfigError> {
+        match get(k) {
+            None => Ok(k.default_value() == Some("true")),
+            Some(s) => parse_bool(&s.value).ok_or_else(|| bad(s)),
+        }
+    };
+    let opt = |k: Key, ok: fn(&str) -> bool| -> Result<Option<String>, ConfigError> {
+        match get(k) {
+            Some(s) if s.value.is_empty() => Ok(None),
+            Some(s) => ok(&s.value)
+                .then(|| Some(s.value.clone()))
+                .ok_or_else(|| bad(s)),
+            None => Ok(None),
+        }
+    };
+
+    let keep = Keep {
+        daily: whole(Key::KeepDaily)?,
+        weekly: whole(Key::KeepWeekly)?,
+        monthly: whole(Key::KeepMonthly)?,
+        yearly: whole(Key::KeepYearly)?,
+    };
+    let timezone_name = get(Key::Timezone)
+        .map(|s| s.value.clone())
+        .unwrap_or_else(|| "UTC".into());
+    let timezone = match get(Key::Timezone) {
+        None => TimeZone::UTC,
+        Some(s) => TimeZone::get(&s.value).map_err(|_| bad(s))?,
+    };
+    let custom_retention = match get(Key::CustomRetention) {
+        None => BTreeMap::new(),
+        Some(s) => parse_custom(&s.value).ok_or_else(|| bad(s))?,
+    };
+    let retention = match get(Key::Retention) {
+        None => None,
+        Some(s) if s.value.is_empty() => None,
+        Some(s) => {
+            let t = RetentionType::from_name(&s.value);
+            if let RetentionType::Custom(name) = &t {
+                if !custom_retention.contains_key(name) {
+                    return Err(bad(s));
+                }
+            }
+            Some(t)
+        }
+    };
+    let rds_backup_mode = match get(Key::RdsBackupMode) {
+        None => RdsBackupMode::CreateSnapshot,
+        Some(s) => match s.value.as_str() {
+            "create-snapshot" | "RDS_CREATE_SNAPSHOT" => RdsBackupMode::CreateSnapshot,
+            "copy-automated" | "RDS_COPY_AUTOMATED_SNAPSHOT" => RdsBackupMode::CopyAutomated,
+            _ => return Err(bad(s)),
+        },
+    };
+    let regions = match get(Key::Regions) {
+        None => vec![],
+        Some(s) => {
+            let list = split_list(&s.value);
+            if !list.iter().all(|r| is_region(r)) {
+                return Err(bad(s));
+            }
+            list
+        }
+    };
+    let exclude_tag_keys = get(Key::ExcludeTagKeys)
+        .map(|s| split_list(&s.value))
+        .unwrap_or_default();
+    Ok(Config {
+        keep,
+        timezone_name,
+        timezone,
+        custom_retention,
+        retention,
+        rds_backup_mode,
+        regions,
+        select: opt(Key::Select, |v| !v.contains(char::is_whitespace))?,
+        copy_tags: boolean(Key::CopyTags)?,
+        exclude_tag_keys,
+        sns_topic: opt(Key::SnsTopic, is_topic_arn)?,
+        error_sns_topic: opt(Key::ErrorSnsTopic, is_topic_arn)?,
+        status_sns_topic: opt(Key::StatusSnsTopic, is_topic_arn)?,
+        deployment: opt(Key::Deployment, |v| is_ident(v, 128))?,
+        name: opt(Key::Name, |v| is_ident(v, 64))?.unwrap_or_else(|| "bunker".into()),
+        compat_shelvery: boolean(Key::CompatShelvery)?,
+        effective: winner.into_values().cloned().collect(),
+    })
+}
+
+/// Reads `bunker:config:<key>` tags (and, with `compat`, Shelvery's `shelvery:config:<name>`)
+/// into a settings layer. Errors on unknown keys and on keys that are not per-resource.
+pub fn tag_settings(
+    tags: &Tags,
+    resource: &str,
+    compat: bool,
+) -> Result<Vec<Setting>, ConfigError> {
+    let mut shelvery = Vec::new();
+    let mut ours = Vec::new();
+    for (tag, value) in tags {
+        let (key, into) = if let Some(name) = tag.strip_prefix(tags::CONFIG_PREFIX) {
+            let source = Source::ResourceTag {
+                resource: resource.into(),
+                tag: tag.clone(),
+            };
+            let key = Key::from_name(name).ok_or_else(|| ConfigError::UnknownKey {
+                key: name.into(),
+                origin: source,
+                hint: Key::suggest(name),
+            })?;
+            (key, &mut ours)
+        } else if let (true, Some(name)) = (compat, tag.strip_prefix(tags::SHELVERY_CONFIG_PREFIX))
+        {
+            match Key::from_shelvery_name(name) {
+                Some(key) => (key, &mut shelvery),
+                None => continue, // Shelvery settings bunker has no use for (dr regions, KMS, …)
+            }
+        } else {
+            continue;
+        };
+        let source = Source::ResourceTag {
+            resource: resource.into(),
+            tag: tag.clone(),
+        };
+        if !key.per_resource() {
+            return Err(ConfigError::NotPerResource {
+                key: key.name(),
+                origin: source,
+            });
+        }
+        into.push(Setting {
+            key,
+            value: value.clone(),
+            source,
+        });
+    }
+    shelvery.extend(ours); // bunker's own tags win over Shelvery's
+    Ok(shelvery)
+}
+
+/// Settings recorded on a backup (`bunker:config:*`), used when its resource is gone.
+pub fn recorded_settings(backup_id: &str, overrides: &BTreeMap<String, String>) -> Vec<Setting> {
+    overrides
+        .iter()
+        .filter_map(|(k, v)| {
+            let key = Key::from_name(k)?;
+            Some(Setting {
+                key,
+                value: v.clone(),
+                source: Source::BackupTag {
+                    backup: backup_id.into(),
+                    tag: format!("{}{k}", tags::CONFIG_PREFIX),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Reads bunker's and Shelvery's environment variables into a settings layer (Shelvery's
+/// names first, so `BUNKER_*` wins). Unknown `BUNKER_*` variables are returned as warnings.
+pub fn env_settings<I: IntoIterator<Item = (String, String)>>(
+    vars: I,
+) -> (Vec<Setting>, Vec<String>) {
+    const NOT_SETTINGS: [&str; 2] = ["BUNKER_LOG", "BUNKER_CONFIG"];
+    let (mut shelvery, mut ours, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
+    for (var, value) in vars {
+        if let Some(key) = Key::from_shelvery_name(&var) {
+            shelvery.push(Setting {
+                key,
+                value,
+                source: Source::Env { var },
+            });
+        } else if let Some(key) = Key::all().find(|k| k.env_var() == var) {
+            ours.push(Setting {
+                key,
+                value,
+                source: Source::Env { var },
+            });
+        } else if var.starts_with("BUNKER_")
+            && !NOT_SETTINGS.contains(&var.as_str())
+            && !var.starts_with("BUNKER_TEST_")
+        {
+            let guess = var.trim_start_matches("BUNKER_").to_ascii_lowercase();
+            let hint = Key::suggest(&guess)
+                .map(|k| {
+                    format!(
+                        " (did you mean {}?)",
+                        Key::from_name(k).expect("suggested keys exist").env_var()
+                    )
+                })
+                .unwrap_or_default();
+            warnings.push(format!("ignoring unknown environment variable {var}{hint}"));
+        }
+    }
+    shelvery.extend(ours);
+    (shelvery, warnings)
+}
+
+/// Strict whole number: digits only, 0 ..= 100000.
+pub fn parse_whole(v: &str) -> Option<u32> {
+    (!v.is_empty() && v.len() <= 6 && v.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| v.parse().ok())
+        .flatten()
+        .filter(|n| *n <= 100_000)
+}
+
+/// Strict boolean: true/false in any case, or 1/0. Nothing else ("yes" is an error).
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// `NAME:DURATION[,…]`; duration is seconds, or a number with unit s/m/h/d/w; must be > 0.
+pub fn parse_custom(v: &str) -> Option<BTreeMap<String, SignedDuration>> {
+    let mut out = BTreeMap::new();
+    for entry in split_list(v) {
+        let (name, dur) = entry.split_once(':')?;
+        let valid_name = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            && !matches!(
+                RetentionType::from_name(name),
+                RetentionType::Daily
+                    | RetentionType::Weekly
+                    | RetentionType::Monthly
+                    | RetentionType::Yearly
+            );
+        let secs = parse_duration_secs(dur)?;
+        if !valid_name
+            || secs == 0
+            || out
+                .insert(name.to_string(), SignedDuration::from_secs(secs))
+                .is_some()
+        {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+fn parse_duration_secs(v: &str) -> Option<i64> {
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return None,
+    };
+    if num.is_empty() || num.len() > 12 {
+        return None;
+    }
+    num.parse::<i64>().ok()?.checked_mul(mult)
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn is_topic_arn(v: &str) -> bool {
+    let p: Vec<&str> = v.split(':').collect();
+    p.len() == 6
+        && p[0] == "arn"
+        && p[1].starts_with("aws")
+        && p[2] == "sns"
+        && is_region(p[3])
+        && p[4].len() == 12
+        && p[4].bytes().all(|b| b.is_ascii_digit())
+        && !p[5].is_empty()
+}
+
+fn is_ident(v: &str, max: usize) -> bool {
+    !v.is_empty()
+        && v.len() <= max
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for j in 0..b.len() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != b[j]))
+                .min(row[j] + 1)
+                .min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(key: Key, value: &str, source: Source) -> Setting {
+        Setting {
+            key,
+            value: value.into(),
+            source,
+        }
+    }
+
+    #[test]
+    fn layers_resolve_highest_wins_with_provenance() {
+        let mut layers = defaults();
+        layers.push(s(
+            Key::KeepDaily,
+            "7",
+            Source::File {
+                path: "b.toml".into(),
+            },
+        ));
+        layers.push(s(
+            Key::KeepDaily,
+            "9",
+            Source::Env {
+                var: "BUNKER_KEEP_DAILY".into(),
+            },
+        ));
+        let c = resolve(&layers).unwrap();
+        assert_eq!(
+            c.keep,
+            Keep {
+                daily: 9,
+                weekly: 8,
+                monthly: 12,
+                yearly: 10
+            }
+        );
+        let eff = c
+            .effective
+            .iter()
+            .find(|s| s.key == Key::KeepDaily)
+            .unwrap();
+        assert_eq!(
+            eff.source,
+            Source::Env {
+                var: "BUNKER_KEEP_DAILY".into()
+            }
+        );
+        assert_eq!(
+            c.deployment_id("123456789012", "eu-west-1"),
+            "bunker-123456789012-eu-west-1"
+        );
+    }
+
+    #[test]
+    fn strict_values_name_key_value_source_and_accepted() {
+        for (key, value) in [
+            (Key::KeepDaily, "7.5"),
+            (Key::KeepDaily, "-1"),
+            (Key::KeepDaily, " 7"),
+            (Key::CopyTags, "yes"),
+            (Key::Timezone, "Mars/Base"),
+            (Key::Regions, "us-east-1,moon"),
+            (Key::SnsTopic, "topic"),
+            (Key::CustomRetention, "hourly:2x"),
+            (Key::CustomRetention, "daily:2d"),
+            (Key::Retention, "hourly"),
+        ] {
+            let e = resolve(&[s(key, value, Source::Env { var: key.env_var() })]).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains(key.name())
+                    && msg.contains(value)
+                    && msg.contains(&key.env_var())
+                    && msg.contains("expected"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn custom_retention_forms() {
+        let c = parse_custom("hourly:2d, minutely:7200,w:1w").unwrap();
+        assert_eq!(c["hourly"], SignedDuration::from_hours(48));
+        assert_eq!(c["minutely"], SignedDuration::from_secs(7200));
+        assert_eq!(c["w"], SignedDuration::from_hours(168));
+        assert!(parse_custom("x:0").is_none());
+        assert!(parse_custom("x:1d,x:2d").is_none());
+        assert!(parse_custom("X:1d").is_none());
+    }
+
+    #[test]
+    fn tags_only_set_per_resource_keys() {
+        let tags: Tags = [("bunker:config:keep_daily".to_string(), "30".to_string())].into();
+        let layer = tag_settings(&tags, "vol-1", false).unwrap();
+        assert_eq!(
+            layer[0].source.to_string(),
+            "tag bunker:config:keep_daily on vol-1"
+        );
+        let tags: Tags = [("bunker:config:regions".to_string(), "us-east-1".to_string())].into();
+        assert!(matches!(
+            tag_settings(&tags, "vol-1", false),
+            Err(ConfigError::NotPerResource { .. })
+        ));
+        let tags: Tags = [("bunker:config:keep_dialy".to_string(), "3".to_string())].into();
+        assert!(tag_settings(&tags, "vol-1", false)
+            .unwrap_err()
+            .to_string()
+            .contains("did you mean \"keep_daily\""));
+        let tags: Tags = [(
+            "shelvery:config:shelvery_keep_daily_backups".to_string(),
+            "5".to_string(),
+        )]
+        .into();
+        assert!(tag_settings(&tags, "vol-1", false).unwrap().is_empty());
+        assert_eq!(
+            tag_settings(&tags, "vol-1", true).unwrap()[0].key,
+            Key::KeepDaily
+        );
+    }
+
+    #[test]
+    fn env_accepts_shelvery_names_bunker_wins() {
+        let (layer, warnings) = env_settings([
+            ("BUNKER_KEEP_DAILY".to_string(), "3".to_string()),
+            ("shelvery_keep_daily_backups".to_string(), "5".to_string()),
+            ("BUNKER_KEEP_DAYLY".to_string(), "5".to_string()),
+        ]);
+        assert_eq!(resolve(&layer).unwrap().keep.daily, 3);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("BUNKER_KEEP_DAILY"), "{warnings:?}");
+    }
+}

@@ -1,0 +1,19 @@
+//! bunker's vocabulary: resource kinds, backup records, tags, the configuration schema,
+//! backup naming, the retention planner and the run report.
+//!
+//! **Invariant:** nothing in this crate does I/O or is async. Every function is a pure
+//! function of its arguments (time comes in as a [`jiff::Timestamp`] argument, never from
+//! the host clock or the host time zone), so the planner can be property-tested and
+//! benchmarked in isolation.
+
+pub mod backup;
+pub mod config;
+pub mod kind;
+pub mod naming;
+pub mod report;
+pub mod retention;
+pub mod tags;
+
+pub use backup::{Backup, Owner};
+pub use kind::ResourceKind;
+pub use retention::RetentionType;
