@@ -98,9 +98,7 @@ impl Backup {
         if l.tags.get(tags::MANAGED).map(String::as_str) == Some("true") {
             return Self::from_bunker_tags(l, own).map(Some);
         }
-        if own.compat_shelvery
-            && l.tags.get(tags::shelvery::BACKUP).map(String::as_str) == Some("true")
-        {
+        if own.compat_shelvery && l.tags.get(tags::shelvery::BACKUP).map(String::as_str) == Some("true") {
             return Self::from_shelvery_tags(l);
         }
         Ok(None)
@@ -108,14 +106,11 @@ impl Backup {
 
     fn from_bunker_tags(l: &Listed<'_>, own: &Ownership<'_>) -> Result<Backup, Unreadable> {
         let get = |tag: &'static str| {
-            l.tags
-                .get(tag)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| Unreadable {
-                    id: l.id.to_string(),
-                    tag,
-                    problem: "missing".into(),
-                })
+            l.tags.get(tag).filter(|v| !v.is_empty()).ok_or_else(|| Unreadable {
+                id: l.id.to_string(),
+                tag,
+                problem: "missing".into(),
+            })
         };
         let kind = get(tags::KIND)?;
         if kind != l.kind.as_str() {
@@ -132,26 +127,15 @@ impl Backup {
             tag: tags::CREATED_AT,
             problem: format!("'{created}', not an RFC 3339 time ({e})"),
         })?;
-        let owner = if get(tags::DEPLOYMENT)? == own.deployment {
-            Owner::Ours
-        } else {
-            Owner::Foreign
-        };
+        let owner = if get(tags::DEPLOYMENT)? == own.deployment { Owner::Ours } else { Owner::Foreign };
         let overrides = l
             .tags
             .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix(tags::CONFIG_PREFIX)
-                    .map(|k| (k.to_string(), v.clone()))
-            })
+            .filter_map(|(k, v)| k.strip_prefix(tags::CONFIG_PREFIX).map(|k| (k.to_string(), v.clone())))
             .collect();
         Ok(Backup {
             id: l.id.into(),
-            name: l
-                .tags
-                .get("Name")
-                .cloned()
-                .unwrap_or_else(|| l.id.to_string()),
+            name: l.tags.get("Name").cloned().unwrap_or_else(|| l.id.to_string()),
             kind: l.kind,
             region: l.region.into(),
             account: l.account.into(),
@@ -172,16 +156,10 @@ impl Backup {
         if t(s::DR_COPY) == Some("true") || t(s::CROSS_ACCOUNT_COPY) == Some("true") {
             return Ok(None);
         }
-        if t(s::SRC_ACCOUNT).is_some_and(|a| a != l.account)
-            || t(s::REGION).is_some_and(|r| r != l.region)
-        {
+        if t(s::SRC_ACCOUNT).is_some_and(|a| a != l.account) || t(s::REGION).is_some_and(|r| r != l.region) {
             return Ok(None);
         }
-        let missing = |tag: &'static str| Unreadable {
-            id: l.id.into(),
-            tag,
-            problem: "missing".into(),
-        };
+        let missing = |tag: &'static str| Unreadable { id: l.id.into(), tag, problem: "missing".into() };
         let date = t(s::DATE_CREATED).ok_or_else(|| missing(s::DATE_CREATED))?;
         let created_at = parse_shelvery_date(date).ok_or_else(|| Unreadable {
             id: l.id.into(),
@@ -194,13 +172,9 @@ impl Backup {
             kind: l.kind,
             region: l.region.into(),
             account: l.account.into(),
-            source: t(s::ENTITY_ID)
-                .ok_or_else(|| missing(s::ENTITY_ID))?
-                .to_string(),
+            source: t(s::ENTITY_ID).ok_or_else(|| missing(s::ENTITY_ID))?.to_string(),
             created_at,
-            retention: RetentionType::from_name(
-                t(s::RETENTION_TYPE).ok_or_else(|| missing(s::RETENTION_TYPE))?,
-            ),
+            retention: RetentionType::from_name(t(s::RETENTION_TYPE).ok_or_else(|| missing(s::RETENTION_TYPE))?),
             owner: Owner::Shelvery,
             available: l.available,
             overrides: BTreeMap::new(),
@@ -213,20 +187,14 @@ impl Backup {
 pub fn parse_shelvery_date(s: &str) -> Option<Timestamp> {
     let (date, hm) = s.rsplit_once('-')?;
     let date = date.replace('-', "");
-    if date.len() != 8
-        || hm.len() != 4
-        || !date.bytes().chain(hm.bytes()).all(|b| b.is_ascii_digit())
-    {
+    if date.len() != 8 || hm.len() != 4 || !date.bytes().chain(hm.bytes()).all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n = |s: &str| s.parse::<i16>().ok();
-    let d =
-        jiff::civil::Date::new(n(&date[..4])?, n(&date[4..6])? as i8, n(&date[6..])? as i8).ok()?;
+    let d = jiff::civil::Date::new(n(&date[..4])?, n(&date[4..6])? as i8, n(&date[6..])? as i8).ok()?;
     let time = jiff::civil::Time::new(n(&hm[..2])? as i8, n(&hm[2..])? as i8, 0, 0).ok()?;
     let dt = d.to_datetime(time);
-    dt.to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 #[cfg(test)]
@@ -246,16 +214,10 @@ mod tests {
     }
 
     fn t(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    const OURS: Ownership<'static> = Ownership {
-        deployment: "dep",
-        compat_shelvery: false,
-    };
+    const OURS: Ownership<'static> = Ownership { deployment: "dep", compat_shelvery: false };
 
     #[test]
     fn bunker_tags_round_trip_and_ownership() {
@@ -269,25 +231,13 @@ mod tests {
             ("bunker:config:keep_weekly", "3"),
         ]);
         let b = Backup::from_listed(&listed(&tags), &OURS).unwrap().unwrap();
-        assert_eq!(
-            (b.owner, b.retention.clone(), b.source.as_str()),
-            (Owner::Ours, RetentionType::Weekly, "vol-1")
-        );
+        assert_eq!((b.owner, b.retention.clone(), b.source.as_str()), (Owner::Ours, RetentionType::Weekly, "vol-1"));
         assert_eq!(b.overrides["keep_weekly"], "3");
         tags.insert(tags::DEPLOYMENT.into(), "other".into());
-        assert_eq!(
-            Backup::from_listed(&listed(&tags), &OURS)
-                .unwrap()
-                .unwrap()
-                .owner,
-            Owner::Foreign
-        );
+        assert_eq!(Backup::from_listed(&listed(&tags), &OURS).unwrap().unwrap().owner, Owner::Foreign);
         tags.insert(tags::CREATED_AT.into(), "yesterday".into());
         let e = Backup::from_listed(&listed(&tags), &OURS).unwrap_err();
-        assert!(
-            e.to_string().contains("bunker:created_at") && e.to_string().contains("yesterday"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("bunker:created_at") && e.to_string().contains("yesterday"), "{e}");
     }
 
     #[test]
@@ -301,13 +251,8 @@ mod tests {
             ("shelvery:src_account", "111122223333"),
         ]);
         assert_eq!(Backup::from_listed(&listed(&tags), &OURS).unwrap(), None);
-        let compat = Ownership {
-            deployment: "dep",
-            compat_shelvery: true,
-        };
-        let b = Backup::from_listed(&listed(&tags), &compat)
-            .unwrap()
-            .unwrap();
+        let compat = Ownership { deployment: "dep", compat_shelvery: true };
+        let b = Backup::from_listed(&listed(&tags), &compat).unwrap().unwrap();
         assert_eq!(b.owner, Owner::Shelvery);
         assert_eq!(b.created_at, "2026-01-05T01:00:00Z".parse().unwrap());
         let mut dr = tags.clone();
@@ -320,14 +265,8 @@ mod tests {
 
     #[test]
     fn shelvery_dates() {
-        assert_eq!(
-            parse_shelvery_date("2026-11-21-1728"),
-            "2026-11-21T17:28:00Z".parse().ok()
-        );
-        assert_eq!(
-            parse_shelvery_date("20261121-1728"),
-            "2026-11-21T17:28:00Z".parse().ok()
-        );
+        assert_eq!(parse_shelvery_date("2026-11-21-1728"), "2026-11-21T17:28:00Z".parse().ok());
+        assert_eq!(parse_shelvery_date("20261121-1728"), "2026-11-21T17:28:00Z".parse().ok());
         assert_eq!(parse_shelvery_date("2026-02-30-1728"), None);
         assert_eq!(parse_shelvery_date("2026-11-21-2460"), None);
         assert_eq!(parse_shelvery_date("garbage"), None);

@@ -90,10 +90,7 @@ impl Key {
     }
 
     fn spec(self) -> &'static Spec {
-        SPECS
-            .iter()
-            .find(|s| s.key == self)
-            .expect("every key has a spec")
+        SPECS.iter().find(|s| s.key == self).expect("every key has a spec")
     }
 
     /// The canonical name (`keep_daily`, `compat.shelvery`).
@@ -103,10 +100,7 @@ impl Key {
 
     /// The environment variable (`BUNKER_KEEP_DAILY`, `BUNKER_COMPAT_SHELVERY`).
     pub fn env_var(self) -> String {
-        format!(
-            "BUNKER_{}",
-            self.name().replace('.', "_").to_ascii_uppercase()
-        )
+        format!("BUNKER_{}", self.name().replace('.', "_").to_ascii_uppercase())
     }
 
     /// Shelvery's name for it, accepted from the environment (and from `shelvery:config:` tags
@@ -137,20 +131,12 @@ impl Key {
 
     /// Looks a key up by Shelvery's name.
     pub fn from_shelvery_name(name: &str) -> Option<Key> {
-        SPECS
-            .iter()
-            .find(|s| s.shelvery == Some(name))
-            .map(|s| s.key)
+        SPECS.iter().find(|s| s.shelvery == Some(name)).map(|s| s.key)
     }
 
     /// The canonical key nearest to a misspelt one, for "did you mean".
     pub fn suggest(name: &str) -> Option<&'static str> {
-        SPECS
-            .iter()
-            .map(|s| (edit_distance(name, s.name), s.name))
-            .filter(|(d, _)| *d <= 3)
-            .min()
-            .map(|(_, n)| n)
+        SPECS.iter().map(|s| (edit_distance(name, s.name), s.name)).filter(|(d, _)| *d <= 3).min().map(|(_, n)| n)
     }
 }
 
@@ -308,30 +294,19 @@ pub struct Config {
 impl Config {
     /// The retention policy this configuration describes.
     pub fn policy(&self) -> Policy {
-        Policy {
-            keep: self.keep,
-            custom: self.custom_retention.clone(),
-            timezone: self.timezone.clone(),
-        }
+        Policy { keep: self.keep, custom: self.custom_retention.clone(), timezone: self.timezone.clone() }
     }
 
     /// The ownership id written to `bunker:deployment` in `account`/`region`.
     pub fn deployment_id(&self, account: &str, region: &str) -> String {
-        self.deployment
-            .clone()
-            .unwrap_or_else(|| format!("{}-{account}-{region}", self.name))
+        self.deployment.clone().unwrap_or_else(|| format!("{}-{account}-{region}", self.name))
     }
 
     /// The per-resource overrides in `effective` (what gets recorded on a backup).
     pub fn overrides(&self) -> BTreeMap<String, String> {
         self.effective
             .iter()
-            .filter(|s| {
-                matches!(
-                    s.source,
-                    Source::ResourceTag { .. } | Source::BackupTag { .. }
-                )
-            })
+            .filter(|s| matches!(s.source, Source::ResourceTag { .. } | Source::BackupTag { .. }))
             .map(|s| (s.key.name().to_string(), s.value.clone()))
             .collect()
     }
@@ -341,13 +316,7 @@ impl Config {
 pub fn defaults() -> Vec<Setting> {
     SPECS
         .iter()
-        .filter_map(|s| {
-            s.default.map(|d| Setting {
-                key: s.key,
-                value: d.into(),
-                source: Source::Default,
-            })
-        })
+        .filter_map(|s| s.default.map(|d| Setting { key: s.key, value: d.into(), source: Source::Default }))
         .collect()
 }
 
@@ -379,9 +348,7 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
     let opt = |k: Key, ok: fn(&str) -> bool| -> Result<Option<String>, ConfigError> {
         match get(k) {
             Some(s) if s.value.is_empty() => Ok(None),
-            Some(s) => ok(&s.value)
-                .then(|| Some(s.value.clone()))
-                .ok_or_else(|| bad(s)),
+            Some(s) => ok(&s.value).then(|| Some(s.value.clone())).ok_or_else(|| bad(s)),
             None => Ok(None),
         }
     };
@@ -392,9 +359,7 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
         monthly: whole(Key::KeepMonthly)?,
         yearly: whole(Key::KeepYearly)?,
     };
-    let timezone_name = get(Key::Timezone)
-        .map(|s| s.value.clone())
-        .unwrap_or_else(|| "UTC".into());
+    let timezone_name = get(Key::Timezone).map(|s| s.value.clone()).unwrap_or_else(|| "UTC".into());
     let timezone = match get(Key::Timezone) {
         None => TimeZone::UTC,
         Some(s) => TimeZone::get(&s.value).map_err(|_| bad(s))?,
@@ -434,9 +399,7 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
             list
         }
     };
-    let exclude_tag_keys = get(Key::ExcludeTagKeys)
-        .map(|s| split_list(&s.value))
-        .unwrap_or_default();
+    let exclude_tag_keys = get(Key::ExcludeTagKeys).map(|s| split_list(&s.value)).unwrap_or_default();
     Ok(Config {
         keep,
         timezone_name,
@@ -460,27 +423,19 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
 
 /// Reads `bunker:config:<key>` tags (and, with `compat`, Shelvery's `shelvery:config:<name>`)
 /// into a settings layer. Errors on unknown keys and on keys that are not per-resource.
-pub fn tag_settings(
-    tags: &Tags,
-    resource: &str,
-    compat: bool,
-) -> Result<Vec<Setting>, ConfigError> {
+pub fn tag_settings(tags: &Tags, resource: &str, compat: bool) -> Result<Vec<Setting>, ConfigError> {
     let mut shelvery = Vec::new();
     let mut ours = Vec::new();
     for (tag, value) in tags {
         let (key, into) = if let Some(name) = tag.strip_prefix(tags::CONFIG_PREFIX) {
-            let source = Source::ResourceTag {
-                resource: resource.into(),
-                tag: tag.clone(),
-            };
+            let source = Source::ResourceTag { resource: resource.into(), tag: tag.clone() };
             let key = Key::from_name(name).ok_or_else(|| ConfigError::UnknownKey {
                 key: name.into(),
                 origin: source,
                 hint: Key::suggest(name),
             })?;
             (key, &mut ours)
-        } else if let (true, Some(name)) = (compat, tag.strip_prefix(tags::SHELVERY_CONFIG_PREFIX))
-        {
+        } else if let (true, Some(name)) = (compat, tag.strip_prefix(tags::SHELVERY_CONFIG_PREFIX)) {
             match Key::from_shelvery_name(name) {
                 Some(key) => (key, &mut shelvery),
                 None => continue, // Shelvery settings bunker has no use for (dr regions, KMS, …)
@@ -488,21 +443,11 @@ pub fn tag_settings(
         } else {
             continue;
         };
-        let source = Source::ResourceTag {
-            resource: resource.into(),
-            tag: tag.clone(),
-        };
+        let source = Source::ResourceTag { resource: resource.into(), tag: tag.clone() };
         if !key.per_resource() {
-            return Err(ConfigError::NotPerResource {
-                key: key.name(),
-                origin: source,
-            });
+            return Err(ConfigError::NotPerResource { key: key.name(), origin: source });
         }
-        into.push(Setting {
-            key,
-            value: value.clone(),
-            source,
-        });
+        into.push(Setting { key, value: value.clone(), source });
     }
     shelvery.extend(ours); // bunker's own tags win over Shelvery's
     Ok(shelvery)
@@ -517,10 +462,7 @@ pub fn recorded_settings(backup_id: &str, overrides: &BTreeMap<String, String>) 
             Some(Setting {
                 key,
                 value: v.clone(),
-                source: Source::BackupTag {
-                    backup: backup_id.into(),
-                    tag: format!("{}{k}", tags::CONFIG_PREFIX),
-                },
+                source: Source::BackupTag { backup: backup_id.into(), tag: format!("{}{k}", tags::CONFIG_PREFIX) },
             })
         })
         .collect()
@@ -528,36 +470,21 @@ pub fn recorded_settings(backup_id: &str, overrides: &BTreeMap<String, String>) 
 
 /// Reads bunker's and Shelvery's environment variables into a settings layer (Shelvery's
 /// names first, so `BUNKER_*` wins). Unknown `BUNKER_*` variables are returned as warnings.
-pub fn env_settings<I: IntoIterator<Item = (String, String)>>(
-    vars: I,
-) -> (Vec<Setting>, Vec<String>) {
+pub fn env_settings<I: IntoIterator<Item = (String, String)>>(vars: I) -> (Vec<Setting>, Vec<String>) {
     const NOT_SETTINGS: [&str; 2] = ["BUNKER_LOG", "BUNKER_CONFIG"];
     let (mut shelvery, mut ours, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
     for (var, value) in vars {
         if let Some(key) = Key::from_shelvery_name(&var) {
-            shelvery.push(Setting {
-                key,
-                value,
-                source: Source::Env { var },
-            });
+            shelvery.push(Setting { key, value, source: Source::Env { var } });
         } else if let Some(key) = Key::all().find(|k| k.env_var() == var) {
-            ours.push(Setting {
-                key,
-                value,
-                source: Source::Env { var },
-            });
+            ours.push(Setting { key, value, source: Source::Env { var } });
         } else if var.starts_with("BUNKER_")
             && !NOT_SETTINGS.contains(&var.as_str())
             && !var.starts_with("BUNKER_TEST_")
         {
             let guess = var.trim_start_matches("BUNKER_").to_ascii_lowercase();
             let hint = Key::suggest(&guess)
-                .map(|k| {
-                    format!(
-                        " (did you mean {}?)",
-                        Key::from_name(k).expect("suggested keys exist").env_var()
-                    )
-                })
+                .map(|k| format!(" (did you mean {}?)", Key::from_name(k).expect("suggested keys exist").env_var()))
                 .unwrap_or_default();
             warnings.push(format!("ignoring unknown environment variable {var}{hint}"));
         }
@@ -590,23 +517,13 @@ pub fn parse_custom(v: &str) -> Option<BTreeMap<String, SignedDuration>> {
         let (name, dur) = entry.split_once(':')?;
         let valid_name = !name.is_empty()
             && name.len() <= 32
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
             && !matches!(
                 RetentionType::from_name(name),
-                RetentionType::Daily
-                    | RetentionType::Weekly
-                    | RetentionType::Monthly
-                    | RetentionType::Yearly
+                RetentionType::Daily | RetentionType::Weekly | RetentionType::Monthly | RetentionType::Yearly
             );
         let secs = parse_duration_secs(dur)?;
-        if !valid_name
-            || secs == 0
-            || out
-                .insert(name.to_string(), SignedDuration::from_secs(secs))
-                .is_some()
-        {
+        if !valid_name || secs == 0 || out.insert(name.to_string(), SignedDuration::from_secs(secs)).is_some() {
             return None;
         }
     }
@@ -633,25 +550,15 @@ fn parse_duration_secs(v: &str) -> Option<i64> {
 }
 
 fn split_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
 fn is_region(r: &str) -> bool {
     let parts: Vec<&str> = r.split('-').collect();
     parts.len() >= 3
         && parts[0].len() == 2
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-        && parts
-            .last()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn is_topic_arn(v: &str) -> bool {
@@ -667,10 +574,7 @@ fn is_topic_arn(v: &str) -> bool {
 }
 
 fn is_ident(v: &str, max: usize) -> bool {
-    !v.is_empty()
-        && v.len() <= max
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !v.is_empty() && v.len() <= max && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -681,9 +585,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for j in 0..b.len() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != b[j]))
-                .min(row[j] + 1)
-                .min(cur + 1);
+            row[j + 1] = (prev + usize::from(ca != b[j])).min(row[j] + 1).min(cur + 1);
             prev = cur;
         }
     }
@@ -695,55 +597,19 @@ mod tests {
     use super::*;
 
     fn s(key: Key, value: &str, source: Source) -> Setting {
-        Setting {
-            key,
-            value: value.into(),
-            source,
-        }
+        Setting { key, value: value.into(), source }
     }
 
     #[test]
     fn layers_resolve_highest_wins_with_provenance() {
         let mut layers = defaults();
-        layers.push(s(
-            Key::KeepDaily,
-            "7",
-            Source::File {
-                path: "b.toml".into(),
-            },
-        ));
-        layers.push(s(
-            Key::KeepDaily,
-            "9",
-            Source::Env {
-                var: "BUNKER_KEEP_DAILY".into(),
-            },
-        ));
+        layers.push(s(Key::KeepDaily, "7", Source::File { path: "b.toml".into() }));
+        layers.push(s(Key::KeepDaily, "9", Source::Env { var: "BUNKER_KEEP_DAILY".into() }));
         let c = resolve(&layers).unwrap();
-        assert_eq!(
-            c.keep,
-            Keep {
-                daily: 9,
-                weekly: 8,
-                monthly: 12,
-                yearly: 10
-            }
-        );
-        let eff = c
-            .effective
-            .iter()
-            .find(|s| s.key == Key::KeepDaily)
-            .unwrap();
-        assert_eq!(
-            eff.source,
-            Source::Env {
-                var: "BUNKER_KEEP_DAILY".into()
-            }
-        );
-        assert_eq!(
-            c.deployment_id("123456789012", "eu-west-1"),
-            "bunker-123456789012-eu-west-1"
-        );
+        assert_eq!(c.keep, Keep { daily: 9, weekly: 8, monthly: 12, yearly: 10 });
+        let eff = c.effective.iter().find(|s| s.key == Key::KeepDaily).unwrap();
+        assert_eq!(eff.source, Source::Env { var: "BUNKER_KEEP_DAILY".into() });
+        assert_eq!(c.deployment_id("123456789012", "eu-west-1"), "bunker-123456789012-eu-west-1");
     }
 
     #[test]
@@ -787,30 +653,14 @@ mod tests {
     fn tags_only_set_per_resource_keys() {
         let tags: Tags = [("bunker:config:keep_daily".to_string(), "30".to_string())].into();
         let layer = tag_settings(&tags, "vol-1", false).unwrap();
-        assert_eq!(
-            layer[0].source.to_string(),
-            "tag bunker:config:keep_daily on vol-1"
-        );
+        assert_eq!(layer[0].source.to_string(), "tag bunker:config:keep_daily on vol-1");
         let tags: Tags = [("bunker:config:regions".to_string(), "us-east-1".to_string())].into();
-        assert!(matches!(
-            tag_settings(&tags, "vol-1", false),
-            Err(ConfigError::NotPerResource { .. })
-        ));
+        assert!(matches!(tag_settings(&tags, "vol-1", false), Err(ConfigError::NotPerResource { .. })));
         let tags: Tags = [("bunker:config:keep_dialy".to_string(), "3".to_string())].into();
-        assert!(tag_settings(&tags, "vol-1", false)
-            .unwrap_err()
-            .to_string()
-            .contains("did you mean \"keep_daily\""));
-        let tags: Tags = [(
-            "shelvery:config:shelvery_keep_daily_backups".to_string(),
-            "5".to_string(),
-        )]
-        .into();
+        assert!(tag_settings(&tags, "vol-1", false).unwrap_err().to_string().contains("did you mean \"keep_daily\""));
+        let tags: Tags = [("shelvery:config:shelvery_keep_daily_backups".to_string(), "5".to_string())].into();
         assert!(tag_settings(&tags, "vol-1", false).unwrap().is_empty());
-        assert_eq!(
-            tag_settings(&tags, "vol-1", true).unwrap()[0].key,
-            Key::KeepDaily
-        );
+        assert_eq!(tag_settings(&tags, "vol-1", true).unwrap()[0].key, Key::KeepDaily);
     }
 
     #[test]

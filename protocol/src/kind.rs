@@ -51,13 +51,7 @@ impl ResourceKind {
     /// EBS snapshot ids are assigned by AWS; AMI names are laxer, but one rule for all keeps
     /// names predictable.
     pub fn identifier_is_name(self) -> bool {
-        matches!(
-            self,
-            ResourceKind::Rds
-                | ResourceKind::RdsCluster
-                | ResourceKind::Docdb
-                | ResourceKind::Redshift
-        )
+        matches!(self, ResourceKind::Rds | ResourceKind::RdsCluster | ResourceKind::Docdb | ResourceKind::Redshift)
     }
 }
 
@@ -69,9 +63,7 @@ impl fmt::Display for ResourceKind {
 
 /// The error for a kind name bunker does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown resource kind '{0}': expected one of ebs, ec2ami, rds, rds-cluster, docdb, redshift"
-)]
+#[error("unknown resource kind '{0}': expected one of ebs, ec2ami, rds, rds-cluster, docdb, redshift")]
 pub struct UnknownKind(pub String);
 
 impl FromStr for ResourceKind {
@@ -100,14 +92,7 @@ mod tests {
         for k in ResourceKind::ALL {
             assert_eq!(k.as_str().parse::<ResourceKind>().unwrap(), k);
         }
-        assert_eq!(
-            "rds_cluster".parse::<ResourceKind>().unwrap(),
-            ResourceKind::RdsCluster
-        );
-        assert!("s3"
-            .parse::<ResourceKind>()
-            .unwrap_err()
-            .to_string()
-            .contains("'s3'"));
+        assert_eq!("rds_cluster".parse::<ResourceKind>().unwrap(), ResourceKind::RdsCluster);
+        assert!("s3".parse::<ResourceKind>().unwrap_err().to_string().contains("'s3'"));
     }
 }

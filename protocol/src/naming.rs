@@ -10,16 +10,8 @@ pub const MAX_LEN: usize = 63;
 
 /// `<base>-<yyyymmdd>-<hhmmss>-<retention>-<hash6>`, e.g.
 /// `data-vol-20261121-010000-daily-3f2a9c`. `base` is the source's `Name` tag, else its id.
-pub fn backup_name(
-    source_id: &str,
-    source_name: Option<&str>,
-    created_at: Timestamp,
-    retention: &str,
-) -> String {
-    let stamp = created_at
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .strftime("%Y%m%d-%H%M%S")
-        .to_string();
+pub fn backup_name(source_id: &str, source_name: Option<&str>, created_at: Timestamp, retention: &str) -> String {
+    let stamp = created_at.to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y%m%d-%H%M%S").to_string();
     let mut retention = sanitize(retention);
     retention.truncate(16);
     let mut retention = retention.trim_end_matches('-').to_string();
@@ -28,11 +20,7 @@ pub fn backup_name(
     }
     let hash = format!("{:06x}", fnv1a(source_id.as_bytes()) & 0xff_ffff);
     let fixed = 1 + stamp.len() + 1 + retention.len() + 1 + hash.len();
-    let mut base = sanitize(
-        source_name
-            .filter(|n| !sanitize(n).is_empty())
-            .unwrap_or(source_id),
-    );
+    let mut base = sanitize(source_name.filter(|n| !sanitize(n).is_empty()).unwrap_or(source_id));
     if base.is_empty() {
         base = "backup".into();
     }
@@ -58,9 +46,7 @@ fn sanitize(s: &str) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
 }
 
 /// Whether `name` satisfies the RDS-style identifier rules above.
@@ -84,14 +70,8 @@ mod tests {
         let n = backup_name("vol-0abc", Some("Data Vol #1"), t, "daily");
         assert!(n.starts_with("data-vol-1-20261121-010000-daily-"), "{n}");
         let n = backup_name("db1", Some("42 ünïcode__name"), t, "hourly");
-        assert!(
-            n.starts_with("b-42-n-code-name-20261121-010000-hourly-"),
-            "{n}"
-        );
-        assert_ne!(
-            backup_name("a", Some("x"), t, "daily"),
-            backup_name("b", Some("x"), t, "daily")
-        );
+        assert!(n.starts_with("b-42-n-code-name-20261121-010000-hourly-"), "{n}");
+        assert_ne!(backup_name("a", Some("x"), t, "daily"), backup_name("b", Some("x"), t, "daily"));
     }
 
     proptest! {

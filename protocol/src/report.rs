@@ -260,19 +260,11 @@ mod tests {
                 e,
             )
         };
-        assert_eq!(
-            mk(vec![entry(EntryStatus::Ok), entry(EntryStatus::Skipped)]).status,
-            RunStatus::Ok
-        );
+        assert_eq!(mk(vec![entry(EntryStatus::Ok), entry(EntryStatus::Skipped)]).status, RunStatus::Ok);
         let r = mk(vec![entry(EntryStatus::Ok), entry(EntryStatus::Error)]);
         assert_eq!(r.status, RunStatus::Partial);
         assert_eq!(r.entries[0].status, EntryStatus::Error);
-        assert_eq!(
-            mk(vec![entry(EntryStatus::Error)]).status,
-            RunStatus::Failed
-        );
-        assert!(mk(vec![entry(EntryStatus::Error)])
-            .headline()
-            .contains("FAILED (0 ok, 1 failed"));
+        assert_eq!(mk(vec![entry(EntryStatus::Error)]).status, RunStatus::Failed);
+        assert!(mk(vec![entry(EntryStatus::Error)]).headline().contains("FAILED (0 ok, 1 failed"));
     }
 }

@@ -97,12 +97,7 @@ pub struct Keep {
 impl Default for Keep {
     /// Shelvery's defaults: 14 / 8 / 12 / 10.
     fn default() -> Self {
-        Keep {
-            daily: 14,
-            weekly: 8,
-            monthly: 12,
-            yearly: 10,
-        }
+        Keep { daily: 14, weekly: 8, monthly: 12, yearly: 10 }
     }
 }
 
@@ -119,11 +114,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy {
-            keep: Keep::default(),
-            custom: BTreeMap::new(),
-            timezone: TimeZone::UTC,
-        }
+        Policy { keep: Keep::default(), custom: BTreeMap::new(), timezone: TimeZone::UTC }
     }
 }
 
@@ -143,17 +134,10 @@ impl Policy {
     /// `--retention`) replaces the calendar. A standard type whose keep is 0 falls back
     /// yearly → monthly → weekly → daily; `None` means skip (daily keep is 0, or the custom
     /// type is not defined).
-    pub fn type_for_creation(
-        &self,
-        now: Timestamp,
-        forced: Option<&RetentionType>,
-    ) -> Option<RetentionType> {
+    pub fn type_for_creation(&self, now: Timestamp, forced: Option<&RetentionType>) -> Option<RetentionType> {
         let mut t = match forced {
             Some(RetentionType::Custom(name)) => {
-                return self
-                    .custom
-                    .contains_key(name)
-                    .then(|| RetentionType::Custom(name.clone()));
+                return self.custom.contains_key(name).then(|| RetentionType::Custom(name.clone()));
             }
             Some(t) => t.clone(),
             None => calendar_type(now, &self.timezone),
@@ -168,20 +152,11 @@ impl Policy {
 
     /// When a backup of type `t` created at `created_at` expires under this policy, or an
     /// error naming the custom type that is not defined.
-    pub fn expires_at(
-        &self,
-        created_at: Timestamp,
-        t: &RetentionType,
-    ) -> Result<Timestamp, UndefinedRetention> {
+    pub fn expires_at(&self, created_at: Timestamp, t: &RetentionType) -> Result<Timestamp, UndefinedRetention> {
         let span = match t {
             RetentionType::Custom(name) => {
-                let d = self
-                    .custom
-                    .get(name)
-                    .ok_or_else(|| UndefinedRetention(name.clone()))?;
-                return Ok(created_at
-                    .saturating_add(*d)
-                    .expect("signed durations never fail to saturate"));
+                let d = self.custom.get(name).ok_or_else(|| UndefinedRetention(name.clone()))?;
+                return Ok(created_at.saturating_add(*d).expect("signed durations never fail to saturate"));
             }
             RetentionType::Daily => Span::new().days(i64::from(self.keep.daily)),
             RetentionType::Weekly => Span::new().weeks(i64::from(self.keep.weekly)),
@@ -264,9 +239,7 @@ impl fmt::Display for Reason {
         match self {
             Reason::NotOwned => f.write_str("not owned by this deployment"),
             Reason::NotAvailable => f.write_str("not yet available"),
-            Reason::NewestOfLiveSource => {
-                f.write_str("newest backup of a resource that still exists")
-            }
+            Reason::NewestOfLiveSource => f.write_str("newest backup of a resource that still exists"),
             Reason::NotExpired => f.write_str("not expired"),
             Reason::Expired => f.write_str("expired"),
             Reason::UndefinedRetention(name) => write!(f, "{}", UndefinedRetention(name.clone())),
@@ -314,11 +287,7 @@ pub fn plan(now: Timestamp, candidates: &[Candidate<'_>]) -> Vec<Decision> {
         .enumerate()
         .map(|(i, c)| {
             let b = c.backup;
-            let keep = |expires_at, reason| Decision {
-                action: Action::Keep,
-                expires_at,
-                reason,
-            };
+            let keep = |expires_at, reason| Decision { action: Action::Keep, expires_at, reason };
             if b.owner == Owner::Foreign {
                 return keep(None, Reason::NotOwned);
             }
@@ -328,20 +297,14 @@ pub fn plan(now: Timestamp, candidates: &[Candidate<'_>]) -> Vec<Decision> {
             };
             let expires_at = match policy.expires_at(b.created_at, &b.retention) {
                 Ok(t) => t,
-                Err(UndefinedRetention(name)) => {
-                    return keep(None, Reason::UndefinedRetention(name))
-                }
+                Err(UndefinedRetention(name)) => return keep(None, Reason::UndefinedRetention(name)),
             };
             if !b.available {
                 keep(Some(expires_at), Reason::NotAvailable)
             } else if newest.get(&(b.region.as_str(), b.source.as_str())) == Some(&i) {
                 keep(Some(expires_at), Reason::NewestOfLiveSource)
             } else if now >= expires_at {
-                Decision {
-                    action: Action::Delete,
-                    expires_at: Some(expires_at),
-                    reason: Reason::Expired,
-                }
+                Decision { action: Action::Delete, expires_at: Some(expires_at), reason: Reason::Expired }
             } else {
                 keep(Some(expires_at), Reason::NotExpired)
             }
@@ -378,136 +341,60 @@ mod tests {
     #[test]
     fn calendar_types_in_utc_and_in_a_zone() {
         let p = Policy::default();
-        assert_eq!(
-            p.type_for_creation(ts("2026-01-01T01:00:00Z"), None),
-            Some(RetentionType::Yearly)
-        );
-        assert_eq!(
-            p.type_for_creation(ts("2026-03-01T01:00:00Z"), None),
-            Some(RetentionType::Monthly)
-        );
-        assert_eq!(
-            p.type_for_creation(ts("2026-11-22T01:00:00Z"), None),
-            Some(RetentionType::Weekly)
-        ); // Sunday
-        assert_eq!(
-            p.type_for_creation(ts("2026-11-21T01:00:00Z"), None),
-            Some(RetentionType::Daily)
-        );
+        assert_eq!(p.type_for_creation(ts("2026-01-01T01:00:00Z"), None), Some(RetentionType::Yearly));
+        assert_eq!(p.type_for_creation(ts("2026-03-01T01:00:00Z"), None), Some(RetentionType::Monthly));
+        assert_eq!(p.type_for_creation(ts("2026-11-22T01:00:00Z"), None), Some(RetentionType::Weekly)); // Sunday
+        assert_eq!(p.type_for_creation(ts("2026-11-21T01:00:00Z"), None), Some(RetentionType::Daily));
         // 2025-12-31T20:00Z is already 1 January 2026 in Kiritimati (UTC+14).
-        let k = Policy {
-            timezone: TimeZone::get("Pacific/Kiritimati").unwrap(),
-            ..Policy::default()
-        };
-        assert_eq!(
-            k.type_for_creation(ts("2025-12-31T20:00:00Z"), None),
-            Some(RetentionType::Yearly)
-        );
-        assert_eq!(
-            p.type_for_creation(ts("2025-12-31T20:00:00Z"), None),
-            Some(RetentionType::Daily)
-        );
+        let k = Policy { timezone: TimeZone::get("Pacific/Kiritimati").unwrap(), ..Policy::default() };
+        assert_eq!(k.type_for_creation(ts("2025-12-31T20:00:00Z"), None), Some(RetentionType::Yearly));
+        assert_eq!(p.type_for_creation(ts("2025-12-31T20:00:00Z"), None), Some(RetentionType::Daily));
     }
 
     #[test]
     fn keep_zero_falls_back_down_the_chain_then_skips() {
         let mut p = Policy::default();
-        p.keep = Keep {
-            daily: 3,
-            weekly: 0,
-            monthly: 0,
-            yearly: 0,
-        };
-        assert_eq!(
-            p.type_for_creation(ts("2026-01-01T00:00:00Z"), None),
-            Some(RetentionType::Daily)
-        );
+        p.keep = Keep { daily: 3, weekly: 0, monthly: 0, yearly: 0 };
+        assert_eq!(p.type_for_creation(ts("2026-01-01T00:00:00Z"), None), Some(RetentionType::Daily));
         p.keep.weekly = 2;
-        assert_eq!(
-            p.type_for_creation(ts("2026-01-01T00:00:00Z"), None),
-            Some(RetentionType::Weekly)
-        );
-        p.keep = Keep {
-            daily: 0,
-            weekly: 0,
-            monthly: 0,
-            yearly: 0,
-        };
+        assert_eq!(p.type_for_creation(ts("2026-01-01T00:00:00Z"), None), Some(RetentionType::Weekly));
+        p.keep = Keep { daily: 0, weekly: 0, monthly: 0, yearly: 0 };
         assert_eq!(p.type_for_creation(ts("2026-01-01T00:00:00Z"), None), None);
-        assert_eq!(
-            p.type_for_creation(
-                ts("2026-01-01T00:00:00Z"),
-                Some(&RetentionType::Custom("x".into()))
-            ),
-            None
-        );
+        assert_eq!(p.type_for_creation(ts("2026-01-01T00:00:00Z"), Some(&RetentionType::Custom("x".into()))), None);
         p.custom.insert("x".into(), SignedDuration::from_hours(2));
         assert_eq!(
-            p.type_for_creation(
-                ts("2026-01-01T00:00:00Z"),
-                Some(&RetentionType::Custom("x".into()))
-            ),
+            p.type_for_creation(ts("2026-01-01T00:00:00Z"), Some(&RetentionType::Custom("x".into()))),
             Some(RetentionType::Custom("x".into()))
         );
     }
 
     #[test]
     fn calendar_months_clamp_to_month_end() {
-        let p = Policy {
-            keep: Keep {
-                monthly: 1,
-                ..Keep::default()
-            },
-            ..Policy::default()
-        };
+        let p = Policy { keep: Keep { monthly: 1, ..Keep::default() }, ..Policy::default() };
         assert_eq!(
-            p.expires_at(ts("2026-01-31T10:00:00Z"), &RetentionType::Monthly)
-                .unwrap(),
+            p.expires_at(ts("2026-01-31T10:00:00Z"), &RetentionType::Monthly).unwrap(),
             ts("2026-02-28T10:00:00Z")
         );
-        let y = Policy {
-            keep: Keep {
-                yearly: 1,
-                ..Keep::default()
-            },
-            ..Policy::default()
-        };
+        let y = Policy { keep: Keep { yearly: 1, ..Keep::default() }, ..Policy::default() };
         assert_eq!(
-            y.expires_at(ts("2028-02-29T00:00:00Z"), &RetentionType::Yearly)
-                .unwrap(),
+            y.expires_at(ts("2028-02-29T00:00:00Z"), &RetentionType::Yearly).unwrap(),
             ts("2029-02-28T00:00:00Z")
         );
     }
 
     #[test]
     fn plan_keeps_newest_of_live_source_and_foreign() {
-        let p = Policy {
-            keep: Keep {
-                daily: 1,
-                ..Keep::default()
-            },
-            ..Policy::default()
-        };
+        let p = Policy { keep: Keep { daily: 1, ..Keep::default() }, ..Policy::default() };
         let a = backup("a", "vol-1", "2026-01-02T00:00:00Z", RetentionType::Daily);
         let b = backup("b", "vol-1", "2026-01-03T00:00:00Z", RetentionType::Daily);
         let mut f = backup("f", "vol-1", "2026-01-01T00:00:00Z", RetentionType::Daily);
         f.owner = Owner::Foreign;
         let now = ts("2026-02-01T00:00:00Z");
-        let c = |b, alive| Candidate {
-            backup: b,
-            policy: Ok(&p),
-            source_exists: alive,
-        };
+        let c = |b, alive| Candidate { backup: b, policy: Ok(&p), source_exists: alive };
         let d = plan(now, &[c(&a, true), c(&b, true), c(&f, true)]);
         assert_eq!(d[0].action, Action::Delete);
-        assert_eq!(
-            (d[1].action, &d[1].reason),
-            (Action::Keep, &Reason::NewestOfLiveSource)
-        );
-        assert_eq!(
-            (d[2].action, &d[2].reason),
-            (Action::Keep, &Reason::NotOwned)
-        );
+        assert_eq!((d[1].action, &d[1].reason), (Action::Keep, &Reason::NewestOfLiveSource));
+        assert_eq!((d[2].action, &d[2].reason), (Action::Keep, &Reason::NotOwned));
         // Source gone: nothing protects the newest.
         let d = plan(now, &[c(&a, false), c(&b, false)]);
         assert!(d.iter().all(|d| d.action == Action::Delete));

@@ -59,10 +59,7 @@ pub mod shelvery {
 
 /// Whether a resource with these tags is selected for backup.
 pub fn is_selected(tags: &Tags, compat_shelvery: bool) -> bool {
-    let selects = |key: &str| {
-        tags.get(key)
-            .is_some_and(|v| SELECT_VALUES.contains(&v.as_str()))
-    };
+    let selects = |key: &str| tags.get(key).is_some_and(|v| SELECT_VALUES.contains(&v.as_str()));
     selects(CREATE_BACKUP) || (compat_shelvery && selects(SHELVERY_CREATE_BACKUP))
 }
 
@@ -142,9 +139,7 @@ pub fn backup_tags(input: &BackupTagInput<'_>) -> (Tags, Vec<String>) {
 
 /// RFC 3339 UTC to the second, the form of `bunker:created_at`.
 pub fn format_timestamp(ts: jiff::Timestamp) -> String {
-    jiff::Timestamp::from_second(ts.as_second())
-        .expect("a valid timestamp truncated stays valid")
-        .to_string()
+    jiff::Timestamp::from_second(ts.as_second()).expect("a valid timestamp truncated stays valid").to_string()
 }
 
 #[cfg(test)]
@@ -152,10 +147,7 @@ mod tests {
     use super::*;
 
     fn t(pairs: &[(&str, &str)]) -> Tags {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
