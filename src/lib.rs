@@ -1,1 +1,7 @@
-//! placeholder
+//! The `bunker` binary's library: CLI, configuration loading, wiring, and the AWS adapters.
+//!
+//! **Invariant:** `src/aws/` is the only place an AWS SDK crate is named.
+
+pub mod aws;
+pub mod cli;
+pub mod settings;

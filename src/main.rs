@@ -1,1 +1,5 @@
-fn main() {}
+//! `bunker`: see `bunker --help`.
+
+fn main() -> std::process::ExitCode {
+    bunker::cli::main()
+}

@@ -8,6 +8,9 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   as a cluster engine (default version 5.0.0, port 27017), so clusters, cluster
   snapshots, tags and ``engine`` filters behave as for Aurora and the bunker
   docdb code path runs over real HTTP.
+* CreateImage with ``TagSpecifications`` for ``snapshot``: AWS tags the snapshots the image
+  creates; moto 5.2.5 raises NotImplementedError. The plugin applies those tags to the AMI's
+  snapshot, so bunker's AMI path (tags in the create call, never an untagged orphan) runs.
 * A request counter: ``GET /_bunker/stats`` answers
   ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}}`` and
   ``POST /_bunker/stats/reset`` zeroes it. Benchmarks use it to report HTTP
@@ -55,6 +58,24 @@ def patch_docdb() -> None:
     models.DBCluster.default_allocated_storage = staticmethod(
         lambda engine, storage_type: 1 if engine == "docdb" else storage(engine, storage_type)
     )
+
+
+def patch_create_image_snapshot_tags() -> None:
+    """AWS applies CreateImage TagSpecifications of ResourceType=snapshot to the snapshots the
+    image creates; moto 5.2.5 raises NotImplementedError. Tag the AMI's snapshot instead."""
+    from moto.ec2.models import amis
+
+    original = amis.AmiBackend.create_image
+
+    def create_image(self, instance_id, name, description, tag_specifications):
+        image_specs = [t for t in tag_specifications if t.get("ResourceType") != "snapshot"]
+        snapshot_tags = [tag for t in tag_specifications if t.get("ResourceType") == "snapshot" for tag in t.get("Tags", [])]
+        ami = original(self, instance_id, name, description, image_specs)
+        for tag in snapshot_tags:
+            ami.ebs_snapshot.add_tag(tag["Key"], tag["Value"])
+        return ami
+
+    amis.AmiBackend.create_image = create_image
 
 
 class Counter:
@@ -115,6 +136,7 @@ def main() -> None:
     # it touches, which slows the first EC2 call of each test account by seconds.
     os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     patch_docdb()
+    patch_create_image_snapshot_tags()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

@@ -1,0 +1,291 @@
+//! EBS volumes → snapshots, and EC2 instances → AMIs.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{
+    Filter, ImageState, InstanceStateName, ResourceType, SnapshotState, Tag, TagSpecification, VolumeState,
+};
+use aws_sdk_ec2::Client;
+use bunker_actors::ports::{BackupControl, CreateRequest, Created, ListedBackup, PortError, Resource};
+use bunker_protocol::backup::Backup;
+use bunker_protocol::tags::{self, Tags};
+use bunker_protocol::ResourceKind;
+
+use super::{port_error, tag_map};
+
+fn ec2_tags(tags: &Tags) -> Vec<Tag> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+fn tag_spec(kind: ResourceType, tags: &Tags) -> TagSpecification {
+    TagSpecification::builder().resource_type(kind).set_tags(Some(ec2_tags(tags))).build()
+}
+
+fn from_ec2(tags: &[Tag]) -> Tags {
+    tag_map(tags.iter().map(|t| (t.key(), t.value())))
+}
+
+/// The listing filter: bunker's backups of `kind`, plus (compat) anything Shelvery made.
+/// EC2 filters AND across names and OR within values, so Shelvery's need a second call.
+fn backup_filters(kind: ResourceKind, shelvery: bool) -> Vec<Vec<Filter>> {
+    let mut sets = vec![vec![Filter::builder().name(format!("tag:{}", tags::KIND)).values(kind.as_str()).build()]];
+    if shelvery {
+        sets.push(vec![Filter::builder().name(format!("tag:{}", tags::shelvery::BACKUP)).values("true").build()]);
+    }
+    sets
+}
+
+/// EBS volumes and their snapshots.
+pub struct EbsControl {
+    client: Client,
+    region: String,
+}
+
+impl EbsControl {
+    pub fn new(conf: &SdkConfig, region: String) -> Self {
+        EbsControl { client: Client::new(conf), region }
+    }
+}
+
+#[async_trait]
+impl BackupControl for EbsControl {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::Ebs
+    }
+
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn list_resources(&self) -> Result<Vec<Resource>, PortError> {
+        let volumes = self
+            .client
+            .describe_volumes()
+            .max_results(500)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("ec2:DescribeVolumes", e))?;
+        Ok(volumes
+            .into_iter()
+            .filter_map(|v| {
+                let not_ready = match v.state() {
+                    Some(VolumeState::Available | VolumeState::InUse) => None,
+                    Some(s) => Some(format!("volume state {}", s.as_str())),
+                    None => None,
+                };
+                Some(Resource { id: v.volume_id()?.to_string(), tags: from_ec2(v.tags()), not_ready })
+            })
+            .collect())
+    }
+
+    async fn create_backup(&self, request: &CreateRequest) -> Result<Created, PortError> {
+        let out = self
+            .client
+            .create_snapshot()
+            .volume_id(&request.resource.id)
+            .description(format!("bunker backup {}", request.name))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, &request.tags))
+            .send()
+            .await
+            .map_err(|e| port_error("ec2:CreateSnapshot", e))?;
+        Ok(Created { id: out.snapshot_id().unwrap_or_default().to_string(), note: None })
+    }
+
+    async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError> {
+        let mut out = HashMap::new();
+        for filters in backup_filters(ResourceKind::Ebs, shelvery) {
+            let snapshots = self
+                .client
+                .describe_snapshots()
+                .owner_ids("self")
+                .set_filters(Some(filters))
+                .max_results(1000)
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| port_error("ec2:DescribeSnapshots", e))?;
+            for s in snapshots {
+                let Some(id) = s.snapshot_id() else { continue };
+                let tags = from_ec2(s.tags());
+                // Shelvery tags an AMI's snapshots like the AMI: they are not EBS backups.
+                if tags.contains_key("shelvery:ami_id") || tags.contains_key(tags::AMI_PART) {
+                    continue;
+                }
+                let available = s.state() == Some(&SnapshotState::Completed);
+                out.insert(id.to_string(), ListedBackup { id: id.to_string(), tags, available, parts: vec![] });
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    async fn delete_backup(&self, backup: &Backup) -> Result<(), PortError> {
+        self.client
+            .delete_snapshot()
+            .snapshot_id(&backup.id)
+            .send()
+            .await
+            .map_err(|e| port_error("ec2:DeleteSnapshot", e))?;
+        Ok(())
+    }
+}
+
+/// EC2 instances and their AMIs (with the AMIs' snapshots).
+pub struct AmiControl {
+    client: Client,
+    region: String,
+}
+
+impl AmiControl {
+    pub fn new(conf: &SdkConfig, region: String) -> Self {
+        AmiControl { client: Client::new(conf), region }
+    }
+}
+
+#[async_trait]
+impl BackupControl for AmiControl {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::Ec2ami
+    }
+
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn list_resources(&self) -> Result<Vec<Resource>, PortError> {
+        let reservations = self
+            .client
+            .describe_instances()
+            .max_results(1000)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("ec2:DescribeInstances", e))?;
+        Ok(reservations
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| {
+                let state = i.state().and_then(|s| s.name());
+                let not_ready = match state {
+                    Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown) => return None,
+                    Some(InstanceStateName::Pending) => Some("instance pending".to_string()),
+                    _ => None,
+                };
+                Some(Resource { id: i.instance_id()?.to_string(), tags: from_ec2(i.tags()), not_ready })
+            })
+            .collect())
+    }
+
+    async fn create_backup(&self, request: &CreateRequest) -> Result<Created, PortError> {
+        // The AMI's snapshots carry the same tags plus a marker, so they are never mistaken
+        // for EBS backups and are deleted with their AMI.
+        let mut snapshot_tags = request.tags.clone();
+        snapshot_tags.insert(tags::AMI_PART.into(), "true".into());
+        let out = self
+            .client
+            .create_image()
+            .instance_id(&request.resource.id)
+            .name(&request.name)
+            .description(format!("bunker backup of {}", request.resource.id))
+            // Crash-consistent, as Shelvery: a backup tool must not reboot production.
+            .no_reboot(true)
+            .tag_specifications(tag_spec(ResourceType::Image, &request.tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, &snapshot_tags))
+            .send()
+            .await
+            .map_err(|e| port_error("ec2:CreateImage", e))?;
+        Ok(Created { id: out.image_id().unwrap_or_default().to_string(), note: None })
+    }
+
+    async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError> {
+        let mut images = HashMap::new();
+        for filters in backup_filters(ResourceKind::Ec2ami, shelvery) {
+            let found = self
+                .client
+                .describe_images()
+                .owners("self")
+                .set_filters(Some(filters))
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| port_error("ec2:DescribeImages", e))?;
+            for i in found {
+                images.insert(i.image_id().unwrap_or_default().to_string(), i);
+            }
+        }
+        if images.is_empty() {
+            return Ok(vec![]);
+        }
+        // The AMIs' snapshots, in one listing: a snapshot is deleted with its AMI only if it
+        // carries the same owner as the AMI (bunker deployment, or Shelvery's marker).
+        let mut part_filter = vec![tags::AMI_PART];
+        if shelvery {
+            part_filter.push("shelvery:ami_id");
+        }
+        let snapshots = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(
+                Filter::builder()
+                    .name("tag-key")
+                    .set_values(Some(part_filter.into_iter().map(String::from).collect()))
+                    .build(),
+            )
+            .max_results(1000)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("ec2:DescribeSnapshots", e))?;
+        let snapshot_tags: HashMap<&str, Tags> =
+            snapshots.iter().filter_map(|s| Some((s.snapshot_id()?, from_ec2(s.tags())))).collect();
+        let owner = |t: &Tags| (t.get(tags::DEPLOYMENT).cloned(), t.get(tags::shelvery::BACKUP).cloned());
+        Ok(images
+            .into_iter()
+            .filter(|(id, _)| !id.is_empty())
+            .map(|(id, i)| {
+                let tags = from_ec2(i.tags());
+                let parts = i
+                    .block_device_mappings()
+                    .iter()
+                    .filter_map(|m| m.ebs()?.snapshot_id())
+                    .filter(|s| snapshot_tags.get(s).is_some_and(|t| owner(t) == owner(&tags)))
+                    .map(String::from)
+                    .collect();
+                let available = i.state() == Some(&ImageState::Available);
+                ListedBackup { id, tags, available, parts }
+            })
+            .collect())
+    }
+
+    async fn delete_backup(&self, backup: &Backup) -> Result<(), PortError> {
+        self.client
+            .deregister_image()
+            .image_id(&backup.id)
+            .send()
+            .await
+            .map_err(|e| port_error("ec2:DeregisterImage", e))?;
+        // `parts` holds only the snapshots the listing found to share the AMI's owner.
+        for id in &backup.parts {
+            self.client
+                .delete_snapshot()
+                .snapshot_id(id)
+                .send()
+                .await
+                .map_err(|e| port_error("ec2:DeleteSnapshot", e))?;
+        }
+        Ok(())
+    }
+}

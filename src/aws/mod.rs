@@ -1,0 +1,118 @@
+//! The only place the AWS SDK appears: implementations of the actor ports.
+//!
+//! One [`SdkConfig`] (credentials, HTTP client, retry policy) is loaded per process and shared
+//! by every client; per-region clients are built from it. `AWS_ENDPOINT_URL` (and the
+//! per-service variants) point every client at an emulator for the demo and the tests.
+
+mod docdb;
+mod ec2;
+mod rds;
+mod redshift;
+mod sns;
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use bunker_actors::ports::{BackupControl, ErrorKind, Notifier, PortError};
+use bunker_protocol::tags::Tags;
+use bunker_protocol::ResourceKind;
+
+pub use sns::SnsNotifier;
+
+/// Shared AWS configuration.
+#[derive(Clone)]
+pub struct Aws {
+    sdk: SdkConfig,
+}
+
+impl Aws {
+    /// Loads credentials and settings the usual way (environment, profile, instance role).
+    /// `region` is the fallback when neither the config nor the environment names one.
+    pub async fn load() -> Aws {
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Aws { sdk }
+    }
+
+    /// The SDK's own region (`AWS_REGION`, profile), if any.
+    pub fn default_region(&self) -> Option<String> {
+        self.sdk.region().map(|r| r.to_string())
+    }
+
+    /// The account the credentials belong to (one STS call per process).
+    pub async fn account_id(&self) -> Result<String, PortError> {
+        let out = aws_sdk_sts::Client::new(&self.sdk)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| port_error("sts:GetCallerIdentity", e))?;
+        out.account()
+            .map(String::from)
+            .ok_or_else(|| PortError::new(ErrorKind::Internal, None, "sts returned no account"))
+    }
+
+    fn regional(&self, region: &str) -> SdkConfig {
+        self.sdk.to_builder().region(Region::new(region.to_string())).build()
+    }
+
+    /// The port for `kind` in `region`.
+    pub fn backup_control(&self, kind: ResourceKind, region: &str) -> Arc<dyn BackupControl> {
+        let conf = self.regional(region);
+        let region = region.to_string();
+        match kind {
+            ResourceKind::Ebs => Arc::new(ec2::EbsControl::new(&conf, region)),
+            ResourceKind::Ec2ami => Arc::new(ec2::AmiControl::new(&conf, region)),
+            ResourceKind::Rds => Arc::new(rds::RdsInstanceControl::new(&conf, region)),
+            ResourceKind::RdsCluster => Arc::new(rds::RdsClusterControl::new(&conf, region)),
+            ResourceKind::Docdb => Arc::new(docdb::DocdbControl::new(&conf, region)),
+            ResourceKind::Redshift => Arc::new(redshift::RedshiftControl::new(&conf, region)),
+        }
+    }
+
+    /// The notifier (publishes to a topic's own region).
+    pub fn notifier(&self) -> Arc<dyn Notifier> {
+        Arc::new(SnsNotifier::new(self.sdk.clone()))
+    }
+}
+
+/// Maps an SDK error to the port's error kind, keeping the AWS code and message.
+pub(crate) fn port_error<E>(operation: &str, e: SdkError<E, HttpResponse>) -> PortError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = e.code().map(String::from);
+    let kind = match (&e, code.as_deref()) {
+        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_), _) => {
+            ErrorKind::Transient
+        }
+        (_, Some(c)) if c.contains("NotFound") || c.starts_with("NoSuch") => ErrorKind::NotFound,
+        (_, Some(c)) if c.contains("AlreadyExists") || c.contains("Duplicate") => ErrorKind::AlreadyExists,
+        (_, Some(c)) if c.contains("Throttl") || c == "RequestLimitExceeded" || c.contains("TooManyRequests") => {
+            ErrorKind::Throttled
+        }
+        (_, Some(c)) if c.contains("AccessDenied") || c == "UnauthorizedOperation" || c.contains("Authorization") => {
+            ErrorKind::AccessDenied
+        }
+        (_, Some(c)) if c.contains("Invalid") || c.contains("Quota") || c.contains("Limit") => ErrorKind::Invalid,
+        _ => ErrorKind::Internal,
+    };
+    let message = match (e.message(), &e) {
+        (Some(m), _) => format!("{operation}: {m}"),
+        (None, SdkError::ServiceError(se)) => {
+            format!("{operation}: HTTP {} with no AWS error in the response", se.raw().status().as_u16())
+        }
+        (None, _) => {
+            let full: String = DisplayErrorContext(&e).to_string().chars().take(300).collect();
+            format!("{operation}: {full}")
+        }
+    };
+    PortError { kind, code, message }
+}
+
+/// Builds a [`Tags`] map from any SDK's tag list.
+pub(crate) fn tag_map<'a>(pairs: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>) -> Tags {
+    pairs.into_iter().filter_map(|(k, v)| Some((k?.to_string(), v.unwrap_or_default().to_string()))).collect()
+}

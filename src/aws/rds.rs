@@ -1,0 +1,314 @@
+//! RDS DB instances → DB snapshots, and Aurora / Multi-AZ clusters → cluster snapshots.
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_sdk_rds::types::Tag;
+use aws_sdk_rds::Client;
+use bunker_actors::ports::{BackupControl, CreateRequest, Created, ListedBackup, PortError, Resource};
+use bunker_protocol::backup::Backup;
+use bunker_protocol::config::RdsBackupMode;
+use bunker_protocol::tags::Tags;
+use bunker_protocol::ResourceKind;
+
+use super::{port_error, tag_map};
+
+fn rds_tags(tags: &Tags) -> Vec<Tag> {
+    tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+fn from_rds(tags: &[Tag]) -> Tags {
+    tag_map(tags.iter().map(|t| (t.key(), t.value())))
+}
+
+/// Whether a listed snapshot carries tags that make it worth returning (bunker's, or
+/// Shelvery's in compat mode). RDS cannot filter snapshots by tag server-side.
+fn is_candidate(tags: &Tags, shelvery: bool) -> bool {
+    tags.contains_key(bunker_protocol::tags::MANAGED)
+        || (shelvery && tags.contains_key(bunker_protocol::tags::shelvery::BACKUP))
+}
+
+fn not_ready(status: Option<&str>) -> Option<String> {
+    match status {
+        Some("available" | "backing-up") | None => None,
+        Some(s) => Some(format!("status {s}")),
+    }
+}
+
+/// Engines whose clusters are "rds-cluster" (not DocumentDB or Neptune).
+fn is_rds_cluster_engine(engine: &str) -> bool {
+    engine.starts_with("aurora") || engine == "mysql" || engine == "postgres"
+}
+
+/// RDS DB instances that are not cluster members.
+pub struct RdsInstanceControl {
+    client: Client,
+    region: String,
+}
+
+impl RdsInstanceControl {
+    pub fn new(conf: &SdkConfig, region: String) -> Self {
+        RdsInstanceControl { client: Client::new(conf), region }
+    }
+
+    /// The newest available automated snapshot of an instance.
+    async fn latest_automated(&self, instance: &str) -> Result<Option<String>, PortError> {
+        let snapshots = self
+            .client
+            .describe_db_snapshots()
+            .db_instance_identifier(instance)
+            .snapshot_type("automated")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBSnapshots", e))?;
+        Ok(snapshots
+            .into_iter()
+            .filter(|s| s.status() == Some("available"))
+            .max_by_key(|s| s.snapshot_create_time().map(|t| (t.secs(), t.subsec_nanos())))
+            .and_then(|s| s.db_snapshot_identifier().map(String::from)))
+    }
+}
+
+#[async_trait]
+impl BackupControl for RdsInstanceControl {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::Rds
+    }
+
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn list_resources(&self) -> Result<Vec<Resource>, PortError> {
+        let instances = self
+            .client
+            .describe_db_instances()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBInstances", e))?;
+        Ok(instances
+            .into_iter()
+            .filter(|i| i.db_cluster_identifier().is_none())
+            .filter_map(|i| {
+                Some(Resource {
+                    id: i.db_instance_identifier()?.to_string(),
+                    tags: from_rds(i.tag_list()),
+                    not_ready: not_ready(i.db_instance_status()),
+                })
+            })
+            .collect())
+    }
+
+    async fn create_backup(&self, request: &CreateRequest) -> Result<Created, PortError> {
+        let id = &request.resource.id;
+        if request.rds_mode == RdsBackupMode::CopyAutomated {
+            if let Some(source) = self.latest_automated(id).await? {
+                let out = self
+                    .client
+                    .copy_db_snapshot()
+                    .source_db_snapshot_identifier(&source)
+                    .target_db_snapshot_identifier(&request.name)
+                    .set_tags(Some(rds_tags(&request.tags)))
+                    .send()
+                    .await
+                    .map_err(|e| port_error("rds:CopyDBSnapshot", e))?;
+                let created = out.db_snapshot().and_then(|s| s.db_snapshot_identifier()).unwrap_or(&request.name);
+                return Ok(Created {
+                    id: created.to_string(),
+                    note: Some(format!("copy of automated snapshot {source}")),
+                });
+            }
+        }
+        let out = self
+            .client
+            .create_db_snapshot()
+            .db_instance_identifier(id)
+            .db_snapshot_identifier(&request.name)
+            .set_tags(Some(rds_tags(&request.tags)))
+            .send()
+            .await
+            .map_err(|e| port_error("rds:CreateDBSnapshot", e))?;
+        let note = (request.rds_mode == RdsBackupMode::CopyAutomated)
+            .then(|| "no automated snapshot to copy: created a new snapshot".to_string());
+        let created = out.db_snapshot().and_then(|s| s.db_snapshot_identifier()).unwrap_or(&request.name);
+        Ok(Created { id: created.to_string(), note })
+    }
+
+    async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError> {
+        let snapshots = self
+            .client
+            .describe_db_snapshots()
+            .snapshot_type("manual")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBSnapshots", e))?;
+        Ok(snapshots
+            .into_iter()
+            .filter_map(|s| {
+                let tags = from_rds(s.tag_list());
+                is_candidate(&tags, shelvery).then(|| ListedBackup {
+                    id: s.db_snapshot_identifier().unwrap_or_default().to_string(),
+                    available: s.status() == Some("available"),
+                    tags,
+                    parts: vec![],
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_backup(&self, backup: &Backup) -> Result<(), PortError> {
+        self.client
+            .delete_db_snapshot()
+            .db_snapshot_identifier(&backup.id)
+            .send()
+            .await
+            .map_err(|e| port_error("rds:DeleteDBSnapshot", e))?;
+        Ok(())
+    }
+}
+
+/// Aurora and Multi-AZ DB clusters.
+pub struct RdsClusterControl {
+    client: Client,
+    region: String,
+}
+
+impl RdsClusterControl {
+    pub fn new(conf: &SdkConfig, region: String) -> Self {
+        RdsClusterControl { client: Client::new(conf), region }
+    }
+
+    async fn latest_automated(&self, cluster: &str) -> Result<Option<String>, PortError> {
+        let snapshots = self
+            .client
+            .describe_db_cluster_snapshots()
+            .db_cluster_identifier(cluster)
+            .snapshot_type("automated")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBClusterSnapshots", e))?;
+        Ok(snapshots
+            .into_iter()
+            .filter(|s| s.status() == Some("available"))
+            .max_by_key(|s| s.snapshot_create_time().map(|t| (t.secs(), t.subsec_nanos())))
+            .and_then(|s| s.db_cluster_snapshot_identifier().map(String::from)))
+    }
+}
+
+#[async_trait]
+impl BackupControl for RdsClusterControl {
+    fn kind(&self) -> ResourceKind {
+        ResourceKind::RdsCluster
+    }
+
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn list_resources(&self) -> Result<Vec<Resource>, PortError> {
+        let clusters = self
+            .client
+            .describe_db_clusters()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBClusters", e))?;
+        Ok(clusters
+            .into_iter()
+            .filter(|c| c.engine().is_some_and(is_rds_cluster_engine))
+            .filter_map(|c| {
+                Some(Resource {
+                    id: c.db_cluster_identifier()?.to_string(),
+                    tags: from_rds(c.tag_list()),
+                    not_ready: not_ready(c.status()),
+                })
+            })
+            .collect())
+    }
+
+    async fn create_backup(&self, request: &CreateRequest) -> Result<Created, PortError> {
+        let id = &request.resource.id;
+        if request.rds_mode == RdsBackupMode::CopyAutomated {
+            if let Some(source) = self.latest_automated(id).await? {
+                let out = self
+                    .client
+                    .copy_db_cluster_snapshot()
+                    .source_db_cluster_snapshot_identifier(&source)
+                    .target_db_cluster_snapshot_identifier(&request.name)
+                    .set_tags(Some(rds_tags(&request.tags)))
+                    .send()
+                    .await
+                    .map_err(|e| port_error("rds:CopyDBClusterSnapshot", e))?;
+                let created =
+                    out.db_cluster_snapshot().and_then(|s| s.db_cluster_snapshot_identifier()).unwrap_or(&request.name);
+                return Ok(Created {
+                    id: created.to_string(),
+                    note: Some(format!("copy of automated snapshot {source}")),
+                });
+            }
+        }
+        let out = self
+            .client
+            .create_db_cluster_snapshot()
+            .db_cluster_identifier(id)
+            .db_cluster_snapshot_identifier(&request.name)
+            .set_tags(Some(rds_tags(&request.tags)))
+            .send()
+            .await
+            .map_err(|e| port_error("rds:CreateDBClusterSnapshot", e))?;
+        let note = (request.rds_mode == RdsBackupMode::CopyAutomated)
+            .then(|| "no automated snapshot to copy: created a new snapshot".to_string());
+        let created =
+            out.db_cluster_snapshot().and_then(|s| s.db_cluster_snapshot_identifier()).unwrap_or(&request.name);
+        Ok(Created { id: created.to_string(), note })
+    }
+
+    async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError> {
+        let snapshots = self
+            .client
+            .describe_db_cluster_snapshots()
+            .snapshot_type("manual")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBClusterSnapshots", e))?;
+        Ok(snapshots
+            .into_iter()
+            .filter(|s| s.engine().is_some_and(is_rds_cluster_engine))
+            .filter_map(|s| {
+                let tags = from_rds(s.tag_list());
+                is_candidate(&tags, shelvery).then(|| ListedBackup {
+                    id: s.db_cluster_snapshot_identifier().unwrap_or_default().to_string(),
+                    available: s.status() == Some("available"),
+                    tags,
+                    parts: vec![],
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_backup(&self, backup: &Backup) -> Result<(), PortError> {
+        self.client
+            .delete_db_cluster_snapshot()
+            .db_cluster_snapshot_identifier(&backup.id)
+            .send()
+            .await
+            .map_err(|e| port_error("rds:DeleteDBClusterSnapshot", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,465 @@
+//! Command line: parsing (clap), wiring the actor system, printing results, exit codes.
+//!
+//! Exit codes: 0 all ok, 1 partial failure (or AWS unreachable), 2 usage or configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use actix::Actor;
+use anyhow::{anyhow, Context};
+use bunker_actors::runner::{CleanBackups, CreateBackups, GetInventory, Inventory, RunOptions};
+use bunker_actors::{Runner, RunnerActor};
+use bunker_protocol::backup::Owner;
+use bunker_protocol::config::{self, Key, Setting};
+use bunker_protocol::report::{RunReport, RunStatus};
+use bunker_protocol::tags::format_timestamp;
+use bunker_protocol::ResourceKind;
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::aws::Aws;
+use crate::settings::{self, FlagSettings};
+
+/// bunker: tag-driven AWS backups with grandfather-father-son retention.
+#[derive(Debug, Parser)]
+#[command(name = "bunker", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// TOML config file.
+    #[arg(long, global = true, value_name = "FILE", env = "BUNKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Region to work in (repeatable); default: `regions` from the config, else the SDK's region.
+    #[arg(long = "region", global = true, value_name = "REGION")]
+    regions: Vec<String>,
+    /// Clock override, RFC 3339 (e.g. 2026-11-21T01:00:00Z): for planning and simulating calendars.
+    #[arg(long, global = true, value_name = "RFC3339")]
+    now: Option<String>,
+    /// Change nothing; report what would be done.
+    #[arg(long, global = true)]
+    dry_run: bool,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Narrow the run to one resource id.
+    #[arg(long, global = true, value_name = "ID")]
+    select: Option<String>,
+    /// Retention type for backups created by this run (daily, weekly, monthly, yearly or a custom name).
+    #[arg(long, global = true, value_name = "NAME")]
+    retention: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// EBS volumes → snapshots.
+    Ebs(KindArgs),
+    /// EC2 instances → AMIs.
+    Ec2ami(KindArgs),
+    /// RDS DB instances → DB snapshots.
+    Rds(KindArgs),
+    /// Aurora / Multi-AZ clusters → cluster snapshots.
+    #[command(name = "rds-cluster", alias = "rds_cluster")]
+    RdsCluster(KindArgs),
+    /// DocumentDB clusters → cluster snapshots.
+    Docdb(KindArgs),
+    /// Redshift clusters → manual snapshots.
+    Redshift(KindArgs),
+    /// Show every backup of a kind with its expiry and what clean-backups would do; changes nothing.
+    Plan {
+        /// ebs, ec2ami, rds, rds-cluster, docdb or redshift.
+        kind: ResourceKind,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct KindArgs {
+    #[command(subcommand)]
+    action: KindAction,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum KindAction {
+    /// Create one backup of every resource tagged bunker:create_backup=true.
+    #[command(alias = "create_backups")]
+    CreateBackups,
+    /// Delete this deployment's expired backups.
+    #[command(alias = "clean_backups")]
+    CleanBackups,
+    /// List this deployment's backups with their expiry.
+    #[command(alias = "list_backups")]
+    ListBackups,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every effective value and the layer it came from.
+    Show {
+        /// Include a resource's `bunker:config:*` tags (looked up in AWS).
+        #[arg(long, value_name = "ID")]
+        resource: Option<String>,
+        /// The resource's kind (default: guessed from the id: vol- → ebs, i- → ec2ami).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<ResourceKind>,
+    },
+}
+
+/// An error with the exit code it maps to.
+struct Fatal {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn usage(error: impl Into<anyhow::Error>) -> Fatal {
+    Fatal { code: 2, error: error.into() }
+}
+
+fn runtime(error: impl Into<anyhow::Error>) -> Fatal {
+    Fatal { code: 1, error: error.into() }
+}
+
+/// Parses the command line, runs it, and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(Fatal { code, error }) => {
+            eprintln!("bunker: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BUNKER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("BUNKER_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Fatal> {
+    let now = match &cli.now {
+        Some(s) => s
+            .parse::<Timestamp>()
+            .map_err(|e| usage(anyhow!("--now {s:?}: not an RFC 3339 time such as 2026-11-21T01:00:00Z ({e})")))?,
+        None => Timestamp::now(),
+    };
+    let flags =
+        FlagSettings { regions: &cli.regions, select: cli.select.as_deref(), retention: cli.retention.as_deref() };
+    let (base, warnings) = settings::layers(cli.config.as_deref(), &flags).map_err(usage)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let cfg = config::resolve(&base).map_err(usage)?;
+    let opts = RunOptions { now, dry_run: cli.dry_run, run_id: run_id(now) };
+
+    // actix on a multi-thread tokio runtime: AWS I/O and the actors share it.
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    });
+    system.block_on(async move {
+        let aws = Aws::load().await;
+        let regions = if cfg.regions.is_empty() {
+            vec![aws.default_region().ok_or_else(|| {
+                usage(anyhow!("no region: set `regions` in the config file, pass --region, or set AWS_REGION"))
+            })?]
+        } else {
+            cfg.regions.clone()
+        };
+        match cli.command {
+            Command::Config { command: ConfigCommand::Show { resource, kind } } => {
+                config_show(&aws, &regions, base, resource, kind, cli.json).await
+            }
+            Command::Plan { kind } => {
+                let inv = inventory(&aws, &regions, kind, base, now).await?;
+                print_plan(&inv, cli.json);
+                Ok(exit_for_failures(&inv))
+            }
+            Command::Ebs(a) => kind_action(&aws, &regions, ResourceKind::Ebs, a.action, base, &opts, cli.json).await,
+            Command::Ec2ami(a) => {
+                kind_action(&aws, &regions, ResourceKind::Ec2ami, a.action, base, &opts, cli.json).await
+            }
+            Command::Rds(a) => kind_action(&aws, &regions, ResourceKind::Rds, a.action, base, &opts, cli.json).await,
+            Command::RdsCluster(a) => {
+                kind_action(&aws, &regions, ResourceKind::RdsCluster, a.action, base, &opts, cli.json).await
+            }
+            Command::Docdb(a) => {
+                kind_action(&aws, &regions, ResourceKind::Docdb, a.action, base, &opts, cli.json).await
+            }
+            Command::Redshift(a) => {
+                kind_action(&aws, &regions, ResourceKind::Redshift, a.action, base, &opts, cli.json).await
+            }
+        }
+    })
+}
+
+/// Unique enough per run: the run clock plus process id and wall-clock nanoseconds.
+fn run_id(now: Timestamp) -> String {
+    let nanos = Timestamp::now().subsec_nanosecond();
+    format!("{}-{:x}{:08x}", now.strftime("%Y%m%dT%H%M%SZ"), std::process::id(), nanos)
+}
+
+async fn runner(
+    aws: &Aws,
+    regions: &[String],
+    kind: ResourceKind,
+    base: Vec<Setting>,
+) -> Result<actix::Addr<RunnerActor>, Fatal> {
+    let account = aws
+        .account_id()
+        .await
+        .map_err(|e| runtime(anyhow!(e).context("cannot identify the AWS account (check credentials)")))?;
+    let targets = regions.iter().map(|r| aws.backup_control(kind, r)).collect();
+    let runner = Runner::new(account, kind, targets, aws.notifier(), base).map_err(usage)?;
+    Ok(RunnerActor::new(Arc::new(runner)).start())
+}
+
+async fn inventory(
+    aws: &Aws,
+    regions: &[String],
+    kind: ResourceKind,
+    base: Vec<Setting>,
+    now: Timestamp,
+) -> Result<Inventory, Fatal> {
+    let addr = runner(aws, regions, kind, base).await?;
+    addr.send(GetInventory { now }).await.context("runner actor stopped").map_err(runtime)
+}
+
+async fn kind_action(
+    aws: &Aws,
+    regions: &[String],
+    kind: ResourceKind,
+    action: KindAction,
+    base: Vec<Setting>,
+    opts: &RunOptions,
+    json: bool,
+) -> Result<ExitCode, Fatal> {
+    let report = match action {
+        KindAction::ListBackups => {
+            let inv = inventory(aws, regions, kind, base, opts.now).await?;
+            print_list(&inv, json);
+            return Ok(exit_for_failures(&inv));
+        }
+        KindAction::CreateBackups => {
+            let addr = runner(aws, regions, kind, base).await?;
+            addr.send(CreateBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?
+        }
+        KindAction::CleanBackups => {
+            let addr = runner(aws, regions, kind, base).await?;
+            addr.send(CleanBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?
+        }
+    };
+    print_report(&report, json);
+    Ok(if report.status == RunStatus::Ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn exit_for_failures(inv: &Inventory) -> ExitCode {
+    for f in &inv.failures {
+        eprintln!("bunker: region {}: {}", f.region, f.message.as_deref().unwrap_or("listing failed"));
+    }
+    if inv.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).expect("output serializes"));
+}
+
+fn print_report(report: &RunReport, json: bool) {
+    if json {
+        return print_json(report);
+    }
+    for e in &report.entries {
+        let what = match (&e.resource_id, &e.backup_id, &e.backup_name) {
+            (Some(r), Some(b), _) => format!("{r} -> {b}"),
+            (Some(r), None, Some(n)) => format!("{r} -> {n}"),
+            (Some(r), None, None) => r.clone(),
+            (None, Some(b), _) => b.clone(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<8} {:<13} {:<14} {}{}{}",
+            format!("{:?}", e.status).to_uppercase(),
+            format!("{:?}", e.operation),
+            e.region,
+            what,
+            e.retention.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+            e.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+        );
+    }
+    if report.entries_omitted > 0 {
+        println!("… {} more entries omitted", report.entries_omitted);
+    }
+    println!("{}", report.headline());
+}
+
+/// One row of `list-backups --json` and `plan --json`.
+#[derive(Serialize)]
+struct Row<'a> {
+    id: &'a str,
+    name: &'a str,
+    kind: ResourceKind,
+    region: &'a str,
+    account: &'a str,
+    source: &'a str,
+    created_at: String,
+    retention: String,
+    owner: Owner,
+    available: bool,
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<bunker_protocol::retention::Action>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+fn rows(inv: &Inventory, with_decision: bool) -> Vec<Row<'_>> {
+    let mut rows: Vec<Row<'_>> = inv
+        .regions
+        .iter()
+        .flat_map(|r| &r.planned)
+        .filter(|p| with_decision || p.backup.owner != Owner::Foreign)
+        .map(|p| {
+            let b = &p.backup;
+            Row {
+                id: &b.id,
+                name: &b.name,
+                kind: b.kind,
+                region: &b.region,
+                account: &b.account,
+                source: &b.source,
+                created_at: format_timestamp(b.created_at),
+                retention: b.retention.to_string(),
+                owner: b.owner,
+                available: b.available,
+                expires_at: p.expires_at.map(format_timestamp),
+                action: with_decision.then_some(p.action),
+                reason: with_decision.then(|| p.reason.to_string()),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.region, a.source, &a.created_at, a.id).cmp(&(b.region, b.source, &b.created_at, b.id)));
+    rows
+}
+
+fn print_list(inv: &Inventory, json: bool) {
+    let rows = rows(inv, false);
+    if json {
+        return print_json(&rows);
+    }
+    println!("{:<24} {:<12} {:<22} {:<21} {:<9} {:<21}", "ID", "REGION", "SOURCE", "CREATED", "RETENTION", "EXPIRES");
+    for r in &rows {
+        println!(
+            "{:<24} {:<12} {:<22} {:<21} {:<9} {:<21}",
+            r.id,
+            r.region,
+            r.source,
+            r.created_at,
+            r.retention,
+            r.expires_at.as_deref().unwrap_or("-")
+        );
+    }
+    println!("{} backups", rows.len());
+}
+
+fn print_plan(inv: &Inventory, json: bool) {
+    let rows = rows(inv, true);
+    let unreadable: Vec<String> = inv.regions.iter().flat_map(|r| &r.unreadable).map(|u| u.to_string()).collect();
+    if json {
+        #[derive(Serialize)]
+        struct Plan<'a> {
+            backups: Vec<Row<'a>>,
+            unreadable: Vec<String>,
+        }
+        return print_json(&Plan { backups: rows, unreadable });
+    }
+    println!(
+        "{:<24} {:<22} {:<21} {:<9} {:<21} {:<7} REASON",
+        "ID", "SOURCE", "CREATED", "RETENTION", "EXPIRES", "ACTION"
+    );
+    for r in &rows {
+        println!(
+            "{:<24} {:<22} {:<21} {:<9} {:<21} {:<7} {}",
+            r.id,
+            r.source,
+            r.created_at,
+            r.retention,
+            r.expires_at.as_deref().unwrap_or("-"),
+            format!("{:?}", r.action.expect("plan rows carry an action")).to_lowercase(),
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+    for u in &unreadable {
+        println!("left alone: {u}");
+    }
+    let deletes = rows.iter().filter(|r| r.action == Some(bunker_protocol::retention::Action::Delete)).count();
+    println!("{} backups: {} to delete, {} to keep", rows.len(), deletes, rows.len() - deletes);
+}
+
+async fn config_show(
+    aws: &Aws,
+    regions: &[String],
+    mut layers: Vec<Setting>,
+    resource: Option<String>,
+    kind: Option<ResourceKind>,
+    json: bool,
+) -> Result<ExitCode, Fatal> {
+    if let Some(id) = &resource {
+        let kind = kind
+            .or_else(|| match id.split('-').next() {
+                Some("vol") => Some(ResourceKind::Ebs),
+                Some("i") => Some(ResourceKind::Ec2ami),
+                _ => None,
+            })
+            .ok_or_else(|| usage(anyhow!("--resource {id}: cannot tell its kind from the id; add --kind KIND")))?;
+        let cfg = config::resolve(&layers).map_err(usage)?;
+        let mut found = None;
+        for region in regions {
+            let resources = aws.backup_control(kind, region).list_resources().await.map_err(runtime)?;
+            if let Some(r) = resources.into_iter().find(|r| r.id == *id) {
+                found = Some(r);
+                break;
+            }
+        }
+        let r = found
+            .ok_or_else(|| runtime(anyhow!("--resource {id}: no {kind} with that id in {}", regions.join(", "))))?;
+        layers.extend(config::tag_settings(&r.tags, &r.id, cfg.compat_shelvery).map_err(usage)?);
+    }
+    let cfg = config::resolve(&layers).map_err(usage)?;
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        key: &'static str,
+        value: &'a str,
+        source: &'a config::Source,
+        source_text: String,
+    }
+    let shown: Vec<Shown<'_>> = Key::all()
+        .filter_map(|k| cfg.effective.iter().find(|s| s.key == k))
+        .map(|s| Shown { key: s.key.name(), value: &s.value, source: &s.source, source_text: s.source.to_string() })
+        .collect();
+    if json {
+        print_json(&shown);
+    } else {
+        for s in &shown {
+            println!("{:<18} = {:<40} # {}", s.key, format!("{:?}", s.value), s.source_text);
+        }
+        for k in Key::all().filter(|k| !cfg.effective.iter().any(|s| s.key == *k)) {
+            println!("{:<18}   (unset)", k.name());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
