@@ -1,0 +1,220 @@
+//! Test harness: a real moto server (with bunker's plugin) per test binary, one AWS account
+//! per test, and the real `bunker` binary run as a subprocess.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+
+pub const REGION: &str = "us-east-1";
+
+/// The emulator of this test binary. It stops when the test process exits (its stdin closes).
+pub struct Emulator {
+    pub endpoint: String,
+    _child: Mutex<Child>,
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("BUNKER_TEST_PYTHON") {
+        return p.into();
+    }
+    let out = Command::new("bash")
+        .arg(root().join("deploy/local/setup-emulator.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run deploy/local/setup-emulator.sh");
+    assert!(out.status.success(), "setup-emulator.sh failed");
+    String::from_utf8(out.stdout).unwrap().lines().last().expect("python path").trim().into()
+}
+
+pub fn emulator() -> &'static Emulator {
+    static EMULATOR: OnceLock<Emulator> = OnceLock::new();
+    EMULATOR.get_or_init(|| {
+        let log = std::env::temp_dir().join(format!("bunker-moto-{}.log", std::process::id()));
+        let mut child = Command::new(python())
+            .arg(root().join("deploy/local/motoserver.py"))
+            .args(["--port", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start moto");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("BUNKER_MOTO_PORT=")
+            .unwrap_or_else(|| panic!("moto did not start: {line:?}; see {}", log.display()));
+        Emulator { endpoint: format!("http://127.0.0.1:{port}"), _child: Mutex::new(child) }
+    })
+}
+
+/// Credentials for one emulated account (tests isolate themselves by account id).
+#[derive(Clone)]
+pub struct Account {
+    pub id: String,
+    pub endpoint: String,
+    key: String,
+    secret: String,
+    token: String,
+}
+
+impl Account {
+    /// AssumeRole into `id`: moto maps the returned credentials to that account.
+    pub async fn new(id: &str) -> Account {
+        let endpoint = emulator().endpoint.clone();
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "test"))
+            .load()
+            .await;
+        let creds = aws_sdk_sts::Client::new(&base)
+            .assume_role()
+            .role_arn(format!("arn:aws:iam::{id}:role/bunker-test"))
+            .role_session_name("bunker-test")
+            .send()
+            .await
+            .expect("assume role")
+            .credentials
+            .expect("credentials");
+        Account {
+            id: id.into(),
+            endpoint,
+            key: creds.access_key_id,
+            secret: creds.secret_access_key,
+            token: creds.session_token,
+        }
+    }
+
+    pub async fn sdk(&self, region: &str) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                &self.key,
+                &self.secret,
+                Some(self.token.clone()),
+                None,
+                "test",
+            ))
+            .load()
+            .await
+    }
+
+    pub async fn ec2(&self) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&self.sdk(REGION).await)
+    }
+
+    /// The `bunker` command with this account's credentials and a clean environment.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bunker"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &self.key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_SESSION_TOKEN", &self.token)
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        c
+    }
+
+    /// Runs bunker with `args`; returns (exit code, stdout, stderr).
+    pub fn bunker(&self, args: &[&str]) -> Run {
+        self.bunker_with(args, &[])
+    }
+
+    pub fn bunker_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = self.command();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Run::from(c.output().expect("run bunker"))
+    }
+
+    /// Creates a volume with tags; returns its id.
+    pub async fn volume(&self, tags: &[(&str, &str)]) -> String {
+        let tags: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect();
+        self.ec2()
+            .await
+            .create_volume()
+            .availability_zone(format!("{REGION}a"))
+            .size(1)
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Volume).set_tags(Some(tags)).build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .volume_id
+            .unwrap()
+    }
+
+    /// Every snapshot this account owns in REGION: id → tags.
+    pub async fn snapshots(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.ec2()
+            .await
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .unwrap()
+            .snapshots()
+            .iter()
+            .map(|s| {
+                let tags =
+                    s.tags().iter().map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string())).collect();
+                (s.snapshot_id().unwrap().to_string(), tags)
+            })
+            .collect()
+    }
+}
+
+/// A finished bunker run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts exit code 0 and parses stdout as JSON.
+    pub fn ok_json(&self) -> serde_json::Value {
+        assert_eq!(self.code, 0, "bunker failed: {self:#?}");
+        self.json()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+pub fn tag_values<'a>(snapshots: &'a BTreeMap<String, BTreeMap<String, String>>, key: &str) -> Vec<&'a str> {
+    let mut v: Vec<&str> = snapshots.values().filter_map(|t| t.get(key).map(String::as_str)).collect();
+    v.sort();
+    v
+}
