@@ -12,8 +12,12 @@ use jiff::civil::{Date, Weekday};
 use jiff::{ToSpan, Zoned};
 
 const DAYS: i64 = 420;
-const KEEP: [(&str, &str); 4] =
-    [("BUNKER_KEEP_DAILY", "7"), ("BUNKER_KEEP_WEEKLY", "5"), ("BUNKER_KEEP_MONTHLY", "3"), ("BUNKER_KEEP_YEARLY", "1")];
+const KEEP: [(&str, &str); 4] = [
+    ("BUNKER_KEEP_DAILY", "7"),
+    ("BUNKER_KEEP_WEEKLY", "5"),
+    ("BUNKER_KEEP_MONTHLY", "3"),
+    ("BUNKER_KEEP_YEARLY", "1"),
+];
 
 /// The expected survivors, by direct simulation: each day's backup gets its calendar type;
 /// each clean removes every backup whose age reached its keep period, except the newest.

@@ -218,3 +218,10 @@ pub fn tag_values<'a>(snapshots: &'a BTreeMap<String, BTreeMap<String, String>>,
     v.sort();
     v
 }
+
+impl Run {
+    /// Asserts the exit code (for runs whose output is not inspected).
+    pub fn ok_json_or_code(&self, code: i32) {
+        assert_eq!(self.code, code, "{self:#?}");
+    }
+}
