@@ -400,3 +400,101 @@ mod tests {
         assert!(d.iter().all(|d| d.action == Action::Delete));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::ResourceKind;
+    use proptest::prelude::*;
+
+    fn arb_backup() -> impl Strategy<Value = Backup> {
+        (0u8..4, 0i64..40_000_000, 0u8..5, 0u8..10, any::<bool>()).prop_map(|(src, secs, t, owner, available)| Backup {
+            id: format!("b{secs}-{src}"),
+            name: String::new(),
+            kind: ResourceKind::Ebs,
+            region: "r".into(),
+            account: "a".into(),
+            source: format!("vol-{src}"),
+            created_at: Timestamp::from_second(1_700_000_000 + secs).unwrap(),
+            retention: [
+                RetentionType::Daily,
+                RetentionType::Weekly,
+                RetentionType::Monthly,
+                RetentionType::Yearly,
+                RetentionType::Custom("h".into()),
+            ][t as usize]
+                .clone(),
+            owner: match owner {
+                0 => Owner::Foreign,
+                1 => Owner::Shelvery,
+                _ => Owner::Ours,
+            },
+            available: available || owner > 2,
+            overrides: BTreeMap::new(),
+            parts: vec![],
+        })
+    }
+
+    fn arb_keep() -> impl Strategy<Value = Keep> {
+        (0u32..30, 0u32..10, 0u32..14, 0u32..3).prop_map(|(daily, weekly, monthly, yearly)| Keep {
+            daily,
+            weekly,
+            monthly,
+            yearly,
+        })
+    }
+
+    fn policy(keep: Keep, hours: i64) -> Policy {
+        Policy { keep, custom: [("h".to_string(), SignedDuration::from_hours(hours))].into(), timezone: TimeZone::UTC }
+    }
+
+    proptest! {
+        #[test]
+        fn never_deletes_foreign_pending_or_newest_of_live_source(
+            backups in proptest::collection::vec(arb_backup(), 0..60),
+            keep in arb_keep(),
+            live in proptest::collection::vec(any::<bool>(), 4),
+            now in 1_700_000_000i64..1_800_000_000,
+        ) {
+            let p = policy(keep, 5);
+            let alive = |b: &Backup| live[b.source[4..].parse::<usize>().unwrap()];
+            let cands: Vec<Candidate<'_>> = backups.iter().map(|b| Candidate { backup: b, policy: Ok(&p), source_exists: alive(b) }).collect();
+            let now = Timestamp::from_second(now).unwrap();
+            let decisions = plan(now, &cands);
+            for (b, d) in backups.iter().zip(&decisions) {
+                if d.action == Action::Delete {
+                    prop_assert!(b.owner != Owner::Foreign);
+                    prop_assert!(b.available);
+                    prop_assert!(now >= d.expires_at.unwrap());
+                    if alive(b) {
+                        // some newer available owned backup of the same source survives
+                        let newer_kept = backups.iter().zip(&decisions).any(|(o, od)| {
+                            o.source == b.source && o.owner != Owner::Foreign && o.available && (o.created_at, &o.id) > (b.created_at, &b.id) && od.action == Action::Keep
+                        });
+                        prop_assert!(newer_kept);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn monotone_in_keep_values(
+            backups in proptest::collection::vec(arb_backup(), 0..60),
+            keep in arb_keep(),
+            bump in arb_keep(),
+            now in 1_700_000_000i64..1_800_000_000,
+        ) {
+            let lo = policy(keep, 5);
+            let hi = policy(Keep { daily: keep.daily + bump.daily, weekly: keep.weekly + bump.weekly, monthly: keep.monthly + bump.monthly, yearly: keep.yearly + bump.yearly }, 7);
+            let now = Timestamp::from_second(now).unwrap();
+            let run = |p: &Policy| {
+                let cands: Vec<Candidate<'_>> = backups.iter().map(|b| Candidate { backup: b, policy: Ok(p), source_exists: true }).collect();
+                plan(now, &cands)
+            };
+            for (l, h) in run(&lo).iter().zip(run(&hi)) {
+                // Raising keep values never turns a keep into a delete.
+                prop_assert!(!(l.action == Action::Keep && h.action == Action::Delete));
+            }
+        }
+    }
+}

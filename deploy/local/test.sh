@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test suite, from a fresh machine: installs what the tests need (the emulator in a venv,
+# Debian's python3-venv if missing), then format check, clippy, and every test.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bunker-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+BUNKER_TEST_PYTHON=$(bash deploy/local/setup-emulator.sh | tail -n 1)
+export BUNKER_TEST_PYTHON
+
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --quiet
+cargo test --locked --workspace
