@@ -85,6 +85,7 @@ struct KindArgs {
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
+#[allow(clippy::enum_variant_names)] // the names are the subcommands users type
 enum KindAction {
     /// Create one backup of every resource tagged bunker:create_backup=true.
     #[command(alias = "create_backups")]

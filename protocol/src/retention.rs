@@ -353,8 +353,7 @@ mod tests {
 
     #[test]
     fn keep_zero_falls_back_down_the_chain_then_skips() {
-        let mut p = Policy::default();
-        p.keep = Keep { daily: 3, weekly: 0, monthly: 0, yearly: 0 };
+        let mut p = Policy { keep: Keep { daily: 3, weekly: 0, monthly: 0, yearly: 0 }, ..Policy::default() };
         assert_eq!(p.type_for_creation(ts("2026-01-01T00:00:00Z"), None), Some(RetentionType::Daily));
         p.keep.weekly = 2;
         assert_eq!(p.type_for_creation(ts("2026-01-01T00:00:00Z"), None), Some(RetentionType::Weekly));
