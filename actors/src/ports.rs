@@ -1,5 +1,5 @@
 //! The actors' only way to reach AWS: traits in domain terms, implemented by `src/aws/`
-//! (real SDK clients) and by [`crate::testkit`] (in-memory fakes).
+//! (real SDK clients) and by `testkit` (feature `testkit`) (in-memory fakes).
 
 use async_trait::async_trait;
 use bunker_protocol::backup::Backup;
