@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
+use aws_sdk_rds::primitives::DateTime;
 use aws_sdk_rds::types::Tag;
 use aws_sdk_rds::Client;
 use bunker_actors::ports::{BackupControl, CreateRequest, Created, ListedBackup, PortError, Resource};
@@ -34,6 +35,26 @@ fn not_ready(status: Option<&str>) -> Option<String> {
     }
 }
 
+/// The identifier of the newest available snapshot among `(status, created, id)`.
+fn newest_available<'a>(
+    snapshots: impl Iterator<Item = (Option<&'a str>, Option<&'a DateTime>, Option<&'a str>)>,
+) -> Option<String> {
+    snapshots
+        .filter(|(status, _, _)| *status == Some("available"))
+        .max_by_key(|(_, created, _)| created.map(|t| (t.secs(), t.subsec_nanos())))
+        .and_then(|(_, _, id)| id.map(String::from))
+}
+
+/// What a create or copy reports: the id AWS returned (else the requested name), and how.
+fn created(id: Option<&str>, request: &CreateRequest, copied_from: Option<&str>) -> Created {
+    let note = match (copied_from, request.rds_mode) {
+        (Some(source), _) => Some(format!("copy of automated snapshot {source}")),
+        (None, RdsBackupMode::CopyAutomated) => Some("no automated snapshot to copy: created a new snapshot".into()),
+        (None, RdsBackupMode::CreateSnapshot) => None,
+    };
+    Created { id: id.unwrap_or(&request.name).to_string(), note }
+}
+
 /// Engines whose clusters are "rds-cluster" (not DocumentDB or Neptune).
 fn is_rds_cluster_engine(engine: &str) -> bool {
     engine.starts_with("aurora") || engine == "mysql" || engine == "postgres"
@@ -63,11 +84,9 @@ impl RdsInstanceControl {
             .try_collect()
             .await
             .map_err(|e| port_error("rds:DescribeDBSnapshots", e))?;
-        Ok(snapshots
-            .into_iter()
-            .filter(|s| s.status() == Some("available"))
-            .max_by_key(|s| s.snapshot_create_time().map(|t| (t.secs(), t.subsec_nanos())))
-            .and_then(|s| s.db_snapshot_identifier().map(String::from)))
+        Ok(newest_available(
+            snapshots.iter().map(|s| (s.status(), s.snapshot_create_time(), s.db_snapshot_identifier())),
+        ))
     }
 }
 
@@ -117,11 +136,7 @@ impl BackupControl for RdsInstanceControl {
                     .send()
                     .await
                     .map_err(|e| port_error("rds:CopyDBSnapshot", e))?;
-                let created = out.db_snapshot().and_then(|s| s.db_snapshot_identifier()).unwrap_or(&request.name);
-                return Ok(Created {
-                    id: created.to_string(),
-                    note: Some(format!("copy of automated snapshot {source}")),
-                });
+                return Ok(created(out.db_snapshot().and_then(|s| s.db_snapshot_identifier()), request, Some(&source)));
             }
         }
         let out = self
@@ -133,10 +148,7 @@ impl BackupControl for RdsInstanceControl {
             .send()
             .await
             .map_err(|e| port_error("rds:CreateDBSnapshot", e))?;
-        let note = (request.rds_mode == RdsBackupMode::CopyAutomated)
-            .then(|| "no automated snapshot to copy: created a new snapshot".to_string());
-        let created = out.db_snapshot().and_then(|s| s.db_snapshot_identifier()).unwrap_or(&request.name);
-        Ok(Created { id: created.to_string(), note })
+        Ok(created(out.db_snapshot().and_then(|s| s.db_snapshot_identifier()), request, None))
     }
 
     async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError> {
@@ -198,11 +210,9 @@ impl RdsClusterControl {
             .try_collect()
             .await
             .map_err(|e| port_error("rds:DescribeDBClusterSnapshots", e))?;
-        Ok(snapshots
-            .into_iter()
-            .filter(|s| s.status() == Some("available"))
-            .max_by_key(|s| s.snapshot_create_time().map(|t| (t.secs(), t.subsec_nanos())))
-            .and_then(|s| s.db_cluster_snapshot_identifier().map(String::from)))
+        Ok(newest_available(
+            snapshots.iter().map(|s| (s.status(), s.snapshot_create_time(), s.db_cluster_snapshot_identifier())),
+        ))
     }
 }
 
@@ -252,12 +262,8 @@ impl BackupControl for RdsClusterControl {
                     .send()
                     .await
                     .map_err(|e| port_error("rds:CopyDBClusterSnapshot", e))?;
-                let created =
-                    out.db_cluster_snapshot().and_then(|s| s.db_cluster_snapshot_identifier()).unwrap_or(&request.name);
-                return Ok(Created {
-                    id: created.to_string(),
-                    note: Some(format!("copy of automated snapshot {source}")),
-                });
+                let id = out.db_cluster_snapshot().and_then(|s| s.db_cluster_snapshot_identifier());
+                return Ok(created(id, request, Some(&source)));
             }
         }
         let out = self
@@ -269,11 +275,7 @@ impl BackupControl for RdsClusterControl {
             .send()
             .await
             .map_err(|e| port_error("rds:CreateDBClusterSnapshot", e))?;
-        let note = (request.rds_mode == RdsBackupMode::CopyAutomated)
-            .then(|| "no automated snapshot to copy: created a new snapshot".to_string());
-        let created =
-            out.db_cluster_snapshot().and_then(|s| s.db_cluster_snapshot_identifier()).unwrap_or(&request.name);
-        Ok(Created { id: created.to_string(), note })
+        Ok(created(out.db_cluster_snapshot().and_then(|s| s.db_cluster_snapshot_identifier()), request, None))
     }
 
     async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError> {
