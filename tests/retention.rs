@@ -178,3 +178,54 @@ async fn select_narrows_a_run_to_one_resource_and_dry_run_changes_nothing() {
     assert_eq!(r.code, 1, "{r:#?}");
     assert!(r.stdout.contains("vol-nonexistent"));
 }
+
+#[tokio::test]
+async fn one_run_covers_several_regions_with_shelvery_spellings() {
+    let a = Account::new("300000000007").await;
+    let mut volumes = vec![];
+    for region in ["us-east-1", "eu-west-1"] {
+        let ec2 = aws_sdk_ec2::Client::new(&a.sdk(region).await);
+        let tag = Tag::builder().key("bunker:create_backup").value("true").build();
+        let spec = TagSpecification::builder().resource_type(ResourceType::Volume).tags(tag).build();
+        let v = ec2
+            .create_volume()
+            .availability_zone(format!("{region}a"))
+            .size(1)
+            .tag_specifications(spec)
+            .send()
+            .await
+            .unwrap();
+        volumes.push((region, ec2, v.volume_id.unwrap()));
+    }
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), "regions = [\"us-east-1\", \"eu-west-1\"]\n").unwrap();
+    let config = file.path().to_str().unwrap();
+    let report = a.bunker(&["ebs", "create_backups", "--config", config, "--json"]).ok_json();
+    assert_eq!(report["regions"], serde_json::json!(["us-east-1", "eu-west-1"]));
+    assert_eq!(report["summary"]["succeeded"], 2);
+    for (region, ec2, volume) in &volumes {
+        let snaps = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
+        let sources: Vec<String> = snaps
+            .snapshots()
+            .iter()
+            .flat_map(|s| s.tags())
+            .filter(|t| t.key() == Some("bunker:source"))
+            .map(|t| t.value().unwrap().to_string())
+            .collect();
+        assert_eq!(sources, [volume.clone()], "one backup in {region}");
+        let deployment = snaps.snapshots()[0]
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("bunker:deployment"))
+            .unwrap()
+            .value()
+            .unwrap()
+            .to_string();
+        assert_eq!(deployment, format!("bunker-{}-{region}", a.id));
+    }
+    // --region narrows to one region; rds_cluster is Shelvery's spelling of rds-cluster.
+    let listed = a.bunker(&["ebs", "list_backups", "--region", "eu-west-1", "--json"]).ok_json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["region"], "eu-west-1");
+    assert_eq!(a.bunker(&["rds_cluster", "list-backups", "--json"]).ok_json(), serde_json::json!([]));
+}
