@@ -212,7 +212,7 @@ async fn one_run_covers_several_regions_with_shelvery_spellings() {
             .filter(|t| t.key() == Some("bunker:source"))
             .map(|t| t.value().unwrap().to_string())
             .collect();
-        assert_eq!(sources, [volume.clone()], "one backup in {region}");
+        assert_eq!(sources.as_slice(), std::slice::from_ref(volume), "one backup in {region}");
         let deployment = snaps.snapshots()[0]
             .tags()
             .iter()

@@ -405,7 +405,7 @@ impl Runner {
             collected,
             entries,
         );
-        info!(run_id = %report.run_id, status = ?report.status, "{}", report.headline());
+        info!(run_id = %report.run_id, status = report.status.as_str(), "{}", report.headline());
         if let (Some(topic), false) = (&self.config.status_sns_topic, opts.dry_run) {
             let body = serde_json::to_string(&report).expect("reports serialize");
             if let Err(e) = self.notifier.publish(topic, &report.headline(), &body).await {

@@ -77,6 +77,17 @@ pub enum RunStatus {
     Failed,
 }
 
+impl RunStatus {
+    /// `OK`, `PARTIAL` or `FAILED`, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "OK",
+            RunStatus::Partial => "PARTIAL",
+            RunStatus::Failed => "FAILED",
+        }
+    }
+}
+
 /// Counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
@@ -181,18 +192,15 @@ impl RunReport {
     /// The one-line summary logged and used as SNS subject.
     pub fn headline(&self) -> String {
         format!(
-            "bunker {} {}: {:?} ({} ok, {} failed, {} skipped of {} collected)",
+            "bunker {} {}: {} ({} ok, {} failed, {} skipped of {} collected)",
             self.kind,
             self.action,
-            self.status,
+            self.status.as_str(),
             self.summary.succeeded,
             self.summary.failed,
             self.summary.skipped,
             self.summary.collected
         )
-        .replace("Ok ", "OK ")
-        .replace("Partial", "PARTIAL")
-        .replace("Failed", "FAILED")
     }
 }
 
