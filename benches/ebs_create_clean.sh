@@ -12,16 +12,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bunker-target}"
 sizes=("${@:-50}")
-python=$(bash deploy/local/setup-emulator.sh | tail -n 1)
 cargo build --locked --release --quiet --bin bunker
 bunker="$CARGO_TARGET_DIR/release/bunker"
-
-work=$(mktemp -d)
-coproc MOTO { exec "$python" deploy/local/motoserver.py --port 0 2>"$work/moto.log"; }
-trap 'kill "$MOTO_PID" 2>/dev/null || true; rm -rf "$work"' EXIT
-read -r line <&"${MOTO[0]}"
-port=${line#BUNKER_MOTO_PORT=}
-export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+source deploy/local/emulator.sh
 stats() { curl -s "$AWS_ENDPOINT_URL/_bunker/stats" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["requests"])'; }
 reset() { curl -s -X POST "$AWS_ENDPOINT_URL/_bunker/stats" >/dev/null; }
 now() { date +%s.%N; }

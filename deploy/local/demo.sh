@@ -7,20 +7,13 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bunker-target}"
 
-python=$(bash deploy/local/setup-emulator.sh | tail -n 1)
 echo "== building bunker"
 cargo build --locked --quiet --bin bunker
 bunker="$CARGO_TARGET_DIR/debug/bunker"
 
-work=$(mktemp -d)
-coproc MOTO { exec "$python" deploy/local/motoserver.py --port 0 2>"$work/moto.log"; }
-trap 'kill "$MOTO_PID" 2>/dev/null || true; rm -rf "$work"' EXIT
-read -r line <&"${MOTO[0]}"
-port=${line#BUNKER_MOTO_PORT=}
+source deploy/local/emulator.sh
 echo "== local AWS emulator (moto + bunker plugin) on 127.0.0.1:$port"
-
-export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
-export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
 "$python" deploy/local/seed_fleet.py
 
 cat > "$work/bunker.toml" <<TOML
