@@ -12,7 +12,7 @@ use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::{port_error, tag_map};
+use super::{db_not_ready, port_error, tag_map};
 
 /// Concurrent ListTagsForResource calls.
 const TAG_LOOKUPS: usize = 8;
@@ -71,11 +71,7 @@ impl BackupControl for DocdbControl {
                     Some(arn) => self.tags_of(arn).await?,
                     None => Tags::new(),
                 };
-                let not_ready = match c.status() {
-                    Some("available" | "backing-up") | None => None,
-                    Some(s) => Some(format!("status {s}")),
-                };
-                Ok(Resource { id, tags, not_ready })
+                Ok(Resource { id, tags, not_ready: db_not_ready(c.status()) })
             })
             .buffer_unordered(TAG_LOOKUPS)
             .try_collect()

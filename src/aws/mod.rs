@@ -112,6 +112,21 @@ where
     PortError { kind, code, message }
 }
 
+/// Whether a listed snapshot carries tags worth returning: bunker's, or (compat) Shelvery's.
+/// Used where the API cannot filter snapshots by tag server-side (RDS, Redshift).
+pub(crate) fn is_candidate(tags: &Tags, shelvery: bool) -> bool {
+    tags.contains_key(bunker_protocol::tags::MANAGED)
+        || (shelvery && tags.contains_key(bunker_protocol::tags::shelvery::BACKUP))
+}
+
+/// RDS / DocumentDB status → why a backup cannot be made now (`None`: it can).
+pub(crate) fn db_not_ready(status: Option<&str>) -> Option<String> {
+    match status {
+        Some("available" | "backing-up") | None => None,
+        Some(s) => Some(format!("status {s}")),
+    }
+}
+
 /// Builds a [`Tags`] map from any SDK's tag list.
 pub(crate) fn tag_map<'a>(pairs: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>) -> Tags {
     pairs.into_iter().filter_map(|(k, v)| Some((k?.to_string(), v.unwrap_or_default().to_string()))).collect()

@@ -11,7 +11,7 @@ use bunker_protocol::config::RdsBackupMode;
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
-use super::{port_error, tag_map};
+use super::{db_not_ready, is_candidate, port_error, tag_map};
 
 fn rds_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
@@ -19,20 +19,6 @@ fn rds_tags(tags: &Tags) -> Vec<Tag> {
 
 fn from_rds(tags: &[Tag]) -> Tags {
     tag_map(tags.iter().map(|t| (t.key(), t.value())))
-}
-
-/// Whether a listed snapshot carries tags that make it worth returning (bunker's, or
-/// Shelvery's in compat mode). RDS cannot filter snapshots by tag server-side.
-fn is_candidate(tags: &Tags, shelvery: bool) -> bool {
-    tags.contains_key(bunker_protocol::tags::MANAGED)
-        || (shelvery && tags.contains_key(bunker_protocol::tags::shelvery::BACKUP))
-}
-
-fn not_ready(status: Option<&str>) -> Option<String> {
-    match status {
-        Some("available" | "backing-up") | None => None,
-        Some(s) => Some(format!("status {s}")),
-    }
 }
 
 /// The identifier of the newest available snapshot among `(status, created, id)`.
@@ -117,7 +103,7 @@ impl BackupControl for RdsInstanceControl {
                 Some(Resource {
                     id: i.db_instance_identifier()?.to_string(),
                     tags: from_rds(i.tag_list()),
-                    not_ready: not_ready(i.db_instance_status()),
+                    not_ready: db_not_ready(i.db_instance_status()),
                 })
             })
             .collect())
@@ -243,7 +229,7 @@ impl BackupControl for RdsClusterControl {
                 Some(Resource {
                     id: c.db_cluster_identifier()?.to_string(),
                     tags: from_rds(c.tag_list()),
-                    not_ready: not_ready(c.status()),
+                    not_ready: db_not_ready(c.status()),
                 })
             })
             .collect())

@@ -7,10 +7,10 @@ use aws_sdk_redshift::types::Tag;
 use aws_sdk_redshift::Client;
 use bunker_actors::ports::{BackupControl, CreateRequest, Created, ListedBackup, PortError, Resource};
 use bunker_protocol::backup::Backup;
-use bunker_protocol::tags::{self, Tags};
+use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
-use super::{port_error, tag_map};
+use super::{is_candidate, port_error, tag_map};
 
 fn from_redshift(tags: &[Tag]) -> Tags {
     tag_map(tags.iter().map(|t| (t.key(), t.value())))
@@ -90,9 +90,7 @@ impl BackupControl for RedshiftControl {
             .into_iter()
             .filter_map(|s| {
                 let tags = from_redshift(s.tags());
-                let candidate =
-                    tags.contains_key(tags::MANAGED) || (shelvery && tags.contains_key(tags::shelvery::BACKUP));
-                candidate.then(|| ListedBackup {
+                is_candidate(&tags, shelvery).then(|| ListedBackup {
                     id: s.snapshot_identifier().unwrap_or_default().to_string(),
                     available: s.status() == Some("available"),
                     tags,
