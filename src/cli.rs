@@ -163,7 +163,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         tracing::warn!("{w}");
     }
     let cfg = config::resolve(&base).map_err(usage)?;
-    let opts = RunOptions { now, dry_run: cli.dry_run, run_id: run_id(now) };
+    let opts = RunOptions { now, dry_run: cli.dry_run, run_id: run_id(now), publish_report: true };
 
     // actix on a multi-thread tokio runtime: AWS I/O and the actors share it.
     let system = actix::System::with_tokio_rt(|| {

@@ -4,9 +4,15 @@
 //! **Invariant:** this crate never names an AWS SDK crate; it reaches AWS only through
 //! [`ports`].
 
+pub mod metrics;
 pub mod ports;
+pub mod reconciler;
+pub mod replicator;
 pub mod runner;
+pub mod scheduler;
+pub mod system;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod watcher;
 
 pub use runner::{Runner, RunnerActor};

@@ -53,6 +53,40 @@ pub struct ListedBackup {
     pub parts: Vec<String>,
 }
 
+/// One backup as it is now: enough to decide what copy and share work remains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupDetail {
+    /// AWS id.
+    pub id: String,
+    /// Tags.
+    pub tags: Tags,
+    /// Available / completed.
+    pub available: bool,
+    /// Accounts it is shared with.
+    pub shared_with: Vec<String>,
+    /// Encrypted at rest.
+    pub encrypted: bool,
+}
+
+/// Copy a backup from another region into the port's region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyRequest {
+    /// Region of the source backup.
+    pub source_region: String,
+    /// Account of the source backup (this account for DR copies).
+    pub source_account: String,
+    /// Id of the source backup.
+    pub source_id: String,
+    /// Name (identifier) of the copy.
+    pub name: String,
+    /// Tags applied in the copy call.
+    pub tags: Tags,
+    /// KMS key for the copy, when the copy is (or must become) encrypted.
+    pub kms_key: Option<String>,
+    /// Whether the source is encrypted (RDS needs a key in the destination region then).
+    pub encrypted: bool,
+}
+
 /// Creates, lists and deletes backups of one kind in one region of one account.
 #[async_trait]
 pub trait BackupControl: Send + Sync {
@@ -69,6 +103,53 @@ pub trait BackupControl: Send + Sync {
     async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError>;
     /// Deletes a backup and its parts. Only called for backups the planner owns and expired.
     async fn delete_backup(&self, backup: &Backup) -> Result<(), PortError>;
+    /// One backup by id, `None` when it does not exist.
+    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError>;
+    /// The copy in this region tagged `bunker:copy_of = copy_of` (named `name` where the
+    /// kind's copies are named), `None` when there is none.
+    async fn find_copy(&self, copy_of: &str, name: &str) -> Result<Option<BackupDetail>, PortError>;
+    /// Copies a backup into this region (called on the destination region's port); returns
+    /// the copy's id. Tags go into the copy call itself.
+    async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError>;
+    /// Lets `account` use backup `id` (restore / create volume / launch).
+    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError>;
+}
+
+/// One message received from the event queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// SQS message id.
+    pub id: String,
+    /// Body.
+    pub body: String,
+    /// Receipt handle (delete, extend visibility).
+    pub receipt: String,
+    /// How many times it was received (1 the first time).
+    pub receive_count: u32,
+}
+
+/// The queue EventBridge feeds, and its dead-letter queue.
+#[async_trait]
+pub trait EventQueue: Send + Sync {
+    /// Long-polls for up to `max` messages, waiting up to `wait_secs`; received messages are
+    /// invisible to other consumers for `visibility_secs`.
+    async fn receive(&self, max: u32, wait_secs: u32, visibility_secs: u32) -> Result<Vec<QueueMessage>, PortError>;
+    /// Deletes a handled message.
+    async fn delete(&self, receipt: &str) -> Result<(), PortError>;
+    /// Keeps a message invisible for `secs` more while its work runs.
+    async fn extend_visibility(&self, receipt: &str, secs: u32) -> Result<(), PortError>;
+    /// Sends an unreadable message to the dead-letter queue with `reason` as a message
+    /// attribute (the caller then deletes the original).
+    async fn dead_letter(&self, message: &QueueMessage, reason: &str) -> Result<(), PortError>;
+}
+
+/// Leases: at most one holder of a key until it expires. Used so that only one of several
+/// instances fires a schedule slot or starts a copy.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes `key` for `holder` until `until` (Unix seconds) if it is free or expired at
+    /// `now`; `true` when taken. Atomic across instances.
+    async fn claim(&self, key: &str, holder: &str, now: i64, until: i64) -> Result<bool, PortError>;
 }
 
 /// Publishes notifications.
@@ -89,6 +170,9 @@ pub enum ErrorKind {
     AccessDenied,
     /// Rate limited (after the SDK's own retries).
     Throttled,
+    /// A service quota is reached (e.g. concurrent snapshot copies): wait and try again; not
+    /// an error.
+    Quota,
     /// Worth retrying later (network, 5xx).
     Transient,
     /// AWS rejected the request as invalid (state, parameters).

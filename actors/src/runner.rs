@@ -35,6 +35,10 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Unique id of the run.
     pub run_id: String,
+    /// Publish the run report to `status_sns_topic` at the end. `bunker serve` turns this off
+    /// for scheduled creates: it publishes one report once the run's copies and shares are
+    /// done too.
+    pub publish_report: bool,
 }
 
 /// A backup with the planner's decision.
@@ -113,9 +117,12 @@ impl Runner {
         self.resolve_with(config::tag_settings(&resource.tags, &resource.id, self.config.compat_shelvery)?)
     }
 
-    fn selected<'a>(&self, resources: &'a [Resource]) -> impl Iterator<Item = &'a Resource> + 'a {
+    fn selected<'a>(
+        &self,
+        resources: &'a [Resource],
+        select: Option<String>,
+    ) -> impl Iterator<Item = &'a Resource> + 'a {
         let compat = self.config.compat_shelvery;
-        let select = self.config.select.clone();
         resources
             .iter()
             .filter(move |r| tags::is_selected(&r.tags, compat) && select.as_ref().is_none_or(|s| *s == r.id))
@@ -123,6 +130,11 @@ impl Runner {
 
     /// Creates one backup of every selected resource in every region.
     pub async fn create_backups(&self, opts: &RunOptions) -> RunReport {
+        self.create_backups_of(opts, self.config.select.clone()).await
+    }
+
+    /// As [`Runner::create_backups`], narrowed to one resource when `select` is given.
+    pub async fn create_backups_of(&self, opts: &RunOptions, select: Option<String>) -> RunReport {
         let clock = Instant::now();
         let mut entries = Vec::new();
         let mut collected = 0;
@@ -137,7 +149,7 @@ impl Runner {
                 }
             };
             let deployment = self.config.deployment_id(&self.account, region);
-            let selected: Vec<&Resource> = self.selected(&resources).collect();
+            let selected: Vec<&Resource> = self.selected(&resources, select.clone()).collect();
             collected += selected.len();
             let results: Vec<Entry> = stream::iter(selected)
                 .map(|r| self.create_one(target.as_ref(), r, &deployment, opts))
@@ -146,7 +158,7 @@ impl Runner {
                 .await;
             entries.extend(results);
         }
-        if let Some(id) = &self.config.select {
+        if let Some(id) = &select {
             if collected == 0 {
                 entries.push(Entry {
                     message: Some(format!(
@@ -288,6 +300,27 @@ impl Runner {
                 source_exists: live.contains_key(b.source.as_str()),
             })
             .collect();
+        // DR copies are kept by `keep_*_dr` (default: the source's keep counts).
+        let dr_policies: Vec<Option<Result<Policy, String>>> = backups
+            .iter()
+            .zip(&policies)
+            .map(|(b, p)| {
+                b.copy_of.as_ref().map(|_| {
+                    p.clone().map(|mut p| {
+                        p.keep = self.config.replication.dr_keep(p.keep);
+                        p
+                    })
+                })
+            })
+            .collect();
+        let candidates: Vec<Candidate<'_>> = candidates
+            .into_iter()
+            .zip(&dr_policies)
+            .map(|(c, dr)| match dr {
+                Some(p) => Candidate { policy: p.as_ref().map_err(String::as_str), ..c },
+                None => c,
+            })
+            .collect();
         let decisions = retention::plan(now, &candidates);
         let planned = backups
             .into_iter()
@@ -406,13 +439,20 @@ impl Runner {
             entries,
         );
         info!(run_id = %report.run_id, status = report.status.as_str(), "{}", report.headline());
-        if let (Some(topic), false) = (&self.config.status_sns_topic, opts.dry_run) {
-            let body = serde_json::to_string(&report).expect("reports serialize");
+        if opts.publish_report && !opts.dry_run {
+            self.publish_report(&report).await;
+        }
+        report
+    }
+
+    /// Publishes a run report to `status_sns_topic`; a failed publish is logged only.
+    pub async fn publish_report(&self, report: &RunReport) {
+        if let Some(topic) = &self.config.status_sns_topic {
+            let body = serde_json::to_string(report).expect("reports serialize");
             if let Err(e) = self.notifier.publish(topic, &report.headline(), &body).await {
                 warn!(topic = %topic, error = %e, "run report not published");
             }
         }
-        report
     }
 
     /// One message per create/delete to `sns_topic`; errors also to `error_sns_topic`.
@@ -559,7 +599,7 @@ mod tests {
     }
 
     fn opts(now: &str) -> RunOptions {
-        RunOptions { now: now.parse().unwrap(), dry_run: false, run_id: "run".into() }
+        RunOptions { now: now.parse().unwrap(), dry_run: false, run_id: "run".into(), publish_report: true }
     }
 
     #[tokio::test]

@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use bunker_protocol::backup::Backup;
 use bunker_protocol::ResourceKind;
 
-use crate::ports::{BackupControl, CreateRequest, Created, ErrorKind, ListedBackup, Notifier, PortError, Resource};
+use crate::ports::{
+    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, Leases, ListedBackup, Notifier,
+    PortError, Resource,
+};
 
 /// What a [`FakeControl`] holds.
 #[derive(Debug, Default)]
@@ -21,6 +24,14 @@ pub struct FakeState {
     pub fail_create: BTreeSet<String>,
     /// Counter for ids.
     pub next: u64,
+    /// Backup id → accounts it is shared with.
+    pub shared: BTreeMap<String, Vec<String>>,
+    /// Copy calls still to fail with a quota error.
+    pub copy_quota_failures: u32,
+    /// Panic in the next copy call (supervision tests).
+    pub panic_on_copy: bool,
+    /// Copy calls made.
+    pub copy_calls: u32,
 }
 
 /// An in-memory region of one kind.
@@ -86,6 +97,84 @@ impl BackupControl for FakeControl {
         match self.state.lock().unwrap().backups.remove(&backup.id) {
             Some(_) => Ok(()),
             None => Err(PortError::new(ErrorKind::NotFound, Some("InvalidSnapshot.NotFound"), backup.id.clone())),
+        }
+    }
+
+    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.backups.get(id).map(|b| detail(&s, b)))
+    }
+
+    async fn find_copy(&self, copy_of: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+        let s = self.state.lock().unwrap();
+        let found = s
+            .backups
+            .values()
+            .find(|b| b.tags.get(bunker_protocol::tags::COPY_OF).map(String::as_str) == Some(copy_of));
+        Ok(found.map(|b| detail(&s, b)))
+    }
+
+    async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
+        let mut s = self.state.lock().unwrap();
+        s.copy_calls += 1;
+        if s.panic_on_copy {
+            s.panic_on_copy = false;
+            drop(s);
+            panic!("injected panic in copy_backup");
+        }
+        if s.copy_quota_failures > 0 {
+            s.copy_quota_failures -= 1;
+            return Err(PortError::new(ErrorKind::Quota, Some("ResourceLimitExceeded"), "injected quota"));
+        }
+        s.next += 1;
+        let id = format!("snap-{:08}", s.next);
+        s.backups.insert(
+            id.clone(),
+            ListedBackup { id: id.clone(), tags: request.tags.clone(), available: true, parts: vec![] },
+        );
+        Ok(id)
+    }
+
+    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+        let mut s = self.state.lock().unwrap();
+        if !s.backups.contains_key(id) {
+            return Err(PortError::new(ErrorKind::NotFound, Some("InvalidSnapshot.NotFound"), id.to_string()));
+        }
+        let list = s.shared.entry(id.to_string()).or_default();
+        if !list.iter().any(|a| a == account) {
+            list.push(account.to_string());
+        }
+        Ok(())
+    }
+}
+
+fn detail(s: &FakeState, b: &ListedBackup) -> BackupDetail {
+    BackupDetail {
+        id: b.id.clone(),
+        tags: b.tags.clone(),
+        available: b.available,
+        shared_with: s.shared.get(&b.id).cloned().unwrap_or_default(),
+        encrypted: false,
+    }
+}
+
+/// Leases in memory (one process).
+#[derive(Debug, Default)]
+pub struct MemoryLeases {
+    /// key → (holder, until).
+    pub held: Mutex<BTreeMap<String, (String, i64)>>,
+}
+
+#[async_trait]
+impl Leases for MemoryLeases {
+    async fn claim(&self, key: &str, holder: &str, now: i64, until: i64) -> Result<bool, PortError> {
+        let mut held = self.held.lock().unwrap();
+        match held.get(key) {
+            Some((h, u)) if *u > now && h != holder => Ok(false),
+            _ => {
+                held.insert(key.to_string(), (holder.to_string(), until));
+                Ok(true)
+            }
         }
     }
 }

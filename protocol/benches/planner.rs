@@ -35,6 +35,7 @@ fn main() {
                 available: true,
                 overrides: BTreeMap::new(),
                 parts: vec![],
+                copy_of: None,
             }
         })
         .collect();

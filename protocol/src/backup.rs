@@ -48,6 +48,8 @@ pub struct Backup {
     pub overrides: BTreeMap<String, String>,
     /// Ids that go with it (an AMI's snapshots), deleted with it when owned.
     pub parts: Vec<String>,
+    /// On a DR copy: `<region>:<id>` of the backup it was copied from.
+    pub copy_of: Option<String>,
 }
 
 /// What the listing knows of a snapshot or image besides its tags.
@@ -146,6 +148,7 @@ impl Backup {
             available: l.available,
             overrides,
             parts: l.parts.clone(),
+            copy_of: l.tags.get(tags::COPY_OF).cloned(),
         })
     }
 
@@ -179,6 +182,7 @@ impl Backup {
             available: l.available,
             overrides: BTreeMap::new(),
             parts: l.parts.clone(),
+            copy_of: None,
         }))
     }
 }

@@ -40,6 +40,23 @@ pub enum Key {
     Deployment,
     Name,
     CompatShelvery,
+    DrRegions,
+    ShareAccounts,
+    DrKmsKeys,
+    KeepDailyDr,
+    KeepWeeklyDr,
+    KeepMonthlyDr,
+    KeepYearlyDr,
+    ServeQueueUrl,
+    ServeDeadLetterQueueUrl,
+    ServeLeaseTable,
+    ServeListen,
+    ServeKinds,
+    ServeShutdownDeadline,
+    ServeReconcileInterval,
+    ServeCheckInterval,
+    ScheduleCreate,
+    ScheduleClean,
 }
 
 struct Spec {
@@ -55,7 +72,11 @@ const WHOLE: &str = "a whole number from 0 to 100000";
 const BOOL: &str = "true or false (also 1 or 0)";
 const TOPIC: &str = "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)";
 
-const SPECS: [Spec; 18] = [
+const DURATION: &str = "a duration such as 30s, 15m, 2h or 1d (a bare number is seconds)";
+const CRON: &str = "a 5-field cron expression in UTC such as \"0 1 * * *\", or \"\" to disable";
+const SQS_URL: &str = "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)";
+
+const SPECS: [Spec; 35] = [
     Spec { key: Key::KeepDaily, name: "keep_daily", shelvery: Some("shelvery_keep_daily_backups"), per_resource: true, default: Some("14"), accepted: WHOLE },
     Spec { key: Key::KeepWeekly, name: "keep_weekly", shelvery: Some("shelvery_keep_weekly_backups"), per_resource: true, default: Some("8"), accepted: WHOLE },
     Spec { key: Key::KeepMonthly, name: "keep_monthly", shelvery: Some("shelvery_keep_monthly_backups"), per_resource: true, default: Some("12"), accepted: WHOLE },
@@ -81,6 +102,23 @@ const SPECS: [Spec; 18] = [
     Spec { key: Key::Deployment, name: "deployment", shelvery: None, per_resource: false, default: None, accepted: "1 to 128 characters of letters, digits, '.', '_' or '-'" },
     Spec { key: Key::Name, name: "name", shelvery: None, per_resource: false, default: Some("bunker"), accepted: "1 to 64 characters of letters, digits, '.', '_' or '-'" },
     Spec { key: Key::CompatShelvery, name: "compat.shelvery", shelvery: None, per_resource: false, default: Some("false"), accepted: BOOL },
+    Spec { key: Key::DrRegions, name: "dr_regions", shelvery: Some("shelvery_dr_regions"), per_resource: false, default: Some(""), accepted: "comma-separated AWS region names to copy backups to, such as us-west-2,eu-central-1" },
+    Spec { key: Key::ShareAccounts, name: "share_accounts", shelvery: Some("shelvery_share_aws_account_ids"), per_resource: false, default: Some(""), accepted: "comma-separated 12-digit AWS account ids to share backups (and their DR copies) with" },
+    Spec { key: Key::DrKmsKeys, name: "dr_kms_keys", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated REGION=KEY entries: the KMS key (id, ARN or alias/NAME) that encrypts copies in that DR region" },
+    Spec { key: Key::KeepDailyDr, name: "keep_daily_dr", shelvery: Some("shelvery_keep_daily_backups_dr"), per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::KeepWeeklyDr, name: "keep_weekly_dr", shelvery: Some("shelvery_keep_weekly_backups_dr"), per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::KeepMonthlyDr, name: "keep_monthly_dr", shelvery: Some("shelvery_keep_monthly_backups_dr"), per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::KeepYearlyDr, name: "keep_yearly_dr", shelvery: Some("shelvery_keep_yearly_backups_dr"), per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::ServeQueueUrl, name: "serve.queue_url", shelvery: None, per_resource: false, default: None, accepted: SQS_URL },
+    Spec { key: Key::ServeDeadLetterQueueUrl, name: "serve.dead_letter_queue_url", shelvery: None, per_resource: false, default: None, accepted: SQS_URL },
+    Spec { key: Key::ServeLeaseTable, name: "serve.lease_table", shelvery: None, per_resource: false, default: None, accepted: "a DynamoDB table name (3-255 of letters, digits, '.', '_' or '-') with string partition key \"pk\"" },
+    Spec { key: Key::ServeListen, name: "serve.listen", shelvery: None, per_resource: false, default: Some("127.0.0.1:9464"), accepted: "HOST:PORT for /healthz and /metrics, such as 127.0.0.1:9464 (port 0 picks a free one)" },
+    Spec { key: Key::ServeKinds, name: "serve.kinds", shelvery: None, per_resource: false, default: Some("ebs,ec2ami,rds,rds-cluster,docdb,redshift"), accepted: "comma-separated kinds: ebs, ec2ami, rds, rds-cluster, docdb, redshift" },
+    Spec { key: Key::ServeShutdownDeadline, name: "serve.shutdown_deadline", shelvery: None, per_resource: false, default: Some("30s"), accepted: DURATION },
+    Spec { key: Key::ServeReconcileInterval, name: "serve.reconcile_interval", shelvery: None, per_resource: false, default: Some("15m"), accepted: DURATION },
+    Spec { key: Key::ServeCheckInterval, name: "serve.check_interval", shelvery: None, per_resource: false, default: Some("15s"), accepted: DURATION },
+    Spec { key: Key::ScheduleCreate, name: "schedule.create", shelvery: None, per_resource: false, default: Some("0 1 * * *"), accepted: CRON },
+    Spec { key: Key::ScheduleClean, name: "schedule.clean", shelvery: None, per_resource: false, default: Some("0 2 * * *"), accepted: CRON },
 ];
 
 impl Key {
@@ -287,8 +325,68 @@ pub struct Config {
     pub name: String,
     /// Shelvery compatibility.
     pub compat_shelvery: bool,
+    /// Copy to DR regions and share with accounts.
+    pub replication: Replication,
+    /// `bunker serve`.
+    pub serve: Serve,
     /// The winning setting of each key that has a value, in key order.
     pub effective: Vec<Setting>,
+}
+
+/// Where backups are copied and who they are shared with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Replication {
+    /// Regions every owned backup is copied to.
+    pub dr_regions: Vec<String>,
+    /// Accounts every owned backup and its DR copies are shared with.
+    pub share_accounts: Vec<String>,
+    /// DR region → KMS key for encrypted copies there.
+    pub dr_kms_keys: BTreeMap<String, String>,
+    /// Keep counts of DR copies; `None` = the source's.
+    pub keep_dr: [Option<u32>; 4],
+}
+
+impl Replication {
+    /// Whether there is any copy or share work at all.
+    pub fn is_enabled(&self) -> bool {
+        !self.dr_regions.is_empty() || !self.share_accounts.is_empty()
+    }
+
+    /// The keep counts for a DR copy, given the source's.
+    pub fn dr_keep(&self, source: Keep) -> Keep {
+        let [d, w, m, y] = self.keep_dr;
+        Keep {
+            daily: d.unwrap_or(source.daily),
+            weekly: w.unwrap_or(source.weekly),
+            monthly: m.unwrap_or(source.monthly),
+            yearly: y.unwrap_or(source.yearly),
+        }
+    }
+}
+
+/// Settings of `bunker serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Serve {
+    /// The queue EventBridge feeds; `None`: no event intake (scheduler and reconciliation only).
+    pub queue_url: Option<String>,
+    /// Where unreadable messages go with their reason.
+    pub dead_letter_queue_url: Option<String>,
+    /// DynamoDB table of leases (schedule slots, copy claims); needed for several instances.
+    pub lease_table: Option<String>,
+    /// Address of `/healthz` and `/metrics`.
+    pub listen: String,
+    /// Kinds served.
+    pub kinds: Vec<crate::ResourceKind>,
+    /// How long in-flight work may take after SIGTERM.
+    pub shutdown_deadline: SignedDuration,
+    /// How often reconciliation runs.
+    pub reconcile_interval: SignedDuration,
+    /// How often a pending backup or copy is checked again.
+    pub check_interval: SignedDuration,
+    /// When create-backups runs.
+    pub schedule_create: Option<crate::cron::Cron>,
+    /// When clean-backups runs.
+    pub schedule_clean: Option<crate::cron::Cron>,
 }
 
 impl Config {
@@ -400,7 +498,83 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
         }
     };
     let exclude_tag_keys = get(Key::ExcludeTagKeys).map(|s| split_list(&s.value)).unwrap_or_default();
+    let list = |k: Key, ok: fn(&str) -> bool| -> Result<Vec<String>, ConfigError> {
+        match get(k) {
+            None => Ok(vec![]),
+            Some(s) => {
+                let l = split_list(&s.value);
+                l.iter().all(|v| ok(v)).then_some(l).ok_or_else(|| bad(s))
+            }
+        }
+    };
+    let keep_dr = |k: Key| -> Result<Option<u32>, ConfigError> {
+        get(k).map(|s| parse_whole(&s.value).ok_or_else(|| bad(s))).transpose()
+    };
+    let duration = |k: Key| -> Result<SignedDuration, ConfigError> {
+        let parse = |v: &str| parse_duration_secs(v).filter(|n| *n > 0).map(SignedDuration::from_secs);
+        match get(k) {
+            Some(s) => parse(&s.value).ok_or_else(|| bad(s)),
+            None => Ok(parse(k.default_value().expect("duration keys have defaults")).expect("defaults parse")),
+        }
+    };
+    let cron = |k: Key| -> Result<Option<crate::cron::Cron>, ConfigError> {
+        match get(k) {
+            Some(s) if s.value.trim().is_empty() => Ok(None),
+            Some(s) => s.value.parse().map(Some).map_err(|_: crate::cron::CronError| bad(s)),
+            None => Ok(k.default_value().and_then(|d| d.parse().ok())),
+        }
+    };
+    let mut dr_kms_keys = BTreeMap::new();
+    if let Some(s) = get(Key::DrKmsKeys) {
+        for entry in split_list(&s.value) {
+            match entry.split_once('=') {
+                Some((r, key)) if is_region(r) && !key.is_empty() => {
+                    dr_kms_keys.insert(r.to_string(), key.to_string());
+                }
+                _ => return Err(bad(s)),
+            }
+        }
+    }
+    let replication = Replication {
+        dr_regions: list(Key::DrRegions, is_region)?,
+        share_accounts: list(Key::ShareAccounts, |a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))?,
+        dr_kms_keys,
+        keep_dr: [
+            keep_dr(Key::KeepDailyDr)?,
+            keep_dr(Key::KeepWeeklyDr)?,
+            keep_dr(Key::KeepMonthlyDr)?,
+            keep_dr(Key::KeepYearlyDr)?,
+        ],
+    };
+    let kinds = match get(Key::ServeKinds) {
+        None => crate::ResourceKind::ALL.to_vec(),
+        Some(s) => {
+            let mut kinds = Vec::new();
+            for k in split_list(&s.value) {
+                let kind: crate::ResourceKind = k.parse().map_err(|_| bad(s))?;
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            kinds
+        }
+    };
+    let serve = Serve {
+        queue_url: opt(Key::ServeQueueUrl, is_url)?,
+        dead_letter_queue_url: opt(Key::ServeDeadLetterQueueUrl, is_url)?,
+        lease_table: opt(Key::ServeLeaseTable, |v| v.len() >= 3 && is_ident(v, 255))?,
+        listen: opt(Key::ServeListen, |v| v.parse::<std::net::SocketAddr>().is_ok())?
+            .unwrap_or_else(|| "127.0.0.1:9464".into()),
+        kinds,
+        shutdown_deadline: duration(Key::ServeShutdownDeadline)?,
+        reconcile_interval: duration(Key::ServeReconcileInterval)?,
+        check_interval: duration(Key::ServeCheckInterval)?,
+        schedule_create: cron(Key::ScheduleCreate)?,
+        schedule_clean: cron(Key::ScheduleClean)?,
+    };
     Ok(Config {
+        replication,
+        serve,
         keep,
         timezone_name,
         timezone,
@@ -571,6 +745,10 @@ fn is_topic_arn(v: &str) -> bool {
         && p[4].len() == 12
         && p[4].bytes().all(|b| b.is_ascii_digit())
         && !p[5].is_empty()
+}
+
+fn is_url(v: &str) -> bool {
+    (v.starts_with("https://") || v.starts_with("http://")) && v.len() > 10 && !v.contains(char::is_whitespace)
 }
 
 fn is_ident(v: &str, max: usize) -> bool {

@@ -8,8 +8,11 @@
 
 pub mod backup;
 pub mod config;
+pub mod cron;
+pub mod events;
 pub mod kind;
 pub mod naming;
+pub mod replication;
 pub mod report;
 pub mod retention;
 pub mod tags;

@@ -37,6 +37,10 @@ pub enum Operation {
     DeleteBackup,
     /// List resources or backups (a failure here fails a region).
     Discover,
+    /// Copy a backup to a DR region.
+    CopyBackup,
+    /// Share a backup (or a DR copy) with another account.
+    ShareBackup,
 }
 
 /// One line of a run report.
@@ -139,6 +143,29 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The report with `extra` entries (a scheduled create's copies and shares) added and
+    /// the status and summary recomputed.
+    pub fn extended(self, extra: Vec<Entry>, ended_at: Timestamp) -> RunReport {
+        let omitted = self.entries_omitted;
+        let mut entries = self.entries;
+        entries.extend(extra);
+        let mut r = RunReport::new(
+            self.run_id,
+            self.account,
+            self.regions,
+            self.kind,
+            &self.action,
+            self.deployment,
+            self.dry_run,
+            self.started_at,
+            ended_at,
+            self.summary.collected,
+            entries,
+        );
+        r.entries_omitted += omitted;
+        r
+    }
+
     /// Builds the report from all entries: counts them, sorts failures first, caps the list,
     /// and derives the status.
     #[allow(clippy::too_many_arguments)]

@@ -335,6 +335,7 @@ mod tests {
             available: true,
             overrides: BTreeMap::new(),
             parts: vec![],
+            copy_of: None,
         }
     }
 
@@ -431,6 +432,7 @@ mod properties {
             available: available || owner > 2,
             overrides: BTreeMap::new(),
             parts: vec![],
+            copy_of: None,
         })
     }
 

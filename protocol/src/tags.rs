@@ -32,6 +32,11 @@ pub const AMI_PART: &str = "bunker:ami_part";
 pub const CONFIG_PREFIX: &str = "bunker:config:";
 /// Shelvery's per-resource override prefix, read with `compat.shelvery = true`.
 pub const SHELVERY_CONFIG_PREFIX: &str = "shelvery:config:";
+/// On a copy: the backup it was copied from, `<region>:<id>`. The idempotency key of copies:
+/// a copy carrying it exists, so no second one is made.
+pub const COPY_OF: &str = "bunker:copy_of";
+/// `true` on copies made in a disaster-recovery region (their retention is `keep_*_dr`).
+pub const DR_COPY: &str = "bunker:dr_copy";
 /// AWS caps a resource at 50 user tags.
 pub const MAX_TAGS: usize = 50;
 

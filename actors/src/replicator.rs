@@ -1,0 +1,700 @@
+//! Copy to DR regions and share with accounts: Shelvery's delayed operations, as messages
+//! and timers.
+//!
+//! [`Replicator`] holds the logic: one call of [`Replicator::advance`] looks at AWS (the
+//! backup, its copies found by their `bunker:copy_of` tag, who each is shared with), asks
+//! the pure [`replication::plan`] what remains, makes those effects, and says whether the job
+//! is done or must be looked at again later. It never sleeps. [`ReplicatorActor`] is the
+//! shell: it keeps one job per backup (three deliveries of the same event share one job),
+//! re-checks waiting jobs on a timer, and answers each requester when the job ends.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bunker_protocol::config::Config;
+use bunker_protocol::events::BackupRef;
+use bunker_protocol::replication::{self, BackupState, Step, Targets};
+use bunker_protocol::report::{Entry, EntryStatus, Operation};
+use bunker_protocol::{tags, ResourceKind};
+use futures::future::join_all;
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::ports::{BackupControl, BackupDetail, CopyRequest, ErrorKind, Leases, Notifier, PortError};
+
+/// Copies in progress per destination region and kind. AWS allows 20 concurrent EBS
+/// snapshot copies per destination region and (by default) 5 concurrent cross-region RDS
+/// snapshot copies; AMI copies count against the EBS limit through their snapshots.
+pub fn copy_cap(kind: ResourceKind) -> usize {
+    match kind {
+        ResourceKind::Ebs | ResourceKind::Ec2ami => 20,
+        _ => 5,
+    }
+}
+
+/// How long a copy claim (lease) lasts: long enough for the copy call, short enough that a
+/// crashed instance's claim frees itself before the next reconciliation.
+const COPY_LEASE_SECS: i64 = 300;
+
+/// How one pass over a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Everything exists and is shared.
+    Done,
+    /// Something is pending (the source, a copy) or deferred (quota, cap, lease): look again.
+    Waiting(String),
+    /// Not this deployment's to copy (not bunker's, another deployment's, a copy, gone).
+    NotOurs(String),
+    /// A failure worth retrying a few times.
+    Retry(String),
+}
+
+/// What became of a job, for whoever asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobResult {
+    /// The backup.
+    pub backup: BackupRef,
+    /// `true` when everything exists; `false` when it was not ours or failed for good.
+    pub done: bool,
+    /// What was done (copies, shares, failures), as run-report entries.
+    pub entries: Vec<Entry>,
+    /// Why it ended, when not done.
+    pub note: Option<String>,
+}
+
+/// The copy-and-share logic.
+pub struct Replicator {
+    account: String,
+    config: Config,
+    controls: HashMap<(ResourceKind, String), Arc<dyn BackupControl>>,
+    leases: Arc<dyn Leases>,
+    notifier: Arc<dyn Notifier>,
+    holder: String,
+    metrics: Arc<Metrics>,
+    /// Copies started and not yet seen available, per (kind, destination region).
+    in_flight: Mutex<HashMap<(ResourceKind, String), BTreeSet<String>>>,
+    /// Current Unix time; a port so tests can move it.
+    clock: fn() -> i64,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn entry(operation: Operation, status: EntryStatus, region: &str, id: &str) -> Entry {
+    Entry {
+        operation,
+        status,
+        region: region.into(),
+        resource_id: None,
+        backup_id: Some(id.into()),
+        backup_name: None,
+        retention: None,
+        message: None,
+    }
+}
+
+impl Replicator {
+    /// A replicator over the ports of every (kind, region) it may touch: the source regions
+    /// and the DR regions.
+    pub fn new(
+        account: String,
+        config: Config,
+        controls: Vec<Arc<dyn BackupControl>>,
+        leases: Arc<dyn Leases>,
+        notifier: Arc<dyn Notifier>,
+        holder: String,
+        metrics: Arc<Metrics>,
+    ) -> Replicator {
+        let controls = controls.into_iter().map(|c| ((c.kind(), c.region().to_string()), c)).collect();
+        Replicator {
+            account,
+            config,
+            controls,
+            leases,
+            notifier,
+            holder,
+            metrics,
+            in_flight: Mutex::new(HashMap::new()),
+            clock: unix_now,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn control(&self, kind: ResourceKind, region: &str) -> Result<&Arc<dyn BackupControl>, String> {
+        self.controls.get(&(kind, region.to_string())).ok_or_else(|| format!("{kind} in {region} is not served"))
+    }
+
+    fn aws_error(&self, e: &PortError) {
+        self.metrics.inc("bunker_aws_errors_total", &[("code", e.code.as_deref().unwrap_or("none"))]);
+    }
+
+    /// Whether a described backup is this deployment's own original (not a copy).
+    fn owned(&self, region: &str, d: &BackupDetail) -> Result<(), String> {
+        let t = |k: &str| d.tags.get(k).map(String::as_str);
+        if t(tags::MANAGED) != Some("true") {
+            return Err("not a bunker backup".into());
+        }
+        if let Some(of) = t(tags::COPY_OF) {
+            return Err(format!("a copy of {of}"));
+        }
+        let ours = self.config.deployment_id(&self.account, region);
+        match t(tags::DEPLOYMENT) {
+            Some(dep) if dep == ours => Ok(()),
+            other => Err(format!("owned by deployment {:?}, not {ours}", other.unwrap_or(""))),
+        }
+    }
+
+    fn update_in_flight(&self, kind: ResourceKind, region: &str, key: &str, pending: bool) {
+        let mut m = self.in_flight.lock().expect("in-flight lock");
+        let set = m.entry((kind, region.to_string())).or_default();
+        let changed = if pending { set.insert(key.to_string()) } else { set.remove(key) };
+        if changed {
+            self.metrics.set(
+                "bunker_copies_in_flight",
+                &[("kind", kind.as_str()), ("region", region)],
+                set.len() as f64,
+            );
+        }
+    }
+
+    /// Reserves a copy slot in (kind, region) for `key`; `false` when the cap is reached.
+    fn reserve(&self, kind: ResourceKind, region: &str, key: &str) -> bool {
+        let mut m = self.in_flight.lock().expect("in-flight lock");
+        let set = m.entry((kind, region.to_string())).or_default();
+        if set.contains(key) {
+            return true;
+        }
+        if set.len() >= copy_cap(kind) {
+            return false;
+        }
+        set.insert(key.to_string());
+        self.metrics.set("bunker_copies_in_flight", &[("kind", kind.as_str()), ("region", region)], set.len() as f64);
+        true
+    }
+
+    /// The most copies ever in flight at once in (kind, region) is what the cap bounds; this
+    /// is the current count.
+    pub fn in_flight(&self, kind: ResourceKind, region: &str) -> usize {
+        self.in_flight.lock().expect("in-flight lock").get(&(kind, region.to_string())).map_or(0, |s| s.len())
+    }
+
+    /// One pass over the job for backup `b`: look, plan, act. Returns the entries of the
+    /// effects made in this pass and how the job stands.
+    pub async fn advance(&self, b: &BackupRef) -> (Outcome, Vec<Entry>) {
+        let mut entries = Vec::new();
+        let src = match self.control(b.kind, &b.region) {
+            Ok(c) => c,
+            Err(e) => return (Outcome::NotOurs(e), entries),
+        };
+        let detail = match src.describe_backup(&b.id).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return (Outcome::NotOurs("no longer exists".into()), entries),
+            Err(e) => {
+                self.aws_error(&e);
+                return (Outcome::Retry(e.to_string()), entries);
+            }
+        };
+        if let Err(why) = self.owned(&b.region, &detail) {
+            return (Outcome::NotOurs(why), entries);
+        }
+        let r = &self.config.replication;
+        let copy_of = replication::copy_of(&b.region, &b.id);
+        let name = detail.tags.get("Name").cloned().unwrap_or_else(|| b.id.clone());
+        let mut copies = BTreeMap::new();
+        if detail.available {
+            for region in r.dr_regions.iter().filter(|x| **x != b.region) {
+                let dst = match self.control(b.kind, region) {
+                    Ok(c) => c,
+                    Err(e) => return (Outcome::Retry(e), entries),
+                };
+                match dst.find_copy(&copy_of, &name).await {
+                    Ok(Some(c)) => {
+                        self.update_in_flight(b.kind, region, &copy_of, !c.available);
+                        copies.insert(
+                            region.clone(),
+                            BackupState { id: c.id, available: c.available, shared_with: c.shared_with },
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.aws_error(&e);
+                        return (Outcome::Retry(e.to_string()), entries);
+                    }
+                }
+            }
+        }
+        let source =
+            BackupState { id: b.id.clone(), available: detail.available, shared_with: detail.shared_with.clone() };
+        let targets = Targets { dr_regions: &r.dr_regions, share_accounts: &r.share_accounts };
+        let plan = replication::plan(targets, &b.region, &source, &copies);
+        if plan.is_done() {
+            return (Outcome::Done, entries);
+        }
+        let results = join_all(plan.steps.iter().map(|s| self.step(b, &detail, &name, &copy_of, s))).await;
+        let mut waiting: Vec<String> = plan.waiting.iter().map(|w| format!("{w} pending")).collect();
+        let mut retry = None;
+        for (res, e) in results {
+            match res {
+                StepResult::Made => {}
+                StepResult::Deferred(why) => waiting.push(why),
+                StepResult::Failed(why) => retry = Some(why),
+            }
+            entries.extend(e);
+        }
+        if let Some(why) = retry {
+            return (Outcome::Retry(why), entries);
+        }
+        // Effects were made (or deferred): look again to see copies become available and
+        // share them, or to find that all is done.
+        (Outcome::Waiting(if waiting.is_empty() { "effects made".into() } else { waiting.join(", ") }), entries)
+    }
+
+    async fn step(
+        &self,
+        b: &BackupRef,
+        detail: &BackupDetail,
+        name: &str,
+        copy_of: &str,
+        step: &Step,
+    ) -> (StepResult, Option<Entry>) {
+        match step {
+            Step::Share { region, id, account } => {
+                let ctl = match self.control(b.kind, region) {
+                    Ok(c) => c,
+                    Err(e) => return (StepResult::Failed(e), None),
+                };
+                let base = Entry {
+                    message: Some(format!("shared with {account}")),
+                    ..entry(Operation::ShareBackup, EntryStatus::Ok, region, id)
+                };
+                match ctl.share_backup(id, account).await {
+                    Ok(()) => {
+                        info!(region = %region, backup_id = %id, account = %account, "backup shared");
+                        (StepResult::Made, Some(base))
+                    }
+                    Err(e) => self.failed(e, base),
+                }
+            }
+            Step::Copy { to_region } => {
+                let now = (self.clock)();
+                let lease_key = format!("copy:{copy_of}:{to_region}");
+                if !self.reserve(b.kind, to_region, copy_of) {
+                    self.metrics.inc("bunker_deferrals_total", &[("reason", "concurrency_cap")]);
+                    return (StepResult::Deferred(format!("copy to {to_region}: concurrency cap")), None);
+                }
+                match self.leases.claim(&lease_key, &self.holder, now, now + COPY_LEASE_SECS).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.update_in_flight(b.kind, to_region, copy_of, false);
+                        self.metrics.inc("bunker_deferrals_total", &[("reason", "lease_held")]);
+                        return (
+                            StepResult::Deferred(format!("copy to {to_region}: claimed by another instance")),
+                            None,
+                        );
+                    }
+                    Err(e) => {
+                        self.update_in_flight(b.kind, to_region, copy_of, false);
+                        self.aws_error(&e);
+                        return (StepResult::Failed(format!("lease: {e}")), None);
+                    }
+                }
+                let ctl = match self.control(b.kind, to_region) {
+                    Ok(c) => c,
+                    Err(e) => return (StepResult::Failed(e), None),
+                };
+                let deployment = self.config.deployment_id(&self.account, to_region);
+                let request = CopyRequest {
+                    source_region: b.region.clone(),
+                    source_account: self.account.clone(),
+                    source_id: b.id.clone(),
+                    name: name.to_string(),
+                    tags: replication::copy_tags(&detail.tags, &b.region, &b.id, &deployment),
+                    kms_key: self.config.replication.dr_kms_keys.get(to_region).cloned(),
+                    encrypted: detail.encrypted,
+                };
+                let base = entry(Operation::CopyBackup, EntryStatus::Ok, to_region, &b.id);
+                match ctl.copy_backup(&request).await {
+                    Ok(id) => {
+                        info!(region = %b.region, backup_id = %b.id, to_region = %to_region, copy_id = %id, "copy started");
+                        (StepResult::Made, Some(Entry { message: Some(format!("copy {id} of {copy_of}")), ..base }))
+                    }
+                    Err(e) => {
+                        self.update_in_flight(b.kind, to_region, copy_of, false);
+                        self.failed(e, base)
+                    }
+                }
+            }
+        }
+    }
+
+    fn failed(&self, e: PortError, base: Entry) -> (StepResult, Option<Entry>) {
+        self.aws_error(&e);
+        match e.kind {
+            ErrorKind::Quota | ErrorKind::Throttled => {
+                let reason = if e.kind == ErrorKind::Quota { "quota" } else { "throttled" };
+                self.metrics.inc("bunker_deferrals_total", &[("reason", reason)]);
+                warn!(region = %base.region, backup_id = ?base.backup_id, error = %e, "deferred: {reason}");
+                (StepResult::Deferred(format!("{reason}: {e}")), None)
+            }
+            // A share or copy that already exists is success.
+            ErrorKind::AlreadyExists => (StepResult::Made, None),
+            _ => {
+                error!(region = %base.region, backup_id = ?base.backup_id, error = %e, "copy/share failed");
+                let msg = e.to_string();
+                (
+                    StepResult::Failed(msg.clone()),
+                    Some(Entry { status: EntryStatus::Error, message: Some(msg), ..base }),
+                )
+            }
+        }
+    }
+
+    /// Every backup this deployment owns of `kind` in its source regions: the work
+    /// reconciliation hands to the actor (each job then decides for itself what remains).
+    pub async fn owned_backups(&self, kind: ResourceKind) -> Result<Vec<BackupRef>, PortError> {
+        let mut out = Vec::new();
+        for region in &self.config.regions {
+            let Ok(ctl) = self.control(kind, region) else { continue };
+            let deployment = self.config.deployment_id(&self.account, region);
+            for l in ctl.list_backups(false).await? {
+                let t = |k: &str| l.tags.get(k).map(String::as_str);
+                if t(tags::DEPLOYMENT) == Some(deployment.as_str()) && t(tags::COPY_OF).is_none() {
+                    out.push(BackupRef { kind, region: region.clone(), id: l.id });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reports a failure to the error topic (never fails the caller).
+    pub async fn report_error(&self, subject: &str, message: &str) {
+        if let Some(topic) = &self.config.error_sns_topic {
+            if let Err(e) = self.notifier.publish(topic, subject, message).await {
+                warn!(topic = %topic, error = %e, "error notification not published");
+            }
+        }
+    }
+}
+
+enum StepResult {
+    Made,
+    Deferred(String),
+    Failed(String),
+}
+
+/// Copy and share `backup`; the answer comes when the job ends.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<JobResult, ()>")]
+pub struct Replicate(pub BackupRef);
+
+/// How many jobs are open (waiting or running).
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct GetOpenJobs;
+
+struct Job {
+    waiters: Vec<oneshot::Sender<JobResult>>,
+    entries: Vec<Entry>,
+    retries: u32,
+    running: bool,
+}
+
+/// The actix shell around [`Replicator`].
+pub struct ReplicatorActor {
+    logic: Arc<Replicator>,
+    jobs: HashMap<String, (BackupRef, Job)>,
+    check_interval: Duration,
+}
+
+/// A job that fails this many passes in a row ends as failed (reconciliation will find it
+/// again later); the wait between passes doubles from the check interval.
+const MAX_RETRIES: u32 = 6;
+
+impl ReplicatorActor {
+    /// Wraps the logic; waiting jobs are looked at again every `check_interval`.
+    pub fn new(logic: Arc<Replicator>, check_interval: Duration) -> Self {
+        ReplicatorActor { logic, jobs: HashMap::new(), check_interval }
+    }
+
+    fn key(b: &BackupRef) -> String {
+        format!("{}:{}:{}", b.kind, b.region, b.id)
+    }
+
+    fn run_pass(&mut self, key: String, ctx: &mut Context<Self>) {
+        let Some((b, job)) = self.jobs.get_mut(&key) else { return };
+        if job.running {
+            return;
+        }
+        job.running = true;
+        let logic = self.logic.clone();
+        let b = b.clone();
+        // The pass runs as a tokio task: a panic in it is caught as a JoinError, reported,
+        // and the job retried, instead of unwinding through the arbiter.
+        let task = tokio::spawn(async move { logic.advance(&b).await });
+        ctx.spawn(async move { task.await }.into_actor(self).map(move |res, act, ctx| act.finish_pass(key, res, ctx)));
+    }
+
+    fn finish_pass(
+        &mut self,
+        key: String,
+        res: Result<(Outcome, Vec<Entry>), tokio::task::JoinError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let logic = self.logic.clone();
+        let (outcome, entries) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = if e.is_panic() { format!("task panicked: {e}") } else { format!("task cancelled: {e}") };
+                error!(job = %key, error = %msg, "replication pass panicked; retrying");
+                logic.metrics.inc("bunker_actor_restarts_total", &[("actor", "replicator-task")]);
+                let subject = "bunker: replication task panicked".to_string();
+                let body = format!("job {key}: {msg}");
+                let l = logic.clone();
+                actix::spawn(async move { l.report_error(&subject, &body).await });
+                (Outcome::Retry(msg), vec![])
+            }
+        };
+        let Some((b, job)) = self.jobs.get_mut(&key) else { return };
+        job.running = false;
+        job.entries.extend(entries);
+        let b = b.clone();
+        let end = |done: bool, note: Option<String>| Some((done, note));
+        let finished = match outcome {
+            Outcome::Done => end(true, None),
+            Outcome::NotOurs(why) => end(false, Some(why)),
+            Outcome::Waiting(why) => {
+                job.retries = 0;
+                tracing::debug!(job = %key, why = %why, "waiting");
+                let k = key.clone();
+                ctx.run_later(self.check_interval, move |act, ctx| act.run_pass(k.clone(), ctx));
+                None
+            }
+            Outcome::Retry(why) if job.retries < MAX_RETRIES => {
+                job.retries += 1;
+                let backoff = self.check_interval * 2u32.pow(job.retries.min(6));
+                let jitter = Duration::from_millis(u64::from(unix_jitter()) % 1000);
+                warn!(job = %key, error = %why, retry = job.retries, "replication pass failed; retrying");
+                let k = key.clone();
+                ctx.run_later(backoff + jitter, move |act, ctx| act.run_pass(k.clone(), ctx));
+                None
+            }
+            Outcome::Retry(why) => end(false, Some(format!("gave up after {MAX_RETRIES} retries: {why}"))),
+        };
+        if let Some((done, note)) = finished {
+            let (_, job) = self.jobs.remove(&key).expect("job present");
+            let state = match (&note, done) {
+                (_, true) => "done",
+                (Some(n), false) if n.starts_with("gave up") => "failed",
+                _ => "not_ours",
+            };
+            logic.metrics.inc("bunker_jobs_total", &[("kind", b.kind.as_str()), ("state", state)]);
+            if state == "failed" {
+                let subject = format!("bunker {} copy/share failed", b.kind);
+                let body = format!("{}:{}: {}", b.region, b.id, note.clone().unwrap_or_default());
+                actix::spawn(async move { logic.report_error(&subject, &body).await });
+            }
+            let mut entries = job.entries;
+            if state == "failed" {
+                entries.push(Entry {
+                    message: note.clone(),
+                    ..entry(Operation::CopyBackup, EntryStatus::Error, &b.region, &b.id)
+                });
+            }
+            let result = JobResult { backup: b, done, entries, note };
+            for w in job.waiters {
+                let _ = w.send(result.clone());
+            }
+        }
+    }
+}
+
+fn unix_jitter() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+}
+
+impl Actor for ReplicatorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Each Replicate waits for its job; callers bound themselves (the watcher handles a
+        // batch at a time, reconciliation sends one by one), so a small mailbox suffices.
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+impl actix::Supervised for ReplicatorActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // Open jobs' waiters see their channel close and retry (SQS redelivery,
+        // reconciliation); the jobs are rebuilt from AWS state, never from memory.
+        warn!(open_jobs = self.jobs.len(), "replicator restarting");
+        self.logic.metrics.inc("bunker_actor_restarts_total", &[("actor", "replicator")]);
+        self.jobs.clear();
+    }
+}
+
+impl Handler<Replicate> for ReplicatorActor {
+    type Result = ResponseFuture<Result<JobResult, ()>>;
+
+    fn handle(&mut self, msg: Replicate, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        let key = Self::key(&msg.0);
+        let job = self
+            .jobs
+            .entry(key.clone())
+            .or_insert_with(|| (msg.0.clone(), Job { waiters: vec![], entries: vec![], retries: 0, running: false }));
+        job.1.waiters.push(tx);
+        self.run_pass(key, ctx);
+        Box::pin(async move { rx.await.map_err(|_| ()) })
+    }
+}
+
+impl Handler<GetOpenJobs> for ReplicatorActor {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: GetOpenJobs, _ctx: &mut Self::Context) -> usize {
+        self.jobs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{FakeControl, MemoryLeases, RecordingNotifier};
+    use bunker_protocol::config::{defaults, resolve, Key, Setting, Source};
+
+    fn cfg(extra: &[(Key, &str)]) -> Config {
+        let mut s = defaults();
+        for (k, v) in extra {
+            s.push(Setting { key: *k, value: v.to_string(), source: Source::Cli { flag: k.to_string() } });
+        }
+        resolve(&s).unwrap()
+    }
+
+    struct World {
+        home: Arc<FakeControl>,
+        dr: Arc<FakeControl>,
+        logic: Arc<Replicator>,
+        notifier: Arc<RecordingNotifier>,
+    }
+
+    fn world() -> World {
+        let home = Arc::new(FakeControl::new(ResourceKind::Ebs, "us-east-1"));
+        let dr = Arc::new(FakeControl::new(ResourceKind::Ebs, "us-west-2"));
+        let notifier = Arc::new(RecordingNotifier::default());
+        let config = cfg(&[
+            (Key::Regions, "us-east-1"),
+            (Key::DrRegions, "us-west-2"),
+            (Key::ShareAccounts, "111111111111"),
+            (Key::ErrorSnsTopic, "arn:aws:sns:us-east-1:123456789012:errors"),
+        ]);
+        let logic = Arc::new(Replicator::new(
+            "123456789012".into(),
+            config,
+            vec![home.clone(), dr.clone()],
+            Arc::new(MemoryLeases::default()),
+            notifier.clone(),
+            "test".into(),
+            Arc::new(Metrics::default()),
+        ));
+        World { home, dr, logic, notifier }
+    }
+
+    fn add_backup(c: &FakeControl, id: &str, deployment: &str) {
+        let tags = [
+            (tags::MANAGED, "true"),
+            (tags::DEPLOYMENT, deployment),
+            (tags::KIND, "ebs"),
+            ("Name", "data-20261201-010000-monthly-abcdef"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        c.state
+            .lock()
+            .unwrap()
+            .backups
+            .insert(id.into(), crate::ports::ListedBackup { id: id.into(), tags, available: true, parts: vec![] });
+    }
+
+    fn snap(id: &str) -> BackupRef {
+        BackupRef { kind: ResourceKind::Ebs, region: "us-east-1".into(), id: id.into() }
+    }
+
+    #[tokio::test]
+    async fn converges_in_passes_and_never_copies_twice() {
+        let w = world();
+        add_backup(&w.home, "snap-1", "bunker-123456789012-us-east-1");
+        let (o1, e1) = w.logic.advance(&snap("snap-1")).await;
+        assert!(matches!(o1, Outcome::Waiting(_)), "{o1:?}");
+        assert_eq!(e1.len(), 2, "one share, one copy: {e1:?}");
+        let (o2, e2) = w.logic.advance(&snap("snap-1")).await;
+        assert!(matches!(o2, Outcome::Waiting(_)), "the copy is shared in the second pass: {o2:?}");
+        assert_eq!(e2.len(), 1);
+        assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Outcome::Done);
+        let dr = w.dr.state.lock().unwrap();
+        assert_eq!(dr.backups.len(), 1);
+        let copy = dr.backups.values().next().unwrap();
+        assert_eq!(copy.tags[tags::COPY_OF], "us-east-1:snap-1");
+        assert_eq!(copy.tags[tags::DEPLOYMENT], "bunker-123456789012-us-west-2");
+        assert_eq!(dr.shared[&copy.id], ["111111111111"]);
+        assert_eq!(w.home.state.lock().unwrap().shared["snap-1"], ["111111111111"]);
+    }
+
+    #[tokio::test]
+    async fn foreign_and_copies_are_left_alone() {
+        let w = world();
+        add_backup(&w.home, "snap-f", "someone-else");
+        let (o, _) = w.logic.advance(&snap("snap-f")).await;
+        assert!(matches!(o, Outcome::NotOurs(ref why) if why.contains("someone-else")), "{o:?}");
+        assert!(w.dr.backup_ids().is_empty());
+        assert!(matches!(w.logic.advance(&snap("snap-missing")).await.0, Outcome::NotOurs(_)));
+    }
+
+    #[tokio::test]
+    async fn quota_defers_without_error() {
+        let w = world();
+        add_backup(&w.home, "snap-1", "bunker-123456789012-us-east-1");
+        w.dr.state.lock().unwrap().copy_quota_failures = 2;
+        let (o, entries) = w.logic.advance(&snap("snap-1")).await;
+        assert!(matches!(o, Outcome::Waiting(ref why) if why.contains("quota")), "{o:?}");
+        assert!(entries.iter().all(|e| e.status != EntryStatus::Error), "{entries:?}");
+        for _ in 0..4 {
+            w.logic.advance(&snap("snap-1")).await;
+        }
+        assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Outcome::Done);
+        assert_eq!(w.dr.backup_ids().len(), 1);
+        assert_eq!(w.logic.metrics.get("bunker_deferrals_total", &[("reason", "quota")]), 2.0);
+    }
+
+    #[test]
+    fn duplicate_requests_share_one_job_and_a_panic_is_retried_and_reported() {
+        let w = world();
+        add_backup(&w.home, "snap-1", "bunker-123456789012-us-east-1");
+        w.dr.state.lock().unwrap().panic_on_copy = true;
+        let logic = w.logic.clone();
+        let sys = actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        });
+        let results = sys.block_on(async move {
+            let addr = ReplicatorActor::new(logic, Duration::from_millis(10)).start();
+            let sends = (0..3).map(|_| addr.send(Replicate(snap("snap-1"))));
+            join_all(sends).await
+        });
+        for r in results {
+            assert!(r.unwrap().unwrap().done);
+        }
+        assert_eq!(w.dr.backup_ids().len(), 1, "exactly one copy");
+        assert_eq!(w.dr.state.lock().unwrap().copy_calls, 2, "the panicked call, then one copy");
+        assert_eq!(w.logic.metrics.get("bunker_actor_restarts_total", &[("actor", "replicator-task")]), 1.0);
+        let published = w.notifier.published.lock().unwrap();
+        assert!(published.iter().any(|(_, s, _)| s.contains("panicked")), "{published:?}");
+    }
+}

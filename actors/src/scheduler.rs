@@ -1,0 +1,360 @@
+//! The scheduler: fires create and clean runs at their cron slots, and runs commands from the
+//! queue the same way.
+//!
+//! A slot is fired by whoever claims its lease first (`slot:<deployment>:<action>:<kind>:<at>`,
+//! held for a year), so of several instances exactly one runs it, and a restart never runs it
+//! again. At start-up only the newest past slot of each schedule is considered: after a
+//! week of downtime a missed run is caught up once, not seven times.
+//!
+//! A scheduled create hands every new backup to the replicator and publishes one run report
+//! when the copies and shares are done too.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bunker_protocol::cron::Cron;
+use bunker_protocol::events::{BackupRef, Command};
+use bunker_protocol::report::{EntryStatus, Operation, RunReport};
+use bunker_protocol::ResourceKind;
+use futures::stream::{self, StreamExt};
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::ports::Leases;
+use crate::replicator::Replicate;
+use crate::runner::{RunOptions, Runner};
+use crate::watcher::RunCommand;
+
+/// A scheduled action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// `create-backups`.
+    Create,
+    /// `clean-backups`.
+    Clean,
+}
+
+impl Action {
+    /// As written in slot keys and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create-backups",
+            Action::Clean => "clean-backups",
+        }
+    }
+}
+
+/// One firing of one schedule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Slot {
+    /// When.
+    pub at: Timestamp,
+    /// What.
+    pub action: Action,
+    /// For which kind.
+    pub kind: ResourceKind,
+}
+
+/// The schedule arithmetic (no I/O, no timers).
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    schedules: Vec<(Action, Cron)>,
+    kinds: Vec<ResourceKind>,
+    deployment: String,
+}
+
+impl Scheduler {
+    /// Schedules for every kind served; `deployment` scopes the slot keys.
+    pub fn new(schedules: Vec<(Action, Cron)>, kinds: Vec<ResourceKind>, deployment: String) -> Scheduler {
+        Scheduler { schedules, kinds, deployment }
+    }
+
+    /// The newest past slot of each schedule and kind: what start-up catches up (once).
+    pub fn catch_up(&self, now: Timestamp) -> Vec<Slot> {
+        let mut out = Vec::new();
+        for (action, cron) in &self.schedules {
+            if let Some(at) = cron.latest_at_or_before(now) {
+                out.extend(self.kinds.iter().map(|&kind| Slot { at, action: *action, kind }));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The next instant anything fires after `now`, and the slots due then.
+    pub fn next(&self, now: Timestamp) -> Option<(Timestamp, Vec<Slot>)> {
+        let at = self.schedules.iter().filter_map(|(_, c)| c.next_after(now)).min()?;
+        let mut slots = Vec::new();
+        for (action, cron) in &self.schedules {
+            if cron.next_after(now) == Some(at) {
+                slots.extend(self.kinds.iter().map(|&kind| Slot { at, action: *action, kind }));
+            }
+        }
+        Some((at, slots))
+    }
+
+    /// The lease key of a slot.
+    pub fn slot_key(&self, slot: &Slot) -> String {
+        format!("slot:{}:{}:{}:{}", self.deployment, slot.action.as_str(), slot.kind, slot.at.as_second())
+    }
+}
+
+/// The runners of one kind: create over the source regions, clean over source and DR regions.
+#[derive(Clone)]
+pub struct KindRunners {
+    /// create-backups.
+    pub create: Arc<Runner>,
+    /// clean-backups.
+    pub clean: Arc<Runner>,
+}
+
+/// Runs actions: from slots and from commands.
+pub struct Executor {
+    runners: HashMap<ResourceKind, KindRunners>,
+    replicator: Recipient<Replicate>,
+    metrics: Arc<Metrics>,
+    running: Arc<AtomicUsize>,
+}
+
+/// Unique enough per run.
+pub fn run_id(now: Timestamp) -> String {
+    format!("{}-{:x}{:08x}", now.strftime("%Y%m%dT%H%M%SZ"), std::process::id(), Timestamp::now().subsec_nanosecond())
+}
+
+impl Executor {
+    /// An executor over each kind's runners, handing new backups to `replicator`.
+    pub fn new(
+        runners: HashMap<ResourceKind, KindRunners>,
+        replicator: Recipient<Replicate>,
+        metrics: Arc<Metrics>,
+    ) -> Executor {
+        Executor { runners, replicator, metrics, running: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Runs in progress.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Runs one action for one kind; returns its report (published once, at the end).
+    pub async fn run(&self, action: Action, kind: ResourceKind, select: Option<String>) -> Result<RunReport, String> {
+        let r = self.runners.get(&kind).ok_or_else(|| format!("kind {kind} is not served (serve.kinds)"))?;
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let now = Timestamp::now();
+        let opts = RunOptions { now, dry_run: false, run_id: run_id(now), publish_report: false };
+        let report = match action {
+            Action::Clean => r.clean.clean_backups(&opts).await,
+            Action::Create => {
+                let select = select.or_else(|| r.create.config().select.clone());
+                let report = r.create.create_backups_of(&opts, select).await;
+                let created: Vec<BackupRef> = report
+                    .entries
+                    .iter()
+                    .filter(|e| e.operation == Operation::CreateBackup && e.status == EntryStatus::Ok)
+                    .filter_map(|e| Some(BackupRef { kind, region: e.region.clone(), id: e.backup_id.clone()? }))
+                    .collect();
+                let results: Vec<_> = stream::iter(created)
+                    .map(|b| self.replicator.send(Replicate(b)))
+                    .buffer_unordered(16)
+                    .collect()
+                    .await;
+                let mut extra = Vec::new();
+                for res in results {
+                    match res {
+                        Ok(Ok(job)) => extra.extend(job.entries),
+                        _ => warn!(kind = %kind, "replication of a new backup did not finish; reconciliation will"),
+                    }
+                }
+                report.extended(extra, Timestamp::now())
+            }
+        };
+        r.create.publish_report(&report).await;
+        self.metrics.inc(
+            "bunker_runs_total",
+            &[("action", action.as_str()), ("kind", kind.as_str()), ("status", report.status.as_str())],
+        );
+        info!(run_id = %report.run_id, status = report.status.as_str(), "{}", report.headline());
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(report)
+    }
+}
+
+/// Stop firing slots (shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopSchedule;
+
+/// Runs in progress.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct GetRunning;
+
+/// The actix shell: timers for slots, leases for once-only, [`Executor`] for the runs.
+pub struct SchedulerActor {
+    schedule: Scheduler,
+    executor: Arc<Executor>,
+    leases: Arc<dyn Leases>,
+    holder: String,
+    reconcile: Option<Recipient<crate::reconciler::Reconcile>>,
+    stopped: bool,
+}
+
+impl SchedulerActor {
+    /// The shell; `reconcile` receives `reconcile` commands.
+    pub fn new(
+        schedule: Scheduler,
+        executor: Arc<Executor>,
+        leases: Arc<dyn Leases>,
+        holder: String,
+        reconcile: Option<Recipient<crate::reconciler::Reconcile>>,
+    ) -> Self {
+        SchedulerActor { schedule, executor, leases, holder, reconcile, stopped: false }
+    }
+
+    fn fire(&mut self, slots: Vec<Slot>, ctx: &mut Context<Self>) {
+        if self.stopped {
+            return;
+        }
+        for slot in slots {
+            let key = self.schedule.slot_key(&slot);
+            let leases = self.leases.clone();
+            let holder = self.holder.clone();
+            let exec = self.executor.clone();
+            let metrics = exec.metrics.clone();
+            ctx.spawn(
+                async move {
+                    let now = Timestamp::now().as_second();
+                    let until = slot.at.as_second() + 400 * 86_400;
+                    match leases.claim(&key, &holder, now, until).await {
+                        Ok(true) => {
+                            info!(slot = %key, "schedule slot fired");
+                            metrics.inc(
+                                "bunker_schedule_slots_total",
+                                &[("action", slot.action.as_str()), ("kind", slot.kind.as_str()), ("outcome", "fired")],
+                            );
+                            if let Err(e) = exec.run(slot.action, slot.kind, None).await {
+                                warn!(slot = %key, error = %e, "scheduled run failed to start");
+                            }
+                        }
+                        Ok(false) => {
+                            metrics.inc(
+                                "bunker_schedule_slots_total",
+                                &[
+                                    ("action", slot.action.as_str()),
+                                    ("kind", slot.kind.as_str()),
+                                    ("outcome", "taken_elsewhere"),
+                                ],
+                            );
+                            info!(slot = %key, "schedule slot already taken");
+                        }
+                        Err(e) => warn!(slot = %key, error = %e, "slot lease unavailable; slot skipped"),
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+    }
+
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        if self.stopped {
+            return;
+        }
+        let Some((at, slots)) = self.schedule.next(Timestamp::now()) else { return };
+        let wait = at.duration_since(Timestamp::now()).unsigned_abs();
+        // Timers drift little, but a long sleep across a suspend can overshoot: re-arm at
+        // most hourly so the next slot is computed from the clock again.
+        let hour = Duration::from_secs(3600);
+        if wait > hour {
+            ctx.run_later(hour, |act, ctx| act.arm(ctx));
+            return;
+        }
+        ctx.run_later(wait, move |act, ctx| {
+            act.fire(slots, ctx);
+            act.arm(ctx);
+        });
+    }
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let catch_up = self.schedule.catch_up(Timestamp::now());
+        self.fire(catch_up, ctx);
+        self.arm(ctx);
+    }
+}
+
+impl actix::Supervised for SchedulerActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        warn!("scheduler restarting");
+        self.executor.metrics.inc("bunker_actor_restarts_total", &[("actor", "scheduler")]);
+    }
+}
+
+impl Handler<RunCommand> for SchedulerActor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: RunCommand, _ctx: &mut Self::Context) -> Self::Result {
+        let exec = self.executor.clone();
+        let reconcile = self.reconcile.clone();
+        let stopped = self.stopped;
+        Box::pin(async move {
+            if stopped {
+                return Err("shutting down".into());
+            }
+            match msg.0 {
+                Command::CreateBackups { kind, select } => exec.run(Action::Create, kind, select).await.map(|_| ()),
+                Command::CleanBackups { kind } => exec.run(Action::Clean, kind, None).await.map(|_| ()),
+                Command::Reconcile { kind } => match reconcile {
+                    Some(r) => r.send(crate::reconciler::Reconcile { kind }).await.map_err(|e| e.to_string()),
+                    None => Err("reconciliation is not running".into()),
+                },
+            }
+        })
+    }
+}
+
+impl Handler<StopSchedule> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopSchedule, _ctx: &mut Self::Context) {
+        self.stopped = true;
+    }
+}
+
+impl Handler<GetRunning> for SchedulerActor {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: GetRunning, _ctx: &mut Self::Context) -> usize {
+        self.executor.running()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catch_up_is_once_and_next_groups_slots() {
+        let s = Scheduler::new(
+            vec![(Action::Create, "0 1 * * *".parse().unwrap()), (Action::Clean, "0 2 * * *".parse().unwrap())],
+            vec![ResourceKind::Ebs, ResourceKind::Rds],
+            "dep".into(),
+        );
+        // A week of downtime: one slot per schedule and kind, the newest.
+        let now: Timestamp = "2026-12-08T01:30:00Z".parse().unwrap();
+        let up = s.catch_up(now);
+        assert_eq!(up.len(), 4);
+        assert!(up.iter().filter(|x| x.action == Action::Create).all(|x| x.at.to_string() == "2026-12-08T01:00:00Z"));
+        assert!(up.iter().filter(|x| x.action == Action::Clean).all(|x| x.at.to_string() == "2026-12-07T02:00:00Z"));
+        let (at, slots) = s.next(now).unwrap();
+        assert_eq!(at.to_string(), "2026-12-08T02:00:00Z");
+        assert_eq!(slots.len(), 2);
+        assert!(s.slot_key(&slots[0]).starts_with("slot:dep:clean-backups:"));
+    }
+}

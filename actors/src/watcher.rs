@@ -1,0 +1,278 @@
+//! The event watcher: long-polls the queue EventBridge feeds and hands each message off.
+//!
+//! Durability follows the acknowledge-then-delete pattern: a message is deleted only after
+//! the work it asked for has been handed off and has ended (the replicator's job is done, or
+//! the command's run has finished). While the work runs, the message's visibility is
+//! extended, so another instance does not take it; if this process dies, the message comes
+//! back after its visibility timeout. A message that cannot be read goes to the dead-letter
+//! queue with the reason as a message attribute, and the watcher carries on.
+//!
+//! [`Watcher`] is the logic; [`WatcherActor`] runs its poll loop as a supervised task.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bunker_protocol::events::{self, Command, Intake};
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::ports::{EventQueue, QueueMessage};
+use crate::replicator::{JobResult, Replicate};
+
+/// Run a command received from the queue; answers when the run (with its copies and
+/// shares) has ended, `Err` with the reason when it could not run.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct RunCommand(pub Command);
+
+/// Long-poll wait. 20 s is SQS's maximum: fewer empty receives.
+const WAIT_SECS: u32 = 20;
+/// Messages handled at once by one instance; the next receive waits for a free slot
+/// (back-pressure: a busy instance leaves messages to the others).
+const MAX_IN_FLIGHT: usize = 10;
+
+/// The watcher's logic.
+pub struct Watcher {
+    queue: Arc<dyn EventQueue>,
+    replicator: Recipient<Replicate>,
+    commands: Recipient<RunCommand>,
+    metrics: Arc<Metrics>,
+    /// Visibility timeout given to received messages, extended by as much while work runs.
+    visibility_secs: u32,
+    in_flight: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// Work done (or nothing to do); deleted.
+    Done,
+    /// Unreadable; sent to the dead-letter queue with this reason, then deleted.
+    DeadLettered(String),
+    /// The work failed or the service is stopping: left on the queue to come back.
+    Left(String),
+}
+
+impl Watcher {
+    /// A watcher over `queue`.
+    pub fn new(
+        queue: Arc<dyn EventQueue>,
+        replicator: Recipient<Replicate>,
+        commands: Recipient<RunCommand>,
+        metrics: Arc<Metrics>,
+        visibility_secs: u32,
+    ) -> Watcher {
+        Watcher {
+            queue,
+            replicator,
+            commands,
+            metrics,
+            visibility_secs: visibility_secs.max(10),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Messages being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Stops receiving; messages in hand are finished.
+    pub fn stop_intake(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Handles one message end to end.
+    pub async fn handle(&self, m: &QueueMessage) -> Handled {
+        let outcome = match events::parse_message(&m.body) {
+            Err(e) => {
+                let reason = e.to_string();
+                warn!(message_id = %m.id, reason = %reason, "message unreadable: dead-lettered");
+                match self.queue.dead_letter(m, &reason).await {
+                    Ok(()) => Handled::DeadLettered(reason),
+                    Err(e) => Handled::Left(format!("dead-letter queue unreachable: {e}")),
+                }
+            }
+            Ok(Intake::Nothing(why)) => {
+                info!(message_id = %m.id, why = %why, "message needs no work");
+                Handled::Done
+            }
+            Ok(Intake::BackupReady(b)) => {
+                let work = self.replicator.send(Replicate(b.clone()));
+                match self.extending(m, work).await {
+                    Ok(Ok(JobResult { done: true, .. })) => Handled::Done,
+                    Ok(Ok(JobResult { note, .. })) => {
+                        let note = note.unwrap_or_default();
+                        if note.starts_with("gave up") {
+                            // Reported by the replicator; reconciliation tries again later.
+                            Handled::Done
+                        } else {
+                            info!(message_id = %m.id, backup_id = %b.id, why = %note, "event names no work of ours");
+                            Handled::Done
+                        }
+                    }
+                    Ok(Err(())) | Err(_) => Handled::Left("replicator stopped before the job ended".into()),
+                }
+            }
+            Ok(Intake::Command(c)) => {
+                let action = c.action();
+                match self.extending(m, self.commands.send(RunCommand(c))).await {
+                    Ok(Ok(())) => Handled::Done,
+                    Ok(Err(why)) => Handled::Left(format!("{action}: {why}")),
+                    Err(e) => Handled::Left(format!("{action}: scheduler unavailable: {e}")),
+                }
+            }
+        };
+        let label = match &outcome {
+            Handled::Done => "handled",
+            Handled::DeadLettered(_) => "dead_lettered",
+            Handled::Left(_) => "left",
+        };
+        self.metrics.inc("bunker_messages_total", &[("outcome", label)]);
+        match &outcome {
+            Handled::Done | Handled::DeadLettered(_) => {
+                if let Err(e) = self.queue.delete(&m.receipt).await {
+                    // It comes back and is handled again: every effect is idempotent.
+                    warn!(message_id = %m.id, error = %e, "delete failed; the message will be redelivered");
+                }
+            }
+            Handled::Left(why) => warn!(message_id = %m.id, why = %why, "message left on the queue"),
+        }
+        outcome
+    }
+
+    /// Awaits `work`, extending the message's visibility while it runs.
+    async fn extending<F: std::future::Future>(&self, m: &QueueMessage, work: F) -> F::Output {
+        tokio::pin!(work);
+        let every = Duration::from_secs(u64::from(self.visibility_secs / 2).max(1));
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(every) => {
+                    if let Err(e) = self.queue.extend_visibility(&m.receipt, self.visibility_secs).await {
+                        warn!(message_id = %m.id, error = %e, "visibility not extended");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Receives and dispatches until [`Watcher::stop_intake`]. Each message is handled on
+    /// its own task, at most [`MAX_IN_FLIGHT`] at once.
+    pub async fn run(self: Arc<Self>) {
+        let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut failures = 0u32;
+        while !self.stopping.load(Ordering::SeqCst) {
+            let Ok(first) = permits.clone().acquire_owned().await else { return };
+            let free = permits.available_permits() + 1;
+            let wait = if self.stopping.load(Ordering::SeqCst) { 0 } else { WAIT_SECS.min(5) };
+            let batch = match self.queue.receive(free.min(10) as u32, wait, self.visibility_secs).await {
+                Ok(b) => {
+                    failures = 0;
+                    b
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.metrics.inc("bunker_aws_errors_total", &[("code", e.code.as_deref().unwrap_or("none"))]);
+                    let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
+                    error!(error = %e, backoff_ms = backoff.as_millis() as u64, "queue receive failed");
+                    drop(first);
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
+            let mut first = Some(first);
+            for m in batch {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match permits.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                };
+                let me = self.clone();
+                me.in_flight.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    me.handle(&m).await;
+                    me.in_flight.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        }
+        info!("watcher: intake stopped");
+    }
+}
+
+/// Stop receiving messages (shutdown's first step).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopIntake;
+
+/// How many messages are being handled.
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+pub struct GetInFlight;
+
+/// The actix shell: runs [`Watcher::run`] as a task and restarts it (with backoff, logged,
+/// counted and reported) if it panics.
+pub struct WatcherActor {
+    logic: Arc<Watcher>,
+    restarts: u32,
+    on_panic: Option<Recipient<crate::system::ReportFailure>>,
+}
+
+impl WatcherActor {
+    /// Wraps the logic; panics are reported to `on_panic`.
+    pub fn new(logic: Arc<Watcher>, on_panic: Option<Recipient<crate::system::ReportFailure>>) -> Self {
+        WatcherActor { logic, restarts: 0, on_panic }
+    }
+
+    fn start_loop(&mut self, ctx: &mut Context<Self>) {
+        let task = tokio::spawn(self.logic.clone().run());
+        ctx.spawn(async move { task.await }.into_actor(self).map(|res, act, ctx| {
+            if let Err(e) = res {
+                act.restarts += 1;
+                let msg = format!("watcher loop {}: {e}", if e.is_panic() { "panicked" } else { "ended" });
+                error!(error = %msg, restarts = act.restarts, "restarting the watcher loop");
+                act.logic.metrics.inc("bunker_actor_restarts_total", &[("actor", "watcher")]);
+                if let Some(r) = &act.on_panic {
+                    let r = r.clone();
+                    actix::spawn(async move {
+                        let _ = r.send(crate::system::ReportFailure { actor: "watcher", message: msg }).await;
+                    });
+                }
+                let backoff = Duration::from_millis(500 * 2u64.pow(act.restarts.min(6)));
+                ctx.run_later(backoff, |act, ctx| act.start_loop(ctx));
+            }
+        }));
+    }
+}
+
+impl Actor for WatcherActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_loop(ctx);
+    }
+}
+
+impl Handler<StopIntake> for WatcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopIntake, _ctx: &mut Self::Context) {
+        self.logic.stop_intake();
+    }
+}
+
+impl Handler<GetInFlight> for WatcherActor {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: GetInFlight, _ctx: &mut Self::Context) -> usize {
+        self.logic.in_flight()
+    }
+}

@@ -1,0 +1,338 @@
+//! What arrives on bunker's queue, and what it means.
+//!
+//! The queue is fed by EventBridge rules (`deploy/eventbridge/`) and by operators. A message is
+//! one of:
+//! - an AWS Backup "Backup Job State Change" or "Copy Job State Change" event, or the
+//!   CloudTrail-delivered `BackupJobCompleted` shape;
+//! - an EC2 "EBS Snapshot Notification" (`createSnapshot`, `createSnapshots`, `copySnapshot`);
+//! - an RDS "DB Snapshot Event" or "DB Cluster Snapshot Event";
+//! - a bunker command, `{"action": "create-backups", "kind": "ebs"}`, so that an EventBridge
+//!   schedule can drive a fleet of bunker instances.
+//!
+//! Events are hints: they name a backup worth looking at now. Whether it is bunker's to copy
+//! and share is decided from its tags, and reconciliation finds whatever an event missed.
+//! [`parse_message`] never panics; a message it cannot read is an [`IntakeError`] whose text
+//! becomes the dead-letter reason.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::ResourceKind;
+
+/// Messages larger than this go to the dead-letter queue unread. Every shape above is a few
+/// KiB; SQS itself allows 256 KiB (1 MiB since 2025), and nothing that large is a real event.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A backup named by an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRef {
+    /// Kind.
+    pub kind: ResourceKind,
+    /// Region it lives in.
+    pub region: String,
+    /// Its id (snapshot id, AMI id, DB / cluster snapshot identifier).
+    pub id: String,
+}
+
+/// A command to run an action now (as the scheduler would).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `create-backups` for a kind; with `select`, one resource.
+    CreateBackups {
+        /// Kind.
+        kind: ResourceKind,
+        /// One resource id.
+        select: Option<String>,
+    },
+    /// `clean-backups` for a kind.
+    CleanBackups {
+        /// Kind.
+        kind: ResourceKind,
+    },
+    /// Rebuild pending copy/share work from AWS state (all kinds served, or one).
+    Reconcile {
+        /// Kind, or every served kind.
+        kind: Option<ResourceKind>,
+    },
+}
+
+impl Command {
+    /// The action's name as written in messages and logs.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Command::CreateBackups { .. } => "create-backups",
+            Command::CleanBackups { .. } => "clean-backups",
+            Command::Reconcile { .. } => "reconcile",
+        }
+    }
+}
+
+/// What a message asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intake {
+    /// A backup that just became available: copy and share it if it is ours.
+    BackupReady(BackupRef),
+    /// Run a command.
+    Command(Command),
+    /// Understood, nothing to do (a job still running, a failed snapshot, an event about
+    /// something bunker does not handle). The text says why; it is logged.
+    Nothing(String),
+}
+
+/// Why a message could not be read. The text is the dead-letter reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    /// Larger than [`MAX_MESSAGE_BYTES`].
+    #[error("oversized: {0} bytes (limit {MAX_MESSAGE_BYTES})")]
+    Oversized(usize),
+    /// Not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but no shape bunker knows.
+    #[error("unrecognised message: {0}")]
+    Unrecognised(String),
+    /// A known shape with a bad field.
+    #[error("invalid {field}: {problem}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct CommandBody {
+    action: String,
+    kind: Option<String>,
+    select: Option<String>,
+}
+
+/// Reads one SQS message body.
+pub fn parse_message(body: &str) -> Result<Intake, IntakeError> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(IntakeError::Oversized(body.len()));
+    }
+    let v: Value = serde_json::from_str(body).map_err(|e| IntakeError::NotJson(e.to_string()))?;
+    // An SNS envelope (a topic subscribed to the queue without raw delivery): unwrap once.
+    if v.get("Type").and_then(Value::as_str) == Some("Notification") {
+        if let Some(inner) = v.get("Message").and_then(Value::as_str) {
+            return parse_message(inner);
+        }
+    }
+    if v.get("action").is_some() {
+        return parse_command(v);
+    }
+    let source = v.get("source").and_then(Value::as_str);
+    let detail_type = v.get("detail-type").and_then(Value::as_str);
+    let detail = v.get("detail").cloned().unwrap_or(Value::Null);
+    let region = v.get("region").and_then(Value::as_str).unwrap_or_default().to_string();
+    match (source, detail_type) {
+        (Some("aws.backup"), Some("Backup Job State Change")) => backup_job(&detail, "recoveryPointArn", &region),
+        (Some("aws.backup"), Some("Copy Job State Change")) => {
+            backup_job(&detail, "destinationRecoveryPointArn", &region)
+        }
+        (Some("aws.backup"), Some("AWS Service Event via CloudTrail")) => {
+            let name = detail.get("eventName").and_then(Value::as_str).unwrap_or_default();
+            if name != "BackupJobCompleted" {
+                return Ok(Intake::Nothing(format!("aws.backup service event {name}")));
+            }
+            let inner = detail.get("serviceEventDetails").cloned().unwrap_or(Value::Null);
+            backup_job(&inner, "recoveryPointArn", &region)
+        }
+        (Some("aws.ec2"), Some("EBS Snapshot Notification")) => ebs_notification(&detail),
+        (Some("aws.rds"), Some("RDS DB Snapshot Event" | "RDS DB Cluster Snapshot Event")) => rds_event(&detail),
+        (Some(s), Some(t)) => Ok(Intake::Nothing(format!("event {s} / {t} is not one bunker acts on"))),
+        _ => Err(IntakeError::Unrecognised(
+            "neither an EventBridge event (source, detail-type) nor a bunker command (action)".into(),
+        )),
+    }
+}
+
+fn parse_command(v: Value) -> Result<Intake, IntakeError> {
+    let c: CommandBody =
+        serde_json::from_value(v).map_err(|e| IntakeError::Invalid { field: "command", problem: e.to_string() })?;
+    let kind = |required: bool| -> Result<Option<ResourceKind>, IntakeError> {
+        match &c.kind {
+            None if required => {
+                Err(IntakeError::Invalid { field: "kind", problem: "missing (ebs, ec2ami, rds, …)".into() })
+            }
+            None => Ok(None),
+            Some(k) => k
+                .parse()
+                .map(Some)
+                .map_err(|e: crate::kind::UnknownKind| IntakeError::Invalid { field: "kind", problem: e.to_string() }),
+        }
+    };
+    let cmd = match c.action.as_str() {
+        "create-backups" | "create_backups" => {
+            Command::CreateBackups { kind: kind(true)?.expect("required"), select: c.select.clone() }
+        }
+        "clean-backups" | "clean_backups" => Command::CleanBackups { kind: kind(true)?.expect("required") },
+        "reconcile" => Command::Reconcile { kind: kind(false)? },
+        other => {
+            return Err(IntakeError::Invalid {
+                field: "action",
+                problem: format!("{other:?}: expected create-backups, clean-backups or reconcile"),
+            })
+        }
+    };
+    Ok(Intake::Command(cmd))
+}
+
+fn backup_job(detail: &Value, arn_field: &str, region: &str) -> Result<Intake, IntakeError> {
+    let state = detail.get("state").and_then(Value::as_str).unwrap_or_default();
+    if state != "COMPLETED" {
+        return Ok(Intake::Nothing(format!("aws backup job in state {state:?}")));
+    }
+    let arn = detail.get(arn_field).and_then(Value::as_str).ok_or_else(|| IntakeError::Invalid {
+        field: "detail",
+        problem: format!("completed job without {arn_field}"),
+    })?;
+    let hint = detail.get("resourceType").and_then(Value::as_str);
+    match backup_from_arn(arn, hint, region) {
+        Some(b) => Ok(Intake::BackupReady(b)),
+        None => Ok(Intake::Nothing(format!("recovery point {arn} is not a kind bunker copies"))),
+    }
+}
+
+fn ebs_notification(detail: &Value) -> Result<Intake, IntakeError> {
+    let event = detail.get("event").and_then(Value::as_str).unwrap_or_default();
+    let result = detail.get("result").and_then(Value::as_str).unwrap_or_default();
+    if result != "succeeded" {
+        return Ok(Intake::Nothing(format!("ebs {event} {result}")));
+    }
+    let arn = detail
+        .get("snapshot_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| IntakeError::Invalid { field: "detail.snapshot_id", problem: "missing".into() })?;
+    // Several snapshots (createSnapshots) arrive as a comma-separated list; take them all in
+    // turn via reconciliation, but act on the first now.
+    let first = arn.split(',').next().unwrap_or_default();
+    backup_from_arn(first, Some("EBS"), "").map(Intake::BackupReady).ok_or_else(|| IntakeError::Invalid {
+        field: "detail.snapshot_id",
+        problem: format!("{first:?} is not a snapshot ARN"),
+    })
+}
+
+fn rds_event(detail: &Value) -> Result<Intake, IntakeError> {
+    let event_id = detail.get("EventID").and_then(Value::as_str).unwrap_or_default();
+    // RDS-EVENT-0042 manual snapshot created, -0075 manual cluster snapshot created,
+    // -0060 / -0197 snapshot copy completed (instance / cluster).
+    if !matches!(event_id, "RDS-EVENT-0042" | "RDS-EVENT-0075" | "RDS-EVENT-0060" | "RDS-EVENT-0197") {
+        return Ok(Intake::Nothing(format!("rds event {event_id}")));
+    }
+    let arn = detail
+        .get("SourceArn")
+        .and_then(Value::as_str)
+        .ok_or_else(|| IntakeError::Invalid { field: "detail.SourceArn", problem: "missing".into() })?;
+    backup_from_arn(arn, None, "").map(Intake::BackupReady).ok_or_else(|| IntakeError::Invalid {
+        field: "detail.SourceArn",
+        problem: format!("{arn:?} is not an RDS snapshot ARN"),
+    })
+}
+
+/// Reads a backup's kind, region and id from its ARN. `hint` is AWS Backup's `resourceType`
+/// (it tells DocumentDB from Aurora, which share the cluster-snapshot ARN form).
+pub fn backup_from_arn(arn: &str, hint: Option<&str>, fallback_region: &str) -> Option<BackupRef> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if parts.len() != 6 || parts[0] != "arn" {
+        return None;
+    }
+    let (service, resource) = (parts[2], parts[5]);
+    // EBS Snapshot Notifications put the region in the account field: arn:aws:ec2::us-west-2:snapshot/…
+    let region = [parts[3], parts[4], fallback_region]
+        .into_iter()
+        .find(|r| r.contains('-') && r.bytes().any(|b| b.is_ascii_digit()) && !r.bytes().all(|b| b.is_ascii_digit()))?
+        .to_string();
+    let (kind, id) = match service {
+        "ec2" => match resource.split_once('/')? {
+            ("snapshot", id) => (ResourceKind::Ebs, id),
+            ("image", id) => (ResourceKind::Ec2ami, id),
+            _ => return None,
+        },
+        "rds" => match resource.split_once(':')? {
+            ("snapshot", id) => (ResourceKind::Rds, id),
+            ("cluster-snapshot", id) if hint == Some("DocumentDB") => (ResourceKind::Docdb, id),
+            ("cluster-snapshot", id) => (ResourceKind::RdsCluster, id),
+            _ => return None,
+        },
+        "redshift" => match resource.split_once(':')? {
+            ("snapshot", rest) => (ResourceKind::Redshift, rest.rsplit('/').next()?),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (!id.is_empty()).then(|| BackupRef { kind, region, id: id.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn ready(kind: ResourceKind, region: &str, id: &str) -> Intake {
+        Intake::BackupReady(BackupRef { kind, region: region.into(), id: id.into() })
+    }
+
+    #[test]
+    fn real_shaped_fixtures() {
+        let cases = [
+            ("backup-job-completed.json", ready(ResourceKind::Ebs, "us-east-1", "snap-0a1b2c3d4e5f60718")),
+            ("copy-job-completed.json", ready(ResourceKind::RdsCluster, "eu-west-1", "awsbackup:copyjob-1f2e3d4c")),
+            ("cloudtrail-backup-job-completed.json", ready(ResourceKind::Ec2ami, "us-east-1", "ami-0abcdef1234567890")),
+            ("ebs-create-snapshot.json", ready(ResourceKind::Ebs, "us-east-1", "snap-01234567890abcdef")),
+            ("ebs-copy-snapshot.json", ready(ResourceKind::Ebs, "us-west-2", "snap-0fedcba9876543210")),
+            (
+                "rds-snapshot-created.json",
+                ready(ResourceKind::Rds, "us-east-1", "orders-db-20261201-010000-monthly-4d2ef6"),
+            ),
+            (
+                "rds-cluster-snapshot-created.json",
+                ready(ResourceKind::RdsCluster, "us-east-1", "ledger-20261201-010000-monthly-9a8b7c"),
+            ),
+            (
+                "command-create-backups.json",
+                Intake::Command(Command::CreateBackups { kind: ResourceKind::Ebs, select: None }),
+            ),
+        ];
+        for (name, want) in cases {
+            assert_eq!(parse_message(&fixture(name)), Ok(want), "{name}");
+        }
+        assert!(matches!(parse_message(&fixture("backup-job-running.json")), Ok(Intake::Nothing(_))));
+        assert!(matches!(parse_message(&fixture("ebs-create-snapshot-failed.json")), Ok(Intake::Nothing(_))));
+    }
+
+    #[test]
+    fn unreadable_messages_say_why() {
+        assert!(matches!(parse_message("{nope"), Err(IntakeError::NotJson(_))));
+        assert!(matches!(parse_message("{\"hello\": 1}"), Err(IntakeError::Unrecognised(_))));
+        let e = parse_message(r#"{"action":"create-backups","kind":"floppy"}"#).unwrap_err().to_string();
+        assert!(e.starts_with("invalid kind"), "{e}");
+        let e = parse_message(r#"{"action":"launch"}"#).unwrap_err().to_string();
+        assert!(e.contains("\"launch\""), "{e}");
+        let big = format!("{{\"action\":\"reconcile\",\"pad\":\"{}\"}}", "x".repeat(MAX_MESSAGE_BYTES));
+        assert!(matches!(parse_message(&big), Err(IntakeError::Oversized(_))));
+    }
+
+    #[test]
+    fn sns_envelope_is_unwrapped() {
+        let inner = r#"{"action":"reconcile"}"#;
+        let env = serde_json::json!({"Type": "Notification", "Message": inner}).to_string();
+        assert_eq!(parse_message(&env), Ok(Intake::Command(Command::Reconcile { kind: None })));
+    }
+
+    #[test]
+    fn arns() {
+        let b = backup_from_arn("arn:aws:redshift:us-east-1:123456789012:snapshot:wh/wh-2026", None, "").unwrap();
+        assert_eq!((b.kind, b.id.as_str()), (ResourceKind::Redshift, "wh-2026"));
+        let d = backup_from_arn("arn:aws:rds:us-east-1:123456789012:cluster-snapshot:dd-1", Some("DocumentDB"), "");
+        assert_eq!(d.unwrap().kind, ResourceKind::Docdb);
+        assert_eq!(backup_from_arn("arn:aws:s3:::bucket", None, "us-east-1"), None);
+        assert_eq!(backup_from_arn("snap-1", None, "us-east-1"), None);
+    }
+}

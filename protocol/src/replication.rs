@@ -1,0 +1,159 @@
+//! Copy and share: what remains to be done for one backup, given what exists.
+//!
+//! The plan is a pure function of AWS state (the source backup, its copies found by their
+//! [`tags::COPY_OF`] tag, the accounts each is shared with), so an event replayed three
+//! times, a restart, or a reconciliation scan all reach the same answer and never make a
+//! second copy.
+
+use std::collections::BTreeMap;
+
+use crate::tags::{self, Tags};
+
+/// The value of [`tags::COPY_OF`] on copies of backup `id` in `region`.
+pub fn copy_of(region: &str, id: &str) -> String {
+    format!("{region}:{id}")
+}
+
+/// Tags of a copy: the source's tags, owned by `deployment` (the deployment of the copy's
+/// region), marked as a DR copy of `region:id`. AWS allows 50 tags: copied resource tags
+/// give way to the two added here.
+pub fn copy_tags(source: &Tags, region: &str, id: &str, deployment: &str) -> Tags {
+    let mut t = source.clone();
+    t.insert(tags::DEPLOYMENT.into(), deployment.into());
+    t.insert(tags::COPY_OF.into(), copy_of(region, id));
+    t.insert(tags::DR_COPY.into(), "true".into());
+    while t.len() > tags::MAX_TAGS {
+        let Some(k) = t.keys().rev().find(|k| !k.starts_with("bunker:") && *k != "Name").cloned() else { break };
+        t.remove(&k);
+    }
+    t
+}
+
+/// What is known of one backup (a source or a copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupState {
+    /// AWS id.
+    pub id: String,
+    /// Available / completed.
+    pub available: bool,
+    /// Accounts it is shared with.
+    pub shared_with: Vec<String>,
+}
+
+/// Where backups go.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets<'a> {
+    /// DR regions.
+    pub dr_regions: &'a [String],
+    /// Accounts to share with.
+    pub share_accounts: &'a [String],
+}
+
+/// One effect still needed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    /// Copy the source into this region.
+    Copy {
+        /// Destination region.
+        to_region: String,
+    },
+    /// Share a backup (the source or a copy) with an account.
+    Share {
+        /// Region of the backup.
+        region: String,
+        /// Its id.
+        id: String,
+        /// The account.
+        account: String,
+    },
+}
+
+/// The plan for one source backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Effects to make now.
+    pub steps: Vec<Step>,
+    /// What is not ready yet (`"source"` or a DR region whose copy is pending).
+    pub waiting: Vec<String>,
+}
+
+impl Plan {
+    /// Nothing to do and nothing to wait for.
+    pub fn is_done(&self) -> bool {
+        self.steps.is_empty() && self.waiting.is_empty()
+    }
+}
+
+/// What remains for the backup `source` (in `region`), given its copies by DR region.
+///
+/// A backup that is not yet available is only waited for: nothing is copied or shared
+/// before AWS reports it ready. A copy is shared once it is available itself.
+pub fn plan(targets: Targets<'_>, region: &str, source: &BackupState, copies: &BTreeMap<String, BackupState>) -> Plan {
+    let mut p = Plan::default();
+    if !source.available {
+        p.waiting.push("source".into());
+        return p;
+    }
+    let share = |p: &mut Plan, region: &str, b: &BackupState| {
+        for a in targets.share_accounts {
+            if !b.shared_with.contains(a) {
+                p.steps.push(Step::Share { region: region.into(), id: b.id.clone(), account: a.clone() });
+            }
+        }
+    };
+    share(&mut p, region, source);
+    for r in targets.dr_regions.iter().filter(|r| r.as_str() != region) {
+        match copies.get(r) {
+            None => p.steps.push(Step::Copy { to_region: r.clone() }),
+            Some(c) if !c.available => p.waiting.push(r.clone()),
+            Some(c) => share(&mut p, r, c),
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(id: &str, available: bool, shared: &[&str]) -> BackupState {
+        BackupState { id: id.into(), available, shared_with: shared.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn fan_out_waits_and_converges() {
+        let regions = vec!["us-west-2".to_string(), "eu-west-1".to_string(), "us-east-1".to_string()];
+        let accounts = vec!["111111111111".to_string(), "222222222222".to_string()];
+        let t = Targets { dr_regions: &regions, share_accounts: &accounts };
+        let mut copies = BTreeMap::new();
+        let pending = plan(t, "us-east-1", &b("snap-1", false, &[]), &copies);
+        assert_eq!(pending.waiting, ["source"]);
+        assert!(pending.steps.is_empty());
+
+        let first = plan(t, "us-east-1", &b("snap-1", true, &[]), &copies);
+        assert_eq!(first.steps.len(), 4, "2 shares + 2 copies (never into its own region): {first:?}");
+        copies.insert("us-west-2".to_string(), b("snap-w", false, &[]));
+        copies.insert("eu-west-1".to_string(), b("snap-e", true, &["111111111111"]));
+        let mid = plan(t, "us-east-1", &b("snap-1", true, &["111111111111", "222222222222"]), &copies);
+        assert_eq!(mid.waiting, ["us-west-2"]);
+        assert_eq!(
+            mid.steps,
+            [Step::Share { region: "eu-west-1".into(), id: "snap-e".into(), account: "222222222222".into() }]
+        );
+        copies.insert("us-west-2".to_string(), b("snap-w", true, &["111111111111", "222222222222"]));
+        copies.insert("eu-west-1".to_string(), b("snap-e", true, &["222222222222", "111111111111"]));
+        assert!(plan(t, "us-east-1", &b("snap-1", true, &["222222222222", "111111111111"]), &copies).is_done());
+    }
+
+    #[test]
+    fn copy_tags_keep_bunker_tags_within_the_limit() {
+        let mut src: Tags = (0..48).map(|i| (format!("k{i:02}"), "v".to_string())).collect();
+        src.insert(tags::DEPLOYMENT.into(), "bunker-1-us-east-1".into());
+        src.insert("Name".into(), "n".into());
+        let t = copy_tags(&src, "us-east-1", "snap-1", "bunker-1-us-west-2");
+        assert_eq!(t.len(), tags::MAX_TAGS);
+        assert_eq!(t[tags::DEPLOYMENT], "bunker-1-us-west-2");
+        assert_eq!(t[tags::COPY_OF], "us-east-1:snap-1");
+        assert_eq!(t["Name"], "n");
+    }
+}
