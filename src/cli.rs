@@ -71,6 +71,9 @@ enum Command {
         /// ebs, ec2ami, rds, rds-cluster, docdb or redshift.
         kind: ResourceKind,
     },
+    /// Run the service: scheduler, event watcher (SQS), copy/share to DR regions and accounts,
+    /// reconciliation, /healthz and /metrics. Stops cleanly on SIGTERM.
+    Serve,
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -96,6 +99,10 @@ enum KindAction {
     /// List this deployment's backups with their expiry.
     #[command(alias = "list_backups")]
     ListBackups,
+    /// Copy every backup this deployment owns to the DR regions and share it (and its copies)
+    /// with the share accounts; waits until everything exists. Idempotent.
+    #[command(alias = "replicate_backups")]
+    ReplicateBackups,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +189,10 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Command::Config { command: ConfigCommand::Show { resource, kind } } => {
                 config_show(&aws, &regions, base, resource, kind, cli.json).await
             }
+            Command::Serve => {
+                crate::serve::serve(&aws, base, cfg, regions).await.map_err(runtime)?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Plan { kind } => {
                 let inv = inventory(&aws, &regions, kind, base, now).await?;
                 print_plan(&inv, cli.json);
@@ -252,6 +263,7 @@ async fn kind_action(
             print_list(&inv, json);
             return Ok(exit_for_failures(&inv));
         }
+        KindAction::ReplicateBackups => replicate(aws, regions, kind, base, opts).await?,
         KindAction::CreateBackups => {
             let addr = runner(aws, regions, kind, base).await?;
             addr.send(CreateBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?
@@ -263,6 +275,69 @@ async fn kind_action(
     };
     print_report(&report, json);
     Ok(if report.status == RunStatus::Ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `<kind> replicate-backups`: one reconciliation pass for one kind, waited for.
+async fn replicate(
+    aws: &Aws,
+    regions: &[String],
+    kind: ResourceKind,
+    base: Vec<Setting>,
+    opts: &RunOptions,
+) -> Result<RunReport, Fatal> {
+    use bunker_actors::replicator::{Replicate, ReplicatorActor};
+    let cfg = config::resolve(&base).map_err(usage)?;
+    if !cfg.replication.is_enabled() {
+        return Err(usage(anyhow!("nothing to do: set dr_regions and/or share_accounts in the config")));
+    }
+    if !aws.backup_control(kind, &regions[0]).replicates() {
+        return Err(usage(anyhow!("copy and share of {kind} backups are not implemented yet")));
+    }
+    let account = aws
+        .account_id()
+        .await
+        .map_err(|e| runtime(anyhow!(e).context("cannot identify the AWS account (check credentials)")))?;
+    let leases: Arc<dyn bunker_actors::ports::Leases> = match &cfg.serve.lease_table {
+        Some(t) => aws.leases(t.clone()),
+        None => Arc::new(bunker_actors::leases::MemoryLeases::default()),
+    };
+    let metrics = Arc::new(bunker_actors::metrics::Metrics::default());
+    let holder = crate::serve::holder_id();
+    let logic = Arc::new(crate::serve::replicator(aws, &account, &cfg, regions, &[kind], leases, &holder, metrics));
+    let started = jiff::Timestamp::now();
+    let owned = logic.owned_backups(kind).await.map_err(|e| runtime(anyhow!(e).context("listing backups")))?;
+    let addr = ReplicatorActor::new(logic.clone(), cfg.serve.check_interval.unsigned_abs()).start();
+    let results = futures::future::join_all(owned.iter().map(|b| addr.send(Replicate(b.clone())))).await;
+    let mut entries = Vec::new();
+    for (b, r) in owned.iter().zip(results) {
+        match r {
+            Ok(Ok(job)) => entries.extend(job.entries),
+            _ => entries.push(bunker_protocol::report::Entry {
+                operation: bunker_protocol::report::Operation::CopyBackup,
+                status: bunker_protocol::report::EntryStatus::Error,
+                region: b.region.clone(),
+                resource_id: None,
+                backup_id: Some(b.id.clone()),
+                backup_name: None,
+                retention: None,
+                message: Some("replication did not finish".into()),
+            }),
+        }
+    }
+    let deployment = regions.iter().map(|r| cfg.deployment_id(&account, r)).collect::<Vec<_>>().join(",");
+    Ok(RunReport::new(
+        opts.run_id.clone(),
+        account,
+        regions.to_vec(),
+        kind,
+        "replicate-backups",
+        deployment,
+        false,
+        started,
+        jiff::Timestamp::now(),
+        owned.len(),
+        entries,
+    ))
 }
 
 fn exit_for_failures(inv: &Inventory) -> ExitCode {

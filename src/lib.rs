@@ -4,4 +4,6 @@
 
 pub mod aws;
 pub mod cli;
+pub mod leases;
+pub mod serve;
 pub mod settings;

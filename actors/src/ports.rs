@@ -103,16 +103,29 @@ pub trait BackupControl: Send + Sync {
     async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError>;
     /// Deletes a backup and its parts. Only called for backups the planner owns and expired.
     async fn delete_backup(&self, backup: &Backup) -> Result<(), PortError>;
+    /// Whether this kind implements copy and share (the four methods below). Kinds that do
+    /// not are left out of the copy/share work, and the service says so at start-up.
+    fn replicates(&self) -> bool {
+        false
+    }
     /// One backup by id, `None` when it does not exist.
-    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError>;
+    async fn describe_backup(&self, _id: &str) -> Result<Option<BackupDetail>, PortError> {
+        Err(unsupported(self.kind()))
+    }
     /// The copy in this region tagged `bunker:copy_of = copy_of` (named `name` where the
     /// kind's copies are named), `None` when there is none.
-    async fn find_copy(&self, copy_of: &str, name: &str) -> Result<Option<BackupDetail>, PortError>;
+    async fn find_copy(&self, _copy_of: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+        Err(unsupported(self.kind()))
+    }
     /// Copies a backup into this region (called on the destination region's port); returns
     /// the copy's id. Tags go into the copy call itself.
-    async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError>;
+    async fn copy_backup(&self, _request: &CopyRequest) -> Result<String, PortError> {
+        Err(unsupported(self.kind()))
+    }
     /// Lets `account` use backup `id` (restore / create volume / launch).
-    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError>;
+    async fn share_backup(&self, _id: &str, _account: &str) -> Result<(), PortError> {
+        Err(unsupported(self.kind()))
+    }
 }
 
 /// One message received from the event queue.
@@ -150,6 +163,10 @@ pub trait Leases: Send + Sync {
     /// Takes `key` for `holder` until `until` (Unix seconds) if it is free or expired at
     /// `now`; `true` when taken. Atomic across instances.
     async fn claim(&self, key: &str, holder: &str, now: i64, until: i64) -> Result<bool, PortError>;
+}
+
+fn unsupported(kind: ResourceKind) -> PortError {
+    PortError::new(ErrorKind::Invalid, None, format!("copy and share of {kind} backups are not implemented yet"))
 }
 
 /// Publishes notifications.

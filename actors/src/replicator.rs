@@ -194,6 +194,9 @@ impl Replicator {
             Ok(c) => c,
             Err(e) => return (Outcome::NotOurs(e), entries),
         };
+        if !src.replicates() {
+            return (Outcome::NotOurs(format!("copy and share of {} are not implemented yet", b.kind)), entries);
+        }
         let detail = match src.describe_backup(&b.id).await {
             Ok(Some(d)) => d,
             Ok(None) => return (Outcome::NotOurs("no longer exists".into()), entries),

@@ -9,8 +9,8 @@ use bunker_protocol::backup::Backup;
 use bunker_protocol::ResourceKind;
 
 use crate::ports::{
-    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, Leases, ListedBackup, Notifier,
-    PortError, Resource,
+    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, Notifier, PortError,
+    Resource,
 };
 
 /// What a [`FakeControl`] holds.
@@ -100,6 +100,10 @@ impl BackupControl for FakeControl {
         }
     }
 
+    fn replicates(&self) -> bool {
+        true
+    }
+
     async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
         let s = self.state.lock().unwrap();
         Ok(s.backups.get(id).map(|b| detail(&s, b)))
@@ -158,26 +162,7 @@ fn detail(s: &FakeState, b: &ListedBackup) -> BackupDetail {
     }
 }
 
-/// Leases in memory (one process).
-#[derive(Debug, Default)]
-pub struct MemoryLeases {
-    /// key → (holder, until).
-    pub held: Mutex<BTreeMap<String, (String, i64)>>,
-}
-
-#[async_trait]
-impl Leases for MemoryLeases {
-    async fn claim(&self, key: &str, holder: &str, now: i64, until: i64) -> Result<bool, PortError> {
-        let mut held = self.held.lock().unwrap();
-        match held.get(key) {
-            Some((h, u)) if *u > now && h != holder => Ok(false),
-            _ => {
-                held.insert(key.to_string(), (holder.to_string(), until));
-                Ok(true)
-            }
-        }
-    }
-}
+pub use crate::leases::MemoryLeases;
 
 /// Records every publish.
 #[derive(Debug, Default)]

@@ -11,6 +11,9 @@ What the plugin adds to stock moto (see README, "The local emulator"):
 * CreateImage with ``TagSpecifications`` for ``snapshot``: AWS tags the snapshots the image
   creates; moto 5.2.5 raises NotImplementedError. The plugin applies those tags to the AMI's
   snapshot, so bunker's AMI path (tags in the create call, never an untagged orphan) runs.
+* CopyImage with ``TagSpecifications``: AWS tags the copied AMI and its snapshots in the call;
+  moto 5.2.5 ignores the parameter. The plugin applies them, so DR copies of AMIs are born
+  tagged (``bunker:copy_of``, ownership) as on AWS.
 * A request counter: ``GET /_bunker/stats`` answers
   ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}}`` and
   ``POST /_bunker/stats/reset`` zeroes it. Benchmarks use it to report HTTP
@@ -78,6 +81,31 @@ def patch_create_image_snapshot_tags() -> None:
     amis.AmiBackend.create_image = create_image
 
 
+def patch_copy_image_tags() -> None:
+    """AWS CopyImage accepts TagSpecifications (image, snapshot) and tags the new AMI and its
+    snapshots in the call; moto 5.2.5 ignores them. Apply them, as for CreateImage."""
+    from moto.ec2.responses.amis import AmisResponse
+    from moto.core.responses import ActionResult
+
+    def copy_image(self):
+        self.error_on_dryrun()
+        image = self.ec2_backend.copy_image(
+            self._get_param("SourceImageId"),
+            self._get_param("SourceRegion"),
+            self._get_param("Name"),
+            self._get_param("Description"),
+        )
+        for spec in self._get_param("TagSpecifications", []):
+            tags = {t["Key"]: t["Value"] for t in spec.get("Tags", [])}
+            if spec.get("ResourceType") == "image":
+                self.ec2_backend.create_tags([image.id], tags)
+            elif spec.get("ResourceType") == "snapshot":
+                self.ec2_backend.create_tags([image.ebs_snapshot.id], tags)
+        return ActionResult({"ImageId": image.id})
+
+    AmisResponse.copy_image = copy_image
+
+
 class Counter:
     """Counts requests by '<service>:<Action>' (service from the SigV4 scope)."""
 
@@ -137,6 +165,7 @@ def main() -> None:
     os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     patch_docdb()
     patch_create_image_snapshot_tags()
+    patch_copy_image_tags()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

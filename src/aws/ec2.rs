@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{
-    Filter, ImageState, InstanceStateName, ResourceType, SnapshotState, Tag, TagSpecification, VolumeState,
+    Filter, ImageState, InstanceStateName, LaunchPermission, LaunchPermissionModifications, OperationType,
+    ResourceType, SnapshotAttributeName, SnapshotState, Tag, TagSpecification, VolumeState,
 };
 use aws_sdk_ec2::Client;
-use bunker_actors::ports::{BackupControl, CreateRequest, Created, ListedBackup, PortError, Resource};
+use bunker_actors::ports::{
+    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Resource,
+};
 use bunker_protocol::backup::Backup;
 use bunker_protocol::tags::{self, Tags};
 use bunker_protocol::ResourceKind;
@@ -134,6 +137,103 @@ impl BackupControl for EbsControl {
             .map_err(|e| port_error("ec2:DeleteSnapshot", e))?;
         Ok(())
     }
+
+    fn replicates(&self) -> bool {
+        true
+    }
+
+    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
+        let out = self.client.describe_snapshots().snapshot_ids(id).send().await;
+        let snapshots = match out {
+            Ok(o) => o.snapshots.unwrap_or_default(),
+            Err(e) => return not_found_is_none(port_error("ec2:DescribeSnapshots", e)),
+        };
+        match snapshots.into_iter().next() {
+            Some(s) => Ok(Some(self.snapshot_detail(s).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_copy(&self, copy_of: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+        let out = self
+            .client
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(Filter::builder().name(format!("tag:{}", tags::COPY_OF)).values(copy_of).build())
+            .send()
+            .await
+            .map_err(|e| port_error("ec2:DescribeSnapshots", e))?;
+        match out.snapshots.unwrap_or_default().into_iter().next() {
+            Some(s) => Ok(Some(self.snapshot_detail(s).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
+        let mut call = self
+            .client
+            .copy_snapshot()
+            .source_region(&request.source_region)
+            .source_snapshot_id(&request.source_id)
+            .description(format!("bunker copy of {}:{}", request.source_region, request.source_id))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, &request.tags));
+        if let Some(key) = &request.kms_key {
+            call = call.encrypted(true).kms_key_id(key);
+        }
+        let out = call.send().await.map_err(|e| port_error("ec2:CopySnapshot", e))?;
+        out.snapshot_id.ok_or_else(|| PortError::new(ErrorKind::Internal, None, "ec2:CopySnapshot returned no id"))
+    }
+
+    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+        share_snapshot(&self.client, id, account).await
+    }
+}
+
+impl EbsControl {
+    async fn snapshot_detail(&self, s: aws_sdk_ec2::types::Snapshot) -> Result<BackupDetail, PortError> {
+        let id = s.snapshot_id().unwrap_or_default().to_string();
+        Ok(BackupDetail {
+            shared_with: snapshot_shared_with(&self.client, &id).await?,
+            tags: from_ec2(s.tags()),
+            available: s.state() == Some(&SnapshotState::Completed),
+            encrypted: s.encrypted().unwrap_or(false),
+            id,
+        })
+    }
+}
+
+fn not_found_is_none<T>(e: PortError) -> Result<Option<T>, PortError> {
+    if e.kind == ErrorKind::NotFound {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+async fn snapshot_shared_with(client: &Client, id: &str) -> Result<Vec<String>, PortError> {
+    let out = client
+        .describe_snapshot_attribute()
+        .snapshot_id(id)
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .map_err(|e| port_error("ec2:DescribeSnapshotAttribute", e))?;
+    Ok(out.create_volume_permissions().iter().filter_map(|p| p.user_id().map(String::from)).collect())
+}
+
+async fn share_snapshot(client: &Client, id: &str, account: &str) -> Result<(), PortError> {
+    client
+        .modify_snapshot_attribute()
+        .snapshot_id(id)
+        // The OperationType + UserIds form (equivalent on AWS to the CreateVolumePermission
+        // structure) is the one moto implements.
+        .attribute(SnapshotAttributeName::CreateVolumePermission)
+        .operation_type(OperationType::Add)
+        .user_ids(account)
+        .send()
+        .await
+        .map_err(|e| port_error("ec2:ModifySnapshotAttribute", e))?;
+    Ok(())
 }
 
 /// EC2 instances and their AMIs (with the AMIs' snapshots).
@@ -287,5 +387,107 @@ impl BackupControl for AmiControl {
                 .map_err(|e| port_error("ec2:DeleteSnapshot", e))?;
         }
         Ok(())
+    }
+
+    fn replicates(&self) -> bool {
+        true
+    }
+
+    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
+        let out = match self.client.describe_images().image_ids(id).send().await {
+            Ok(o) => o,
+            Err(e) => return not_found_is_none(port_error("ec2:DescribeImages", e)),
+        };
+        match out.images.unwrap_or_default().into_iter().next() {
+            Some(i) => Ok(Some(self.image_detail(i).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_copy(&self, copy_of: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+        let out = self
+            .client
+            .describe_images()
+            .owners("self")
+            .filters(Filter::builder().name(format!("tag:{}", tags::COPY_OF)).values(copy_of).build())
+            .send()
+            .await
+            .map_err(|e| port_error("ec2:DescribeImages", e))?;
+        match out.images.unwrap_or_default().into_iter().next() {
+            Some(i) => Ok(Some(self.image_detail(i).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
+        let mut snapshot_tags = request.tags.clone();
+        snapshot_tags.insert(tags::AMI_PART.into(), "true".into());
+        // The client token makes a retried call (after a timeout) return the same copy.
+        let token: String =
+            format!("bunker-{}-{}", request.source_region, request.source_id).chars().take(64).collect();
+        let mut call = self
+            .client
+            .copy_image()
+            .source_region(&request.source_region)
+            .source_image_id(&request.source_id)
+            .name(&request.name)
+            .description(format!("bunker copy of {}:{}", request.source_region, request.source_id))
+            .client_token(token)
+            .tag_specifications(tag_spec(ResourceType::Image, &request.tags))
+            .tag_specifications(tag_spec(ResourceType::Snapshot, &snapshot_tags));
+        if let Some(key) = &request.kms_key {
+            call = call.encrypted(true).kms_key_id(key);
+        }
+        let out = call.send().await.map_err(|e| port_error("ec2:CopyImage", e))?;
+        out.image_id.ok_or_else(|| PortError::new(ErrorKind::Internal, None, "ec2:CopyImage returned no id"))
+    }
+
+    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+        // The AMI's snapshots too: without them the other account can launch but not copy it.
+        let image = self
+            .client
+            .describe_images()
+            .image_ids(id)
+            .send()
+            .await
+            .map_err(|e| port_error("ec2:DescribeImages", e))?;
+        for i in image.images() {
+            for s in i.block_device_mappings().iter().filter_map(|m| m.ebs()?.snapshot_id()) {
+                share_snapshot(&self.client, s, account).await?;
+            }
+        }
+        self.client
+            .modify_image_attribute()
+            .image_id(id)
+            .launch_permission(
+                LaunchPermissionModifications::builder()
+                    .add(LaunchPermission::builder().user_id(account).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| port_error("ec2:ModifyImageAttribute", e))?;
+        Ok(())
+    }
+}
+
+impl AmiControl {
+    async fn image_detail(&self, i: aws_sdk_ec2::types::Image) -> Result<BackupDetail, PortError> {
+        let id = i.image_id().unwrap_or_default().to_string();
+        let attr = self
+            .client
+            .describe_image_attribute()
+            .image_id(&id)
+            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(|e| port_error("ec2:DescribeImageAttribute", e))?;
+        Ok(BackupDetail {
+            shared_with: attr.launch_permissions().iter().filter_map(|p| p.user_id().map(String::from)).collect(),
+            tags: from_ec2(i.tags()),
+            available: i.state() == Some(&ImageState::Available),
+            encrypted: i.block_device_mappings().iter().any(|m| m.ebs().and_then(|e| e.encrypted()).unwrap_or(false)),
+            id,
+        })
     }
 }

@@ -5,10 +5,12 @@
 //! per-service variants) point every client at an emulator for the demo and the tests.
 
 mod docdb;
+mod dynamodb;
 mod ec2;
 mod rds;
 mod redshift;
 mod sns;
+mod sqs;
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use bunker_actors::ports::{BackupControl, ErrorKind, Notifier, PortError};
+use bunker_actors::ports::{BackupControl, ErrorKind, EventQueue, Leases, Notifier, PortError};
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
@@ -72,6 +74,16 @@ impl Aws {
         }
     }
 
+    /// The event queue (and its dead-letter queue).
+    pub fn event_queue(&self, url: String, dead_letter_url: Option<String>) -> Arc<dyn EventQueue> {
+        Arc::new(sqs::SqsQueue::new(&self.sdk, url, dead_letter_url))
+    }
+
+    /// Leases in a DynamoDB table.
+    pub fn leases(&self, table: String) -> Arc<dyn Leases> {
+        Arc::new(dynamodb::DynamoLeases::new(&self.sdk, table))
+    }
+
     /// The notifier (publishes to a topic's own region).
     pub fn notifier(&self) -> Arc<dyn Notifier> {
         Arc::new(SnsNotifier::new(self.sdk.clone()))
@@ -96,7 +108,15 @@ where
         (_, Some(c)) if c.contains("AccessDenied") || c == "UnauthorizedOperation" || c.contains("Authorization") => {
             ErrorKind::AccessDenied
         }
-        (_, Some(c)) if c.contains("Invalid") || c.contains("Quota") || c.contains("Limit") => ErrorKind::Invalid,
+        (_, Some(c))
+            if c.contains("Quota")
+                || c == "ResourceLimitExceeded"
+                || c == "SnapshotCreationPerVolumeRateExceeded"
+                || c == "ConcurrentSnapshotLimitExceeded" =>
+        {
+            ErrorKind::Quota
+        }
+        (_, Some(c)) if c.contains("Invalid") || c.contains("Limit") => ErrorKind::Invalid,
         _ => ErrorKind::Internal,
     };
     let message = match (e.message(), &e) {

@@ -5,7 +5,9 @@ use aws_config::SdkConfig;
 use aws_sdk_rds::primitives::DateTime;
 use aws_sdk_rds::types::Tag;
 use aws_sdk_rds::Client;
-use bunker_actors::ports::{BackupControl, CreateRequest, Created, ListedBackup, PortError, Resource};
+use bunker_actors::ports::{
+    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Resource,
+};
 use bunker_protocol::backup::Backup;
 use bunker_protocol::config::RdsBackupMode;
 use bunker_protocol::tags::Tags;
@@ -39,6 +41,38 @@ fn created(id: Option<&str>, request: &CreateRequest, copied_from: Option<&str>)
         (None, RdsBackupMode::CreateSnapshot) => None,
     };
     Created { id: id.unwrap_or(&request.name).to_string(), note }
+}
+
+/// The ARN of a snapshot in another region (cross-region copies name their source by ARN).
+fn snapshot_arn(request: &CopyRequest, resource: &str) -> String {
+    format!("arn:aws:rds:{}:{}:{resource}:{}", request.source_region, request.source_account, request.source_id)
+}
+
+/// A DescribeDB*Snapshots error that means "no such snapshot".
+fn none_if_missing<T>(e: PortError) -> Result<Option<T>, PortError> {
+    if e.kind == ErrorKind::NotFound {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// The `restore` attribute's account ids (who a snapshot is shared with).
+fn restore_accounts<'a>(attrs: impl Iterator<Item = (Option<&'a str>, &'a [String])>) -> Vec<String> {
+    attrs.filter(|(n, _)| *n == Some("restore")).flat_map(|(_, v)| v.iter().cloned()).collect()
+}
+
+/// An encrypted snapshot copied across regions needs a key there: say so before AWS does.
+fn copy_key(request: &CopyRequest) -> Result<Option<&str>, PortError> {
+    match (&request.kms_key, request.encrypted) {
+        (Some(k), _) => Ok(Some(k)),
+        (None, false) => Ok(None),
+        (None, true) => Err(PortError::new(
+            ErrorKind::Invalid,
+            Some("KMSKeyRequired"),
+            "the snapshot is encrypted: set dr_kms_keys = [\"REGION=KEY\"] for the DR region",
+        )),
+    }
 }
 
 /// Engines whose clusters are "rds-cluster" (not DocumentDB or Neptune).
@@ -171,6 +205,65 @@ impl BackupControl for RdsInstanceControl {
             .map_err(|e| port_error("rds:DeleteDBSnapshot", e))?;
         Ok(())
     }
+
+    fn replicates(&self) -> bool {
+        true
+    }
+
+    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
+        let out = match self.client.describe_db_snapshots().db_snapshot_identifier(id).send().await {
+            Ok(o) => o,
+            Err(e) => return none_if_missing(port_error("rds:DescribeDBSnapshots", e)),
+        };
+        let Some(s) = out.db_snapshots.unwrap_or_default().into_iter().next() else { return Ok(None) };
+        let attrs = self
+            .client
+            .describe_db_snapshot_attributes()
+            .db_snapshot_identifier(id)
+            .send()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBSnapshotAttributes", e))?;
+        let list = attrs.db_snapshot_attributes_result().map(|r| r.db_snapshot_attributes()).unwrap_or_default();
+        Ok(Some(BackupDetail {
+            id: id.to_string(),
+            tags: from_rds(s.tag_list()),
+            available: s.status() == Some("available"),
+            shared_with: restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))),
+            encrypted: s.encrypted().unwrap_or(false),
+        }))
+    }
+
+    async fn find_copy(&self, copy_of: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
+        // DR copies keep the source's identifier (unique per region), so one lookup finds it.
+        let found = self.describe_backup(name).await?;
+        Ok(found.filter(|d| d.tags.get(bunker_protocol::tags::COPY_OF).map(String::as_str) == Some(copy_of)))
+    }
+
+    async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
+        let out = self
+            .client
+            .copy_db_snapshot()
+            .source_db_snapshot_identifier(snapshot_arn(request, "snapshot"))
+            .target_db_snapshot_identifier(&request.name)
+            .set_kms_key_id(copy_key(request)?.map(String::from))
+            .set_tags(Some(rds_tags(&request.tags)))
+            .send()
+            .await
+            .map_err(|e| port_error("rds:CopyDBSnapshot", e))?;
+        Ok(out.db_snapshot().and_then(|s| s.db_snapshot_identifier()).unwrap_or(&request.name).to_string())
+    }
+
+    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+        self.client
+            .modify_db_snapshot_attribute()
+            .db_snapshot_identifier(id)
+            .attribute_name("restore")
+            .values_to_add(account)
+            .send()
+            .await
+            .map_err(|e| port_error("rds:ModifyDBSnapshotAttribute", e))?;
+        Ok(())
+    }
 }
 
 /// Aurora and Multi-AZ DB clusters.
@@ -297,6 +390,71 @@ impl BackupControl for RdsClusterControl {
             .send()
             .await
             .map_err(|e| port_error("rds:DeleteDBClusterSnapshot", e))?;
+        Ok(())
+    }
+
+    fn replicates(&self) -> bool {
+        true
+    }
+
+    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
+        let out = match self.client.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(id).send().await {
+            Ok(o) => o,
+            Err(e) => return none_if_missing(port_error("rds:DescribeDBClusterSnapshots", e)),
+        };
+        let Some(s) = out.db_cluster_snapshots.unwrap_or_default().into_iter().next() else { return Ok(None) };
+        let attrs = self
+            .client
+            .describe_db_cluster_snapshot_attributes()
+            .db_cluster_snapshot_identifier(id)
+            .send()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBClusterSnapshotAttributes", e))?;
+        let list = attrs
+            .db_cluster_snapshot_attributes_result()
+            .map(|r| r.db_cluster_snapshot_attributes())
+            .unwrap_or_default();
+        Ok(Some(BackupDetail {
+            id: id.to_string(),
+            tags: from_rds(s.tag_list()),
+            available: s.status() == Some("available"),
+            shared_with: restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))),
+            encrypted: s.storage_encrypted().unwrap_or(false),
+        }))
+    }
+
+    async fn find_copy(&self, copy_of: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
+        let found = self.describe_backup(name).await?;
+        Ok(found.filter(|d| d.tags.get(bunker_protocol::tags::COPY_OF).map(String::as_str) == Some(copy_of)))
+    }
+
+    async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
+        let out = self
+            .client
+            .copy_db_cluster_snapshot()
+            .source_db_cluster_snapshot_identifier(snapshot_arn(request, "cluster-snapshot"))
+            .target_db_cluster_snapshot_identifier(&request.name)
+            .set_kms_key_id(copy_key(request)?.map(String::from))
+            .set_tags(Some(rds_tags(&request.tags)))
+            .send()
+            .await
+            .map_err(|e| port_error("rds:CopyDBClusterSnapshot", e))?;
+        Ok(out
+            .db_cluster_snapshot()
+            .and_then(|s| s.db_cluster_snapshot_identifier())
+            .unwrap_or(&request.name)
+            .to_string())
+    }
+
+    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+        self.client
+            .modify_db_cluster_snapshot_attribute()
+            .db_cluster_snapshot_identifier(id)
+            .attribute_name("restore")
+            .values_to_add(account)
+            .send()
+            .await
+            .map_err(|e| port_error("rds:ModifyDBClusterSnapshotAttribute", e))?;
         Ok(())
     }
 }

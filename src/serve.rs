@@ -1,0 +1,228 @@
+//! `bunker serve`: builds the supervision tree, serves `/healthz` and `/metrics`, and shuts
+//! down in order on SIGTERM / SIGINT.
+//!
+//! ```text
+//! System (multi-thread tokio runtime)
+//! ├── FailureReporter          logs + error topic for every restart / caught panic
+//! ├── ReplicatorActor (Supervisor)   one job per backup; timers re-check pending work
+//! ├── ReconcilerActor          scan at start + every serve.reconcile_interval → Replicate
+//! ├── SchedulerActor (Supervisor)    cron slots (leased) + queue commands → Executor → Runner
+//! └── WatcherActor             SQS long-poll task (restarted on panic) → Replicate / RunCommand
+//! ```
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::{anyhow, Context as _, Result};
+use bunker_actors::metrics::Metrics;
+use bunker_actors::ports::{BackupControl, Leases};
+use bunker_actors::reconciler::{Reconciler, ReconcilerActor, StopReconciling};
+use bunker_actors::replicator::{Replicator, ReplicatorActor};
+use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, SchedulerActor, StopSchedule};
+use bunker_actors::system::FailureReporter;
+use bunker_actors::watcher::{GetInFlight, StopIntake, Watcher, WatcherActor};
+use bunker_actors::Runner;
+use bunker_protocol::config::{Config, Setting};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{info, warn};
+
+use crate::aws::Aws;
+
+/// The regions a run or the service touches: source regions, then DR regions.
+pub fn all_regions(regions: &[String], cfg: &Config) -> Vec<String> {
+    let mut all = regions.to_vec();
+    for r in &cfg.replication.dr_regions {
+        if !all.contains(r) {
+            all.push(r.clone());
+        }
+    }
+    all
+}
+
+/// Builds the replicator over every served kind in every region (source and DR).
+pub fn replicator(
+    aws: &Aws,
+    account: &str,
+    cfg: &Config,
+    regions: &[String],
+    kinds: &[bunker_protocol::ResourceKind],
+    leases: Arc<dyn Leases>,
+    holder: &str,
+    metrics: Arc<Metrics>,
+) -> Replicator {
+    let mut controls: Vec<Arc<dyn BackupControl>> = Vec::new();
+    for &kind in kinds {
+        for r in all_regions(regions, cfg) {
+            controls.push(aws.backup_control(kind, &r));
+        }
+    }
+    let mut cfg = cfg.clone();
+    cfg.regions = regions.to_vec();
+    Replicator::new(account.to_string(), cfg, controls, leases, aws.notifier(), holder.to_string(), metrics)
+}
+
+/// A holder id unique to this process (lease owner).
+pub fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}-{:x}", host.trim(), std::process::id(), jiff::Timestamp::now().as_nanosecond() & 0xffff_ffff)
+}
+
+fn state_dir(cfg: &Config) -> PathBuf {
+    if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
+        return PathBuf::from(d); // systemd's StateDirectory=
+    }
+    let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    base.join(".local/state/bunker").join(cfg.deployment.clone().unwrap_or_else(|| cfg.name.clone()))
+}
+
+/// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
+pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<String>) -> Result<()> {
+    let account = aws.account_id().await.context("cannot identify the AWS account (check credentials)")?;
+    let holder = holder_id();
+    let metrics = Arc::new(Metrics::default());
+    let notifier = aws.notifier();
+    let leases: Arc<dyn Leases> = match &cfg.serve.lease_table {
+        Some(t) => aws.leases(t.clone()),
+        None => {
+            let path = state_dir(&cfg).join("leases.json");
+            info!(path = %path.display(), "leases in a local file (set serve.lease_table to run several instances)");
+            crate::leases::FileLeases::new(path)
+        }
+    };
+    let kinds = cfg.serve.kinds.clone();
+    let replicable: Vec<_> =
+        kinds.iter().copied().filter(|k| aws.backup_control(*k, &regions[0]).replicates()).collect();
+    if cfg.replication.is_enabled() {
+        for k in kinds.iter().filter(|k| !replicable.contains(k)) {
+            warn!(kind = %k, "copy and share of this kind are not implemented yet: its backups stay in their region");
+        }
+    }
+
+    // Listen first: a bad address is a start-up error, before any work.
+    let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
+        .await
+        .with_context(|| format!("serve.listen {}: cannot listen there (pick another HOST:PORT)", cfg.serve.listen))?;
+    let addr = listener.local_addr()?;
+    println!("bunker serve: listening on {addr}");
+    info!(%addr, account = %account, holder = %holder, "bunker serve starting");
+
+    let reporter = FailureReporter::new(notifier.clone(), cfg.error_sns_topic.clone()).start();
+    let logic =
+        Arc::new(replicator(aws, &account, &cfg, &regions, &replicable, leases.clone(), &holder, metrics.clone()));
+    let check = cfg.serve.check_interval.unsigned_abs();
+    let rep_logic = logic.clone();
+    let replicator = actix::Supervisor::start(move |_| ReplicatorActor::new(rep_logic, check));
+
+    let reconciler = ReconcilerActor::new(
+        Arc::new(Reconciler::new(logic.clone(), replicator.clone().recipient(), replicable.clone())),
+        cfg.serve.reconcile_interval.unsigned_abs(),
+    )
+    .start();
+
+    let mut runners = HashMap::new();
+    for &kind in &kinds {
+        let create_targets = regions.iter().map(|r| aws.backup_control(kind, r)).collect();
+        let clean_targets = all_regions(&regions, &cfg).iter().map(|r| aws.backup_control(kind, r)).collect();
+        let create = Runner::new(account.clone(), kind, create_targets, notifier.clone(), base.clone())?;
+        let clean = Runner::new(account.clone(), kind, clean_targets, notifier.clone(), base.clone())?;
+        runners.insert(kind, KindRunners { create: Arc::new(create), clean: Arc::new(clean) });
+    }
+    let executor = Arc::new(Executor::new(runners, replicator.clone().recipient(), metrics.clone()));
+    let mut schedules = Vec::new();
+    if let Some(c) = &cfg.serve.schedule_create {
+        schedules.push((Action::Create, c.clone()));
+    }
+    if let Some(c) = &cfg.serve.schedule_clean {
+        schedules.push((Action::Clean, c.clone()));
+    }
+    let deployment = cfg.deployment_id(&account, &regions[0]);
+    let schedule = scheduler::Scheduler::new(schedules, kinds.clone(), deployment);
+    let (exec, l, h, rec) = (executor.clone(), leases.clone(), holder.clone(), reconciler.clone().recipient());
+    let scheduler = actix::Supervisor::start(move |_| SchedulerActor::new(schedule, exec, l, h, Some(rec)));
+
+    let watcher = cfg.serve.queue_url.as_ref().map(|url| {
+        let queue = aws.event_queue(url.clone(), cfg.serve.dead_letter_queue_url.clone());
+        let visibility = (cfg.serve.check_interval.as_secs() as u32 * 4).clamp(30, 900);
+        let w = Watcher::new(
+            queue,
+            replicator.clone().recipient(),
+            scheduler.clone().recipient(),
+            metrics.clone(),
+            visibility,
+        );
+        WatcherActor::new(Arc::new(w), Some(reporter.clone().recipient())).start()
+    });
+
+    let http = tokio::spawn(serve_http(listener, metrics.clone()));
+
+    wait_for_signal().await?;
+    info!("shutting down: intake stopped, finishing in-flight work");
+    if let Some(w) = &watcher {
+        let _ = w.send(StopIntake).await;
+    }
+    let _ = scheduler.send(StopSchedule).await;
+    let _ = reconciler.send(StopReconciling).await;
+    let deadline = tokio::time::Instant::now() + cfg.serve.shutdown_deadline.unsigned_abs();
+    loop {
+        let messages = match &watcher {
+            Some(w) => w.send(GetInFlight).await.unwrap_or(0),
+            None => 0,
+        };
+        let runs = scheduler.send(GetRunning).await.unwrap_or(0);
+        if messages == 0 && runs == 0 {
+            info!("in-flight work finished");
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            // Nothing is lost: unfinished messages come back from the queue, and the next
+            // start's reconciliation finishes every copy and share from AWS state.
+            warn!(messages, runs, "shutdown deadline reached; unfinished work resumes after restart");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    http.abort();
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| anyhow!("cannot watch SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| anyhow!("cannot watch SIGINT: {e}"))?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+    Ok(())
+}
+
+/// A deliberately tiny HTTP/1.1 server: two GET routes, one response per connection.
+async fn serve_http(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, ctype, body) = match path {
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                _ => ("404 Not Found", "text/plain", "not found: try /healthz or /metrics\n".to_string()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+        });
+    }
+}
