@@ -1,0 +1,252 @@
+//! Copy to two DR regions and share with two accounts, for EBS, AMI, RDS and Aurora, against
+//! the emulator: what exists in each region afterwards, read with the SDK directly.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Account, REGION};
+
+const DR: [&str; 2] = ["us-west-2", "eu-west-1"];
+const SHARE: [&str; 2] = ["111111111111", "222222222222"];
+const SELECT: (&str, &str) = ("bunker:create_backup", "true");
+
+/// One backup as found: tags and the accounts it is shared with.
+#[derive(Debug)]
+struct Found {
+    tags: BTreeMap<String, String>,
+    shared: Vec<String>,
+}
+
+fn tag_map<'a>(it: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>) -> BTreeMap<String, String> {
+    it.map(|(k, v)| (k.unwrap_or_default().to_string(), v.unwrap_or_default().to_string())).collect()
+}
+
+async fn seed(a: &Account, kind: &str) {
+    let sdk = a.sdk(REGION).await;
+    match kind {
+        "ebs" => {
+            a.volume(&[SELECT, ("Name", "data")]).await;
+        }
+        "ec2ami" => {
+            let tag = aws_sdk_ec2::types::Tag::builder().key(SELECT.0).value(SELECT.1).build();
+            aws_sdk_ec2::Client::new(&sdk)
+                .run_instances()
+                .image_id("ami-12c6146b")
+                .min_count(1)
+                .max_count(1)
+                .tag_specifications(
+                    aws_sdk_ec2::types::TagSpecification::builder()
+                        .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                        .tags(tag)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+        "rds" => {
+            aws_sdk_rds::Client::new(&sdk)
+                .create_db_instance()
+                .db_instance_identifier("orders")
+                .engine("postgres")
+                .db_instance_class("db.t3.micro")
+                .master_username("u")
+                .master_user_password("password1")
+                .allocated_storage(20)
+                .tags(aws_sdk_rds::types::Tag::builder().key(SELECT.0).value(SELECT.1).build())
+                .send()
+                .await
+                .unwrap();
+        }
+        "rds-cluster" => {
+            aws_sdk_rds::Client::new(&sdk)
+                .create_db_cluster()
+                .db_cluster_identifier("ledger")
+                .engine("aurora-postgresql")
+                .master_username("u")
+                .master_user_password("password1")
+                .tags(aws_sdk_rds::types::Tag::builder().key(SELECT.0).value(SELECT.1).build())
+                .send()
+                .await
+                .unwrap();
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// Every backup of `kind` this account owns in `region`, with its shares.
+async fn inspect(a: &Account, kind: &str, region: &str) -> BTreeMap<String, Found> {
+    let sdk = a.sdk(region).await;
+    let mut out = BTreeMap::new();
+    match kind {
+        "ebs" => {
+            let ec2 = aws_sdk_ec2::Client::new(&sdk);
+            let snaps = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
+            for s in snaps.snapshots() {
+                let tags = tag_map(s.tags().iter().map(|t| (t.key(), t.value())));
+                if tags.contains_key("bunker:ami_part") {
+                    continue;
+                }
+                let id = s.snapshot_id().unwrap();
+                let attr = ec2
+                    .describe_snapshot_attribute()
+                    .snapshot_id(id)
+                    .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+                    .send()
+                    .await
+                    .unwrap();
+                let shared = attr.create_volume_permissions().iter().filter_map(|p| p.user_id().map(String::from));
+                out.insert(id.to_string(), Found { tags, shared: shared.collect() });
+            }
+        }
+        "ec2ami" => {
+            let ec2 = aws_sdk_ec2::Client::new(&sdk);
+            let images = ec2.describe_images().owners("self").send().await.unwrap();
+            for i in images.images() {
+                let id = i.image_id().unwrap();
+                let attr = ec2
+                    .describe_image_attribute()
+                    .image_id(id)
+                    .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+                    .send()
+                    .await
+                    .unwrap();
+                let shared = attr.launch_permissions().iter().filter_map(|p| p.user_id().map(String::from));
+                let tags = tag_map(i.tags().iter().map(|t| (t.key(), t.value())));
+                out.insert(id.to_string(), Found { tags, shared: shared.collect() });
+            }
+        }
+        "rds" => {
+            let rds = aws_sdk_rds::Client::new(&sdk);
+            let snaps = rds.describe_db_snapshots().snapshot_type("manual").send().await.unwrap();
+            for s in snaps.db_snapshots() {
+                let id = s.db_snapshot_identifier().unwrap();
+                let attrs = rds.describe_db_snapshot_attributes().db_snapshot_identifier(id).send().await.unwrap();
+                let shared = attrs
+                    .db_snapshot_attributes_result()
+                    .unwrap()
+                    .db_snapshot_attributes()
+                    .iter()
+                    .filter(|x| x.attribute_name() == Some("restore"))
+                    .flat_map(|x| x.attribute_values().to_vec())
+                    .collect();
+                let tags = tag_map(s.tag_list().iter().map(|t| (t.key(), t.value())));
+                out.insert(id.to_string(), Found { tags, shared });
+            }
+        }
+        "rds-cluster" => {
+            let rds = aws_sdk_rds::Client::new(&sdk);
+            let snaps = rds.describe_db_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
+            for s in snaps.db_cluster_snapshots() {
+                let id = s.db_cluster_snapshot_identifier().unwrap();
+                let attrs =
+                    rds.describe_db_cluster_snapshot_attributes().db_cluster_snapshot_identifier(id).send().await.unwrap();
+                let shared = attrs
+                    .db_cluster_snapshot_attributes_result()
+                    .unwrap()
+                    .db_cluster_snapshot_attributes()
+                    .iter()
+                    .filter(|x| x.attribute_name() == Some("restore"))
+                    .flat_map(|x| x.attribute_values().to_vec())
+                    .collect();
+                let tags = tag_map(s.tag_list().iter().map(|t| (t.key(), t.value())));
+                out.insert(id.to_string(), Found { tags, shared });
+            }
+        }
+        _ => unreachable!(),
+    }
+    out
+}
+
+fn config(dir: &std::path::Path) -> String {
+    let path = dir.join("bunker.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "regions = [\"{REGION}\"]\ndr_regions = [\"{}\", \"{}\"]\nshare_accounts = [\"{}\", \"{}\"]\n[serve]\ncheck_interval = \"1s\"\n",
+            DR[0], DR[1], SHARE[0], SHARE[1]
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+async fn copy_and_share(kind: &str, account: &str) {
+    let a = Account::new(account).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    seed(&a, kind).await;
+    a.bunker(&[kind, "create-backups", "--config", &cfg, "--json"]).ok_json();
+    let home = inspect(&a, kind, REGION).await;
+    assert_eq!(home.len(), 1, "{home:#?}");
+    let (source_id, source) = home.iter().next().unwrap();
+
+    let report = a.bunker(&[kind, "replicate-backups", "--config", &cfg, "--json"]).ok_json();
+    assert_eq!(report["status"], "OK", "{report:#}");
+    // 2 copies, 2 shares of the source, 2 shares of each copy.
+    assert_eq!(report["summary"]["succeeded"], 8, "{report:#}");
+
+    let home = inspect(&a, kind, REGION).await;
+    assert_eq!(sorted(home[source_id].shared.clone()), SHARE, "source shared with both accounts");
+    for region in DR {
+        let copies = inspect(&a, kind, region).await;
+        assert_eq!(copies.len(), 1, "{kind}: exactly one copy in {region}: {copies:#?}");
+        let copy = copies.values().next().unwrap();
+        assert_eq!(copy.tags["bunker:copy_of"], format!("{REGION}:{source_id}"));
+        assert_eq!(copy.tags["bunker:deployment"], format!("bunker-{account}-{region}"), "owned in its region");
+        assert_eq!(copy.tags["bunker:dr_copy"], "true");
+        for k in ["bunker:managed", "bunker:source", "bunker:created_at", "bunker:retention", "Name"] {
+            assert_eq!(copy.tags[k], source.tags[k], "{k} carried over");
+        }
+        assert_eq!(sorted(copy.shared.clone()), SHARE, "{region} copy shared with both accounts");
+    }
+
+    // Replaying is a no-op: nothing new anywhere.
+    let again = a.bunker(&[kind, "replicate-backups", "--config", &cfg, "--json"]).ok_json();
+    assert_eq!(again["summary"]["succeeded"], 0, "{again:#}");
+    for region in DR {
+        assert_eq!(inspect(&a, kind, region).await.len(), 1);
+    }
+
+    // The DR copies are cleaned by their region's deployment: with keep 0 everywhere, the
+    // source's newest backup stays (its resource lives) but the copies expire.
+    let far = "2030-01-01T00:00:00Z";
+    let clean = a.bunker(&[kind, "clean-backups", "--config", &cfg, "--region", DR[0], "--now", far, "--json"]);
+    clean.ok_json();
+    assert!(inspect(&a, kind, DR[0]).await.is_empty(), "{kind}: DR copy in {} expired and deleted", DR[0]);
+    assert_eq!(inspect(&a, kind, REGION).await.len(), 1, "the source region is untouched");
+}
+
+#[tokio::test]
+async fn ebs_copy_and_share() {
+    copy_and_share("ebs", "500000000001").await;
+}
+
+#[tokio::test]
+async fn ec2ami_copy_and_share() {
+    copy_and_share("ec2ami", "500000000002").await;
+}
+
+#[tokio::test]
+async fn rds_copy_and_share() {
+    copy_and_share("rds", "500000000003").await;
+}
+
+#[tokio::test]
+async fn rds_cluster_copy_and_share() {
+    copy_and_share("rds-cluster", "500000000004").await;
+}
+
+#[tokio::test]
+async fn replicate_without_targets_is_a_usage_error() {
+    let a = Account::new("500000000005").await;
+    let r = a.bunker(&["ebs", "replicate-backups"]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("dr_regions"), "{}", r.stderr);
+}
