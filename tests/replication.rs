@@ -140,8 +140,12 @@ async fn inspect(a: &Account, kind: &str, region: &str) -> BTreeMap<String, Foun
             let snaps = rds.describe_db_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
             for s in snaps.db_cluster_snapshots() {
                 let id = s.db_cluster_snapshot_identifier().unwrap();
-                let attrs =
-                    rds.describe_db_cluster_snapshot_attributes().db_cluster_snapshot_identifier(id).send().await.unwrap();
+                let attrs = rds
+                    .describe_db_cluster_snapshot_attributes()
+                    .db_cluster_snapshot_identifier(id)
+                    .send()
+                    .await
+                    .unwrap();
                 let shared = attrs
                     .db_cluster_snapshot_attributes_result()
                     .unwrap()

@@ -1,0 +1,337 @@
+//! `bunker serve` against the emulator: events from SQS (replayed, concurrent, malformed,
+//! oversized), commands, metrics, SIGTERM, kill -9 and restart, three instances on one queue.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Account, REGION};
+
+const DR: &str = "us-west-2";
+const SHARE: &str = "111111111111";
+
+/// A running `bunker serve`.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start(a: &Account, config: &str, state: &std::path::Path) -> Serve {
+        let mut cmd = a.command();
+        cmd.args(["serve", "--config", config])
+            .env("STATE_DIRECTORY", state)
+            .env("BUNKER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start bunker serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("bunker serve: listening on ").unwrap_or_else(|| {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("serve did not start: {line:?}\n{err}")
+        });
+        Serve { addr: addr.to_string(), child }
+    }
+
+    fn get(&self, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// SIGTERM; returns the exit code and stderr.
+    fn terminate(mut self) -> (i32, String, Duration) {
+        let t = Instant::now();
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        (status.code().unwrap_or(-1), err, t.elapsed())
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+async fn queues(a: &Account, name: &str) -> (aws_sdk_sqs::Client, String, String) {
+    let sqs = aws_sdk_sqs::Client::new(&a.sdk(REGION).await);
+    let q = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
+    let d = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.unwrap().queue_url.unwrap();
+    (sqs, q, d)
+}
+
+fn write_config(dir: &std::path::Path, extra: &str) -> String {
+    let path = dir.join("bunker.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "regions = [\"{REGION}\"]\ndr_regions = [\"{DR}\"]\nshare_accounts = [\"{SHARE}\"]\n\
+             schedule.create = \"\"\nschedule.clean = \"\"\n\
+             [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nshutdown_deadline = \"20s\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// EBS snapshots in a region: (sources without copy_of, copies by copy_of).
+async fn ebs_state(a: &Account, region: &str) -> (Vec<String>, Vec<String>) {
+    let ec2 = aws_sdk_ec2::Client::new(&a.sdk(region).await);
+    let snaps = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
+    let (mut sources, mut copies) = (vec![], vec![]);
+    for s in snaps.snapshots() {
+        match s.tags().iter().find(|t| t.key() == Some("bunker:copy_of")) {
+            Some(t) => copies.push(t.value().unwrap().to_string()),
+            None => sources.push(s.snapshot_id().unwrap().to_string()),
+        }
+    }
+    sources.sort();
+    copies.sort();
+    (sources, copies)
+}
+
+async fn shared_with(a: &Account, region: &str, id: &str) -> Vec<String> {
+    let ec2 = aws_sdk_ec2::Client::new(&a.sdk(region).await);
+    let attr = ec2
+        .describe_snapshot_attribute()
+        .snapshot_id(id)
+        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+        .send()
+        .await
+        .unwrap();
+    attr.create_volume_permissions().iter().filter_map(|p| p.user_id().map(String::from)).collect()
+}
+
+/// Polls until every source snapshot has exactly one copy in DR, or panics after `limit`.
+async fn wait_replicated(a: &Account, limit: Duration) -> Vec<String> {
+    let t = Instant::now();
+    loop {
+        let (sources, _) = ebs_state(a, REGION).await;
+        let (_, copies) = ebs_state(a, DR).await;
+        let want: Vec<String> = sources.iter().map(|s| format!("{REGION}:{s}")).collect();
+        let mut dedup = copies.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), copies.len(), "a second copy was made: {copies:?}");
+        if !sources.is_empty() && copies == want {
+            return sources;
+        }
+        assert!(t.elapsed() < limit, "not replicated in {limit:?}: sources {sources:?}, copies {copies:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ebs_event(snapshot: &str) -> String {
+    serde_json::json!({
+        "version": "0", "id": format!("ev-{snapshot}"), "detail-type": "EBS Snapshot Notification",
+        "source": "aws.ec2", "account": "123456789012", "time": "2026-12-01T01:00:30Z", "region": REGION,
+        "resources": [format!("arn:aws:ec2::{REGION}:snapshot/{snapshot}")],
+        "detail": {"event": "createSnapshot", "result": "succeeded", "cause": "",
+                   "snapshot_id": format!("arn:aws:ec2::{REGION}:snapshot/{snapshot}"),
+                   "source": format!("arn:aws:ec2::{REGION}:volume/vol-1")}
+    })
+    .to_string()
+}
+
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u32, u32) {
+    use aws_sdk_sqs::types::QueueAttributeName as N;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(N::ApproximateNumberOfMessages)
+        .attribute_names(N::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let attrs = out.attributes().unwrap();
+    let n = |k: N| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (n(N::ApproximateNumberOfMessages), n(N::ApproximateNumberOfMessagesNotVisible))
+}
+
+#[tokio::test]
+async fn events_replayed_malformed_and_commands_then_sigterm() {
+    let a = Account::new("600000000001").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sqs, q, dlq) = queues(&a, "bunker-events").await;
+    let cfg = write_config(
+        dir.path(),
+        &format!("queue_url = \"{q}\"\ndead_letter_queue_url = \"{dlq}\"\nreconcile_interval = \"1h\"\n"),
+    );
+    for _ in 0..3 {
+        a.volume(&[("bunker:create_backup", "true")]).await;
+    }
+    let serve = Serve::start(&a, &cfg, dir.path());
+    assert!(serve.get("/healthz").contains("200 OK"));
+
+    // Backups appear after the start-up reconciliation; only events announce them now.
+    a.bunker(&["ebs", "create-backups", "--config", &cfg, "--json"]).ok_json();
+    let (sources, _) = ebs_state(&a, REGION).await;
+    assert_eq!(sources.len(), 3);
+
+    // The same event three times, sent concurrently, plus two unreadable messages.
+    let event = ebs_event(&sources[0]);
+    let sends = (0..3).map(|_| sqs.send_message().queue_url(&q).message_body(&event).send());
+    for r in futures::future::join_all(sends).await {
+        r.unwrap();
+    }
+    sqs.send_message().queue_url(&q).message_body("{this is not json").send().await.unwrap();
+    let big = format!("{{\"action\":\"reconcile\",\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
+    sqs.send_message().queue_url(&q).message_body(big).send().await.unwrap();
+
+    let t = Instant::now();
+    loop {
+        let (_, copies) = ebs_state(&a, DR).await;
+        let copy_of = format!("{REGION}:{}", sources[0]);
+        if copies.contains(&copy_of) && queue_depth(&sqs, &q).await == (0, 0) {
+            assert_eq!(copies, [copy_of], "exactly one copy, of the announced backup only");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "event not handled: {copies:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(shared_with(&a, REGION, &sources[0]).await, [SHARE]);
+
+    // Dead letters carry the reason.
+    let dead = sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap();
+    let mut reasons: Vec<String> = dead
+        .messages()
+        .iter()
+        .map(|m| m.message_attributes().unwrap()["bunker_reason"].string_value().unwrap().to_string())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].starts_with("not JSON"), "{reasons:?}");
+    assert!(reasons[1].starts_with("oversized"), "{reasons:?}");
+
+    // Still running: a command creates new backups and replicates them; reconcile finishes the rest.
+    sqs.send_message().queue_url(&q).message_body(r#"{"action":"create-backups","kind":"ebs"}"#).send().await.unwrap();
+    sqs.send_message().queue_url(&q).message_body(r#"{"action":"reconcile"}"#).send().await.unwrap();
+    let all = wait_replicated(&a, Duration::from_secs(60)).await;
+    assert_eq!(all.len(), 6, "3 volumes × 2 runs");
+    let metrics = serve.get("/metrics");
+    assert!(metrics.contains("bunker_messages_total{outcome=\"dead_lettered\"} 2"), "{metrics}");
+    assert!(metrics.contains("# TYPE bunker_copies_in_flight gauge"), "{metrics}");
+
+    let (code, stderr, took) = serve.terminate();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(stderr.contains("in-flight work finished"), "{stderr}");
+}
+
+#[tokio::test]
+async fn kill_9_mid_fan_out_then_restart_completes_once() {
+    let a = Account::new("600000000002").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "reconcile_interval = \"1h\"\n");
+    for _ in 0..30 {
+        a.volume(&[("bunker:create_backup", "true")]).await;
+    }
+    a.bunker(&["ebs", "create-backups", "--config", &cfg, "--json"]).ok_json();
+    let serve = Serve::start(&a, &cfg, dir.path());
+    // Kill as soon as the fan-out has started.
+    let t = Instant::now();
+    loop {
+        if !ebs_state(&a, DR).await.1.is_empty() || t.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    serve.kill9();
+    let (_, after_kill) = ebs_state(&a, DR).await;
+    eprintln!("copies when killed: {}", after_kill.len());
+
+    let serve = Serve::start(&a, &cfg, dir.path());
+    let sources = wait_replicated(&a, Duration::from_secs(90)).await;
+    assert_eq!(sources.len(), 30);
+    // Shares complete too (the last step of each job).
+    let t = Instant::now();
+    for s in &sources {
+        while shared_with(&a, REGION, s).await != [SHARE] {
+            assert!(t.elapsed() < Duration::from_secs(60), "{s} never shared");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let (code, stderr, _) = serve.terminate();
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test]
+async fn three_instances_one_queue_every_job_once_and_one_slot_fired() {
+    let a = Account::new("600000000003").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sqs, q, dlq) = queues(&a, "bunker-fleet").await;
+    let ddb = aws_sdk_dynamodb::Client::new(&a.sdk(REGION).await);
+    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    ddb.create_table()
+        .table_name("bunker-leases")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        a.volume(&[("bunker:create_backup", "true")]).await;
+    }
+    // The create schedule's newest slot (today 00:00 or earlier) is in the past: each
+    // instance tries to catch it up at start; the lease lets exactly one run it.
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "queue_url = \"{q}\"\ndead_letter_queue_url = \"{dlq}\"\nlease_table = \"bunker-leases\"\nreconcile_interval = \"1h\"\n"
+        ),
+    );
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replace("schedule.create = \"\"", "schedule.create = \"0 0 * * *\"");
+    std::fs::write(&cfg, text).unwrap();
+    let fleet: Vec<Serve> = (0..3).map(|i| Serve::start(&a, &cfg, &dir.path().join(format!("state-{i}")))).collect();
+    let sources = wait_replicated(&a, Duration::from_secs(60)).await;
+    assert_eq!(sources.len(), 5, "one scheduled create for the fleet, not three");
+
+    // Every event handled once: 5 events, 3 instances; still one copy each.
+    for s in &sources {
+        sqs.send_message().queue_url(&q).message_body(ebs_event(s)).send().await.unwrap();
+    }
+    let t = Instant::now();
+    while queue_depth(&sqs, &q).await != (0, 0) {
+        assert!(t.elapsed() < Duration::from_secs(60), "queue not drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(wait_replicated(&a, Duration::from_secs(5)).await.len(), 5);
+    let fired: f64 = fleet
+        .iter()
+        .map(|s| {
+            let m = s.get("/metrics");
+            m.lines()
+                .find(|l| {
+                    l.starts_with(
+                        "bunker_schedule_slots_total{action=\"create-backups\",kind=\"ebs\",outcome=\"fired\"}",
+                    )
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert_eq!(fired, 1.0, "exactly one instance fired the slot");
+    for s in fleet {
+        let (code, stderr, _) = s.terminate();
+        assert_eq!(code, 0, "{stderr}");
+    }
+}
