@@ -3,7 +3,6 @@
 //! per backup, so contention is nil and no metrics crate is needed.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 /// Every metric the service exports, with its help text and type.
@@ -63,9 +62,9 @@ impl Metrics {
         let series = self.series.lock().expect("metrics lock");
         let mut out = String::new();
         for (name, kind, help) in METRICS {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             for ((n, l), v) in series.iter().filter(|((n, _), _)| *n == name) {
-                let _ = writeln!(out, "{n}{l} {v}");
+                out.push_str(&format!("{n}{l} {v}\n"));
             }
         }
         out

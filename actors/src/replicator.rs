@@ -442,7 +442,7 @@ impl ReplicatorActor {
         // The pass runs as a tokio task: a panic in it is caught as a JoinError, reported,
         // and the job retried, instead of unwinding through the arbiter.
         let task = tokio::spawn(async move { logic.advance(&b).await });
-        ctx.spawn(async move { task.await }.into_actor(self).map(move |res, act, ctx| act.finish_pass(key, res, ctx)));
+        ctx.spawn(task.into_actor(self).map(move |res, act, ctx| act.finish_pass(key, res, ctx)));
     }
 
     fn finish_pass(
@@ -513,7 +513,9 @@ impl ReplicatorActor {
             }
             let result = JobResult { backup: b, done, entries, note };
             for w in job.waiters {
-                let _ = w.send(result.clone());
+                if w.send(result.clone()).is_err() {
+                    tracing::debug!(job = %key, "requester gone before the job ended");
+                }
             }
         }
     }

@@ -234,7 +234,7 @@ impl WatcherActor {
 
     fn start_loop(&mut self, ctx: &mut Context<Self>) {
         let task = tokio::spawn(self.logic.clone().run());
-        ctx.spawn(async move { task.await }.into_actor(self).map(|res, act, ctx| {
+        ctx.spawn(task.into_actor(self).map(|res, act, ctx| {
             if let Err(e) = res {
                 act.restarts += 1;
                 let msg = format!("watcher loop {}: {e}", if e.is_panic() { "panicked" } else { "ended" });
@@ -243,7 +243,9 @@ impl WatcherActor {
                 if let Some(r) = &act.on_panic {
                     let r = r.clone();
                     actix::spawn(async move {
-                        let _ = r.send(crate::system::ReportFailure { actor: "watcher", message: msg }).await;
+                        if r.send(crate::system::ReportFailure { actor: "watcher", message: msg }).await.is_err() {
+                            warn!("failure reporter stopped");
+                        }
                     });
                 }
                 let backoff = Duration::from_millis(500 * 2u64.pow(act.restarts.min(6)));
