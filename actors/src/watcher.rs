@@ -32,7 +32,7 @@ pub struct RunCommand(pub Command);
 const WAIT_SECS: u32 = 20;
 /// Messages handled at once by one instance; the next receive waits for a free slot
 /// (back-pressure: a busy instance leaves messages to the others).
-const MAX_IN_FLIGHT: usize = 10;
+pub const MAX_IN_FLIGHT: usize = 10;
 
 /// The watcher's logic.
 pub struct Watcher {

@@ -14,6 +14,9 @@ What the plugin adds to stock moto (see README, "The local emulator"):
 * CopyImage with ``TagSpecifications``: AWS tags the copied AMI and its snapshots in the call;
   moto 5.2.5 ignores the parameter. The plugin applies them, so DR copies of AMIs are born
   tagged (``bunker:copy_of``, ownership) as on AWS.
+* Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
+  quota errors at a given rate per action, and EBS copies that stay ``pending`` for a while.
+  Off unless a test turns it on.
 * A request counter: ``GET /_bunker/stats`` answers
   ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}}`` and
   ``POST /_bunker/stats/reset`` zeroes it. Benchmarks use it to report HTTP
@@ -106,6 +109,105 @@ def patch_copy_image_tags() -> None:
     AmisResponse.copy_image = copy_image
 
 
+class Faults:
+    """Test-only fault injection, configured over HTTP (``POST /_bunker/faults`` with JSON):
+
+    * ``throttle``: ``{"ec2:CopySnapshot": 0.2, "rds:*": 0.2, ...}``: that fraction of those
+      requests is answered with the service's throttling error (EC2 ``RequestLimitExceeded``
+      HTTP 503, RDS ``Throttling`` HTTP 400), as AWS does under load;
+    * ``quota``: the same shape, answered with the copy-quota error (EC2
+      ``ResourceLimitExceeded``, RDS ``SnapshotQuotaExceeded``);
+    * ``copy_pending_seconds``: EBS snapshot copies stay ``pending`` that long (AWS copies
+      take minutes), so callers must wait for them; ``GET /_bunker/stats`` then reports the
+      most copies ever pending at once per account and region (``max_pending_copies``).
+
+    With no configuration nothing is injected."""
+
+    def __init__(self):
+        import random
+
+        self.lock = threading.Lock()
+        self.random = random.Random(20261201)
+        self.config = {}
+        self.pending = collections.Counter()
+        self.max_pending = {}
+        self.injected = collections.Counter()
+
+    def set(self, config):
+        with self.lock:
+            self.config = config
+            self.injected.clear()
+            self.max_pending = {}
+
+    def _rate(self, table, action):
+        rates = self.config.get(table, {})
+        service = action.split(":")[0]
+        return rates.get(action, rates.get(f"{service}:*", 0.0))
+
+    def pick(self, action):
+        """The fault to inject for this request, if any: 'throttle' or 'quota'."""
+        with self.lock:
+            for kind in ("quota", "throttle"):
+                rate = self._rate(kind, action)
+                if rate and self.random.random() < rate:
+                    self.injected[f"{kind}:{action}"] += 1
+                    return kind
+        return None
+
+    def copy_started(self, key, snapshot):
+        seconds = self.config.get("copy_pending_seconds", 0)
+        if not seconds:
+            return
+        snapshot.status = "pending"
+        with self.lock:
+            self.pending[key] += 1
+            self.max_pending[key] = max(self.max_pending.get(key, 0), self.pending[key])
+
+        def done():
+            snapshot.status = "completed"
+            with self.lock:
+                self.pending[key] -= 1
+
+        t = threading.Timer(seconds, done)
+        t.daemon = True
+        t.start()
+
+
+FAULTS = Faults()
+
+
+def patch_copy_snapshot_pending() -> None:
+    from moto.ec2.models.elastic_block_store import EBSBackend
+
+    original = EBSBackend.copy_snapshot
+
+    def copy_snapshot(self, *args, **kwargs):
+        snapshot = original(self, *args, **kwargs)
+        FAULTS.copy_started(f"{self.account_id}:{self.region_name}", snapshot)
+        return snapshot
+
+    EBSBackend.copy_snapshot = copy_snapshot
+
+
+def fault_response(kind, action, start_response):
+    service = action.split(":")[0]
+    if service == "ec2":
+        code, status = ("RequestLimitExceeded", "503 Service Unavailable") if kind == "throttle" else (
+            "ResourceLimitExceeded", "400 Bad Request")
+        body = (f'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>{code}</Code>'
+                f"<Message>injected by the bunker emulator plugin</Message></Error></Errors>"
+                f"<RequestID>bunker-fault</RequestID></Response>")
+    else:
+        code = "Throttling" if kind == "throttle" else "SnapshotQuotaExceeded"
+        status = "400 Bad Request"
+        body = (f'<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>'
+                f"<Message>injected by the bunker emulator plugin</Message></Error>"
+                f"<RequestId>bunker-fault</RequestId></ErrorResponse>")
+    data = body.encode()
+    start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
 class Counter:
     """Counts requests by '<service>:<Action>' (service from the SigV4 scope)."""
 
@@ -120,6 +222,11 @@ class Counter:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_bunker/stats"):
             return self.stats(environ, start_response)
+        if path.startswith("/_bunker/faults"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            FAULTS.set(json.loads(environ["wsgi.input"].read(length) or b"{}"))
+            start_response("200 OK", [("Content-Length", "0")])
+            return [b""]
         service = "?"
         match = self._scope.search(environ.get("HTTP_AUTHORIZATION", ""))
         if match:
@@ -138,16 +245,23 @@ class Counter:
 
             environ["wsgi.input"] = io.BytesIO(body)
             action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
+        key = f"{service}:{action or '?'}"
         with self.lock:
-            self.by_action[f"{service}:{action or '?'}"] += 1
+            self.by_action[key] += 1
+        if service in ("ec2", "rds"):
+            fault = FAULTS.pick(key)
+            if fault:
+                return fault_response(fault, key, start_response)
         return self.app(environ, start_response)
 
     def stats(self, environ, start_response):
         with self.lock:
             if environ.get("REQUEST_METHOD") == "POST":
                 self.by_action.clear()
+            with FAULTS.lock:
+                faults = {"max_pending_copies": dict(FAULTS.max_pending), "injected": dict(FAULTS.injected)}
             body = json.dumps(
-                {"requests": sum(self.by_action.values()), "by_action": dict(self.by_action)}
+                {"requests": sum(self.by_action.values()), "by_action": dict(self.by_action), **faults}
             ).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
@@ -166,6 +280,7 @@ def main() -> None:
     patch_docdb()
     patch_create_image_snapshot_tags()
     patch_copy_image_tags()
+    patch_copy_snapshot_pending()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

@@ -98,6 +98,8 @@ impl Account {
 
     pub async fn sdk(&self, region: &str) -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
+            // Tests that inject throttling also read the emulator: retry like a patient client.
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
             .region(Region::new(region.to_string()))
             .endpoint_url(&self.endpoint)
             .credentials_provider(aws_sdk_ec2::config::Credentials::new(
