@@ -103,6 +103,10 @@ enum KindAction {
     /// with the share accounts; waits until everything exists. Idempotent.
     #[command(alias = "replicate_backups")]
     ReplicateBackups,
+    /// In a data-bunker account: copy in every backup the source_accounts shared with it
+    /// (ebs and rds so far). Idempotent: a repeated or interrupted pull resumes.
+    #[command(alias = "pull_shared_backups")]
+    PullBackups,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +268,22 @@ async fn kind_action(
             return Ok(exit_for_failures(&inv));
         }
         KindAction::ReplicateBackups => replicate(aws, regions, kind, base, opts).await?,
+        KindAction::PullBackups => {
+            let cfg = config::resolve(&base).map_err(usage)?;
+            if cfg.replication.source_accounts.is_empty() {
+                return Err(usage(anyhow!("nothing to pull: set source_accounts in the config")));
+            }
+            if !matches!(kind, ResourceKind::Ebs | ResourceKind::Rds) {
+                return Err(usage(anyhow!("pull of {kind} backups is not implemented yet (ebs and rds are)")));
+            }
+            let account = aws
+                .account_id()
+                .await
+                .map_err(|e| runtime(anyhow!(e).context("cannot identify the AWS account (check credentials)")))?;
+            let metrics = Arc::new(bunker_actors::metrics::Metrics::default());
+            let p = crate::serve::puller(aws, &account, &cfg, regions, &[kind], metrics);
+            p.pull_report(kind, opts.run_id.clone(), opts.now).await
+        }
         KindAction::CreateBackups => {
             let addr = runner(aws, regions, kind, base).await?;
             addr.send(CreateBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?

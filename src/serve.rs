@@ -65,6 +65,23 @@ pub fn replicator(
     Replicator::new(account.to_string(), cfg, controls, leases, aws.notifier(), holder.to_string(), metrics)
 }
 
+/// Builds the data-bunker puller over every kind that can pull, in the bunker's regions.
+pub fn puller(
+    aws: &Aws,
+    account: &str,
+    cfg: &Config,
+    regions: &[String],
+    kinds: &[bunker_protocol::ResourceKind],
+    metrics: Arc<Metrics>,
+) -> bunker_actors::puller::Puller {
+    let controls = kinds
+        .iter()
+        .filter(|k| matches!(k, bunker_protocol::ResourceKind::Ebs | bunker_protocol::ResourceKind::Rds))
+        .flat_map(|&k| regions.iter().map(move |r| aws.backup_control(k, r)))
+        .collect();
+    bunker_actors::puller::Puller::new(account.to_string(), cfg.clone(), controls, metrics)
+}
+
 /// A holder id unique to this process (lease owner).
 pub fn holder_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -131,8 +148,15 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
         let clean = Runner::new(account.clone(), kind, clean_targets, notifier.clone(), base.clone())?;
         runners.insert(kind, KindRunners { create: Arc::new(create), clean: Arc::new(clean) });
     }
-    let executor = Arc::new(Executor::new(runners, replicator.clone().recipient(), metrics.clone()));
+    let mut executor = Executor::new(runners, replicator.clone().recipient(), metrics.clone());
     let mut schedules = Vec::new();
+    if !cfg.replication.source_accounts.is_empty() {
+        executor = executor.with_puller(Arc::new(puller(aws, &account, &cfg, &regions, &kinds, metrics.clone())));
+        if let Some(c) = &cfg.serve.schedule_pull {
+            schedules.push((Action::Pull, c.clone()));
+        }
+    }
+    let executor = Arc::new(executor);
     if let Some(c) = &cfg.serve.schedule_create {
         schedules.push((Action::Create, c.clone()));
     }
@@ -207,12 +231,18 @@ async fn serve_http(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
         let Ok((mut sock, _)) = listener.accept().await else { continue };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
+            // Read the whole request head (closing with unread input would reset the
+            // connection under the client's feet).
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            let req = String::from_utf8_lossy(&buf);
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (status, ctype, body) = match path {
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),

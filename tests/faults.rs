@@ -18,8 +18,9 @@ fn post(endpoint: &str, path: &str, body: &str) -> String {
     let addr = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     use std::io::Write;
-    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-        .unwrap();
+    let req =
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -29,7 +30,7 @@ fn get_json(endpoint: &str, path: &str) -> serde_json::Value {
     let addr = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     use std::io::Write;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
@@ -73,7 +74,7 @@ async fn throttling_and_quota_faults_defer_but_everything_completes() {
         .env("STATE_DIRECTORY", dir.path())
         .env("BUNKER_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap());
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
@@ -135,8 +136,7 @@ async fn throttling_and_quota_faults_defer_but_everything_completes() {
     let pid = child.id().to_string();
     std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = child.wait().unwrap();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let err = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("deferred: quota"), "quota deferrals are logged as such");
 }

@@ -16,6 +16,8 @@ const SHARE: &str = "111111111111";
 struct Serve {
     child: Child,
     addr: String,
+    /// Its stderr (a file: a pipe nobody reads would fill and block the service).
+    log: std::path::PathBuf,
 }
 
 impl Serve {
@@ -24,22 +26,26 @@ impl Serve {
         cmd.args(["serve", "--config", config])
             .env("STATE_DIRECTORY", state)
             .env("BUNKER_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::piped());
+        std::fs::create_dir_all(state).unwrap();
+        let log = state.join(format!(
+            "serve-{}.log",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        cmd.stderr(std::fs::File::create(&log).unwrap());
         let mut child = cmd.spawn().expect("start bunker serve");
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
         let addr = line.trim().strip_prefix("bunker serve: listening on ").unwrap_or_else(|| {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            let err = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("serve did not start: {line:?}\n{err}")
         });
-        Serve { addr: addr.to_string(), child }
+        Serve { addr: addr.to_string(), child, log }
     }
 
     fn get(&self, path: &str) -> String {
         let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -51,8 +57,7 @@ impl Serve {
         let pid = self.child.id().to_string();
         assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        self.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let err = std::fs::read_to_string(&self.log).unwrap();
         (status.code().unwrap_or(-1), err, t.elapsed())
     }
 

@@ -7,6 +7,7 @@
 pub mod leases;
 pub mod metrics;
 pub mod ports;
+pub mod puller;
 pub mod reconciler;
 pub mod replicator;
 pub mod runner;

@@ -68,6 +68,24 @@ pub struct BackupDetail {
     pub encrypted: bool,
 }
 
+/// A backup another account shared with this one. Its tags are the other account's and
+/// not visible here: what bunker knows of it comes from its name and description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedBackup {
+    /// AWS id (or identifier) in the owner's account.
+    pub id: String,
+    /// The owner's account id.
+    pub account: String,
+    /// The backup name (RDS identifier; EBS description `bunker backup <name>`).
+    pub name: Option<String>,
+    /// The resource it was made of, where visible (volume id, DB instance id).
+    pub source: Option<String>,
+    /// Available / completed.
+    pub available: bool,
+    /// Encrypted at rest.
+    pub encrypted: bool,
+}
+
 /// Copy a backup from another region into the port's region.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyRequest {
@@ -112,9 +130,14 @@ pub trait BackupControl: Send + Sync {
     async fn describe_backup(&self, _id: &str) -> Result<Option<BackupDetail>, PortError> {
         Err(unsupported(self.kind()))
     }
-    /// The copy in this region tagged `bunker:copy_of = copy_of` (named `name` where the
-    /// kind's copies are named), `None` when there is none.
-    async fn find_copy(&self, _copy_of: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+    /// The copy in this region tagged `tag = value` (`bunker:copy_of` for DR copies,
+    /// `bunker:pulled_from` for pulls), named `name` where the kind's copies are named;
+    /// `None` when there is none.
+    async fn find_copy(&self, _tag: &str, _value: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+        Err(unsupported(self.kind()))
+    }
+    /// Backups other accounts (among `accounts`) shared with this one, in this region.
+    async fn list_shared(&self, _accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
         Err(unsupported(self.kind()))
     }
     /// Copies a backup into this region (called on the destination region's port); returns

@@ -44,8 +44,12 @@ const COPY_LEASE_SECS: i64 = 300;
 pub enum Outcome {
     /// Everything exists and is shared.
     Done,
-    /// Something is pending (the source, a copy) or deferred (quota, cap, lease): look again.
+    /// Something is pending (the source, a copy) or deferred (quota, cap, lease): look again
+    /// after the check interval.
     Waiting(String),
+    /// Effects were made and nothing is known to be pending: look again at once (the next
+    /// pass shares new copies or finds the job done).
+    Progress,
     /// Not this deployment's to copy (not bunker's, another deployment's, a copy, gone).
     NotOurs(String),
     /// A failure worth retrying a few times.
@@ -218,7 +222,7 @@ impl Replicator {
                     Ok(c) => c,
                     Err(e) => return (Outcome::Retry(e), entries),
                 };
-                match dst.find_copy(&copy_of, &name).await {
+                match dst.find_copy(tags::COPY_OF, &copy_of, &name).await {
                     Ok(Some(c)) => {
                         self.update_in_flight(b.kind, region, &copy_of, !c.available);
                         copies.insert(
@@ -257,7 +261,11 @@ impl Replicator {
         }
         // Effects were made (or deferred): look again to see copies become available and
         // share them, or to find that all is done.
-        (Outcome::Waiting(if waiting.is_empty() { "effects made".into() } else { waiting.join(", ") }), entries)
+        if waiting.is_empty() {
+            (Outcome::Progress, entries)
+        } else {
+            (Outcome::Waiting(waiting.join(", ")), entries)
+        }
     }
 
     async fn step(
@@ -407,6 +415,9 @@ struct Job {
     waiters: Vec<oneshot::Sender<JobResult>>,
     entries: Vec<Entry>,
     retries: u32,
+    /// Passes in a row that ended in `Progress` (bounded, so a share AWS accepts but never
+    /// shows cannot spin).
+    quick: u32,
     running: bool,
 }
 
@@ -473,9 +484,17 @@ impl ReplicatorActor {
         let finished = match outcome {
             Outcome::Done => end(true, None),
             Outcome::NotOurs(why) => end(false, Some(why)),
-            Outcome::Waiting(why) => {
+            Outcome::Progress if job.quick < 3 => {
                 job.retries = 0;
-                tracing::debug!(job = %key, why = %why, "waiting");
+                job.quick += 1;
+                let k = key.clone();
+                ctx.run_later(Duration::ZERO, move |act, ctx| act.run_pass(k.clone(), ctx));
+                None
+            }
+            Outcome::Progress | Outcome::Waiting(_) => {
+                job.retries = 0;
+                job.quick = 0;
+                tracing::debug!(job = %key, "waiting");
                 let k = key.clone();
                 ctx.run_later(self.check_interval, move |act, ctx| act.run_pass(k.clone(), ctx));
                 None
@@ -551,10 +570,9 @@ impl Handler<Replicate> for ReplicatorActor {
     fn handle(&mut self, msg: Replicate, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         let key = Self::key(&msg.0);
-        let job = self
-            .jobs
-            .entry(key.clone())
-            .or_insert_with(|| (msg.0.clone(), Job { waiters: vec![], entries: vec![], retries: 0, running: false }));
+        let job = self.jobs.entry(key.clone()).or_insert_with(|| {
+            (msg.0.clone(), Job { waiters: vec![], entries: vec![], retries: 0, quick: 0, running: false })
+        });
         job.1.waiters.push(tx);
         self.run_pass(key, ctx);
         Box::pin(async move { rx.await.map_err(|_| ()) })
@@ -638,10 +656,10 @@ mod tests {
         let w = world();
         add_backup(&w.home, "snap-1", "bunker-123456789012-us-east-1");
         let (o1, e1) = w.logic.advance(&snap("snap-1")).await;
-        assert!(matches!(o1, Outcome::Waiting(_)), "{o1:?}");
+        assert_eq!(o1, Outcome::Progress);
         assert_eq!(e1.len(), 2, "one share, one copy: {e1:?}");
         let (o2, e2) = w.logic.advance(&snap("snap-1")).await;
-        assert!(matches!(o2, Outcome::Waiting(_)), "the copy is shared in the second pass: {o2:?}");
+        assert_eq!(o2, Outcome::Progress, "the copy is shared in the second pass");
         assert_eq!(e2.len(), 1);
         assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Outcome::Done);
         let dr = w.dr.state.lock().unwrap();

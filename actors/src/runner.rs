@@ -300,17 +300,22 @@ impl Runner {
                 source_exists: live.contains_key(b.source.as_str()),
             })
             .collect();
-        // DR copies are kept by `keep_*_dr` (default: the source's keep counts).
+        // DR copies are kept by `keep_*_dr` (default: the source's keep counts), pulled copies
+        // by `keep_*_pulled` (default: this account's).
+        let r = &self.config.replication;
         let dr_policies: Vec<Option<Result<Policy, String>>> = backups
             .iter()
             .zip(&policies)
             .map(|(b, p)| {
-                b.copy_of.as_ref().map(|_| {
-                    p.clone().map(|mut p| {
-                        p.keep = self.config.replication.dr_keep(p.keep);
-                        p
-                    })
-                })
+                let adjust: fn(&bunker_protocol::config::Replication, _) -> _ = match (&b.copy_of, &b.pulled_from) {
+                    (Some(_), _) => bunker_protocol::config::Replication::dr_keep,
+                    (None, Some(_)) => bunker_protocol::config::Replication::pulled_keep,
+                    (None, None) => return None,
+                };
+                Some(p.clone().map(|mut p| {
+                    p.keep = adjust(r, p.keep);
+                    p
+                }))
             })
             .collect();
         let candidates: Vec<Candidate<'_>> = candidates

@@ -36,6 +36,8 @@ pub enum Action {
     Create,
     /// `clean-backups`.
     Clean,
+    /// `pull-backups` (data-bunker account).
+    Pull,
 }
 
 impl Action {
@@ -44,6 +46,7 @@ impl Action {
         match self {
             Action::Create => "create-backups",
             Action::Clean => "clean-backups",
+            Action::Pull => "pull-backups",
         }
     }
 }
@@ -115,6 +118,7 @@ pub struct KindRunners {
 /// Runs actions: from slots and from commands.
 pub struct Executor {
     runners: HashMap<ResourceKind, KindRunners>,
+    puller: Option<Arc<crate::puller::Puller>>,
     replicator: Recipient<Replicate>,
     metrics: Arc<Metrics>,
     running: Arc<AtomicUsize>,
@@ -132,7 +136,13 @@ impl Executor {
         replicator: Recipient<Replicate>,
         metrics: Arc<Metrics>,
     ) -> Executor {
-        Executor { runners, replicator, metrics, running: Arc::new(AtomicUsize::new(0)) }
+        Executor { runners, puller: None, replicator, metrics, running: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Also runs `pull-backups` with `puller`.
+    pub fn with_puller(mut self, puller: Arc<crate::puller::Puller>) -> Self {
+        self.puller = Some(puller);
+        self
     }
 
     /// Runs in progress.
@@ -148,6 +158,13 @@ impl Executor {
         let opts = RunOptions { now, dry_run: false, run_id: run_id(now), publish_report: false };
         let report = match action {
             Action::Clean => r.clean.clean_backups(&opts).await,
+            Action::Pull => match &self.puller {
+                Some(p) => p.pull_report(kind, opts.run_id.clone(), now).await,
+                None => {
+                    self.running.fetch_sub(1, Ordering::SeqCst);
+                    return Err("pull-backups needs source_accounts".into());
+                }
+            },
             Action::Create => {
                 let select = select.or_else(|| r.create.config().select.clone());
                 let report = r.create.create_backups_of(&opts, select).await;
@@ -310,6 +327,7 @@ impl Handler<RunCommand> for SchedulerActor {
             match msg.0 {
                 Command::CreateBackups { kind, select } => exec.run(Action::Create, kind, select).await.map(|_| ()),
                 Command::CleanBackups { kind } => exec.run(Action::Clean, kind, None).await.map(|_| ()),
+                Command::PullBackups { kind } => exec.run(Action::Pull, kind, None).await.map(|_| ()),
                 Command::Reconcile { kind } => match reconcile {
                     Some(r) => r.send(crate::reconciler::Reconcile { kind }).await.map_err(|e| e.to_string()),
                     None => Err("reconciliation is not running".into()),

@@ -109,12 +109,9 @@ impl BackupControl for FakeControl {
         Ok(s.backups.get(id).map(|b| detail(&s, b)))
     }
 
-    async fn find_copy(&self, copy_of: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+    async fn find_copy(&self, tag: &str, value: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
         let s = self.state.lock().unwrap();
-        let found = s
-            .backups
-            .values()
-            .find(|b| b.tags.get(bunker_protocol::tags::COPY_OF).map(String::as_str) == Some(copy_of));
+        let found = s.backups.values().find(|b| b.tags.get(tag).map(String::as_str) == Some(value));
         Ok(found.map(|b| detail(&s, b)))
     }
 

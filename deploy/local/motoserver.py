@@ -14,6 +14,10 @@ What the plugin adds to stock moto (see README, "The local emulator"):
 * CopyImage with ``TagSpecifications``: AWS tags the copied AMI and its snapshots in the call;
   moto 5.2.5 ignores the parameter. The plugin applies them, so DR copies of AMIs are born
   tagged (``bunker:copy_of``, ownership) as on AWS.
+* Cross-account sharing (EBS, RDS): the account a snapshot is shared with can list it
+  (``DescribeSnapshots`` with ``RestorableByUserIds`` / ``OwnerIds``; RDS ``SnapshotType=shared``
+  already works) and copy it (``CopySnapshot``, ``CopyDBSnapshot`` with the source ARN), as on
+  AWS; moto 5.2.5 refuses both. Used by the data-bunker pull.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
   quota errors at a given rate per action, and EBS copies that stay ``pending`` for a while.
   Off unless a test turns it on.
@@ -107,6 +111,76 @@ def patch_copy_image_tags() -> None:
         return ActionResult({"ImageId": image.id})
 
     AmisResponse.copy_image = copy_image
+
+
+def patch_cross_account_sharing() -> None:
+    """moto stores snapshot shares but the other account can neither see nor copy them. On
+    AWS it can: DescribeSnapshots with RestorableByUserIds/OwnerIds lists the snapshots other
+    accounts shared with the caller, and CopySnapshot / CopyDBSnapshot (source by ARN) copy
+    them. The plugin adds both for EBS and RDS, checking the share (createVolumePermission,
+    the ``restore`` attribute) like AWS; unshared snapshots stay invisible. Unlike AWS, the
+    owner's tags remain visible in the listing (bunker does not read them)."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import InvalidSnapshotIdError
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+    from moto.ec2.utils import random_snapshot_id
+    from moto.rds import models as rds
+
+    def shared_with(account, region, owners=None):
+        out = []
+        for owner in list(ec2_backends.keys()):
+            if owner == account or (owners and owner not in owners) or region not in ec2_backends[owner]:
+                continue
+            for snap in list(ec2_backends[owner][region].snapshots.values()):
+                if account in snap.create_volume_permission_userids:
+                    out.append(snap)
+        return out
+
+    original_describe = ElasticBlockStore.describe_snapshots
+
+    def describe_snapshots(self):
+        owners = [o for o in self._get_param("OwnerIds", []) if o not in ("self", self.current_account)]
+        restorable = self._get_param("RestorableByUserIds", [])
+        if restorable or owners:
+            return ActionResult({"Snapshots": shared_with(self.current_account, self.region, owners)})
+        return original_describe(self)
+
+    ElasticBlockStore.describe_snapshots = describe_snapshots
+    original_copy = EBSBackend.copy_snapshot
+
+    def copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id):
+        try:
+            return original_copy(self, source_snapshot_id, source_region, description, kms_key_id)
+        except InvalidSnapshotIdError:
+            found = [s for s in shared_with(self.account_id, source_region) if s.id == source_snapshot_id]
+            if not found:
+                raise
+            src = found[0]
+            snapshot = Snapshot(self, random_snapshot_id(), volume=src.volume, description=description,
+                                encrypted=src.encrypted, kms_key_id=kms_key_id)
+            self.snapshots[snapshot.id] = snapshot
+            return snapshot
+
+    EBSBackend.copy_snapshot = copy_snapshot
+    original_get = rds.RDSBackend.get_snapshot
+
+    def get_snapshot(self, identifier, resource_type, not_found_exception):
+        if identifier.startswith("arn:"):
+            parts = identifier.split(":", 6)
+            region, owner, name = parts[3], parts[4], parts[6]
+            if owner and owner != self.account_id:
+                try:
+                    snap = rds.rds_backends[owner][region].resource_map[resource_type][name]
+                except KeyError:
+                    raise not_found_exception(identifier)
+                if self.account_id not in snap.attributes.get("restore", []):
+                    raise not_found_exception(identifier)
+                return snap
+        return original_get(self, identifier, resource_type, not_found_exception)
+
+    rds.RDSBackend.get_snapshot = get_snapshot
 
 
 class Faults:
@@ -280,6 +354,7 @@ def main() -> None:
     patch_docdb()
     patch_create_image_snapshot_tags()
     patch_copy_image_tags()
+    patch_cross_account_sharing()
     patch_copy_snapshot_pending()
 
     from moto.moto_server.werkzeug_app import (

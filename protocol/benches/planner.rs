@@ -36,6 +36,7 @@ fn main() {
                 overrides: BTreeMap::new(),
                 parts: vec![],
                 copy_of: None,
+                pulled_from: None,
             }
         })
         .collect();

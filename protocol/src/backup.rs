@@ -50,6 +50,8 @@ pub struct Backup {
     pub parts: Vec<String>,
     /// On a DR copy: `<region>:<id>` of the backup it was copied from.
     pub copy_of: Option<String>,
+    /// On a backup pulled into a data-bunker account: `<account>:<region>:<id>`.
+    pub pulled_from: Option<String>,
 }
 
 /// What the listing knows of a snapshot or image besides its tags.
@@ -149,6 +151,7 @@ impl Backup {
             overrides,
             parts: l.parts.clone(),
             copy_of: l.tags.get(tags::COPY_OF).cloned(),
+            pulled_from: l.tags.get(tags::PULLED_FROM).cloned(),
         })
     }
 
@@ -183,6 +186,7 @@ impl Backup {
             overrides: BTreeMap::new(),
             parts: l.parts.clone(),
             copy_of: None,
+            pulled_from: None,
         }))
     }
 }

@@ -57,6 +57,13 @@ pub enum Key {
     ServeCheckInterval,
     ScheduleCreate,
     ScheduleClean,
+    SchedulePull,
+    SourceAccounts,
+    PullKmsKeys,
+    KeepDailyPulled,
+    KeepWeeklyPulled,
+    KeepMonthlyPulled,
+    KeepYearlyPulled,
 }
 
 struct Spec {
@@ -76,7 +83,7 @@ const DURATION: &str = "a duration such as 30s, 15m, 2h or 1d (a bare number is 
 const CRON: &str = "a 5-field cron expression in UTC such as \"0 1 * * *\", or \"\" to disable";
 const SQS_URL: &str = "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)";
 
-const SPECS: [Spec; 35] = [
+const SPECS: [Spec; 42] = [
     Spec { key: Key::KeepDaily, name: "keep_daily", shelvery: Some("shelvery_keep_daily_backups"), per_resource: true, default: Some("14"), accepted: WHOLE },
     Spec { key: Key::KeepWeekly, name: "keep_weekly", shelvery: Some("shelvery_keep_weekly_backups"), per_resource: true, default: Some("8"), accepted: WHOLE },
     Spec { key: Key::KeepMonthly, name: "keep_monthly", shelvery: Some("shelvery_keep_monthly_backups"), per_resource: true, default: Some("12"), accepted: WHOLE },
@@ -119,6 +126,13 @@ const SPECS: [Spec; 35] = [
     Spec { key: Key::ServeCheckInterval, name: "serve.check_interval", shelvery: None, per_resource: false, default: Some("15s"), accepted: DURATION },
     Spec { key: Key::ScheduleCreate, name: "schedule.create", shelvery: None, per_resource: false, default: Some("0 1 * * *"), accepted: CRON },
     Spec { key: Key::ScheduleClean, name: "schedule.clean", shelvery: None, per_resource: false, default: Some("0 2 * * *"), accepted: CRON },
+    Spec { key: Key::SchedulePull, name: "schedule.pull", shelvery: None, per_resource: false, default: Some("0 2 * * *"), accepted: CRON },
+    Spec { key: Key::SourceAccounts, name: "source_accounts", shelvery: Some("shelvery_source_aws_account_ids"), per_resource: false, default: Some(""), accepted: "comma-separated 12-digit AWS account ids whose shared backups this (data-bunker) account pulls in" },
+    Spec { key: Key::PullKmsKeys, name: "pull_kms_keys", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated REGION=KEY entries: the bunker's own KMS key that encrypts pulled copies in that region" },
+    Spec { key: Key::KeepDailyPulled, name: "keep_daily_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::KeepWeeklyPulled, name: "keep_weekly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::KeepMonthlyPulled, name: "keep_monthly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::KeepYearlyPulled, name: "keep_yearly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
 ];
 
 impl Key {
@@ -344,6 +358,12 @@ pub struct Replication {
     pub dr_kms_keys: BTreeMap<String, String>,
     /// Keep counts of DR copies; `None` = the source's.
     pub keep_dr: [Option<u32>; 4],
+    /// Accounts whose shared backups this data-bunker account pulls in.
+    pub source_accounts: Vec<String>,
+    /// Region → the bunker's KMS key for pulled copies.
+    pub pull_kms_keys: BTreeMap<String, String>,
+    /// Keep counts of pulled copies; `None` = this account's `keep_*`.
+    pub keep_pulled: [Option<u32>; 4],
 }
 
 impl Replication {
@@ -354,7 +374,16 @@ impl Replication {
 
     /// The keep counts for a DR copy, given the source's.
     pub fn dr_keep(&self, source: Keep) -> Keep {
-        let [d, w, m, y] = self.keep_dr;
+        Self::keep_with(self.keep_dr, source)
+    }
+
+    /// The keep counts for a pulled copy, given this account's.
+    pub fn pulled_keep(&self, own: Keep) -> Keep {
+        Self::keep_with(self.keep_pulled, own)
+    }
+
+    fn keep_with(over: [Option<u32>; 4], source: Keep) -> Keep {
+        let [d, w, m, y] = over;
         Keep {
             daily: d.unwrap_or(source.daily),
             weekly: w.unwrap_or(source.weekly),
@@ -387,6 +416,8 @@ pub struct Serve {
     pub schedule_create: Option<crate::cron::Cron>,
     /// When clean-backups runs.
     pub schedule_clean: Option<crate::cron::Cron>,
+    /// When pull-backups runs (only with `source_accounts`).
+    pub schedule_pull: Option<crate::cron::Cron>,
 }
 
 impl Config {
@@ -524,26 +555,38 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
             None => Ok(k.default_value().and_then(|d| d.parse().ok())),
         }
     };
-    let mut dr_kms_keys = BTreeMap::new();
-    if let Some(s) = get(Key::DrKmsKeys) {
-        for entry in split_list(&s.value) {
-            match entry.split_once('=') {
-                Some((r, key)) if is_region(r) && !key.is_empty() => {
-                    dr_kms_keys.insert(r.to_string(), key.to_string());
+    let key_map = |k: Key| -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        if let Some(s) = get(k) {
+            for entry in split_list(&s.value) {
+                match entry.split_once('=') {
+                    Some((r, key)) if is_region(r) && !key.is_empty() => {
+                        out.insert(r.to_string(), key.to_string());
+                    }
+                    _ => return Err(bad(s)),
                 }
-                _ => return Err(bad(s)),
             }
         }
-    }
+        Ok(out)
+    };
+    let account_id = |a: &str| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
     let replication = Replication {
         dr_regions: list(Key::DrRegions, is_region)?,
-        share_accounts: list(Key::ShareAccounts, |a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))?,
-        dr_kms_keys,
+        share_accounts: list(Key::ShareAccounts, account_id)?,
+        dr_kms_keys: key_map(Key::DrKmsKeys)?,
         keep_dr: [
             keep_dr(Key::KeepDailyDr)?,
             keep_dr(Key::KeepWeeklyDr)?,
             keep_dr(Key::KeepMonthlyDr)?,
             keep_dr(Key::KeepYearlyDr)?,
+        ],
+        source_accounts: list(Key::SourceAccounts, account_id)?,
+        pull_kms_keys: key_map(Key::PullKmsKeys)?,
+        keep_pulled: [
+            keep_dr(Key::KeepDailyPulled)?,
+            keep_dr(Key::KeepWeeklyPulled)?,
+            keep_dr(Key::KeepMonthlyPulled)?,
+            keep_dr(Key::KeepYearlyPulled)?,
         ],
     };
     let kinds = match get(Key::ServeKinds) {
@@ -571,6 +614,7 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
         check_interval: duration(Key::ServeCheckInterval)?,
         schedule_create: cron(Key::ScheduleCreate)?,
         schedule_clean: cron(Key::ScheduleClean)?,
+        schedule_pull: cron(Key::SchedulePull)?,
     };
     Ok(Config {
         replication,

@@ -49,6 +49,11 @@ pub enum Command {
         /// Kind.
         kind: ResourceKind,
     },
+    /// `pull-backups` for a kind (data-bunker account).
+    PullBackups {
+        /// Kind.
+        kind: ResourceKind,
+    },
     /// Rebuild pending copy/share work from AWS state (all kinds served, or one).
     Reconcile {
         /// Kind, or every served kind.
@@ -62,6 +67,7 @@ impl Command {
         match self {
             Command::CreateBackups { .. } => "create-backups",
             Command::CleanBackups { .. } => "clean-backups",
+            Command::PullBackups { .. } => "pull-backups",
             Command::Reconcile { .. } => "reconcile",
         }
     }
@@ -169,11 +175,12 @@ fn parse_command(v: Value) -> Result<Intake, IntakeError> {
             Command::CreateBackups { kind: kind(true)?.expect("required"), select: c.select.clone() }
         }
         "clean-backups" | "clean_backups" => Command::CleanBackups { kind: kind(true)?.expect("required") },
+        "pull-backups" | "pull_shared_backups" => Command::PullBackups { kind: kind(true)?.expect("required") },
         "reconcile" => Command::Reconcile { kind: kind(false)? },
         other => {
             return Err(IntakeError::Invalid {
                 field: "action",
-                problem: format!("{other:?}: expected create-backups, clean-backups or reconcile"),
+                problem: format!("{other:?}: expected create-backups, clean-backups, pull-backups or reconcile"),
             })
         }
     };

@@ -32,6 +32,40 @@ pub fn backup_name(source_id: &str, source_name: Option<&str>, created_at: Times
     format!("{base}-{stamp}-{retention}-{hash}")
 }
 
+/// The creation time and retention type a backup name carries (see [`backup_name`]), read
+/// back by a data-bunker account, which cannot see the tags of a backup shared with it.
+pub fn parse_backup_name(name: &str) -> Option<(Timestamp, String)> {
+    let parts: Vec<&str> = name.split('-').collect();
+    let hash = parts.last()?;
+    if hash.len() != 6 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    // The stamp is the rightmost <8 digits>-<6 digits> pair followed by at least one
+    // retention segment (custom types may contain hyphens).
+    let i = (0..parts.len().saturating_sub(3)).rev().find(|&i| digits(parts[i], 8) && digits(parts[i + 1], 6))?;
+    let retention = parts[i + 2..parts.len() - 1].join("-");
+    let (d, t) = (parts[i], parts[i + 1]);
+    let n = |s: &str| s.parse::<i16>().ok();
+    let date = jiff::civil::Date::new(n(&d[..4])?, n(&d[4..6])? as i8, n(&d[6..])? as i8).ok()?;
+    let time = jiff::civil::Time::new(n(&t[..2])? as i8, n(&t[2..4])? as i8, n(&t[4..])? as i8, 0).ok()?;
+    let at = date.to_datetime(time).to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    (!retention.is_empty()).then_some((at, retention))
+}
+
+/// The name of a backup pulled into a data-bunker account: the source's name, shortened,
+/// plus a hash of where it came from, so that equal names from two accounts or regions
+/// never collide and a repeated pull finds the same name.
+pub fn pulled_name(name: &str, account: &str, region: &str, id: &str) -> String {
+    let hash = format!("{:08x}", fnv1a(format!("{account}:{region}:{id}").as_bytes()));
+    let mut base = sanitize(name);
+    if !base.starts_with(|c: char| c.is_ascii_lowercase()) {
+        base.insert_str(0, "p-");
+    }
+    base.truncate(MAX_LEN - 1 - hash.len());
+    format!("{}-{hash}", base.trim_end_matches('-'))
+}
+
 /// Lowercase; anything but `[a-z0-9]` becomes one hyphen; no leading/trailing hyphen.
 fn sanitize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -57,6 +91,27 @@ pub fn is_valid_identifier(name: &str) -> bool {
         && !name.ends_with('-')
         && !name.contains("--")
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_pulled_names_are_distinct() {
+        let at: Timestamp = "2026-12-01T01:02:03Z".parse().unwrap();
+        for retention in ["daily", "monthly", "hourly", "two-hourly"] {
+            let n = backup_name("vol-0abc", Some("orders-db"), at, retention);
+            assert_eq!(parse_backup_name(&n), Some((at, retention.to_string())), "{n}");
+        }
+        assert_eq!(parse_backup_name("snap-0123"), None);
+        let n = backup_name("vol-0abc", Some(&"x".repeat(80)), at, "daily");
+        let a = pulled_name(&n, "111111111111", "us-east-1", "snap-1");
+        let b = pulled_name(&n, "222222222222", "us-east-1", "snap-1");
+        assert_ne!(a, b);
+        assert!(a.len() <= MAX_LEN && !a.contains("--") && a.starts_with(|c: char| c.is_ascii_lowercase()));
+        assert_eq!(a, pulled_name(&n, "111111111111", "us-east-1", "snap-1"));
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub enum Operation {
     CopyBackup,
     /// Share a backup (or a DR copy) with another account.
     ShareBackup,
+    /// Copy a backup another account shared into this (data-bunker) account.
+    PullBackup,
 }
 
 /// One line of a run report.

@@ -336,6 +336,7 @@ mod tests {
             overrides: BTreeMap::new(),
             parts: vec![],
             copy_of: None,
+            pulled_from: None,
         }
     }
 
@@ -433,6 +434,7 @@ mod properties {
             overrides: BTreeMap::new(),
             parts: vec![],
             copy_of: None,
+            pulled_from: None,
         })
     }
 

@@ -11,6 +11,7 @@ use aws_sdk_ec2::types::{
 use aws_sdk_ec2::Client;
 use bunker_actors::ports::{
     BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Resource,
+    SharedBackup,
 };
 use bunker_protocol::backup::Backup;
 use bunker_protocol::tags::{self, Tags};
@@ -154,12 +155,12 @@ impl BackupControl for EbsControl {
         }
     }
 
-    async fn find_copy(&self, copy_of: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+    async fn find_copy(&self, tag: &str, value: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
         let out = self
             .client
             .describe_snapshots()
             .owner_ids("self")
-            .filters(Filter::builder().name(format!("tag:{}", tags::COPY_OF)).values(copy_of).build())
+            .filters(Filter::builder().name(format!("tag:{tag}")).values(value).build())
             .send()
             .await
             .map_err(|e| port_error("ec2:DescribeSnapshots", e))?;
@@ -186,6 +187,38 @@ impl BackupControl for EbsControl {
 
     async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
         share_snapshot(&self.client, id, account).await
+    }
+
+    async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
+        if accounts.is_empty() {
+            return Ok(vec![]);
+        }
+        let snapshots = self
+            .client
+            .describe_snapshots()
+            .restorable_by_user_ids("self")
+            .set_owner_ids(Some(accounts.to_vec()))
+            .max_results(1000)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("ec2:DescribeSnapshots", e))?;
+        Ok(snapshots
+            .into_iter()
+            .filter_map(|s| {
+                let account = s.owner_id()?.to_string();
+                accounts.contains(&account).then(|| SharedBackup {
+                    id: s.snapshot_id().unwrap_or_default().to_string(),
+                    account,
+                    name: s.description().and_then(|d| d.strip_prefix("bunker backup ")).map(String::from),
+                    source: s.volume_id().map(String::from),
+                    available: s.state() == Some(&SnapshotState::Completed),
+                    encrypted: s.encrypted().unwrap_or(false),
+                })
+            })
+            .collect())
     }
 }
 
@@ -404,12 +437,12 @@ impl BackupControl for AmiControl {
         }
     }
 
-    async fn find_copy(&self, copy_of: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+    async fn find_copy(&self, tag: &str, value: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
         let out = self
             .client
             .describe_images()
             .owners("self")
-            .filters(Filter::builder().name(format!("tag:{}", tags::COPY_OF)).values(copy_of).build())
+            .filters(Filter::builder().name(format!("tag:{tag}")).values(value).build())
             .send()
             .await
             .map_err(|e| port_error("ec2:DescribeImages", e))?;

@@ -7,6 +7,7 @@ use aws_sdk_rds::types::Tag;
 use aws_sdk_rds::Client;
 use bunker_actors::ports::{
     BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Resource,
+    SharedBackup,
 };
 use bunker_protocol::backup::Backup;
 use bunker_protocol::config::RdsBackupMode;
@@ -233,10 +234,10 @@ impl BackupControl for RdsInstanceControl {
         }))
     }
 
-    async fn find_copy(&self, copy_of: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
+    async fn find_copy(&self, tag: &str, value: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
         // DR copies keep the source's identifier (unique per region), so one lookup finds it.
         let found = self.describe_backup(name).await?;
-        Ok(found.filter(|d| d.tags.get(bunker_protocol::tags::COPY_OF).map(String::as_str) == Some(copy_of)))
+        Ok(found.filter(|d| d.tags.get(tag).map(String::as_str) == Some(value)))
     }
 
     async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
@@ -263,6 +264,40 @@ impl BackupControl for RdsInstanceControl {
             .await
             .map_err(|e| port_error("rds:ModifyDBSnapshotAttribute", e))?;
         Ok(())
+    }
+
+    async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
+        if accounts.is_empty() {
+            return Ok(vec![]);
+        }
+        let snapshots = self
+            .client
+            .describe_db_snapshots()
+            .snapshot_type("shared")
+            .include_shared(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBSnapshots", e))?;
+        Ok(snapshots
+            .into_iter()
+            .filter_map(|s| {
+                let arn = s.db_snapshot_arn()?;
+                let account = arn.split(':').nth(4)?.to_string();
+                // For a shared snapshot the identifier is its ARN on AWS (moto: the name).
+                let name = s.db_snapshot_identifier()?.rsplit(':').next()?.to_string();
+                accounts.contains(&account).then(|| SharedBackup {
+                    id: name.clone(),
+                    account,
+                    name: Some(name),
+                    source: s.db_instance_identifier().map(String::from),
+                    available: s.status() == Some("available"),
+                    encrypted: s.encrypted().unwrap_or(false),
+                })
+            })
+            .collect())
     }
 }
 
@@ -423,9 +458,9 @@ impl BackupControl for RdsClusterControl {
         }))
     }
 
-    async fn find_copy(&self, copy_of: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
+    async fn find_copy(&self, tag: &str, value: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
         let found = self.describe_backup(name).await?;
-        Ok(found.filter(|d| d.tags.get(bunker_protocol::tags::COPY_OF).map(String::as_str) == Some(copy_of)))
+        Ok(found.filter(|d| d.tags.get(tag).map(String::as_str) == Some(value)))
     }
 
     async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
