@@ -254,3 +254,54 @@ async fn replicate_without_targets_is_a_usage_error() {
     assert_eq!(r.code, 2, "{r:#?}");
     assert!(r.stderr.contains("dr_regions"), "{}", r.stderr);
 }
+
+#[tokio::test]
+async fn encrypted_backups_are_shared_as_copies_under_the_share_key() {
+    let a = Account::new("500000000006").await;
+    let ec2 = a.ec2().await;
+    let default_key = format!("arn:aws:kms:{REGION}:{}:key/aws-managed-ebs-default", a.id);
+    let share_key = format!("arn:aws:kms:{REGION}:{}:key/bunker-share", a.id);
+    let tag = aws_sdk_ec2::types::Tag::builder().key(SELECT.0).value(SELECT.1).build();
+    ec2.create_volume()
+        .availability_zone(format!("{REGION}a"))
+        .size(1)
+        .encrypted(true)
+        .kms_key_id(&default_key)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
+                .tags(tag)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "regions = [\"{REGION}\"]\nshare_accounts = [\"{}\"]\nshare_kms_keys = [\"{REGION}={share_key}\"]\n",
+            SHARE[0]
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    a.bunker(&["ebs", "create-backups", "--config", &cfg, "--json"]).ok_json();
+    let r = a.bunker(&["ebs", "replicate-backups", "--config", &cfg, "--json"]).ok_json();
+    assert_eq!(r["summary"]["succeeded"], 2, "one re-encryption, one share: {r:#}");
+    a.bunker(&["ebs", "replicate-backups", "--config", &cfg, "--json"]).ok_json();
+
+    let snaps = ec2.describe_snapshots().owner_ids("self").send().await.unwrap();
+    assert_eq!(snaps.snapshots().len(), 2, "the backup and one re-encrypted copy");
+    let found = inspect(&a, "ebs", REGION).await;
+    let (src_id, src) = found.iter().find(|(_, f)| !f.tags.contains_key("bunker:reencrypted_of")).unwrap();
+    let (re_id, re) = found.iter().find(|(_, f)| f.tags.contains_key("bunker:reencrypted_of")).unwrap();
+    assert!(src.shared.is_empty(), "a default-key backup is never shared itself");
+    assert_eq!(re.shared, [SHARE[0]]);
+    assert_eq!(re.tags["bunker:reencrypted_of"], format!("{REGION}:{src_id}"));
+    assert_eq!(re.tags["bunker:deployment"], src.tags["bunker:deployment"], "cleaned with its source");
+    let re_snap = snaps.snapshots().iter().find(|s| s.snapshot_id() == Some(re_id)).unwrap();
+    assert_eq!(re_snap.encrypted(), Some(true));
+    assert_eq!(re_snap.kms_key_id(), Some(share_key.as_str()));
+}

@@ -66,6 +66,8 @@ pub struct BackupDetail {
     pub shared_with: Vec<String>,
     /// Encrypted at rest.
     pub encrypted: bool,
+    /// The KMS key that encrypts it (ARN as AWS reports it).
+    pub kms_key: Option<String>,
 }
 
 /// A backup another account shared with this one. Its tags are the other account's and

@@ -146,7 +146,7 @@ impl Replicator {
         if t(tags::MANAGED) != Some("true") {
             return Err("not a bunker backup".into());
         }
-        if let Some(of) = t(tags::COPY_OF) {
+        if let Some(of) = t(tags::COPY_OF).or(t(tags::REENCRYPTED_OF)) {
             return Err(format!("a copy of {of}"));
         }
         let ours = self.config.deployment_id(&self.account, region);
@@ -225,10 +225,7 @@ impl Replicator {
                 match dst.find_copy(tags::COPY_OF, &copy_of, &name).await {
                     Ok(Some(c)) => {
                         self.update_in_flight(b.kind, region, &copy_of, !c.available);
-                        copies.insert(
-                            region.clone(),
-                            BackupState { id: c.id, available: c.available, shared_with: c.shared_with },
-                        );
+                        copies.insert(region.clone(), state(c));
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -238,10 +235,25 @@ impl Replicator {
                 }
             }
         }
-        let source =
-            BackupState { id: b.id.clone(), available: detail.available, shared_with: detail.shared_with.clone() };
-        let targets = Targets { dr_regions: &r.dr_regions, share_accounts: &r.share_accounts };
-        let plan = replication::plan(targets, &b.region, &source, &copies);
+        let source = state(detail.clone());
+        let share_key = r.share_kms_keys.get(&b.region).map(String::as_str);
+        let mut reencrypted = None;
+        if detail.available && !r.share_accounts.is_empty() && replication::needs_reencryption(&source, share_key) {
+            match src.find_copy(tags::REENCRYPTED_OF, &copy_of, &replication::reencrypted_name(&name)).await {
+                Ok(found) => {
+                    if let Some(c) = &found {
+                        self.update_in_flight(b.kind, &b.region, &format!("re:{copy_of}"), !c.available);
+                    }
+                    reencrypted = found.map(state);
+                }
+                Err(e) => {
+                    self.aws_error(&e);
+                    return (Outcome::Retry(e.to_string()), entries);
+                }
+            }
+        }
+        let targets = Targets { dr_regions: &r.dr_regions, share_accounts: &r.share_accounts, share_key };
+        let plan = replication::plan(targets, &b.region, &source, &copies, reencrypted.as_ref());
         if plan.is_done() {
             return (Outcome::Done, entries);
         }
@@ -277,6 +289,42 @@ impl Replicator {
         step: &Step,
     ) -> (StepResult, Option<Entry>) {
         match step {
+            Step::Reencrypt => {
+                let key = format!("re:{copy_of}");
+                if !self.reserve(b.kind, &b.region, &key) {
+                    self.metrics.inc("bunker_deferrals_total", &[("reason", "concurrency_cap")]);
+                    return (StepResult::Deferred("re-encryption: concurrency cap".into()), None);
+                }
+                let ctl = match self.control(b.kind, &b.region) {
+                    Ok(c) => c,
+                    Err(e) => return (StepResult::Failed(e), None),
+                };
+                let mut t = detail.tags.clone();
+                t.insert(tags::REENCRYPTED_OF.into(), copy_of.to_string());
+                let name = replication::reencrypted_name(name);
+                t.insert("Name".into(), name.clone());
+                let request = CopyRequest {
+                    source_region: b.region.clone(),
+                    source_account: self.account.clone(),
+                    source_id: b.id.clone(),
+                    name,
+                    tags: t,
+                    kms_key: self.config.replication.share_kms_keys.get(&b.region).cloned(),
+                    encrypted: true,
+                };
+                let base = entry(Operation::CopyBackup, EntryStatus::Ok, &b.region, &b.id);
+                match ctl.copy_backup(&request).await {
+                    Ok(id) => {
+                        info!(region = %b.region, backup_id = %b.id, copy_id = %id, "re-encrypted for sharing");
+                        let msg = format!("re-encrypted copy {id} under the share key (shared instead)");
+                        (StepResult::Made, Some(Entry { message: Some(msg), ..base }))
+                    }
+                    Err(e) => {
+                        self.update_in_flight(b.kind, &b.region, &key, false);
+                        self.failed(e, base)
+                    }
+                }
+            }
             Step::Share { region, id, account } => {
                 let ctl = match self.control(b.kind, region) {
                     Ok(c) => c,
@@ -377,7 +425,8 @@ impl Replicator {
             let deployment = self.config.deployment_id(&self.account, region);
             for l in ctl.list_backups(false).await? {
                 let t = |k: &str| l.tags.get(k).map(String::as_str);
-                if t(tags::DEPLOYMENT) == Some(deployment.as_str()) && t(tags::COPY_OF).is_none() {
+                let copy = t(tags::COPY_OF).or(t(tags::REENCRYPTED_OF));
+                if t(tags::DEPLOYMENT) == Some(deployment.as_str()) && copy.is_none() {
                     out.push(BackupRef { kind, region: region.clone(), id: l.id });
                 }
             }
@@ -392,6 +441,16 @@ impl Replicator {
                 warn!(topic = %topic, error = %e, "error notification not published");
             }
         }
+    }
+}
+
+fn state(d: BackupDetail) -> BackupState {
+    BackupState {
+        id: d.id,
+        available: d.available,
+        shared_with: d.shared_with,
+        encrypted: d.encrypted,
+        kms_key: d.kms_key,
     }
 }
 

@@ -155,7 +155,8 @@ fn detail(s: &FakeState, b: &ListedBackup) -> BackupDetail {
         tags: b.tags.clone(),
         available: b.available,
         shared_with: s.shared.get(&b.id).cloned().unwrap_or_default(),
-        encrypted: false,
+        encrypted: b.tags.contains_key("test:kms_key"),
+        kms_key: b.tags.get("test:kms_key").cloned(),
     }
 }
 

@@ -64,6 +64,7 @@ pub enum Key {
     KeepWeeklyPulled,
     KeepMonthlyPulled,
     KeepYearlyPulled,
+    ShareKmsKeys,
 }
 
 struct Spec {
@@ -83,7 +84,7 @@ const DURATION: &str = "a duration such as 30s, 15m, 2h or 1d (a bare number is 
 const CRON: &str = "a 5-field cron expression in UTC such as \"0 1 * * *\", or \"\" to disable";
 const SQS_URL: &str = "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)";
 
-const SPECS: [Spec; 42] = [
+const SPECS: [Spec; 43] = [
     Spec { key: Key::KeepDaily, name: "keep_daily", shelvery: Some("shelvery_keep_daily_backups"), per_resource: true, default: Some("14"), accepted: WHOLE },
     Spec { key: Key::KeepWeekly, name: "keep_weekly", shelvery: Some("shelvery_keep_weekly_backups"), per_resource: true, default: Some("8"), accepted: WHOLE },
     Spec { key: Key::KeepMonthly, name: "keep_monthly", shelvery: Some("shelvery_keep_monthly_backups"), per_resource: true, default: Some("12"), accepted: WHOLE },
@@ -133,6 +134,7 @@ const SPECS: [Spec; 42] = [
     Spec { key: Key::KeepWeeklyPulled, name: "keep_weekly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
     Spec { key: Key::KeepMonthlyPulled, name: "keep_monthly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
     Spec { key: Key::KeepYearlyPulled, name: "keep_yearly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::ShareKmsKeys, name: "share_kms_keys", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated REGION=KEY entries: the customer KMS key (granted to the share accounts) under which encrypted backups of that region are shared" },
 ];
 
 impl Key {
@@ -364,6 +366,8 @@ pub struct Replication {
     pub pull_kms_keys: BTreeMap<String, String>,
     /// Keep counts of pulled copies; `None` = this account's `keep_*`.
     pub keep_pulled: [Option<u32>; 4],
+    /// Region → the key encrypted backups are re-encrypted under before sharing.
+    pub share_kms_keys: BTreeMap<String, String>,
 }
 
 impl Replication {
@@ -582,6 +586,7 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
         ],
         source_accounts: list(Key::SourceAccounts, account_id)?,
         pull_kms_keys: key_map(Key::PullKmsKeys)?,
+        share_kms_keys: key_map(Key::ShareKmsKeys)?,
         keep_pulled: [
             keep_dr(Key::KeepDailyPulled)?,
             keep_dr(Key::KeepWeeklyPulled)?,

@@ -30,7 +30,7 @@ pub fn copy_tags(source: &Tags, region: &str, id: &str, deployment: &str) -> Tag
 }
 
 /// What is known of one backup (a source or a copy).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BackupState {
     /// AWS id.
     pub id: String,
@@ -38,6 +38,32 @@ pub struct BackupState {
     pub available: bool,
     /// Accounts it is shared with.
     pub shared_with: Vec<String>,
+    /// Encrypted at rest.
+    pub encrypted: bool,
+    /// The KMS key that encrypts it, as AWS reports it.
+    pub kms_key: Option<String>,
+}
+
+/// Whether an encrypted backup must be re-encrypted under `share_key` before it is shared:
+/// AWS refuses to share a backup under its AWS-managed default key, and the accounts can
+/// only use one whose key grants them access, which the share key does. A key given as an
+/// alias cannot be compared with the ARN AWS reports, so an alias always re-encrypts.
+pub fn needs_reencryption(b: &BackupState, share_key: Option<&str>) -> bool {
+    match share_key {
+        Some(k) if b.encrypted => {
+            b.kms_key.as_deref().is_none_or(|have| !(have == k || have.ends_with(&format!("/{k}"))))
+        }
+        _ => false,
+    }
+}
+
+/// The name of the re-encrypted copy of a backup called `name` (unique in its region).
+pub fn reencrypted_name(name: &str) -> String {
+    let mut base: String = name.chars().take(crate::naming::MAX_LEN - 3).collect();
+    while base.ends_with('-') {
+        base.pop();
+    }
+    format!("{base}-re")
 }
 
 /// Where backups go.
@@ -47,6 +73,8 @@ pub struct Targets<'a> {
     pub dr_regions: &'a [String],
     /// Accounts to share with.
     pub share_accounts: &'a [String],
+    /// The key encrypted backups of the source region are shared under, if any.
+    pub share_key: Option<&'a str>,
 }
 
 /// One effect still needed.
@@ -57,6 +85,8 @@ pub enum Step {
         /// Destination region.
         to_region: String,
     },
+    /// Copy the source in its own region under the share key (it is shared instead).
+    Reencrypt,
     /// Share a backup (the source or a copy) with an account.
     Share {
         /// Region of the backup.
@@ -84,11 +114,18 @@ impl Plan {
     }
 }
 
-/// What remains for the backup `source` (in `region`), given its copies by DR region.
+/// What remains for the backup `source` (in `region`), given its copies by DR region and
+/// its re-encrypted copy (when it needs one, see [`needs_reencryption`]).
 ///
 /// A backup that is not yet available is only waited for: nothing is copied or shared
 /// before AWS reports it ready. A copy is shared once it is available itself.
-pub fn plan(targets: Targets<'_>, region: &str, source: &BackupState, copies: &BTreeMap<String, BackupState>) -> Plan {
+pub fn plan(
+    targets: Targets<'_>,
+    region: &str,
+    source: &BackupState,
+    copies: &BTreeMap<String, BackupState>,
+    reencrypted: Option<&BackupState>,
+) -> Plan {
     let mut p = Plan::default();
     if !source.available {
         p.waiting.push("source".into());
@@ -101,7 +138,17 @@ pub fn plan(targets: Targets<'_>, region: &str, source: &BackupState, copies: &B
             }
         }
     };
-    share(&mut p, region, source);
+    if targets.share_accounts.is_empty() {
+        // nothing to share
+    } else if needs_reencryption(source, targets.share_key) {
+        match reencrypted {
+            None => p.steps.push(Step::Reencrypt),
+            Some(c) if !c.available => p.waiting.push(format!("{region} (re-encrypted)")),
+            Some(c) => share(&mut p, region, c),
+        }
+    } else {
+        share(&mut p, region, source);
+    }
     for r in targets.dr_regions.iter().filter(|r| r.as_str() != region) {
         match copies.get(r) {
             None => p.steps.push(Step::Copy { to_region: r.clone() }),
@@ -117,24 +164,49 @@ mod tests {
     use super::*;
 
     fn b(id: &str, available: bool, shared: &[&str]) -> BackupState {
-        BackupState { id: id.into(), available, shared_with: shared.iter().map(|s| s.to_string()).collect() }
+        BackupState {
+            id: id.into(),
+            available,
+            shared_with: shared.iter().map(|s| s.to_string()).collect(),
+            ..BackupState::default()
+        }
+    }
+
+    #[test]
+    fn encrypted_backups_are_shared_as_reencrypted_copies() {
+        let accounts = vec!["111111111111".to_string()];
+        let key = "arn:aws:kms:us-east-1:123456789012:key/share";
+        let t = Targets { dr_regions: &[], share_accounts: &accounts, share_key: Some(key) };
+        let mut src = b("snap-1", true, &[]);
+        src.encrypted = true;
+        src.kms_key = Some("arn:aws:kms:us-east-1:123456789012:key/aws-ebs-default".into());
+        assert_eq!(plan(t, "us-east-1", &src, &BTreeMap::new(), None).steps, [Step::Reencrypt]);
+        let re = b("snap-re", true, &[]);
+        assert_eq!(
+            plan(t, "us-east-1", &src, &BTreeMap::new(), Some(&re)).steps,
+            [Step::Share { region: "us-east-1".into(), id: "snap-re".into(), account: "111111111111".into() }]
+        );
+        src.kms_key = Some(key.into());
+        assert!(!needs_reencryption(&src, Some(key)), "already under the share key");
+        assert!(!needs_reencryption(&b("snap-2", true, &[]), Some(key)), "unencrypted backups are shared as they are");
+        assert_eq!(reencrypted_name(&"a".repeat(70)).len(), 63);
     }
 
     #[test]
     fn fan_out_waits_and_converges() {
         let regions = vec!["us-west-2".to_string(), "eu-west-1".to_string(), "us-east-1".to_string()];
         let accounts = vec!["111111111111".to_string(), "222222222222".to_string()];
-        let t = Targets { dr_regions: &regions, share_accounts: &accounts };
+        let t = Targets { dr_regions: &regions, share_accounts: &accounts, share_key: None };
         let mut copies = BTreeMap::new();
-        let pending = plan(t, "us-east-1", &b("snap-1", false, &[]), &copies);
+        let pending = plan(t, "us-east-1", &b("snap-1", false, &[]), &copies, None);
         assert_eq!(pending.waiting, ["source"]);
         assert!(pending.steps.is_empty());
 
-        let first = plan(t, "us-east-1", &b("snap-1", true, &[]), &copies);
+        let first = plan(t, "us-east-1", &b("snap-1", true, &[]), &copies, None);
         assert_eq!(first.steps.len(), 4, "2 shares + 2 copies (never into its own region): {first:?}");
         copies.insert("us-west-2".to_string(), b("snap-w", false, &[]));
         copies.insert("eu-west-1".to_string(), b("snap-e", true, &["111111111111"]));
-        let mid = plan(t, "us-east-1", &b("snap-1", true, &["111111111111", "222222222222"]), &copies);
+        let mid = plan(t, "us-east-1", &b("snap-1", true, &["111111111111", "222222222222"]), &copies, None);
         assert_eq!(mid.waiting, ["us-west-2"]);
         assert_eq!(
             mid.steps,
@@ -142,7 +214,7 @@ mod tests {
         );
         copies.insert("us-west-2".to_string(), b("snap-w", true, &["111111111111", "222222222222"]));
         copies.insert("eu-west-1".to_string(), b("snap-e", true, &["222222222222", "111111111111"]));
-        assert!(plan(t, "us-east-1", &b("snap-1", true, &["222222222222", "111111111111"]), &copies).is_done());
+        assert!(plan(t, "us-east-1", &b("snap-1", true, &["222222222222", "111111111111"]), &copies, None).is_done());
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub const SHELVERY_CONFIG_PREFIX: &str = "shelvery:config:";
 pub const COPY_OF: &str = "bunker:copy_of";
 /// `true` on copies made in a disaster-recovery region (their retention is `keep_*_dr`).
 pub const DR_COPY: &str = "bunker:dr_copy";
+/// On a same-region copy made to share an encrypted backup under the share key
+/// (`share_kms_keys`): `<region>:<id>` of the backup it re-encrypts. It is shared instead.
+pub const REENCRYPTED_OF: &str = "bunker:reencrypted_of";
 /// On a backup pulled into a data-bunker account: `<account>:<region>:<id>` of the shared
 /// backup it was copied from (the idempotency key of pulls).
 pub const PULLED_FROM: &str = "bunker:pulled_from";

@@ -230,6 +230,7 @@ impl EbsControl {
             tags: from_ec2(s.tags()),
             available: s.state() == Some(&SnapshotState::Completed),
             encrypted: s.encrypted().unwrap_or(false),
+            kms_key: s.kms_key_id().map(String::from),
             id,
         })
     }
@@ -520,6 +521,7 @@ impl AmiControl {
             tags: from_ec2(i.tags()),
             available: i.state() == Some(&ImageState::Available),
             encrypted: i.block_device_mappings().iter().any(|m| m.ebs().and_then(|e| e.encrypted()).unwrap_or(false)),
+            kms_key: i.block_device_mappings().iter().find_map(|m| m.ebs()?.kms_key_id().map(String::from)),
             id,
         })
     }

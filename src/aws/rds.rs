@@ -231,6 +231,7 @@ impl BackupControl for RdsInstanceControl {
             available: s.status() == Some("available"),
             shared_with: restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))),
             encrypted: s.encrypted().unwrap_or(false),
+            kms_key: s.kms_key_id().map(String::from),
         }))
     }
 
@@ -455,6 +456,7 @@ impl BackupControl for RdsClusterControl {
             available: s.status() == Some("available"),
             shared_with: restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))),
             encrypted: s.storage_encrypted().unwrap_or(false),
+            kms_key: s.kms_key_id().map(String::from),
         }))
     }
 
