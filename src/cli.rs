@@ -273,8 +273,8 @@ async fn kind_action(
             if cfg.replication.source_accounts.is_empty() {
                 return Err(usage(anyhow!("nothing to pull: set source_accounts in the config")));
             }
-            if !matches!(kind, ResourceKind::Ebs | ResourceKind::Rds) {
-                return Err(usage(anyhow!("pull of {kind} backups is not implemented yet (ebs and rds are)")));
+            if !aws.backup_control(kind, &regions[0]).replicates() {
+                return Err(usage(anyhow!("pull of {kind} backups is not implemented yet")));
             }
             let account = aws
                 .account_id()

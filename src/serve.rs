@@ -76,7 +76,7 @@ pub fn puller(
 ) -> bunker_actors::puller::Puller {
     let controls = kinds
         .iter()
-        .filter(|k| matches!(k, bunker_protocol::ResourceKind::Ebs | bunker_protocol::ResourceKind::Rds))
+        .filter(|k| aws.backup_control(**k, &regions[0]).replicates())
         .flat_map(|&k| regions.iter().map(move |r| aws.backup_control(k, r)))
         .collect();
     bunker_actors::puller::Puller::new(account.to_string(), cfg.clone(), controls, metrics)

@@ -36,6 +36,133 @@ fn get_json(endpoint: &str, path: &str) -> serde_json::Value {
     serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
 }
 
+/// The faults are server-wide: tests that set them take turns.
+static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts `bunker serve` (stderr to a file in `dir`); returns the process and the log path.
+fn start_serve(a: &Account, cfg: &str, dir: &std::path::Path) -> (std::process::Child, std::path::PathBuf) {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let log = dir.join(format!("serve-{n}.log"));
+    let mut cmd = a.command();
+    cmd.args(["serve", "--config", cfg])
+        .env("STATE_DIRECTORY", dir)
+        .env("BUNKER_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("bunker serve: listening on"), "{line} {}", std::fs::read_to_string(&log).unwrap());
+    (child, log)
+}
+
+fn sigterm(child: &mut std::process::Child) -> (Option<i32>, Duration) {
+    let t = Instant::now();
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    (status.code(), t.elapsed())
+}
+
+/// (copies in DR, copies complete and shared).
+async fn dr_progress(dr: &aws_sdk_ec2::Client) -> (usize, usize) {
+    let copies = dr.describe_snapshots().owner_ids("self").send().await.unwrap();
+    let mut done = 0;
+    for s in copies.snapshots() {
+        if s.state() != Some(&aws_sdk_ec2::types::SnapshotState::Completed) {
+            continue;
+        }
+        let attr = dr
+            .describe_snapshot_attribute()
+            .snapshot_id(s.snapshot_id().unwrap())
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .unwrap();
+        done += usize::from(attr.create_volume_permissions().len() == 1);
+    }
+    (copies.snapshots().len(), done)
+}
+
+#[tokio::test]
+async fn sigterm_with_work_in_flight_exits_cleanly_and_a_restart_finishes_it() {
+    let a = Account::new("610000000002").await;
+    let sdk = a.sdk(REGION).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let q = sqs.create_queue().queue_name("bunker-events").send().await.unwrap().queue_url.unwrap();
+    let dlq = sqs.create_queue().queue_name("bunker-events-dlq").send().await.unwrap().queue_url.unwrap();
+    for _ in 0..10 {
+        a.volume(&[("bunker:create_backup", "true")]).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "regions = [\"{REGION}\"]\ndr_regions = [\"{DR}\"]\nshare_accounts = [\"{SHARE}\"]\n\
+             schedule.create = \"\"\nschedule.clean = \"\"\n\
+             [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nreconcile_interval = \"1h\"\n\
+             shutdown_deadline = \"2s\"\nqueue_url = \"{q}\"\ndead_letter_queue_url = \"{dlq}\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    a.bunker(&["ebs", "create-backups", "--config", &cfg, "--json"]).ok_json();
+    let dr = aws_sdk_ec2::Client::new(&a.sdk(DR).await);
+
+    let faults = FAULTS.lock().await;
+    post(&a.endpoint, "/_bunker/faults", r#"{"copy_pending_seconds": 4}"#);
+    let (mut child, log) = start_serve(&a, &cfg, dir.path());
+    // A command in flight: its message must survive the shutdown.
+    sqs.send_message().queue_url(&q).message_body(r#"{"action":"reconcile"}"#).send().await.unwrap();
+    let t = Instant::now();
+    while dr_progress(&dr).await.0 == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no copy started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, took) = sigterm(&mut child);
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(6), "exit within the 2 s deadline (+ slack): {took:?}");
+    let (copies, done) = dr_progress(&dr).await;
+    assert!(done < 10, "work was still in flight at SIGTERM ({copies} copies, {done} done)");
+    post(&a.endpoint, "/_bunker/faults", "{}");
+    drop(faults);
+
+    let (mut child, log) = start_serve(&a, &cfg, dir.path());
+    let t = Instant::now();
+    loop {
+        let (copies, done) = dr_progress(&dr).await;
+        assert!(copies <= 10, "a second copy was made");
+        if done == 10 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "restart did not finish: {copies} copies, {done} done");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The interrupted command message comes back after its visibility timeout and is handled.
+    let t = Instant::now();
+    loop {
+        use aws_sdk_sqs::types::QueueAttributeName as N;
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&q)
+            .attribute_names(N::ApproximateNumberOfMessages)
+            .attribute_names(N::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .unwrap();
+        let a = attrs.attributes().unwrap();
+        if a[&N::ApproximateNumberOfMessages] == "0" && a[&N::ApproximateNumberOfMessagesNotVisible] == "0" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "the interrupted message was never handled: {a:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (code, _) = sigterm(&mut child);
+    assert_eq!(code, Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+}
+
 #[tokio::test]
 async fn throttling_and_quota_faults_defer_but_everything_completes() {
     let a = Account::new("610000000001").await;
@@ -64,47 +191,24 @@ async fn throttling_and_quota_faults_defer_but_everything_completes() {
     a.bunker(&["ebs", "create-backups", "--config", &cfg, "--json"]).ok_json();
 
     let endpoint = &a.endpoint;
+    let _faults = FAULTS.lock().await;
     post(
         endpoint,
         "/_bunker/faults",
         r#"{"throttle": {"ec2:*": 0.2}, "quota": {"ec2:CopySnapshot": 0.2}, "copy_pending_seconds": 2}"#,
     );
-    let mut cmd = a.command();
-    cmd.args(["serve", "--config", &cfg])
-        .env("STATE_DIRECTORY", dir.path())
-        .env("BUNKER_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap());
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("bunker serve: listening on"), "{line}");
+    let (mut child, log) = start_serve(&a, &cfg, dir.path());
 
     let ec2 = aws_sdk_ec2::Client::new(&sdk);
     let dr = aws_sdk_ec2::Client::new(&a.sdk(DR).await);
     let t = Instant::now();
     loop {
-        let copies = dr.describe_snapshots().owner_ids("self").send().await.unwrap();
-        let done =
-            copies.snapshots().iter().filter(|s| s.state() == Some(&aws_sdk_ec2::types::SnapshotState::Completed));
-        let mut all_shared = true;
-        let mut n = 0;
-        for s in done {
-            n += 1;
-            let attr = dr
-                .describe_snapshot_attribute()
-                .snapshot_id(s.snapshot_id().unwrap())
-                .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-                .send()
-                .await
-                .unwrap();
-            all_shared &= attr.create_volume_permissions().len() == 1;
-        }
-        assert!(copies.snapshots().len() <= 30, "a second copy was made");
-        if n == 30 && all_shared {
+        let (copies, done) = dr_progress(&dr).await;
+        assert!(copies <= 30, "a second copy was made");
+        if done == 30 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "only {n} of 30 copies complete and shared");
+        assert!(t.elapsed() < Duration::from_secs(120), "only {done} of 30 copies complete and shared");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for s in ec2.describe_snapshots().owner_ids("self").send().await.unwrap().snapshots() {
@@ -133,10 +237,8 @@ async fn throttling_and_quota_faults_defer_but_everything_completes() {
     let msgs = sqs.receive_message().queue_url(&inbox).max_number_of_messages(10).send().await.unwrap();
     assert!(msgs.messages().is_empty(), "error notifications: {:?}", msgs.messages());
 
-    let pid = child.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = child.wait().unwrap();
-    let err = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
-    assert_eq!(status.code(), Some(0), "{err}");
+    let (code, _) = sigterm(&mut child);
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("deferred: quota"), "quota deferrals are logged as such");
 }

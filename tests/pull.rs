@@ -1,7 +1,7 @@
-//! The data-bunker pull against the emulator: two source accounts share EBS and RDS backups
-//! with a bunker account, which copies them in with its own ownership, unique names (both
-//! sources have a DB called `orders`, so their backup names are equal), and no duplicates on
-//! a repeated pull. Cross-account listing and copying go through the emulator plugin (moto
+//! The data-bunker pull against the emulator: two source accounts share EBS, AMI, RDS and
+//! Aurora backups with a bunker account, which copies them in with its own ownership, unique
+//! names (both sources have a DB `orders` and a cluster `ledger`, so their backup names are
+//! equal), and no duplicates on a repeated pull. Cross-account listing and copying go through the emulator plugin (moto
 //! alone cannot copy another account's snapshot).
 
 mod common;
@@ -31,6 +31,60 @@ async fn rds_db(a: &Account) {
         .unwrap();
 }
 
+/// EBS backups (not AMI parts) the account owns: id → tags.
+async fn ebs_snapshots(a: &Account) -> BTreeMap<String, BTreeMap<String, String>> {
+    a.snapshots().await.into_iter().filter(|(_, t)| !t.contains_key("bunker:ami_part")).collect()
+}
+
+/// An EC2 instance and an Aurora cluster, both selected.
+async fn more_resources(a: &Account) {
+    let sdk = a.sdk(REGION).await;
+    let tag = aws_sdk_ec2::types::Tag::builder().key("bunker:create_backup").value("true").build();
+    aws_sdk_ec2::Client::new(&sdk)
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                .tags(tag)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_rds::Client::new(&sdk)
+        .create_db_cluster()
+        .db_cluster_identifier("ledger")
+        .engine("aurora-postgresql")
+        .master_username("u")
+        .master_user_password("password1")
+        .tags(aws_sdk_rds::types::Tag::builder().key("bunker:create_backup").value("true").build())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// `bunker:pulled_from` of every AMI and cluster snapshot the account owns.
+async fn pulled_images_and_clusters(a: &Account) -> (Vec<String>, Vec<String>) {
+    let sdk = a.sdk(REGION).await;
+    let images = aws_sdk_ec2::Client::new(&sdk).describe_images().owners("self").send().await.unwrap();
+    let from = |k: Option<&str>, v: Option<&str>| (k == Some("bunker:pulled_from")).then(|| v.unwrap().to_string());
+    let mut amis: Vec<String> =
+        images.images().iter().flat_map(|i| i.tags().iter().filter_map(|t| from(t.key(), t.value()))).collect();
+    let snaps =
+        aws_sdk_rds::Client::new(&sdk).describe_db_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
+    let mut clusters: Vec<String> = snaps
+        .db_cluster_snapshots()
+        .iter()
+        .flat_map(|s| s.tag_list().iter().filter_map(|t| from(t.key(), t.value())))
+        .collect();
+    amis.sort();
+    clusters.sort();
+    (amis, clusters)
+}
+
 async fn rds_snapshots(a: &Account) -> BTreeMap<String, BTreeMap<String, String>> {
     let out = aws_sdk_rds::Client::new(&a.sdk(REGION).await)
         .describe_db_snapshots()
@@ -52,7 +106,7 @@ async fn rds_snapshots(a: &Account) -> BTreeMap<String, BTreeMap<String, String>
 }
 
 #[tokio::test]
-async fn bunker_pulls_shared_ebs_and_rds_backups_once_without_collisions() {
+async fn bunker_pulls_shared_backups_of_four_kinds_once_without_collisions() {
     let bunker = Account::new("620000000009").await;
     let sources = [Account::new("620000000001").await, Account::new("620000000002").await];
     let dir = tempfile::tempdir().unwrap();
@@ -61,7 +115,8 @@ async fn bunker_pulls_shared_ebs_and_rds_backups_once_without_collisions() {
     for a in &sources {
         a.volume(&[("bunker:create_backup", "true"), ("Name", "data")]).await;
         rds_db(a).await;
-        for kind in ["ebs", "rds"] {
+        more_resources(a).await;
+        for kind in ["ebs", "rds", "ec2ami", "rds-cluster"] {
             a.bunker(&[kind, "create-backups", "--config", &source_cfg, "--now", "2026-12-01T01:00:00Z", "--json"])
                 .ok_json();
             a.bunker(&[kind, "replicate-backups", "--config", &source_cfg, "--json"]).ok_json();
@@ -81,13 +136,18 @@ async fn bunker_pulls_shared_ebs_and_rds_backups_once_without_collisions() {
         "bunker.toml",
         &format!("regions = [\"{REGION}\"]\nsource_accounts = [\"{}\", \"{}\"]\n", sources[0].id, sources[1].id),
     );
-    for kind in ["ebs", "rds"] {
+    for kind in ["ebs", "rds", "ec2ami", "rds-cluster"] {
         let r = bunker.bunker(&[kind, "pull-backups", "--config", &bunker_cfg, "--json"]).ok_json();
         assert_eq!(r["summary"]["succeeded"], 2, "{kind}: {r:#}");
     }
+    let (amis, clusters) = pulled_images_and_clusters(&bunker).await;
+    assert_eq!(amis.len(), 2, "{amis:?}");
+    assert!(amis[0].starts_with(&format!("{}:{REGION}:ami-", sources[0].id)), "{amis:?}");
+    assert_eq!(clusters.len(), 2, "both accounts' `ledger` snapshots arrive: {clusters:?}");
+    assert!(clusters[1].starts_with(&format!("{}:{REGION}:ledger-", sources[1].id)), "{clusters:?}");
 
     // What the bunker account now owns.
-    let ebs = bunker.snapshots().await;
+    let ebs = ebs_snapshots(&bunker).await;
     assert_eq!(ebs.len(), 2, "{ebs:#?}");
     let mut from: Vec<&str> = ebs.values().map(|t| t["bunker:pulled_from"].as_str()).collect();
     from.sort();
@@ -107,17 +167,18 @@ async fn bunker_pulls_shared_ebs_and_rds_backups_once_without_collisions() {
     }
 
     // A second pull copies nothing; a new shared backup is pulled alone.
-    for kind in ["ebs", "rds"] {
+    for kind in ["ebs", "rds", "ec2ami", "rds-cluster"] {
         let r = bunker.bunker(&[kind, "pull-backups", "--config", &bunker_cfg, "--json"]).ok_json();
         assert_eq!(r["summary"]["succeeded"], 0, "{kind}: {r:#}");
     }
+    assert_eq!(pulled_images_and_clusters(&bunker).await.0.len(), 2);
     sources[0]
         .bunker(&["ebs", "create-backups", "--config", &source_cfg, "--now", "2026-12-02T01:00:00Z", "--json"])
         .ok_json();
     sources[0].bunker(&["ebs", "replicate-backups", "--config", &source_cfg, "--json"]).ok_json();
     let r = bunker.bunker(&["ebs", "pull-backups", "--config", &bunker_cfg, "--json"]).ok_json();
     assert_eq!(r["summary"]["succeeded"], 1, "{r:#}");
-    assert_eq!(bunker.snapshots().await.len(), 3);
+    assert_eq!(ebs_snapshots(&bunker).await.len(), 3);
 
     // The bunker's retention applies to its pulled copies (keep_daily_pulled = 0 here): the
     // daily one expires at once, the monthly ones stay; the sources keep theirs.
@@ -131,9 +192,9 @@ async fn bunker_pulls_shared_ebs_and_rds_backups_once_without_collisions() {
     );
     let c = bunker.bunker(&["ebs", "clean-backups", "--config", &keep, "--now", "2026-12-03T00:00:00Z", "--json"]);
     assert_eq!(c.ok_json()["summary"]["succeeded"], 1, "{c:#?}");
-    let left = bunker.snapshots().await;
+    let left = ebs_snapshots(&bunker).await;
     assert!(left.values().all(|t| t["bunker:retention"] == "monthly"), "{left:#?}");
-    assert_eq!(sources[0].snapshots().await.len(), 2);
+    assert_eq!(ebs_snapshots(&sources[0]).await.len(), 2);
 
     // A snapshot shared by an account not in source_accounts is not pulled; nor is the
     // daily backup the bunker just expired (it would only be deleted again).
@@ -145,5 +206,5 @@ async fn bunker_pulls_shared_ebs_and_rds_backups_once_without_collisions() {
     let r = r.ok_json();
     assert_eq!(r["summary"]["collected"], 3, "{r:#}");
     assert_eq!(r["summary"]["succeeded"], 0, "{r:#}");
-    assert_eq!(bunker.snapshots().await.len(), 2);
+    assert_eq!(ebs_snapshots(&bunker).await.len(), 2);
 }

@@ -48,7 +48,8 @@ echo "== bunker plan ebs --now 2027-01-10T00:00:00Z (what a clean then would do;
 "$bunker" plan ebs --config "$work/bunker.toml" --now 2027-01-10T00:00:00Z | sed 's/^/  /'
 echo "== bunker rds-cluster list-backups --json (first entry)"
 "$bunker" rds-cluster list-backups --config "$work/bunker.toml" --json | "$python" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[0], indent=2))' | sed 's/^/  /'
-echo "== bunker serve: copy every EBS backup to us-west-2 and share it with account 111111111111"
+bunker_account=999999999999
+echo "== bunker serve: copy every EBS backup to us-west-2 and share it with account $bunker_account (the data bunker)"
 "$python" - "$work" <<'PY'
 import boto3, sys
 sqs = boto3.client("sqs")
@@ -64,7 +65,7 @@ keep_monthly = 1
 keep_yearly = 1
 regions = ["us-east-1"]
 dr_regions = ["us-west-2"]
-share_accounts = ["111111111111"]
+share_accounts = ["$bunker_account"]
 schedule.create = ""   # the demo drives runs with a command message instead of the clock
 schedule.clean = ""
 [serve]
@@ -83,15 +84,18 @@ echo "  start-up reconciliation copies the backups made so far; then a command m
 echo '    {"action": "create-backups", "kind": "ebs"}'
 "$python" - "$queue" <<'PY'
 import boto3, json, sys, time
+def ebs_sources(ec2):
+    return [s for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]
+            if not any(t["Key"] == "bunker:ami_part" for t in s.get("Tags", []))]
+before = len(ebs_sources(boto3.client("ec2", region_name="us-east-1")))
 boto3.client("sqs").send_message(QueueUrl=sys.argv[1], MessageBody=json.dumps({"action": "create-backups", "kind": "ebs"}))
 # A malformed message too: it goes to the dead-letter queue with its reason.
 boto3.client("sqs").send_message(QueueUrl=sys.argv[1], MessageBody="{oops")
 src, dr = boto3.client("ec2", region_name="us-east-1"), boto3.client("ec2", region_name="us-west-2")
 for _ in range(300):
-    sources = [s for s in src.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-               if not any(t["Key"] == "bunker:ami_part" for t in s.get("Tags", []))]
+    sources = ebs_sources(src)
     copies = dr.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-    if sources and len(copies) == len(sources) and all(
+    if len(sources) > before and len(copies) == len(sources) and all(
             dr.describe_snapshot_attribute(SnapshotId=c["SnapshotId"], Attribute="createVolumePermission")["CreateVolumePermissions"]
             for c in copies):
         break
@@ -109,6 +113,22 @@ echo "  /metrics (excerpt):"
 curl -s "http://$listen/metrics" | grep -E '^bunker_(jobs|messages|runs)_total' | sed 's/^/    /'
 kill -TERM "$serve_pid"
 wait "$serve_pid" && echo "  SIGTERM: clean exit (code 0)"
-echo "  (the data-bunker pull is not implemented yet; see the README's known limits)"
+echo "== data-bunker pull: account $bunker_account copies in what 123456789012 shared with it"
+bunker_env=$("$python" - "$bunker_account" <<'PY'
+import boto3, sys
+c = boto3.client("sts").assume_role(RoleArn=f"arn:aws:iam::{sys.argv[1]}:role/bunker", RoleSessionName="demo")["Credentials"]
+print(f"AWS_ACCESS_KEY_ID={c['AccessKeyId']} AWS_SECRET_ACCESS_KEY={c['SecretAccessKey']} AWS_SESSION_TOKEN={c['SessionToken']}")
+PY
+)
+cat > "$work/bunker-account.toml" <<TOML
+regions = ["us-east-1"]
+source_accounts = ["123456789012"]
+keep_daily_pulled = 30
+TOML
+env $bunker_env "$bunker" ebs pull-backups --config "$work/bunker-account.toml" | tail -n 4 | sed 's/^/  /'
+echo "  a second pull finds nothing new:"
+env $bunker_env "$bunker" ebs pull-backups --config "$work/bunker-account.toml" | tail -n 1 | sed 's/^/  /'
+echo "  the bunker's own backups now (bunker ebs list-backups in $bunker_account):"
+env $bunker_env "$bunker" ebs list-backups --config "$work/bunker-account.toml" | tail -n 4 | sed 's/^/    /'
 echo "== HTTP requests the emulator served: $(curl -s "http://127.0.0.1:$port/_bunker/stats" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["requests"])')"
 echo "== demo done"

@@ -14,9 +14,10 @@ What the plugin adds to stock moto (see README, "The local emulator"):
 * CopyImage with ``TagSpecifications``: AWS tags the copied AMI and its snapshots in the call;
   moto 5.2.5 ignores the parameter. The plugin applies them, so DR copies of AMIs are born
   tagged (``bunker:copy_of``, ownership) as on AWS.
-* Cross-account sharing (EBS, RDS): the account a snapshot is shared with can list it
-  (``DescribeSnapshots`` with ``RestorableByUserIds`` / ``OwnerIds``; RDS ``SnapshotType=shared``
-  already works) and copy it (``CopySnapshot``, ``CopyDBSnapshot`` with the source ARN), as on
+* Cross-account sharing (EBS, AMI, RDS, Aurora): the account a backup is shared with can
+  list it (``DescribeSnapshots`` with ``RestorableByUserIds`` / ``OwnerIds``, ``DescribeImages``
+  with ``ExecutableUsers`` and ``Owners``; RDS ``SnapshotType=shared`` already works) and copy
+  it (``CopySnapshot``, ``CopyImage``, ``CopyDB[Cluster]Snapshot`` with the source ARN), as on
   AWS; moto 5.2.5 refuses both. Used by the data-bunker pull.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
   quota errors at a given rate per action, and EBS copies that stay ``pending`` for a while.
@@ -181,6 +182,47 @@ def patch_cross_account_sharing() -> None:
         return original_get(self, identifier, resource_type, not_found_exception)
 
     rds.RDSBackend.get_snapshot = get_snapshot
+
+    # AMIs: launch permission = share. DescribeImages with ExecutableUsers=self lists the
+    # images other accounts shared with the caller; CopyImage copies them.
+    from moto.ec2.models.amis import AmiBackend
+    from moto.ec2.responses.amis import AmisResponse
+
+    def images_shared_with(account, region, owners=None):
+        out = []
+        for owner in list(ec2_backends.keys()):
+            if owner == account or (owners and owner not in owners) or region not in ec2_backends[owner]:
+                continue
+            for ami in list(ec2_backends[owner][region].amis.values()):
+                if {"UserId": account} in ami.launch_permissions:
+                    out.append(ami)
+        return out
+
+    original_describe_images = AmisResponse.describe_images
+
+    def describe_images(self):
+        exec_users = self._get_param("ExecutableUsers", [])
+        owners = [o for o in self._get_param("Owners", []) if o not in ("self", self.current_account)]
+        if exec_users and owners:
+            return ActionResult({"Images": images_shared_with(self.current_account, self.region, owners)})
+        return original_describe_images(self)
+
+    AmisResponse.describe_images = describe_images
+    original_copy_image = AmiBackend.copy_image
+
+    def copy_image(self, source_image_id, source_region, name=None, description=None):
+        own = ec2_backends[self.account_id][source_region].amis
+        if source_image_id not in own:
+            found = [a for a in images_shared_with(self.account_id, source_region) if a.id == source_image_id]
+            if found:
+                own[source_image_id] = found[0]  # visible to the original for the copy only
+                try:
+                    return original_copy_image(self, source_image_id, source_region, name, description)
+                finally:
+                    del own[source_image_id]
+        return original_copy_image(self, source_image_id, source_region, name, description)
+
+    AmiBackend.copy_image = copy_image
 
 
 class Faults:

@@ -209,10 +209,13 @@ impl BackupControl for EbsControl {
             .into_iter()
             .filter_map(|s| {
                 let account = s.owner_id()?.to_string();
+                // Only bunker's own backups: an AMI's snapshots (shared with their AMI) and
+                // anything else the account shares are not EBS backups to pull.
+                let name = s.description()?.strip_prefix("bunker backup ")?.to_string();
                 accounts.contains(&account).then(|| SharedBackup {
                     id: s.snapshot_id().unwrap_or_default().to_string(),
                     account,
-                    name: s.description().and_then(|d| d.strip_prefix("bunker backup ")).map(String::from),
+                    name: Some(name),
                     source: s.volume_id().map(String::from),
                     available: s.state() == Some(&SnapshotState::Completed),
                     encrypted: s.encrypted().unwrap_or(false),
@@ -502,6 +505,39 @@ impl BackupControl for AmiControl {
             .await
             .map_err(|e| port_error("ec2:ModifyImageAttribute", e))?;
         Ok(())
+    }
+
+    async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
+        if accounts.is_empty() {
+            return Ok(vec![]);
+        }
+        let images = self
+            .client
+            .describe_images()
+            .executable_users("self")
+            .set_owners(Some(accounts.to_vec()))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("ec2:DescribeImages", e))?;
+        Ok(images
+            .into_iter()
+            .filter_map(|i| {
+                let account = i.owner_id()?.to_string();
+                let encrypted =
+                    i.block_device_mappings().iter().any(|m| m.ebs().and_then(|e| e.encrypted()).unwrap_or(false));
+                accounts.contains(&account).then(|| SharedBackup {
+                    id: i.image_id().unwrap_or_default().to_string(),
+                    account,
+                    name: i.name().map(String::from),
+                    source: None,
+                    available: i.state() == Some(&ImageState::Available),
+                    encrypted,
+                })
+            })
+            .collect())
     }
 }
 

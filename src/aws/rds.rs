@@ -494,4 +494,38 @@ impl BackupControl for RdsClusterControl {
             .map_err(|e| port_error("rds:ModifyDBClusterSnapshotAttribute", e))?;
         Ok(())
     }
+
+    async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
+        if accounts.is_empty() {
+            return Ok(vec![]);
+        }
+        let snapshots = self
+            .client
+            .describe_db_cluster_snapshots()
+            .snapshot_type("shared")
+            .include_shared(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("rds:DescribeDBClusterSnapshots", e))?;
+        Ok(snapshots
+            .into_iter()
+            .filter(|s| s.engine().is_some_and(is_rds_cluster_engine))
+            .filter_map(|s| {
+                let arn = s.db_cluster_snapshot_arn()?;
+                let account = arn.split(':').nth(4)?.to_string();
+                let name = s.db_cluster_snapshot_identifier()?.rsplit(':').next()?.to_string();
+                accounts.contains(&account).then(|| SharedBackup {
+                    id: name.clone(),
+                    account,
+                    name: Some(name),
+                    source: s.db_cluster_identifier().map(String::from),
+                    available: s.status() == Some("available"),
+                    encrypted: s.storage_encrypted().unwrap_or(false),
+                })
+            })
+            .collect())
+    }
 }
