@@ -1,4 +1,8 @@
-"""Driver of benches/serve_fanout.sh (see there)."""
+"""Driver of benches/serve_fanout.sh (see there). With SHELVERY_VENV set, Shelvery 0.10.1 does
+the same work side by side on the same emulator (its own account; SHELVERY_RUNS runs, default
+1, since one takes minutes): `shelvery ebs create_backups` with shelvery_dr_regions and
+shelvery_share_aws_account_ids, mono-thread so its deferred copy/share happen in the process;
+wall time until every copy and share exists, peak RSS from wait4."""
 import json, os, statistics, subprocess, sys, time, urllib.request
 
 import boto3
@@ -66,5 +70,34 @@ for run in range(runs):
     results.append((wall, hwm, reqs))
     print(f"run {run + 1}: {n} volumes -> {n} backups, {n} copies in {DR}, {2 * n} shares: "
           f"{wall:.2f} s, peak RSS {hwm:.1f} MiB, {reqs} HTTP requests (incl. this script's polling)")
-print(f"median of {runs}: {statistics.median(r[0] for r in results):.2f} s, "
+print(f"bunker median of {runs}: {statistics.median(r[0] for r in results):.2f} s, "
       f"peak RSS {statistics.median(r[1] for r in results):.1f} MiB")
+
+shelvery = os.environ.get("SHELVERY_VENV")
+if shelvery:
+    srun = []
+    for run in range(int(os.environ.get("SHELVERY_RUNS", "1"))):
+        account = f"7100000000{run:02d}"
+        c = creds(account)
+        src, dr = boto3.client("ec2", region_name=SRC, **c), boto3.client("ec2", region_name=DR, **c)
+        for i in range(n):
+            src.create_volume(AvailabilityZone=f"{SRC}a", Size=1, TagSpecifications=[{"ResourceType": "volume",
+                "Tags": [{"Key": "shelvery:create_backup", "Value": "true"}, {"Key": "Name", "Value": f"vol-{i}"}]}])
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=c["aws_access_key_id"], AWS_SECRET_ACCESS_KEY=c["aws_secret_access_key"],
+                   AWS_SESSION_TOKEN=c["aws_session_token"], AWS_REGION=SRC, AWS_DEFAULT_REGION=SRC, TZ="UTC",
+                   SHELVERY_MONO_THREAD="1", shelvery_dr_regions=DR, shelvery_share_aws_account_ids=SHARE)
+        t0 = time.monotonic()
+        log = open(os.path.join(work, f"shelvery-{run}.log"), "w")
+        p = subprocess.Popen([os.path.join(shelvery, "bin", "shelvery"), "ebs", "create_backups"], env=env,
+                             stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(p.pid, 0)
+        exited = time.monotonic() - t0
+        copies = [s for s in dr.describe_snapshots(OwnerIds=["self"])["Snapshots"]]
+        sources = [s["SnapshotId"] for s in src.describe_snapshots(OwnerIds=["self"])["Snapshots"]]
+        shares = sum(shared(src, s) for s in sources) + sum(shared(dr, s["SnapshotId"]) for s in copies)
+        srun.append((exited, usage.ru_maxrss / 1024))
+        print(f"shelvery run {run + 1}: exit {status >> 8} after {exited:.2f} s, peak RSS {usage.ru_maxrss / 1024:.1f} MiB; "
+              f"{len(sources)} backups, {len(copies)} copies in {DR}, {shares} of {2 * n} shares")
+    sw, sr = statistics.median(r[0] for r in srun), statistics.median(r[1] for r in srun)
+    bw, br = statistics.median(r[0] for r in results), statistics.median(r[1] for r in results)
+    print(f"shelvery median of {len(srun)}: {sw:.2f} s, peak RSS {sr:.1f} MiB; ratio {sw / bw:.1f}x time, {sr / br:.1f}x memory")

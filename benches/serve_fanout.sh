@@ -6,6 +6,7 @@
 # Runs RUNS times (default 3), each in a fresh account, and prints each run and the median.
 #
 #   benches/serve_fanout.sh 50
+#   SHELVERY_VENV=/path/to/venv-with-shelvery-0.10.1 benches/serve_fanout.sh 50   # side by side
 #
 # Builds bunker in release mode (the shipped binary); BUNKER_PROFILE=debug uses the debug
 # build instead (quicker to build; say so when quoting figures).
