@@ -1,5 +1,5 @@
-//! The data-bunker pull against the emulator: two source accounts share EBS, AMI, RDS and
-//! Aurora backups with a bunker account, which copies them in with its own ownership, unique
+//! The data-bunker pull against the emulator: two source accounts share EBS, AMI, RDS,
+//! Aurora and DocumentDB backups with a bunker account, which copies them in with its own ownership, unique
 //! names (both sources have a DB `orders` and a cluster `ledger`, so their backup names are
 //! equal), and no duplicates on a repeated pull. Cross-account listing and copying go through the emulator plugin (moto
 //! alone cannot copy another account's snapshot).
@@ -64,6 +64,16 @@ async fn more_resources(a: &Account) {
         .send()
         .await
         .unwrap();
+    aws_sdk_docdb::Client::new(&sdk)
+        .create_db_cluster()
+        .db_cluster_identifier("catalog")
+        .engine("docdb")
+        .master_username("u")
+        .master_user_password("password1")
+        .tags(aws_sdk_docdb::types::Tag::builder().key("bunker:create_backup").value("true").build())
+        .send()
+        .await
+        .unwrap();
 }
 
 /// `bunker:pulled_from` of every AMI and cluster snapshot the account owns.
@@ -75,9 +85,11 @@ async fn pulled_images_and_clusters(a: &Account) -> (Vec<String>, Vec<String>) {
         images.images().iter().flat_map(|i| i.tags().iter().filter_map(|t| from(t.key(), t.value()))).collect();
     let snaps =
         aws_sdk_rds::Client::new(&sdk).describe_db_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
+    // moto serves DocumentDB from its RDS backend: tell the two apart by engine.
     let mut clusters: Vec<String> = snaps
         .db_cluster_snapshots()
         .iter()
+        .filter(|s| s.engine() != Some("docdb"))
         .flat_map(|s| s.tag_list().iter().filter_map(|t| from(t.key(), t.value())))
         .collect();
     amis.sort();
@@ -106,7 +118,7 @@ async fn rds_snapshots(a: &Account) -> BTreeMap<String, BTreeMap<String, String>
 }
 
 #[tokio::test]
-async fn bunker_pulls_shared_backups_of_four_kinds_once_without_collisions() {
+async fn bunker_pulls_shared_backups_of_five_kinds_once_without_collisions() {
     let bunker = Account::new("620000000009").await;
     let sources = [Account::new("620000000001").await, Account::new("620000000002").await];
     let dir = tempfile::tempdir().unwrap();
@@ -116,7 +128,7 @@ async fn bunker_pulls_shared_backups_of_four_kinds_once_without_collisions() {
         a.volume(&[("bunker:create_backup", "true"), ("Name", "data")]).await;
         rds_db(a).await;
         more_resources(a).await;
-        for kind in ["ebs", "rds", "ec2ami", "rds-cluster"] {
+        for kind in ["ebs", "rds", "ec2ami", "rds-cluster", "docdb"] {
             a.bunker(&[kind, "create-backups", "--config", &source_cfg, "--now", "2026-12-01T01:00:00Z", "--json"])
                 .ok_json();
             a.bunker(&[kind, "replicate-backups", "--config", &source_cfg, "--json"]).ok_json();
@@ -136,7 +148,7 @@ async fn bunker_pulls_shared_backups_of_four_kinds_once_without_collisions() {
         "bunker.toml",
         &format!("regions = [\"{REGION}\"]\nsource_accounts = [\"{}\", \"{}\"]\n", sources[0].id, sources[1].id),
     );
-    for kind in ["ebs", "rds", "ec2ami", "rds-cluster"] {
+    for kind in ["ebs", "rds", "ec2ami", "rds-cluster", "docdb"] {
         let r = bunker.bunker(&[kind, "pull-backups", "--config", &bunker_cfg, "--json"]).ok_json();
         assert_eq!(r["summary"]["succeeded"], 2, "{kind}: {r:#}");
     }
@@ -167,7 +179,7 @@ async fn bunker_pulls_shared_backups_of_four_kinds_once_without_collisions() {
     }
 
     // A second pull copies nothing; a new shared backup is pulled alone.
-    for kind in ["ebs", "rds", "ec2ami", "rds-cluster"] {
+    for kind in ["ebs", "rds", "ec2ami", "rds-cluster", "docdb"] {
         let r = bunker.bunker(&[kind, "pull-backups", "--config", &bunker_cfg, "--json"]).ok_json();
         assert_eq!(r["summary"]["succeeded"], 0, "{kind}: {r:#}");
     }

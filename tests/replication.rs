@@ -71,6 +71,18 @@ async fn seed(a: &Account, kind: &str) {
                 .await
                 .unwrap();
         }
+        "docdb" => {
+            aws_sdk_docdb::Client::new(&sdk)
+                .create_db_cluster()
+                .db_cluster_identifier("catalog")
+                .engine("docdb")
+                .master_username("u")
+                .master_user_password("password1")
+                .tags(aws_sdk_docdb::types::Tag::builder().key(SELECT.0).value(SELECT.1).build())
+                .send()
+                .await
+                .unwrap();
+        }
         _ => unreachable!(),
     }
 }
@@ -155,6 +167,31 @@ async fn inspect(a: &Account, kind: &str, region: &str) -> BTreeMap<String, Foun
                     .flat_map(|x| x.attribute_values().to_vec())
                     .collect();
                 let tags = tag_map(s.tag_list().iter().map(|t| (t.key(), t.value())));
+                out.insert(id.to_string(), Found { tags, shared });
+            }
+        }
+        "docdb" => {
+            let docdb = aws_sdk_docdb::Client::new(&sdk);
+            let snaps = docdb.describe_db_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
+            for s in snaps.db_cluster_snapshots() {
+                let id = s.db_cluster_snapshot_identifier().unwrap();
+                let arn = s.db_cluster_snapshot_arn().unwrap();
+                let t = docdb.list_tags_for_resource().resource_name(arn).send().await.unwrap();
+                let tags = tag_map(t.tag_list().iter().map(|t| (t.key(), t.value())));
+                let attrs = docdb
+                    .describe_db_cluster_snapshot_attributes()
+                    .db_cluster_snapshot_identifier(id)
+                    .send()
+                    .await
+                    .unwrap();
+                let shared = attrs
+                    .db_cluster_snapshot_attributes_result()
+                    .unwrap()
+                    .db_cluster_snapshot_attributes()
+                    .iter()
+                    .filter(|x| x.attribute_name() == Some("restore"))
+                    .flat_map(|x| x.attribute_values().to_vec())
+                    .collect();
                 out.insert(id.to_string(), Found { tags, shared });
             }
         }
@@ -245,6 +282,11 @@ async fn rds_copy_and_share() {
 #[tokio::test]
 async fn rds_cluster_copy_and_share() {
     copy_and_share("rds-cluster", "500000000004").await;
+}
+
+#[tokio::test]
+async fn docdb_copy_and_share() {
+    copy_and_share("docdb", "500000000007").await;
 }
 
 #[tokio::test]

@@ -6,12 +6,15 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_docdb::types::{Filter, Tag};
 use aws_sdk_docdb::Client;
-use bunker_actors::ports::{BackupControl, CreateRequest, Created, ListedBackup, PortError, Resource};
+use bunker_actors::ports::{
+    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ListedBackup, PortError, Resource, SharedBackup,
+};
 use bunker_protocol::backup::Backup;
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use super::rds::{copy_key, none_if_missing, restore_accounts, snapshot_arn};
 use super::{db_not_ready, port_error, tag_map};
 
 /// Concurrent ListTagsForResource calls.
@@ -130,5 +133,107 @@ impl BackupControl for DocdbControl {
             .await
             .map_err(|e| port_error("docdb:DeleteDBClusterSnapshot", e))?;
         Ok(())
+    }
+
+    fn replicates(&self) -> bool {
+        true
+    }
+
+    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
+        let out = match self.client.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(id).send().await {
+            Ok(o) => o,
+            Err(e) => return none_if_missing(port_error("docdb:DescribeDBClusterSnapshots", e)),
+        };
+        let Some(s) = out.db_cluster_snapshots.unwrap_or_default().into_iter().next() else { return Ok(None) };
+        let tags = match s.db_cluster_snapshot_arn() {
+            Some(arn) => self.tags_of(arn).await?,
+            None => Tags::new(),
+        };
+        let attrs = self
+            .client
+            .describe_db_cluster_snapshot_attributes()
+            .db_cluster_snapshot_identifier(id)
+            .send()
+            .await
+            .map_err(|e| port_error("docdb:DescribeDBClusterSnapshotAttributes", e))?;
+        let list = attrs
+            .db_cluster_snapshot_attributes_result()
+            .map(|r| r.db_cluster_snapshot_attributes())
+            .unwrap_or_default();
+        Ok(Some(BackupDetail {
+            id: id.to_string(),
+            tags,
+            available: s.status() == Some("available"),
+            shared_with: restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))),
+            encrypted: s.storage_encrypted().unwrap_or(false),
+            kms_key: s.kms_key_id().map(String::from),
+        }))
+    }
+
+    async fn find_copy(&self, tag: &str, value: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
+        let found = self.describe_backup(name).await?;
+        Ok(found.filter(|d| d.tags.get(tag).map(String::as_str) == Some(value)))
+    }
+
+    async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
+        let tags = request.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+        let out = self
+            .client
+            .copy_db_cluster_snapshot()
+            .source_db_cluster_snapshot_identifier(snapshot_arn(request, "cluster-snapshot"))
+            .target_db_cluster_snapshot_identifier(&request.name)
+            .set_kms_key_id(copy_key(request)?.map(String::from))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| port_error("docdb:CopyDBClusterSnapshot", e))?;
+        Ok(out
+            .db_cluster_snapshot()
+            .and_then(|s| s.db_cluster_snapshot_identifier())
+            .unwrap_or(&request.name)
+            .to_string())
+    }
+
+    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+        self.client
+            .modify_db_cluster_snapshot_attribute()
+            .db_cluster_snapshot_identifier(id)
+            .attribute_name("restore")
+            .values_to_add(account)
+            .send()
+            .await
+            .map_err(|e| port_error("docdb:ModifyDBClusterSnapshotAttribute", e))?;
+        Ok(())
+    }
+
+    async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
+        if accounts.is_empty() {
+            return Ok(vec![]);
+        }
+        let out = self
+            .client
+            .describe_db_cluster_snapshots()
+            .snapshot_type("shared")
+            .include_shared(true)
+            .send()
+            .await
+            .map_err(|e| port_error("docdb:DescribeDBClusterSnapshots", e))?;
+        Ok(out
+            .db_cluster_snapshots()
+            .iter()
+            .filter(|s| s.engine() == Some("docdb"))
+            .filter_map(|s| {
+                let account = s.db_cluster_snapshot_arn()?.split(':').nth(4)?.to_string();
+                let name = s.db_cluster_snapshot_identifier()?.rsplit(':').next()?.to_string();
+                accounts.contains(&account).then(|| SharedBackup {
+                    id: name.clone(),
+                    account,
+                    name: Some(name),
+                    source: s.db_cluster_identifier().map(String::from),
+                    available: s.status() == Some("available"),
+                    encrypted: s.storage_encrypted().unwrap_or(false),
+                })
+            })
+            .collect())
     }
 }

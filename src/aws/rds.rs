@@ -45,12 +45,12 @@ fn created(id: Option<&str>, request: &CreateRequest, copied_from: Option<&str>)
 }
 
 /// The ARN of a snapshot in another region (cross-region copies name their source by ARN).
-fn snapshot_arn(request: &CopyRequest, resource: &str) -> String {
+pub(crate) fn snapshot_arn(request: &CopyRequest, resource: &str) -> String {
     format!("arn:aws:rds:{}:{}:{resource}:{}", request.source_region, request.source_account, request.source_id)
 }
 
 /// A DescribeDB*Snapshots error that means "no such snapshot".
-fn none_if_missing<T>(e: PortError) -> Result<Option<T>, PortError> {
+pub(crate) fn none_if_missing<T>(e: PortError) -> Result<Option<T>, PortError> {
     if e.kind == ErrorKind::NotFound {
         Ok(None)
     } else {
@@ -59,12 +59,12 @@ fn none_if_missing<T>(e: PortError) -> Result<Option<T>, PortError> {
 }
 
 /// The `restore` attribute's account ids (who a snapshot is shared with).
-fn restore_accounts<'a>(attrs: impl Iterator<Item = (Option<&'a str>, &'a [String])>) -> Vec<String> {
+pub(crate) fn restore_accounts<'a>(attrs: impl Iterator<Item = (Option<&'a str>, &'a [String])>) -> Vec<String> {
     attrs.filter(|(n, _)| *n == Some("restore")).flat_map(|(_, v)| v.iter().cloned()).collect()
 }
 
 /// An encrypted snapshot copied across regions needs a key there: say so before AWS does.
-fn copy_key(request: &CopyRequest) -> Result<Option<&str>, PortError> {
+pub(crate) fn copy_key(request: &CopyRequest) -> Result<Option<&str>, PortError> {
     match (&request.kms_key, request.encrypted) {
         (Some(k), _) => Ok(Some(k)),
         (None, false) => Ok(None),
