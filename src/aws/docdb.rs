@@ -14,7 +14,7 @@ use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::rds::{copy_key, none_if_missing, restore_accounts, snapshot_arn};
+use super::rds::{none_if_missing, restore_accounts};
 use super::{db_not_ready, port_error, tag_map};
 
 /// Concurrent ListTagsForResource calls.
@@ -171,69 +171,20 @@ impl BackupControl for DocdbControl {
     }
 
     async fn find_copy(&self, tag: &str, value: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
-        let found = self.describe_backup(name).await?;
-        Ok(found.filter(|d| d.tags.get(tag).map(String::as_str) == Some(value)))
+        self.cluster_find_copy(tag, value, name).await
     }
 
     async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
-        let tags = request.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-        let out = self
-            .client
-            .copy_db_cluster_snapshot()
-            .source_db_cluster_snapshot_identifier(snapshot_arn(request, "cluster-snapshot"))
-            .target_db_cluster_snapshot_identifier(&request.name)
-            .set_kms_key_id(copy_key(request)?.map(String::from))
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .map_err(|e| port_error("docdb:CopyDBClusterSnapshot", e))?;
-        Ok(out
-            .db_cluster_snapshot()
-            .and_then(|s| s.db_cluster_snapshot_identifier())
-            .unwrap_or(&request.name)
-            .to_string())
+        self.cluster_copy(request).await
     }
 
     async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
-        self.client
-            .modify_db_cluster_snapshot_attribute()
-            .db_cluster_snapshot_identifier(id)
-            .attribute_name("restore")
-            .values_to_add(account)
-            .send()
-            .await
-            .map_err(|e| port_error("docdb:ModifyDBClusterSnapshotAttribute", e))?;
-        Ok(())
+        self.cluster_share(id, account).await
     }
 
     async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
-        if accounts.is_empty() {
-            return Ok(vec![]);
-        }
-        let out = self
-            .client
-            .describe_db_cluster_snapshots()
-            .snapshot_type("shared")
-            .include_shared(true)
-            .send()
-            .await
-            .map_err(|e| port_error("docdb:DescribeDBClusterSnapshots", e))?;
-        Ok(out
-            .db_cluster_snapshots()
-            .iter()
-            .filter(|s| s.engine() == Some("docdb"))
-            .filter_map(|s| {
-                let account = s.db_cluster_snapshot_arn()?.split(':').nth(4)?.to_string();
-                let name = s.db_cluster_snapshot_identifier()?.rsplit(':').next()?.to_string();
-                accounts.contains(&account).then(|| SharedBackup {
-                    id: name.clone(),
-                    account,
-                    name: Some(name),
-                    source: s.db_cluster_identifier().map(String::from),
-                    available: s.status() == Some("available"),
-                    encrypted: s.storage_encrypted().unwrap_or(false),
-                })
-            })
-            .collect())
+        self.cluster_list_shared(accounts).await
     }
 }
+
+cluster_snapshot_ops!(DocdbControl, "docdb", Tag, |e: &str| e == "docdb");

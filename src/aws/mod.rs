@@ -4,6 +4,97 @@
 //! by every client; per-region clients are built from it. `AWS_ENDPOINT_URL` (and the
 //! per-service variants) point every client at an emulator for the demo and the tests.
 
+/// The cluster-snapshot calls of copy, share, find and pull are the same in the RDS and the
+/// DocumentDB APIs (one control plane), but the two SDK crates have distinct types: this
+/// writes them once for both. `$service` names the API in errors, `$tag` is the crate's
+/// `Tag`, `$engine_ok` selects the snapshots of the kind by engine.
+macro_rules! cluster_snapshot_ops {
+    ($control:ty, $service:literal, $tag:ty, $engine_ok:expr) => {
+        impl $control {
+            async fn cluster_find_copy(
+                &self,
+                tag: &str,
+                value: &str,
+                name: &str,
+            ) -> Result<Option<BackupDetail>, PortError> {
+                let found = self.describe_backup(name).await?;
+                Ok(found.filter(|d| d.tags.get(tag).map(String::as_str) == Some(value)))
+            }
+
+            async fn cluster_copy(&self, request: &CopyRequest) -> Result<String, PortError> {
+                let tags = request.tags.iter().map(|(k, v)| <$tag>::builder().key(k).value(v).build()).collect();
+                let out = self
+                    .client
+                    .copy_db_cluster_snapshot()
+                    .source_db_cluster_snapshot_identifier(super::rds::snapshot_arn(request, "cluster-snapshot"))
+                    .target_db_cluster_snapshot_identifier(&request.name)
+                    .set_kms_key_id(super::rds::copy_key(request)?.map(String::from))
+                    .set_tags(Some(tags))
+                    .send()
+                    .await
+                    .map_err(|e| super::port_error(concat!($service, ":CopyDBClusterSnapshot"), e))?;
+                Ok(out
+                    .db_cluster_snapshot()
+                    .and_then(|s| s.db_cluster_snapshot_identifier())
+                    .unwrap_or(&request.name)
+                    .to_string())
+            }
+
+            async fn cluster_share(&self, id: &str, account: &str) -> Result<(), PortError> {
+                self.client
+                    .modify_db_cluster_snapshot_attribute()
+                    .db_cluster_snapshot_identifier(id)
+                    .attribute_name("restore")
+                    .values_to_add(account)
+                    .send()
+                    .await
+                    .map_err(|e| super::port_error(concat!($service, ":ModifyDBClusterSnapshotAttribute"), e))?;
+                Ok(())
+            }
+
+            async fn cluster_list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
+                let mut found = Vec::new();
+                let mut marker = None;
+                while !accounts.is_empty() {
+                    let out = self
+                        .client
+                        .describe_db_cluster_snapshots()
+                        .snapshot_type("shared")
+                        .include_shared(true)
+                        .set_marker(marker.take())
+                        .send()
+                        .await
+                        .map_err(|e| super::port_error(concat!($service, ":DescribeDBClusterSnapshots"), e))?;
+                    let engine_ok = $engine_ok;
+                    for s in out.db_cluster_snapshots().iter().filter(|s| s.engine().is_some_and(|e| engine_ok(e))) {
+                        let Some(arn) = s.db_cluster_snapshot_arn() else { continue };
+                        let Some(account) = arn.split(':').nth(4).filter(|a| accounts.iter().any(|x| x == a)) else {
+                            continue;
+                        };
+                        // For a shared snapshot the identifier is its ARN on AWS (moto: the name).
+                        let Some(name) = s.db_cluster_snapshot_identifier().and_then(|i| i.rsplit(':').next()) else {
+                            continue;
+                        };
+                        found.push(SharedBackup {
+                            id: name.to_string(),
+                            account: account.to_string(),
+                            name: Some(name.to_string()),
+                            source: s.db_cluster_identifier().map(String::from),
+                            available: s.status() == Some("available"),
+                            encrypted: s.storage_encrypted().unwrap_or(false),
+                        });
+                    }
+                    match out.marker() {
+                        Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                        _ => break,
+                    }
+                }
+                Ok(found)
+            }
+        }
+    };
+}
+
 mod docdb;
 mod dynamodb;
 mod ec2;

@@ -461,71 +461,20 @@ impl BackupControl for RdsClusterControl {
     }
 
     async fn find_copy(&self, tag: &str, value: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
-        let found = self.describe_backup(name).await?;
-        Ok(found.filter(|d| d.tags.get(tag).map(String::as_str) == Some(value)))
+        self.cluster_find_copy(tag, value, name).await
     }
 
     async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
-        let out = self
-            .client
-            .copy_db_cluster_snapshot()
-            .source_db_cluster_snapshot_identifier(snapshot_arn(request, "cluster-snapshot"))
-            .target_db_cluster_snapshot_identifier(&request.name)
-            .set_kms_key_id(copy_key(request)?.map(String::from))
-            .set_tags(Some(rds_tags(&request.tags)))
-            .send()
-            .await
-            .map_err(|e| port_error("rds:CopyDBClusterSnapshot", e))?;
-        Ok(out
-            .db_cluster_snapshot()
-            .and_then(|s| s.db_cluster_snapshot_identifier())
-            .unwrap_or(&request.name)
-            .to_string())
+        self.cluster_copy(request).await
     }
 
     async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
-        self.client
-            .modify_db_cluster_snapshot_attribute()
-            .db_cluster_snapshot_identifier(id)
-            .attribute_name("restore")
-            .values_to_add(account)
-            .send()
-            .await
-            .map_err(|e| port_error("rds:ModifyDBClusterSnapshotAttribute", e))?;
-        Ok(())
+        self.cluster_share(id, account).await
     }
 
     async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
-        if accounts.is_empty() {
-            return Ok(vec![]);
-        }
-        let snapshots = self
-            .client
-            .describe_db_cluster_snapshots()
-            .snapshot_type("shared")
-            .include_shared(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| port_error("rds:DescribeDBClusterSnapshots", e))?;
-        Ok(snapshots
-            .into_iter()
-            .filter(|s| s.engine().is_some_and(is_rds_cluster_engine))
-            .filter_map(|s| {
-                let arn = s.db_cluster_snapshot_arn()?;
-                let account = arn.split(':').nth(4)?.to_string();
-                let name = s.db_cluster_snapshot_identifier()?.rsplit(':').next()?.to_string();
-                accounts.contains(&account).then(|| SharedBackup {
-                    id: name.clone(),
-                    account,
-                    name: Some(name),
-                    source: s.db_cluster_identifier().map(String::from),
-                    available: s.status() == Some("available"),
-                    encrypted: s.storage_encrypted().unwrap_or(false),
-                })
-            })
-            .collect())
+        self.cluster_list_shared(accounts).await
     }
 }
+
+cluster_snapshot_ops!(RdsClusterControl, "rds", Tag, is_rds_cluster_engine);
