@@ -164,7 +164,16 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
         schedules.push((Action::Clean, c.clone()));
     }
     let deployment = cfg.deployment_id(&account, &regions[0]);
-    let schedule = scheduler::Scheduler::new(schedules, kinds.clone(), deployment);
+    let mut schedule = scheduler::Scheduler::new(schedules, kinds.clone(), deployment);
+    for (kind, action, cron) in &cfg.serve.schedule_per_kind {
+        let action = match *action {
+            "create" => Action::Create,
+            "clean" => Action::Clean,
+            _ => Action::Pull,
+        };
+        let served = kinds.contains(kind) && (action != Action::Pull || !cfg.replication.source_accounts.is_empty());
+        schedule = schedule.with_override(action, *kind, cron.clone(), served);
+    }
     let (exec, l, h, rec) = (executor.clone(), leases.clone(), holder.clone(), reconciler.clone().recipient());
     let scheduler = actix::Supervisor::start(move |_| SchedulerActor::new(schedule, exec, l, h, Some(rec)));
 

@@ -65,38 +65,49 @@ pub struct Slot {
 /// The schedule arithmetic (no I/O, no timers).
 #[derive(Debug, Clone)]
 pub struct Scheduler {
-    schedules: Vec<(Action, Cron)>,
-    kinds: Vec<ResourceKind>,
+    entries: Vec<(Action, ResourceKind, Cron)>,
     deployment: String,
 }
 
 impl Scheduler {
-    /// Schedules for every kind served; `deployment` scopes the slot keys.
+    /// Each schedule for every kind served; `deployment` scopes the slot keys.
     pub fn new(schedules: Vec<(Action, Cron)>, kinds: Vec<ResourceKind>, deployment: String) -> Scheduler {
-        Scheduler { schedules, kinds, deployment }
+        let entries = schedules.into_iter().flat_map(|(a, c)| kinds.iter().map(move |&k| (a, k, c.clone()))).collect();
+        Scheduler { entries, deployment }
+    }
+
+    /// Replaces one kind's schedule for an action (`None`: that kind does not run it).
+    /// Overrides for kinds that are not served are ignored.
+    pub fn with_override(mut self, action: Action, kind: ResourceKind, cron: Option<Cron>, served: bool) -> Self {
+        self.entries.retain(|(a, k, _)| !(*a == action && *k == kind));
+        if let (Some(c), true) = (cron, served) {
+            self.entries.push((action, kind, c));
+        }
+        self
     }
 
     /// The newest past slot of each schedule and kind: what start-up catches up (once).
     pub fn catch_up(&self, now: Timestamp) -> Vec<Slot> {
-        let mut out = Vec::new();
-        for (action, cron) in &self.schedules {
-            if let Some(at) = cron.latest_at_or_before(now) {
-                out.extend(self.kinds.iter().map(|&kind| Slot { at, action: *action, kind }));
-            }
-        }
+        let mut out: Vec<Slot> = self
+            .entries
+            .iter()
+            .filter_map(|(action, kind, cron)| {
+                Some(Slot { at: cron.latest_at_or_before(now)?, action: *action, kind: *kind })
+            })
+            .collect();
         out.sort();
         out
     }
 
     /// The next instant anything fires after `now`, and the slots due then.
     pub fn next(&self, now: Timestamp) -> Option<(Timestamp, Vec<Slot>)> {
-        let at = self.schedules.iter().filter_map(|(_, c)| c.next_after(now)).min()?;
-        let mut slots = Vec::new();
-        for (action, cron) in &self.schedules {
-            if cron.next_after(now) == Some(at) {
-                slots.extend(self.kinds.iter().map(|&kind| Slot { at, action: *action, kind }));
-            }
-        }
+        let at = self.entries.iter().filter_map(|(_, _, c)| c.next_after(now)).min()?;
+        let slots = self
+            .entries
+            .iter()
+            .filter(|(_, _, c)| c.next_after(now) == Some(at))
+            .map(|(action, kind, _)| Slot { at, action: *action, kind: *kind })
+            .collect();
         Some((at, slots))
     }
 
@@ -374,5 +385,15 @@ mod tests {
         assert_eq!(at.to_string(), "2026-12-08T02:00:00Z");
         assert_eq!(slots.len(), 2);
         assert!(s.slot_key(&slots[0]).starts_with("slot:dep:clean-backups:"));
+
+        // RDS creates at 01:30 instead; nobody cleans EBS.
+        let s = s
+            .with_override(Action::Create, ResourceKind::Rds, Some("30 1 * * *".parse().unwrap()), true)
+            .with_override(Action::Clean, ResourceKind::Ebs, None, true);
+        let (at, slots) = s.next("2026-12-08T01:10:00Z".parse().unwrap()).unwrap();
+        assert_eq!((at.to_string().as_str(), slots.len()), ("2026-12-08T01:30:00Z", 1));
+        assert_eq!(slots[0].kind, ResourceKind::Rds);
+        let (at, slots) = s.next("2026-12-08T01:40:00Z".parse().unwrap()).unwrap();
+        assert_eq!((at.to_string().as_str(), slots.len()), ("2026-12-08T02:00:00Z", 1), "only rds cleans");
     }
 }

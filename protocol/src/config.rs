@@ -65,6 +65,7 @@ pub enum Key {
     KeepMonthlyPulled,
     KeepYearlyPulled,
     ShareKmsKeys,
+    SchedulePerKind,
 }
 
 struct Spec {
@@ -84,7 +85,7 @@ const DURATION: &str = "a duration such as 30s, 15m, 2h or 1d (a bare number is 
 const CRON: &str = "a 5-field cron expression in UTC such as \"0 1 * * *\", or \"\" to disable";
 const SQS_URL: &str = "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)";
 
-const SPECS: [Spec; 43] = [
+const SPECS: [Spec; 44] = [
     Spec { key: Key::KeepDaily, name: "keep_daily", shelvery: Some("shelvery_keep_daily_backups"), per_resource: true, default: Some("14"), accepted: WHOLE },
     Spec { key: Key::KeepWeekly, name: "keep_weekly", shelvery: Some("shelvery_keep_weekly_backups"), per_resource: true, default: Some("8"), accepted: WHOLE },
     Spec { key: Key::KeepMonthly, name: "keep_monthly", shelvery: Some("shelvery_keep_monthly_backups"), per_resource: true, default: Some("12"), accepted: WHOLE },
@@ -134,6 +135,7 @@ const SPECS: [Spec; 43] = [
     Spec { key: Key::KeepWeeklyPulled, name: "keep_weekly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
     Spec { key: Key::KeepMonthlyPulled, name: "keep_monthly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
     Spec { key: Key::KeepYearlyPulled, name: "keep_yearly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::SchedulePerKind, name: "schedule.per_kind", shelvery: None, per_resource: false, default: Some(""), accepted: "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)" },
     Spec { key: Key::ShareKmsKeys, name: "share_kms_keys", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated REGION=KEY entries: the customer KMS key (granted to the share accounts) under which encrypted backups of that region are shared" },
 ];
 
@@ -422,6 +424,8 @@ pub struct Serve {
     pub schedule_clean: Option<crate::cron::Cron>,
     /// When pull-backups runs (only with `source_accounts`).
     pub schedule_pull: Option<crate::cron::Cron>,
+    /// Per-kind overrides: (kind, action `create`/`clean`/`pull`, schedule or `None` = off).
+    pub schedule_per_kind: Vec<(crate::ResourceKind, &'static str, Option<crate::cron::Cron>)>,
 }
 
 impl Config {
@@ -620,6 +624,10 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
         schedule_create: cron(Key::ScheduleCreate)?,
         schedule_clean: cron(Key::ScheduleClean)?,
         schedule_pull: cron(Key::SchedulePull)?,
+        schedule_per_kind: match get(Key::SchedulePerKind) {
+            None => vec![],
+            Some(s) => parse_per_kind(&s.value).ok_or_else(|| bad(s))?,
+        },
     };
     Ok(Config {
         replication,
@@ -772,6 +780,22 @@ fn parse_duration_secs(v: &str) -> Option<i64> {
     num.parse::<i64>().ok()?.checked_mul(mult)
 }
 
+/// `KIND.ACTION=CRON; …` (see the `schedule.per_kind` spec).
+fn parse_per_kind(v: &str) -> Option<Vec<(crate::ResourceKind, &'static str, Option<crate::cron::Cron>)>> {
+    let mut out = Vec::new();
+    for entry in v.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (target, cron) = entry.split_once('=')?;
+        let (kind, action) = target.trim().split_once('.')?;
+        let action = ["create", "clean", "pull"].into_iter().find(|a| *a == action)?;
+        let cron = match cron.trim() {
+            "" => None,
+            c => Some(c.parse().ok()?),
+        };
+        out.push((kind.parse().ok()?, action, cron));
+    }
+    Some(out)
+}
+
 fn split_list(v: &str) -> Vec<String> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
@@ -825,6 +849,36 @@ mod tests {
 
     fn s(key: Key, value: &str, source: Source) -> Setting {
         Setting { key, value: value.into(), source }
+    }
+
+    #[test]
+    fn serve_and_replication_settings_parse_strictly() {
+        let file = || Source::File { path: "bunker.toml".into() };
+        let mut layers = defaults();
+        layers.push(s(Key::SchedulePerKind, "rds.create=30 1 * * *; docdb.clean=", file()));
+        layers.push(s(Key::DrKmsKeys, "us-west-2=alias/dr", file()));
+        layers.push(s(Key::ServeShutdownDeadline, "2m", file()));
+        let c = resolve(&layers).unwrap();
+        assert_eq!(c.serve.schedule_per_kind.len(), 2);
+        assert_eq!(c.serve.schedule_per_kind[0].1, "create");
+        assert!(c.serve.schedule_per_kind[1].2.is_none(), "empty cron disables");
+        assert_eq!(c.replication.dr_kms_keys["us-west-2"], "alias/dr");
+        assert_eq!(c.serve.shutdown_deadline.as_secs(), 120);
+        assert_eq!(c.serve.schedule_create.unwrap().to_string(), "0 1 * * *");
+        for (key, value) in [
+            (Key::SchedulePerKind, "rds.backup=0 1 * * *"),
+            (Key::SchedulePerKind, "floppy.create=0 1 * * *"),
+            (Key::ScheduleCreate, "0 25 * * *"),
+            (Key::ShareAccounts, "12345"),
+            (Key::DrKmsKeys, "alias/dr"),
+            (Key::ServeListen, "localhost"),
+            (Key::ServeCheckInterval, "0s"),
+        ] {
+            let mut l = defaults();
+            l.push(s(key, value, file()));
+            let e = resolve(&l).unwrap_err().to_string();
+            assert!(e.contains(key.name()) && e.contains("bunker.toml"), "{key}: {e}");
+        }
     }
 
     #[test]
