@@ -228,9 +228,17 @@ async fn events_replayed_malformed_and_commands_then_sigterm() {
     sqs.send_message().queue_url(&q).message_body(r#"{"action":"reconcile"}"#).send().await.unwrap();
     let all = wait_replicated(&a, Duration::from_secs(60)).await;
     assert_eq!(all.len(), 6, "3 volumes × 2 runs");
+    // Both commands are deleted only once their work has ended.
+    let t = Instant::now();
+    while queue_depth(&sqs, &q).await != (0, 0) {
+        assert!(t.elapsed() < Duration::from_secs(60), "commands not finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let metrics = serve.get("/metrics");
+    assert!(metrics.contains("bunker_copies_in_flight{kind=\"ebs\",region=\"us-west-2\"} 0\n"), "{metrics}");
     assert!(metrics.contains("bunker_messages_total{outcome=\"dead_lettered\"} 2"), "{metrics}");
-    assert!(metrics.contains("# TYPE bunker_copies_in_flight gauge"), "{metrics}");
+    assert!(metrics.contains("bunker_jobs_total{kind=\"ebs\",state=\"done\"} "), "{metrics}");
+    assert!(metrics.contains("bunker_runs_total{action=\"create-backups\",kind=\"ebs\",status=\"OK\"} 1"), "{metrics}");
 
     let (code, stderr, took) = serve.terminate();
     assert_eq!(code, 0, "{stderr}");

@@ -721,6 +721,7 @@ mod tests {
         assert_eq!(o2, Outcome::Progress, "the copy is shared in the second pass");
         assert_eq!(e2.len(), 1);
         assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Outcome::Done);
+        assert_eq!(w.logic.in_flight(ResourceKind::Ebs, "us-west-2"), 0, "the finished copy no longer counts");
         let dr = w.dr.state.lock().unwrap();
         assert_eq!(dr.backups.len(), 1);
         let copy = dr.backups.values().next().unwrap();

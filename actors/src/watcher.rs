@@ -106,15 +106,11 @@ impl Watcher {
                 let work = self.replicator.send(Replicate(b.clone()));
                 match self.extending(m, work).await {
                     Ok(Ok(JobResult { done: true, .. })) => Handled::Done,
+                    // Not ours, or given up (reported by the replicator; reconciliation tries
+                    // again later): either way the message has been acted on.
                     Ok(Ok(JobResult { note, .. })) => {
-                        let note = note.unwrap_or_default();
-                        if note.starts_with("gave up") {
-                            // Reported by the replicator; reconciliation tries again later.
-                            Handled::Done
-                        } else {
-                            info!(message_id = %m.id, backup_id = %b.id, why = %note, "event names no work of ours");
-                            Handled::Done
-                        }
+                        info!(message_id = %m.id, backup_id = %b.id, why = ?note, "event handled without a copy");
+                        Handled::Done
                     }
                     Ok(Err(())) | Err(_) => Handled::Left("replicator stopped before the job ended".into()),
                 }
