@@ -174,7 +174,8 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         tracing::warn!("{w}");
     }
     let cfg = config::resolve(&base).map_err(usage)?;
-    let opts = RunOptions { now, dry_run: cli.dry_run, run_id: run_id(now), publish_report: true };
+    let opts =
+        RunOptions { now, dry_run: cli.dry_run, run_id: bunker_actors::runner::run_id(now), publish_report: true };
 
     // actix on a multi-thread tokio runtime: AWS I/O and the actors share it.
     let system = actix::System::with_tokio_rt(|| {
@@ -218,12 +219,6 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             }
         }
     })
-}
-
-/// Unique enough per run: the run clock plus process id and wall-clock nanoseconds.
-fn run_id(now: Timestamp) -> String {
-    let nanos = Timestamp::now().subsec_nanosecond();
-    format!("{}-{:x}{:08x}", now.strftime("%Y%m%dT%H%M%SZ"), std::process::id(), nanos)
 }
 
 async fn runner(

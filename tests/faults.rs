@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::Stdio;
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use common::{Account, REGION};
@@ -41,18 +40,7 @@ static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Starts `bunker serve` (stderr to a file in `dir`); returns the process and the log path.
 fn start_serve(a: &Account, cfg: &str, dir: &std::path::Path) -> (std::process::Child, std::path::PathBuf) {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let log = dir.join(format!("serve-{n}.log"));
-    let mut cmd = a.command();
-    cmd.args(["serve", "--config", cfg])
-        .env("STATE_DIRECTORY", dir)
-        .env("BUNKER_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("bunker serve: listening on"), "{line} {}", std::fs::read_to_string(&log).unwrap());
+    let (child, _, log) = a.serve(cfg, dir);
     (child, log)
 }
 

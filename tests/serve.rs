@@ -3,8 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Stdio};
+use std::io::{Read, Write};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{Account, REGION};
@@ -22,25 +22,8 @@ struct Serve {
 
 impl Serve {
     fn start(a: &Account, config: &str, state: &std::path::Path) -> Serve {
-        let mut cmd = a.command();
-        cmd.args(["serve", "--config", config])
-            .env("STATE_DIRECTORY", state)
-            .env("BUNKER_LOG", "info")
-            .stdout(Stdio::piped());
-        std::fs::create_dir_all(state).unwrap();
-        let log = state.join(format!(
-            "serve-{}.log",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        ));
-        cmd.stderr(std::fs::File::create(&log).unwrap());
-        let mut child = cmd.spawn().expect("start bunker serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("bunker serve: listening on ").unwrap_or_else(|| {
-            let err = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("serve did not start: {line:?}\n{err}")
-        });
-        Serve { addr: addr.to_string(), child, log }
+        let (child, addr, log) = a.serve(config, state);
+        Serve { addr, child, log }
     }
 
     fn get(&self, path: &str) -> String {

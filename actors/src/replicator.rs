@@ -465,11 +465,6 @@ enum StepResult {
 #[rtype(result = "Result<JobResult, ()>")]
 pub struct Replicate(pub BackupRef);
 
-/// How many jobs are open (waiting or running).
-#[derive(Debug, Message)]
-#[rtype(result = "usize")]
-pub struct GetOpenJobs;
-
 struct Job {
     waiters: Vec<oneshot::Sender<JobResult>>,
     entries: Vec<Entry>,
@@ -635,14 +630,6 @@ impl Handler<Replicate> for ReplicatorActor {
         job.1.waiters.push(tx);
         self.run_pass(key, ctx);
         Box::pin(async move { rx.await.map_err(|_| ()) })
-    }
-}
-
-impl Handler<GetOpenJobs> for ReplicatorActor {
-    type Result = usize;
-
-    fn handle(&mut self, _msg: GetOpenJobs, _ctx: &mut Self::Context) -> usize {
-        self.jobs.len()
     }
 }
 

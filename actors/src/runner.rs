@@ -26,6 +26,12 @@ use crate::ports::{BackupControl, CreateRequest, Notifier, PortError, Resource};
 /// overlapping round trips.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 
+/// A run id, unique enough: the run clock plus process id and wall-clock nanoseconds.
+pub fn run_id(now: Timestamp) -> String {
+    let nanos = Timestamp::now().subsec_nanosecond();
+    format!("{}-{:x}{:08x}", now.strftime("%Y%m%dT%H%M%SZ"), std::process::id(), nanos)
+}
+
 /// One run's parameters.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::ports::Leases;
 use crate::replicator::Replicate;
-use crate::runner::{RunOptions, Runner};
+use crate::runner::{run_id, RunOptions, Runner};
 use crate::watcher::RunCommand;
 
 /// A scheduled action.
@@ -133,11 +133,6 @@ pub struct Executor {
     replicator: Recipient<Replicate>,
     metrics: Arc<Metrics>,
     running: Arc<AtomicUsize>,
-}
-
-/// Unique enough per run.
-pub fn run_id(now: Timestamp) -> String {
-    format!("{}-{:x}{:08x}", now.strftime("%Y%m%dT%H%M%SZ"), std::process::id(), Timestamp::now().subsec_nanosecond())
 }
 
 impl Executor {

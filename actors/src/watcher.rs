@@ -137,7 +137,9 @@ impl Watcher {
                     warn!(message_id = %m.id, error = %e, "delete failed; the message will be redelivered");
                 }
             }
-            Handled::Left(why) => warn!(message_id = %m.id, why = %why, "message left on the queue"),
+            Handled::Left(why) => {
+                warn!(message_id = %m.id, receive_count = m.receive_count, why = %why, "message left on the queue")
+            }
         }
         outcome
     }

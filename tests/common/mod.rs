@@ -133,6 +133,28 @@ impl Account {
         c
     }
 
+    /// Starts `bunker serve --config config` with its state (leases) and its log (stderr, a
+    /// file: a pipe nobody reads would fill and block the service) in `state`; returns the
+    /// process, the `/healthz` + `/metrics` address and the log path.
+    pub fn serve(&self, config: &str, state: &Path) -> (Child, String, PathBuf) {
+        std::fs::create_dir_all(state).unwrap();
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let log = state.join(format!("serve-{n}.log"));
+        let mut cmd = self.command();
+        cmd.args(["serve", "--config", config])
+            .env("STATE_DIRECTORY", state)
+            .env("BUNKER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().expect("start bunker serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let Some(addr) = line.trim().strip_prefix("bunker serve: listening on ").map(String::from) else {
+            panic!("serve did not start: {line:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+        };
+        (child, addr, log)
+    }
+
     /// Runs bunker with `args`; returns (exit code, stdout, stderr).
     pub fn bunker(&self, args: &[&str]) -> Run {
         self.bunker_with(args, &[])
