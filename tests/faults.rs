@@ -52,23 +52,30 @@ fn sigterm(child: &mut std::process::Child) -> (Option<i32>, Duration) {
 }
 
 /// (copies in DR, copies complete and shared).
-async fn dr_progress(dr: &aws_sdk_ec2::Client) -> (usize, usize) {
+async fn dr_progress(a: &Account) -> (usize, usize) {
+    let dr = aws_sdk_ec2::Client::new(&a.sdk(DR).await);
     let copies = dr.describe_snapshots().owner_ids("self").send().await.unwrap();
     let mut done = 0;
     for s in copies.snapshots() {
-        if s.state() != Some(&aws_sdk_ec2::types::SnapshotState::Completed) {
-            continue;
+        if s.state() == Some(&aws_sdk_ec2::types::SnapshotState::Completed) {
+            done += usize::from(a.snapshot_shared_with(DR, s.snapshot_id().unwrap()).await == [SHARE]);
         }
-        let attr = dr
-            .describe_snapshot_attribute()
-            .snapshot_id(s.snapshot_id().unwrap())
-            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-            .send()
-            .await
-            .unwrap();
-        done += usize::from(attr.create_volume_permissions().len() == 1);
     }
     (copies.snapshots().len(), done)
+}
+
+/// Waits until `n` copies exist in DR, complete and shared, never more than `n`.
+async fn wait_all_copied(a: &Account, n: usize, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let (copies, done) = dr_progress(a).await;
+        assert!(copies <= n, "a second copy was made: {copies} copies of {n} backups");
+        if done == n {
+            return;
+        }
+        assert!(t.elapsed() < limit, "only {done} of {n} copies complete and shared ({copies} exist)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]
@@ -95,7 +102,6 @@ async fn sigterm_with_work_in_flight_exits_cleanly_and_a_restart_finishes_it() {
     .unwrap();
     let cfg = cfg.display().to_string();
     a.bunker(&["ebs", "create-backups", "--config", &cfg, "--json"]).ok_json();
-    let dr = aws_sdk_ec2::Client::new(&a.sdk(DR).await);
 
     let faults = FAULTS.lock().await;
     post(&a.endpoint, "/_bunker/faults", r#"{"copy_pending_seconds": 4}"#);
@@ -103,7 +109,7 @@ async fn sigterm_with_work_in_flight_exits_cleanly_and_a_restart_finishes_it() {
     // A command in flight: its message must survive the shutdown.
     sqs.send_message().queue_url(&q).message_body(r#"{"action":"reconcile"}"#).send().await.unwrap();
     let t = Instant::now();
-    while dr_progress(&dr).await.0 == 0 {
+    while dr_progress(&a).await.0 == 0 {
         assert!(t.elapsed() < Duration::from_secs(30), "no copy started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -112,22 +118,13 @@ async fn sigterm_with_work_in_flight_exits_cleanly_and_a_restart_finishes_it() {
     let err = std::fs::read_to_string(&log).unwrap();
     assert_eq!(code, Some(0), "{err}");
     assert!(took < Duration::from_secs(6), "exit within the 2 s deadline (+ slack): {took:?}");
-    let (copies, done) = dr_progress(&dr).await;
+    let (copies, done) = dr_progress(&a).await;
     assert!(done < 10, "work was still in flight at SIGTERM ({copies} copies, {done} done)");
     post(&a.endpoint, "/_bunker/faults", "{}");
     drop(faults);
 
     let (mut child, log) = start_serve(&a, &cfg, dir.path());
-    let t = Instant::now();
-    loop {
-        let (copies, done) = dr_progress(&dr).await;
-        assert!(copies <= 10, "a second copy was made");
-        if done == 10 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(60), "restart did not finish: {copies} copies, {done} done");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_all_copied(&a, 10, Duration::from_secs(60)).await;
     // The interrupted command message comes back after its visibility timeout and is handled.
     let t = Instant::now();
     loop {
@@ -187,27 +184,9 @@ async fn throttling_and_quota_faults_defer_but_everything_completes() {
     );
     let (mut child, log) = start_serve(&a, &cfg, dir.path());
 
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let dr = aws_sdk_ec2::Client::new(&a.sdk(DR).await);
-    let t = Instant::now();
-    loop {
-        let (copies, done) = dr_progress(&dr).await;
-        assert!(copies <= 30, "a second copy was made");
-        if done == 30 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(120), "only {done} of 30 copies complete and shared");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    for s in ec2.describe_snapshots().owner_ids("self").send().await.unwrap().snapshots() {
-        let attr = ec2
-            .describe_snapshot_attribute()
-            .snapshot_id(s.snapshot_id().unwrap())
-            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(attr.create_volume_permissions()[0].user_id(), Some(SHARE));
+    wait_all_copied(&a, 30, Duration::from_secs(120)).await;
+    for (id, _) in a.snapshots().await {
+        assert_eq!(a.snapshot_shared_with(REGION, &id).await, [SHARE], "{id}");
     }
     let stats = get_json(endpoint, "/_bunker/stats");
     post(endpoint, "/_bunker/faults", "{}");

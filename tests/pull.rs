@@ -39,21 +39,7 @@ async fn ebs_snapshots(a: &Account) -> BTreeMap<String, BTreeMap<String, String>
 /// An EC2 instance and an Aurora cluster, both selected.
 async fn more_resources(a: &Account) {
     let sdk = a.sdk(REGION).await;
-    let tag = aws_sdk_ec2::types::Tag::builder().key("bunker:create_backup").value("true").build();
-    aws_sdk_ec2::Client::new(&sdk)
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .tag_specifications(
-            aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                .tags(tag)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    a.instance(&[("bunker:create_backup", "true")]).await;
     aws_sdk_rds::Client::new(&sdk)
         .create_db_cluster()
         .db_cluster_identifier("ledger")

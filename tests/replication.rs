@@ -29,21 +29,7 @@ async fn seed(a: &Account, kind: &str) {
             a.volume(&[SELECT, ("Name", "data")]).await;
         }
         "ec2ami" => {
-            let tag = aws_sdk_ec2::types::Tag::builder().key(SELECT.0).value(SELECT.1).build();
-            aws_sdk_ec2::Client::new(&sdk)
-                .run_instances()
-                .image_id("ami-12c6146b")
-                .min_count(1)
-                .max_count(1)
-                .tag_specifications(
-                    aws_sdk_ec2::types::TagSpecification::builder()
-                        .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                        .tags(tag)
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
+            a.instance(&[SELECT]).await;
         }
         "rds" => {
             aws_sdk_rds::Client::new(&sdk)
@@ -101,15 +87,7 @@ async fn inspect(a: &Account, kind: &str, region: &str) -> BTreeMap<String, Foun
                     continue;
                 }
                 let id = s.snapshot_id().unwrap();
-                let attr = ec2
-                    .describe_snapshot_attribute()
-                    .snapshot_id(id)
-                    .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-                    .send()
-                    .await
-                    .unwrap();
-                let shared = attr.create_volume_permissions().iter().filter_map(|p| p.user_id().map(String::from));
-                out.insert(id.to_string(), Found { tags, shared: shared.collect() });
+                out.insert(id.to_string(), Found { tags, shared: a.snapshot_shared_with(region, id).await });
             }
         }
         "ec2ami" => {

@@ -88,15 +88,7 @@ async fn ebs_state(a: &Account, region: &str) -> (Vec<String>, Vec<String>) {
 }
 
 async fn shared_with(a: &Account, region: &str, id: &str) -> Vec<String> {
-    let ec2 = aws_sdk_ec2::Client::new(&a.sdk(region).await);
-    let attr = ec2
-        .describe_snapshot_attribute()
-        .snapshot_id(id)
-        .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
-        .send()
-        .await
-        .unwrap();
-    attr.create_volume_permissions().iter().filter_map(|p| p.user_id().map(String::from)).collect()
+    a.snapshot_shared_with(region, id).await
 }
 
 /// Polls until every source snapshot has exactly one copy in DR, or panics after `limit`.

@@ -187,6 +187,37 @@ impl Account {
             .unwrap()
     }
 
+    /// Starts an EC2 instance with tags; returns its id.
+    pub async fn instance(&self, tags: &[(&str, &str)]) -> String {
+        let tags: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect();
+        let out = self
+            .ec2()
+            .await
+            .run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Instance).set_tags(Some(tags)).build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.instances()[0].instance_id().unwrap().to_string()
+    }
+
+    /// The accounts EBS snapshot `id` in `region` is shared with (createVolumePermission).
+    pub async fn snapshot_shared_with(&self, region: &str, id: &str) -> Vec<String> {
+        let attr = aws_sdk_ec2::Client::new(&self.sdk(region).await)
+            .describe_snapshot_attribute()
+            .snapshot_id(id)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .unwrap();
+        attr.create_volume_permissions().iter().filter_map(|p| p.user_id().map(String::from)).collect()
+    }
+
     /// Every snapshot this account owns in REGION: id → tags.
     pub async fn snapshots(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         self.ec2()
