@@ -80,8 +80,6 @@ pub struct Replicator {
     metrics: Arc<Metrics>,
     /// Copies started and not yet seen available, per (kind, destination region).
     in_flight: Mutex<HashMap<(ResourceKind, String), BTreeSet<String>>>,
-    /// Current Unix time; a port so tests can move it.
-    clock: fn() -> i64,
 }
 
 fn unix_now() -> i64 {
@@ -123,7 +121,6 @@ impl Replicator {
             holder,
             metrics,
             in_flight: Mutex::new(HashMap::new()),
-            clock: unix_now,
         }
     }
 
@@ -161,12 +158,12 @@ impl Replicator {
         let set = m.entry((kind, region.to_string())).or_default();
         let changed = if pending { set.insert(key.to_string()) } else { set.remove(key) };
         if changed {
-            self.metrics.set(
-                "bunker_copies_in_flight",
-                &[("kind", kind.as_str()), ("region", region)],
-                set.len() as f64,
-            );
+            self.publish_in_flight(kind, region, set.len());
         }
+    }
+
+    fn publish_in_flight(&self, kind: ResourceKind, region: &str, n: usize) {
+        self.metrics.set("bunker_copies_in_flight", &[("kind", kind.as_str()), ("region", region)], n as f64);
     }
 
     /// Reserves a copy slot in (kind, region) for `key`; `false` when the cap is reached.
@@ -180,7 +177,7 @@ impl Replicator {
             return false;
         }
         set.insert(key.to_string());
-        self.metrics.set("bunker_copies_in_flight", &[("kind", kind.as_str()), ("region", region)], set.len() as f64);
+        self.publish_in_flight(kind, region, set.len());
         true
     }
 
@@ -290,15 +287,6 @@ impl Replicator {
     ) -> (StepResult, Option<Entry>) {
         match step {
             Step::Reencrypt => {
-                let key = format!("re:{copy_of}");
-                if !self.reserve(b.kind, &b.region, &key) {
-                    self.metrics.inc("bunker_deferrals_total", &[("reason", "concurrency_cap")]);
-                    return (StepResult::Deferred("re-encryption: concurrency cap".into()), None);
-                }
-                let ctl = match self.control(b.kind, &b.region) {
-                    Ok(c) => c,
-                    Err(e) => return (StepResult::Failed(e), None),
-                };
                 let mut t = detail.tags.clone();
                 t.insert(tags::REENCRYPTED_OF.into(), copy_of.to_string());
                 let name = replication::reencrypted_name(name);
@@ -313,16 +301,13 @@ impl Replicator {
                     encrypted: true,
                 };
                 let base = entry(Operation::CopyBackup, EntryStatus::Ok, &b.region, &b.id);
-                match ctl.copy_backup(&request).await {
+                match self.start_copy(b.kind, &b.region, &format!("re:{copy_of}"), &request, &base).await {
                     Ok(id) => {
                         info!(region = %b.region, backup_id = %b.id, copy_id = %id, "re-encrypted for sharing");
                         let msg = format!("re-encrypted copy {id} under the share key (shared instead)");
                         (StepResult::Made, Some(Entry { message: Some(msg), ..base }))
                     }
-                    Err(e) => {
-                        self.update_in_flight(b.kind, &b.region, &key, false);
-                        self.failed(e, base)
-                    }
+                    Err(not_started) => not_started,
                 }
             }
             Step::Share { region, id, account } => {
@@ -343,32 +328,6 @@ impl Replicator {
                 }
             }
             Step::Copy { to_region } => {
-                let now = (self.clock)();
-                let lease_key = format!("copy:{copy_of}:{to_region}");
-                if !self.reserve(b.kind, to_region, copy_of) {
-                    self.metrics.inc("bunker_deferrals_total", &[("reason", "concurrency_cap")]);
-                    return (StepResult::Deferred(format!("copy to {to_region}: concurrency cap")), None);
-                }
-                match self.leases.claim(&lease_key, &self.holder, now, now + COPY_LEASE_SECS).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.update_in_flight(b.kind, to_region, copy_of, false);
-                        self.metrics.inc("bunker_deferrals_total", &[("reason", "lease_held")]);
-                        return (
-                            StepResult::Deferred(format!("copy to {to_region}: claimed by another instance")),
-                            None,
-                        );
-                    }
-                    Err(e) => {
-                        self.update_in_flight(b.kind, to_region, copy_of, false);
-                        self.aws_error(&e);
-                        return (StepResult::Failed(format!("lease: {e}")), None);
-                    }
-                }
-                let ctl = match self.control(b.kind, to_region) {
-                    Ok(c) => c,
-                    Err(e) => return (StepResult::Failed(e), None),
-                };
                 let deployment = self.config.deployment_id(&self.account, to_region);
                 let request = CopyRequest {
                     source_region: b.region.clone(),
@@ -380,18 +339,62 @@ impl Replicator {
                     encrypted: detail.encrypted,
                 };
                 let base = entry(Operation::CopyBackup, EntryStatus::Ok, to_region, &b.id);
-                match ctl.copy_backup(&request).await {
+                match self.start_copy(b.kind, to_region, copy_of, &request, &base).await {
                     Ok(id) => {
                         info!(region = %b.region, backup_id = %b.id, to_region = %to_region, copy_id = %id, "copy started");
                         (StepResult::Made, Some(Entry { message: Some(format!("copy {id} of {copy_of}")), ..base }))
                     }
-                    Err(e) => {
-                        self.update_in_flight(b.kind, to_region, copy_of, false);
-                        self.failed(e, base)
-                    }
+                    Err(not_started) => not_started,
                 }
             }
         }
+    }
+
+    /// Starts one copy into `region` (a DR copy, or a re-encryption in the backup's own
+    /// region) under `key`: reserves a slot under the region's cap, claims the copy lease so
+    /// that of several instances one makes it, and frees the slot again if the copy does not
+    /// start. `Err` carries how the step ended instead.
+    async fn start_copy(
+        &self,
+        kind: ResourceKind,
+        region: &str,
+        key: &str,
+        request: &CopyRequest,
+        base: &Entry,
+    ) -> Result<String, (StepResult, Option<Entry>)> {
+        if !self.reserve(kind, region, key) {
+            self.metrics.inc("bunker_deferrals_total", &[("reason", "concurrency_cap")]);
+            return Err((StepResult::Deferred(format!("copy into {region}: concurrency cap")), None));
+        }
+        let started = self.claim_and_copy(kind, region, key, request, base).await;
+        if started.is_err() {
+            self.update_in_flight(kind, region, key, false);
+        }
+        started
+    }
+
+    async fn claim_and_copy(
+        &self,
+        kind: ResourceKind,
+        region: &str,
+        key: &str,
+        request: &CopyRequest,
+        base: &Entry,
+    ) -> Result<String, (StepResult, Option<Entry>)> {
+        let now = unix_now();
+        match self.leases.claim(&format!("copy:{key}:{region}"), &self.holder, now, now + COPY_LEASE_SECS).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics.inc("bunker_deferrals_total", &[("reason", "lease_held")]);
+                return Err((StepResult::Deferred(format!("copy into {region}: claimed by another instance")), None));
+            }
+            Err(e) => {
+                self.aws_error(&e);
+                return Err((StepResult::Failed(format!("lease: {e}")), None));
+            }
+        }
+        let ctl = self.control(kind, region).map_err(|e| (StepResult::Failed(e), None))?;
+        ctl.copy_backup(request).await.map_err(|e| self.failed(e, base.clone()))
     }
 
     fn failed(&self, e: PortError, base: Entry) -> (StepResult, Option<Entry>) {
