@@ -74,6 +74,28 @@ enum Command {
     /// Run the service: scheduler, event watcher (SQS), copy/share to DR regions and accounts,
     /// reconciliation, /healthz and /metrics. Stops cleanly on SIGTERM.
     Serve,
+    /// Export a snapshot, image file or directory as a verifiable, seekable zstd archive.
+    Export(crate::archive_cli::ExportArgs),
+    /// Check every chunk hash and the whole-image hash of an archive (exit 1 names the first
+    /// bad chunk).
+    Verify {
+        /// The archive or its manifest: s3://bucket/key or file:///path.
+        url: String,
+    },
+    /// Restore an archive (and, for an incremental one, its bases) to a new file or a new
+    /// EBS snapshot.
+    Restore {
+        /// The archive or its manifest: s3://bucket/key or file:///path.
+        url: String,
+        /// Write the image to this new file (never overwritten; written as PATH.partial and
+        /// renamed once its hashes match).
+        #[arg(long, value_name = "PATH", conflicts_with = "to_snapshot")]
+        to_file: Option<PathBuf>,
+        /// Write a new EBS snapshot (StartSnapshot, PutSnapshotBlock, CompleteSnapshot) and
+        /// print its id.
+        #[arg(long)]
+        to_snapshot: bool,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -194,6 +216,15 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Command::Config { command: ConfigCommand::Show { resource, kind } } => {
                 config_show(&aws, &regions, base, resource, kind, cli.json).await
             }
+            Command::Export(args) => {
+                archive_result(crate::archive_cli::export(&aws, &regions[0], args, cli.json).await)
+            }
+            Command::Verify { url } => {
+                archive_result(crate::archive_cli::verify(&aws, &regions[0], &url, cli.json).await)
+            }
+            Command::Restore { url, to_file, to_snapshot } => archive_result(
+                crate::archive_cli::restore(&aws, &regions[0], &url, to_file, to_snapshot, cli.json).await,
+            ),
             Command::Serve => {
                 crate::serve::serve(&aws, base, cfg, regions).await.map_err(runtime)?;
                 Ok(ExitCode::SUCCESS)
@@ -219,6 +250,10 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             }
         }
     })
+}
+
+fn archive_result(r: Result<u8, crate::archive_cli::Failure>) -> Result<ExitCode, Fatal> {
+    r.map(ExitCode::from).map_err(|f| Fatal { code: f.code, error: f.error })
 }
 
 async fn runner(

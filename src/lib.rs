@@ -2,8 +2,10 @@
 //!
 //! **Invariant:** `src/aws/` is the only place an AWS SDK crate is named.
 
+pub mod archive_cli;
 pub mod aws;
 pub mod cli;
 pub mod leases;
+pub mod local;
 pub mod serve;
 pub mod settings;

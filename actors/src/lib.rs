@@ -12,6 +12,7 @@ pub mod reconciler;
 pub mod replicator;
 pub mod runner;
 pub mod scheduler;
+pub mod stream;
 pub mod system;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -241,3 +241,129 @@ impl PortError {
         PortError { kind, code: code.map(String::from), message: message.into() }
     }
 }
+
+/// One page of a snapshot's block list (ListSnapshotBlocks / ListChangedBlocks).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlockPage {
+    /// Block indexes with the token to fetch each (from the newer snapshot), ascending.
+    pub blocks: Vec<(u64, String)>,
+    /// Volume size in bytes.
+    pub volume_size: u64,
+    /// Block size in bytes (524288 on AWS).
+    pub block_size: u64,
+    /// Next page, if any.
+    pub next: Option<String>,
+}
+
+/// A snapshot as the direct APIs' caller needs it: size and provenance.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SnapshotMeta {
+    /// Snapshot id.
+    pub id: String,
+    /// Its volume.
+    pub volume_id: Option<String>,
+    /// Owner account.
+    pub owner: Option<String>,
+    /// Volume size in bytes.
+    pub volume_size: u64,
+    /// `completed` snapshots can be read.
+    pub completed: bool,
+    /// Tags.
+    pub tags: Tags,
+}
+
+/// One block read with GetSnapshotBlock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedBlock {
+    /// The block's bytes.
+    pub data: Vec<u8>,
+    /// The checksum AWS sent with it (base64 SHA-256), to be verified by the caller.
+    pub checksum: Option<String>,
+}
+
+/// EBS direct APIs: read a snapshot's blocks, write a new snapshot block by block.
+#[async_trait]
+pub trait SnapshotBlocks: Send + Sync {
+    /// Describes a snapshot (EC2 DescribeSnapshots); `NotFound` if there is none.
+    async fn describe(&self, snapshot_id: &str) -> Result<SnapshotMeta, PortError>;
+    /// One page of the snapshot's allocated blocks.
+    async fn list_blocks(&self, snapshot_id: &str, next: Option<String>) -> Result<BlockPage, PortError>;
+    /// One page of the blocks that differ between `base` and `snapshot`, with tokens for
+    /// reading them from `snapshot` (blocks absent there have no token and read as zeros).
+    async fn list_changed(&self, base: &str, snapshot: &str, next: Option<String>) -> Result<BlockPage, PortError>;
+    /// Reads one block.
+    async fn get_block(&self, snapshot_id: &str, index: u64, token: &str) -> Result<FetchedBlock, PortError>;
+    /// Starts a new snapshot of `size_gib` GiB; returns its id.
+    async fn start_snapshot(&self, size_gib: u64, description: &str, tags: &Tags) -> Result<String, PortError>;
+    /// Writes one block (`checksum`: base64 SHA-256 of `data`).
+    async fn put_block(&self, snapshot_id: &str, index: u64, data: Vec<u8>, checksum: &str) -> Result<(), PortError>;
+    /// Seals the snapshot after `changed` blocks were written.
+    async fn complete_snapshot(&self, snapshot_id: &str, changed: u64) -> Result<(), PortError>;
+    /// Deletes a snapshot this process started and could not complete.
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), PortError>;
+}
+
+/// A restore target file, written from a blocking thread. Dropped without
+/// [`ImageWriter::commit`], it leaves nothing behind (no file that looks restored).
+pub trait ImageWriter: Send {
+    /// Sets the image size (holes read as zeros).
+    fn set_len(&mut self, size: u64) -> std::io::Result<()>;
+    /// Writes `data` at `offset`.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()>;
+    /// Reads back up to `buf.len()` bytes at `offset`.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// Makes the file durable and gives it its final name.
+    fn commit(&mut self) -> std::io::Result<()>;
+}
+
+/// A multipart part as the store has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    /// 1-based part number.
+    pub number: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// The store's tag for it (S3 ETag).
+    pub etag: String,
+    /// Base64 SHA-256 of the part, as sent.
+    pub sha256: Option<String>,
+}
+
+/// Where archives go: an S3 bucket prefix or a local directory. Keys are relative to the
+/// target. Large objects are written with resumable multipart uploads.
+#[async_trait]
+pub trait ArchiveStore: Send + Sync {
+    /// The URL of `key` (`s3://bucket/prefix/key`, `file:///dir/key`), for messages.
+    fn url(&self, key: &str) -> String;
+    /// Size of the object, `None` if it does not exist.
+    async fn size(&self, key: &str) -> Result<Option<u64>, PortError>;
+    /// Reads `len` bytes at `offset` (fewer at the end of the object).
+    async fn read(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, PortError>;
+    /// Writes a small object whole (atomically: readers see the old one or the new one).
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), PortError>;
+    /// Deletes objects (missing ones are not an error).
+    async fn delete(&self, keys: &[String]) -> Result<(), PortError>;
+    /// Keys under `prefix`, ascending.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError>;
+    /// The unfinished multipart upload of `key`, if any (the newest).
+    async fn find_upload(&self, key: &str) -> Result<Option<String>, PortError>;
+    /// Starts a multipart upload of `key` with SHA-256 part checksums; returns its id.
+    async fn start_upload(&self, key: &str) -> Result<String, PortError>;
+    /// The parts uploaded so far.
+    async fn list_parts(&self, key: &str, upload: &str) -> Result<Vec<StoredPart>, PortError>;
+    /// Uploads part `number`, which starts at byte `offset` of the object; `sha256` is the
+    /// base64 SHA-256 of `data`, checked by the store.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: u32,
+        offset: u64,
+        data: Vec<u8>,
+        sha256: &str,
+    ) -> Result<StoredPart, PortError>;
+    /// Assembles the parts, in order, into the object.
+    async fn complete_upload(&self, key: &str, upload: &str, parts: &[StoredPart]) -> Result<(), PortError>;
+    /// Abandons an upload and frees its parts.
+    async fn abort_upload(&self, key: &str, upload: &str) -> Result<(), PortError>;
+}

@@ -6,6 +6,7 @@
 //! the host clock or the host time zone), so the planner can be property-tested and
 //! benchmarked in isolation.
 
+pub mod archive;
 pub mod backup;
 pub mod config;
 pub mod cron;

@@ -97,9 +97,11 @@ macro_rules! cluster_snapshot_ops {
 
 mod docdb;
 mod dynamodb;
+mod ebs;
 mod ec2;
 mod rds;
 mod redshift;
+mod s3;
 mod sns;
 mod sqs;
 
@@ -163,6 +165,21 @@ impl Aws {
             ResourceKind::Docdb => Arc::new(docdb::DocdbControl::new(&conf, region)),
             ResourceKind::Redshift => Arc::new(redshift::RedshiftControl::new(&conf, region)),
         }
+    }
+
+    /// The EBS direct APIs of `region`.
+    pub fn snapshot_blocks(&self, region: &str) -> Arc<dyn bunker_actors::ports::SnapshotBlocks> {
+        Arc::new(ebs::EbsBlocks::new(&self.regional(region)))
+    }
+
+    /// Archives under `s3://bucket/prefix` (the bucket's region is the SDK's region).
+    pub fn archive_store(
+        &self,
+        region: &str,
+        bucket: String,
+        prefix: String,
+    ) -> Arc<dyn bunker_actors::ports::ArchiveStore> {
+        Arc::new(s3::S3Store::new(&self.regional(region), bucket, prefix))
     }
 
     /// The event queue (and its dead-letter queue).

@@ -1,0 +1,665 @@
+//! Reading archives back: open (manifest, size and seek-table checks), verify every chunk,
+//! and restore to a file or to a new EBS snapshot, applying incremental chains base first.
+//!
+//! Frames are fetched in windows of consecutive frames (ranged reads, two ahead) and decoded
+//! on blocking threads; each data frame is checked against its manifest SHA-256 before its
+//! bytes are used.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bunker_protocol::archive::{self, decode_seek_table, zero_frame, Frame, FrameKind, Manifest};
+use bunker_protocol::tags::Tags;
+use futures::StreamExt;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::export::{chunk_hashes, chunks_root};
+use super::hasher::{HashItem, ImageHasher};
+use super::limiter::Limiter;
+use super::{base64, is_zero, sha256, Progress, StreamError};
+use crate::ports::{ArchiveStore, ErrorKind, ImageWriter, SnapshotBlocks};
+
+/// Largest ranged read: consecutive frames are fetched together up to this size.
+const WINDOW: u64 = 16 << 20;
+
+/// An archive whose manifest, size and seek table agree.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// The store.
+    pub store: Arc<dyn ArchiveStore>,
+    /// Key of the manifest.
+    pub manifest_key: String,
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+impl std::fmt::Debug for dyn ArchiveStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url(""))
+    }
+}
+
+/// What a verify found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Archive URL.
+    pub archive: String,
+    /// Frames checked.
+    pub frames: usize,
+    /// Of which data.
+    pub data_chunks: usize,
+    /// Image size.
+    pub image_size: u64,
+    /// Archive bytes read.
+    pub bytes_read: u64,
+    /// Whole-image SHA-256 (full archives).
+    pub image_sha256: Option<String>,
+    /// Chunk-list hash.
+    pub chunks_sha256: String,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// What a restore wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The archive restored (the newest of its chain).
+    pub archive: String,
+    /// Archives applied, base first.
+    pub applied: Vec<String>,
+    /// Image size.
+    pub image_size: u64,
+    /// Data bytes written (zero blocks are not written).
+    pub bytes_written: u64,
+    /// For `--to-snapshot`: the new snapshot.
+    pub snapshot_id: Option<String>,
+    /// For `--to-file`: the SHA-256 of the file as written (read back).
+    pub image_sha256: Option<String>,
+    /// Chunk-list hash of the result.
+    pub chunks_sha256: String,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// Where a restore goes.
+pub enum RestoreTarget {
+    /// A new file (written under a temporary name, renamed when verified).
+    File(Box<dyn ImageWriter>),
+    /// A new EBS snapshot via the direct APIs.
+    Snapshot {
+        /// The EBS direct APIs of the region.
+        port: Arc<dyn SnapshotBlocks>,
+        /// Tags for the new snapshot.
+        tags: Tags,
+        /// Concurrent PutSnapshotBlock calls at most.
+        max_requests: usize,
+    },
+}
+
+/// The manifest key for an archive or manifest key given by the user.
+pub fn manifest_key_for(key: &str) -> Result<String, StreamError> {
+    if key.ends_with(".manifest.json") {
+        return Ok(key.to_string());
+    }
+    for ext in [".img.zst", ".tar.zst"] {
+        if let Some(stem) = key.strip_suffix(ext) {
+            return Ok(format!("{stem}.manifest.json"));
+        }
+    }
+    Err(StreamError::Input(format!(
+        "{key:?} is neither an archive (.img.zst, .tar.zst) nor a manifest (.manifest.json)"
+    )))
+}
+
+impl Archive {
+    /// Opens the archive at `key` (the archive or its manifest) and checks that the object,
+    /// its size and its seek table agree with the manifest.
+    pub async fn open(store: Arc<dyn ArchiveStore>, key: &str) -> Result<Archive, StreamError> {
+        let mkey = manifest_key_for(key)?;
+        let murl = store.url(&mkey);
+        let size = store.size(&mkey).await.map_err(|e| StreamError::port(format!("reading {murl}"), e))?;
+        let Some(size) = size else {
+            return Err(StreamError::Input(format!(
+                "no manifest at {murl}: not a bunker archive, or its export did not finish (rerun the export)"
+            )));
+        };
+        let bytes = store.read(&mkey, 0, size).await.map_err(|e| StreamError::port(format!("reading {murl}"), e))?;
+        let manifest = Manifest::from_json(&bytes).map_err(|e| StreamError::Input(format!("{murl}: {e}")))?;
+        let archive = Archive { store, manifest_key: mkey, manifest };
+        archive.check_object().await?;
+        Ok(archive)
+    }
+
+    /// URL of the archive object.
+    pub fn url(&self) -> String {
+        self.store.url(&self.archive_key())
+    }
+
+    fn archive_key(&self) -> String {
+        // The archive sits beside its manifest.
+        match self.manifest_key.rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/{}", key_name(&self.manifest.archive.key)),
+            None => key_name(&self.manifest.archive.key).to_string(),
+        }
+    }
+
+    async fn check_object(&self) -> Result<(), StreamError> {
+        let key = self.archive_key();
+        let url = self.store.url(&key);
+        let m = &self.manifest;
+        let size = self.store.size(&key).await.map_err(|e| StreamError::port(format!("reading {url}"), e))?;
+        match size {
+            None => return Err(StreamError::Corrupt(format!("{url} is missing (its manifest exists)"))),
+            Some(s) if s != m.archive.size => {
+                return Err(StreamError::Corrupt(format!(
+                    "{url} is {s} bytes but its manifest says {}: truncated or replaced",
+                    m.archive.size
+                )))
+            }
+            Some(_) => {}
+        }
+        let table_len = m.frames.len() as u64 * 8 + 17;
+        let start = m.archive.size.saturating_sub(table_len);
+        let tail = self
+            .store
+            .read(&key, start, table_len)
+            .await
+            .map_err(|e| StreamError::port(format!("reading {url}"), e))?;
+        let (entries, _) = decode_seek_table(&tail).map_err(|e| StreamError::Corrupt(format!("{url}: {e}")))?;
+        if entries.len() != m.frames.len() {
+            return Err(StreamError::Corrupt(format!(
+                "{url}: seek table has {} frames, the manifest {}",
+                entries.len(),
+                m.frames.len()
+            )));
+        }
+        for (i, (f, (c, d))) in m.frames.iter().zip(&entries).enumerate() {
+            if u64::from(*c) != f.archive_length || u64::from(*d) != f.length {
+                return Err(StreamError::BadChunk {
+                    chunk: i,
+                    offset: f.offset,
+                    archive_offset: f.archive_offset,
+                    reason: "seek table entry differs from the manifest".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// This archive's base chain, base first, ending with this archive.
+    pub async fn chain(self) -> Result<Vec<Archive>, StreamError> {
+        let mut chain = vec![self];
+        while let Some(base) = chain.last().and_then(|a| a.manifest.base.clone()) {
+            if chain.len() > 1000 {
+                return Err(StreamError::Corrupt("base chain longer than 1000 archives (a cycle?)".into()));
+            }
+            let top = chain.last().expect("non-empty");
+            let b = Archive::open(top.store.clone(), &base.manifest).await.map_err(|e| match e {
+                StreamError::Input(m) => StreamError::Input(format!("base {} of {}: {m}", base.snapshot_id, top.url())),
+                e => e,
+            })?;
+            if b.manifest.chunks_sha256 != base.chunks_sha256 || b.manifest.chunk_size != top.manifest.chunk_size {
+                return Err(StreamError::Corrupt(format!(
+                    "base {} of {} was replaced after the incremental export (chunk hashes differ)",
+                    b.url(),
+                    top.url()
+                )));
+            }
+            chain.push(b);
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    /// Streams the given frames (ascending indexes), decoded and checked, to `each` in order.
+    async fn frames<F>(&self, indexes: &[usize], progress: &Progress, mut each: F) -> Result<u64, StreamError>
+    where
+        F: FnMut(usize, &Frame, Option<Arc<Vec<u8>>>) -> futures::future::BoxFuture<'static, Result<(), StreamError>>,
+    {
+        let key = self.archive_key();
+        let m = &self.manifest;
+        // Windows of consecutive frames.
+        let mut windows: Vec<(usize, usize)> = Vec::new();
+        for &i in indexes {
+            match windows.last_mut() {
+                Some((a, b))
+                    if *b == i
+                        && m.frames[i].archive_offset + m.frames[i].archive_length - m.frames[*a].archive_offset
+                            <= WINDOW =>
+                {
+                    *b = i + 1
+                }
+                _ => windows.push((i, i + 1)),
+            }
+        }
+        let store = self.store.clone();
+        let frames = Arc::new(m.frames.clone());
+        let url = self.url();
+        let mut decoded = futures::stream::iter(windows)
+            .map(|(a, b)| {
+                let store = store.clone();
+                let frames = frames.clone();
+                let key = key.clone();
+                let url = url.clone();
+                async move {
+                    let start = frames[a].archive_offset;
+                    let len = frames[b - 1].archive_offset + frames[b - 1].archive_length - start;
+                    let bytes = store
+                        .read(&key, start, len)
+                        .await
+                        .map_err(|e| StreamError::port(format!("reading {url}"), e))?;
+                    if bytes.len() as u64 != len {
+                        return Err(StreamError::Corrupt(format!("{url}: short read at offset {start}")));
+                    }
+                    let n = bytes.len() as u64;
+                    let out = tokio::task::spawn_blocking(move || {
+                        let mut dec =
+                            zstd::bulk::Decompressor::new().map_err(|e| StreamError::Internal(e.to_string()))?;
+                        (a..b)
+                            .map(|i| {
+                                let f = &frames[i];
+                                let at = (f.archive_offset - start) as usize;
+                                decode(i, f, &bytes[at..at + f.archive_length as usize], &mut dec)
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .await
+                    .map_err(|e| StreamError::Internal(e.to_string()))??;
+                    Ok::<_, StreamError>(((a, b), out, n))
+                }
+            })
+            .buffered(2);
+        let mut read = 0;
+        while let Some(w) = decoded.next().await {
+            let ((a, _), out, n) = w?;
+            read += n;
+            Progress::add(&progress.bytes_out, n);
+            for (k, data) in out.into_iter().enumerate() {
+                let i = a + k;
+                Progress::add(&progress.bytes_in, m.frames[i].length);
+                each(i, &m.frames[i], data.map(Arc::new)).await?;
+            }
+        }
+        Ok(read)
+    }
+}
+
+fn key_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// Decodes and checks one frame: data frames must decompress to their length and hash, zero
+/// and base frames to zeros.
+fn decode(
+    i: usize,
+    f: &Frame,
+    bytes: &[u8],
+    dec: &mut zstd::bulk::Decompressor<'_>,
+) -> Result<Option<Vec<u8>>, StreamError> {
+    let bad =
+        |reason: String| StreamError::BadChunk { chunk: i, offset: f.offset, archive_offset: f.archive_offset, reason };
+    match f.kind {
+        FrameKind::Data => {
+            let out = dec.decompress(bytes, f.length as usize).map_err(|e| bad(format!("zstd: {e}")))?;
+            if out.len() as u64 != f.length {
+                return Err(bad(format!("decompresses to {} bytes, the manifest says {}", out.len(), f.length)));
+            }
+            let sum = archive::hex(&sha256(&out));
+            if Some(sum.as_str()) != f.sha256.as_deref() {
+                return Err(bad(format!("sha256 is {sum}, the manifest says {}", f.sha256.as_deref().unwrap_or("-"))));
+            }
+            Ok(Some(out))
+        }
+        FrameKind::Zero | FrameKind::Base => {
+            if bytes == zero_frame(f.length).as_slice() {
+                return Ok(None);
+            }
+            // Not bunker's own encoding: decode it and check it is all zeros.
+            use std::io::Read;
+            let mut d =
+                zstd::stream::read::Decoder::with_buffer(bytes).map_err(|e| bad(format!("zstd: {e}")))?.single_frame();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = d.read(&mut buf).map_err(|e| bad(format!("zstd: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                if !is_zero(&buf[..n]) {
+                    return Err(bad("a zero frame holds non-zero bytes".into()));
+                }
+                total += n as u64;
+            }
+            if total != f.length {
+                return Err(bad(format!("decompresses to {total} bytes, the manifest says {}", f.length)));
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Per-chunk hashes of the full image the last archive of `chain` stands for.
+pub fn resolved_hashes(chain: &[Archive]) -> Vec<[u8; 32]> {
+    let mut hashes = Vec::new();
+    for a in chain {
+        let m = &a.manifest;
+        hashes = chunk_hashes(&m.frames, m.chunk_size, m.image_size, &hashes);
+    }
+    hashes
+}
+
+/// Verifies an archive: every frame decodes and matches its hash, the image hash and the
+/// chunk-list hash match (the base chain's manifests are read for the latter).
+pub async fn verify(archive: Archive, progress: &Progress) -> Result<VerifyReport, StreamError> {
+    let started = Instant::now();
+    let chain = archive.clone().chain().await?;
+    let m = &archive.manifest;
+    progress.total.store(m.image_size, std::sync::atomic::Ordering::Relaxed);
+    let base = resolved_hashes(&chain[..chain.len() - 1]);
+    let hasher = match m.image_sha256 {
+        Some(_) => Some(Arc::new(ImageHasher::start(0, None, 4)?)),
+        None => None,
+    };
+    let all: Vec<usize> = (0..m.frames.len()).collect();
+    let h = hasher.clone();
+    let read = archive
+        .frames(&all, progress, move |_, f, data| {
+            let h = h.clone();
+            let zero = f.length;
+            Box::pin(async move {
+                if let Some(h) = h {
+                    match data {
+                        Some(d) => h.feed(HashItem::Data(d)).await?,
+                        None => h.feed(HashItem::Zero(zero)).await?,
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await?;
+    let image_sha256 = match hasher {
+        Some(h) => {
+            let h = Arc::try_unwrap(h).map_err(|_| StreamError::Internal("hasher still shared".into()))?;
+            let got = archive::hex(&h.finish().await?);
+            if Some(got.as_str()) != m.image_sha256.as_deref() {
+                return Err(StreamError::Corrupt(format!(
+                    "{}: whole-image sha256 is {got}, the manifest says {}",
+                    archive.url(),
+                    m.image_sha256.as_deref().unwrap_or("-")
+                )));
+            }
+            Some(got)
+        }
+        None => None,
+    };
+    let root = archive::hex(&chunks_root(&chunk_hashes(&m.frames, m.chunk_size, m.image_size, &base)));
+    if root != m.chunks_sha256 {
+        return Err(StreamError::Corrupt(format!(
+            "{}: chunk-list sha256 is {root}, the manifest says {}",
+            archive.url(),
+            m.chunks_sha256
+        )));
+    }
+    info!(archive = %archive.url(), frames = m.frames.len(), "verified");
+    Ok(VerifyReport {
+        archive: archive.url(),
+        frames: m.frames.len(),
+        data_chunks: m.frames.iter().filter(|f| f.kind == FrameKind::Data).count(),
+        image_size: m.image_size,
+        bytes_read: read,
+        image_sha256,
+        chunks_sha256: root,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Which data frames of each archive of the chain make up the newest image: the newest
+/// archive's data frames, and for its base ranges the base's frames, recursively.
+fn resolve(chain: &[Archive]) -> Result<Vec<Vec<usize>>, StreamError> {
+    let mut used = vec![Vec::new(); chain.len()];
+    let mut pending: Vec<(u64, u64)> = Vec::new();
+    for (level, a) in chain.iter().enumerate().rev() {
+        let m = &a.manifest;
+        let ranges = if level + 1 == chain.len() { vec![(0, m.image_size)] } else { std::mem::take(&mut pending) };
+        for (o, l) in ranges {
+            let Some(mut j) = m.frame_at(o) else { continue };
+            while j < m.frames.len() && m.frames[j].offset < o + l {
+                let f = &m.frames[j];
+                match f.kind {
+                    FrameKind::Data => used[level].push(j),
+                    FrameKind::Zero => {}
+                    FrameKind::Base => {
+                        let s = f.offset.max(o);
+                        let e = (f.offset + f.length).min(o + l);
+                        pending.push((s, e - s));
+                    }
+                }
+                j += 1;
+            }
+        }
+        used[level].sort_unstable();
+        used[level].dedup();
+    }
+    if !pending.is_empty() {
+        return Err(StreamError::Corrupt("the oldest archive of the chain refers to a base".into()));
+    }
+    Ok(used)
+}
+
+/// Restores the newest archive of `chain` (base first) to `target`.
+pub async fn restore(
+    chain: Vec<Archive>,
+    target: RestoreTarget,
+    progress: &Progress,
+) -> Result<RestoreReport, StreamError> {
+    let started = Instant::now();
+    let top = chain.last().expect("chain is never empty").clone();
+    let m = top.manifest.clone();
+    progress.total.store(m.image_size, std::sync::atomic::Ordering::Relaxed);
+    let used = resolve(&chain)?;
+    let expected_root = archive::hex(&chunks_root(&resolved_hashes(&chain)));
+    if expected_root != m.chunks_sha256 {
+        return Err(StreamError::Corrupt(format!(
+            "{}: its chain resolves to chunk-list sha256 {expected_root}, the manifest says {}",
+            top.url(),
+            m.chunks_sha256
+        )));
+    }
+    let applied: Vec<String> = chain.iter().map(|a| a.url()).collect();
+    let mut written = 0u64;
+    match target {
+        RestoreTarget::File(writer) => {
+            let writer = Arc::new(Mutex::new(writer));
+            blocking(&writer, move |w| w.set_len(m.image_size)).await?;
+            for (a, idx) in chain.iter().zip(&used) {
+                let w = writer.clone();
+                a.frames(idx, progress, move |_, f, data| {
+                    let w = w.clone();
+                    let offset = f.offset;
+                    Box::pin(async move {
+                        if let Some(d) = data {
+                            blocking(&w, move |w| w.write_at(offset, &d)).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await?;
+                written += idx.iter().map(|&i| a.manifest.frames[i].length).sum::<u64>();
+            }
+            // Read the file back: its hashes, not the archive's, decide success.
+            let (image, chunks) = read_back(&writer, m.image_size, m.chunk_size).await?;
+            let image_hex = archive::hex(&image);
+            let root = archive::hex(&chunks_root(&chunks));
+            if root != m.chunks_sha256 || m.image_sha256.as_ref().is_some_and(|h| *h != image_hex) {
+                return Err(StreamError::Corrupt(format!(
+                    "the restored image does not match {}: sha256 {image_hex}, chunk-list sha256 {root}",
+                    top.url()
+                )));
+            }
+            blocking(&writer, |w| w.commit()).await?;
+            Ok(RestoreReport {
+                archive: top.url(),
+                applied,
+                image_size: m.image_size,
+                bytes_written: written,
+                snapshot_id: None,
+                image_sha256: Some(image_hex),
+                chunks_sha256: root,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+        RestoreTarget::Snapshot { port, tags, max_requests } => {
+            let gib = 1u64 << 30;
+            if m.block_size != archive::EBS_BLOCK_SIZE {
+                return Err(StreamError::Input(format!(
+                    "{} has {}-byte blocks; a snapshot needs {}",
+                    top.url(),
+                    m.block_size,
+                    archive::EBS_BLOCK_SIZE
+                )));
+            }
+            let size_gib = m.image_size.div_ceil(gib).max(1);
+            let id = port
+                .start_snapshot(size_gib, &format!("restored by bunker from {}", top.url()), &tags)
+                .await
+                .map_err(|e| StreamError::port("starting the snapshot (StartSnapshot)", e))?;
+            let limiter = Arc::new(Limiter::new(max_requests));
+            let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let result: Result<(), StreamError> = async {
+                for (a, idx) in chain.iter().zip(&used) {
+                    let (port, id, limiter, count) = (port.clone(), id.clone(), limiter.clone(), count.clone());
+                    a.frames(idx, progress, move |_, f, data| {
+                        let (port, id, limiter, count) = (port.clone(), id.clone(), limiter.clone(), count.clone());
+                        let offset = f.offset;
+                        Box::pin(async move {
+                            let Some(d) = data else { return Ok(()) };
+                            put_blocks(port, &id, offset, d, &limiter, &count).await
+                        })
+                    })
+                    .await?;
+                    written += idx.iter().map(|&i| a.manifest.frames[i].length).sum::<u64>();
+                }
+                let n = count.load(std::sync::atomic::Ordering::Relaxed);
+                port.complete_snapshot(&id, n).await.map_err(|e| StreamError::port("completing the snapshot", e))
+            }
+            .await;
+            if let Err(e) = result {
+                if let Err(d) = port.delete_snapshot(&id).await {
+                    warn!(snapshot_id = %id, error = %d, "could not delete the unfinished snapshot");
+                }
+                return Err(e);
+            }
+            info!(snapshot_id = %id, archive = %top.url(), "restored to a snapshot");
+            Ok(RestoreReport {
+                archive: top.url(),
+                applied,
+                image_size: m.image_size,
+                bytes_written: written,
+                snapshot_id: Some(id),
+                image_sha256: None,
+                chunks_sha256: expected_root,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }
+    }
+}
+
+/// Writes a chunk's non-zero blocks.
+async fn put_blocks(
+    port: Arc<dyn SnapshotBlocks>,
+    id: &str,
+    offset: u64,
+    data: Arc<Vec<u8>>,
+    limiter: &Limiter,
+    count: &std::sync::atomic::AtomicU64,
+) -> Result<(), StreamError> {
+    let bs = archive::EBS_BLOCK_SIZE as usize;
+    let blocks: Vec<usize> = (0..data.len().div_ceil(bs)).collect();
+    let puts = blocks.into_iter().map(|b| {
+        let data = data.clone();
+        let port = port.clone();
+        async move {
+            let end = ((b + 1) * bs).min(data.len());
+            let mut block = data[b * bs..end].to_vec();
+            block.resize(bs, 0);
+            let (block, sum) = tokio::task::spawn_blocking(move || {
+                let zero = is_zero(&block);
+                let s = if zero { String::new() } else { base64(&sha256(&block)) };
+                (block, s)
+            })
+            .await
+            .map_err(|e| StreamError::Internal(e.to_string()))?;
+            if sum.is_empty() {
+                return Ok(());
+            }
+            let index = (offset as usize / bs + b) as u64;
+            let mut attempt = 0u32;
+            loop {
+                let slot = limiter.slot().await;
+                let r = port.put_block(id, index, block.clone(), &sum).await;
+                drop(slot);
+                match r {
+                    Ok(()) => {
+                        limiter.success();
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Err(e) if e.kind == ErrorKind::Throttled && attempt < 30 => {
+                        let wait = limiter.throttled(attempt);
+                        attempt += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) if matches!(e.kind, ErrorKind::Transient | ErrorKind::Internal) && attempt < 5 => {
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                    }
+                    Err(e) => return Err(StreamError::port(format!("writing block {index} (PutSnapshotBlock)"), e)),
+                }
+            }
+        }
+    });
+    futures::stream::iter(puts).buffer_unordered(16).collect::<Vec<_>>().await.into_iter().collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    writer: &Arc<Mutex<Box<dyn ImageWriter>>>,
+    f: impl FnOnce(&mut dyn ImageWriter) -> std::io::Result<T> + Send + 'static,
+) -> Result<T, StreamError> {
+    let w = writer.clone();
+    tokio::task::spawn_blocking(move || f(w.lock().expect("writer lock").as_mut()))
+        .await
+        .map_err(|e| StreamError::Internal(e.to_string()))?
+        .map_err(|e| StreamError::Target(e.to_string()))
+}
+
+/// Reads the written file back: its SHA-256 and its chunk hashes.
+async fn read_back(
+    writer: &Arc<Mutex<Box<dyn ImageWriter>>>,
+    size: u64,
+    chunk: u64,
+) -> Result<([u8; 32], Vec<[u8; 32]>), StreamError> {
+    blocking(writer, move |w| {
+        use sha2::Digest;
+        let mut image = sha2::Sha256::new();
+        let mut chunks = Vec::new();
+        let mut buf = vec![0u8; chunk as usize];
+        let mut at = 0;
+        while at < size {
+            let n = chunk.min(size - at) as usize;
+            let mut got = 0;
+            while got < n {
+                let k = w.read_at(at + got as u64, &mut buf[got..n])?;
+                if k == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "restored file is short"));
+                }
+                got += k;
+            }
+            image.update(&buf[..n]);
+            chunks.push(sha256(&buf[..n]));
+            at += n as u64;
+        }
+        Ok((image.finalize().into(), chunks))
+    })
+    .await
+}

@@ -1,0 +1,829 @@
+//! The exporter: source items in, a resumable multipart upload of a seekable zstd archive out,
+//! then its manifest.
+//!
+//! Resume: beside the upload, a journal (`<name>.journal/`) holds a header (what is being
+//! exported, the upload id) and, after each part is stored, a record of that part (its frames,
+//! checksum and the image hash state at its end). A rerun finds the upload, keeps the longest
+//! run of parts that are both stored and journaled, and restarts the reader at the end of the
+//! last one. The manifest is written last, after the upload is complete; the journal is
+//! deleted after the manifest. A present manifest therefore means a finished export.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bunker_protocol::archive::{
+    self, encode_seek_table, part_target, run_pieces, zero_frame, ArchiveObject, BaseRef, Content, Frame, FrameKind,
+    Manifest, Source, TreeStats,
+};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tracing::{info, warn};
+
+use super::hasher::{HashItem, ImageHasher};
+use super::{base64, sha256, Progress, SourceItem, StreamError, Tuning};
+use crate::ports::{ArchiveStore, ErrorKind, StoredPart};
+
+/// An incremental export's base: its manifest and the per-chunk hashes of its full image
+/// (resolved through its own base chain).
+#[derive(Debug, Clone)]
+pub struct BaseExport {
+    /// The base's manifest.
+    pub manifest: Manifest,
+    /// Its key.
+    pub manifest_key: String,
+    /// SHA-256 of every chunk of the base image, in order.
+    pub chunk_hashes: Vec<[u8; 32]>,
+}
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// Key stem in the target: the archive is `<name>.img.zst` (or `.tar.zst`).
+    pub name: String,
+    /// Image or tar.
+    pub content: Content,
+    /// Provenance, copied to the manifest.
+    pub source: Source,
+    /// Image size when known up front (tar streams: `None`).
+    pub image_size: Option<u64>,
+    /// Source block size.
+    pub block_size: u64,
+    /// Chunk size (a multiple of the block size).
+    pub chunk_size: u64,
+    /// zstd level (1–19).
+    pub level: i32,
+    /// For incremental exports.
+    pub base: Option<BaseExport>,
+    /// Whether a rerun may continue this export's upload (false for tar streams of a live
+    /// tree, which need not read the same twice).
+    pub resumable: bool,
+    /// Filled by a tar reader before it ends.
+    pub tree: Option<Arc<Mutex<TreeStats>>>,
+}
+
+/// Opens the source reader at a chunk-aligned image offset.
+pub type OpenReader = Box<dyn FnOnce(u64) -> mpsc::Receiver<Result<SourceItem, StreamError>> + Send>;
+
+/// What an export did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportSummary {
+    /// Archive URL.
+    pub archive: String,
+    /// Manifest URL.
+    pub manifest: String,
+    /// Image bytes (holes included).
+    pub bytes_in: u64,
+    /// Archive bytes written by this run.
+    pub bytes_out: u64,
+    /// Size of the archive object.
+    pub archive_size: u64,
+    /// Chunks of the image.
+    pub chunks: u64,
+    /// Of which hold data.
+    pub data_chunks: u64,
+    /// Image bytes an earlier run had already uploaded.
+    pub resumed_bytes: u64,
+    /// Nothing to do: the archive and its manifest already existed.
+    pub already_exported: bool,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// SHA-256 of the image, when the archive is a full one.
+    pub image_sha256: Option<String>,
+    /// Whole-image chunk-list hash.
+    pub chunks_sha256: String,
+}
+
+/// Archive key for a name.
+pub fn archive_key(name: &str, content: Content) -> String {
+    match content {
+        Content::Image => format!("{name}.img.zst"),
+        Content::Tar => format!("{name}.tar.zst"),
+    }
+}
+
+/// Manifest key for a name.
+pub fn manifest_key(name: &str) -> String {
+    format!("{name}.manifest.json")
+}
+
+fn journal_prefix(name: &str) -> String {
+    format!("{name}.journal/")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Header {
+    format_version: u32,
+    source_id: String,
+    content: Content,
+    image_size: Option<u64>,
+    chunk_size: u64,
+    block_size: u64,
+    level: i32,
+    base: Option<String>,
+    upload_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartRecord {
+    number: u32,
+    size: u64,
+    sha256: String,
+    etag: String,
+    /// Image offset after the part's last frame.
+    end_offset: u64,
+    /// Archive offset after the part.
+    archive_end: u64,
+    frames: Vec<Frame>,
+    /// Hex of the serialized image-hash state at `end_offset`.
+    hash_state: Option<String>,
+    /// The part that ends with the seek table.
+    last: bool,
+    /// On the last part: the whole-image SHA-256 (hex).
+    #[serde(default)]
+    image_sha256: Option<String>,
+}
+
+/// Where a resumed export starts.
+struct ResumePoint {
+    upload_id: String,
+    records: Vec<PartRecord>,
+}
+
+/// Runs exports into one store.
+pub struct Exporter {
+    store: Arc<dyn ArchiveStore>,
+    tuning: Tuning,
+    progress: Arc<Progress>,
+}
+
+struct Ready {
+    seq: u64,
+    offset: u64,
+    length: u64,
+    kind: FrameKind,
+    sha256: Option<[u8; 32]>,
+    bytes: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+struct Job {
+    seq: u64,
+    offset: u64,
+    bytes: Arc<Vec<u8>>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Exporter {
+    /// An exporter writing to `store`.
+    pub fn new(store: Arc<dyn ArchiveStore>, tuning: Tuning, progress: Arc<Progress>) -> Exporter {
+        Exporter { store, tuning, progress }
+    }
+
+    /// Runs one export to the end: a finished archive and manifest, or an error. On a
+    /// retryable error the upload and journal are kept, so a rerun resumes; on any other the
+    /// upload is aborted.
+    pub async fn export(&self, req: ExportRequest, open: OpenReader) -> Result<ExportSummary, StreamError> {
+        self.tuning.check()?;
+        if req.chunk_size == 0 || req.chunk_size % req.block_size != 0 || req.chunk_size > (1 << 30) {
+            return Err(StreamError::Input(format!(
+                "chunk size {} must be a multiple of the block size {} and at most 1 GiB",
+                req.chunk_size, req.block_size
+            )));
+        }
+        if !(1..=19).contains(&req.level) {
+            return Err(StreamError::Input(format!("zstd level {} is outside 1..=19", req.level)));
+        }
+        let started = Instant::now();
+        let akey = archive_key(&req.name, req.content);
+        let mkey = manifest_key(&req.name);
+        if let Some(done) = self.already_exported(&req, &akey, &mkey).await? {
+            return Ok(ExportSummary { seconds: started.elapsed().as_secs_f64(), ..done });
+        }
+        let resume = self.resume_point(&req, &akey).await?;
+        let (upload_id, records) = match resume {
+            Some(r) => (r.upload_id, r.records),
+            None => {
+                let id =
+                    self.store.start_upload(&akey).await.map_err(|e| {
+                        StreamError::port(format!("starting the upload of {}", self.store.url(&akey)), e)
+                    })?;
+                let header = header(&req, &id);
+                self.put_json(&format!("{}header.json", journal_prefix(&req.name)), &header).await?;
+                (id, Vec::new())
+            }
+        };
+        match self.run(&req, &akey, &upload_id, records, open).await {
+            Ok((frames, parts, image_sha, tree)) => {
+                let size = parts.iter().map(|p| p.size).sum::<u64>();
+                self.store
+                    .complete_upload(&akey, &upload_id, &parts)
+                    .await
+                    .map_err(|e| StreamError::port(format!("completing the upload of {}", self.store.url(&akey)), e))?;
+                let manifest = build_manifest(&req, &akey, size, frames, image_sha, tree);
+                let chunks_sha = manifest.chunks_sha256.clone();
+                self.store
+                    .put(&mkey, manifest.to_json())
+                    .await
+                    .map_err(|e| StreamError::port(format!("writing {}", self.store.url(&mkey)), e))?;
+                self.delete_journal(&req.name).await;
+                let data_chunks = manifest.frames.iter().filter(|f| f.kind == FrameKind::Data).count() as u64;
+                info!(archive = %self.store.url(&akey), bytes = size, "export complete");
+                Ok(ExportSummary {
+                    archive: self.store.url(&akey),
+                    manifest: self.store.url(&mkey),
+                    bytes_in: manifest.image_size,
+                    bytes_out: Progress::get(&self.progress.bytes_out),
+                    archive_size: size,
+                    chunks: manifest.image_size.div_ceil(manifest.chunk_size),
+                    data_chunks,
+                    resumed_bytes: Progress::get(&self.progress.resumed),
+                    already_exported: false,
+                    seconds: started.elapsed().as_secs_f64(),
+                    image_sha256: manifest.image_sha256,
+                    chunks_sha256: chunks_sha,
+                })
+            }
+            Err(e) if e.is_retryable() && req.resumable => {
+                warn!(archive = %self.store.url(&akey), error = %e, "export interrupted; rerun to resume");
+                Err(e)
+            }
+            Err(e) => {
+                if let Err(abort) = self.store.abort_upload(&akey, &upload_id).await {
+                    warn!(archive = %self.store.url(&akey), error = %abort, "could not abort the upload");
+                }
+                self.delete_journal(&req.name).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The finished export already at the target, if any; an error if the target holds an
+    /// export of something else.
+    async fn already_exported(
+        &self,
+        req: &ExportRequest,
+        akey: &str,
+        mkey: &str,
+    ) -> Result<Option<ExportSummary>, StreamError> {
+        let url = self.store.url(mkey);
+        if self.store.size(mkey).await.map_err(|e| StreamError::port(format!("checking {url}"), e))?.is_none() {
+            return Ok(None);
+        }
+        let bytes = self.read_all(mkey).await?;
+        let m = Manifest::from_json(&bytes).map_err(|e| {
+            StreamError::Input(format!(
+                "{url} exists and is not a bunker manifest ({e}); remove it or choose another target"
+            ))
+        })?;
+        if m.source.id != req.source.id || m.content != req.content {
+            return Err(StreamError::Input(format!(
+                "{url} already holds an export of {}; choose another --name or target",
+                m.source.id
+            )));
+        }
+        let size = self.store.size(akey).await.map_err(|e| StreamError::port("checking the archive", e))?;
+        if size != Some(m.archive.size) {
+            return Err(StreamError::Corrupt(format!(
+                "{url} describes an archive of {} bytes but {} has {}; remove both to export again",
+                m.archive.size,
+                self.store.url(akey),
+                size.map(|s| s.to_string()).unwrap_or_else(|| "none".into())
+            )));
+        }
+        info!(archive = %self.store.url(akey), "already exported");
+        Ok(Some(ExportSummary {
+            archive: self.store.url(akey),
+            manifest: url,
+            bytes_in: m.image_size,
+            bytes_out: 0,
+            archive_size: m.archive.size,
+            chunks: m.image_size.div_ceil(m.chunk_size),
+            data_chunks: m.frames.iter().filter(|f| f.kind == FrameKind::Data).count() as u64,
+            resumed_bytes: 0,
+            already_exported: true,
+            seconds: 0.0,
+            image_sha256: m.image_sha256,
+            chunks_sha256: m.chunks_sha256,
+        }))
+    }
+
+    /// The journaled parts of an earlier run of the same export, if its upload still exists.
+    /// A journal of a different export (or of a vanished upload) is discarded.
+    async fn resume_point(&self, req: &ExportRequest, akey: &str) -> Result<Option<ResumePoint>, StreamError> {
+        let prefix = journal_prefix(&req.name);
+        let keys = self.store.list(&prefix).await.map_err(|e| StreamError::port("listing the journal", e))?;
+        let header_key = format!("{prefix}header.json");
+        if !keys.contains(&header_key) {
+            if let Some(stale) =
+                self.store.find_upload(akey).await.map_err(|e| StreamError::port("listing uploads", e))?
+            {
+                self.abort_quietly(akey, &stale).await;
+            }
+            return Ok(None);
+        }
+        let old: Header = serde_json::from_slice(&self.read_all(&header_key).await?)
+            .map_err(|e| StreamError::Corrupt(format!("journal header {}: {e}", self.store.url(&header_key))))?;
+        let current = Header { upload_id: old.upload_id.clone(), ..header(req, "") };
+        let parts = if old == current && req.resumable {
+            match self.store.list_parts(akey, &old.upload_id).await {
+                Ok(p) => Some(p),
+                Err(e) if e.kind == ErrorKind::NotFound => None,
+                Err(e) => return Err(StreamError::port("listing uploaded parts", e)),
+            }
+        } else {
+            None
+        };
+        let Some(parts) = parts else {
+            info!(archive = %self.store.url(akey), "discarding the journal of a different or vanished upload");
+            self.abort_quietly(akey, &old.upload_id).await;
+            self.delete_journal(&req.name).await;
+            return Ok(None);
+        };
+        let stored: BTreeMap<u32, StoredPart> = parts.into_iter().map(|p| (p.number, p)).collect();
+        let mut records = Vec::new();
+        for n in 1.. {
+            let key = format!("{prefix}part-{n:05}.json");
+            if !keys.contains(&key) {
+                break;
+            }
+            let rec: PartRecord = match serde_json::from_slice(&self.read_all(&key).await?) {
+                Ok(r) => r,
+                Err(_) => break,
+            };
+            match stored.get(&n) {
+                Some(p) if p.size == rec.size && rec.number == n => records.push(rec),
+                _ => break,
+            }
+            if records.last().is_some_and(|r| r.last) {
+                break;
+            }
+        }
+        let resumed = records.last().map(|r| r.end_offset).unwrap_or(0);
+        Progress::add(&self.progress.resumed, resumed);
+        info!(archive = %self.store.url(akey), parts = records.len(), image_offset = resumed, "resuming export");
+        Ok(Some(ResumePoint { upload_id: old.upload_id, records }))
+    }
+
+    /// The pipeline. Returns every frame, the stored parts, the image hash and tar stats.
+    #[allow(clippy::type_complexity)]
+    async fn run(
+        &self,
+        req: &ExportRequest,
+        akey: &str,
+        upload_id: &str,
+        records: Vec<PartRecord>,
+        open: OpenReader,
+    ) -> Result<(Vec<Frame>, Vec<StoredPart>, Option<[u8; 32]>, Option<TreeStats>), StreamError> {
+        let mut frames: Vec<Frame> = records.iter().flat_map(|r| r.frames.iter().cloned()).collect();
+        let mut parts: Vec<StoredPart> = records
+            .iter()
+            .map(|r| StoredPart {
+                number: r.number,
+                size: r.size,
+                etag: r.etag.clone(),
+                sha256: Some(r.sha256.clone()),
+            })
+            .collect();
+        let start = records.last().map(|r| r.end_offset).unwrap_or(0);
+        let archive_start = records.last().map(|r| r.archive_end).unwrap_or(0);
+        let finished = records.last().is_some_and(|r| r.last);
+        let state = match records.last().and_then(|r| r.hash_state.as_deref()) {
+            Some(h) => Some(unhex(h).ok_or_else(|| StreamError::Corrupt("journal hash state is not hex".into()))?),
+            None => None,
+        };
+        if let Some(total) = req.image_size {
+            self.progress.total.store(total, std::sync::atomic::Ordering::Relaxed);
+        }
+        Progress::add(&self.progress.bytes_in, start);
+        let full = req.base.is_none();
+        if finished {
+            // Every part is stored, the seek table too; only completion is missing. The last
+            // record carries the image hash.
+            let digest = match records.last().and_then(|r| r.image_sha256.as_deref()) {
+                Some(h) => {
+                    Some(unhex32(h).ok_or_else(|| StreamError::Corrupt("journal image hash is not hex".into()))?)
+                }
+                None if full => {
+                    return Err(StreamError::Corrupt("journal has no image hash; remove the journal".into()))
+                }
+                None => None,
+            };
+            return Ok((frames, parts, digest, req.tree.as_ref().map(|t| t.lock().expect("tree stats").clone())));
+        }
+        if full && start > 0 && state.is_none() {
+            return Err(StreamError::Corrupt(
+                "journal has no image hash state; remove the journal to start over".into(),
+            ));
+        }
+        let hasher =
+            if full { Some(ImageHasher::start(start, state.as_deref(), self.tuning.channel_capacity)?) } else { None };
+
+        let permits = Arc::new(Semaphore::new(self.tuning.chunks_in_flight));
+        let (job_tx, job_rx) = mpsc::channel::<Job>(self.tuning.channel_capacity);
+        let (out_tx, mut out_rx) = mpsc::channel::<Result<Ready, StreamError>>(self.tuning.chunks_in_flight + 1);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let threads = (0..self.tuning.compress_threads)
+            .map(|i| spawn_compressor(i, req.level, job_rx.clone(), out_tx.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut reader = open(start);
+
+        let dispatch = {
+            let hasher = &hasher;
+            let progress = &self.progress;
+            async move {
+                let mut seq = 0u64;
+                let mut at = start;
+                while let Some(item) = reader.recv().await {
+                    let item = item?;
+                    if item.offset() != at || item.is_empty() {
+                        return Err(StreamError::Internal(format!(
+                            "reader sent {} bytes at offset {}, expected offset {at}",
+                            item.len(),
+                            item.offset()
+                        )));
+                    }
+                    at += item.len();
+                    Progress::add(&progress.bytes_in, item.len());
+                    let kind = if matches!(item, SourceItem::Base { .. }) { FrameKind::Base } else { FrameKind::Zero };
+                    match item {
+                        SourceItem::Data { offset, bytes } => {
+                            let permit = permits.clone().acquire_owned().await.expect("never closed");
+                            let bytes = Arc::new(bytes);
+                            if let Some(h) = hasher {
+                                h.feed(HashItem::Data(bytes.clone())).await?;
+                            }
+                            job_tx
+                                .send(Job { seq, offset, bytes, permit })
+                                .await
+                                .map_err(|_| StreamError::Internal("compressors stopped".into()))?;
+                            seq += 1;
+                        }
+                        SourceItem::Zero { offset, length } | SourceItem::Base { offset, length } => {
+                            for (o, l) in run_pieces(offset, length) {
+                                let permit = permits.clone().acquire_owned().await.expect("never closed");
+                                if let (Some(h), FrameKind::Zero) = (hasher, kind) {
+                                    h.feed(HashItem::Zero(l)).await?;
+                                }
+                                let ready = Ready {
+                                    seq,
+                                    offset: o,
+                                    length: l,
+                                    kind,
+                                    sha256: None,
+                                    bytes: zero_frame(l),
+                                    _permit: permit,
+                                };
+                                out_tx
+                                    .send(Ok(ready))
+                                    .await
+                                    .map_err(|_| StreamError::Internal("assembler stopped".into()))?;
+                                seq += 1;
+                            }
+                        }
+                    }
+                }
+                if let Some(total) = req.image_size {
+                    if at != total {
+                        return Err(StreamError::Source(format!("source ended at byte {at} of {total}")));
+                    }
+                }
+                drop(job_tx);
+                drop(out_tx);
+                Ok::<u64, StreamError>(at)
+            }
+        };
+
+        let assemble = async {
+            let mut pending: BTreeMap<u64, Ready> = BTreeMap::new();
+            let mut next = 0u64;
+            let mut buf: Vec<u8> = Vec::new();
+            let mut part_frames: Vec<Frame> = Vec::new();
+            let mut number = parts.len() as u32 + 1;
+            let mut pos = archive_start;
+            let mut part_start = archive_start;
+            let mut uploads = FuturesUnordered::new();
+            loop {
+                let msg = out_rx.recv().await;
+                let Some(msg) = msg else { break };
+                let r = msg?;
+                pending.insert(r.seq, r);
+                while let Some(r) = pending.remove(&next) {
+                    next += 1;
+                    let frame = Frame {
+                        offset: r.offset,
+                        length: r.length,
+                        archive_offset: pos,
+                        archive_length: r.bytes.len() as u64,
+                        kind: r.kind,
+                        sha256: r.sha256.map(|h| archive::hex(&h)),
+                    };
+                    pos += r.bytes.len() as u64;
+                    buf.extend_from_slice(&r.bytes);
+                    part_frames.push(frame);
+                    if buf.len() as u64 >= part_target(number) {
+                        let end = part_frames.last().map(|f| f.offset + f.length).unwrap_or(start);
+                        let state = match &hasher {
+                            Some(h) => Some(archive::hex(&h.state_at(end).await?)),
+                            None => None,
+                        };
+                        let rec = PartRecord {
+                            number,
+                            size: buf.len() as u64,
+                            sha256: String::new(),
+                            etag: String::new(),
+                            end_offset: end,
+                            archive_end: pos,
+                            frames: std::mem::take(&mut part_frames),
+                            hash_state: state,
+                            last: false,
+                            image_sha256: None,
+                        };
+                        frames.extend(rec.frames.iter().cloned());
+                        uploads.push(self.upload(req, akey, upload_id, part_start, std::mem::take(&mut buf), rec));
+                        part_start = pos;
+                        number += 1;
+                        while uploads.len() >= self.tuning.parts_in_flight {
+                            parts.push(uploads.next().await.expect("non-empty")?);
+                        }
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                return Err(StreamError::Internal("a compressor stopped before finishing its chunk".into()));
+            }
+            Ok::<_, StreamError>((buf, part_frames, number, part_start, uploads))
+        };
+
+        let (end, (mut buf, part_frames, number, part_start, mut uploads)) = tokio::try_join!(dispatch, assemble)?;
+        for t in threads {
+            if t.join().is_err() {
+                return Err(StreamError::Internal("a compressor thread panicked".into()));
+            }
+        }
+        frames.extend(part_frames.iter().cloned());
+        let digest = match hasher {
+            Some(h) => Some(h.finish().await?),
+            None => None,
+        };
+        let table: Vec<(u32, u32)> = frames.iter().map(|f| (f.archive_length as u32, f.length as u32)).collect();
+        buf.extend(encode_seek_table(&table));
+        let rec = PartRecord {
+            number,
+            size: buf.len() as u64,
+            sha256: String::new(),
+            etag: String::new(),
+            end_offset: end,
+            archive_end: part_start + buf.len() as u64,
+            frames: part_frames,
+            hash_state: None,
+            last: true,
+            image_sha256: digest.map(|d| archive::hex(&d)),
+        };
+        uploads.push(self.upload(req, akey, upload_id, part_start, buf, rec));
+        while let Some(p) = uploads.next().await {
+            parts.push(p?);
+        }
+        parts.sort_by_key(|p| p.number);
+        let tree = req.tree.as_ref().map(|t| t.lock().expect("tree stats").clone());
+        Ok((frames, parts, digest, tree))
+    }
+
+    /// Uploads one part (retrying transient failures), then journals it.
+    fn upload<'a>(
+        &'a self,
+        req: &'a ExportRequest,
+        akey: &'a str,
+        upload_id: &'a str,
+        offset: u64,
+        data: Vec<u8>,
+        mut rec: PartRecord,
+    ) -> impl std::future::Future<Output = Result<StoredPart, StreamError>> + 'a {
+        async move {
+            let (data, sum) = tokio::task::spawn_blocking(move || {
+                let s = base64(&sha256(&data));
+                (data, s)
+            })
+            .await
+            .map_err(|e| StreamError::Internal(e.to_string()))?;
+            let mut attempt = 0u32;
+            let stored = loop {
+                match self.store.upload_part(akey, upload_id, rec.number, offset, data.clone(), &sum).await {
+                    Ok(p) => break p,
+                    Err(e)
+                        if attempt < 6
+                            && matches!(e.kind, ErrorKind::Transient | ErrorKind::Throttled | ErrorKind::Internal) =>
+                    {
+                        attempt += 1;
+                        warn!(part = rec.number, attempt, error = %e, "part upload failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(5))).await;
+                    }
+                    Err(e) => {
+                        return Err(StreamError::port(
+                            format!("uploading part {} of {}", rec.number, self.store.url(akey)),
+                            e,
+                        ))
+                    }
+                }
+            };
+            Progress::add(&self.progress.bytes_out, data.len() as u64);
+            rec.sha256 = sum.clone();
+            rec.etag = stored.etag.clone();
+            if req.resumable {
+                self.put_json(&format!("{}part-{:05}.json", journal_prefix(&req.name), rec.number), &rec).await?;
+            }
+            Ok(StoredPart { sha256: Some(sum), ..stored })
+        }
+    }
+
+    async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StreamError> {
+        let bytes = serde_json::to_vec(value).expect("journal serializes");
+        let mut attempt = 0;
+        loop {
+            match self.store.put(key, bytes.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 4 && matches!(e.kind, ErrorKind::Transient | ErrorKind::Throttled) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                }
+                Err(e) => return Err(StreamError::port(format!("writing {}", self.store.url(key)), e)),
+            }
+        }
+    }
+
+    async fn read_all(&self, key: &str) -> Result<Vec<u8>, StreamError> {
+        let url = self.store.url(key);
+        let size = self.store.size(key).await.map_err(|e| StreamError::port(format!("reading {url}"), e))?.unwrap_or(0);
+        self.store.read(key, 0, size).await.map_err(|e| StreamError::port(format!("reading {url}"), e))
+    }
+
+    async fn abort_quietly(&self, akey: &str, upload: &str) {
+        match self.store.abort_upload(akey, upload).await {
+            Ok(()) => info!(archive = %self.store.url(akey), upload, "aborted a stale upload"),
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => warn!(archive = %self.store.url(akey), error = %e, "could not abort a stale upload"),
+        }
+    }
+
+    async fn delete_journal(&self, name: &str) {
+        let prefix = journal_prefix(name);
+        let result = match self.store.list(&prefix).await {
+            Ok(keys) => self.store.delete(&keys).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            warn!(journal = %self.store.url(&prefix), error = %e, "could not delete the export journal");
+        }
+    }
+}
+
+fn header(req: &ExportRequest, upload_id: &str) -> Header {
+    Header {
+        format_version: archive::FORMAT_VERSION,
+        source_id: req.source.id.clone(),
+        content: req.content,
+        image_size: req.image_size,
+        chunk_size: req.chunk_size,
+        block_size: req.block_size,
+        level: req.level,
+        base: req.base.as_ref().map(|b| b.manifest.chunks_sha256.clone()),
+        upload_id: upload_id.to_string(),
+    }
+}
+
+fn build_manifest(
+    req: &ExportRequest,
+    akey: &str,
+    size: u64,
+    frames: Vec<Frame>,
+    image_sha: Option<[u8; 32]>,
+    tree: Option<TreeStats>,
+) -> Manifest {
+    let image_size = frames.last().map(|f| f.offset + f.length).unwrap_or(0);
+    let base_hashes = req.base.as_ref().map(|b| b.chunk_hashes.as_slice()).unwrap_or(&[]);
+    let chunks = chunk_hashes(&frames, req.chunk_size, image_size, base_hashes);
+    Manifest {
+        format: archive::FORMAT.into(),
+        version: archive::FORMAT_VERSION,
+        tool: format!("bunker {}", env!("CARGO_PKG_VERSION")),
+        created_at: jiff::Timestamp::now().to_string(),
+        content: req.content,
+        source: req.source.clone(),
+        image_size,
+        block_size: req.block_size,
+        chunk_size: req.chunk_size,
+        image_sha256: image_sha.map(|h| archive::hex(&h)),
+        chunks_sha256: archive::hex(&chunks_root(&chunks)),
+        archive: ArchiveObject { key: akey.into(), size, zstd_level: req.level },
+        base: req.base.as_ref().map(|b| BaseRef {
+            snapshot_id: b.manifest.source.id.clone(),
+            manifest: b.manifest_key.clone(),
+            chunks_sha256: b.manifest.chunks_sha256.clone(),
+        }),
+        tree,
+        frames,
+    }
+}
+
+/// SHA-256 of every `chunk_size` piece of the image: data frames' own hashes, zero pieces'
+/// known hashes, base pieces' hashes from `base` (empty when there is no base, which a
+/// consistent manifest never needs).
+pub fn chunk_hashes(frames: &[Frame], chunk_size: u64, image_size: u64, base: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    let full_zero = super::zero_sha256(chunk_size);
+    let mut out = Vec::with_capacity(image_size.div_ceil(chunk_size) as usize);
+    for f in frames {
+        match f.kind {
+            FrameKind::Data => out.push(f.sha256.as_deref().and_then(unhex32).unwrap_or([0; 32])),
+            FrameKind::Zero | FrameKind::Base => {
+                let mut at = f.offset;
+                while at < f.offset + f.length {
+                    let n = (f.offset + f.length - at).min(chunk_size);
+                    let index = (at / chunk_size) as usize;
+                    out.push(match f.kind {
+                        FrameKind::Base => base.get(index).copied().unwrap_or([0; 32]),
+                        _ if n == chunk_size => full_zero,
+                        _ => super::zero_sha256(n),
+                    });
+                    at += n;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The manifest's `chunks_sha256`: SHA-256 of the concatenated chunk hashes.
+pub fn chunks_root(hashes: &[[u8; 32]]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for c in hashes {
+        h.update(c);
+    }
+    h.finalize().into()
+}
+
+/// Bytes from lowercase or uppercase hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    unhex(s)?.try_into().ok()
+}
+
+fn spawn_compressor(
+    i: usize,
+    level: i32,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    out: mpsc::Sender<Result<Ready, StreamError>>,
+) -> Result<std::thread::JoinHandle<()>, StreamError> {
+    std::thread::Builder::new()
+        .name(format!("bunker-zstd-{i}"))
+        .spawn(move || {
+            let mut compressor = match new_compressor(level) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _unsent = out.blocking_send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let job = jobs.lock().expect("job queue").blocking_recv();
+                let Some(job) = job else { return };
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let sum = sha256(&job.bytes);
+                    compressor.compress(&job.bytes).map(|bytes| (sum, bytes))
+                }));
+                let ready = match result {
+                    Ok(Ok((sum, bytes))) => Ok(Ready {
+                        seq: job.seq,
+                        offset: job.offset,
+                        length: job.bytes.len() as u64,
+                        kind: FrameKind::Data,
+                        sha256: Some(sum),
+                        bytes,
+                        _permit: job.permit,
+                    }),
+                    Ok(Err(e)) => Err(StreamError::Internal(format!("zstd: {e}"))),
+                    Err(_) => Err(StreamError::Internal(format!("compressor {i} panicked"))),
+                };
+                let failed = ready.is_err();
+                if out.blocking_send(ready).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| StreamError::Internal(format!("cannot start compressor thread: {e}")))
+}
+
+fn new_compressor(level: i32) -> Result<zstd::bulk::Compressor<'static>, StreamError> {
+    let mut c = zstd::bulk::Compressor::new(level).map_err(|e| StreamError::Internal(format!("zstd: {e}")))?;
+    c.include_checksum(true).map_err(|e| StreamError::Internal(format!("zstd: {e}")))?;
+    c.include_contentsize(true).map_err(|e| StreamError::Internal(format!("zstd: {e}")))?;
+    Ok(c)
+}

@@ -1,0 +1,413 @@
+//! The archive format, version 1 (`docs/FORMAT.md` is the normative text; this module is its
+//! executable half): the JSON manifest, the zstd seekable-format seek table, and the frames
+//! that stand for unallocated ranges.
+//!
+//! An archive is a concatenation of independent zstd frames, one per chunk of the image, and
+//! ends with a skippable frame holding the seek table. Plain `zstd -d` skips the seek table and
+//! yields the raw image at full size, so an archive needs no bunker to restore.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `format` field of every manifest.
+pub const FORMAT: &str = "bunker-archive";
+/// The format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// EBS block size (the direct APIs' unit).
+pub const EBS_BLOCK_SIZE: u64 = 512 * 1024;
+/// Default chunk size: 8 EBS blocks. Each data chunk is one zstd frame, the unit of random
+/// access and of per-chunk hashing; 4 MiB keeps the cost of restarting the compressor's window
+/// per frame near 1 % at level 3 (measured in `benches/export_throughput.sh`).
+pub const DEFAULT_CHUNK_SIZE: u64 = 8 * EBS_BLOCK_SIZE;
+/// Zero (unallocated) and base runs are cut into frames of at most this many image bytes, so
+/// a run's frame stays well inside the seek table's 32-bit sizes.
+pub const MAX_RUN_FRAME: u64 = 1 << 30;
+/// zstd's frame magic number.
+pub const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+/// The seekable format's skippable-frame magic (`0x184D2A5E`).
+pub const SEEK_TABLE_MAGIC: u32 = 0x184D_2A5E;
+/// The seekable format's footer magic.
+pub const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
+/// zstd's largest block: an RLE block stands for at most this many bytes.
+const MAX_BLOCK: u64 = 128 * 1024;
+
+/// What a manifest describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Content {
+    /// A raw disk image (EBS snapshot, block device, image file).
+    Image,
+    /// A tar stream of a directory tree.
+    Tar,
+}
+
+/// Where the data came from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    /// `ebs-snapshot`, `file` or `directory`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Snapshot id, or the path for files and directories.
+    pub id: String,
+    /// The snapshot's volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    /// Owning account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The snapshot's tags at export time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The archive object the manifest describes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveObject {
+    /// Object key (or file name), relative to the target.
+    pub key: String,
+    /// Its size in bytes, seek table included.
+    pub size: u64,
+    /// zstd compression level used.
+    pub zstd_level: i32,
+}
+
+/// The export an incremental archive applies to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaseRef {
+    /// The base snapshot id.
+    pub snapshot_id: String,
+    /// Key of the base's manifest, relative to the same target.
+    pub manifest: String,
+    /// The base's `chunks_sha256`, to detect a base that was replaced.
+    pub chunks_sha256: String,
+}
+
+/// File-level export statistics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TreeStats {
+    /// Regular files archived.
+    pub files: u64,
+    /// Directories archived.
+    pub directories: u64,
+    /// Bytes of regular-file content.
+    pub file_bytes: u64,
+    /// Entries skipped (sockets, unreadable files), each named in `skipped`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// What a frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FrameKind {
+    /// Compressed image data, hashed in `sha256`.
+    Data,
+    /// Zeros (unallocated); no hash, the frame must decompress to zeros.
+    Zero,
+    /// Incremental archives only: unchanged since the base; the frame decompresses to zeros,
+    /// the data is the base's.
+    Base,
+}
+
+/// One zstd frame of the archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Offset of the frame's data in the image.
+    pub offset: u64,
+    /// Image bytes it stands for.
+    pub length: u64,
+    /// Offset of the frame in the archive object.
+    pub archive_offset: u64,
+    /// Compressed length of the frame.
+    pub archive_length: u64,
+    /// Data, zero or base.
+    pub kind: FrameKind,
+    /// SHA-256 (hex) of the uncompressed data; data frames only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// The manifest: a JSON object stored beside the archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Format version ([`FORMAT_VERSION`]).
+    pub version: u32,
+    /// `bunker <version>`.
+    pub tool: String,
+    /// When the export finished (RFC 3339).
+    pub created_at: String,
+    /// Image or tar.
+    pub content: Content,
+    /// Where the data came from.
+    pub source: Source,
+    /// Size of the image (or tar stream) in bytes.
+    pub image_size: u64,
+    /// The source's block size (EBS: 524288).
+    pub block_size: u64,
+    /// Chunk size: every data frame covers one chunk (the last may be shorter).
+    pub chunk_size: u64,
+    /// SHA-256 (hex) of the whole image, as `sha256sum` prints it; absent for incremental
+    /// archives, whose image is only whole with their base (see `chunks_sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_sha256: Option<String>,
+    /// SHA-256 over the concatenated 32-byte SHA-256 digests of every `chunk_size` piece of
+    /// the full image, in order (zero pieces included): a whole-image hash that an
+    /// incremental export can compute without reading unchanged data.
+    pub chunks_sha256: String,
+    /// The archive object.
+    pub archive: ArchiveObject,
+    /// For incremental archives, the export they apply to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
+    /// For tar archives, what went in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeStats>,
+    /// Every frame, in image order; together they cover the image exactly once.
+    pub frames: Vec<Frame>,
+}
+
+/// A manifest or archive that does not follow the format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// Not a bunker manifest at all.
+    #[error("not a bunker manifest: {0}")]
+    NotAManifest(String),
+    /// A newer format than this build reads.
+    #[error("manifest format version {0} is newer than this bunker reads ({FORMAT_VERSION}); upgrade bunker")]
+    TooNew(u32),
+    /// Internally inconsistent.
+    #[error("inconsistent manifest: {0}")]
+    Inconsistent(String),
+    /// The seek table is missing or malformed.
+    #[error("bad seek table: {0}")]
+    SeekTable(String),
+}
+
+impl Manifest {
+    /// Parses and checks a manifest.
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest, FormatError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| FormatError::NotAManifest(format!("not JSON ({e})")))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            return Err(FormatError::NotAManifest(format!("no \"format\": \"{FORMAT}\" field")));
+        }
+        if let Some(v) = value.get("version").and_then(|v| v.as_u64()) {
+            if v > u64::from(FORMAT_VERSION) {
+                return Err(FormatError::TooNew(v as u32));
+            }
+        }
+        let m: Manifest = serde_json::from_value(value).map_err(|e| FormatError::NotAManifest(e.to_string()))?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("manifest serializes")
+    }
+
+    /// Checks the invariants: frames contiguous in the image and in the archive, covering the
+    /// image; data frames one chunk each, hashed; base frames only with a base.
+    pub fn check(&self) -> Result<(), FormatError> {
+        let bad = |s: String| Err(FormatError::Inconsistent(s));
+        if self.chunk_size == 0 || self.block_size == 0 || self.chunk_size % self.block_size != 0 {
+            return bad(format!(
+                "chunk size {} is not a positive multiple of block size {}",
+                self.chunk_size, self.block_size
+            ));
+        }
+        let (mut image, mut archive) = (0u64, 0u64);
+        for (i, f) in self.frames.iter().enumerate() {
+            if f.offset != image || f.archive_offset != archive {
+                return bad(format!("frame {i} is not contiguous with the previous one"));
+            }
+            if f.length == 0 || f.archive_length == 0 {
+                return bad(format!("frame {i} is empty"));
+            }
+            if f.offset % self.chunk_size != 0 {
+                return bad(format!("frame {i} does not start on a chunk boundary"));
+            }
+            match f.kind {
+                FrameKind::Data => {
+                    if f.length > self.chunk_size || f.sha256.as_deref().is_none_or(|h| !is_hex_sha256(h)) {
+                        return bad(format!("data frame {i} is longer than a chunk or has no sha256"));
+                    }
+                }
+                FrameKind::Base if self.base.is_none() => {
+                    return bad(format!("frame {i} refers to a base, none given"))
+                }
+                _ => {}
+            }
+            image += f.length;
+            archive += f.archive_length;
+        }
+        if image != self.image_size {
+            return bad(format!("frames cover {image} bytes, the image has {}", self.image_size));
+        }
+        if archive >= self.archive.size {
+            return bad("frames leave no room for the seek table".into());
+        }
+        Ok(())
+    }
+
+    /// Index of the frame holding image byte `offset`.
+    pub fn frame_at(&self, offset: u64) -> Option<usize> {
+        let i = self.frames.partition_point(|f| f.offset + f.length <= offset);
+        (i < self.frames.len()).then_some(i)
+    }
+}
+
+fn is_hex_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Encodes the seek table as a skippable frame: for each frame its compressed and
+/// decompressed size (u32 little-endian), then the footer (frame count, descriptor without
+/// checksums, seekable magic). See the zstd "seekable format" specification.
+pub fn encode_seek_table(frames: &[(u32, u32)]) -> Vec<u8> {
+    let payload = frames.len() * 8 + 9;
+    let mut out = Vec::with_capacity(payload + 8);
+    out.extend_from_slice(&SEEK_TABLE_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(payload as u32).to_le_bytes());
+    for (c, d) in frames {
+        out.extend_from_slice(&c.to_le_bytes());
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
+    out
+}
+
+/// Reads the seek table from the end of an archive. `tail` is the object's last bytes (at
+/// least the whole table). Returns (compressed, decompressed) sizes and the table's length.
+pub fn decode_seek_table(tail: &[u8]) -> Result<(Vec<(u32, u32)>, usize), FormatError> {
+    let err = |s: &str| Err(FormatError::SeekTable(s.to_string()));
+    if tail.len() < 17 {
+        return err("object too short to end with a seek table");
+    }
+    let n = tail.len();
+    let u32_at = |i: usize| u32::from_le_bytes(tail[i..i + 4].try_into().expect("4 bytes"));
+    if u32_at(n - 4) != SEEKABLE_MAGIC {
+        return err("no seekable-format footer (not a bunker archive, or truncated)");
+    }
+    if tail[n - 5] & 0x80 != 0 {
+        return err("seek table with checksums is not written by bunker");
+    }
+    let count = u32_at(n - 9) as usize;
+    let table_len = count * 8 + 9 + 8;
+    if table_len > n {
+        return err("seek table longer than the bytes given");
+    }
+    let start = n - table_len;
+    if u32_at(start) != SEEK_TABLE_MAGIC || u32_at(start + 4) as usize != count * 8 + 9 {
+        return err("seek table frame header does not match its footer");
+    }
+    let entries = (0..count).map(|i| (u32_at(start + 8 + i * 8), u32_at(start + 12 + i * 8))).collect();
+    Ok((entries, table_len))
+}
+
+/// A zstd frame that decompresses to `length` zero bytes, made of RLE blocks: 4 bytes per
+/// 128 KiB (1/32768 of the image), no compressor involved. The window is 128 KiB so decoders
+/// allocate little whatever the length.
+pub fn zero_frame(length: u64) -> Vec<u8> {
+    let blocks = length.div_ceil(MAX_BLOCK).max(1);
+    let mut out = Vec::with_capacity(14 + blocks as usize * 4);
+    out.extend_from_slice(&ZSTD_MAGIC.to_le_bytes());
+    // Frame header descriptor: 8-byte content size, not single-segment, no checksum, no dict.
+    out.push(0b1100_0000);
+    // Window descriptor: exponent 7 → 2^(10+7) = 128 KiB.
+    out.push(7 << 3);
+    out.extend_from_slice(&length.to_le_bytes());
+    let mut left = length;
+    for b in 0..blocks {
+        let size = left.min(MAX_BLOCK);
+        left -= size;
+        let last = u32::from(b + 1 == blocks);
+        let header = last | (1 << 1) | ((size as u32) << 3);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.push(0);
+    }
+    out
+}
+
+/// Frames a run of `length` zero (or base) bytes starting at chunk-aligned `offset` is cut
+/// into: `(offset, length)` pieces of at most [`MAX_RUN_FRAME`] bytes.
+pub fn run_pieces(offset: u64, length: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < length {
+        let n = (length - at).min(MAX_RUN_FRAME);
+        out.push((offset + at, n));
+        at += n;
+    }
+    out
+}
+
+/// The multipart part schedule: the target size of part `number` (1-based). Parts start at
+/// 8 MiB and double every 1,000 parts (capped at 4 GiB), so 10,000 parts hold about 8 TiB,
+/// more than S3's 5 TiB object limit, while archives up to 7.8 GiB use 8 MiB parts.
+pub fn part_target(number: u32) -> u64 {
+    let doublings = (number.saturating_sub(1) / 1000).min(9);
+    (8u64 << 20) << doublings
+}
+
+/// Bytes the first `parts` parts of the schedule can hold.
+pub fn schedule_capacity(parts: u32) -> u64 {
+    (1..=parts).map(part_target).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seek_table_round_trips_and_rejects_garbage() {
+        let frames = vec![(10, 4 << 20), (200, 1 << 30), (7, 5)];
+        let mut bytes = b"leading frames".to_vec();
+        bytes.extend(encode_seek_table(&frames));
+        let (back, len) = decode_seek_table(&bytes).unwrap();
+        assert_eq!(back, frames);
+        assert_eq!(len, 3 * 8 + 17);
+        assert!(decode_seek_table(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_seek_table(&[0u8; 64]).is_err());
+    }
+
+    #[test]
+    fn zero_frame_is_tiny_and_sized() {
+        let f = zero_frame(1 << 30);
+        assert_eq!(f.len(), 14 + 8192 * 4);
+        assert_eq!(zero_frame(1).len(), 18);
+        // Last block flag only on the last block.
+        let last = u32::from_le_bytes([f[f.len() - 4], f[f.len() - 3], f[f.len() - 2], 0]);
+        assert_eq!(last & 1, 1);
+        assert_eq!(f[14] & 1, 0);
+    }
+
+    #[test]
+    fn schedule_fits_the_largest_s3_object_in_10000_parts() {
+        assert!(schedule_capacity(10_000) > 5 << 40);
+        assert_eq!(part_target(1), 8 << 20);
+        assert_eq!(part_target(1001), 16 << 20);
+        assert!(part_target(10_000) <= 5 << 30, "S3 parts are at most 5 GiB");
+    }
+
+    #[test]
+    fn run_pieces_cover_the_run() {
+        let p = run_pieces(4096, 3 * MAX_RUN_FRAME + 5);
+        assert_eq!(p.len(), 4);
+        assert_eq!(p.iter().map(|x| x.1).sum::<u64>(), 3 * MAX_RUN_FRAME + 5);
+        assert_eq!(p[3].0, 4096 + 3 * MAX_RUN_FRAME);
+    }
+}

@@ -1,0 +1,482 @@
+//! `bunker export`, `bunker verify` and `bunker restore`: parse targets, build the stream
+//! actors' inputs, show progress, print the result.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use bunker_actors::ports::{ArchiveStore, ErrorKind};
+use bunker_actors::stream::archive_reader::{self, Archive, RestoreTarget};
+use bunker_actors::stream::ebs_reader::EbsReader;
+use bunker_actors::stream::export::{manifest_key, BaseExport, ExportRequest, Exporter, OpenReader};
+use bunker_actors::stream::{Progress, StreamError, Tuning};
+use bunker_protocol::archive::{Content, Source, TreeStats, DEFAULT_CHUNK_SIZE, EBS_BLOCK_SIZE};
+use bunker_protocol::tags::Tags;
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::aws::Aws;
+use crate::local::{self, DirStore, RestoreFile};
+
+/// `bunker export …`
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    what: ExportWhat,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportWhat {
+    /// An EBS snapshot, read with the EBS direct APIs (no volume, no instance).
+    Ebs {
+        /// Snapshot id (snap-…).
+        snapshot: String,
+        /// Export only the blocks changed since this snapshot, whose export must already be
+        /// in the same target.
+        #[arg(long, value_name = "SNAPSHOT_ID")]
+        base: Option<String>,
+        #[command(flatten)]
+        opts: ExportOpts,
+    },
+    /// An image file or block device (zero chunks are stored as holes).
+    File {
+        /// Path of the image file or device.
+        path: PathBuf,
+        #[command(flatten)]
+        opts: ExportOpts,
+    },
+    /// A directory tree, as a tar stream (file level).
+    Path {
+        /// The directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        opts: ExportOpts,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ExportOpts {
+    /// Where to: s3://bucket/prefix or file:///directory.
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Name of the archive in the target (default: the snapshot id, or the file's or
+    /// directory's name): <name>.img.zst (or .tar.zst) and <name>.manifest.json.
+    #[arg(long)]
+    name: Option<String>,
+    /// zstd level, 1–19.
+    #[arg(long, default_value_t = 3)]
+    level: i32,
+    /// Chunk size in MiB: the unit of random access and of per-chunk hashing.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CHUNK_SIZE >> 20)]
+    chunk_mib: u64,
+    /// Compressor threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Chunks in the pipeline at once: bounds memory (about 2 × this × chunk size).
+    #[arg(long, default_value_t = 8)]
+    chunks_in_flight: usize,
+    /// Capacity of each channel between stages.
+    #[arg(long, default_value_t = 4)]
+    channel_capacity: usize,
+    /// Multipart parts uploading at once.
+    #[arg(long, default_value_t = 2)]
+    parts_in_flight: usize,
+    /// Concurrent GetSnapshotBlock calls at most (adaptive below on throttling).
+    #[arg(long, default_value_t = 64)]
+    block_requests: usize,
+}
+
+impl ExportOpts {
+    fn tuning(&self) -> Tuning {
+        let d = Tuning::default();
+        Tuning {
+            chunks_in_flight: self.chunks_in_flight,
+            channel_capacity: self.channel_capacity,
+            compress_threads: self.threads.unwrap_or(d.compress_threads),
+            parts_in_flight: self.parts_in_flight,
+            block_requests: self.block_requests,
+        }
+    }
+}
+
+/// A failure with its exit code (2: bad input, 1: anything else).
+pub struct Failure {
+    /// Exit code.
+    pub code: u8,
+    /// What went wrong.
+    pub error: anyhow::Error,
+}
+
+fn fail(e: StreamError) -> Failure {
+    let code = match &e {
+        StreamError::Input(_) => 2,
+        _ => 1,
+    };
+    Failure { code, error: anyhow!(e) }
+}
+
+fn input(msg: String) -> Failure {
+    Failure { code: 2, error: anyhow!(msg) }
+}
+
+/// Where archives go, or where one is.
+enum Location {
+    S3 { bucket: String, key: String },
+    Dir(PathBuf),
+}
+
+fn parse_location(url: &str, flag: &str) -> Result<Location, Failure> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(input(format!("{flag} {url:?}: no bucket; expected s3://bucket/prefix")));
+        }
+        return Ok(Location::S3 { bucket: bucket.to_string(), key: key.trim_matches('/').to_string() });
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(input(format!("{flag} {url:?}: file URLs need an absolute path, e.g. file:///var/backups")));
+        }
+        return Ok(Location::Dir(PathBuf::from(path)));
+    }
+    Err(input(format!("{flag} {url:?}: expected s3://bucket/prefix or file:///directory")))
+}
+
+/// The store for a target prefix.
+fn target_store(aws: &Aws, region: &str, url: &str) -> Result<Arc<dyn ArchiveStore>, Failure> {
+    Ok(match parse_location(url, "--to")? {
+        Location::S3 { bucket, key } => aws.archive_store(region, bucket, key),
+        Location::Dir(p) => Arc::new(DirStore::new(p)),
+    })
+}
+
+/// The store holding an object, and the object's key in it.
+fn object_store(aws: &Aws, region: &str, url: &str) -> Result<(Arc<dyn ArchiveStore>, String), Failure> {
+    let split = |k: &str| match k.rsplit_once('/') {
+        Some((d, n)) => (d.to_string(), n.to_string()),
+        None => (String::new(), k.to_string()),
+    };
+    match parse_location(url, "archive")? {
+        Location::S3 { bucket, key } => {
+            let (dir, name) = split(&key);
+            Ok((aws.archive_store(region, bucket, dir), name))
+        }
+        Location::Dir(p) => {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let dir = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+            Ok((Arc::new(DirStore::new(dir)), name))
+        }
+    }
+}
+
+/// Live progress on stderr: a bar with bytes, rate and ETA when stderr is a terminal and
+/// the output is not JSON; nothing otherwise.
+fn progress_bar(progress: Arc<Progress>, json: bool) -> tokio::task::JoinHandle<()> {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar =
+        if json { ProgressBar::hidden() } else { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("template parses"),
+    );
+    tokio::spawn(async move {
+        loop {
+            let total = Progress::get(&progress.total);
+            if total > 0 {
+                bar.set_length(total);
+            }
+            bar.set_position(Progress::get(&progress.bytes_in));
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = tokio::signal::ctrl_c() => break,
+            }
+            if bar.is_finished() {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+    })
+}
+
+/// Peak resident memory of this process (VmHWM), for the JSON output and the benchmarks.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+#[derive(Serialize)]
+struct WithRss<T: Serialize> {
+    #[serde(flatten)]
+    inner: T,
+    peak_rss_bytes: Option<u64>,
+}
+
+fn print<T: Serialize>(value: T, json: bool, human: impl FnOnce(&T) -> String) {
+    if json {
+        let out = WithRss { inner: value, peak_rss_bytes: peak_rss() };
+        println!("{}", serde_json::to_string_pretty(&out).expect("output serializes"));
+    } else {
+        println!("{}", human(&value));
+    }
+}
+
+fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / 1e6 / seconds.max(1e-9)
+}
+
+/// `bunker export …`
+pub async fn export(aws: &Aws, region: &str, args: ExportArgs, json: bool) -> Result<u8, Failure> {
+    let progress = Arc::new(Progress::default());
+    let (opts, req, open): (ExportOpts, ExportRequest, OpenReader) = match args.what {
+        ExportWhat::Ebs { snapshot, base, opts } => {
+            let store = target_store(aws, region, &opts.to)?;
+            let port = aws.snapshot_blocks(region);
+            let meta = match port.describe(&snapshot).await {
+                Ok(m) => m,
+                Err(e)
+                    if e.kind == ErrorKind::NotFound || e.code.as_deref().is_some_and(|c| c.contains("Malformed")) =>
+                {
+                    return Err(input(format!(
+                        "snapshot {snapshot} does not exist in {region} (check the id and --region)"
+                    )))
+                }
+                Err(e) => return Err(fail(StreamError::port(format!("describing {snapshot}"), e))),
+            };
+            if !meta.completed {
+                return Err(input(format!("snapshot {snapshot} is not completed yet; export it once it is")));
+            }
+            let base_export = match &base {
+                Some(b) => Some(load_base(store.clone(), b, meta.volume_size).await?),
+                None => None,
+            };
+            let chunk = opts.chunk_mib << 20;
+            let reader = Arc::new(EbsReader::new(
+                port,
+                snapshot.clone(),
+                base.clone(),
+                meta.volume_size,
+                EBS_BLOCK_SIZE,
+                chunk,
+                opts.block_requests,
+                opts.chunks_in_flight,
+                progress.clone(),
+            ));
+            let capacity = opts.channel_capacity;
+            let req = ExportRequest {
+                name: opts.name.clone().unwrap_or_else(|| snapshot.clone()),
+                content: Content::Image,
+                source: Source {
+                    kind: "ebs-snapshot".into(),
+                    id: snapshot.clone(),
+                    volume_id: meta.volume_id.clone(),
+                    account: meta.owner.clone(),
+                    region: Some(region.to_string()),
+                    tags: meta.tags.clone().into_iter().collect(),
+                },
+                image_size: Some(meta.volume_size),
+                block_size: EBS_BLOCK_SIZE,
+                chunk_size: chunk,
+                level: opts.level,
+                base: base_export,
+                resumable: true,
+                tree: None,
+            };
+            (opts, req, Box::new(move |start| reader.open(start, capacity)))
+        }
+        ExportWhat::File { path, opts } => {
+            let size = local::source_size(&path).map_err(|e| input(format!("{}: {e}", path.display())))?;
+            let chunk = opts.chunk_mib << 20;
+            let name = opts.name.clone().unwrap_or_else(|| file_name(&path));
+            let capacity = opts.channel_capacity;
+            let req = ExportRequest {
+                name,
+                content: Content::Image,
+                source: Source { kind: "file".into(), id: absolute(&path), ..Source::default() },
+                image_size: Some(size),
+                block_size: EBS_BLOCK_SIZE,
+                chunk_size: chunk,
+                level: opts.level,
+                base: None,
+                resumable: true,
+                tree: None,
+            };
+            (opts, req, Box::new(move |start| local::image_reader(path, size, chunk, start, capacity)))
+        }
+        ExportWhat::Path { dir, opts } => {
+            if !dir.is_dir() {
+                return Err(input(format!("{}: not a directory", dir.display())));
+            }
+            let chunk = opts.chunk_mib << 20;
+            let stats = Arc::new(Mutex::new(TreeStats::default()));
+            let name = opts.name.clone().unwrap_or_else(|| file_name(&dir));
+            let capacity = opts.channel_capacity;
+            let req = ExportRequest {
+                name,
+                content: Content::Tar,
+                source: Source { kind: "directory".into(), id: absolute(&dir), ..Source::default() },
+                image_size: None,
+                block_size: 512,
+                chunk_size: chunk,
+                level: opts.level,
+                base: None,
+                resumable: false,
+                tree: Some(stats.clone()),
+            };
+            (opts, req, Box::new(move |_| local::tar_reader(dir, chunk, capacity, stats)))
+        }
+    };
+    let store = target_store(aws, region, &opts.to)?;
+    if opts.chunk_mib == 0 || opts.chunk_mib > 1024 {
+        return Err(input(format!("--chunk-mib {}: must be 1 to 1024", opts.chunk_mib)));
+    }
+    let tree = req.tree.clone();
+    let exporter = Exporter::new(store, opts.tuning(), progress.clone());
+    let bar = progress_bar(progress.clone(), json);
+    let result = exporter.export(req, open).await;
+    bar.abort();
+    let summary = result.map_err(fail)?;
+    let skipped = tree.map(|t| t.lock().expect("tree stats").skipped.clone()).unwrap_or_default();
+    print(summary, json, |s| {
+        if s.already_exported {
+            format!("already exported: {} ({} bytes); nothing to do", s.archive, s.archive_size)
+        } else {
+            format!(
+                "exported {} image bytes ({} of {} chunks hold data) to {} ({} bytes, {:.0} MB/s{}); manifest {}",
+                s.bytes_in,
+                s.data_chunks,
+                s.chunks,
+                s.archive,
+                s.archive_size,
+                mb_per_s(s.bytes_in - s.resumed_bytes, s.seconds),
+                if s.resumed_bytes > 0 { format!(", resumed after {} bytes", s.resumed_bytes) } else { String::new() },
+                s.manifest
+            )
+        }
+    });
+    if skipped.is_empty() {
+        return Ok(0);
+    }
+    eprintln!("bunker: {} entries could not be archived (listed in the manifest's tree.skipped):", skipped.len());
+    for s in skipped.iter().take(20) {
+        eprintln!("  {s}");
+    }
+    Ok(1)
+}
+
+fn file_name(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .ok()
+        .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "root".into())
+}
+
+fn absolute(p: &Path) -> String {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+}
+
+/// The base of an incremental export: its manifest in the same target, and its chain.
+async fn load_base(store: Arc<dyn ArchiveStore>, base: &str, size: u64) -> Result<BaseExport, Failure> {
+    let key = manifest_key(base);
+    let url = store.url(&key);
+    let archive = Archive::open(store, &key).await.map_err(|e| match e {
+        StreamError::Input(_) => {
+            input(format!("--base {base}: no finished export at {url}; export {base} to the same target first"))
+        }
+        e => fail(e),
+    })?;
+    if archive.manifest.source.id != base {
+        return Err(input(format!("--base {base}: {url} is an export of {}", archive.manifest.source.id)));
+    }
+    if archive.manifest.image_size != size {
+        return Err(input(format!(
+            "--base {base}: its image is {} bytes, the snapshot's volume {size}; incremental exports need the same size",
+            archive.manifest.image_size
+        )));
+    }
+    let manifest = archive.manifest.clone();
+    let chain = archive.chain().await.map_err(fail)?;
+    Ok(BaseExport { manifest, manifest_key: key, chunk_hashes: archive_reader::resolved_hashes(&chain) })
+}
+
+/// `bunker verify URL`
+pub async fn verify(aws: &Aws, region: &str, url: &str, json: bool) -> Result<u8, Failure> {
+    let (store, key) = object_store(aws, region, url)?;
+    let progress = Arc::new(Progress::default());
+    let bar = progress_bar(progress.clone(), json);
+    let result = async { archive_reader::verify(Archive::open(store, &key).await?, &progress).await }.await;
+    bar.abort();
+    let report = result.map_err(|e| Failure {
+        code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
+        error: anyhow!("verify failed: {e}"),
+    })?;
+    print(report, json, |r| {
+        format!(
+            "ok: {} — {} frames ({} with data), {} image bytes{}",
+            r.archive,
+            r.frames,
+            r.data_chunks,
+            r.image_size,
+            r.image_sha256.as_ref().map(|h| format!(", sha256 {h}")).unwrap_or_default()
+        )
+    });
+    Ok(0)
+}
+
+/// `bunker restore URL --to-file PATH | --to-snapshot`
+pub async fn restore(
+    aws: &Aws,
+    region: &str,
+    url: &str,
+    to_file: Option<PathBuf>,
+    to_snapshot: bool,
+    json: bool,
+) -> Result<u8, Failure> {
+    let (store, key) = object_store(aws, region, url)?;
+    let target = match (to_file, to_snapshot) {
+        (Some(p), false) => {
+            let f = RestoreFile::create(p.clone()).map_err(|e| input(format!("--to-file {}: {e}", p.display())))?;
+            RestoreTarget::File(Box::new(f))
+        }
+        (None, true) => {
+            let mut tags = Tags::new();
+            tags.insert("bunker:restored_from".into(), url.to_string());
+            RestoreTarget::Snapshot { port: aws.snapshot_blocks(region), tags, max_requests: 32 }
+        }
+        _ => return Err(input("restore needs exactly one of --to-file PATH or --to-snapshot".into())),
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = progress_bar(progress.clone(), json);
+    let result = async {
+        let chain = Archive::open(store, &key).await?.chain().await?;
+        if chain.last().is_some_and(|a| a.manifest.content != Content::Image)
+            && matches!(target, RestoreTarget::Snapshot { .. })
+        {
+            return Err(StreamError::Input(format!(
+                "{url} is a tar archive; restore it with --to-file, then `tar -x`"
+            )));
+        }
+        archive_reader::restore(chain, target, &progress).await
+    }
+    .await;
+    bar.abort();
+    let report = result.map_err(|e| Failure {
+        code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
+        error: anyhow!("restore failed: {e}"),
+    })?;
+    print(report, json, |r| match &r.snapshot_id {
+        Some(id) => id.clone(),
+        None => format!(
+            "restored {} ({} bytes, sha256 {}) from {}",
+            r.archive,
+            r.image_size,
+            r.image_sha256.as_deref().unwrap_or("-"),
+            r.applied.join(" + ")
+        ),
+    });
+    Ok(0)
+}

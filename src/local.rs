@@ -1,0 +1,533 @@
+//! Local I/O behind the stream ports: a directory as an archive store (`file:///dir`), image
+//! files and block devices as sources, a directory tree as a tar stream, and restore files.
+//! Everything here blocks and runs on dedicated threads or `spawn_blocking`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bunker_actors::ports::{ArchiveStore, ErrorKind, ImageWriter, PortError, StoredPart};
+use bunker_actors::stream::{base64, is_zero, sha256, SourceItem, StreamError};
+use bunker_protocol::archive::TreeStats;
+use tokio::sync::mpsc;
+
+fn io_error(what: &str, path: &Path, e: io::Error) -> PortError {
+    let kind = match e.kind() {
+        io::ErrorKind::NotFound => ErrorKind::NotFound,
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => ErrorKind::AccessDenied,
+        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut => ErrorKind::Transient,
+        _ => ErrorKind::Invalid,
+    };
+    PortError::new(kind, None, format!("{what} {}: {e}", path.display()))
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PortError> + Send + 'static,
+) -> Result<T, PortError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| PortError::new(ErrorKind::Internal, None, e.to_string()))?
+}
+
+/// A directory holding archives: the same layout as under an S3 prefix. A multipart upload
+/// is a `<key>.upload/` directory: the object's bytes written in place (`data`, at each
+/// part's offset) and one record per stored part; completing it renames `data` to `<key>`.
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// A store rooted at `root` (created when missing).
+    pub fn new(root: PathBuf) -> DirStore {
+        DirStore { root }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn upload_dir(&self, key: &str) -> PathBuf {
+        self.root.join(format!("{key}.upload"))
+    }
+}
+
+/// Writes `data` to `path` atomically (temporary file, fsync, rename).
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+#[async_trait]
+impl ArchiveStore for DirStore {
+    fn url(&self, key: &str) -> String {
+        format!("file://{}", self.path(key).display())
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, PortError> {
+        let p = self.path(key);
+        blocking(move || match fs::metadata(&p) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("reading", &p, e)),
+        })
+        .await
+    }
+
+    async fn read(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, PortError> {
+        let p = self.path(key);
+        blocking(move || {
+            let f = File::open(&p).map_err(|e| io_error("opening", &p, e))?;
+            let mut buf = vec![0u8; len as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                let n = f.read_at(&mut buf[got..], offset + got as u64).map_err(|e| io_error("reading", &p, e))?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            buf.truncate(got);
+            Ok(buf)
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), PortError> {
+        let p = self.path(key);
+        blocking(move || write_atomic(&p, &data).map_err(|e| io_error("writing", &p, e))).await
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), PortError> {
+        let paths: Vec<PathBuf> = keys.iter().map(|k| self.path(k)).collect();
+        let root = self.root.clone();
+        blocking(move || {
+            for p in &paths {
+                match fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error("deleting", p, e)),
+                }
+                // Remove directories the deletion left empty (journals), never the root.
+                let mut dir = p.parent();
+                while let Some(d) = dir.filter(|d| d.starts_with(&root) && *d != root.as_path()) {
+                    if fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let (dir, _) = prefix.rsplit_once('/').unwrap_or(("", ""));
+            let base = root.join(dir);
+            let mut keys = Vec::new();
+            let entries = match fs::read_dir(&base) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(keys),
+                Err(e) => return Err(io_error("listing", &base, e)),
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let key = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+                if key.starts_with(&prefix) && entry.file_type().is_ok_and(|t| t.is_file()) && !key.contains(".tmp-") {
+                    keys.push(key);
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn find_upload(&self, key: &str) -> Result<Option<String>, PortError> {
+        let id = self.upload_dir(key).join("id");
+        blocking(move || match fs::read_to_string(&id) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("reading", &id, e)),
+        })
+        .await
+    }
+
+    async fn start_upload(&self, key: &str) -> Result<String, PortError> {
+        let dir = self.upload_dir(key);
+        let root = self.root.clone();
+        blocking(move || {
+            if !root.is_dir() {
+                return Err(PortError::new(
+                    ErrorKind::NotFound,
+                    None,
+                    format!("{} is not a directory (create it first)", root.display()),
+                ));
+            }
+            let id = format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond());
+            fs::remove_dir_all(&dir).ok();
+            fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
+            File::create(dir.join("data")).map_err(|e| io_error("creating", &dir, e))?;
+            write_atomic(&dir.join("id"), id.as_bytes()).map_err(|e| io_error("writing", &dir, e))?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn list_parts(&self, key: &str, upload: &str) -> Result<Vec<StoredPart>, PortError> {
+        let dir = self.upload_dir(key);
+        let upload = upload.to_string();
+        blocking(move || {
+            let id = fs::read_to_string(dir.join("id")).map_err(|e| io_error("reading", &dir, e))?;
+            if id.trim() != upload {
+                return Err(PortError::new(ErrorKind::NotFound, Some("NoSuchUpload"), format!("no upload {upload}")));
+            }
+            let mut parts = Vec::new();
+            for entry in fs::read_dir(&dir).map_err(|e| io_error("listing", &dir, e))?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(n) = name.strip_prefix("part-").and_then(|n| n.parse::<u32>().ok()) else { continue };
+                let text = fs::read_to_string(entry.path()).map_err(|e| io_error("reading", &entry.path(), e))?;
+                let mut it = text.split_whitespace();
+                let (Some(size), Some(sum)) = (it.next().and_then(|s| s.parse().ok()), it.next()) else { continue };
+                parts.push(StoredPart { number: n, size, etag: sum.to_string(), sha256: Some(sum.to_string()) });
+            }
+            parts.sort_by_key(|p| p.number);
+            Ok(parts)
+        })
+        .await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        _upload: &str,
+        number: u32,
+        offset: u64,
+        data: Vec<u8>,
+        sum: &str,
+    ) -> Result<StoredPart, PortError> {
+        let dir = self.upload_dir(key);
+        let sum = sum.to_string();
+        blocking(move || {
+            if base64(&sha256(&data)) != sum {
+                return Err(PortError::new(
+                    ErrorKind::Invalid,
+                    Some("BadDigest"),
+                    "part checksum does not match its bytes",
+                ));
+            }
+            let path = dir.join("data");
+            let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_error("opening", &path, e))?;
+            f.write_all_at(&data, offset).map_err(|e| io_error("writing", &path, e))?;
+            f.sync_data().map_err(|e| io_error("syncing", &path, e))?;
+            let rec = dir.join(format!("part-{number:05}"));
+            write_atomic(&rec, format!("{} {sum}\n", data.len()).as_bytes())
+                .map_err(|e| io_error("writing", &rec, e))?;
+            Ok(StoredPart { number, size: data.len() as u64, etag: sum.clone(), sha256: Some(sum) })
+        })
+        .await
+    }
+
+    async fn complete_upload(&self, key: &str, _upload: &str, parts: &[StoredPart]) -> Result<(), PortError> {
+        let dir = self.upload_dir(key);
+        let target = self.path(key);
+        let size: u64 = parts.iter().map(|p| p.size).sum();
+        let contiguous = parts.iter().enumerate().all(|(i, p)| p.number as usize == i + 1);
+        blocking(move || {
+            if !contiguous {
+                return Err(PortError::new(ErrorKind::Invalid, Some("InvalidPartOrder"), "parts are not 1..n"));
+            }
+            let data = dir.join("data");
+            let f = OpenOptions::new().write(true).open(&data).map_err(|e| io_error("opening", &data, e))?;
+            f.set_len(size).map_err(|e| io_error("truncating", &data, e))?;
+            f.sync_all().map_err(|e| io_error("syncing", &data, e))?;
+            fs::rename(&data, &target).map_err(|e| io_error("renaming", &target, e))?;
+            fs::remove_dir_all(&dir).map_err(|e| io_error("removing", &dir, e))
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, key: &str, _upload: &str) -> Result<(), PortError> {
+        let dir = self.upload_dir(key);
+        blocking(move || match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(PortError::new(
+                ErrorKind::NotFound,
+                Some("NoSuchUpload"),
+                format!("no upload at {}", dir.display()),
+            )),
+            Err(e) => Err(io_error("removing", &dir, e)),
+        })
+        .await
+    }
+}
+
+/// Size of a regular file or block device.
+pub fn source_size(path: &Path) -> io::Result<u64> {
+    let meta = fs::metadata(path)?;
+    if meta.file_type().is_block_device() {
+        File::open(path)?.seek(SeekFrom::End(0))
+    } else if meta.is_file() {
+        Ok(meta.len())
+    } else {
+        Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file or block device"))
+    }
+}
+
+/// Reads an image file or block device from `start` on a dedicated thread: chunks of zeros
+/// (and holes, found with SEEK_DATA without reading them) become zero runs.
+pub fn image_reader(
+    path: PathBuf,
+    size: u64,
+    chunk: u64,
+    start: u64,
+    capacity: usize,
+) -> mpsc::Receiver<Result<SourceItem, StreamError>> {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let spawned = std::thread::Builder::new().name("bunker-read".into()).spawn({
+        let tx = tx.clone();
+        move || {
+            if let Err(e) = read_image(&path, size, chunk, start, &tx) {
+                let _closed = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        let _closed = tx.try_send(Err(StreamError::Internal(format!("cannot start the reader thread: {e}"))));
+    }
+    rx
+}
+
+fn read_image(
+    path: &Path,
+    size: u64,
+    chunk: u64,
+    start: u64,
+    tx: &mpsc::Sender<Result<SourceItem, StreamError>>,
+) -> Result<(), StreamError> {
+    let err = |e: io::Error| StreamError::Source(format!("{}: {e}", path.display()));
+    let file = File::open(path).map_err(err)?;
+    let send =
+        |item: SourceItem| tx.blocking_send(Ok(item)).map_err(|_| StreamError::Internal("pipeline closed".into()));
+    let mut zero_from: Option<u64> = None;
+    let mut at = start;
+    while at < size {
+        // Holes: jump to the next data without reading (regular files on most filesystems).
+        match rustix::fs::seek(&file, rustix::fs::SeekFrom::Data(at)) {
+            Ok(d) if d > at => {
+                let next = (d / chunk * chunk).min(size);
+                if next > at {
+                    zero_from.get_or_insert(at);
+                    at = next;
+                    continue;
+                }
+            }
+            Err(rustix::io::Errno::NXIO) => {
+                zero_from.get_or_insert(at);
+                break;
+            }
+            _ => {}
+        }
+        let n = chunk.min(size - at) as usize;
+        let mut buf = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            let k = file.read_at(&mut buf[got..], at + got as u64).map_err(err)?;
+            if k == 0 {
+                return Err(StreamError::Source(format!(
+                    "{} ended at byte {} of {size}",
+                    path.display(),
+                    at + got as u64
+                )));
+            }
+            got += k;
+        }
+        if is_zero(&buf) {
+            zero_from.get_or_insert(at);
+        } else {
+            if let Some(z) = zero_from.take() {
+                send(SourceItem::Zero { offset: z, length: at - z })?;
+            }
+            send(SourceItem::Data { offset: at, bytes: buf })?;
+        }
+        at += n as u64;
+    }
+    if let Some(z) = zero_from {
+        send(SourceItem::Zero { offset: z, length: size - z })?;
+    }
+    Ok(())
+}
+
+/// Cuts a byte stream into chunks for the pipeline.
+struct ChunkWriter<'a> {
+    tx: &'a mpsc::Sender<Result<SourceItem, StreamError>>,
+    chunk: usize,
+    buf: Vec<u8>,
+    offset: u64,
+}
+
+impl ChunkWriter<'_> {
+    fn flush_chunk(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk));
+        let len = bytes.len() as u64;
+        self.tx
+            .blocking_send(Ok(SourceItem::Data { offset: self.offset, bytes }))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "pipeline closed"))?;
+        self.offset += len;
+        Ok(())
+    }
+}
+
+impl Write for ChunkWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(self.chunk - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.chunk {
+            self.flush_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Streams a tar of `dir` (sorted, symlinks stored as links, special files skipped and
+/// named in the stats) as chunks on a dedicated thread.
+pub fn tar_reader(
+    dir: PathBuf,
+    chunk: u64,
+    capacity: usize,
+    stats: Arc<Mutex<TreeStats>>,
+) -> mpsc::Receiver<Result<SourceItem, StreamError>> {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let spawned = std::thread::Builder::new().name("bunker-tar".into()).spawn({
+        let tx = tx.clone();
+        move || {
+            let mut w =
+                ChunkWriter { tx: &tx, chunk: chunk as usize, buf: Vec::with_capacity(chunk as usize), offset: 0 };
+            let result = (|| {
+                let mut b = tar::Builder::new(&mut w);
+                b.follow_symlinks(false);
+                b.mode(tar::HeaderMode::Complete);
+                walk(&mut b, &dir, Path::new("."), &stats)?;
+                b.into_inner()?.flush_chunk()
+            })();
+            if let Err(e) = result {
+                let _closed = tx.blocking_send(Err(StreamError::Source(format!("{}: {e}", dir.display()))));
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        let _closed = tx.try_send(Err(StreamError::Internal(format!("cannot start the tar thread: {e}"))));
+    }
+    rx
+}
+
+fn walk<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path, stats: &Mutex<TreeStats>) -> io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let rel = name.join(e.file_name());
+        let ft = e.file_type()?;
+        let skip = |why: String| {
+            tracing::warn!(path = %path.display(), "skipped: {why}");
+            stats.lock().expect("tree stats").skipped.push(format!("{}: {why}", rel.display()));
+        };
+        if ft.is_dir() {
+            b.append_dir(&rel, &path)?;
+            stats.lock().expect("tree stats").directories += 1;
+            if let Err(err) = walk(b, &path, &rel, stats) {
+                skip(err.to_string());
+            }
+        } else if ft.is_file() || ft.is_symlink() {
+            match File::open(&path) {
+                Err(err) if ft.is_file() => skip(err.to_string()),
+                _ => {
+                    let len = if ft.is_file() { e.metadata()?.len() } else { 0 };
+                    b.append_path_with_name(&path, &rel)?;
+                    let mut s = stats.lock().expect("tree stats");
+                    if ft.is_file() {
+                        s.files += 1;
+                        s.file_bytes += len;
+                    }
+                }
+            }
+        } else {
+            skip("not a regular file, directory or symlink".into());
+        }
+    }
+    Ok(())
+}
+
+/// A restore target: `<path>.partial` until committed, then renamed to `path`. Dropped
+/// uncommitted, the partial file is removed.
+pub struct RestoreFile {
+    file: File,
+    partial: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl RestoreFile {
+    /// Creates the partial file; refuses to overwrite an existing `path`.
+    pub fn create(path: PathBuf) -> io::Result<RestoreFile> {
+        if path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists; restore never overwrites", path.display()),
+            ));
+        }
+        let mut partial = path.clone().into_os_string();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&partial)?;
+        Ok(RestoreFile { file, partial, path, committed: false })
+    }
+}
+
+impl ImageWriter for RestoreFile {
+    fn set_len(&mut self, size: u64) -> io::Result<()> {
+        self.file.set_len(size)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        FileExt::read_at(&self.file, buf, offset)
+    }
+
+    fn commit(&mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        fs::rename(&self.partial, &self.path)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for RestoreFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            fs::remove_file(&self.partial).ok();
+        }
+    }
+}
