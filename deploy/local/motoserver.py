@@ -19,8 +19,19 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   with ``ExecutableUsers`` and ``Owners``; RDS ``SnapshotType=shared`` already works) and copy
   it (``CopySnapshot``, ``CopyImage``, ``CopyDB[Cluster]Snapshot`` with the source ARN), as on
   AWS; moto 5.2.5 refuses both. Used by the data-bunker pull.
+* EBS direct APIs as AWS answers them (moto 5.2.5: 512-byte blocks, no parent snapshots,
+  ListChangedBlocks missing blocks only in the second snapshot, HTTP 500 for snapshots made
+  through EC2, no checksum validation): 524288-byte blocks, ``ParentSnapshotId`` (the new
+  snapshot starts with its parent's blocks), ListChangedBlocks over both snapshots,
+  ascending block lists with ``MaxResults``/``NextToken`` paging, EC2-made snapshots readable
+  (no blocks), ``pending`` until CompleteSnapshot, PutSnapshotBlock checking the SHA-256
+  checksum and the block size, and ``ValidationException`` / ``ResourceNotFoundException``
+  instead of crashes.
+* S3 UploadPart checks ``x-amz-checksum-sha256`` against the part's bytes (``BadDigest``),
+  as AWS does; moto stores any value.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
-  quota errors at a given rate per action, and EBS copies that stay ``pending`` for a while.
+  quota errors at a given rate per action, EBS copies that stay ``pending`` for a while,
+  corrupted GetSnapshotBlock bodies, failed and slowed S3 part uploads.
   Off unless a test turns it on.
 * A request counter: ``GET /_bunker/stats`` answers
   ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}}`` and
@@ -225,6 +236,163 @@ def patch_cross_account_sharing() -> None:
     AmiBackend.copy_image = copy_image
 
 
+def patch_ebs_direct() -> None:
+    import base64
+    import hashlib
+
+    from moto.core.exceptions import JsonRESTError
+    from moto.ebs.models import EBSBackend, EBSSnapshot
+    from moto.ebs.responses import EBSResponse
+
+    block = 524288
+
+    class Invalid(JsonRESTError):
+        code = 400
+
+        def __init__(self, message, reason):
+            super().__init__("ValidationException", message)
+            self.description = json.dumps({"__type": "ValidationException", "Message": message, "Reason": reason})
+
+    class NotFound(JsonRESTError):
+        code = 404
+
+        def __init__(self, message):
+            super().__init__("ResourceNotFoundException", message)
+            self.description = json.dumps(
+                {"__type": "ResourceNotFoundException", "Message": message, "Reason": "SNAPSHOT_NOT_FOUND"})
+
+    original_init = EBSSnapshot.__init__
+
+    def init(self, account_id, snapshot):
+        original_init(self, account_id, snapshot)
+        self.block_size = block
+
+    EBSSnapshot.__init__ = init
+
+    def lookup(self, snapshot_id):
+        snap = self.snapshots.get(snapshot_id)
+        if snap is not None:
+            return snap
+        ec2 = self.ec2_backend.snapshots.get(snapshot_id)
+        if ec2 is None:
+            raise NotFound(f"The snapshot '{snapshot_id}' does not exist.")
+        # Made through EC2 (CreateSnapshot, CopySnapshot): readable, with no written blocks.
+        snap = EBSSnapshot(account_id=self.account_id, snapshot=ec2)
+        snap.status = "completed"
+        self.snapshots[snapshot_id] = snap
+        return snap
+
+    EBSBackend.lookup = lookup
+
+    def page(self, items):
+        max_results = int(self._get_param("MaxResults") or 10000)
+        start = int(self._get_param("NextToken") or self._get_param("StartingBlockIndex") or 0)
+        items = [i for i in items if i[0] >= start]
+        more = len(items) > max_results
+        items = items[:max_results]
+        return items, (str(items[-1][0] + 1) if more else None)
+
+    original_start = EBSResponse.start_snapshot
+
+    def start_snapshot(self):
+        parent_id = self._get_param("ParentSnapshotId")
+        parent = self.ebs_backend.lookup(parent_id) if parent_id else None
+        result = original_start(self)
+        snap = self.ebs_backend.snapshots[result.result["SnapshotId"]]
+        ec2 = self.ebs_backend.ec2_backend.snapshots.get(snap.snapshot_id)
+        if ec2 is not None:
+            ec2.status = "pending"
+        if parent is not None:
+            snap.blocks = dict(parent.blocks)
+            result.result["ParentSnapshotId"] = parent_id
+        result.result["BlockSize"] = block
+        return result
+
+    def complete_snapshot(self):
+        snapshot_id = self._get_param("SnapshotId")
+        snap = self.ebs_backend.lookup(snapshot_id)
+        if snap.status != "pending":
+            raise Invalid(f"The snapshot '{snapshot_id}' is not pending.", "SNAPSHOT_NOT_PENDING")
+        snap.status = "completed"
+        ec2 = self.ebs_backend.ec2_backend.snapshots.get(snapshot_id)
+        if ec2 is not None:
+            ec2.status = "completed"
+        from moto.core.responses import ActionResult
+        return ActionResult({"Status": "completed"})
+
+    def put_snapshot_block(self):
+        snapshot_id = self._get_param("SnapshotId")
+        snap = self.ebs_backend.lookup(snapshot_id)
+        if snap.status != "pending":
+            raise Invalid(f"The snapshot '{snapshot_id}' is not pending.", "SNAPSHOT_NOT_PENDING")
+        data = self._get_param("BlockData") or b""
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        index = int(self._get_param("BlockIndex"))
+        if len(data) != block:
+            raise Invalid(f"Blocks are {block} bytes, got {len(data)}.", "INVALID_BLOCK")
+        if index < 0 or index >= snap.volume_size * (1 << 30) // block:
+            raise Invalid(f"Block index {index} is outside the volume.", "INVALID_BLOCK")
+        checksum = self._get_param("Checksum")
+        if checksum != base64.b64encode(hashlib.sha256(data).digest()).decode():
+            raise Invalid("The checksum does not match the block data.", "INVALID_CHECKSUM")
+        snap.put_block(index, data, checksum, "SHA256", len(data))
+        from moto.core.responses import ActionResult
+        return ActionResult({"Checksum": checksum, "ChecksumAlgorithm": "SHA256"})
+
+    def get_snapshot_block(self):
+        snapshot_id = self._get_param("SnapshotId")
+        snap = self.ebs_backend.lookup(snapshot_id)
+        index = int(self._get_param("BlockIndex"))
+        found = snap.blocks.get(index)
+        if found is None or found.block_token != self._get_param("BlockToken"):
+            raise Invalid(f"Block {index} has no such token.", "INVALID_BLOCK_TOKEN")
+        data = FAULTS.maybe_corrupt(found.block_data)
+        from moto.core.responses import ActionResult
+        return ActionResult({"DataLength": len(data), "BlockData": data, "Checksum": found.checksum,
+                             "ChecksumAlgorithm": "SHA256"})
+
+    def list_snapshot_blocks(self):
+        snap = self.ebs_backend.lookup(self._get_param("SnapshotId"))
+        items, token = page(self, sorted((i, b.block_token) for i, b in snap.blocks.items()))
+        from moto.core.responses import ActionResult
+        result = {"Blocks": [{"BlockIndex": i, "BlockToken": t} for i, t in items],
+                  "VolumeSize": snap.volume_size, "BlockSize": block}
+        if token:
+            result["NextToken"] = token
+        return ActionResult(result)
+
+    def list_changed_blocks(self):
+        first = self.ebs_backend.lookup(self._get_param("FirstSnapshotId"))
+        second = self.ebs_backend.lookup(self._get_param("SecondSnapshotId"))
+        changed = []
+        for i in sorted(set(first.blocks) | set(second.blocks)):
+            a, b = first.blocks.get(i), second.blocks.get(i)
+            if a is None or b is None or a.block_data != b.block_data:
+                changed.append((i, a.block_token if a else None, b.block_token if b else None))
+        items, token = page(self, changed)
+        blocks = []
+        for i, x, y in items:
+            entry = {"BlockIndex": i}
+            if x:
+                entry["FirstBlockToken"] = x
+            if y:
+                entry["SecondBlockToken"] = y
+            blocks.append(entry)
+        from moto.core.responses import ActionResult
+        result = {"ChangedBlocks": blocks, "VolumeSize": second.volume_size, "BlockSize": block}
+        if token:
+            result["NextToken"] = token
+        return ActionResult(result)
+
+    EBSResponse.start_snapshot = start_snapshot
+    EBSResponse.complete_snapshot = complete_snapshot
+    EBSResponse.put_snapshot_block = put_snapshot_block
+    EBSResponse.get_snapshot_block = get_snapshot_block
+    EBSResponse.list_snapshot_blocks = list_snapshot_blocks
+    EBSResponse.list_changed_blocks = list_changed_blocks
+
+
 class Faults:
     """Test-only fault injection, configured over HTTP (``POST /_bunker/faults`` with JSON):
 
@@ -235,7 +403,12 @@ class Faults:
       ``ResourceLimitExceeded``, RDS ``SnapshotQuotaExceeded``);
     * ``copy_pending_seconds``: EBS snapshot copies stay ``pending`` that long (AWS copies
       take minutes), so callers must wait for them; ``GET /_bunker/stats`` then reports the
-      most copies ever pending at once per account and region (``max_pending_copies``).
+      most copies ever pending at once per account and region (``max_pending_copies``);
+    * ``ebs_corrupt``: that many GetSnapshotBlock answers get one byte of their data flipped
+      (the checksum header stays right), as a bad network path would;
+    * ``s3_fail_parts``: that many UploadPart requests are answered ``500 InternalError``;
+    * ``s3_part_delay_ms``: every UploadPart waits that long first (a slow link), so a test
+      can kill an export mid-upload. Stats count UploadPart bytes (``upload_part_bytes``).
 
     With no configuration nothing is injected."""
 
@@ -248,6 +421,24 @@ class Faults:
         self.pending = collections.Counter()
         self.max_pending = {}
         self.injected = collections.Counter()
+        self.part_bytes = 0
+
+    def take(self, name):
+        """Consumes one of a counted fault (``ebs_corrupt``, ``s3_fail_parts``)."""
+        with self.lock:
+            left = self.config.get(name, 0)
+            if left > 0:
+                self.config[name] = left - 1
+                self.injected[name] += 1
+                return True
+        return False
+
+    def maybe_corrupt(self, data):
+        if not self.take("ebs_corrupt"):
+            return data
+        flipped = bytearray(data)
+        flipped[len(flipped) // 2] ^= 0xFF
+        return bytes(flipped)
 
     def set(self, config):
         with self.lock:
@@ -307,6 +498,12 @@ def patch_copy_snapshot_pending() -> None:
 
 def fault_response(kind, action, start_response):
     service = action.split(":")[0]
+    if service == "ebs":
+        body = json.dumps({"Message": "injected by the bunker emulator plugin", "Reason": "ACCOUNT_THROTTLED"})
+        data = body.encode()
+        start_response("400 Bad Request", [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                                           ("x-amzn-ErrorType", "RequestThrottledException")])
+        return [data]
     if service == "ec2":
         code, status = ("RequestLimitExceeded", "503 Service Unavailable") if kind == "throttle" else (
             "ResourceLimitExceeded", "400 Bad Request")
@@ -322,6 +519,33 @@ def fault_response(kind, action, start_response):
     data = body.encode()
     start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
     return [data]
+
+
+def rest_action(service, environ):
+    """Operation names of the REST services bunker's tests watch (EBS direct, S3 parts)."""
+    method = environ.get("REQUEST_METHOD")
+    path = environ.get("PATH_INFO", "")
+    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    if service == "ebs":
+        if re.fullmatch(r"/snapshots/[^/]+/blocks/\d+", path):
+            return "GetSnapshotBlock" if method == "GET" else "PutSnapshotBlock"
+        if path.endswith("/changedblocks"):
+            return "ListChangedBlocks"
+        if path.endswith("/blocks"):
+            return "ListSnapshotBlocks"
+        if path.startswith("/snapshots/completion/"):
+            return "CompleteSnapshot"
+        if path == "/snapshots":
+            return "StartSnapshot"
+    if service == "s3":
+        if "uploadId" in query and "partNumber" in query and method == "PUT":
+            return "UploadPart"
+        if "uploadId" in query:
+            return {"GET": "ListParts", "POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload"}.get(method)
+        if "uploads" in query:
+            return "CreateMultipartUpload" if method == "POST" else "ListMultipartUploads"
+        return {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(method)
+    return None
 
 
 class Counter:
@@ -361,21 +585,57 @@ class Counter:
 
             environ["wsgi.input"] = io.BytesIO(body)
             action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
+        if action is None:
+            action = rest_action(service, environ)
         key = f"{service}:{action or '?'}"
         with self.lock:
             self.by_action[key] += 1
-        if service in ("ec2", "rds"):
+        if service in ("ec2", "rds", "ebs"):
             fault = FAULTS.pick(key)
             if fault:
                 return fault_response(fault, key, start_response)
+        if key == "s3:UploadPart":
+            return self.upload_part(environ, start_response)
+        return self.app(environ, start_response)
+
+    def upload_part(self, environ, start_response):
+        import hashlib
+        import io
+        import base64
+        import time
+
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
+        environ["wsgi.input"] = io.BytesIO(body)
+        delay = FAULTS.config.get("s3_part_delay_ms", 0)
+        if delay:
+            time.sleep(delay / 1000)
+
+        def error(status, code, message):
+            data = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                    f"<Message>{message}</Message><RequestId>bunker-fault</RequestId></Error>").encode()
+            start_response(status, [("Content-Type", "application/xml"), ("Content-Length", str(len(data)))])
+            return [data]
+
+        if FAULTS.take("s3_fail_parts"):
+            return error("500 Internal Server Error", "InternalError", "injected by the bunker emulator plugin")
+        claimed = environ.get("HTTP_X_AMZ_CHECKSUM_SHA256")
+        chunked = "aws-chunked" in environ.get("HTTP_CONTENT_ENCODING", "")
+        if claimed and not chunked and base64.b64encode(hashlib.sha256(body).digest()).decode() != claimed:
+            return error("400 Bad Request", "BadDigest", "The SHA256 you specified did not match the calculated checksum.")
+        with FAULTS.lock:
+            FAULTS.part_bytes += len(body)
         return self.app(environ, start_response)
 
     def stats(self, environ, start_response):
         with self.lock:
             if environ.get("REQUEST_METHOD") == "POST":
                 self.by_action.clear()
+                with FAULTS.lock:
+                    FAULTS.part_bytes = 0
             with FAULTS.lock:
-                faults = {"max_pending_copies": dict(FAULTS.max_pending), "injected": dict(FAULTS.injected)}
+                faults = {"max_pending_copies": dict(FAULTS.max_pending), "injected": dict(FAULTS.injected),
+                          "upload_part_bytes": FAULTS.part_bytes}
             body = json.dumps(
                 {"requests": sum(self.by_action.values()), "by_action": dict(self.by_action), **faults}
             ).encode()
@@ -398,6 +658,7 @@ def main() -> None:
     patch_copy_image_tags()
     patch_cross_account_sharing()
     patch_copy_snapshot_pending()
+    patch_ebs_direct()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
