@@ -5,35 +5,12 @@
 
 mod common;
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{Account, REGION};
+use common::{get_json, post, Account, REGION};
 
 const DR: &str = "us-west-2";
 const SHARE: &str = "111111111111";
-
-fn post(endpoint: &str, path: &str, body: &str) -> String {
-    let addr = endpoint.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    use std::io::Write;
-    let req =
-        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-fn get_json(endpoint: &str, path: &str) -> serde_json::Value {
-    let addr = endpoint.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    use std::io::Write;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
-}
 
 /// The faults are server-wide: tests that set them take turns.
 static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

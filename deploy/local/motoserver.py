@@ -27,6 +27,9 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   (no blocks), ``pending`` until CompleteSnapshot, PutSnapshotBlock checking the SHA-256
   checksum and the block size, and ``ValidationException`` / ``ResourceNotFoundException``
   instead of crashes.
+* S3 ListParts answers with the ``ListPartsResult`` root element AWS uses (moto 5.2.5 writes
+  ``ListPartsResponse``, which the Rust SDK rejects: the same bug as getmoto/moto#10055 for
+  CompleteMultipartUpload). bunker's resume lists the parts of an interrupted upload.
 * S3 UploadPart checks ``x-amz-checksum-sha256`` against the part's bytes (``BadDigest``),
   as AWS does; moto stores any value.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
@@ -393,6 +396,22 @@ def patch_ebs_direct() -> None:
     EBSResponse.list_changed_blocks = list_changed_blocks
 
 
+def patch_s3_list_parts() -> None:
+    from moto.s3.responses import S3Response
+
+    original = S3Response.list_parts
+
+    def list_parts(self):
+        status, headers, body = original(self)
+        if isinstance(body, bytes):
+            body = body.replace(b"ListPartsResponse", b"ListPartsResult")
+        elif isinstance(body, str):
+            body = body.replace("ListPartsResponse", "ListPartsResult")
+        return status, headers, body
+
+    S3Response.list_parts = list_parts
+
+
 class Faults:
     """Test-only fault injection, configured over HTTP (``POST /_bunker/faults`` with JSON):
 
@@ -659,6 +678,7 @@ def main() -> None:
     patch_cross_account_sharing()
     patch_copy_snapshot_pending()
     patch_ebs_direct()
+    patch_s3_list_parts()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

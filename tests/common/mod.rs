@@ -280,3 +280,166 @@ impl Run {
         assert_eq!(self.code, code, "{self:#?}");
     }
 }
+
+/// POSTs `body` to the emulator's plugin endpoints (`/_bunker/faults`, `/_bunker/stats`).
+pub fn post(endpoint: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req =
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// GETs a JSON document from the emulator's plugin endpoints.
+pub fn get_json(endpoint: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+/// EBS block size.
+pub const BLOCK: usize = 524_288;
+
+impl Account {
+    pub async fn ebs(&self) -> aws_sdk_ebs::Client {
+        aws_sdk_ebs::Client::new(&self.sdk(REGION).await)
+    }
+
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk(REGION).await).force_path_style(true).build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// A bucket named after this account (bucket names are global in the emulator too).
+    pub async fn bucket(&self, name: &str) -> String {
+        let bucket = format!("{name}-{}", self.id);
+        self.s3().await.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+        bucket
+    }
+
+    /// Writes a snapshot of `gib` GiB with the EBS direct APIs: `blocks` (index → 512 KiB of
+    /// data) on top of `parent`'s. Returns its id.
+    pub async fn write_snapshot(&self, gib: i64, parent: Option<&str>, blocks: &BTreeMap<u64, Vec<u8>>) -> String {
+        use sha2::Digest;
+        let ebs = self.ebs().await;
+        let snap = ebs
+            .start_snapshot()
+            .volume_size(gib)
+            .set_parent_snapshot_id(parent.map(String::from))
+            .send()
+            .await
+            .expect("start snapshot");
+        let id = snap.snapshot_id().unwrap().to_string();
+        let puts = blocks.iter().map(|(i, data)| {
+            let ebs = ebs.clone();
+            let id = id.clone();
+            let sum = base64(&sha2::Sha256::digest(data));
+            let data = data.clone();
+            async move {
+                ebs.put_snapshot_block()
+                    .snapshot_id(id)
+                    .block_index(*i as i32)
+                    .data_length(data.len() as i32)
+                    .block_data(aws_sdk_ebs::primitives::ByteStream::from(data))
+                    .checksum(sum)
+                    .checksum_algorithm(aws_sdk_ebs::types::ChecksumAlgorithm::ChecksumAlgorithmSha256)
+                    .send()
+                    .await
+                    .expect("put block")
+            }
+        });
+        futures::future::join_all(puts.collect::<Vec<_>>()).await;
+        ebs.complete_snapshot().snapshot_id(&id).changed_blocks_count(blocks.len() as i32).send().await.unwrap();
+        id
+    }
+
+    /// The image of a snapshot, read back with ListSnapshotBlocks + GetSnapshotBlock.
+    pub async fn read_snapshot(&self, id: &str, gib: usize) -> (Vec<u8>, usize) {
+        let ebs = self.ebs().await;
+        let mut image = vec![0u8; gib << 30];
+        let mut token = None;
+        let mut count = 0;
+        loop {
+            let page = ebs.list_snapshot_blocks().snapshot_id(id).set_next_token(token.take()).send().await.unwrap();
+            for b in page.blocks() {
+                let i = b.block_index().unwrap() as usize;
+                let out = ebs
+                    .get_snapshot_block()
+                    .snapshot_id(id)
+                    .block_index(i as i32)
+                    .block_token(b.block_token().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                let data = out.block_data.collect().await.unwrap().into_bytes();
+                image[i * BLOCK..(i + 1) * BLOCK].copy_from_slice(&data);
+                count += 1;
+            }
+            match page.next_token() {
+                Some(t) => token = Some(t.to_string()),
+                None => break,
+            }
+        }
+        (image, count)
+    }
+
+    /// Reads an object whole.
+    pub async fn get_object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let out = self.s3().await.get_object().bucket(bucket).key(key).send().await.expect("get object");
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    pub async fn put_object(&self, bucket: &str, key: &str, data: Vec<u8>) {
+        self.s3()
+            .await
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(data))
+            .send()
+            .await
+            .expect("put object");
+    }
+}
+
+/// Standard base64.
+pub fn base64(bytes: &[u8]) -> String {
+    bunker_actors::stream::base64(bytes)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible enough to test with.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The image `blocks` make on a `gib`-GiB volume.
+pub fn image(gib: usize, blocks: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
+    let mut image = vec![0u8; gib << 30];
+    for (i, d) in blocks {
+        let i = *i as usize;
+        image[i * BLOCK..(i + 1) * BLOCK].copy_from_slice(d);
+    }
+    image
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}

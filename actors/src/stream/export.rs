@@ -314,7 +314,11 @@ impl Exporter {
     /// A journal of a different export (or of a vanished upload) is discarded.
     async fn resume_point(&self, req: &ExportRequest, akey: &str) -> Result<Option<ResumePoint>, StreamError> {
         let prefix = journal_prefix(&req.name);
-        let keys = self.store.list(&prefix).await.map_err(|e| StreamError::port("listing the journal", e))?;
+        let keys = self
+            .store
+            .list(&prefix)
+            .await
+            .map_err(|e| StreamError::port(format!("listing {}", self.store.url(&prefix)), e))?;
         let header_key = format!("{prefix}header.json");
         if !keys.contains(&header_key) {
             if let Some(stale) =

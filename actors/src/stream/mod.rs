@@ -77,13 +77,12 @@ impl SourceItem {
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     /// An AWS (or store) call failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Port {
         /// What was being done.
         what: String,
-        /// The port's error.
-        #[source]
-        source: PortError,
+        /// The port's error (in the message, not a `source`, so it is printed once).
+        error: PortError,
     },
     /// Bad input from the user: names the input and the fix.
     #[error("{0}")]
@@ -120,15 +119,15 @@ pub enum StreamError {
 impl StreamError {
     /// Wraps a port error with what was being done.
     pub fn port(what: impl Into<String>, source: PortError) -> StreamError {
-        StreamError::Port { what: what.into(), source }
+        StreamError::Port { what: what.into(), error: source }
     }
 
     /// Whether rerunning later may succeed (keep a partial upload for resume).
     pub fn is_retryable(&self) -> bool {
         use crate::ports::ErrorKind;
         match self {
-            StreamError::Port { source, .. } => {
-                matches!(source.kind, ErrorKind::Transient | ErrorKind::Throttled | ErrorKind::Internal)
+            StreamError::Port { error, .. } => {
+                matches!(error.kind, ErrorKind::Transient | ErrorKind::Throttled | ErrorKind::Internal)
             }
             _ => false,
         }

@@ -1,0 +1,329 @@
+//! Export, verify and restore against the emulator: snapshots written block by block with the
+//! EBS direct APIs, archives in emulated S3 (or a directory), and the result compared byte for
+//! byte with what was written, read back independently with the SDK and the `zstd` CLI.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{image, noise, sha256_hex, Account, BLOCK};
+
+/// ~320 of 2048 blocks of a 1 GiB volume: random, compressible and explicitly zero blocks,
+/// with holes between.
+fn mixed_blocks(seed: u64) -> BTreeMap<u64, Vec<u8>> {
+    let mut blocks = BTreeMap::new();
+    for i in 0..2048u64 {
+        let h = (i * 2_654_435_761 + seed) % 97;
+        let data = match h {
+            0..=7 => noise(seed * 10_000 + i, BLOCK),
+            8..=13 => format!("block {i} of a text-like file; ").repeat(BLOCK / 24).into_bytes()[..BLOCK].to_vec(),
+            14 => vec![0u8; BLOCK],
+            _ => continue,
+        };
+        blocks.insert(i, data);
+    }
+    blocks
+}
+
+fn zstd_decompress(archive: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("zstd")
+        .args(["-d", "-c", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the zstd CLI is installed (.ci/run installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = archive.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "zstd -d failed");
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_round_trips_through_s3_to_a_file_and_to_a_snapshot() {
+    let a = Account::new("410000000001").await;
+    let bucket = a.bucket("archives").await;
+    let blocks = mixed_blocks(1);
+    assert!(blocks.len() > 250, "several hundred blocks: {}", blocks.len());
+    let expected = image(1, &blocks);
+    let snap = a.write_snapshot(1, None, &blocks).await;
+
+    let to = format!("s3://{bucket}/exports/daily");
+    let out = a.bunker(&["--json", "export", "ebs", &snap, "--to", &to]).ok_json();
+    let archive_key = format!("exports/daily/{snap}.img.zst");
+    assert_eq!(out["archive"], format!("s3://{bucket}/{archive_key}"));
+    assert_eq!(out["manifest"], format!("s3://{bucket}/exports/daily/{snap}.manifest.json"));
+    assert_eq!(out["bytes_in"], 1u64 << 30);
+    assert_eq!(out["chunks"], 256);
+    assert!(out["seconds"].as_f64().unwrap() > 0.0);
+    let stored = a.get_object(&bucket, &archive_key).await;
+    assert_eq!(out["bytes_out"], stored.len() as u64, "one run uploads the archive once");
+    assert!(stored.len() < expected.len() / 5, "holes and text compress: {} bytes", stored.len());
+
+    // Anyone can restore it with standard tools: zstd -d, then sha256sum against the manifest.
+    let plain = zstd_decompress(&stored);
+    assert!(plain == expected, "zstd -d of the archive is the image");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("exports/daily/{snap}.manifest.json")).await).unwrap();
+    assert_eq!(manifest["image_sha256"], sha256_hex(&expected));
+    assert_eq!(manifest["source"]["id"], snap);
+    assert_eq!(manifest["block_size"], BLOCK);
+    assert_eq!(manifest["format"], "bunker-archive");
+
+    let url = out["archive"].as_str().unwrap().to_string();
+    let v = a.bunker(&["--json", "verify", &url]).ok_json();
+    assert_eq!(v["image_sha256"], sha256_hex(&expected));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("disk.img");
+    a.bunker(&["--json", "restore", &url, "--to-file", file.to_str().unwrap()]).ok_json();
+    assert!(std::fs::read(&file).unwrap() == expected, "restored file is the image");
+    assert!(!dir.path().join("disk.img.partial").exists());
+
+    let r = a.bunker(&["--json", "restore", &url, "--to-snapshot"]).ok_json();
+    let new = r["snapshot_id"].as_str().unwrap();
+    assert_ne!(new, snap);
+    let (back, written) = a.read_snapshot(new, 1).await;
+    assert!(back == expected, "restored snapshot is the image");
+    let zero_blocks = blocks.values().filter(|d| d.iter().all(|&b| b == 0)).count();
+    assert_eq!(written, blocks.len() - zero_blocks, "only non-zero blocks are written");
+
+    // A finished export is not redone.
+    let again = a.bunker(&["--json", "export", "ebs", &snap, "--to", &to]).ok_json();
+    assert_eq!(again["already_exported"], true);
+    assert_eq!(again["bytes_out"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flipped_byte_fails_verify_and_restore_naming_the_chunk() {
+    let a = Account::new("410000000002").await;
+    let bucket = a.bucket("archives").await;
+    let blocks = mixed_blocks(2);
+    let snap = a.write_snapshot(1, None, &blocks).await;
+    let to = format!("s3://{bucket}/p");
+    let out = a.bunker(&["--json", "export", "ebs", &snap, "--to", &to]).ok_json();
+    let url = out["archive"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("p/{snap}.manifest.json")).await).unwrap();
+    let frames = manifest["frames"].as_array().unwrap();
+    let (index, frame) = frames.iter().enumerate().filter(|(_, f)| f["kind"] == "data").nth(5).unwrap();
+    let key = format!("p/{snap}.img.zst");
+    let mut bytes = a.get_object(&bucket, &key).await;
+    let at = frame["archive_offset"].as_u64().unwrap() + frame["archive_length"].as_u64().unwrap() / 2;
+    bytes[at as usize] ^= 0x01;
+    a.put_object(&bucket, &key, bytes).await;
+
+    let v = a.bunker(&["verify", &url]);
+    assert_eq!(v.code, 1, "{v:#?}");
+    assert!(v.stderr.contains(&format!("chunk {index} ")), "names the chunk: {}", v.stderr);
+    assert!(v.stderr.contains(&format!("image offset {}", frame["offset"])), "and its offset: {}", v.stderr);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("disk.img");
+    let r = a.bunker(&["restore", &url, "--to-file", file.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.stderr.contains(&format!("chunk {index} ")), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file is left claiming success");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_export_restores_to_the_later_snapshot() {
+    let a = Account::new("410000000003").await;
+    let bucket = a.bucket("archives").await;
+    let first = mixed_blocks(3);
+    let s1 = a.write_snapshot(1, None, &first).await;
+    // The later snapshot: some blocks rewritten, some new, one allocated block zeroed.
+    let mut changes = BTreeMap::new();
+    for (n, i) in first.keys().step_by(25).enumerate() {
+        changes.insert(*i, noise(77 + n as u64, BLOCK));
+    }
+    changes.insert(2047, noise(5, BLOCK));
+    changes.insert(1000, noise(6, BLOCK));
+    let zeroed = *first.keys().nth(3).unwrap();
+    changes.insert(zeroed, vec![0u8; BLOCK]);
+    let s2 = a.write_snapshot(1, Some(&s1), &changes).await;
+    let mut later = first.clone();
+    later.extend(changes.clone());
+    let expected = image(1, &later);
+
+    let to = format!("s3://{bucket}/inc");
+    let full = a.bunker(&["--json", "export", "ebs", &s1, "--to", &to]).ok_json();
+    let inc = a.bunker(&["--json", "export", "ebs", &s2, "--to", &to, "--base", &s1]).ok_json();
+    assert!(
+        inc["bytes_out"].as_u64().unwrap() * 3 < full["bytes_out"].as_u64().unwrap(),
+        "the increment holds only changed chunks: {} vs {}",
+        inc["bytes_out"],
+        full["bytes_out"]
+    );
+    assert!(inc["data_chunks"].as_u64().unwrap() <= changes.len() as u64);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("inc/{s2}.manifest.json")).await).unwrap();
+    assert_eq!(manifest["base"]["snapshot_id"], s1);
+
+    let url = inc["archive"].as_str().unwrap().to_string();
+    a.bunker(&["verify", &url]).ok_json_or_code(0);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("later.img");
+    let r = a.bunker(&["--json", "restore", &url, "--to-file", file.to_str().unwrap()]).ok_json();
+    assert_eq!(r["applied"].as_array().unwrap().len(), 2, "base, then the increment");
+    assert_eq!(r["image_sha256"], sha256_hex(&expected));
+    assert!(std::fs::read(&file).unwrap() == expected, "base + increment is the later snapshot");
+
+    let r = a.bunker(&["--json", "restore", &url, "--to-snapshot"]).ok_json();
+    let (back, _) = a.read_snapshot(r["snapshot_id"].as_str().unwrap(), 1).await;
+    assert!(back == expected, "restored snapshot is the later snapshot");
+
+    // Without its base in the target an incremental export is refused.
+    let other = format!("s3://{bucket}/elsewhere");
+    let e = a.bunker(&["export", "ebs", &s2, "--to", &other, "--base", &s1]);
+    assert_eq!(e.code, 2, "{e:#?}");
+    assert!(e.stderr.contains("export") && e.stderr.contains(&s1), "{}", e.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_clear_error_and_leaves_nothing_claiming_success() {
+    let a = Account::new("410000000004").await;
+    let bucket = a.bucket("archives").await;
+
+    let r = a.bunker(&["export", "ebs", "snap-0123456789abcdef0", "--to", &format!("s3://{bucket}/x")]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("snap-0123456789abcdef0") && r.stderr.contains("does not exist"), "{}", r.stderr);
+
+    let blocks: BTreeMap<u64, Vec<u8>> = (0..40u64).map(|i| (i * 7, noise(i, BLOCK))).collect();
+    let snap = a.write_snapshot(1, None, &blocks).await;
+    let r = a.bunker(&["export", "ebs", &snap, "--to", "s3://no-such-bucket-410000000004/x"]);
+    assert_ne!(r.code, 0, "{r:#?}");
+    assert!(r.stderr.contains("no-such-bucket-410000000004") && r.stderr.contains("NoSuchBucket"), "{}", r.stderr);
+
+    let r = a.bunker(&["export", "ebs", &snap, "--to", "ftp://host/x"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("expected s3://bucket/prefix or file:///directory"), "{}", r.stderr);
+
+    // A truncated archive.
+    let out = a.bunker(&["--json", "export", "ebs", &snap, "--to", &format!("s3://{bucket}/t")]).ok_json();
+    let key = format!("t/{snap}.img.zst");
+    let bytes = a.get_object(&bucket, &key).await;
+    a.put_object(&bucket, &key, bytes[..bytes.len() / 2].to_vec()).await;
+    let url = out["archive"].as_str().unwrap();
+    let v = a.bunker(&["verify", url]);
+    assert_eq!(v.code, 1, "{v:#?}");
+    assert!(v.stderr.contains("truncated"), "{}", v.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("disk.img");
+    let r = a.bunker(&["restore", url, "--to-file", file.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no partial file left");
+
+    // A foreign object: no manifest beside it, or a manifest that is not bunker's.
+    a.put_object(&bucket, "f/foreign.img.zst", noise(9, 10_000)).await;
+    let v = a.bunker(&["verify", &format!("s3://{bucket}/f/foreign.img.zst")]);
+    assert_eq!(v.code, 2, "{v:#?}");
+    assert!(v.stderr.contains("no manifest at") && v.stderr.contains("not a bunker archive"), "{}", v.stderr);
+    a.put_object(&bucket, "f/foreign.manifest.json", br#"{"hello": "world"}"#.to_vec()).await;
+    let r = a.bunker(&["restore", &format!("s3://{bucket}/f/foreign.img.zst"), "--to-file", file.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("not a bunker manifest"), "{}", r.stderr);
+    assert!(!file.exists());
+    let r = a.bunker(&["verify", &format!("s3://{bucket}/f/readme.txt")]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("neither an archive"), "{}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_and_directories_export_to_a_directory_target() {
+    let a = Account::new("410000000005").await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    let to = format!("file://{}", target.display());
+
+    // An image file with a hole and a tail that is not a whole chunk.
+    let img = dir.path().join("disk.raw");
+    let mut data = noise(1, 3 << 20);
+    data.extend(vec![0u8; 9 << 20]);
+    data.extend(b"tail".repeat(100_000));
+    std::fs::write(&img, &data).unwrap();
+    let out = a.bunker(&["--json", "export", "file", img.to_str().unwrap(), "--to", &to]).ok_json();
+    assert_eq!(out["bytes_in"], data.len() as u64);
+    let stored = std::fs::read(target.join("disk.raw.img.zst")).unwrap();
+    assert!(zstd_decompress(&stored) == data);
+    assert_eq!(out["image_sha256"], sha256_hex(&data));
+    a.bunker(&["verify", out["archive"].as_str().unwrap()]).ok_json_or_code(0);
+    let back = dir.path().join("back.raw");
+    a.bunker(&["restore", out["archive"].as_str().unwrap(), "--to-file", back.to_str().unwrap()]).ok_json_or_code(0);
+    assert!(std::fs::read(&back).unwrap() == data);
+    let again = a.bunker(&["restore", out["archive"].as_str().unwrap(), "--to-file", back.to_str().unwrap()]);
+    assert_eq!(again.code, 2, "restore never overwrites: {again:#?}");
+
+    // A directory tree, as tar.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::write(tree.join("a.txt"), b"hello").unwrap();
+    std::fs::write(tree.join("sub/b.bin"), noise(3, 200_000)).unwrap();
+    std::fs::write(tree.join("sub/deeper/c.txt"), b"deep").unwrap();
+    std::os::unix::fs::symlink("a.txt", tree.join("link")).unwrap();
+    let out = a.bunker(&["--json", "export", "path", tree.to_str().unwrap(), "--to", &to]).ok_json();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join("tree.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["content"], "tar");
+    assert_eq!(manifest["tree"]["files"], 3);
+    assert_eq!(manifest["tree"]["file_bytes"], 5 + 200_000 + 4);
+    let tar = zstd_decompress(&std::fs::read(target.join("tree.tar.zst")).unwrap());
+    assert_eq!(out["image_sha256"], sha256_hex(&tar), "the manifest hashes the tar stream");
+    let listing = Command::new("tar").args(["-t"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut listing = listing;
+    listing.stdin.take().unwrap().write_all(&tar).unwrap();
+    let names = String::from_utf8(listing.wait_with_output().unwrap().stdout).unwrap();
+    for n in ["a.txt", "sub/b.bin", "sub/deeper/c.txt", "link"] {
+        assert!(names.lines().any(|l| l == n), "{n} in {names}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tiny_buffers_on_a_large_sparse_source_keep_memory_bounded() {
+    let a = Account::new("410000000006").await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    // 16 GiB, sparse, with 160 MiB of random data in 40 places: more data than the bound.
+    let img = dir.path().join("sparse.raw");
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(16 << 30).unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut expected_data = 0;
+    for k in 0..40u64 {
+        let chunk = noise(k, 4 << 20);
+        f.write_all_at(&chunk, k * (400 << 20) + 12345 * k).unwrap();
+        expected_data += chunk.len();
+    }
+    drop(f);
+    let out = a
+        .bunker(&[
+            "--json",
+            "export",
+            "file",
+            img.to_str().unwrap(),
+            "--to",
+            &format!("file://{}", target.display()),
+            "--chunks-in-flight",
+            "1",
+            "--channel-capacity",
+            "1",
+            "--parts-in-flight",
+            "1",
+            "--threads",
+            "1",
+        ])
+        .ok_json();
+    let rss = out["peak_rss_bytes"].as_u64().unwrap();
+    assert!(rss < 96 << 20, "peak RSS {rss} bytes with one chunk in flight");
+    assert!(out["archive_size"].as_u64().unwrap() > expected_data as u64, "random data does not compress");
+    assert!(out["archive_size"].as_u64().unwrap() < expected_data as u64 + (4 << 20), "holes cost almost nothing");
+    let v = a.bunker(&["--json", "verify", out["archive"].as_str().unwrap()]).ok_json();
+    assert_eq!(v["image_sha256"], out["image_sha256"]);
+    assert_eq!(v["image_size"], 16u64 << 30);
+}
