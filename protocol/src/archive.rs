@@ -216,7 +216,7 @@ impl Manifest {
     /// image; data frames one chunk each, hashed; base frames only with a base.
     pub fn check(&self) -> Result<(), FormatError> {
         let bad = |s: String| Err(FormatError::Inconsistent(s));
-        if self.chunk_size == 0 || self.block_size == 0 || self.chunk_size % self.block_size != 0 {
+        if self.chunk_size == 0 || self.block_size == 0 || !self.chunk_size.is_multiple_of(self.block_size) {
             return bad(format!(
                 "chunk size {} is not a positive multiple of block size {}",
                 self.chunk_size, self.block_size
@@ -230,19 +230,15 @@ impl Manifest {
             if f.length == 0 || f.archive_length == 0 {
                 return bad(format!("frame {i} is empty"));
             }
-            if f.offset % self.chunk_size != 0 {
+            if !f.offset.is_multiple_of(self.chunk_size) {
                 return bad(format!("frame {i} does not start on a chunk boundary"));
             }
-            match f.kind {
-                FrameKind::Data => {
-                    if f.length > self.chunk_size || f.sha256.as_deref().is_none_or(|h| !is_hex_sha256(h)) {
-                        return bad(format!("data frame {i} is longer than a chunk or has no sha256"));
-                    }
-                }
-                FrameKind::Base if self.base.is_none() => {
-                    return bad(format!("frame {i} refers to a base, none given"))
-                }
-                _ => {}
+            let bad_data = f.length > self.chunk_size || f.sha256.as_deref().is_none_or(|h| !is_hex_sha256(h));
+            if f.kind == FrameKind::Data && bad_data {
+                return bad(format!("data frame {i} is longer than a chunk or has no sha256"));
+            }
+            if f.kind == FrameKind::Base && self.base.is_none() {
+                return bad(format!("frame {i} refers to a base, none given"));
             }
             image += f.length;
             archive += f.archive_length;

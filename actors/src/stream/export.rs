@@ -187,7 +187,7 @@ impl Exporter {
     /// upload is aborted.
     pub async fn export(&self, req: ExportRequest, open: OpenReader) -> Result<ExportSummary, StreamError> {
         self.tuning.check()?;
-        if req.chunk_size == 0 || req.chunk_size % req.block_size != 0 || req.chunk_size > (1 << 30) {
+        if req.chunk_size == 0 || !req.chunk_size.is_multiple_of(req.block_size) || req.chunk_size > (1 << 30) {
             return Err(StreamError::Input(format!(
                 "chunk size {} must be a multiple of the block size {} and at most 1 GiB",
                 req.chunk_size, req.block_size
@@ -596,16 +596,16 @@ impl Exporter {
     }
 
     /// Uploads one part (retrying transient failures), then journals it.
-    fn upload<'a>(
-        &'a self,
-        req: &'a ExportRequest,
-        akey: &'a str,
-        upload_id: &'a str,
+    async fn upload(
+        &self,
+        req: &ExportRequest,
+        akey: &str,
+        upload_id: &str,
         offset: u64,
         data: Vec<u8>,
         mut rec: PartRecord,
-    ) -> impl std::future::Future<Output = Result<StoredPart, StreamError>> + 'a {
-        async move {
+    ) -> Result<StoredPart, StreamError> {
+        {
             let (data, sum) = tokio::task::spawn_blocking(move || {
                 let s = base64(&sha256(&data));
                 (data, s)
@@ -770,7 +770,7 @@ pub fn chunks_root(hashes: &[[u8; 32]]) -> [u8; 32] {
 
 /// Bytes from lowercase or uppercase hex.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()

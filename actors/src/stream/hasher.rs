@@ -21,10 +21,13 @@ pub(crate) enum HashItem {
     Zero(u64),
 }
 
+/// Hash states by image offset, and a wake-up for whoever waits for one.
+type States = Arc<(Mutex<BTreeMap<u64, Vec<u8>>>, Notify)>;
+
 /// The running hasher.
 pub(crate) struct ImageHasher {
     tx: Option<mpsc::Sender<HashItem>>,
-    states: Arc<(Mutex<BTreeMap<u64, Vec<u8>>>, Notify)>,
+    states: States,
     thread: Option<std::thread::JoinHandle<[u8; 32]>>,
 }
 
@@ -40,7 +43,7 @@ impl ImageHasher {
             }
         };
         let (tx, mut rx) = mpsc::channel::<HashItem>(capacity);
-        let states: Arc<(Mutex<BTreeMap<u64, Vec<u8>>>, Notify)> = Arc::default();
+        let states: States = Arc::default();
         let shared = states.clone();
         let thread = std::thread::Builder::new()
             .name("bunker-sha256".into())

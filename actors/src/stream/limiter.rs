@@ -87,7 +87,7 @@ impl Limiter {
         let new = (s.limit / 2).max(1);
         s.debt += s.limit - new;
         s.limit = new;
-        let jitter = (s.throttles.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u64; // 0..63 ms
+        let jitter = s.throttles.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58; // 0..63 ms
         Duration::from_millis((50u64 << attempt.min(6)) + jitter)
     }
 

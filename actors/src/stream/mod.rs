@@ -279,3 +279,6 @@ mod tests {
         assert!(!is_zero(&v));
     }
 }
+
+#[cfg(test)]
+mod pipeline_tests;

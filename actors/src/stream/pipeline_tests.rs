@@ -1,0 +1,267 @@
+//! The stream actors over in-memory ports: fast checks of the pipeline's logic (the emulator
+//! tests in `tests/export*.rs` cover the real HTTP path).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bunker_protocol::archive::{Content, Source};
+use tokio::sync::mpsc;
+
+use super::archive_reader::{self, Archive, RestoreTarget};
+use super::export::{ExportRequest, Exporter, OpenReader};
+use super::{Progress, SourceItem, StreamError, Tuning};
+use crate::ports::{ArchiveStore, ErrorKind, ImageWriter, PortError, StoredPart};
+
+/// Objects and multipart uploads in memory; part uploads fail with a transient error from
+/// part `fail_from` on while it is set.
+#[derive(Default)]
+struct MemoryStore {
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
+    uploads: Mutex<BTreeMap<String, (String, BTreeMap<u32, Vec<u8>>)>>,
+    fail_from: AtomicU32,
+}
+
+#[async_trait]
+impl ArchiveStore for MemoryStore {
+    fn url(&self, key: &str) -> String {
+        format!("mem://{key}")
+    }
+    async fn size(&self, key: &str) -> Result<Option<u64>, PortError> {
+        Ok(self.objects.lock().unwrap().get(key).map(|v| v.len() as u64))
+    }
+    async fn read(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, PortError> {
+        let o = self.objects.lock().unwrap();
+        let v = o.get(key).ok_or_else(|| PortError::new(ErrorKind::NotFound, None, key))?;
+        let s = (offset as usize).min(v.len());
+        Ok(v[s..(s + len as usize).min(v.len())].to_vec())
+    }
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), PortError> {
+        self.objects.lock().unwrap().insert(key.into(), data);
+        Ok(())
+    }
+    async fn delete(&self, keys: &[String]) -> Result<(), PortError> {
+        let mut o = self.objects.lock().unwrap();
+        for k in keys {
+            o.remove(k);
+        }
+        Ok(())
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
+        Ok(self.objects.lock().unwrap().keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+    }
+    async fn find_upload(&self, key: &str) -> Result<Option<String>, PortError> {
+        Ok(self.uploads.lock().unwrap().get(key).map(|u| u.0.clone()))
+    }
+    async fn start_upload(&self, key: &str) -> Result<String, PortError> {
+        let id = format!("up-{}", self.uploads.lock().unwrap().len());
+        self.uploads.lock().unwrap().insert(key.into(), (id.clone(), BTreeMap::new()));
+        Ok(id)
+    }
+    async fn list_parts(&self, key: &str, _upload: &str) -> Result<Vec<StoredPart>, PortError> {
+        let u = self.uploads.lock().unwrap();
+        let (_, parts) = u.get(key).ok_or_else(|| PortError::new(ErrorKind::NotFound, None, "no upload"))?;
+        Ok(parts
+            .iter()
+            .map(|(n, d)| StoredPart { number: *n, size: d.len() as u64, etag: format!("e{n}"), sha256: None })
+            .collect())
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        _upload: &str,
+        number: u32,
+        _offset: u64,
+        data: Vec<u8>,
+        _sha256: &str,
+    ) -> Result<StoredPart, PortError> {
+        let fail = self.fail_from.load(Ordering::Relaxed);
+        if fail != 0 && number >= fail {
+            return Err(PortError::new(ErrorKind::Transient, None, "link down"));
+        }
+        let size = data.len() as u64;
+        self.uploads.lock().unwrap().get_mut(key).unwrap().1.insert(number, data);
+        Ok(StoredPart { number, size, etag: format!("e{number}"), sha256: None })
+    }
+    async fn complete_upload(&self, key: &str, _upload: &str, parts: &[StoredPart]) -> Result<(), PortError> {
+        let (_, stored) = self.uploads.lock().unwrap().remove(key).unwrap();
+        let mut all = Vec::new();
+        for p in parts {
+            all.extend_from_slice(&stored[&p.number]);
+        }
+        self.objects.lock().unwrap().insert(key.into(), all);
+        Ok(())
+    }
+    async fn abort_upload(&self, key: &str, _upload: &str) -> Result<(), PortError> {
+        self.uploads.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+struct MemoryWriter(Arc<Mutex<Vec<u8>>>, Arc<Mutex<bool>>);
+
+impl ImageWriter for MemoryWriter {
+    fn set_len(&mut self, size: u64) -> std::io::Result<()> {
+        self.0.lock().unwrap().resize(size as usize, 0);
+        Ok(())
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap()[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let v = self.0.lock().unwrap();
+        let n = buf.len().min(v.len().saturating_sub(offset as usize));
+        buf[..n].copy_from_slice(&v[offset as usize..offset as usize + n]);
+        Ok(n)
+    }
+    fn commit(&mut self) -> std::io::Result<()> {
+        *self.1.lock().unwrap() = true;
+        Ok(())
+    }
+}
+
+const CHUNK: u64 = 1 << 20;
+
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A 40 MiB image: data chunks, runs of zeros, a short tail.
+fn image() -> Vec<u8> {
+    let mut v = Vec::new();
+    for c in 0..40u64 {
+        if c % 5 < 2 {
+            v.extend(vec![0u8; CHUNK as usize]);
+        } else {
+            v.extend(noise(c, CHUNK as usize));
+        }
+    }
+    v.extend(noise(99, 1000));
+    v
+}
+
+/// A reader over an in-memory image: zero chunks become zero runs.
+fn reader(image: Arc<Vec<u8>>) -> OpenReader {
+    Box::new(move |start| {
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut at = start as usize;
+            while at < image.len() {
+                let end = (at + CHUNK as usize).min(image.len());
+                let bytes = image[at..end].to_vec();
+                let item = if super::is_zero(&bytes) {
+                    SourceItem::Zero { offset: at as u64, length: bytes.len() as u64 }
+                } else {
+                    SourceItem::Data { offset: at as u64, bytes }
+                };
+                if tx.send(Ok(item)).await.is_err() {
+                    return;
+                }
+                at = end;
+            }
+        });
+        rx
+    })
+}
+
+fn request(size: u64) -> ExportRequest {
+    ExportRequest {
+        name: "img".into(),
+        content: Content::Image,
+        source: Source { kind: "file".into(), id: "mem".into(), ..Source::default() },
+        image_size: Some(size),
+        block_size: CHUNK / 2,
+        chunk_size: CHUNK,
+        level: 1,
+        base: None,
+        resumable: true,
+        tree: None,
+    }
+}
+
+fn tuning() -> Tuning {
+    Tuning { chunks_in_flight: 3, channel_capacity: 1, compress_threads: 2, parts_in_flight: 2, block_requests: 4 }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_verify_restore_round_trip_and_zstd_decodes_the_archive() {
+    let img = Arc::new(image());
+    let store = Arc::new(MemoryStore::default());
+    let progress = Arc::new(Progress::default());
+    let ex = Exporter::new(store.clone(), tuning(), progress.clone());
+    let s = ex.export(request(img.len() as u64), reader(img.clone())).await.unwrap();
+    assert_eq!(s.bytes_in, img.len() as u64);
+    let archive = store.objects.lock().unwrap()["img.img.zst"].clone();
+    // The zstd library decodes the whole object (zero frames, data frames, seek table).
+    assert!(zstd::stream::decode_all(&archive[..]).unwrap() == *img);
+    assert!(store.objects.lock().unwrap().keys().all(|k| !k.contains(".journal/")), "journal deleted");
+
+    let a = Archive::open(store.clone(), "img.manifest.json").await.unwrap();
+    let v = archive_reader::verify(a.clone(), &Progress::default()).await.unwrap();
+    assert_eq!(v.image_sha256, s.image_sha256);
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(Mutex::new(false));
+    let target = RestoreTarget::File(Box::new(MemoryWriter(out.clone(), done.clone())));
+    archive_reader::restore(a.chain().await.unwrap(), target, &Progress::default()).await.unwrap();
+    assert!(*out.lock().unwrap() == *img);
+    assert!(*done.lock().unwrap());
+}
+
+/// Paused time: the exporter's retry back-off (seconds) passes instantly.
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_export_resumes_to_the_same_archive() {
+    let img = Arc::new(image());
+    let clean = Arc::new(MemoryStore::default());
+    Exporter::new(clean.clone(), tuning(), Arc::default())
+        .export(request(img.len() as u64), reader(img.clone()))
+        .await
+        .unwrap();
+    let want = clean.objects.lock().unwrap()["img.img.zst"].clone();
+    assert!(want.len() > 3 * (8 << 20), "several parts");
+
+    let store = Arc::new(MemoryStore::default());
+    store.fail_from.store(3, Ordering::Relaxed);
+    let err = Exporter::new(store.clone(), tuning(), Arc::default())
+        .export(request(img.len() as u64), reader(img.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(store.uploads.lock().unwrap().contains_key("img.img.zst"), "upload kept for resume");
+    store.fail_from.store(0, Ordering::Relaxed);
+    let progress = Arc::new(Progress::default());
+    let s = Exporter::new(store.clone(), tuning(), progress)
+        .export(request(img.len() as u64), reader(img.clone()))
+        .await
+        .unwrap();
+    assert!(s.resumed_bytes > 0);
+    assert!(s.bytes_out < want.len() as u64, "{} of {}", s.bytes_out, want.len());
+    assert!(store.objects.lock().unwrap()["img.img.zst"] == want, "byte-identical to an uninterrupted export");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fatal_error_aborts_the_upload_and_leaves_no_manifest() {
+    let store = Arc::new(MemoryStore::default());
+    let open: OpenReader = Box::new(|_| {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let _closed = tx.send(Ok(SourceItem::Data { offset: 0, bytes: vec![1; CHUNK as usize] })).await;
+            let _closed = tx.send(Err(StreamError::Source("disk gone".into()))).await;
+        });
+        rx
+    });
+    let err =
+        Exporter::new(store.clone(), tuning(), Arc::default()).export(request(4 * CHUNK), open).await.unwrap_err();
+    assert!(matches!(err, StreamError::Source(_)), "{err}");
+    assert!(store.uploads.lock().unwrap().is_empty(), "upload aborted");
+    assert!(store.objects.lock().unwrap().is_empty(), "no manifest, no journal");
+}
