@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::Actor;
 use anyhow::anyhow;
-use bunker_actors::ports::{ArchiveStore, ErrorKind};
+use bunker_actors::ports::{ArchiveStore, ErrorKind, ExportTargets, PreparedExport};
 use bunker_actors::stream::archive_reader::{self, Archive, RestoreTarget};
 use bunker_actors::stream::ebs_reader::EbsReader;
-use bunker_actors::stream::export::{manifest_key, BaseExport, ExportRequest, Exporter, OpenReader};
+use bunker_actors::stream::export::{manifest_key, BaseExport, ExportRequest, OpenReader};
+use bunker_actors::stream::exporter_actor::{Export, ExporterActor};
 use bunker_actors::stream::{Progress, StreamError, Tuning};
 use bunker_protocol::archive::{Content, Source, TreeStats, DEFAULT_CHUNK_SIZE, EBS_BLOCK_SIZE};
 use bunker_protocol::tags::Tags;
@@ -228,64 +230,120 @@ fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 / 1e6 / seconds.max(1e-9)
 }
 
+impl ExportOpts {
+    /// The defaults, as the service uses them.
+    fn service(to: &str) -> ExportOpts {
+        ExportOpts {
+            to: to.to_string(),
+            name: None,
+            level: 3,
+            chunk_mib: DEFAULT_CHUNK_SIZE >> 20,
+            threads: None,
+            chunks_in_flight: 8,
+            channel_capacity: 4,
+            parts_in_flight: 2,
+            block_requests: 64,
+        }
+    }
+}
+
+/// An EBS snapshot export, ready to run: the snapshot looked up (it must be completed), the
+/// base's export loaded for an incremental one.
+async fn prepare_ebs(
+    aws: &Aws,
+    region: &str,
+    snapshot: &str,
+    base: Option<&str>,
+    opts: &ExportOpts,
+    progress: Arc<Progress>,
+) -> Result<PreparedExport, StreamError> {
+    let store = target_store(aws, region, &opts.to).map_err(|f| StreamError::Input(format!("{:#}", f.error)))?;
+    let port = aws.snapshot_blocks(region);
+    let meta = match port.describe(snapshot).await {
+        Ok(m) => m,
+        Err(e) if e.kind == ErrorKind::NotFound || e.code.as_deref().is_some_and(|c| c.contains("Malformed")) => {
+            return Err(StreamError::Input(format!(
+                "snapshot {snapshot} does not exist in {region} (check the id and --region)"
+            )))
+        }
+        Err(e) => return Err(StreamError::port(format!("describing {snapshot}"), e)),
+    };
+    if !meta.completed {
+        return Err(StreamError::Input(format!("snapshot {snapshot} is not completed yet; export it once it is")));
+    }
+    let base_export = match base {
+        Some(b) => Some(load_base(store.clone(), b, meta.volume_size).await?),
+        None => None,
+    };
+    let chunk = opts.chunk_mib << 20;
+    let reader = Arc::new(EbsReader::new(
+        port,
+        snapshot.to_string(),
+        base.map(String::from),
+        meta.volume_size,
+        EBS_BLOCK_SIZE,
+        chunk,
+        opts.block_requests,
+        opts.chunks_in_flight,
+        progress,
+    ));
+    let capacity = opts.channel_capacity;
+    let request = ExportRequest {
+        name: opts.name.clone().unwrap_or_else(|| snapshot.to_string()),
+        content: Content::Image,
+        source: Source {
+            kind: "ebs-snapshot".into(),
+            id: snapshot.to_string(),
+            volume_id: meta.volume_id.clone(),
+            account: meta.owner.clone(),
+            region: Some(region.to_string()),
+            tags: meta.tags.clone().into_iter().collect(),
+        },
+        image_size: Some(meta.volume_size),
+        block_size: EBS_BLOCK_SIZE,
+        chunk_size: chunk,
+        level: opts.level,
+        base: base_export,
+        resumable: true,
+        tree: None,
+    };
+    Ok(PreparedExport { store, request, open: Box::new(move |start| reader.open(start, capacity)) })
+}
+
+/// The service's exports: EBS snapshots with the default buffer sizes.
+pub struct ServiceExports {
+    aws: Aws,
+}
+
+impl ServiceExports {
+    /// Exports through `aws`.
+    pub fn new(aws: Aws) -> ServiceExports {
+        ServiceExports { aws }
+    }
+}
+
+#[async_trait::async_trait]
+impl ExportTargets for ServiceExports {
+    async fn prepare(
+        &self,
+        snapshot_id: &str,
+        region: &str,
+        to: &str,
+        base: Option<&str>,
+        progress: Arc<Progress>,
+    ) -> Result<PreparedExport, StreamError> {
+        prepare_ebs(&self.aws, region, snapshot_id, base, &ExportOpts::service(to), progress).await
+    }
+}
+
 /// `bunker export …`
 pub async fn export(aws: &Aws, region: &str, args: ExportArgs, json: bool) -> Result<u8, Failure> {
     let progress = Arc::new(Progress::default());
     let (opts, req, open): (ExportOpts, ExportRequest, OpenReader) = match args.what {
         ExportWhat::Ebs { snapshot, base, opts } => {
-            let store = target_store(aws, region, &opts.to)?;
-            let port = aws.snapshot_blocks(region);
-            let meta = match port.describe(&snapshot).await {
-                Ok(m) => m,
-                Err(e)
-                    if e.kind == ErrorKind::NotFound || e.code.as_deref().is_some_and(|c| c.contains("Malformed")) =>
-                {
-                    return Err(input(format!(
-                        "snapshot {snapshot} does not exist in {region} (check the id and --region)"
-                    )))
-                }
-                Err(e) => return Err(fail(StreamError::port(format!("describing {snapshot}"), e))),
-            };
-            if !meta.completed {
-                return Err(input(format!("snapshot {snapshot} is not completed yet; export it once it is")));
-            }
-            let base_export = match &base {
-                Some(b) => Some(load_base(store.clone(), b, meta.volume_size).await?),
-                None => None,
-            };
-            let chunk = opts.chunk_mib << 20;
-            let reader = Arc::new(EbsReader::new(
-                port,
-                snapshot.clone(),
-                base.clone(),
-                meta.volume_size,
-                EBS_BLOCK_SIZE,
-                chunk,
-                opts.block_requests,
-                opts.chunks_in_flight,
-                progress.clone(),
-            ));
-            let capacity = opts.channel_capacity;
-            let req = ExportRequest {
-                name: opts.name.clone().unwrap_or_else(|| snapshot.clone()),
-                content: Content::Image,
-                source: Source {
-                    kind: "ebs-snapshot".into(),
-                    id: snapshot.clone(),
-                    volume_id: meta.volume_id.clone(),
-                    account: meta.owner.clone(),
-                    region: Some(region.to_string()),
-                    tags: meta.tags.clone().into_iter().collect(),
-                },
-                image_size: Some(meta.volume_size),
-                block_size: EBS_BLOCK_SIZE,
-                chunk_size: chunk,
-                level: opts.level,
-                base: base_export,
-                resumable: true,
-                tree: None,
-            };
-            (opts, req, Box::new(move |start| reader.open(start, capacity)))
+            let p =
+                prepare_ebs(aws, region, &snapshot, base.as_deref(), &opts, progress.clone()).await.map_err(fail)?;
+            (opts, p.request, p.open)
         }
         ExportWhat::File { path, opts } => {
             let size = local::source_size(&path).map_err(|e| input(format!("{}: {e}", path.display())))?;
@@ -334,9 +392,12 @@ pub async fn export(aws: &Aws, region: &str, args: ExportArgs, json: bool) -> Re
         return Err(input(format!("--chunk-mib {}: must be 1 to 1024", opts.chunk_mib)));
     }
     let tree = req.tree.clone();
-    let exporter = Exporter::new(store, opts.tuning(), progress.clone());
+    let actor = ExporterActor::new(opts.tuning(), None).start();
     let bar = progress_bar(progress.clone(), json);
-    let result = exporter.export(req, open).await;
+    let result = actor
+        .send(Export { store, request: req, open, progress: progress.clone() })
+        .await
+        .unwrap_or_else(|e| Err(StreamError::Internal(format!("exporter actor: {e}"))));
     bar.abort();
     let summary = result.map_err(fail)?;
     let skipped = tree.map(|t| t.lock().expect("tree stats").skipped.clone()).unwrap_or_default();
@@ -380,26 +441,26 @@ fn absolute(p: &Path) -> String {
 }
 
 /// The base of an incremental export: its manifest in the same target, and its chain.
-async fn load_base(store: Arc<dyn ArchiveStore>, base: &str, size: u64) -> Result<BaseExport, Failure> {
+async fn load_base(store: Arc<dyn ArchiveStore>, base: &str, size: u64) -> Result<BaseExport, StreamError> {
     let key = manifest_key(base);
     let url = store.url(&key);
     let archive = Archive::open(store, &key).await.map_err(|e| match e {
-        StreamError::Input(_) => {
-            input(format!("--base {base}: no finished export at {url}; export {base} to the same target first"))
-        }
-        e => fail(e),
+        StreamError::Input(_) => StreamError::Input(format!(
+            "--base {base}: no finished export at {url}; export {base} to the same target first"
+        )),
+        e => e,
     })?;
     if archive.manifest.source.id != base {
-        return Err(input(format!("--base {base}: {url} is an export of {}", archive.manifest.source.id)));
+        return Err(StreamError::Input(format!("--base {base}: {url} is an export of {}", archive.manifest.source.id)));
     }
     if archive.manifest.image_size != size {
-        return Err(input(format!(
+        return Err(StreamError::Input(format!(
             "--base {base}: its image is {} bytes, the snapshot's volume {size}; incremental exports need the same size",
             archive.manifest.image_size
         )));
     }
     let manifest = archive.manifest.clone();
-    let chain = archive.chain().await.map_err(fail)?;
+    let chain = archive.chain().await?;
     Ok(BaseExport { manifest, manifest_key: key, chunk_hashes: archive_reader::resolved_hashes(&chain) })
 }
 

@@ -22,6 +22,8 @@ use bunker_actors::ports::{BackupControl, Leases};
 use bunker_actors::reconciler::{Reconciler, ReconcilerActor, StopReconciling};
 use bunker_actors::replicator::{Replicator, ReplicatorActor};
 use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, SchedulerActor, StopSchedule};
+use bunker_actors::stream::exporter_actor::ExporterActor;
+use bunker_actors::stream::Tuning;
 use bunker_actors::system::FailureReporter;
 use bunker_actors::watcher::{GetInFlight, StopIntake, Watcher, WatcherActor};
 use bunker_actors::Runner;
@@ -175,18 +177,32 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
         schedule = schedule.with_override(action, *kind, cron.clone(), served);
     }
     let (exec, l, h, rec) = (executor.clone(), leases.clone(), holder.clone(), reconciler.clone().recipient());
-    let scheduler = actix::Supervisor::start(move |_| SchedulerActor::new(schedule, exec, l, h, Some(rec)));
+    // Exports (queue `export` commands; with `export.to`, every EBS backup an event announces).
+    let exporter = actix::Supervisor::start({
+        let (aws, metrics, to) = (aws.clone(), metrics.clone(), cfg.export_to.clone());
+        move |_| {
+            ExporterActor::new(Tuning::default(), Some(metrics))
+                .with_targets(Arc::new(crate::archive_cli::ServiceExports::new(aws)), to)
+        }
+    });
+    let (x, region) = (exporter.clone().recipient(), regions[0].clone());
+    let scheduler = actix::Supervisor::start(move |_| {
+        SchedulerActor::new(schedule, exec, l, h, Some(rec)).with_exporter(x.clone(), region.clone())
+    });
 
     let watcher = cfg.serve.queue_url.as_ref().map(|url| {
         let queue = aws.event_queue(url.clone(), cfg.serve.dead_letter_queue_url.clone());
         let visibility = (cfg.serve.check_interval.as_secs() as u32 * 4).clamp(30, 900);
-        let w = Watcher::new(
+        let mut w = Watcher::new(
             queue,
             replicator.clone().recipient(),
             scheduler.clone().recipient(),
             metrics.clone(),
             visibility,
         );
+        if cfg.export_to.is_some() {
+            w = w.with_exports(exporter.clone().recipient());
+        }
         WatcherActor::new(Arc::new(w), Some(reporter.clone().recipient())).start()
     });
 

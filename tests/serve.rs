@@ -323,3 +323,56 @@ async fn three_instances_one_queue_every_job_once_and_one_slot_fired() {
         assert_eq!(code, 0, "{stderr}");
     }
 }
+
+/// Exports in the service: an `export` command message, and (with `export.to`) every EBS
+/// backup an event announces; progress and outcomes on `/metrics`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_exports_on_commands_and_events() {
+    use std::collections::BTreeMap;
+    let a = Account::new("430000000001").await;
+    let bucket = a.bucket("archives").await;
+    let blocks: BTreeMap<u64, Vec<u8>> = (0..30u64).map(|i| (i * 60, common::noise(i, common::BLOCK))).collect();
+    let s1 = a.write_snapshot(1, None, &blocks).await;
+    let s2 = a.write_snapshot(1, None, &blocks).await;
+    let (sqs, q, d) = queues(&a, "exports").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "regions = [\"{REGION}\"]\nexport.to = \"s3://{bucket}/auto\"\nschedule.create = \"\"\nschedule.clean = \"\"\n\
+             [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nqueue_url = \"{q}\"\n\
+             dead_letter_queue_url = \"{d}\"\n"
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&a, cfg.to_str().unwrap(), &dir.path().join("state"));
+    let command = serde_json::json!({"action": "export", "snapshot_id": s1, "to": format!("s3://{bucket}/cmd")});
+    sqs.send_message().queue_url(&q).message_body(command.to_string()).send().await.unwrap();
+    sqs.send_message().queue_url(&q).message_body(ebs_event(&s2)).send().await.unwrap();
+
+    let s3 = a.s3().await;
+    let exists = |key: String| {
+        let s3 = s3.clone();
+        let bucket = bucket.clone();
+        async move { s3.head_object().bucket(bucket).key(key).send().await.is_ok() }
+    };
+    let t = Instant::now();
+    while !(exists(format!("cmd/{s1}.manifest.json")).await && exists(format!("auto/{s2}.manifest.json")).await) {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "exports not done: {}",
+            std::fs::read_to_string(&serve.log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let metrics = serve.get("/metrics");
+    assert!(metrics.contains("bunker_exports_total{status=\"ok\"} 2"), "{metrics}");
+    assert!(metrics.contains(&format!("bunker_export_bytes{{archive=\"{s2}\",bytes=\"in\"}} 1073741824")), "{metrics}");
+    let (code, _, _) = serve.terminate();
+    assert_eq!(code, 0);
+    // Both archives are whole and verifiable.
+    for url in [format!("s3://{bucket}/cmd/{s1}.img.zst"), format!("s3://{bucket}/auto/{s2}.img.zst")] {
+        a.bunker(&["verify", &url]).ok_json_or_code(0);
+    }
+}

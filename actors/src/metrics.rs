@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Every metric the service exports, with its help text and type.
-pub const METRICS: [(&str, &str, &str); 8] = [
+pub const METRICS: [(&str, &str, &str); 10] = [
     ("bunker_jobs_total", "counter", "copy/share jobs by kind and final state (done, not_ours, failed)"),
     ("bunker_copies_in_flight", "gauge", "copies started and not yet available, by kind and destination region"),
     ("bunker_deferrals_total", "counter", "work deferred by back-pressure (quota, concurrency cap, lease held)"),
@@ -15,6 +15,12 @@ pub const METRICS: [(&str, &str, &str); 8] = [
     ("bunker_messages_total", "counter", "queue messages by outcome (handled, dead_lettered, failed)"),
     ("bunker_schedule_slots_total", "counter", "schedule slots by action, kind and outcome (fired, taken_elsewhere)"),
     ("bunker_runs_total", "counter", "runs by action, kind and status (OK, PARTIAL, FAILED)"),
+    (
+        "bunker_export_bytes",
+        "gauge",
+        "an export's progress: image bytes total and read (in), archive bytes uploaded (out)",
+    ),
+    ("bunker_exports_total", "counter", "exports by status (ok, failed)"),
 ];
 
 /// The service's metrics.

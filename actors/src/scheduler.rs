@@ -223,6 +223,9 @@ pub struct SchedulerActor {
     leases: Arc<dyn Leases>,
     holder: String,
     reconcile: Option<Recipient<crate::reconciler::Reconcile>>,
+    exporter: Option<Recipient<crate::stream::exporter_actor::ExportSnapshot>>,
+    /// Region of exports whose command names none.
+    export_region: String,
     stopped: bool,
 }
 
@@ -235,7 +238,27 @@ impl SchedulerActor {
         holder: String,
         reconcile: Option<Recipient<crate::reconciler::Reconcile>>,
     ) -> Self {
-        SchedulerActor { schedule, executor, leases, holder, reconcile, stopped: false }
+        SchedulerActor {
+            schedule,
+            executor,
+            leases,
+            holder,
+            reconcile,
+            exporter: None,
+            export_region: String::new(),
+            stopped: false,
+        }
+    }
+
+    /// Routes `export` commands to `exporter`; `region` for those that name none.
+    pub fn with_exporter(
+        mut self,
+        exporter: Recipient<crate::stream::exporter_actor::ExportSnapshot>,
+        region: String,
+    ) -> Self {
+        self.exporter = Some(exporter);
+        self.export_region = region;
+        self
     }
 
     fn fire(&mut self, slots: Vec<Slot>, ctx: &mut Context<Self>) {
@@ -325,6 +348,8 @@ impl Handler<RunCommand> for SchedulerActor {
     fn handle(&mut self, msg: RunCommand, _ctx: &mut Self::Context) -> Self::Result {
         let exec = self.executor.clone();
         let reconcile = self.reconcile.clone();
+        let exporter = self.exporter.clone();
+        let export_region = self.export_region.clone();
         let stopped = self.stopped;
         Box::pin(async move {
             if stopped {
@@ -337,6 +362,14 @@ impl Handler<RunCommand> for SchedulerActor {
                 Command::Reconcile { kind } => match reconcile {
                     Some(r) => r.send(crate::reconciler::Reconcile { kind }).await.map_err(|e| e.to_string()),
                     None => Err("reconciliation is not running".into()),
+                },
+                Command::Export { snapshot_id, to, base, region } => match exporter {
+                    Some(x) => {
+                        let region = region.unwrap_or(export_region);
+                        let job = crate::stream::exporter_actor::ExportSnapshot { snapshot_id, region, to, base };
+                        x.send(job).await.map_err(|e| e.to_string())?.map(|_| ())
+                    }
+                    None => Err("exports are not running".into()),
                 },
             }
         })

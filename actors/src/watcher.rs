@@ -44,6 +44,8 @@ pub struct Watcher {
     visibility_secs: u32,
     in_flight: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
+    /// With `export.to`: EBS backups announced by events are exported too.
+    exports: Option<Recipient<crate::stream::exporter_actor::ExportSnapshot>>,
 }
 
 /// What became of one message.
@@ -74,6 +76,31 @@ impl Watcher {
             visibility_secs: visibility_secs.max(10),
             in_flight: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
+            exports: None,
+        }
+    }
+
+    /// Exports every EBS backup an event announces (after its copies and shares), through
+    /// `exporter`. The message stays on the queue until the export has ended.
+    pub fn with_exports(mut self, exporter: Recipient<crate::stream::exporter_actor::ExportSnapshot>) -> Self {
+        self.exports = Some(exporter);
+        self
+    }
+
+    async fn export(&self, m: &QueueMessage, b: &events::BackupRef) -> Handled {
+        let Some(x) = self.exports.as_ref().filter(|_| b.kind == bunker_protocol::ResourceKind::Ebs) else {
+            return Handled::Done;
+        };
+        let job = crate::stream::exporter_actor::ExportSnapshot {
+            snapshot_id: b.id.clone(),
+            region: b.region.clone(),
+            to: None,
+            base: None,
+        };
+        match self.extending(m, x.send(job)).await {
+            Ok(Ok(_)) => Handled::Done,
+            Ok(Err(why)) => Handled::Left(format!("export of {}: {why}", b.id)),
+            Err(e) => Handled::Left(format!("export of {}: exporter unavailable: {e}", b.id)),
         }
     }
 
@@ -105,12 +132,12 @@ impl Watcher {
             Ok(Intake::BackupReady(b)) => {
                 let work = self.replicator.send(Replicate(b.clone()));
                 match self.extending(m, work).await {
-                    Ok(Ok(JobResult { done: true, .. })) => Handled::Done,
+                    Ok(Ok(JobResult { done: true, .. })) => self.export(m, &b).await,
                     // Not ours, or given up (reported by the replicator; reconciliation tries
                     // again later): either way the message has been acted on.
                     Ok(Ok(JobResult { note, .. })) => {
                         info!(message_id = %m.id, backup_id = %b.id, why = ?note, "event handled without a copy");
-                        Handled::Done
+                        self.export(m, &b).await
                     }
                     Ok(Err(())) | Err(_) => Handled::Left("replicator stopped before the job ended".into()),
                 }

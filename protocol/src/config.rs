@@ -66,6 +66,7 @@ pub enum Key {
     KeepYearlyPulled,
     ShareKmsKeys,
     SchedulePerKind,
+    ExportTo,
 }
 
 struct Spec {
@@ -85,7 +86,7 @@ const DURATION: &str = "a duration such as 30s, 15m, 2h or 1d (a bare number is 
 const CRON: &str = "a 5-field cron expression in UTC such as \"0 1 * * *\", or \"\" to disable";
 const SQS_URL: &str = "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)";
 
-const SPECS: [Spec; 44] = [
+const SPECS: [Spec; 45] = [
     Spec { key: Key::KeepDaily, name: "keep_daily", shelvery: Some("shelvery_keep_daily_backups"), per_resource: true, default: Some("14"), accepted: WHOLE },
     Spec { key: Key::KeepWeekly, name: "keep_weekly", shelvery: Some("shelvery_keep_weekly_backups"), per_resource: true, default: Some("8"), accepted: WHOLE },
     Spec { key: Key::KeepMonthly, name: "keep_monthly", shelvery: Some("shelvery_keep_monthly_backups"), per_resource: true, default: Some("12"), accepted: WHOLE },
@@ -135,6 +136,7 @@ const SPECS: [Spec; 44] = [
     Spec { key: Key::KeepWeeklyPulled, name: "keep_weekly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
     Spec { key: Key::KeepMonthlyPulled, name: "keep_monthly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
     Spec { key: Key::KeepYearlyPulled, name: "keep_yearly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
+    Spec { key: Key::ExportTo, name: "export.to", shelvery: None, per_resource: false, default: None, accepted: "s3://bucket/prefix or file:///directory: bunker serve exports every EBS backup an event announces there" },
     Spec { key: Key::SchedulePerKind, name: "schedule.per_kind", shelvery: None, per_resource: false, default: Some(""), accepted: "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)" },
     Spec { key: Key::ShareKmsKeys, name: "share_kms_keys", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated REGION=KEY entries: the customer KMS key (granted to the share accounts) under which encrypted backups of that region are shared" },
 ];
@@ -347,6 +349,8 @@ pub struct Config {
     pub replication: Replication,
     /// `bunker serve`.
     pub serve: Serve,
+    /// Where `bunker serve` exports EBS backups announced by events (`export.to`).
+    pub export_to: Option<String>,
     /// The winning setting of each key that has a value, in key order.
     pub effective: Vec<Setting>,
 }
@@ -632,6 +636,9 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
     Ok(Config {
         replication,
         serve,
+        export_to: opt(Key::ExportTo, |v| {
+            (v.starts_with("s3://") && v.len() > 5) || (v.starts_with("file:///") && v.len() > 8)
+        })?,
         keep,
         timezone_name,
         timezone,

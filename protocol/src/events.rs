@@ -59,12 +59,24 @@ pub enum Command {
         /// Kind, or every served kind.
         kind: Option<ResourceKind>,
     },
+    /// Export an EBS snapshot as an archive (`bunker export ebs`).
+    Export {
+        /// The snapshot.
+        snapshot_id: String,
+        /// Target (`s3://bucket/prefix`, `file:///dir`); default `export.to`.
+        to: Option<String>,
+        /// Export incrementally from this snapshot's export.
+        base: Option<String>,
+        /// The snapshot's region (default: the first served region).
+        region: Option<String>,
+    },
 }
 
 impl Command {
     /// The action's name as written in messages and logs.
     pub fn action(&self) -> &'static str {
         match self {
+            Command::Export { .. } => "export",
             Command::CreateBackups { .. } => "create-backups",
             Command::CleanBackups { .. } => "clean-backups",
             Command::PullBackups { .. } => "pull-backups",
@@ -112,6 +124,10 @@ struct CommandBody {
     action: String,
     kind: Option<String>,
     select: Option<String>,
+    snapshot_id: Option<String>,
+    to: Option<String>,
+    base: Option<String>,
+    region: Option<String>,
 }
 
 /// Reads one SQS message body.
@@ -177,10 +193,28 @@ fn parse_command(v: Value) -> Result<Intake, IntakeError> {
         "clean-backups" | "clean_backups" => Command::CleanBackups { kind: kind(true)?.expect("required") },
         "pull-backups" | "pull_shared_backups" => Command::PullBackups { kind: kind(true)?.expect("required") },
         "reconcile" => Command::Reconcile { kind: kind(false)? },
+        "export" => {
+            let snapshot_id =
+                c.snapshot_id.clone().filter(|s| s.starts_with("snap-")).ok_or_else(|| IntakeError::Invalid {
+                    field: "snapshot_id",
+                    problem: "missing or not an EBS snapshot id (snap-…)".into(),
+                })?;
+            if let Some(to) = &c.to {
+                if !(to.starts_with("s3://") || to.starts_with("file:///")) {
+                    return Err(IntakeError::Invalid {
+                        field: "to",
+                        problem: format!("{to:?}: expected s3://bucket/prefix or file:///directory"),
+                    });
+                }
+            }
+            Command::Export { snapshot_id, to: c.to.clone(), base: c.base.clone(), region: c.region.clone() }
+        }
         other => {
             return Err(IntakeError::Invalid {
                 field: "action",
-                problem: format!("{other:?}: expected create-backups, clean-backups, pull-backups or reconcile"),
+                problem: format!(
+                    "{other:?}: expected create-backups, clean-backups, pull-backups, reconcile or export"
+                ),
             })
         }
     };
@@ -320,6 +354,19 @@ mod tests {
         assert!(matches!(parse_message("{\"hello\": 1}"), Err(IntakeError::Unrecognised(_))));
         let e = parse_message(r#"{"action":"create-backups","kind":"floppy"}"#).unwrap_err().to_string();
         assert!(e.starts_with("invalid kind"), "{e}");
+        let e = parse_message(r#"{"action":"export","to":"s3://b/p"}"#).unwrap_err().to_string();
+        assert!(e.contains("snapshot_id"), "{e}");
+        let e = parse_message(r#"{"action":"export","snapshot_id":"snap-1","to":"ftp://x"}"#).unwrap_err().to_string();
+        assert!(e.contains("expected s3://"), "{e}");
+        assert_eq!(
+            parse_message(r#"{"action":"export","snapshot_id":"snap-1","base":"snap-0"}"#).unwrap(),
+            Intake::Command(Command::Export {
+                snapshot_id: "snap-1".into(),
+                to: None,
+                base: Some("snap-0".into()),
+                region: None
+            })
+        );
         let e = parse_message(r#"{"action":"launch"}"#).unwrap_err().to_string();
         assert!(e.contains("\"launch\""), "{e}");
         let big = format!("{{\"action\":\"reconcile\",\"pad\":\"{}\"}}", "x".repeat(MAX_MESSAGE_BYTES));

@@ -14,6 +14,7 @@
 pub mod archive_reader;
 pub mod ebs_reader;
 pub mod export;
+pub mod exporter_actor;
 mod hasher;
 pub mod limiter;
 

@@ -1,0 +1,147 @@
+//! The actix shell of the [`Exporter`]: one actor runs exports, each as a future off its
+//! mailbox (the pipeline's threads and tasks do the work), and keeps `/metrics` informed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
+use tracing::warn;
+
+use super::export::{ExportRequest, ExportSummary, Exporter, OpenReader};
+use super::{Progress, StreamError, Tuning};
+use crate::metrics::Metrics;
+use crate::ports::{ArchiveStore, ExportTargets};
+
+/// Run one export to the end.
+#[derive(Message)]
+#[rtype(result = "Result<ExportSummary, StreamError>")]
+pub struct Export {
+    /// Where the archive goes.
+    pub store: Arc<dyn ArchiveStore>,
+    /// What to export.
+    pub request: ExportRequest,
+    /// The source reader.
+    pub open: OpenReader,
+    /// Live counters (shared with a progress bar, if any).
+    pub progress: Arc<Progress>,
+}
+
+/// Export an EBS snapshot (the service's exports: queue commands and `export.to`).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<ExportSummary, String>")]
+pub struct ExportSnapshot {
+    /// The snapshot.
+    pub snapshot_id: String,
+    /// Its region.
+    pub region: String,
+    /// Target; `None`: the service's `export.to`.
+    pub to: Option<String>,
+    /// Incremental from this snapshot's export.
+    pub base: Option<String>,
+}
+
+/// Runs exports; with metrics, publishes each export's progress every second.
+pub struct ExporterActor {
+    tuning: Tuning,
+    metrics: Option<Arc<Metrics>>,
+    targets: Option<(Arc<dyn ExportTargets>, Option<String>)>,
+    /// One service export at a time: each holds up to `tuning`'s buffers, and the EBS
+    /// direct APIs' request budget is per account.
+    one_at_a_time: Arc<tokio::sync::Semaphore>,
+}
+
+impl ExporterActor {
+    /// An exporter with these buffer sizes.
+    pub fn new(tuning: Tuning, metrics: Option<Arc<Metrics>>) -> ExporterActor {
+        ExporterActor { tuning, metrics, targets: None, one_at_a_time: Arc::new(tokio::sync::Semaphore::new(1)) }
+    }
+
+    /// Accepts [`ExportSnapshot`]: `targets` prepares them, `default_to` is `export.to`.
+    pub fn with_targets(mut self, targets: Arc<dyn ExportTargets>, default_to: Option<String>) -> Self {
+        self.targets = Some((targets, default_to));
+        self
+    }
+}
+
+impl Actor for ExporterActor {
+    type Context = Context<Self>;
+}
+
+impl actix::Supervised for ExporterActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        warn!("exporter restarting");
+        if let Some(m) = &self.metrics {
+            m.inc("bunker_actor_restarts_total", &[("actor", "exporter")]);
+        }
+    }
+}
+
+impl Handler<Export> for ExporterActor {
+    type Result = ResponseFuture<Result<ExportSummary, StreamError>>;
+
+    fn handle(&mut self, msg: Export, _ctx: &mut Self::Context) -> Self::Result {
+        let exporter = Exporter::new(msg.store, self.tuning, msg.progress.clone());
+        let metrics = self.metrics.clone();
+        let name = msg.request.name.clone();
+        Box::pin(async move {
+            let ticker = metrics.clone().map(|m| {
+                let (p, name) = (msg.progress.clone(), name.clone());
+                tokio::spawn(async move {
+                    loop {
+                        publish(&m, &name, &p);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                })
+            });
+            let result = exporter.export(msg.request, msg.open).await;
+            if let Some(t) = ticker {
+                t.abort();
+            }
+            if let Some(m) = &metrics {
+                publish(m, &name, &msg.progress);
+                let status = if result.is_ok() { "ok" } else { "failed" };
+                m.inc("bunker_exports_total", &[("status", status)]);
+            }
+            result
+        })
+    }
+}
+
+impl Handler<ExportSnapshot> for ExporterActor {
+    type Result = ResponseFuture<Result<ExportSummary, String>>;
+
+    fn handle(&mut self, msg: ExportSnapshot, ctx: &mut Self::Context) -> Self::Result {
+        let Some((targets, default_to)) = self.targets.clone() else {
+            return Box::pin(async { Err("exports are not configured".to_string()) });
+        };
+        let me = ctx.address();
+        let gate = self.one_at_a_time.clone();
+        Box::pin(async move {
+            let to = msg.to.or(default_to).ok_or("no target: give \"to\" or set export.to")?;
+            let _turn = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+            let progress = Arc::new(Progress::default());
+            let p = targets
+                .prepare(&msg.snapshot_id, &msg.region, &to, msg.base.as_deref(), progress.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let job = Export { store: p.store, request: p.request, open: p.open, progress };
+            match me.send(job).await {
+                Ok(Ok(summary)) => {
+                    tracing::info!(snapshot_id = %msg.snapshot_id, archive = %summary.archive, "exported");
+                    Ok(summary)
+                }
+                Ok(Err(e)) => {
+                    warn!(snapshot_id = %msg.snapshot_id, error = %e, "export failed");
+                    Err(e.to_string())
+                }
+                Err(e) => Err(format!("exporter stopped: {e}")),
+            }
+        })
+    }
+}
+
+fn publish(m: &Metrics, name: &str, p: &Progress) {
+    for (what, v) in [("total", &p.total), ("in", &p.bytes_in), ("out", &p.bytes_out)] {
+        m.set("bunker_export_bytes", &[("archive", name), ("bytes", what)], Progress::get(v) as f64);
+    }
+}
