@@ -191,15 +191,9 @@ fn progress_bar(progress: Arc<Progress>, json: bool) -> tokio::task::JoinHandle<
                 bar.set_length(total);
             }
             bar.set_position(Progress::get(&progress.bytes_in));
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = tokio::signal::ctrl_c() => break,
-            }
-            if bar.is_finished() {
-                break;
-            }
+            // Aborted by the caller when the work ends; the bar clears itself on drop.
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        bar.finish_and_clear();
     })
 }
 

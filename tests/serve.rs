@@ -368,7 +368,8 @@ async fn the_service_exports_on_commands_and_events() {
     }
     let metrics = serve.get("/metrics");
     assert!(metrics.contains("bunker_exports_total{status=\"ok\"} 2"), "{metrics}");
-    assert!(metrics.contains(&format!("bunker_export_bytes{{archive=\"{s2}\",bytes=\"in\"}} 1073741824")), "{metrics}");
+    assert!(metrics.contains("bunker_export_bytes_total{direction=\"in\"} 2147483648"), "{metrics}");
+    assert!(!metrics.contains(&format!("archive=\"{s2}\"")), "finished exports leave no gauge: {metrics}");
     let (code, _, _) = serve.terminate();
     assert_eq!(code, 0);
     // Both archives are whole and verifiable.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Every metric the service exports, with its help text and type.
-pub const METRICS: [(&str, &str, &str); 10] = [
+pub const METRICS: [(&str, &str, &str); 11] = [
     ("bunker_jobs_total", "counter", "copy/share jobs by kind and final state (done, not_ours, failed)"),
     ("bunker_copies_in_flight", "gauge", "copies started and not yet available, by kind and destination region"),
     ("bunker_deferrals_total", "counter", "work deferred by back-pressure (quota, concurrency cap, lease held)"),
@@ -18,7 +18,12 @@ pub const METRICS: [(&str, &str, &str); 10] = [
     (
         "bunker_export_bytes",
         "gauge",
-        "an export's progress: image bytes total and read (in), archive bytes uploaded (out)",
+        "a running export's progress: image bytes total and read (in), archive bytes uploaded (out)",
+    ),
+    (
+        "bunker_export_bytes_total",
+        "counter",
+        "bytes of finished exports: image bytes read (in), archive bytes uploaded (out)",
     ),
     ("bunker_exports_total", "counter", "exports by status (ok, failed)"),
 ];
@@ -51,6 +56,11 @@ impl Metrics {
     pub fn add(&self, name: &'static str, pairs: &[(&str, &str)], v: f64) {
         debug_assert!(METRICS.iter().any(|m| m.0 == name), "unknown metric {name}");
         *self.series.lock().expect("metrics lock").entry((name, labels(pairs))).or_default() += v;
+    }
+
+    /// Removes a series (a finished export's progress gauges), so labels do not pile up.
+    pub fn remove(&self, name: &'static str, pairs: &[(&str, &str)]) {
+        self.series.lock().expect("metrics lock").remove(&(name, labels(pairs)));
     }
 
     /// Sets a gauge.

@@ -146,6 +146,24 @@ struct PartRecord {
     image_sha256: Option<String>,
 }
 
+impl PartRecord {
+    /// A part's record before upload (checksum and tag are filled in once it is stored).
+    fn new(number: u32, size: u64, end_offset: u64, archive_end: u64, frames: Vec<Frame>) -> PartRecord {
+        PartRecord {
+            number,
+            size,
+            sha256: String::new(),
+            etag: String::new(),
+            end_offset,
+            archive_end,
+            frames,
+            hash_state: None,
+            last: false,
+            image_sha256: None,
+        }
+    }
+}
+
 /// Where a resumed export starts.
 struct ResumePoint {
     upload_id: String,
@@ -533,17 +551,10 @@ impl Exporter {
                             Some(h) => Some(archive::hex(&h.state_at(end).await?)),
                             None => None,
                         };
+                        let frames_of_part = std::mem::take(&mut part_frames);
                         let rec = PartRecord {
-                            number,
-                            size: buf.len() as u64,
-                            sha256: String::new(),
-                            etag: String::new(),
-                            end_offset: end,
-                            archive_end: pos,
-                            frames: std::mem::take(&mut part_frames),
                             hash_state: state,
-                            last: false,
-                            image_sha256: None,
+                            ..PartRecord::new(number, buf.len() as u64, end, pos, frames_of_part)
                         };
                         frames.extend(rec.frames.iter().cloned());
                         uploads.push(self.upload(req, akey, upload_id, part_start, std::mem::take(&mut buf), rec));
@@ -575,16 +586,9 @@ impl Exporter {
         let table: Vec<(u32, u32)> = frames.iter().map(|f| (f.archive_length as u32, f.length as u32)).collect();
         buf.extend(encode_seek_table(&table));
         let rec = PartRecord {
-            number,
-            size: buf.len() as u64,
-            sha256: String::new(),
-            etag: String::new(),
-            end_offset: end,
-            archive_end: part_start + buf.len() as u64,
-            frames: part_frames,
-            hash_state: None,
             last: true,
             image_sha256: digest.map(|d| archive::hex(&d)),
+            ..PartRecord::new(number, buf.len() as u64, end, part_start + buf.len() as u64, part_frames)
         };
         uploads.push(self.upload(req, akey, upload_id, part_start, buf, rec));
         while let Some(p) = uploads.next().await {

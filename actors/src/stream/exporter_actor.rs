@@ -98,7 +98,12 @@ impl Handler<Export> for ExporterActor {
                 t.abort();
             }
             if let Some(m) = &metrics {
-                publish(m, &name, &msg.progress);
+                for what in ["total", "in", "out"] {
+                    m.remove("bunker_export_bytes", &[("archive", &name), ("bytes", what)]);
+                }
+                let p = &msg.progress;
+                m.add("bunker_export_bytes_total", &[("direction", "in")], Progress::get(&p.bytes_in) as f64);
+                m.add("bunker_export_bytes_total", &[("direction", "out")], Progress::get(&p.bytes_out) as f64);
                 let status = if result.is_ok() { "ok" } else { "failed" };
                 m.inc("bunker_exports_total", &[("status", status)]);
             }
