@@ -14,12 +14,15 @@ use super::export::{ExportRequest, Exporter, OpenReader};
 use super::{Progress, SourceItem, StreamError, Tuning};
 use crate::ports::{ArchiveStore, ErrorKind, ImageWriter, PortError, StoredPart};
 
+/// Unfinished uploads by key: (upload id, parts by number).
+type Uploads = BTreeMap<String, (String, BTreeMap<u32, Vec<u8>>)>;
+
 /// Objects and multipart uploads in memory; part uploads fail with a transient error from
 /// part `fail_from` on while it is set.
 #[derive(Default)]
 struct MemoryStore {
     objects: Mutex<BTreeMap<String, Vec<u8>>>,
-    uploads: Mutex<BTreeMap<String, (String, BTreeMap<u32, Vec<u8>>)>>,
+    uploads: Mutex<Uploads>,
     fail_from: AtomicU32,
 }
 
