@@ -145,16 +145,21 @@ fn parse_location(url: &str, flag: &str) -> Result<Location, Failure> {
     Err(input(format!("{flag} {url:?}: expected s3://bucket/prefix or file:///directory")))
 }
 
+/// The region, for commands that reach AWS; local targets and files need none.
+fn need(region: Option<&str>) -> Result<&str, Failure> {
+    region.ok_or_else(|| input("no region: set `regions` in the config file, pass --region, or set AWS_REGION".into()))
+}
+
 /// The store for a target prefix.
-fn target_store(aws: &Aws, region: &str, url: &str) -> Result<Arc<dyn ArchiveStore>, Failure> {
+fn target_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<Arc<dyn ArchiveStore>, Failure> {
     Ok(match parse_location(url, "--to")? {
-        Location::S3 { bucket, key } => aws.archive_store(region, bucket, key),
+        Location::S3 { bucket, key } => aws.archive_store(need(region)?, bucket, key),
         Location::Dir(p) => Arc::new(DirStore::new(p)),
     })
 }
 
 /// The store holding an object, and the object's key in it.
-fn object_store(aws: &Aws, region: &str, url: &str) -> Result<(Arc<dyn ArchiveStore>, String), Failure> {
+fn object_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<(Arc<dyn ArchiveStore>, String), Failure> {
     let split = |k: &str| match k.rsplit_once('/') {
         Some((d, n)) => (d.to_string(), n.to_string()),
         None => (String::new(), k.to_string()),
@@ -162,7 +167,7 @@ fn object_store(aws: &Aws, region: &str, url: &str) -> Result<(Arc<dyn ArchiveSt
     match parse_location(url, "archive")? {
         Location::S3 { bucket, key } => {
             let (dir, name) = split(&key);
-            Ok((aws.archive_store(region, bucket, dir), name))
+            Ok((aws.archive_store(need(region)?, bucket, dir), name))
         }
         Location::Dir(p) => {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -251,7 +256,7 @@ async fn prepare_ebs(
     opts: &ExportOpts,
     progress: Arc<Progress>,
 ) -> Result<PreparedExport, StreamError> {
-    let store = target_store(aws, region, &opts.to).map_err(|f| StreamError::Input(format!("{:#}", f.error)))?;
+    let store = target_store(aws, Some(region), &opts.to).map_err(|f| StreamError::Input(format!("{:#}", f.error)))?;
     let port = aws.snapshot_blocks(region);
     let meta = match port.describe(snapshot).await {
         Ok(m) => m,
@@ -331,12 +336,13 @@ impl ExportTargets for ServiceExports {
 }
 
 /// `bunker export …`
-pub async fn export(aws: &Aws, region: &str, args: ExportArgs, json: bool) -> Result<u8, Failure> {
+pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: bool) -> Result<u8, Failure> {
     let progress = Arc::new(Progress::default());
     let (opts, req, open): (ExportOpts, ExportRequest, OpenReader) = match args.what {
         ExportWhat::Ebs { snapshot, base, opts } => {
-            let p =
-                prepare_ebs(aws, region, &snapshot, base.as_deref(), &opts, progress.clone()).await.map_err(fail)?;
+            let p = prepare_ebs(aws, need(region)?, &snapshot, base.as_deref(), &opts, progress.clone())
+                .await
+                .map_err(fail)?;
             (opts, p.request, p.open)
         }
         ExportWhat::File { path, opts } => {
@@ -459,7 +465,7 @@ async fn load_base(store: Arc<dyn ArchiveStore>, base: &str, size: u64) -> Resul
 }
 
 /// `bunker verify URL`
-pub async fn verify(aws: &Aws, region: &str, url: &str, json: bool) -> Result<u8, Failure> {
+pub async fn verify(aws: &Aws, region: Option<&str>, url: &str, json: bool) -> Result<u8, Failure> {
     let (store, key) = object_store(aws, region, url)?;
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(progress.clone(), json);
@@ -485,7 +491,7 @@ pub async fn verify(aws: &Aws, region: &str, url: &str, json: bool) -> Result<u8
 /// `bunker restore URL --to-file PATH | --to-snapshot`
 pub async fn restore(
     aws: &Aws,
-    region: &str,
+    region: Option<&str>,
     url: &str,
     to_file: Option<PathBuf>,
     to_snapshot: bool,
@@ -500,7 +506,7 @@ pub async fn restore(
         (None, true) => {
             let mut tags = Tags::new();
             tags.insert("bunker:restored_from".into(), url.to_string());
-            RestoreTarget::Snapshot { port: aws.snapshot_blocks(region), tags, max_requests: 32 }
+            RestoreTarget::Snapshot { port: aws.snapshot_blocks(need(region)?), tags, max_requests: 32 }
         }
         _ => return Err(input("restore needs exactly one of --to-file PATH or --to-snapshot".into())),
     };

@@ -205,26 +205,28 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     });
     system.block_on(async move {
         let aws = Aws::load().await;
-        let regions = if cfg.regions.is_empty() {
-            vec![aws.default_region().ok_or_else(|| {
-                usage(anyhow!("no region: set `regions` in the config file, pass --region, or set AWS_REGION"))
-            })?]
-        } else {
-            cfg.regions.clone()
-        };
+        let region = cfg.regions.first().cloned().or_else(|| aws.default_region());
+        // Exports to and from local files reach no AWS service: they need no region.
+        match &cli.command {
+            Command::Export(_) | Command::Verify { .. } | Command::Restore { .. } => {}
+            _ if region.is_none() => {
+                return Err(usage(anyhow!(
+                    "no region: set `regions` in the config file, pass --region, or set AWS_REGION"
+                )))
+            }
+            _ => {}
+        }
+        let regions = if cfg.regions.is_empty() { region.iter().cloned().collect() } else { cfg.regions.clone() };
+        let region = region.as_deref();
         match cli.command {
             Command::Config { command: ConfigCommand::Show { resource, kind } } => {
                 config_show(&aws, &regions, base, resource, kind, cli.json).await
             }
-            Command::Export(args) => {
-                archive_result(crate::archive_cli::export(&aws, &regions[0], args, cli.json).await)
+            Command::Export(args) => archive_result(crate::archive_cli::export(&aws, region, args, cli.json).await),
+            Command::Verify { url } => archive_result(crate::archive_cli::verify(&aws, region, &url, cli.json).await),
+            Command::Restore { url, to_file, to_snapshot } => {
+                archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)
             }
-            Command::Verify { url } => {
-                archive_result(crate::archive_cli::verify(&aws, &regions[0], &url, cli.json).await)
-            }
-            Command::Restore { url, to_file, to_snapshot } => archive_result(
-                crate::archive_cli::restore(&aws, &regions[0], &url, to_file, to_snapshot, cli.json).await,
-            ),
             Command::Serve => {
                 crate::serve::serve(&aws, base, cfg, regions).await.map_err(runtime)?;
                 Ok(ExitCode::SUCCESS)

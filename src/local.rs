@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bunker_actors::ports::{ArchiveStore, ErrorKind, ImageWriter, PortError, StoredPart};
-use bunker_actors::stream::{base64, is_zero, sha256, SourceItem, StreamError};
+use bunker_actors::stream::{crc32c, is_zero, SourceItem, StreamError};
 use bunker_protocol::archive::TreeStats;
 use tokio::sync::mpsc;
 
@@ -201,7 +201,7 @@ impl ArchiveStore for DirStore {
                 let text = fs::read_to_string(entry.path()).map_err(|e| io_error("reading", &entry.path(), e))?;
                 let mut it = text.split_whitespace();
                 let (Some(size), Some(sum)) = (it.next().and_then(|s| s.parse().ok()), it.next()) else { continue };
-                parts.push(StoredPart { number: n, size, etag: sum.to_string(), sha256: Some(sum.to_string()) });
+                parts.push(StoredPart { number: n, size, etag: sum.to_string(), crc32c: Some(sum.to_string()) });
             }
             parts.sort_by_key(|p| p.number);
             Ok(parts)
@@ -221,7 +221,7 @@ impl ArchiveStore for DirStore {
         let dir = self.upload_dir(key);
         let sum = sum.to_string();
         blocking(move || {
-            if base64(&sha256(&data)) != sum {
+            if crc32c(&data) != sum {
                 return Err(PortError::new(
                     ErrorKind::Invalid,
                     Some("BadDigest"),
@@ -235,7 +235,7 @@ impl ArchiveStore for DirStore {
             let rec = dir.join(format!("part-{number:05}"));
             write_atomic(&rec, format!("{} {sum}\n", data.len()).as_bytes())
                 .map_err(|e| io_error("writing", &rec, e))?;
-            Ok(StoredPart { number, size: data.len() as u64, etag: sum.clone(), sha256: Some(sum) })
+            Ok(StoredPart { number, size: data.len() as u64, etag: sum.clone(), crc32c: Some(sum) })
         })
         .await
     }

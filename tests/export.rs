@@ -199,6 +199,19 @@ async fn bad_input_gets_a_clear_error_and_leaves_nothing_claiming_success() {
     assert_ne!(r.code, 0, "{r:#?}");
     assert!(r.stderr.contains("no-such-bucket-410000000004") && r.stderr.contains("NoSuchBucket"), "{}", r.stderr);
 
+    // A bucket this account may not write to.
+    let ro = a.bucket("read-only").await;
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*",
+        "Action": "s3:PutObject", "Resource": format!("arn:aws:s3:::{ro}/*")}]});
+    a.s3().await.put_bucket_policy().bucket(&ro).policy(policy.to_string()).send().await.unwrap();
+    let r = a.bunker(&["export", "ebs", &snap, "--to", &format!("s3://{ro}/x")]);
+    assert_ne!(r.code, 0, "{r:#?}");
+    let denied = r.stderr.contains("AccessDenied") || r.stderr.contains("access denied");
+    assert!(r.stderr.contains(&format!("s3://{ro}/x/")) && denied, "{}", r.stderr);
+    let s3 = a.s3().await;
+    assert!(s3.list_multipart_uploads().bucket(&ro).send().await.unwrap().uploads().is_empty(), "upload aborted");
+    assert_eq!(s3.list_objects_v2().bucket(&ro).send().await.unwrap().key_count(), Some(0), "nothing written");
+
     let r = a.bunker(&["export", "ebs", &snap, "--to", "ftp://host/x"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("expected s3://bucket/prefix or file:///directory"), "{}", r.stderr);

@@ -325,8 +325,8 @@ pub struct StoredPart {
     pub size: u64,
     /// The store's tag for it (S3 ETag).
     pub etag: String,
-    /// Base64 SHA-256 of the part, as sent.
-    pub sha256: Option<String>,
+    /// Base64 CRC32C of the part, as sent.
+    pub crc32c: Option<String>,
 }
 
 /// Where archives go: an S3 bucket prefix or a local directory. Keys are relative to the
@@ -347,12 +347,12 @@ pub trait ArchiveStore: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError>;
     /// The unfinished multipart upload of `key`, if any (the newest).
     async fn find_upload(&self, key: &str) -> Result<Option<String>, PortError>;
-    /// Starts a multipart upload of `key` with SHA-256 part checksums; returns its id.
+    /// Starts a multipart upload of `key` with CRC32C part checksums; returns its id.
     async fn start_upload(&self, key: &str) -> Result<String, PortError>;
     /// The parts uploaded so far.
     async fn list_parts(&self, key: &str, upload: &str) -> Result<Vec<StoredPart>, PortError>;
-    /// Uploads part `number`, which starts at byte `offset` of the object; `sha256` is the
-    /// base64 SHA-256 of `data`, checked by the store.
+    /// Uploads part `number`, which starts at byte `offset` of the object; `crc32c` is the
+    /// base64 CRC32C of `data` (big-endian), checked by the store.
     async fn upload_part(
         &self,
         key: &str,
@@ -360,7 +360,7 @@ pub trait ArchiveStore: Send + Sync {
         number: u32,
         offset: u64,
         data: Vec<u8>,
-        sha256: &str,
+        crc32c: &str,
     ) -> Result<StoredPart, PortError>;
     /// Assembles the parts, in order, into the object.
     async fn complete_upload(&self, key: &str, upload: &str, parts: &[StoredPart]) -> Result<(), PortError>;

@@ -30,8 +30,8 @@ What the plugin adds to stock moto (see README, "The local emulator"):
 * S3 ListParts answers with the ``ListPartsResult`` root element AWS uses (moto 5.2.5 writes
   ``ListPartsResponse``, which the Rust SDK rejects: the same bug as getmoto/moto#10055 for
   CompleteMultipartUpload). bunker's resume lists the parts of an interrupted upload.
-* S3 UploadPart checks ``x-amz-checksum-sha256`` against the part's bytes (``BadDigest``),
-  as AWS does; moto stores any value.
+* S3 UploadPart checks ``x-amz-checksum-crc32c`` (and ``-sha256``) against the part's bytes
+  (``BadDigest``), as AWS does; moto stores any value.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
   quota errors at a given rate per action, EBS copies that stay ``pending`` for a while,
   corrupted GetSnapshotBlock bodies, failed and slowed S3 part uploads.
@@ -638,10 +638,16 @@ class Counter:
 
         if FAULTS.take("s3_fail_parts"):
             return error("500 Internal Server Error", "InternalError", "injected by the bunker emulator plugin")
-        claimed = environ.get("HTTP_X_AMZ_CHECKSUM_SHA256")
         chunked = "aws-chunked" in environ.get("HTTP_CONTENT_ENCODING", "")
-        if claimed and not chunked and base64.b64encode(hashlib.sha256(body).digest()).decode() != claimed:
+        sha = environ.get("HTTP_X_AMZ_CHECKSUM_SHA256")
+        if sha and not chunked and base64.b64encode(hashlib.sha256(body).digest()).decode() != sha:
             return error("400 Bad Request", "BadDigest", "The SHA256 you specified did not match the calculated checksum.")
+        crc = environ.get("HTTP_X_AMZ_CHECKSUM_CRC32C")
+        if crc and not chunked:
+            import crc32c
+
+            if base64.b64encode(crc32c.crc32c(body).to_bytes(4, "big")).decode() != crc:
+                return error("400 Bad Request", "BadDigest", "The CRC32C you specified did not match the calculated checksum.")
         with FAULTS.lock:
             FAULTS.part_bytes += len(body)
         return self.app(environ, start_response)

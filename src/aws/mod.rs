@@ -204,7 +204,14 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let code = e.code().map(String::from);
+    // Some answers carry no error code (HEAD has no body; some 403s): go by the status.
+    let status = match &e {
+        SdkError::ServiceError(se) => Some(se.raw().status().as_u16()),
+        _ => None,
+    };
     let kind = match (&e, code.as_deref()) {
+        (SdkError::ServiceError(_), None) if status == Some(403) => ErrorKind::AccessDenied,
+        (SdkError::ServiceError(_), None) if status == Some(404) => ErrorKind::NotFound,
         (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_), _) => {
             ErrorKind::Transient
         }
@@ -229,6 +236,7 @@ where
     };
     let message = match (e.message(), &e) {
         (Some(m), _) => format!("{operation}: {m}"),
+        (None, SdkError::ServiceError(_)) if status == Some(403) => format!("{operation}: access denied (HTTP 403)"),
         (None, SdkError::ServiceError(se)) => {
             format!("{operation}: HTTP {} with no AWS error in the response", se.raw().status().as_u16())
         }

@@ -1,5 +1,5 @@
 //! Archives in S3: ranged reads, small whole-object writes, and multipart uploads with a
-//! SHA-256 checksum on every part (S3 rejects a part whose bytes do not match it).
+//! CRC32C checksum on every part (S3 rejects a part whose bytes do not match it).
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -168,7 +168,7 @@ impl ArchiveStore for S3Store {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(self.full(key))
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .content_type("application/zstd")
             .send()
             .await
@@ -197,7 +197,7 @@ impl ArchiveStore for S3Store {
                     number: p.part_number()? as u32,
                     size: p.size()?.max(0) as u64,
                     etag: p.e_tag()?.to_string(),
-                    sha256: p.checksum_sha256().map(String::from),
+                    crc32c: p.checksum_crc32_c().map(String::from),
                 })
             }));
             match out.next_part_number_marker() {
@@ -215,7 +215,7 @@ impl ArchiveStore for S3Store {
         number: u32,
         _offset: u64,
         data: Vec<u8>,
-        sha256: &str,
+        crc32c: &str,
     ) -> Result<StoredPart, PortError> {
         let size = data.len() as u64;
         let out = self
@@ -226,7 +226,7 @@ impl ArchiveStore for S3Store {
             .upload_id(upload)
             .part_number(number as i32)
             .content_length(size as i64)
-            .checksum_sha256(sha256)
+            .checksum_crc32_c(crc32c)
             .body(ByteStream::from(data))
             .send()
             .await
@@ -235,7 +235,7 @@ impl ArchiveStore for S3Store {
             .e_tag()
             .map(String::from)
             .ok_or_else(|| PortError::new(ErrorKind::Internal, None, "s3:UploadPart returned no ETag"))?;
-        Ok(StoredPart { number, size, etag, sha256: Some(sha256.to_string()) })
+        Ok(StoredPart { number, size, etag, crc32c: Some(crc32c.to_string()) })
     }
 
     async fn complete_upload(&self, key: &str, upload: &str, parts: &[StoredPart]) -> Result<(), PortError> {
@@ -245,7 +245,7 @@ impl ArchiveStore for S3Store {
                 CompletedPart::builder()
                     .part_number(p.number as i32)
                     .e_tag(&p.etag)
-                    .set_checksum_sha256(p.sha256.clone())
+                    .set_checksum_crc32_c(p.crc32c.clone())
                     .build()
             })
             .collect();

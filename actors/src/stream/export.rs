@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use super::hasher::{HashItem, ImageHasher};
-use super::{base64, sha256, Progress, SourceItem, StreamError, Tuning};
+use super::{sha256, Progress, SourceItem, StreamError, Tuning};
 use crate::ports::{ArchiveStore, ErrorKind, StoredPart};
 
 /// An incremental export's base: its manifest and the per-chunk hashes of its full image
@@ -130,7 +130,7 @@ struct Header {
 struct PartRecord {
     number: u32,
     size: u64,
-    sha256: String,
+    crc32c: String,
     etag: String,
     /// Image offset after the part's last frame.
     end_offset: u64,
@@ -152,7 +152,7 @@ impl PartRecord {
         PartRecord {
             number,
             size,
-            sha256: String::new(),
+            crc32c: String::new(),
             etag: String::new(),
             end_offset,
             archive_end,
@@ -229,7 +229,10 @@ impl Exporter {
                         StreamError::port(format!("starting the upload of {}", self.store.url(&akey)), e)
                     })?;
                 let header = header(&req, &id);
-                self.put_json(&format!("{}header.json", journal_prefix(&req.name)), &header).await?;
+                if let Err(e) = self.put_json(&format!("{}header.json", journal_prefix(&req.name)), &header).await {
+                    self.abort_quietly(&akey, &id).await;
+                    return Err(e);
+                }
                 (id, Vec::new())
             }
         };
@@ -406,7 +409,7 @@ impl Exporter {
                 number: r.number,
                 size: r.size,
                 etag: r.etag.clone(),
-                sha256: Some(r.sha256.clone()),
+                crc32c: Some(r.crc32c.clone()),
             })
             .collect();
         let start = records.last().map(|r| r.end_offset).unwrap_or(0);
@@ -611,7 +614,7 @@ impl Exporter {
     ) -> Result<StoredPart, StreamError> {
         {
             let (data, sum) = tokio::task::spawn_blocking(move || {
-                let s = base64(&sha256(&data));
+                let s = super::crc32c(&data);
                 (data, s)
             })
             .await
@@ -637,12 +640,12 @@ impl Exporter {
                 }
             };
             Progress::add(&self.progress.bytes_out, data.len() as u64);
-            rec.sha256 = sum.clone();
+            rec.crc32c = sum.clone();
             rec.etag = stored.etag.clone();
             if req.resumable {
                 self.put_json(&format!("{}part-{:05}.json", journal_prefix(&req.name), rec.number), &rec).await?;
             }
-            Ok(StoredPart { sha256: Some(sum), ..stored })
+            Ok(StoredPart { crc32c: Some(sum), ..stored })
         }
     }
 

@@ -4,7 +4,7 @@
 //! ```text
 //!  reader ──(bounded)──▶ dispatcher ──(bounded)──▶ compressor threads ──▶ assembler ──▶ part uploads
 //!  (EBS direct APIs,       │  zero runs: RLE frames, no compressor         (in order,     (≤ N in flight,
-//!   file, tar)             └──▶ image hasher thread (whole-image SHA-256)    cut parts)     SHA-256 each)
+//!   file, tar)             └──▶ image hasher thread (whole-image SHA-256)    cut parts)     CRC32C each)
 //! ```
 //!
 //! Memory is bounded by [`Tuning`]: chunks in flight (read, queued, compressing, waiting to be
@@ -230,6 +230,14 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// Base64 of the big-endian CRC32C (Castagnoli) of `data`: S3's `x-amz-checksum-crc32c`.
+/// Transport integrity of a part, at memory speed; content integrity is the manifest's
+/// SHA-256s.
+pub fn crc32c(data: &[u8]) -> String {
+    let c = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32;
+    base64(&c.to_be_bytes())
+}
+
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
@@ -267,6 +275,12 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn crc32c_matches_the_check_value() {
+        // CRC-32C of "123456789" is 0xE3069283 (RFC 3720 test vector).
+        assert_eq!(crc32c(b"123456789"), base64(&0xE306_9283u32.to_be_bytes()));
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl ArchiveStore for MemoryStore {
         let (_, parts) = u.get(key).ok_or_else(|| PortError::new(ErrorKind::NotFound, None, "no upload"))?;
         Ok(parts
             .iter()
-            .map(|(n, d)| StoredPart { number: *n, size: d.len() as u64, etag: format!("e{n}"), sha256: None })
+            .map(|(n, d)| StoredPart { number: *n, size: d.len() as u64, etag: format!("e{n}"), crc32c: None })
             .collect())
     }
     async fn upload_part(
@@ -77,7 +77,7 @@ impl ArchiveStore for MemoryStore {
         number: u32,
         _offset: u64,
         data: Vec<u8>,
-        _sha256: &str,
+        _crc32c: &str,
     ) -> Result<StoredPart, PortError> {
         let fail = self.fail_from.load(Ordering::Relaxed);
         if fail != 0 && number >= fail {
@@ -85,7 +85,7 @@ impl ArchiveStore for MemoryStore {
         }
         let size = data.len() as u64;
         self.uploads.lock().unwrap().get_mut(key).unwrap().1.insert(number, data);
-        Ok(StoredPart { number, size, etag: format!("e{number}"), sha256: None })
+        Ok(StoredPart { number, size, etag: format!("e{number}"), crc32c: None })
     }
     async fn complete_upload(&self, key: &str, _upload: &str, parts: &[StoredPart]) -> Result<(), PortError> {
         let (_, stored) = self.uploads.lock().unwrap().remove(key).unwrap();
