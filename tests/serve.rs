@@ -366,8 +366,13 @@ async fn the_service_exports_on_commands_and_events() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let metrics = serve.get("/metrics");
-    assert!(metrics.contains("bunker_exports_total{status=\"ok\"} 2"), "{metrics}");
+    // The manifest is written before the exporter counts the export: wait for the count.
+    let mut metrics = serve.get("/metrics");
+    while !metrics.contains("bunker_exports_total{status=\"ok\"} 2") {
+        assert!(t.elapsed() < Duration::from_secs(90), "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = serve.get("/metrics");
+    }
     assert!(metrics.contains("bunker_export_bytes_total{direction=\"in\"} 2147483648"), "{metrics}");
     assert!(!metrics.contains(&format!("archive=\"{s2}\"")), "finished exports leave no gauge: {metrics}");
     let (code, _, _) = serve.terminate();

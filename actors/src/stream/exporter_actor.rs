@@ -84,11 +84,19 @@ impl Handler<Export> for ExporterActor {
         let metrics = self.metrics.clone();
         let name = msg.request.name.clone();
         Box::pin(async move {
+            // Held while publishing, and set once the export ended: no gauge outlives it.
+            let ended = Arc::new(std::sync::Mutex::new(false));
             let ticker = metrics.clone().map(|m| {
-                let (p, name) = (msg.progress.clone(), name.clone());
+                let (p, name, ended) = (msg.progress.clone(), name.clone(), ended.clone());
                 tokio::spawn(async move {
                     loop {
-                        publish(&m, &name, &p);
+                        {
+                            let ended = ended.lock().expect("export ended flag");
+                            if *ended {
+                                return;
+                            }
+                            publish(&m, &name, &p);
+                        }
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 })
@@ -98,6 +106,7 @@ impl Handler<Export> for ExporterActor {
                 t.abort();
             }
             if let Some(m) = &metrics {
+                *ended.lock().expect("export ended flag") = true;
                 for what in ["total", "in", "out"] {
                     m.remove("bunker_export_bytes", &[("archive", &name), ("bytes", what)]);
                 }
