@@ -101,7 +101,18 @@ impl Handler<Export> for ExporterActor {
                     }
                 })
             });
-            let result = exporter.export(msg.request, msg.open).await;
+            // On the multi-thread runtime, not the arbiter; a panic comes back as a JoinError.
+            let (request, open) = (msg.request, msg.open);
+            let result = match tokio::spawn(async move { exporter.export(request, open).await }).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(archive = %name, error = %e, "export task failed");
+                    if let Some(m) = &metrics {
+                        m.inc("bunker_actor_restarts_total", &[("actor", "exporter")]);
+                    }
+                    Err(StreamError::Internal(format!("export task failed: {e}")))
+                }
+            };
             if let Some(t) = ticker {
                 t.abort();
             }
