@@ -178,8 +178,24 @@ fn object_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<(Arc<dyn A
 }
 
 /// Live progress on stderr: a bar with bytes, rate and ETA when stderr is a terminal and
-/// the output is not JSON; nothing otherwise.
-fn progress_bar(progress: Arc<Progress>, json: bool) -> tokio::task::JoinHandle<()> {
+/// the output is not JSON; nothing otherwise. Dropped (or [`Bar::done`]), it clears itself.
+struct Bar {
+    bar: indicatif::ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Bar {
+    fn done(self) {}
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+fn progress_bar(progress: Arc<Progress>, json: bool) -> Bar {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let bar =
         if json { ProgressBar::hidden() } else { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) };
@@ -189,17 +205,18 @@ fn progress_bar(progress: Arc<Progress>, json: bool) -> tokio::task::JoinHandle<
         )
         .expect("template parses"),
     );
-    tokio::spawn(async move {
+    let shown = bar.clone();
+    let ticker = tokio::spawn(async move {
         loop {
             let total = Progress::get(&progress.total);
             if total > 0 {
-                bar.set_length(total);
+                shown.set_length(total);
             }
-            bar.set_position(Progress::get(&progress.bytes_in));
-            // Aborted by the caller when the work ends; the bar clears itself on drop.
+            shown.set_position(Progress::get(&progress.bytes_in));
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    })
+    });
+    Bar { bar, ticker }
 }
 
 /// Peak resident memory of this process (VmHWM), for the JSON output and the benchmarks.
@@ -398,7 +415,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
         .send(Export { store, request: req, open, progress: progress.clone() })
         .await
         .unwrap_or_else(|e| Err(StreamError::Internal(format!("exporter actor: {e}"))));
-    bar.abort();
+    bar.done();
     let summary = result.map_err(fail)?;
     let skipped = tree.map(|t| t.lock().expect("tree stats").skipped.clone()).unwrap_or_default();
     print(summary, json, |s| {
@@ -470,7 +487,7 @@ pub async fn verify(aws: &Aws, region: Option<&str>, url: &str, json: bool) -> R
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(progress.clone(), json);
     let result = async { archive_reader::verify(Archive::open(store, &key).await?, &progress).await }.await;
-    bar.abort();
+    bar.done();
     let report = result.map_err(|e| Failure {
         code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
         error: anyhow!("verify failed: {e}"),
@@ -524,7 +541,7 @@ pub async fn restore(
         archive_reader::restore(chain, target, &progress).await
     }
     .await;
-    bar.abort();
+    bar.done();
     let report = result.map_err(|e| Failure {
         code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
         error: anyhow!("restore failed: {e}"),
