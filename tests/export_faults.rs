@@ -95,6 +95,7 @@ async fn failed_parts_are_retried_and_corrupted_blocks_refetched() {
     // Every allocated block was read once, plus once more per corrupted answer; no hole was read.
     assert_eq!(s["by_action"]["ebs:GetSnapshotBlock"], blocks.len() as u64 + 5, "{s}");
     assert_eq!(out["image_sha256"], sha256_hex(&expected), "no corrupted byte was archived");
+    assert_eq!(out["refetched_blocks"], 5, "bunker reports each refetch");
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("disk.img");

@@ -18,7 +18,7 @@ use super::export::{chunk_hashes, chunks_root};
 use super::hasher::{HashItem, ImageHasher};
 use super::limiter::Limiter;
 use super::{base64, is_zero, sha256, Progress, StreamError};
-use crate::ports::{ArchiveStore, ErrorKind, ImageWriter, SnapshotBlocks};
+use crate::ports::{ArchiveStore, ImageWriter, SnapshotBlocks};
 
 /// Largest ranged read: consecutive frames are fetched together up to this size.
 const WINDOW: u64 = 16 << 20;
@@ -594,29 +594,12 @@ async fn put_blocks(
                 return Ok(());
             }
             let index = (offset as usize / bs + b) as u64;
-            let mut attempt = 0u32;
-            loop {
-                let slot = limiter.slot().await;
-                let r = port.put_block(id, index, block.clone(), &sum).await;
-                drop(slot);
-                match r {
-                    Ok(()) => {
-                        limiter.success();
-                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        return Ok(());
-                    }
-                    Err(e) if e.kind == ErrorKind::Throttled && attempt < 30 => {
-                        let wait = limiter.throttled(attempt);
-                        attempt += 1;
-                        tokio::time::sleep(wait).await;
-                    }
-                    Err(e) if matches!(e.kind, ErrorKind::Transient | ErrorKind::Internal) && attempt < 5 => {
-                        attempt += 1;
-                        tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-                    }
-                    Err(e) => return Err(StreamError::port(format!("writing block {index} (PutSnapshotBlock)"), e)),
-                }
-            }
+            limiter
+                .call(None, || port.put_block(id, index, block.clone(), &sum))
+                .await
+                .map_err(|e| StreamError::port(format!("writing block {index} (PutSnapshotBlock)"), e))?;
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
         }
     });
     futures::stream::iter(puts).buffer_unordered(16).collect::<Vec<_>>().await.into_iter().collect()

@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -168,51 +167,29 @@ impl EbsReader {
 
     /// One block, checksum-verified, retried on throttling and transient failures.
     async fn block(&self, index: u64, token: &str) -> Result<Vec<u8>, StreamError> {
-        let mut bad_sums = 0u32;
-        let mut attempt = 0u32;
-        loop {
-            let slot = self.limiter.slot().await;
-            let result = self.port.get_block(&self.snapshot, index, token).await;
-            drop(slot);
-            match result {
-                Ok(b) => {
-                    let size = self.block_size as usize;
-                    let (data, ok) = tokio::task::spawn_blocking(move || {
-                        let ok =
-                            b.data.len() == size && b.checksum.as_deref() == Some(base64(&sha256(&b.data)).as_str());
-                        (b.data, ok)
-                    })
-                    .await
-                    .map_err(|e| StreamError::Internal(e.to_string()))?;
-                    if ok {
-                        self.limiter.success();
-                        return Ok(data);
-                    }
-                    bad_sums += 1;
-                    Progress::add(&self.progress.refetched, 1);
-                    warn!(snapshot_id = %self.snapshot, block = index, attempt = bad_sums, "block checksum mismatch; refetching");
-                    if bad_sums >= CHECKSUM_ATTEMPTS {
-                        return Err(StreamError::Source(format!(
-                            "block {index} of {} failed its checksum {CHECKSUM_ATTEMPTS} times; nothing was archived from it",
-                            self.snapshot
-                        )));
-                    }
-                }
-                Err(e) if e.kind == ErrorKind::Throttled && attempt < 30 => {
-                    Progress::add(&self.progress.throttled, 1);
-                    let wait = self.limiter.throttled(attempt);
-                    attempt += 1;
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) if matches!(e.kind, ErrorKind::Transient | ErrorKind::Internal) && attempt < 5 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                }
-                Err(e) => {
-                    return Err(StreamError::port(format!("reading block {index} of {}", self.snapshot), e));
-                }
+        for attempt in 1..=CHECKSUM_ATTEMPTS {
+            let b = self
+                .limiter
+                .call(Some(&self.progress.throttled), || self.port.get_block(&self.snapshot, index, token))
+                .await
+                .map_err(|e| StreamError::port(format!("reading block {index} of {}", self.snapshot), e))?;
+            let size = self.block_size as usize;
+            let (data, ok) = tokio::task::spawn_blocking(move || {
+                let ok = b.data.len() == size && b.checksum.as_deref() == Some(base64(&sha256(&b.data)).as_str());
+                (b.data, ok)
+            })
+            .await
+            .map_err(|e| StreamError::Internal(e.to_string()))?;
+            if ok {
+                return Ok(data);
             }
+            Progress::add(&self.progress.refetched, 1);
+            warn!(snapshot_id = %self.snapshot, block = index, attempt, "block checksum mismatch; refetching");
         }
+        Err(StreamError::Source(format!(
+            "block {index} of {} failed its checksum {CHECKSUM_ATTEMPTS} times; nothing was archived from it",
+            self.snapshot
+        )))
     }
 }
 

@@ -94,6 +94,32 @@ pub struct ExportSummary {
     pub image_sha256: Option<String>,
     /// Whole-image chunk-list hash.
     pub chunks_sha256: String,
+    /// EBS blocks read again after a checksum mismatch.
+    pub refetched_blocks: u64,
+    /// Block reads AWS throttled (each waited for and retried).
+    pub throttled_requests: u64,
+}
+
+impl ExportSummary {
+    /// What `manifest` (at `archive` / `manifest_url`) describes, with this run's counters.
+    fn of(m: &Manifest, archive: String, manifest_url: String, progress: &Progress, already: bool) -> ExportSummary {
+        ExportSummary {
+            archive,
+            manifest: manifest_url,
+            bytes_in: m.image_size,
+            bytes_out: Progress::get(&progress.bytes_out),
+            archive_size: m.archive.size,
+            chunks: m.image_size.div_ceil(m.chunk_size),
+            data_chunks: m.frames.iter().filter(|f| f.kind == FrameKind::Data).count() as u64,
+            resumed_bytes: Progress::get(&progress.resumed),
+            already_exported: already,
+            seconds: 0.0,
+            image_sha256: m.image_sha256.clone(),
+            chunks_sha256: m.chunks_sha256.clone(),
+            refetched_blocks: Progress::get(&progress.refetched),
+            throttled_requests: Progress::get(&progress.throttled),
+        }
+    }
 }
 
 /// Archive key for a name.
@@ -244,28 +270,15 @@ impl Exporter {
                     .await
                     .map_err(|e| StreamError::port(format!("completing the upload of {}", self.store.url(&akey)), e))?;
                 let manifest = build_manifest(&req, &akey, size, frames, image_sha, tree);
-                let chunks_sha = manifest.chunks_sha256.clone();
                 self.store
                     .put(&mkey, manifest.to_json())
                     .await
                     .map_err(|e| StreamError::port(format!("writing {}", self.store.url(&mkey)), e))?;
                 self.delete_journal(&req.name).await;
-                let data_chunks = manifest.frames.iter().filter(|f| f.kind == FrameKind::Data).count() as u64;
                 info!(archive = %self.store.url(&akey), bytes = size, "export complete");
-                Ok(ExportSummary {
-                    archive: self.store.url(&akey),
-                    manifest: self.store.url(&mkey),
-                    bytes_in: manifest.image_size,
-                    bytes_out: Progress::get(&self.progress.bytes_out),
-                    archive_size: size,
-                    chunks: manifest.image_size.div_ceil(manifest.chunk_size),
-                    data_chunks,
-                    resumed_bytes: Progress::get(&self.progress.resumed),
-                    already_exported: false,
-                    seconds: started.elapsed().as_secs_f64(),
-                    image_sha256: manifest.image_sha256,
-                    chunks_sha256: chunks_sha,
-                })
+                let summary =
+                    ExportSummary::of(&manifest, self.store.url(&akey), self.store.url(&mkey), &self.progress, false);
+                Ok(ExportSummary { seconds: started.elapsed().as_secs_f64(), ..summary })
             }
             Err(e) if e.is_retryable() && req.resumable => {
                 warn!(archive = %self.store.url(&akey), error = %e, "export interrupted; rerun to resume");
@@ -315,20 +328,7 @@ impl Exporter {
             )));
         }
         info!(archive = %self.store.url(akey), "already exported");
-        Ok(Some(ExportSummary {
-            archive: self.store.url(akey),
-            manifest: url,
-            bytes_in: m.image_size,
-            bytes_out: 0,
-            archive_size: m.archive.size,
-            chunks: m.image_size.div_ceil(m.chunk_size),
-            data_chunks: m.frames.iter().filter(|f| f.kind == FrameKind::Data).count() as u64,
-            resumed_bytes: 0,
-            already_exported: true,
-            seconds: 0.0,
-            image_sha256: m.image_sha256,
-            chunks_sha256: m.chunks_sha256,
-        }))
+        Ok(Some(ExportSummary::of(&m, self.store.url(akey), url, &self.progress, true)))
     }
 
     /// The journaled parts of an earlier run of the same export, if its upload still exists.

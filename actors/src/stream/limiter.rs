@@ -6,8 +6,11 @@
 //! throttle and grows it back by one per window of successes, so it settles just under
 //! whatever rate the account and the snapshot allow.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::ports::{ErrorKind, PortError};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -89,6 +92,41 @@ impl Limiter {
         s.limit = new;
         let jitter = s.throttles.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58; // 0..63 ms
         Duration::from_millis((50u64 << attempt.min(6)) + jitter)
+    }
+
+    /// Runs `op` in a slot: a throttled answer lowers the limit and waits (up to 30 times,
+    /// counted in `throttled`), a transient one waits and retries (up to 5 times); success
+    /// raises the limit. Other errors, and the last retry's, are returned.
+    pub async fn call<T, F, Fut>(&self, throttled: Option<&AtomicU64>, mut op: F) -> Result<T, PortError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, PortError>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let slot = self.slot().await;
+            let result = op().await;
+            drop(slot);
+            match result {
+                Ok(v) => {
+                    self.success();
+                    return Ok(v);
+                }
+                Err(e) if e.kind == ErrorKind::Throttled && attempt < 30 => {
+                    if let Some(t) = throttled {
+                        t.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let wait = self.throttled(attempt);
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) if matches!(e.kind, ErrorKind::Transient | ErrorKind::Internal) && attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Current limit.
