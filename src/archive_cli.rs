@@ -89,6 +89,16 @@ struct ExportOpts {
     block_requests: usize,
 }
 
+impl ExportArgs {
+    /// Whether this export reads or writes anything in AWS (an EBS snapshot, an S3 target).
+    pub fn reaches_aws(&self) -> bool {
+        match &self.what {
+            ExportWhat::Ebs { .. } => true,
+            ExportWhat::File { opts, .. } | ExportWhat::Path { opts, .. } => opts.to.starts_with("s3://"),
+        }
+    }
+}
+
 impl ExportOpts {
     fn tuning(&self) -> Tuning {
         let d = Tuning::default();

@@ -204,7 +204,9 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
     });
     system.block_on(async move {
-        let aws = Aws::load().await;
+        // A purely local export, verify or restore (files in, files out) touches no AWS
+        // endpoint at all: no credential chain, no instance metadata, no region lookup.
+        let aws = if reaches_aws(&cli.command) { Aws::load().await } else { Aws::offline() };
         let region = cfg.regions.first().cloned().or_else(|| aws.default_region());
         // Exports to and from local files reach no AWS service: they need no region.
         match &cli.command {
@@ -228,6 +230,11 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
                 archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)
             }
             Command::Serve => {
+                let cleans = cfg.serve.schedule_clean.is_some()
+                    || cfg.serve.schedule_per_kind.iter().any(|(_, action, cron)| *action == "clean" && cron.is_some());
+                if cleans {
+                    cfg.require_deployment("serve (with its schedule.clean)").map_err(usage)?;
+                }
                 crate::serve::serve(&aws, base, cfg, regions).await.map_err(runtime)?;
                 Ok(ExitCode::SUCCESS)
             }
@@ -252,6 +259,18 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             }
         }
     })
+}
+
+/// Whether a command needs AWS: everything but `export file|path`, `verify` and `restore`
+/// whose every location is local.
+fn reaches_aws(command: &Command) -> bool {
+    let s3 = |url: &str| url.starts_with("s3://");
+    match command {
+        Command::Export(args) => args.reaches_aws(),
+        Command::Verify { url } => s3(url),
+        Command::Restore { url, to_snapshot, .. } => s3(url) || *to_snapshot,
+        _ => true,
+    }
 }
 
 fn archive_result(r: Result<u8, crate::archive_cli::Failure>) -> Result<ExitCode, Fatal> {
@@ -321,6 +340,9 @@ async fn kind_action(
             addr.send(CreateBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?
         }
         KindAction::CleanBackups => {
+            if !opts.dry_run {
+                config::resolve(&base).map_err(usage)?.require_deployment("clean-backups").map_err(usage)?;
+            }
             let addr = runner(aws, regions, kind, base).await?;
             addr.send(CleanBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?
         }

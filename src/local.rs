@@ -2,7 +2,7 @@
 //! files and block devices as sources, a directory tree as a tar stream, and restore files.
 //! Everything here blocks and runs on dedicated threads or `spawn_blocking`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
@@ -13,6 +13,8 @@ use bunker_actors::ports::{ArchiveStore, ErrorKind, ImageWriter, PortError, Stor
 use bunker_actors::stream::{crc32c, is_zero, SourceItem, StreamError};
 use bunker_protocol::archive::TreeStats;
 use tokio::sync::mpsc;
+
+use crate::files;
 
 fn io_error(what: &str, path: &Path, e: io::Error) -> PortError {
     let kind = match e.kind() {
@@ -53,16 +55,12 @@ impl DirStore {
     }
 }
 
-/// Writes `data` to `path` atomically (temporary file, fsync, rename).
-fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+/// Replaces the file at `path` below `root` atomically, creating its directory (0700).
+fn write_under(root: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+        files::ensure_dir_under(root, dir)?;
     }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    files::write_atomic(path, data)
 }
 
 #[async_trait]
@@ -102,8 +100,8 @@ impl ArchiveStore for DirStore {
     }
 
     async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), PortError> {
-        let p = self.path(key);
-        blocking(move || write_atomic(&p, &data).map_err(|e| io_error("writing", &p, e))).await
+        let (p, root) = (self.path(key), self.root.clone());
+        blocking(move || write_under(&root, &p, &data).map_err(|e| io_error("writing", &p, e))).await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), PortError> {
@@ -144,8 +142,10 @@ impl ArchiveStore for DirStore {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
+                // Temporary files of atomic writes start with a dot; archive names never do.
+                let hidden = name.starts_with('.');
                 let key = if dir.is_empty() { name } else { format!("{dir}/{name}") };
-                if key.starts_with(&prefix) && entry.file_type().is_ok_and(|t| t.is_file()) && !key.contains(".tmp-") {
+                if key.starts_with(&prefix) && entry.file_type().is_ok_and(|t| t.is_file()) && !hidden {
                     keys.push(key);
                 }
             }
@@ -177,10 +177,15 @@ impl ArchiveStore for DirStore {
                 ));
             }
             let id = format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond());
-            fs::remove_dir_all(&dir).ok();
-            fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
-            File::create(dir.join("data")).map_err(|e| io_error("creating", &dir, e))?;
-            write_atomic(&dir.join("id"), id.as_bytes()).map_err(|e| io_error("writing", &dir, e))?;
+            // An abandoned upload of the same key (a symlink there is removed, not followed).
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&dir).map_err(|e| io_error("removing", &dir, e))?,
+                Ok(_) => fs::remove_file(&dir).map_err(|e| io_error("removing", &dir, e))?,
+                Err(_) => {}
+            }
+            files::ensure_dir_under(&root, &dir).map_err(|e| io_error("creating", &dir, e))?;
+            files::create_new(&dir.join("data")).map_err(|e| io_error("creating", &dir, e))?;
+            files::write_atomic(&dir.join("id"), id.as_bytes()).map_err(|e| io_error("writing", &dir, e))?;
             Ok(id)
         })
         .await
@@ -229,11 +234,11 @@ impl ArchiveStore for DirStore {
                 ));
             }
             let path = dir.join("data");
-            let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_error("opening", &path, e))?;
+            let f = files::open_existing(&path).map_err(|e| io_error("opening", &path, e))?;
             f.write_all_at(&data, offset).map_err(|e| io_error("writing", &path, e))?;
             f.sync_data().map_err(|e| io_error("syncing", &path, e))?;
             let rec = dir.join(format!("part-{number:05}"));
-            write_atomic(&rec, format!("{} {sum}\n", data.len()).as_bytes())
+            files::write_atomic(&rec, format!("{} {sum}\n", data.len()).as_bytes())
                 .map_err(|e| io_error("writing", &rec, e))?;
             Ok(StoredPart { number, size: data.len() as u64, etag: sum.clone(), crc32c: Some(sum) })
         })
@@ -250,7 +255,7 @@ impl ArchiveStore for DirStore {
                 return Err(PortError::new(ErrorKind::Invalid, Some("InvalidPartOrder"), "parts are not 1..n"));
             }
             let data = dir.join("data");
-            let f = OpenOptions::new().write(true).open(&data).map_err(|e| io_error("opening", &data, e))?;
+            let f = files::open_existing(&data).map_err(|e| io_error("opening", &data, e))?;
             f.set_len(size).map_err(|e| io_error("truncating", &data, e))?;
             f.sync_all().map_err(|e| io_error("syncing", &data, e))?;
             fs::rename(&data, &target).map_err(|e| io_error("renaming", &target, e))?;
@@ -449,7 +454,7 @@ fn walk<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path, stats: &Mute
         let ft = e.file_type()?;
         let skip = |why: String| {
             tracing::warn!(path = %path.display(), "skipped: {why}");
-            stats.lock().expect("tree stats").skipped.push(format!("{}: {why}", rel.display()));
+            stats.lock().expect("tree stats").skip(format!("{}: {why}", rel.display()));
         };
         if ft.is_dir() {
             b.append_dir(&rel, &path)?;
@@ -478,7 +483,9 @@ fn walk<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path, stats: &Mute
 }
 
 /// A restore target: `<path>.partial` until committed, then renamed to `path`. Dropped
-/// uncommitted, the partial file is removed.
+/// uncommitted, the partial file is removed. Both names must be free: the partial file is
+/// created new (never through a symlink, never over a user's file), 0600, and the commit
+/// refuses to replace a `path` that appeared meanwhile.
 pub struct RestoreFile {
     file: File,
     partial: PathBuf,
@@ -487,9 +494,9 @@ pub struct RestoreFile {
 }
 
 impl RestoreFile {
-    /// Creates the partial file; refuses to overwrite an existing `path`.
+    /// Creates the partial file; refuses an existing `path` or `path.partial`.
     pub fn create(path: PathBuf) -> io::Result<RestoreFile> {
-        if path.exists() {
+        if fs::symlink_metadata(&path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{} exists; restore never overwrites", path.display()),
@@ -498,7 +505,16 @@ impl RestoreFile {
         let mut partial = path.clone().into_os_string();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&partial)?;
+        let file = files::create_new(&partial).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => io::Error::new(
+                e.kind(),
+                format!(
+                    "{} exists (a file or link bunker did not create here); remove it or restore to another path",
+                    partial.display()
+                ),
+            ),
+            _ => e,
+        })?;
         Ok(RestoreFile { file, partial, path, committed: false })
     }
 }
@@ -518,7 +534,7 @@ impl ImageWriter for RestoreFile {
 
     fn commit(&mut self) -> io::Result<()> {
         self.file.sync_all()?;
-        fs::rename(&self.partial, &self.path)?;
+        files::rename_no_replace(&self.partial, &self.path)?;
         self.committed = true;
         Ok(())
     }

@@ -95,7 +95,9 @@ fn state_dir(cfg: &Config) -> PathBuf {
         return PathBuf::from(d); // systemd's StateDirectory=
     }
     let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    base.join(".local/state/bunker").join(cfg.deployment.clone().unwrap_or_else(|| cfg.name.clone()))
+    // `{account}` / `{region}` placeholders make no directory names worth having.
+    let name = cfg.deployment.clone().unwrap_or_else(|| cfg.name.clone()).replace(['{', '}'], "");
+    base.join(".local/state/bunker").join(name)
 }
 
 /// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
@@ -104,12 +106,13 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
     let holder = holder_id();
     let metrics = Arc::new(Metrics::default());
     let notifier = aws.notifier();
+    let reporter = FailureReporter::new(notifier.clone(), cfg.error_sns_topic.clone()).start();
     let leases: Arc<dyn Leases> = match &cfg.serve.lease_table {
         Some(t) => aws.leases(t.clone()),
         None => {
             let path = state_dir(&cfg).join("leases.json");
             info!(path = %path.display(), "leases in a local file (set serve.lease_table to run several instances)");
-            crate::leases::FileLeases::new(path)
+            crate::leases::FileLeases::reporting(path, metrics.clone(), reporter.clone().recipient())
         }
     };
     let kinds = cfg.serve.kinds.clone();
@@ -129,7 +132,6 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
     println!("bunker serve: listening on {addr}");
     info!(%addr, account = %account, holder = %holder, "bunker serve starting");
 
-    let reporter = FailureReporter::new(notifier.clone(), cfg.error_sns_topic.clone()).start();
     let logic =
         Arc::new(replicator(aws, &account, &cfg, &regions, &replicable, leases.clone(), &holder, metrics.clone()));
     let check = cfg.serve.check_interval.unsigned_abs();
@@ -186,8 +188,11 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
         }
     });
     let (x, region) = (exporter.clone().recipient(), regions[0].clone());
+    let failures = reporter.clone().recipient();
     let scheduler = actix::Supervisor::start(move |_| {
-        SchedulerActor::new(schedule, exec, l, h, Some(rec)).with_exporter(x.clone(), region.clone())
+        SchedulerActor::new(schedule, exec, l, h, Some(rec))
+            .with_exporter(x.clone(), region.clone())
+            .with_failures(failures.clone())
     });
 
     let watcher = cfg.serve.queue_url.as_ref().map(|url| {
@@ -203,6 +208,14 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
         if cfg.export_to.is_some() {
             w = w.with_exports(exporter.clone().recipient());
         }
+        w = w.with_allowed(bunker_protocol::events::Allowed {
+            kinds: kinds.clone(),
+            regions: regions.clone(),
+            export_targets: cfg.export_to.iter().chain(&cfg.export_allowed_targets).cloned().collect(),
+            default_target: cfg.export_to.clone(),
+            pull: !cfg.replication.source_accounts.is_empty(),
+            clean: cfg.deployment.is_some(),
+        });
         WatcherActor::new(Arc::new(w), Some(reporter.clone().recipient())).start()
     });
 

@@ -6,11 +6,22 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use bunker_protocol::config::{self, ConfigError, Key, Setting, Source};
 
+/// A config file larger than this is refused unread (a real one is a few KiB); reading
+/// `--config /dev/zero` whole would exhaust memory.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Settings from a TOML config file: top-level canonical keys, `[compat] shelvery = true`.
 pub fn file_settings(path: &Path) -> Result<Vec<Setting>> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("config file {}: cannot read it (pass an existing file to --config)", path.display())
+    let bytes = crate::files::read_capped(path, MAX_CONFIG_BYTES).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => anyhow::anyhow!(
+            "config file {}: larger than {} KiB, so not a bunker config (pass the right file to --config)",
+            path.display(),
+            MAX_CONFIG_BYTES >> 10
+        ),
+        _ => anyhow::anyhow!("config file {}: cannot read it ({e}); pass an existing file to --config", path.display()),
     })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("config file {}: not UTF-8 text ({e})", path.display()))?;
     parse_file(&text, &path.display().to_string())
 }
 

@@ -52,7 +52,7 @@ fn expected(start: Date) -> BTreeSet<String> {
 async fn run_calendar(account: &str, tz: &str) {
     let a = Account::new(account).await;
     a.volume(&[("bunker:create_backup", "true")]).await;
-    let start = jiff::civil::date(2025, 12, 20);
+    let start = jiff::civil::date(2053, 12, 20);
     let mut env: Vec<(&str, &str)> = KEEP.to_vec();
     env.push(("TZ", tz));
     for d in 0..DAYS {
@@ -68,9 +68,9 @@ async fn run_calendar(account: &str, tz: &str) {
     let actual: BTreeSet<String> = tag_values(&snapshots, "bunker:created_at").into_iter().map(String::from).collect();
     let expected = expected(start);
     assert_eq!(actual, expected);
-    // The shape by hand, on the last day (2027-02-12): the yearly of 2027-01-01; monthlies of
-    // 2026-12-01 and 2027-02-01 (2026-11-01 expired 2027-02-01); weeklies 2027-01-10 … 02-07;
-    // dailies 2027-02-06 … 02-12 without Sunday the 7th.
+    // The shape by hand, on the last day (2055-02-12): the yearly of 2055-01-01; monthlies of
+    // 2054-12-01 and 2055-02-01 (2054-11-01 expired 2055-02-01); weeklies 2055-01-10 … 02-07;
+    // dailies 2055-02-06 … 02-12 without Sunday the 7th.
     let retention = tag_values(&snapshots, "bunker:retention");
     let count = |t: &str| retention.iter().filter(|r| **r == t).count();
     assert_eq!([count("yearly"), count("monthly"), count("weekly"), count("daily")], [1, 2, 5, 6], "{actual:#?}");

@@ -48,7 +48,7 @@ async fn a_bad_tag_fails_that_resource_only_and_a_config_error_deletes_nothing()
     let a = Account::new("400000000002").await;
     let good = a.volume(&[("bunker:create_backup", "true"), ("bunker:config:keep_yearly", "4")]).await;
     let bad = a.volume(&[("bunker:create_backup", "true"), ("bunker:config:keep_daily", "lots")]).await;
-    let r = a.bunker(&["ebs", "create-backups", "--now", "2026-11-18T01:00:00Z", "--json"]);
+    let r = a.bunker(&["ebs", "create-backups", "--now", "2037-11-18T01:00:00Z", "--json"]);
     assert_eq!(r.code, 1, "partial failure: {r:#?}");
     let report = r.json();
     assert_eq!(report["status"], "PARTIAL");
@@ -57,10 +57,10 @@ async fn a_bad_tag_fails_that_resource_only_and_a_config_error_deletes_nothing()
     assert!(msg.contains("keep_daily") && msg.contains("lots") && msg.contains(&bad), "{msg}");
     assert_eq!(tag_values(&a.snapshots().await, "bunker:source"), [good.as_str()]);
 
-    a.bunker(&["ebs", "create-backups", "--now", "2026-11-19T01:00:00Z"]);
+    a.bunker(&["ebs", "create-backups", "--now", "2037-11-19T01:00:00Z"]);
     assert_eq!(a.snapshots().await.len(), 2);
     // A bad global value: exit 2 before anything is listed or deleted.
-    let r = a.bunker_with(&["ebs", "clean-backups", "--now", "2027-01-01T00:00:00Z"], &[("BUNKER_KEEP_DAILY", "1d")]);
+    let r = a.bunker_with(&["ebs", "clean-backups", "--now", "2038-01-01T00:00:00Z"], &[("BUNKER_KEEP_DAILY", "1d")]);
     assert_eq!(r.code, 2);
     assert_eq!(a.snapshots().await.len(), 2);
     // config show names every layer.

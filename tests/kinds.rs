@@ -230,7 +230,7 @@ async fn create_list_clean(kind: &str, account: &str) {
     let (tagged, untagged) = seed(&a, kind).await;
     let before = backups(&a, kind).await; // automated snapshots are not manual; should be none
 
-    for now in ["2026-11-18T01:00:00Z", "2026-11-19T01:00:00Z"] {
+    for now in ["2037-11-18T01:00:00Z", "2037-11-19T01:00:00Z"] {
         let report = a.bunker(&[kind, "create-backups", "--now", now, "--json"]).ok_json();
         assert_eq!(report["status"], "OK", "{report:#}");
         assert_eq!(report["summary"]["succeeded"], 1, "{report:#}");
@@ -244,7 +244,7 @@ async fn create_list_clean(kind: &str, account: &str) {
         assert_eq!(tags["bunker:kind"], kind);
         assert_eq!(tags["bunker:deployment"], format!("bunker-{account}-{REGION}"));
         assert_eq!(tags["bunker:retention"], "daily");
-        assert!(tags["bunker:created_at"].starts_with("2026-11-1"));
+        assert!(tags["bunker:created_at"].starts_with("2037-11-1"));
     }
     assert!(
         !made.values().any(|t| t.get("bunker:source") == Some(&untagged)),
@@ -252,7 +252,7 @@ async fn create_list_clean(kind: &str, account: &str) {
     );
 
     // list-backups --json: the documented fields.
-    let listed = a.bunker(&[kind, "list-backups", "--json", "--now", "2026-11-19T02:00:00Z"]).ok_json();
+    let listed = a.bunker(&[kind, "list-backups", "--json", "--now", "2037-11-19T02:00:00Z"]).ok_json();
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 2);
     for b in listed {
@@ -262,19 +262,19 @@ async fn create_list_clean(kind: &str, account: &str) {
         assert_eq!(b["account"], account);
         assert!(ours.contains_key(&b["id"].as_str().unwrap().to_string()));
     }
-    assert_eq!(listed[0]["expires_at"], "2026-12-02T01:00:00Z"); // created 18th + 14 days
+    assert_eq!(listed[0]["expires_at"], "2037-12-02T01:00:00Z"); // created 18th + 14 days
 
     // Clean far in the future: the newest of the live resource stays.
-    let report = a.bunker(&[kind, "clean-backups", "--now", "2027-06-01T00:00:00Z", "--json"]).ok_json();
+    let report = a.bunker(&[kind, "clean-backups", "--now", "2038-06-01T00:00:00Z", "--json"]).ok_json();
     assert_eq!(report["summary"]["succeeded"], 1, "{report:#}");
     let left = backups(&a, kind).await;
     let left_ours: Vec<&Tags> = left.values().filter(|t| t.contains_key("bunker:managed")).collect();
     assert_eq!(left_ours.len(), 1);
-    assert_eq!(left_ours[0]["bunker:created_at"], "2026-11-19T01:00:00Z");
+    assert_eq!(left_ours[0]["bunker:created_at"], "2037-11-19T01:00:00Z");
 
     // The resource goes away: nothing protects its last backup any more.
     delete_resource(&a, kind, &tagged).await;
-    let report = a.bunker(&[kind, "clean-backups", "--now", "2027-06-01T00:00:00Z", "--json"]).ok_json();
+    let report = a.bunker(&[kind, "clean-backups", "--now", "2038-06-01T00:00:00Z", "--json"]).ok_json();
     assert_eq!(report["summary"]["succeeded"], 1, "{report:#}");
     assert!(!backups(&a, kind).await.values().any(|t| t.contains_key("bunker:managed")));
     if kind == "ec2ami" {

@@ -115,7 +115,7 @@ async fn bunker_pulls_shared_backups_of_five_kinds_once_without_collisions() {
         rds_db(a).await;
         more_resources(a).await;
         for kind in ["ebs", "rds", "ec2ami", "rds-cluster", "docdb"] {
-            a.bunker(&[kind, "create-backups", "--config", &source_cfg, "--now", "2026-12-01T01:00:00Z", "--json"])
+            a.bunker(&[kind, "create-backups", "--config", &source_cfg, "--now", "2037-12-01T01:00:00Z", "--json"])
                 .ok_json();
             a.bunker(&[kind, "replicate-backups", "--config", &source_cfg, "--json"]).ok_json();
         }
@@ -153,7 +153,7 @@ async fn bunker_pulls_shared_backups_of_five_kinds_once_without_collisions() {
     assert!(from[1].starts_with(&format!("{}:{REGION}:snap-", sources[1].id)), "{from:?}");
     for t in ebs.values() {
         assert_eq!(t["bunker:deployment"], format!("bunker-{}-{REGION}", bunker.id));
-        assert_eq!(t["bunker:created_at"], "2026-12-01T01:00:00Z");
+        assert_eq!(t["bunker:created_at"], "2037-12-01T01:00:00Z");
         assert_eq!(t["bunker:retention"], "monthly");
     }
     let rds = rds_snapshots(&bunker).await;
@@ -171,7 +171,7 @@ async fn bunker_pulls_shared_backups_of_five_kinds_once_without_collisions() {
     }
     assert_eq!(pulled_images_and_clusters(&bunker).await.0.len(), 2);
     sources[0]
-        .bunker(&["ebs", "create-backups", "--config", &source_cfg, "--now", "2026-12-02T01:00:00Z", "--json"])
+        .bunker(&["ebs", "create-backups", "--config", &source_cfg, "--now", "2037-12-02T01:00:00Z", "--json"])
         .ok_json();
     sources[0].bunker(&["ebs", "replicate-backups", "--config", &source_cfg, "--json"]).ok_json();
     let r = bunker.bunker(&["ebs", "pull-backups", "--config", &bunker_cfg, "--json"]).ok_json();
@@ -188,7 +188,7 @@ async fn bunker_pulls_shared_backups_of_five_kinds_once_without_collisions() {
             sources[0].id, sources[1].id
         ),
     );
-    let c = bunker.bunker(&["ebs", "clean-backups", "--config", &keep, "--now", "2026-12-03T00:00:00Z", "--json"]);
+    let c = bunker.bunker(&["ebs", "clean-backups", "--config", &keep, "--now", "2037-12-03T00:00:00Z", "--json"]);
     assert_eq!(c.ok_json()["summary"]["succeeded"], 1, "{c:#?}");
     let left = ebs_snapshots(&bunker).await;
     assert!(left.values().all(|t| t["bunker:retention"] == "monthly"), "{left:#?}");
@@ -200,7 +200,7 @@ async fn bunker_pulls_shared_backups_of_five_kinds_once_without_collisions() {
     stranger.volume(&[("bunker:create_backup", "true")]).await;
     stranger.bunker(&["ebs", "create-backups", "--config", &source_cfg, "--json"]).ok_json();
     stranger.bunker(&["ebs", "replicate-backups", "--config", &source_cfg, "--json"]).ok_json();
-    let r = bunker.bunker(&["ebs", "pull-backups", "--config", &keep, "--now", "2026-12-03T00:00:00Z", "--json"]);
+    let r = bunker.bunker(&["ebs", "pull-backups", "--config", &keep, "--now", "2037-12-03T00:00:00Z", "--json"]);
     let r = r.ok_json();
     assert_eq!(r["summary"]["collected"], 3, "{r:#}");
     assert_eq!(r["summary"]["succeeded"], 0, "{r:#}");

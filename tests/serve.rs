@@ -112,7 +112,7 @@ async fn wait_replicated(a: &Account, limit: Duration) -> Vec<String> {
 fn ebs_event(snapshot: &str) -> String {
     serde_json::json!({
         "version": "0", "id": format!("ev-{snapshot}"), "detail-type": "EBS Snapshot Notification",
-        "source": "aws.ec2", "account": "123456789012", "time": "2026-12-01T01:00:30Z", "region": REGION,
+        "source": "aws.ec2", "account": "123456789012", "time": "2037-12-01T01:00:30Z", "region": REGION,
         "resources": [format!("arn:aws:ec2::{REGION}:snapshot/{snapshot}")],
         "detail": {"event": "createSnapshot", "result": "succeeded", "cause": "",
                    "snapshot_id": format!("arn:aws:ec2::{REGION}:snapshot/{snapshot}"),
@@ -340,7 +340,8 @@ async fn the_service_exports_on_commands_and_events() {
     std::fs::write(
         &cfg,
         format!(
-            "regions = [\"{REGION}\"]\nexport.to = \"s3://{bucket}/auto\"\nschedule.create = \"\"\nschedule.clean = \"\"\n\
+            "regions = [\"{REGION}\"]\nexport.to = \"s3://{bucket}/auto\"\nexport.allowed_targets = [\"s3://{bucket}/cmd\"]\n\
+             schedule.create = \"\"\nschedule.clean = \"\"\n\
              [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nqueue_url = \"{q}\"\n\
              dead_letter_queue_url = \"{d}\"\n"
         ),

@@ -26,4 +26,12 @@ impl Leases for MemoryLeases {
             }
         }
     }
+
+    async fn release(&self, key: &str, holder: &str) -> Result<(), PortError> {
+        let mut held = self.held.lock().expect("lease lock");
+        if held.get(key).is_some_and(|(h, _)| h == holder) {
+            held.remove(key);
+        }
+        Ok(())
+    }
 }

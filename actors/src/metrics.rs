@@ -6,14 +6,18 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// Every metric the service exports, with its help text and type.
-pub const METRICS: [(&str, &str, &str); 11] = [
+pub const METRICS: [(&str, &str, &str); 12] = [
     ("bunker_jobs_total", "counter", "copy/share jobs by kind and final state (done, not_ours, failed)"),
     ("bunker_copies_in_flight", "gauge", "copies started and not yet available, by kind and destination region"),
     ("bunker_deferrals_total", "counter", "work deferred by back-pressure (quota, concurrency cap, lease held)"),
     ("bunker_aws_errors_total", "counter", "AWS errors by code (throttling included, before retry)"),
     ("bunker_actor_restarts_total", "counter", "actors restarted and tasks that panicked, by actor"),
     ("bunker_messages_total", "counter", "queue messages by outcome (handled, dead_lettered, failed)"),
-    ("bunker_schedule_slots_total", "counter", "schedule slots by action, kind and outcome (fired, taken_elsewhere)"),
+    (
+        "bunker_schedule_slots_total",
+        "counter",
+        "schedule slots by action, kind and outcome (fired, taken_elsewhere, skipped: lease store unavailable)",
+    ),
     ("bunker_runs_total", "counter", "runs by action, kind and status (OK, PARTIAL, FAILED)"),
     (
         "bunker_export_bytes",
@@ -26,6 +30,11 @@ pub const METRICS: [(&str, &str, &str); 11] = [
         "bytes of finished exports: image bytes read (in), archive bytes uploaded (out)",
     ),
     ("bunker_exports_total", "counter", "exports by status (ok, failed)"),
+    (
+        "bunker_lease_file_rebuilt_total",
+        "counter",
+        "damaged lease files moved aside (kept as <file>.corrupt-<time>) and rebuilt",
+    ),
 ];
 
 /// The service's metrics.

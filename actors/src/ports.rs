@@ -49,6 +49,8 @@ pub struct ListedBackup {
     pub tags: Tags,
     /// Available / completed.
     pub available: bool,
+    /// When AWS says it was made (`StartTime`, `CreationDate`, `SnapshotCreateTime`).
+    pub aws_created_at: Option<jiff::Timestamp>,
     /// Ids deleted with it (an AMI's snapshots that carry the same ownership tags).
     pub parts: Vec<String>,
 }
@@ -188,6 +190,9 @@ pub trait Leases: Send + Sync {
     /// Takes `key` for `holder` until `until` (Unix seconds) if it is free or expired at
     /// `now`; `true` when taken. Atomic across instances.
     async fn claim(&self, key: &str, holder: &str, now: i64, until: i64) -> Result<bool, PortError>;
+    /// Gives `key` up if `holder` holds it (a no-op otherwise), so others need not wait for
+    /// it to lapse.
+    async fn release(&self, key: &str, holder: &str) -> Result<(), PortError>;
 }
 
 fn unsupported(kind: ResourceKind) -> PortError {

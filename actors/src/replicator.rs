@@ -689,11 +689,10 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        c.state
-            .lock()
-            .unwrap()
-            .backups
-            .insert(id.into(), crate::ports::ListedBackup { id: id.into(), tags, available: true, parts: vec![] });
+        c.state.lock().unwrap().backups.insert(
+            id.into(),
+            crate::ports::ListedBackup { id: id.into(), tags, available: true, aws_created_at: None, parts: vec![] },
+        );
     }
 
     fn snap(id: &str) -> BackupRef {

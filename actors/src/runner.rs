@@ -268,6 +268,7 @@ impl Runner {
                 account: &self.account,
                 tags: &l.tags,
                 available: l.available,
+                aws_created_at: l.aws_created_at,
                 parts: l.parts.clone(),
             };
             match Backup::from_listed(&listed, &own) {
@@ -383,6 +384,14 @@ impl Runner {
                     }
                     (Action::Keep, r @ Reason::UndefinedRetention(_)) => {
                         entries.push(Entry { message: Some(format!("kept: {r}")), ..base })
+                    }
+                    (Action::Keep, r @ Reason::FutureDated(_)) => {
+                        warn!(region = %region.region, backup_id = %b.id, source = %b.source, reason = %r, "suspicious backup kept");
+                        entries.push(Entry {
+                            status: EntryStatus::Skipped,
+                            message: Some(format!("kept: {r}")),
+                            ..base
+                        })
                     }
                     (Action::Keep, _) => {}
                 }

@@ -21,13 +21,13 @@ use bunker_protocol::report::{EntryStatus, Operation, RunReport};
 use bunker_protocol::ResourceKind;
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::ports::Leases;
 use crate::replicator::Replicate;
 use crate::runner::{run_id, RunOptions, Runner};
-use crate::watcher::RunCommand;
+use crate::watcher::{CommandError, RunCommand};
 
 /// A scheduled action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -226,6 +226,8 @@ pub struct SchedulerActor {
     exporter: Option<Recipient<crate::stream::exporter_actor::ExportSnapshot>>,
     /// Region of exports whose command names none.
     export_region: String,
+    /// Where a skipped slot is reported (the error topic).
+    failures: Option<Recipient<crate::system::ReportFailure>>,
     stopped: bool,
 }
 
@@ -246,6 +248,7 @@ impl SchedulerActor {
             reconcile,
             exporter: None,
             export_region: String::new(),
+            failures: None,
             stopped: false,
         }
     }
@@ -261,6 +264,12 @@ impl SchedulerActor {
         self
     }
 
+    /// Reports slots that could not be claimed (lease store unreachable) to `failures`.
+    pub fn with_failures(mut self, failures: Recipient<crate::system::ReportFailure>) -> Self {
+        self.failures = Some(failures);
+        self
+    }
+
     fn fire(&mut self, slots: Vec<Slot>, ctx: &mut Context<Self>) {
         if self.stopped {
             return;
@@ -271,6 +280,7 @@ impl SchedulerActor {
             let holder = self.holder.clone();
             let exec = self.executor.clone();
             let metrics = exec.metrics.clone();
+            let failures = self.failures.clone();
             ctx.spawn(
                 async move {
                     let now = Timestamp::now().as_second();
@@ -297,7 +307,24 @@ impl SchedulerActor {
                             );
                             info!(slot = %key, "schedule slot already taken");
                         }
-                        Err(e) => warn!(slot = %key, error = %e, "slot lease unavailable; slot skipped"),
+                        Err(e) => {
+                            // Never silent: counted, and reported to the error topic.
+                            error!(slot = %key, error = %e, "slot lease unavailable; slot skipped");
+                            metrics.inc(
+                                "bunker_schedule_slots_total",
+                                &[
+                                    ("action", slot.action.as_str()),
+                                    ("kind", slot.kind.as_str()),
+                                    ("outcome", "skipped"),
+                                ],
+                            );
+                            if let Some(r) = failures {
+                                let message = format!("schedule slot {key} skipped: lease unavailable: {e}");
+                                if r.send(crate::system::ReportFailure { actor: "scheduler", message }).await.is_err() {
+                                    warn!("failure reporter stopped");
+                                }
+                            }
+                        }
                     }
                 }
                 .into_actor(self),
@@ -343,7 +370,7 @@ impl actix::Supervised for SchedulerActor {
 }
 
 impl Handler<RunCommand> for SchedulerActor {
-    type Result = ResponseFuture<Result<(), String>>;
+    type Result = ResponseFuture<Result<(), CommandError>>;
 
     fn handle(&mut self, msg: RunCommand, _ctx: &mut Self::Context) -> Self::Result {
         let exec = self.executor.clone();
@@ -353,23 +380,32 @@ impl Handler<RunCommand> for SchedulerActor {
         let stopped = self.stopped;
         Box::pin(async move {
             if stopped {
-                return Err("shutting down".into());
+                return Err(CommandError::Transient("shutting down".into()));
             }
+            // `Executor::run` refuses only what is not configured (a kind not served, a pull
+            // without source accounts): permanent.
+            let run = |r: Result<RunReport, String>| r.map(|_| ()).map_err(CommandError::Permanent);
             match msg.0 {
-                Command::CreateBackups { kind, select } => exec.run(Action::Create, kind, select).await.map(|_| ()),
-                Command::CleanBackups { kind } => exec.run(Action::Clean, kind, None).await.map(|_| ()),
-                Command::PullBackups { kind } => exec.run(Action::Pull, kind, None).await.map(|_| ()),
+                Command::CreateBackups { kind, select } => run(exec.run(Action::Create, kind, select).await),
+                Command::CleanBackups { kind } => run(exec.run(Action::Clean, kind, None).await),
+                Command::PullBackups { kind } => run(exec.run(Action::Pull, kind, None).await),
                 Command::Reconcile { kind } => match reconcile {
-                    Some(r) => r.send(crate::reconciler::Reconcile { kind }).await.map_err(|e| e.to_string()),
-                    None => Err("reconciliation is not running".into()),
+                    Some(r) => r
+                        .send(crate::reconciler::Reconcile { kind })
+                        .await
+                        .map_err(|e| CommandError::Transient(e.to_string())),
+                    None => Err(CommandError::Permanent("reconciliation is not running".into())),
                 },
                 Command::Export { snapshot_id, to, base, region } => match exporter {
                     Some(x) => {
                         let region = region.unwrap_or(export_region);
                         let job = crate::stream::exporter_actor::ExportSnapshot { snapshot_id, region, to, base };
-                        x.send(job).await.map_err(|e| e.to_string())?.map(|_| ())
+                        match x.send(job).await {
+                            Ok(r) => r.map(|_| ()).map_err(|e| CommandError::from_stream(&e)),
+                            Err(e) => Err(CommandError::Transient(format!("exporter unavailable: {e}"))),
+                        }
                     }
-                    None => Err("exports are not running".into()),
+                    None => Err(CommandError::Permanent("exports are not running".into())),
                 },
             }
         })

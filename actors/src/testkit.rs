@@ -84,7 +84,13 @@ impl BackupControl for FakeControl {
         let id = format!("snap-{:08}", s.next);
         s.backups.insert(
             id.clone(),
-            ListedBackup { id: id.clone(), tags: request.tags.clone(), available: true, parts: vec![] },
+            ListedBackup {
+                id: id.clone(),
+                tags: request.tags.clone(),
+                available: true,
+                aws_created_at: None,
+                parts: vec![],
+            },
         );
         Ok(Created { id, note: None })
     }
@@ -131,7 +137,13 @@ impl BackupControl for FakeControl {
         let id = format!("snap-{:08}", s.next);
         s.backups.insert(
             id.clone(),
-            ListedBackup { id: id.clone(), tags: request.tags.clone(), available: true, parts: vec![] },
+            ListedBackup {
+                id: id.clone(),
+                tags: request.tags.clone(),
+                available: true,
+                aws_created_at: None,
+                parts: vec![],
+            },
         );
         Ok(id)
     }

@@ -25,8 +25,33 @@ use crate::replicator::{JobResult, Replicate};
 /// Run a command received from the queue; answers when the run (with its copies and
 /// shares) has ended, `Err` with the reason when it could not run.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), CommandError>")]
 pub struct RunCommand(pub Command);
+
+/// Why a command did not run, classified: a permanent failure can never succeed as asked
+/// (not configured, not found, invalid) and is dead-lettered at once with the reason; a
+/// transient one is left on the queue to come back, the queue's redrive policy bounding how
+/// often.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Will never succeed as asked.
+    #[error("{0}")]
+    Permanent(String),
+    /// May succeed later.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl CommandError {
+    /// Classifies an export's failure.
+    pub fn from_stream(e: &crate::stream::StreamError) -> CommandError {
+        if e.is_permanent() {
+            CommandError::Permanent(e.to_string())
+        } else {
+            CommandError::Transient(e.to_string())
+        }
+    }
+}
 
 /// Long-poll wait. 20 s is SQS's maximum: fewer empty receives.
 const WAIT_SECS: u32 = 20;
@@ -46,6 +71,8 @@ pub struct Watcher {
     stopping: Arc<AtomicBool>,
     /// With `export.to`: EBS backups announced by events are exported too.
     exports: Option<Recipient<crate::stream::exporter_actor::ExportSnapshot>>,
+    /// What commands may ask for.
+    allowed: events::Allowed,
 }
 
 /// What became of one message.
@@ -77,7 +104,15 @@ impl Watcher {
             in_flight: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
             exports: None,
+            allowed: events::Allowed::default(),
         }
+    }
+
+    /// Admits only commands within `allowed` (by default: none that name a kind, region or
+    /// target).
+    pub fn with_allowed(mut self, allowed: events::Allowed) -> Self {
+        self.allowed = allowed;
+        self
     }
 
     /// Exports every EBS backup an event announces (after its copies and shares), through
@@ -99,8 +134,24 @@ impl Watcher {
         };
         match self.extending(m, x.send(job)).await {
             Ok(Ok(_)) => Handled::Done,
-            Ok(Err(why)) => Handled::Left(format!("export of {}: {why}", b.id)),
+            Ok(Err(e)) => self.failed(m, &format!("export of {}", b.id), CommandError::from_stream(&e)).await,
             Err(e) => Handled::Left(format!("export of {}: exporter unavailable: {e}", b.id)),
+        }
+    }
+
+    /// A failed command or export: dead-lettered at once when permanent, else left.
+    async fn failed(&self, m: &QueueMessage, what: &str, e: CommandError) -> Handled {
+        match e {
+            CommandError::Transient(why) => Handled::Left(format!("{what}: {why}")),
+            CommandError::Permanent(why) => self.dead_letter(m, format!("{what}: {why}")).await,
+        }
+    }
+
+    async fn dead_letter(&self, m: &QueueMessage, reason: String) -> Handled {
+        warn!(message_id = %m.id, reason = %reason, "message dead-lettered");
+        match self.queue.dead_letter(m, &reason).await {
+            Ok(()) => Handled::DeadLettered(reason),
+            Err(e) => Handled::Left(format!("dead-letter queue unreachable: {e}")),
         }
     }
 
@@ -117,14 +168,7 @@ impl Watcher {
     /// Handles one message end to end.
     pub async fn handle(&self, m: &QueueMessage) -> Handled {
         let outcome = match events::parse_message(&m.body) {
-            Err(e) => {
-                let reason = e.to_string();
-                warn!(message_id = %m.id, reason = %reason, "message unreadable: dead-lettered");
-                match self.queue.dead_letter(m, &reason).await {
-                    Ok(()) => Handled::DeadLettered(reason),
-                    Err(e) => Handled::Left(format!("dead-letter queue unreachable: {e}")),
-                }
-            }
+            Err(e) => self.dead_letter(m, e.to_string()).await,
             Ok(Intake::Nothing(why)) => {
                 info!(message_id = %m.id, why = %why, "message needs no work");
                 Handled::Done
@@ -144,13 +188,21 @@ impl Watcher {
             }
             Ok(Intake::Command(c)) => {
                 let action = c.action();
+                if let Err(refused) = self.allowed.admit(&c) {
+                    return self.count(m, self.dead_letter(m, format!("{action}: {refused}")).await).await;
+                }
                 match self.extending(m, self.commands.send(RunCommand(c))).await {
                     Ok(Ok(())) => Handled::Done,
-                    Ok(Err(why)) => Handled::Left(format!("{action}: {why}")),
+                    Ok(Err(e)) => self.failed(m, action, e).await,
                     Err(e) => Handled::Left(format!("{action}: scheduler unavailable: {e}")),
                 }
             }
         };
+        self.count(m, outcome).await
+    }
+
+    /// Counts how a message ended, and deletes it unless it is left to come back.
+    async fn count(&self, m: &QueueMessage, outcome: Handled) -> Handled {
         let label = match &outcome {
             Handled::Done => "handled",
             Handled::DeadLettered(_) => "dead_lettered",

@@ -27,9 +27,9 @@ echo "== config (bunker config show):"
 "$bunker" config show --config "$work/bunker.toml" | sed 's/^/  /'
 
 kinds="ebs ec2ami rds rds-cluster docdb redshift"
-echo "== 31 simulated days, 2026-11-25 .. 2026-12-25: create at 01:00, clean at 02:00, every kind"
+echo "== 31 simulated days, 2037-11-25 .. 2037-12-25: create at 01:00, clean at 02:00, every kind"
 for i in $(seq 0 30); do
-  day=$(date -u -d "2026-11-25 + $i days" +%F)
+  day=$(date -u -d "2037-11-25 + $i days" +%F)
   line="$day"
   for k in $kinds; do
     c=$("$bunker" "$k" create-backups --config "$work/bunker.toml" --now "${day}T01:00:00Z" --json)
@@ -43,9 +43,9 @@ done
 echo "   (+TYPE: backups created with that retention type; -N: expired backups deleted)"
 
 echo "== bunker ebs list-backups (what exists now)"
-"$bunker" ebs list-backups --config "$work/bunker.toml" --now 2026-12-25T03:00:00Z | sed 's/^/  /'
-echo "== bunker plan ebs --now 2027-01-10T00:00:00Z (what a clean then would do; changes nothing)"
-"$bunker" plan ebs --config "$work/bunker.toml" --now 2027-01-10T00:00:00Z | sed 's/^/  /'
+"$bunker" ebs list-backups --config "$work/bunker.toml" --now 2037-12-25T03:00:00Z | sed 's/^/  /'
+echo "== bunker plan ebs --now 2038-01-10T00:00:00Z (what a clean then would do; changes nothing)"
+"$bunker" plan ebs --config "$work/bunker.toml" --now 2038-01-10T00:00:00Z | sed 's/^/  /'
 echo "== bunker rds-cluster list-backups --json (first entry)"
 "$bunker" rds-cluster list-backups --config "$work/bunker.toml" --json | "$python" -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[0], indent=2))' | sed 's/^/  /'
 bunker_account=999999999999

@@ -30,6 +30,7 @@ fn main() {
                 account: "123456789012".into(),
                 source: format!("vol-{:017x}", i / 100),
                 created_at: start.checked_add(SignedDuration::from_hours(24 * day)).unwrap(),
+                aws_created_at: None,
                 retention,
                 owner: if i % 50 == 0 { Owner::Foreign } else { Owner::Ours },
                 available: true,

@@ -95,9 +95,28 @@ pub struct TreeStats {
     pub directories: u64,
     /// Bytes of regular-file content.
     pub file_bytes: u64,
-    /// Entries skipped (sockets, unreadable files), each named in `skipped`.
+    /// Entries skipped (sockets, unreadable files), each named in `skipped`, the first
+    /// [`MAX_SKIPPED_NAMED`] of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Entries skipped beyond those named (the manifest stays bounded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_unnamed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl TreeStats {
+    /// Records a skipped entry: named while fewer than [`MAX_SKIPPED_NAMED`] are, else counted.
+    pub fn skip(&mut self, entry: String) {
+        if self.skipped.len() < MAX_SKIPPED_NAMED {
+            self.skipped.push(entry);
+        } else {
+            self.skipped_unnamed += 1;
+        }
+    }
 }
 
 /// What a frame holds.
@@ -286,6 +305,59 @@ pub fn encode_seek_table(frames: &[(u32, u32)]) -> Vec<u8> {
     out
 }
 
+/// Checks an archive name (`--name`, or the default from the snapshot id, file or directory):
+/// one path component of at most 200 bytes, not empty, not starting with a dot (no hidden
+/// files, no `.` or `..`), no `/`, no control characters. `Err` says why and how to fix it.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.starts_with('.') {
+        "starts with a dot (hidden files, `.` and `..` are not archive names)"
+    } else if name.contains('/') || name.contains('\\') {
+        "contains a path separator (an archive name is one path component)"
+    } else if name.chars().any(char::is_control) {
+        "contains control characters"
+    } else if name.len() > 200 {
+        "is longer than 200 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(format!("archive name {name:?} {problem}: pass --name with a plain name such as \"disk-2026\""))
+}
+
+/// Bytes of a manifest besides its frame entries: source, up to 50 tags, the base, and a
+/// file-level export's skipped entries (at most [`MAX_SKIPPED_NAMED`] of up to 4 KiB each).
+pub const MANIFEST_FIXED_BYTES: u64 = 8 << 20;
+/// Bytes one frame entry takes in a (pretty-printed) manifest at most; about 250 in practice.
+pub const MANIFEST_BYTES_PER_FRAME: u64 = 512;
+/// Skipped entries a file-level export names; the rest are counted in one last entry.
+pub const MAX_SKIPPED_NAMED: usize = 1000;
+/// Length of the seekable-format footer: frame count, descriptor, magic.
+pub const SEEK_FOOTER_LEN: u64 = 9;
+
+/// The largest manifest an archive with `frames` frames can have. A larger one is not read
+/// (a manifest is untrusted input; reading it whole must not exhaust memory).
+pub fn max_manifest_bytes(frames: u64) -> u64 {
+    MANIFEST_FIXED_BYTES.saturating_add(frames.saturating_mul(MANIFEST_BYTES_PER_FRAME))
+}
+
+/// The frame count of an archive of `archive_size` bytes, from its last
+/// [`SEEK_FOOTER_LEN`] bytes; the table it announces must fit in the object.
+pub fn seek_footer_frames(footer: &[u8], archive_size: u64) -> Result<u64, FormatError> {
+    let err = |s: &str| Err(FormatError::SeekTable(s.to_string()));
+    if footer.len() as u64 != SEEK_FOOTER_LEN {
+        return err("object too short to end with a seek table");
+    }
+    if u32::from_le_bytes(footer[5..9].try_into().expect("4 bytes")) != SEEKABLE_MAGIC {
+        return err("no seekable-format footer (not a bunker archive, or truncated)");
+    }
+    let frames = u64::from(u32::from_le_bytes(footer[..4].try_into().expect("4 bytes")));
+    if frames * 8 + 17 > archive_size {
+        return err("seek table announces more frames than the object can hold");
+    }
+    Ok(frames)
+}
+
 /// Reads the seek table from the end of an archive. `tail` is the object's last bytes (at
 /// least the whole table). Returns (compressed, decompressed) sizes and the table's length.
 pub fn decode_seek_table(tail: &[u8]) -> Result<(Vec<(u32, u32)>, usize), FormatError> {
@@ -362,6 +434,22 @@ pub fn part_target(number: u32) -> u64 {
 /// Bytes the first `parts` parts of the schedule can hold.
 pub fn schedule_capacity(parts: u32) -> u64 {
     (1..=parts).map(part_target).sum()
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::check_name;
+
+    #[test]
+    fn archive_names_are_one_plain_component() {
+        for ok in ["snap-0123456789abcdef0", "disk.img", "root", "a-b_c.d"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "../escaped", "a/b", ".hidden", "x\ny", "a\\b", &"x".repeat(201)] {
+            let e = check_name(bad).unwrap_err();
+            assert!(e.contains("--name"), "{e}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,10 @@ pub struct Backup {
     pub source: String,
     /// When it was made (from its tags, never from the host clock).
     pub created_at: Timestamp,
+    /// When AWS says it was made (snapshot `StartTime`, AMI `CreationDate`, DB snapshot
+    /// `SnapshotCreateTime`), where AWS reports one. The planner checks `created_at`
+    /// and this against `now` before trusting a backup as a resource's newest.
+    pub aws_created_at: Option<Timestamp>,
     /// Retention type.
     pub retention: RetentionType,
     /// Who may delete it.
@@ -69,6 +73,8 @@ pub struct Listed<'a> {
     pub tags: &'a Tags,
     /// Whether it is available.
     pub available: bool,
+    /// When AWS says it was made, where AWS reports it.
+    pub aws_created_at: Option<Timestamp>,
     /// Ids that go with it.
     pub parts: Vec<String>,
 }
@@ -145,6 +151,7 @@ impl Backup {
             account: l.account.into(),
             source: get(tags::SOURCE)?.clone(),
             created_at,
+            aws_created_at: l.aws_created_at,
             retention: RetentionType::from_name(get(tags::RETENTION)?),
             owner,
             available: l.available,
@@ -156,16 +163,27 @@ impl Backup {
     }
 
     /// Shelvery's backups made by this account in this region (not DR or bunker copies).
+    /// Adoption needs proof: `shelvery:region` and `shelvery:src_account` must be present and
+    /// name this region and account. A Shelvery backup without them is unreadable (kept and
+    /// reported), never adopted; one made elsewhere is not a backup of this deployment.
     fn from_shelvery_tags(l: &Listed<'_>) -> Result<Option<Backup>, Unreadable> {
         use tags::shelvery as s;
-        let t = |k: &str| l.tags.get(k).map(String::as_str);
+        let t = |k: &str| l.tags.get(k).map(String::as_str).filter(|v| !v.is_empty());
         if t(s::DR_COPY) == Some("true") || t(s::CROSS_ACCOUNT_COPY) == Some("true") {
             return Ok(None);
         }
-        if t(s::SRC_ACCOUNT).is_some_and(|a| a != l.account) || t(s::REGION).is_some_and(|r| r != l.region) {
+        let missing = |tag: &'static str| Unreadable {
+            id: l.id.into(),
+            tag,
+            problem:
+                "missing (a Shelvery backup is adopted only when its tags prove it was made in this account and region)"
+                    .into(),
+        };
+        let account = t(s::SRC_ACCOUNT).ok_or_else(|| missing(s::SRC_ACCOUNT))?;
+        let region = t(s::REGION).ok_or_else(|| missing(s::REGION))?;
+        if account != l.account || region != l.region {
             return Ok(None);
         }
-        let missing = |tag: &'static str| Unreadable { id: l.id.into(), tag, problem: "missing".into() };
         let date = t(s::DATE_CREATED).ok_or_else(|| missing(s::DATE_CREATED))?;
         let created_at = parse_shelvery_date(date).ok_or_else(|| Unreadable {
             id: l.id.into(),
@@ -180,6 +198,7 @@ impl Backup {
             account: l.account.into(),
             source: t(s::ENTITY_ID).ok_or_else(|| missing(s::ENTITY_ID))?.to_string(),
             created_at,
+            aws_created_at: l.aws_created_at,
             retention: RetentionType::from_name(t(s::RETENTION_TYPE).ok_or_else(|| missing(s::RETENTION_TYPE))?),
             owner: Owner::Shelvery,
             available: l.available,
@@ -217,6 +236,7 @@ mod tests {
             account: "111122223333",
             tags,
             available: true,
+            aws_created_at: None,
             parts: vec![],
         }
     }
@@ -269,6 +289,15 @@ mod tests {
         let mut other = tags.clone();
         other.insert("shelvery:src_account".into(), "999999999999".into());
         assert_eq!(Backup::from_listed(&listed(&other), &compat).unwrap(), None);
+        // No proof of origin: never adopted, reported as unreadable instead.
+        for tag in ["shelvery:region", "shelvery:src_account"] {
+            let mut unproven = tags.clone();
+            unproven.remove(tag);
+            let e = Backup::from_listed(&listed(&unproven), &compat).unwrap_err();
+            assert_eq!(e.tag, tag);
+            unproven.insert(tag.into(), String::new());
+            assert!(Backup::from_listed(&listed(&unproven), &compat).is_err(), "empty {tag} proves nothing");
+        }
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub enum Key {
     ShareKmsKeys,
     SchedulePerKind,
     ExportTo,
+    ExportAllowedTargets,
 }
 
 struct Spec {
@@ -86,7 +87,7 @@ const DURATION: &str = "a duration such as 30s, 15m, 2h or 1d (a bare number is 
 const CRON: &str = "a 5-field cron expression in UTC such as \"0 1 * * *\", or \"\" to disable";
 const SQS_URL: &str = "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)";
 
-const SPECS: [Spec; 45] = [
+const SPECS: [Spec; 46] = [
     Spec { key: Key::KeepDaily, name: "keep_daily", shelvery: Some("shelvery_keep_daily_backups"), per_resource: true, default: Some("14"), accepted: WHOLE },
     Spec { key: Key::KeepWeekly, name: "keep_weekly", shelvery: Some("shelvery_keep_weekly_backups"), per_resource: true, default: Some("8"), accepted: WHOLE },
     Spec { key: Key::KeepMonthly, name: "keep_monthly", shelvery: Some("shelvery_keep_monthly_backups"), per_resource: true, default: Some("12"), accepted: WHOLE },
@@ -109,7 +110,7 @@ const SPECS: [Spec; 45] = [
     Spec { key: Key::SnsTopic, name: "sns_topic", shelvery: Some("shelvery_sns_topic"), per_resource: false, default: None, accepted: TOPIC },
     Spec { key: Key::ErrorSnsTopic, name: "error_sns_topic", shelvery: Some("shelvery_error_sns_topic"), per_resource: false, default: None, accepted: TOPIC },
     Spec { key: Key::StatusSnsTopic, name: "status_sns_topic", shelvery: Some("shelvery_status_sns_topic"), per_resource: false, default: None, accepted: TOPIC },
-    Spec { key: Key::Deployment, name: "deployment", shelvery: None, per_resource: false, default: None, accepted: "1 to 128 characters of letters, digits, '.', '_' or '-'" },
+    Spec { key: Key::Deployment, name: "deployment", shelvery: None, per_resource: false, default: None, accepted: "1 to 128 characters of letters, digits, '.', '_' or '-'; {account} and {region} are replaced (e.g. \"prod-{account}-{region}\")" },
     Spec { key: Key::Name, name: "name", shelvery: None, per_resource: false, default: Some("bunker"), accepted: "1 to 64 characters of letters, digits, '.', '_' or '-'" },
     Spec { key: Key::CompatShelvery, name: "compat.shelvery", shelvery: None, per_resource: false, default: Some("false"), accepted: BOOL },
     Spec { key: Key::DrRegions, name: "dr_regions", shelvery: Some("shelvery_dr_regions"), per_resource: false, default: Some(""), accepted: "comma-separated AWS region names to copy backups to, such as us-west-2,eu-central-1" },
@@ -137,6 +138,7 @@ const SPECS: [Spec; 45] = [
     Spec { key: Key::KeepMonthlyPulled, name: "keep_monthly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
     Spec { key: Key::KeepYearlyPulled, name: "keep_yearly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
     Spec { key: Key::ExportTo, name: "export.to", shelvery: None, per_resource: false, default: None, accepted: "s3://bucket/prefix or file:///directory: bunker serve exports every EBS backup an event announces there" },
+    Spec { key: Key::ExportAllowedTargets, name: "export.allowed_targets", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated s3://bucket/prefix or file:///directory targets that queue export commands may name (besides export.to)" },
     Spec { key: Key::SchedulePerKind, name: "schedule.per_kind", shelvery: None, per_resource: false, default: Some(""), accepted: "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)" },
     Spec { key: Key::ShareKmsKeys, name: "share_kms_keys", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated REGION=KEY entries: the customer KMS key (granted to the share accounts) under which encrypted backups of that region are shared" },
 ];
@@ -298,6 +300,19 @@ pub enum ConfigError {
         /// Where it came from.
         origin: Source,
     },
+    /// A command that deletes backups, run without an explicit `deployment`.
+    #[error(
+        "{command} deletes backups, so this install must name the owner id it deletes as: set \
+         deployment = \"…\" in the config file (or BUNKER_DEPLOYMENT), one id per independently \
+         configured install (instances of one install share it). To keep owning backups made \
+         under the old default id, set deployment = \"{name}-{{account}}-{{region}}\""
+    )]
+    DeploymentRequired {
+        /// What was refused (`clean-backups`, `serve with schedule.clean`).
+        command: String,
+        /// The deployment name (`name`), for the migration hint.
+        name: String,
+    },
 }
 
 /// How an RDS instance or cluster is backed up.
@@ -351,6 +366,8 @@ pub struct Config {
     pub serve: Serve,
     /// Where `bunker serve` exports EBS backups announced by events (`export.to`).
     pub export_to: Option<String>,
+    /// Further targets queue `export` commands may name (`export.allowed_targets`).
+    pub export_allowed_targets: Vec<String>,
     /// The winning setting of each key that has a value, in key order.
     pub effective: Vec<Setting>,
 }
@@ -438,9 +455,22 @@ impl Config {
         Policy { keep: self.keep, custom: self.custom_retention.clone(), timezone: self.timezone.clone() }
     }
 
-    /// The ownership id written to `bunker:deployment` in `account`/`region`.
+    /// The ownership id written to `bunker:deployment` in `account`/`region`: `deployment`
+    /// with `{account}` and `{region}` replaced, else `<name>-<account>-<region>`.
     pub fn deployment_id(&self, account: &str, region: &str) -> String {
-        self.deployment.clone().unwrap_or_else(|| format!("{}-{account}-{region}", self.name))
+        match &self.deployment {
+            Some(d) => d.replace("{account}", account).replace("{region}", region),
+            None => format!("{}-{account}-{region}", self.name),
+        }
+    }
+
+    /// Commands that delete refuse to run on the derived default id: two installs in one
+    /// account and region would own (and delete) each other's backups. `Err` names the fix.
+    pub fn require_deployment(&self, command: &str) -> Result<(), ConfigError> {
+        match self.deployment {
+            Some(_) => Ok(()),
+            None => Err(ConfigError::DeploymentRequired { command: command.into(), name: self.name.clone() }),
+        }
     }
 
     /// The per-resource overrides in `effective` (what gets recorded on a backup).
@@ -636,9 +666,8 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
     Ok(Config {
         replication,
         serve,
-        export_to: opt(Key::ExportTo, |v| {
-            (v.starts_with("s3://") && v.len() > 5) || (v.starts_with("file:///") && v.len() > 8)
-        })?,
+        export_to: opt(Key::ExportTo, is_target)?,
+        export_allowed_targets: list(Key::ExportAllowedTargets, is_target)?,
         keep,
         timezone_name,
         timezone,
@@ -652,7 +681,7 @@ pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
         sns_topic: opt(Key::SnsTopic, is_topic_arn)?,
         error_sns_topic: opt(Key::ErrorSnsTopic, is_topic_arn)?,
         status_sns_topic: opt(Key::StatusSnsTopic, is_topic_arn)?,
-        deployment: opt(Key::Deployment, |v| is_ident(v, 128))?,
+        deployment: opt(Key::Deployment, |v| is_ident(&v.replace("{account}", "a").replace("{region}", "r"), 128))?,
         name: opt(Key::Name, |v| is_ident(v, 64))?.unwrap_or_else(|| "bunker".into()),
         compat_shelvery: boolean(Key::CompatShelvery)?,
         effective: winner.into_values().cloned().collect(),
@@ -807,7 +836,27 @@ fn split_list(v: &str) -> Vec<String> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
-fn is_region(r: &str) -> bool {
+/// An export target: `s3://bucket[/prefix]` or `file:///absolute/dir`, without `.` or `..`
+/// path components.
+pub fn is_target(v: &str) -> bool {
+    let path = if let Some(rest) = v.strip_prefix("s3://") {
+        let bucket = rest.split('/').next().unwrap_or_default();
+        if bucket.len() < 3
+            || !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        {
+            return false;
+        }
+        rest
+    } else if let Some(rest) = v.strip_prefix("file:///") {
+        rest
+    } else {
+        return false;
+    };
+    !path.split('/').any(|c| c == "." || c == "..") && !v.chars().any(char::is_control)
+}
+
+/// An AWS region name such as `us-east-1` or `us-gov-west-1`.
+pub fn is_region(r: &str) -> bool {
     let parts: Vec<&str> = r.split('-').collect();
     parts.len() >= 3
         && parts[0].len() == 2
@@ -898,6 +947,30 @@ mod tests {
         let eff = c.effective.iter().find(|s| s.key == Key::KeepDaily).unwrap();
         assert_eq!(eff.source, Source::Env { var: "BUNKER_KEEP_DAILY".into() });
         assert_eq!(c.deployment_id("123456789012", "eu-west-1"), "bunker-123456789012-eu-west-1");
+    }
+
+    #[test]
+    fn deleting_needs_an_explicit_deployment_which_may_name_account_and_region() {
+        let file = || Source::File { path: "bunker.toml".into() };
+        let c = resolve(&defaults()).unwrap();
+        let e = c.require_deployment("clean-backups").unwrap_err().to_string();
+        assert!(
+            e.contains("clean-backups") && e.contains("deployment = ") && e.contains("bunker-{account}-{region}"),
+            "{e}"
+        );
+        let mut l = defaults();
+        l.push(s(Key::Deployment, "prod-{account}-{region}", file()));
+        let c = resolve(&l).unwrap();
+        c.require_deployment("clean-backups").unwrap();
+        assert_eq!(c.deployment_id("123456789012", "eu-west-1"), "prod-123456789012-eu-west-1");
+        let mut l = defaults();
+        l.push(s(Key::Deployment, "", file()));
+        assert!(resolve(&l).unwrap().require_deployment("serve").is_err(), "an empty deployment is unset");
+        for bad in ["prod/{account}", "{acct}"] {
+            let mut l = defaults();
+            l.push(s(Key::Deployment, bad, file()));
+            assert!(resolve(&l).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

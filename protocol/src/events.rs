@@ -186,28 +186,36 @@ fn parse_command(v: Value) -> Result<Intake, IntakeError> {
                 .map_err(|e: crate::kind::UnknownKind| IntakeError::Invalid { field: "kind", problem: e.to_string() }),
         }
     };
+    let select = c
+        .select
+        .as_deref()
+        .map(|v| checked("select", v, is_resource_id, "a resource id (vol-…, i-…, a DB identifier)"))
+        .transpose()?;
     let cmd = match c.action.as_str() {
-        "create-backups" | "create_backups" => {
-            Command::CreateBackups { kind: kind(true)?.expect("required"), select: c.select.clone() }
-        }
+        "create-backups" | "create_backups" => Command::CreateBackups { kind: kind(true)?.expect("required"), select },
         "clean-backups" | "clean_backups" => Command::CleanBackups { kind: kind(true)?.expect("required") },
         "pull-backups" | "pull_shared_backups" => Command::PullBackups { kind: kind(true)?.expect("required") },
         "reconcile" => Command::Reconcile { kind: kind(false)? },
         "export" => {
-            let snapshot_id =
-                c.snapshot_id.clone().filter(|s| s.starts_with("snap-")).ok_or_else(|| IntakeError::Invalid {
-                    field: "snapshot_id",
-                    problem: "missing or not an EBS snapshot id (snap-…)".into(),
-                })?;
-            if let Some(to) = &c.to {
-                if !(to.starts_with("s3://") || to.starts_with("file:///")) {
-                    return Err(IntakeError::Invalid {
-                        field: "to",
-                        problem: format!("{to:?}: expected s3://bucket/prefix or file:///directory"),
-                    });
-                }
+            const SNAP: &str = "an EBS snapshot id (snap- and 8 or 17 hex digits)";
+            let snapshot_id = c.snapshot_id.as_deref().ok_or_else(|| IntakeError::Invalid {
+                field: "snapshot_id",
+                problem: format!("missing: expected {SNAP}"),
+            })?;
+            Command::Export {
+                snapshot_id: checked("snapshot_id", snapshot_id, is_snapshot_id, SNAP)?,
+                to: c
+                    .to
+                    .as_deref()
+                    .map(|v| checked("to", v, crate::config::is_target, "s3://bucket/prefix or file:///directory"))
+                    .transpose()?,
+                base: c.base.as_deref().map(|v| checked("base", v, is_snapshot_id, SNAP)).transpose()?,
+                region: c
+                    .region
+                    .as_deref()
+                    .map(|v| checked("region", v, crate::config::is_region, "an AWS region such as us-east-1"))
+                    .transpose()?,
             }
-            Command::Export { snapshot_id, to: c.to.clone(), base: c.base.clone(), region: c.region.clone() }
         }
         other => {
             return Err(IntakeError::Invalid {
@@ -219,6 +227,87 @@ fn parse_command(v: Value) -> Result<Intake, IntakeError> {
         }
     };
     Ok(Intake::Command(cmd))
+}
+
+/// `value` if it has the AWS format `ok` checks, else an error naming the field and the format.
+fn checked(field: &'static str, value: &str, ok: fn(&str) -> bool, expected: &str) -> Result<String, IntakeError> {
+    if ok(value) {
+        return Ok(value.to_string());
+    }
+    let shown: String = value.chars().take(80).collect();
+    Err(IntakeError::Invalid { field, problem: format!("{shown:?}: expected {expected}") })
+}
+
+/// `snap-` and 8 or 17 lowercase hex digits.
+pub fn is_snapshot_id(v: &str) -> bool {
+    v.strip_prefix("snap-").is_some_and(|h| {
+        matches!(h.len(), 8 | 17) && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// A resource id or identifier: 1 to 255 letters, digits, `-`, `_`, `.` or `:`.
+fn is_resource_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 255
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// What this deployment's configuration allows a queue command to ask for. A message from
+/// the queue is untrusted: anything outside this is dead-lettered with the reason.
+#[derive(Debug, Clone, Default)]
+pub struct Allowed {
+    /// `serve.kinds`.
+    pub kinds: Vec<ResourceKind>,
+    /// The served regions (exports name one of them).
+    pub regions: Vec<String>,
+    /// `export.to` and `export.allowed_targets`.
+    pub export_targets: Vec<String>,
+    /// `export.to`: the target of an export command that names none.
+    pub default_target: Option<String>,
+    /// `source_accounts` is set: pulls are possible.
+    pub pull: bool,
+    /// `deployment` is set: cleans are possible (see `Config::require_deployment`).
+    pub clean: bool,
+}
+
+/// Why a command was refused: the dead-letter reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not allowed by this deployment's configuration: {0}")]
+pub struct Refused(pub String);
+
+impl Allowed {
+    /// Whether `cmd` may run here; `Err` names what the config lacks.
+    pub fn admit(&self, cmd: &Command) -> Result<(), Refused> {
+        let served = |k: &ResourceKind| {
+            if self.kinds.contains(k) {
+                Ok(())
+            } else {
+                Err(Refused(format!("kind {k} is not in serve.kinds")))
+            }
+        };
+        match cmd {
+            Command::CreateBackups { kind, .. } => served(kind),
+            Command::CleanBackups { kind } if self.clean => served(kind),
+            Command::CleanBackups { .. } => Err(Refused("clean-backups needs an explicit deployment = \"…\"".into())),
+            Command::PullBackups { kind } if self.pull => served(kind),
+            Command::PullBackups { .. } => Err(Refused("pull-backups needs source_accounts".into())),
+            Command::Reconcile { kind } => kind.as_ref().map_or(Ok(()), served),
+            Command::Export { to, region, .. } => {
+                if let Some(r) = region.as_ref().filter(|r| !self.regions.contains(r)) {
+                    return Err(Refused(format!("region {r} is not served (regions: {})", self.regions.join(", "))));
+                }
+                match to.as_ref().or(self.default_target.as_ref()) {
+                    None => Err(Refused("export names no target and export.to is not set".into())),
+                    Some(t) if self.export_targets.iter().any(|a| same_target(a, t)) => Ok(()),
+                    Some(t) => Err(Refused(format!("export target {t} is not export.to or in export.allowed_targets"))),
+                }
+            }
+        }
+    }
+}
+
+fn same_target(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 fn backup_job(detail: &Value, arn_field: &str, region: &str) -> Result<Intake, IntakeError> {
@@ -356,21 +445,72 @@ mod tests {
         assert!(e.starts_with("invalid kind"), "{e}");
         let e = parse_message(r#"{"action":"export","to":"s3://b/p"}"#).unwrap_err().to_string();
         assert!(e.contains("snapshot_id"), "{e}");
-        let e = parse_message(r#"{"action":"export","snapshot_id":"snap-1","to":"ftp://x"}"#).unwrap_err().to_string();
+        let e = parse_message(r#"{"action":"export","snapshot_id":"snap-0123abcd","to":"ftp://x"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected s3://"), "{e}");
         assert_eq!(
-            parse_message(r#"{"action":"export","snapshot_id":"snap-1","base":"snap-0"}"#).unwrap(),
+            parse_message(r#"{"action":"export","snapshot_id":"snap-0123abcd","base":"snap-0123456789abcdef0"}"#)
+                .unwrap(),
             Intake::Command(Command::Export {
-                snapshot_id: "snap-1".into(),
+                snapshot_id: "snap-0123abcd".into(),
                 to: None,
-                base: Some("snap-0".into()),
+                base: Some("snap-0123456789abcdef0".into()),
                 region: None
             })
         );
+        // Ids and regions are checked against AWS's formats before any call.
+        for (body, field) in [
+            (r#"{"action":"export","snapshot_id":"snap-1"}"#, "snapshot_id"),
+            (r#"{"action":"export","snapshot_id":"snap-0123abcd","region":"../../evil"}"#, "region"),
+            (r#"{"action":"export","snapshot_id":"snap-0123abcd","base":"vol-0123abcd"}"#, "base"),
+            (r#"{"action":"export","snapshot_id":"snap-0123abcd","to":"file:///srv/../etc"}"#, "to"),
+            (r#"{"action":"create-backups","kind":"ebs","select":"vol-1; rm -rf /"}"#, "select"),
+        ] {
+            let e = parse_message(body).unwrap_err();
+            assert!(matches!(e, IntakeError::Invalid { field: f, .. } if f == field), "{body}: {e}");
+        }
         let e = parse_message(r#"{"action":"launch"}"#).unwrap_err().to_string();
         assert!(e.contains("\"launch\""), "{e}");
         let big = format!("{{\"action\":\"reconcile\",\"pad\":\"{}\"}}", "x".repeat(MAX_MESSAGE_BYTES));
         assert!(matches!(parse_message(&big), Err(IntakeError::Oversized(_))));
+    }
+
+    #[test]
+    fn commands_ask_only_for_what_the_config_allows() {
+        let allowed = Allowed {
+            kinds: vec![ResourceKind::Ebs],
+            regions: vec!["us-east-1".into()],
+            export_targets: vec!["s3://archive/ebs".into(), "file:///srv/exports".into()],
+            default_target: Some("s3://archive/ebs".into()),
+            pull: false,
+            clean: true,
+        };
+        let export = |to: Option<&str>, region: Option<&str>| Command::Export {
+            snapshot_id: "snap-0123abcd".into(),
+            to: to.map(String::from),
+            base: None,
+            region: region.map(String::from),
+        };
+        assert!(allowed.admit(&export(None, None)).is_ok());
+        assert!(allowed.admit(&export(Some("file:///srv/exports/"), Some("us-east-1"))).is_ok());
+        for (cmd, why) in [
+            (export(Some("file:///any/dir"), None), "export.allowed_targets"),
+            (export(None, Some("eu-west-1")), "not served"),
+            (Command::CreateBackups { kind: ResourceKind::Rds, select: None }, "serve.kinds"),
+            (Command::PullBackups { kind: ResourceKind::Ebs }, "source_accounts"),
+            (Command::Reconcile { kind: Some(ResourceKind::Docdb) }, "serve.kinds"),
+        ] {
+            let e = allowed.admit(&cmd).unwrap_err().to_string();
+            assert!(e.contains(why), "{cmd:?}: {e}");
+        }
+        let no_default = Allowed { default_target: None, clean: false, ..allowed };
+        assert!(no_default.admit(&export(None, None)).unwrap_err().to_string().contains("export.to"));
+        assert!(no_default
+            .admit(&Command::CleanBackups { kind: ResourceKind::Ebs })
+            .unwrap_err()
+            .to_string()
+            .contains("deployment"));
     }
 
     #[test]

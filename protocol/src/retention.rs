@@ -232,6 +232,10 @@ pub enum Reason {
     UndefinedRetention(String),
     /// Its source's configuration is invalid; kept until it is fixed.
     ConfigError(String),
+    /// Dated after `now` (beyond [`CLOCK_SKEW`]) by its `bunker:created_at` tag or by AWS:
+    /// a host clock ran ahead, or `--now` was in the future. Never counted as the newest,
+    /// never deleted while suspicious; reported. The detail names the date.
+    FutureDated(String),
 }
 
 impl fmt::Display for Reason {
@@ -244,6 +248,9 @@ impl fmt::Display for Reason {
             Reason::Expired => f.write_str("expired"),
             Reason::UndefinedRetention(name) => write!(f, "{}", UndefinedRetention(name.clone())),
             Reason::ConfigError(e) => write!(f, "configuration error: {e}"),
+            Reason::FutureDated(d) => {
+                write!(f, "suspicious: dated {d}, after now; kept, and not counted as the newest")
+            }
         }
     }
 }
@@ -259,29 +266,69 @@ pub struct Decision {
     pub reason: Reason,
 }
 
-/// Decides, for every candidate, whether the clean-up at `now` keeps or deletes it.
+/// How far after `now` a backup's date may lie and still be believed: clocks of the host
+/// that made it and of the host that cleans may differ by this much.
+pub const CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(300);
+
+/// The date that makes a backup suspicious: its `bunker:created_at` or AWS's own creation
+/// time, whichever lies after `now` + [`CLOCK_SKEW`].
+fn future_date(b: &Backup, now: Timestamp) -> Option<Timestamp> {
+    let limit = now.saturating_add(CLOCK_SKEW).expect("signed durations never fail to saturate");
+    [Some(b.created_at), b.aws_created_at].into_iter().flatten().find(|t| *t > limit)
+}
+
+/// The time a backup's retention counts from: its `bunker:created_at`, unless AWS made it
+/// later than that by more than [`CLOCK_SKEW`] (the host that tagged it had a clock behind
+/// AWS's); then AWS's time, so a wrong tag can never shorten a backup's life.
+fn retained_from(b: &Backup) -> Timestamp {
+    match b.aws_created_at {
+        Some(aws) if aws > b.created_at.saturating_add(CLOCK_SKEW).expect("saturates") => aws,
+        _ => b.created_at,
+    }
+}
+
+/// The newest available owned backup per live source (region, source) → candidate index.
 ///
-/// Guarantees (property-tested): a backup not owned by this deployment is never deleted;
-/// neither is one not yet available, nor the newest available owned backup of a source that
-/// still exists; a backup is deleted only if `now >= expires_at` under its policy.
-pub fn plan(now: Timestamp, candidates: &[Candidate<'_>]) -> Vec<Decision> {
-    // The newest available owned backup per live source (ties broken by id).
-    let mut newest: HashMap<(&str, &str), usize> = HashMap::new();
+/// Only backups that are not future-dated count, and among them, those AWS says existed by
+/// `now` come first: the protected newest is then a backup whose AWS creation time is at or
+/// before `now` whenever the source has one.
+fn newest_per_source<'a>(now: Timestamp, candidates: &'a [Candidate<'a>]) -> HashMap<(&'a str, &'a str), usize> {
+    let mut newest: HashMap<(&str, &str), (u8, usize)> = HashMap::new();
     for (i, c) in candidates.iter().enumerate() {
         let b = c.backup;
-        if !c.source_exists || !b.available || b.owner == Owner::Foreign {
+        if !c.source_exists || !b.available || b.owner == Owner::Foreign || future_date(b, now).is_some() {
             continue;
         }
+        // AWS dates it by now (2); AWS gave no date (1); AWS dates it just after now (0).
+        let confirmed = match b.aws_created_at {
+            Some(t) if t <= now => 2u8,
+            None => 1,
+            Some(_) => 0,
+        };
+        let key = |b: &'a Backup, confirmed: u8| (confirmed, b.created_at, b.aws_created_at, b.id.as_str());
         newest
             .entry((b.region.as_str(), b.source.as_str()))
-            .and_modify(|j| {
-                let o = candidates[*j].backup;
-                if (b.created_at, b.id.as_str()) > (o.created_at, o.id.as_str()) {
+            .and_modify(|(held, j)| {
+                if key(b, confirmed) > key(candidates[*j].backup, *held) {
+                    *held = confirmed;
                     *j = i;
                 }
             })
-            .or_insert(i);
+            .or_insert((confirmed, i));
     }
+    newest.into_iter().map(|(k, (_, i))| (k, i)).collect()
+}
+
+/// Decides, for every candidate, whether the clean-up at `now` keeps or deletes it.
+///
+/// Guarantees (property-tested): a backup not owned by this deployment is never deleted;
+/// neither is one not yet available, nor one dated after `now` (beyond [`CLOCK_SKEW`], by
+/// its tag or by AWS), nor the newest owned backup of a source that still exists, chosen
+/// among the backups AWS says existed by `now`; a backup is deleted only if
+/// `now >= expires_at` under its policy, counted from the later of its tag and AWS's time
+/// when the two disagree by more than the skew.
+pub fn plan(now: Timestamp, candidates: &[Candidate<'_>]) -> Vec<Decision> {
+    let newest = newest_per_source(now, candidates);
     candidates
         .iter()
         .enumerate()
@@ -295,12 +342,14 @@ pub fn plan(now: Timestamp, candidates: &[Candidate<'_>]) -> Vec<Decision> {
                 Ok(p) => p,
                 Err(e) => return keep(None, Reason::ConfigError(e.to_string())),
             };
-            let expires_at = match policy.expires_at(b.created_at, &b.retention) {
+            let expires_at = match policy.expires_at(retained_from(b), &b.retention) {
                 Ok(t) => t,
                 Err(UndefinedRetention(name)) => return keep(None, Reason::UndefinedRetention(name)),
             };
             if !b.available {
                 keep(Some(expires_at), Reason::NotAvailable)
+            } else if let Some(t) = future_date(b, now) {
+                keep(Some(expires_at), Reason::FutureDated(crate::tags::format_timestamp(t)))
             } else if newest.get(&(b.region.as_str(), b.source.as_str())) == Some(&i) {
                 keep(Some(expires_at), Reason::NewestOfLiveSource)
             } else if now >= expires_at {
@@ -330,6 +379,7 @@ mod tests {
             account: "123456789012".into(),
             source: source.into(),
             created_at: ts(created),
+            aws_created_at: None,
             retention: t,
             owner: Owner::Ours,
             available: true,
@@ -400,6 +450,63 @@ mod tests {
         let d = plan(now, &[c(&a, false), c(&b, false)]);
         assert!(d.iter().all(|d| d.action == Action::Delete));
     }
+
+    #[test]
+    fn a_future_dated_backup_never_takes_the_newest_protection() {
+        // Daily backups of a live volume, 1–5 January, and one made by a host whose clock ran
+        // a year ahead (its tag says 2027). Cleaning on 20 January with keep_daily = 1 keeps
+        // the newest real backup (5 January) and the suspicious one; the rest expire.
+        let p = Policy { keep: Keep { daily: 1, ..Keep::default() }, ..Policy::default() };
+        let real: Vec<Backup> = (1..=5)
+            .map(|d| {
+                let mut b = backup(&format!("r{d}"), "vol-1", &format!("2026-01-0{d}T01:00:00Z"), RetentionType::Daily);
+                b.aws_created_at = Some(b.created_at);
+                b
+            })
+            .collect();
+        let mut ahead = backup("ahead", "vol-1", "2027-01-03T01:00:00Z", RetentionType::Daily);
+        ahead.aws_created_at = Some(ts("2026-01-03T01:00:02Z"));
+        let now = ts("2026-01-20T00:00:00Z");
+        let mut cands: Vec<Candidate<'_>> =
+            real.iter().map(|b| Candidate { backup: b, policy: Ok(&p), source_exists: true }).collect();
+        cands.push(Candidate { backup: &ahead, policy: Ok(&p), source_exists: true });
+        let d = plan(now, &cands);
+        assert_eq!(d[4].reason, Reason::NewestOfLiveSource, "the newest real backup survives");
+        assert_eq!(d[5].reason, Reason::FutureDated("2027-01-03T01:00:00Z".into()));
+        assert!(d[..4].iter().all(|d| d.action == Action::Delete));
+        // AWS's own date counts too: a tag that looks right on a backup AWS dates later.
+        let mut lying = backup("lying", "vol-1", "2026-01-19T01:00:00Z", RetentionType::Daily);
+        lying.aws_created_at = Some(ts("2026-03-01T00:00:00Z"));
+        let d = plan(now, &[cands[4].clone(), Candidate { backup: &lying, policy: Ok(&p), source_exists: true }]);
+        assert_eq!(d[0].reason, Reason::NewestOfLiveSource);
+        assert_eq!(d[1].reason, Reason::FutureDated("2026-03-01T00:00:00Z".into()));
+        // A tag from a clock behind AWS's: retention counts from AWS's time.
+        let mut behind = backup("behind", "vol-1", "2025-06-01T01:00:00Z", RetentionType::Daily);
+        behind.aws_created_at = Some(ts("2026-01-19T12:00:00Z"));
+        let d = plan(now, &[cands[4].clone(), Candidate { backup: &behind, policy: Ok(&p), source_exists: true }]);
+        assert_eq!((d[1].action, d[1].expires_at), (Action::Keep, Some(ts("2026-01-20T12:00:00Z"))));
+        // Within the skew allowance a backup is believed.
+        let mut close = backup("close", "vol-1", "2026-01-20T00:04:00Z", RetentionType::Daily);
+        close.aws_created_at = Some(ts("2026-01-19T23:59:00Z"));
+        let d = plan(now, &[cands[4].clone(), Candidate { backup: &close, policy: Ok(&p), source_exists: true }]);
+        assert_eq!((d[0].action, &d[1].reason), (Action::Delete, &Reason::NewestOfLiveSource));
+    }
+
+    #[test]
+    fn a_clock_behind_aws_deletes_nothing() {
+        // `now` before AWS's dates (a host clock behind, or `--now` in the past): the backups
+        // look as if from the future, so nothing is deleted on the strength of that `now`.
+        let p = Policy { keep: Keep { daily: 1, ..Keep::default() }, ..Policy::default() };
+        let mut a = backup("a", "vol-1", "2026-01-02T00:00:00Z", RetentionType::Daily);
+        let mut b = backup("b", "vol-1", "2026-01-03T00:00:00Z", RetentionType::Daily);
+        a.aws_created_at = Some(ts("2026-01-10T00:00:00Z"));
+        b.aws_created_at = Some(ts("2026-01-10T00:00:01Z"));
+        let now = ts("2026-01-09T00:00:00Z");
+        let c = |b| Candidate { backup: b, policy: Ok(&p), source_exists: true };
+        // AWS's dates are after now: both suspicious, neither deleted.
+        let d = plan(now, &[c(&a), c(&b)]);
+        assert!(d.iter().all(|d| matches!(d.reason, Reason::FutureDated(_))), "{d:?}");
+    }
 }
 
 #[cfg(test)]
@@ -408,34 +515,42 @@ mod properties {
     use crate::ResourceKind;
     use proptest::prelude::*;
 
+    /// Tag clock skew in seconds: mostly none, sometimes a few minutes, sometimes a year either way.
+    fn arb_skew() -> impl Strategy<Value = i64> {
+        prop_oneof![Just(0i64), -600i64..600, -31_536_000i64..31_536_000]
+    }
+
     fn arb_backup() -> impl Strategy<Value = Backup> {
-        (0u8..4, 0i64..40_000_000, 0u8..5, 0u8..10, any::<bool>()).prop_map(|(src, secs, t, owner, available)| Backup {
-            id: format!("b{secs}-{src}"),
-            name: String::new(),
-            kind: ResourceKind::Ebs,
-            region: "r".into(),
-            account: "a".into(),
-            source: format!("vol-{src}"),
-            created_at: Timestamp::from_second(1_700_000_000 + secs).unwrap(),
-            retention: [
-                RetentionType::Daily,
-                RetentionType::Weekly,
-                RetentionType::Monthly,
-                RetentionType::Yearly,
-                RetentionType::Custom("h".into()),
-            ][t as usize]
-                .clone(),
-            owner: match owner {
-                0 => Owner::Foreign,
-                1 => Owner::Shelvery,
-                _ => Owner::Ours,
+        (0u8..4, 0i64..40_000_000, 0u8..5, 0u8..10, any::<bool>(), arb_skew(), any::<bool>()).prop_map(
+            |(src, secs, t, owner, available, skew, aws_known)| Backup {
+                id: format!("b{secs}-{src}"),
+                name: String::new(),
+                kind: ResourceKind::Ebs,
+                region: "r".into(),
+                account: "a".into(),
+                source: format!("vol-{src}"),
+                created_at: Timestamp::from_second(1_700_000_000 + secs + skew).unwrap(),
+                aws_created_at: aws_known.then(|| Timestamp::from_second(1_700_000_000 + secs).unwrap()),
+                retention: [
+                    RetentionType::Daily,
+                    RetentionType::Weekly,
+                    RetentionType::Monthly,
+                    RetentionType::Yearly,
+                    RetentionType::Custom("h".into()),
+                ][t as usize]
+                    .clone(),
+                owner: match owner {
+                    0 => Owner::Foreign,
+                    1 => Owner::Shelvery,
+                    _ => Owner::Ours,
+                },
+                available: available || owner > 2,
+                overrides: BTreeMap::new(),
+                parts: vec![],
+                copy_of: None,
+                pulled_from: None,
             },
-            available: available || owner > 2,
-            overrides: BTreeMap::new(),
-            parts: vec![],
-            copy_of: None,
-            pulled_from: None,
-        })
+        )
     }
 
     fn arb_keep() -> impl Strategy<Value = Keep> {
@@ -470,12 +585,42 @@ mod properties {
                     prop_assert!(b.available);
                     prop_assert!(now >= d.expires_at.unwrap());
                     if alive(b) {
-                        // some newer available owned backup of the same source survives
-                        let newer_kept = backups.iter().zip(&decisions).any(|(o, od)| {
-                            o.source == b.source && o.owner != Owner::Foreign && o.available && (o.created_at, &o.id) > (b.created_at, &b.id) && od.action == Action::Keep
+                        // another available owned backup of the same source survives
+                        let other_kept = backups.iter().zip(&decisions).any(|(o, od)| {
+                            !std::ptr::eq(o, b) && o.source == b.source && o.owner != Owner::Foreign && o.available && od.action == Action::Keep
                         });
-                        prop_assert!(newer_kept);
+                        prop_assert!(other_kept);
                     }
+                    prop_assert!(b.created_at <= now + CLOCK_SKEW, "a future-dated backup was deleted");
+                    prop_assert!(now >= retained_from(b), "deleted before AWS says it was made");
+                }
+            }
+        }
+
+        #[test]
+        fn every_live_source_keeps_a_backup_aws_dates_before_now(
+            backups in proptest::collection::vec(arb_backup(), 0..60),
+            keep in arb_keep(),
+            live in proptest::collection::vec(any::<bool>(), 4),
+            now in 1_700_000_000i64..1_800_000_000,
+        ) {
+            let p = policy(keep, 5);
+            let alive = |b: &Backup| live[b.source[4..].parse::<usize>().unwrap()];
+            let cands: Vec<Candidate<'_>> = backups.iter().map(|b| Candidate { backup: b, policy: Ok(&p), source_exists: alive(b) }).collect();
+            let now = Timestamp::from_second(now).unwrap();
+            let decisions = plan(now, &cands);
+            // A real backup: owned, available, and AWS says it existed by now.
+            let real = |b: &Backup| b.owner != Owner::Foreign && b.available && b.aws_created_at.is_some_and(|t| t <= now);
+            for src in 0..4 {
+                let of_src = |b: &Backup| b.source == format!("vol-{src}") && alive(b) && real(b);
+                if backups.iter().any(of_src) {
+                    let kept = backups.iter().zip(&decisions).any(|(b, d)| of_src(b) && d.action == Action::Keep);
+                    prop_assert!(kept, "vol-{src} lost every backup AWS dates before now");
+                }
+            }
+            for (b, d) in backups.iter().zip(&decisions) {
+                if b.aws_created_at.is_some_and(|t| t > now + CLOCK_SKEW) || b.created_at > now + CLOCK_SKEW {
+                    prop_assert_eq!(d.action, Action::Keep, "suspicious backups are never deleted");
                 }
             }
         }

@@ -116,6 +116,7 @@ impl BackupControl for DocdbControl {
                 Ok(ListedBackup {
                     id: s.db_cluster_snapshot_identifier().unwrap_or_default().to_string(),
                     available: s.status() == Some("available"),
+                    aws_created_at: super::aws_time(s.snapshot_create_time()),
                     tags,
                     parts: vec![],
                 })

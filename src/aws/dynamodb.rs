@@ -44,4 +44,22 @@ impl Leases for DynamoLeases {
             Err(e) => Err(port_error("dynamodb:PutItem", e)),
         }
     }
+
+    async fn release(&self, key: &str, holder: &str) -> Result<(), PortError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.into()))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", AttributeValue::S(holder.into()))
+            .send()
+            .await;
+        match out {
+            // Someone else's now (ours lapsed and was taken): leave it.
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(port_error("dynamodb:DeleteItem", e)),
+        }
+    }
 }

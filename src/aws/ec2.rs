@@ -123,7 +123,11 @@ impl BackupControl for EbsControl {
                     continue;
                 }
                 let available = s.state() == Some(&SnapshotState::Completed);
-                out.insert(id.to_string(), ListedBackup { id: id.to_string(), tags, available, parts: vec![] });
+                let aws_created_at = super::aws_time(s.start_time());
+                out.insert(
+                    id.to_string(),
+                    ListedBackup { id: id.to_string(), tags, available, aws_created_at, parts: vec![] },
+                );
             }
         }
         Ok(out.into_values().collect())
@@ -402,7 +406,8 @@ impl BackupControl for AmiControl {
                     .map(String::from)
                     .collect();
                 let available = i.state() == Some(&ImageState::Available);
-                ListedBackup { id, tags, available, parts }
+                let aws_created_at = super::aws_time_text(i.creation_date());
+                ListedBackup { id, tags, available, aws_created_at, parts }
             })
             .collect())
     }

@@ -132,6 +132,12 @@ impl Aws {
         Aws { sdk }
     }
 
+    /// An `Aws` that loaded nothing (no credentials, no region, no metadata lookup), for
+    /// commands that stay on this machine; any AWS call through it fails.
+    pub fn offline() -> Aws {
+        Aws { sdk: SdkConfig::builder().behavior_version(BehaviorVersion::latest()).build() }
+    }
+
     /// The SDK's own region (`AWS_REGION`, profile), if any.
     pub fn default_region(&self) -> Option<String> {
         self.sdk.region().map(|r| r.to_string())
@@ -266,4 +272,15 @@ pub(crate) fn db_not_ready(status: Option<&str>) -> Option<String> {
 /// Builds a [`Tags`] map from any SDK's tag list.
 pub(crate) fn tag_map<'a>(pairs: impl IntoIterator<Item = (Option<&'a str>, Option<&'a str>)>) -> Tags {
     pairs.into_iter().filter_map(|(k, v)| Some((k?.to_string(), v.unwrap_or_default().to_string()))).collect()
+}
+
+/// An AWS timestamp (`StartTime`, `SnapshotCreateTime`) as a jiff timestamp.
+pub(crate) fn aws_time(t: Option<&aws_smithy_types::DateTime>) -> Option<jiff::Timestamp> {
+    let t = t?;
+    jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok()
+}
+
+/// An AWS timestamp sent as text (an AMI's `CreationDate`, ISO 8601).
+pub(crate) fn aws_time_text(t: Option<&str>) -> Option<jiff::Timestamp> {
+    t?.parse().ok()
 }

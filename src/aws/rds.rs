@@ -190,6 +190,7 @@ impl BackupControl for RdsInstanceControl {
                 is_candidate(&tags, shelvery).then(|| ListedBackup {
                     id: s.db_snapshot_identifier().unwrap_or_default().to_string(),
                     available: s.status() == Some("available"),
+                    aws_created_at: super::aws_time(s.snapshot_create_time()),
                     tags,
                     parts: vec![],
                 })
@@ -412,6 +413,7 @@ impl BackupControl for RdsClusterControl {
                 is_candidate(&tags, shelvery).then(|| ListedBackup {
                     id: s.db_cluster_snapshot_identifier().unwrap_or_default().to_string(),
                     available: s.status() == Some("available"),
+                    aws_created_at: super::aws_time(s.snapshot_create_time()),
                     tags,
                     parts: vec![],
                 })

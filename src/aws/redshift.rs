@@ -93,6 +93,7 @@ impl BackupControl for RedshiftControl {
                 is_candidate(&tags, shelvery).then(|| ListedBackup {
                     id: s.snapshot_identifier().unwrap_or_default().to_string(),
                     available: s.status() == Some("available"),
+                    aws_created_at: super::aws_time(s.snapshot_create_time()),
                     tags,
                     parts: s.cluster_identifier().map(String::from).into_iter().collect(),
                 })

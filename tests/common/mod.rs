@@ -129,7 +129,10 @@ impl Account {
             .env("AWS_REGION", REGION)
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            // Commands that delete need an explicit owner id; the tests use the old default's
+            // shape, one id per account and region (a test that needs none removes it).
+            .env("BUNKER_DEPLOYMENT", "bunker-{account}-{region}");
         c
     }
 

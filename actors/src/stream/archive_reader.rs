@@ -8,7 +8,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bunker_protocol::archive::{self, decode_seek_table, zero_frame, Frame, FrameKind, Manifest};
+use bunker_protocol::archive::{
+    self, decode_seek_table, max_manifest_bytes, seek_footer_frames, zero_frame, Frame, FrameKind, Manifest,
+    SEEK_FOOTER_LEN,
+};
 use bunker_protocol::tags::Tags;
 use futures::StreamExt;
 use serde::Serialize;
@@ -124,11 +127,38 @@ impl Archive {
                 "no manifest at {murl}: not a bunker archive, or its export did not finish (rerun the export)"
             )));
         };
+        let limit = max_manifest_bytes(Self::frames_beside(&store, &mkey).await?);
+        if size > limit {
+            return Err(StreamError::Corrupt(format!(
+                "{murl} is {size} bytes, more than the {limit} bytes a manifest of its archive can take: not a bunker manifest"
+            )));
+        }
         let bytes = store.read(&mkey, 0, size).await.map_err(|e| StreamError::port(format!("reading {murl}"), e))?;
         let manifest = Manifest::from_json(&bytes).map_err(|e| StreamError::Input(format!("{murl}: {e}")))?;
         let archive = Archive { store, manifest_key: mkey, manifest };
         archive.check_object().await?;
         Ok(archive)
+    }
+
+    /// The frame count in the seek-table footer of the archive beside manifest `mkey`: it
+    /// bounds how large the manifest may be. No archive, or no footer, counts as 0 frames
+    /// (the object check that follows names what is wrong with the archive).
+    async fn frames_beside(store: &Arc<dyn ArchiveStore>, mkey: &str) -> Result<u64, StreamError> {
+        let stem = mkey.strip_suffix(".manifest.json").unwrap_or(mkey);
+        for ext in [".img.zst", ".tar.zst"] {
+            let key = format!("{stem}{ext}");
+            let url = store.url(&key);
+            let Some(size) = store.size(&key).await.map_err(|e| StreamError::port(format!("reading {url}"), e))? else {
+                continue;
+            };
+            let start = size.saturating_sub(SEEK_FOOTER_LEN);
+            let footer = store
+                .read(&key, start, SEEK_FOOTER_LEN)
+                .await
+                .map_err(|e| StreamError::port(format!("reading {url}"), e))?;
+            return Ok(seek_footer_frames(&footer, size).unwrap_or(0));
+        }
+        Ok(0)
     }
 
     /// URL of the archive object.

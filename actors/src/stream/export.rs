@@ -240,6 +240,7 @@ impl Exporter {
         if !(1..=19).contains(&req.level) {
             return Err(StreamError::Input(format!("zstd level {} is outside 1..=19", req.level)));
         }
+        bunker_protocol::archive::check_name(&req.name).map_err(StreamError::Input)?;
         let started = Instant::now();
         let akey = archive_key(&req.name, req.content);
         let mkey = manifest_key(&req.name);

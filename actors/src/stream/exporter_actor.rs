@@ -28,7 +28,7 @@ pub struct Export {
 
 /// Export an EBS snapshot (the service's exports: queue commands and `export.to`).
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<ExportSummary, String>")]
+#[rtype(result = "Result<ExportSummary, StreamError>")]
 pub struct ExportSnapshot {
     /// The snapshot.
     pub snapshot_id: String,
@@ -133,22 +133,20 @@ impl Handler<Export> for ExporterActor {
 }
 
 impl Handler<ExportSnapshot> for ExporterActor {
-    type Result = ResponseFuture<Result<ExportSummary, String>>;
+    type Result = ResponseFuture<Result<ExportSummary, StreamError>>;
 
     fn handle(&mut self, msg: ExportSnapshot, ctx: &mut Self::Context) -> Self::Result {
         let Some((targets, default_to)) = self.targets.clone() else {
-            return Box::pin(async { Err("exports are not configured".to_string()) });
+            return Box::pin(async { Err(StreamError::Input("exports are not configured".into())) });
         };
         let me = ctx.address();
         let gate = self.one_at_a_time.clone();
         Box::pin(async move {
-            let to = msg.to.or(default_to).ok_or("no target: give \"to\" or set export.to")?;
-            let _turn = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+            let to =
+                msg.to.or(default_to).ok_or(StreamError::Input("no target: give \"to\" or set export.to".into()))?;
+            let _turn = gate.acquire_owned().await.map_err(|e| StreamError::Internal(e.to_string()))?;
             let progress = Arc::new(Progress::default());
-            let p = targets
-                .prepare(&msg.snapshot_id, &msg.region, &to, msg.base.as_deref(), progress.clone())
-                .await
-                .map_err(|e| e.to_string())?;
+            let p = targets.prepare(&msg.snapshot_id, &msg.region, &to, msg.base.as_deref(), progress.clone()).await?;
             let job = Export { store: p.store, request: p.request, open: p.open, progress };
             match me.send(job).await {
                 Ok(Ok(summary)) => {
@@ -157,9 +155,9 @@ impl Handler<ExportSnapshot> for ExporterActor {
                 }
                 Ok(Err(e)) => {
                     warn!(snapshot_id = %msg.snapshot_id, error = %e, "export failed");
-                    Err(e.to_string())
+                    Err(e)
                 }
-                Err(e) => Err(format!("exporter stopped: {e}")),
+                Err(e) => Err(StreamError::Internal(format!("exporter stopped: {e}"))),
             }
         })
     }

@@ -123,6 +123,20 @@ impl StreamError {
         StreamError::Port { what: what.into(), error: source }
     }
 
+    /// Whether rerunning can never succeed as asked: bad input, a format violation, or an
+    /// AWS answer that says not found, invalid or not allowed. Such a queue command is
+    /// dead-lettered at once.
+    pub fn is_permanent(&self) -> bool {
+        use crate::ports::ErrorKind;
+        match self {
+            StreamError::Input(_) | StreamError::Format(_) => true,
+            StreamError::Port { error, .. } => {
+                matches!(error.kind, ErrorKind::NotFound | ErrorKind::Invalid | ErrorKind::AccessDenied)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether rerunning later may succeed (keep a partial upload for resume).
     pub fn is_retryable(&self) -> bool {
         use crate::ports::ErrorKind;
