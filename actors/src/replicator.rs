@@ -35,9 +35,11 @@ pub fn copy_cap(kind: ResourceKind) -> usize {
     }
 }
 
-/// How long a copy claim (lease) lasts: long enough for the copy call, short enough that a
-/// crashed instance's claim frees itself before the next reconciliation.
-const COPY_LEASE_SECS: i64 = 300;
+/// How long a copy claim (lease) lasts unless renewed. The holder renews it every third of
+/// this while its copy call runs (a heartbeat), gives it up at once if the copy does not
+/// start, and lets it lapse after a copy started (the copy, tagged `bunker:copy_of`, is then
+/// what stops a second one). So a killed holder's claim frees itself within this time.
+pub const COPY_LEASE: Duration = Duration::from_secs(30);
 
 /// How one pass over a job ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +82,8 @@ pub struct Replicator {
     metrics: Arc<Metrics>,
     /// Copies started and not yet seen available, per (kind, destination region).
     in_flight: Mutex<HashMap<(ResourceKind, String), BTreeSet<String>>>,
+    /// How long a copy claim lasts unless renewed ([`COPY_LEASE`]).
+    copy_lease: Duration,
 }
 
 fn unix_now() -> i64 {
@@ -121,7 +125,14 @@ impl Replicator {
             holder,
             metrics,
             in_flight: Mutex::new(HashMap::new()),
+            copy_lease: COPY_LEASE,
         }
+    }
+
+    /// Copy claims last `lease` unless renewed (whole seconds, at least one).
+    pub fn with_copy_lease(mut self, lease: Duration) -> Self {
+        self.copy_lease = lease.max(Duration::from_secs(1));
+        self
     }
 
     /// The configuration.
@@ -381,8 +392,10 @@ impl Replicator {
         request: &CopyRequest,
         base: &Entry,
     ) -> Result<String, (StepResult, Option<Entry>)> {
+        let lease_key = format!("copy:{key}:{region}");
+        let secs = self.copy_lease.as_secs() as i64;
         let now = unix_now();
-        match self.leases.claim(&format!("copy:{key}:{region}"), &self.holder, now, now + COPY_LEASE_SECS).await {
+        match self.leases.claim(&lease_key, &self.holder, now, now + secs).await {
             Ok(true) => {}
             Ok(false) => {
                 self.metrics.inc("bunker_deferrals_total", &[("reason", "lease_held")]);
@@ -393,8 +406,39 @@ impl Replicator {
                 return Err((StepResult::Failed(format!("lease: {e}")), None));
             }
         }
-        let ctl = self.control(kind, region).map_err(|e| (StepResult::Failed(e), None))?;
-        ctl.copy_backup(request).await.map_err(|e| self.failed(e, base.clone()))
+        let copied = match self.control(kind, region) {
+            Ok(ctl) => {
+                self.heartbeat(&lease_key, ctl.copy_backup(request)).await.map_err(|e| self.failed(e, base.clone()))
+            }
+            Err(e) => Err((StepResult::Failed(e), None)),
+        };
+        if copied.is_err() {
+            // Not started: free the claim now rather than make others wait for it to lapse.
+            if let Err(e) = self.leases.release(&lease_key, &self.holder).await {
+                warn!(lease = %lease_key, error = %e, "copy lease not released; it lapses by itself");
+            }
+        }
+        copied
+    }
+
+    /// Awaits `work` while renewing the copy lease `key` every third of its duration.
+    async fn heartbeat<T>(&self, key: &str, work: impl std::future::Future<Output = T>) -> T {
+        let secs = self.copy_lease.as_secs() as i64;
+        let renew = async {
+            loop {
+                tokio::time::sleep(self.copy_lease / 3).await;
+                let now = unix_now();
+                match self.leases.claim(key, &self.holder, now, now + secs).await {
+                    Ok(true) => {}
+                    Ok(false) => warn!(lease = %key, "copy lease lapsed and was taken while the copy call ran"),
+                    Err(e) => warn!(lease = %key, error = %e, "copy lease not renewed"),
+                }
+            }
+        };
+        tokio::select! {
+            out = work => out,
+            never = renew => never,
+        }
     }
 
     fn failed(&self, e: PortError, base: Entry) -> (StepResult, Option<Entry>) {
@@ -718,6 +762,60 @@ mod tests {
         assert_eq!(copy.tags[tags::DEPLOYMENT], "bunker-123456789012-us-west-2");
         assert_eq!(dr.shared[&copy.id], ["111111111111"]);
         assert_eq!(w.home.state.lock().unwrap().shared["snap-1"], ["111111111111"]);
+    }
+
+    /// 9.11: a copy claim is short and renewed while the copy call runs, freed at once when
+    /// the copy does not start, and lapses soon after its holder is gone.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn copy_leases_are_short_renewed_while_copying_and_freed_on_failure() {
+        let home = Arc::new(FakeControl::new(ResourceKind::Ebs, "us-east-1"));
+        let dr = Arc::new(FakeControl::new(ResourceKind::Ebs, "us-west-2"));
+        let leases = Arc::new(MemoryLeases::default());
+        let config = cfg(&[(Key::Regions, "us-east-1"), (Key::DrRegions, "us-west-2")]);
+        let logic = Arc::new(
+            Replicator::new(
+                "123456789012".into(),
+                config,
+                vec![home.clone(), dr.clone()],
+                leases.clone(),
+                Arc::new(RecordingNotifier::default()),
+                "me".into(),
+                Arc::new(Metrics::default()),
+            )
+            .with_copy_lease(Duration::from_secs(2)),
+        );
+        let key = "copy:us-east-1:snap-1:us-west-2";
+        let other = |leases: Arc<MemoryLeases>| async move {
+            leases.claim(key, "other", unix_now(), unix_now() + 2).await.unwrap()
+        };
+        // The default is well under a minute: a killed holder's copies wait less than that.
+        assert!(COPY_LEASE <= Duration::from_secs(30));
+
+        // A copy call that takes 5 s, more than twice the lease: nobody else may claim it meanwhile.
+        add_backup(&home, "snap-1", "bunker-123456789012-us-east-1");
+        dr.state.lock().unwrap().copy_delay = Duration::from_secs(5);
+        let pass = tokio::spawn({
+            let logic = logic.clone();
+            async move { logic.advance(&snap("snap-1")).await }
+        });
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            assert!(!other(leases.clone()).await, "claimed by another instance while the copy ran");
+        }
+        pass.await.unwrap();
+        assert_eq!(dr.backup_ids().len(), 1);
+        // Its holder done (or dead), the claim lapses within the lease.
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        assert!(other(leases.clone()).await, "the lease did not lapse");
+
+        // A copy that does not start frees its claim at once.
+        add_backup(&home, "snap-2", "bunker-123456789012-us-east-1");
+        dr.state.lock().unwrap().copy_delay = Duration::ZERO;
+        dr.state.lock().unwrap().copy_quota_failures = 1;
+        let (o, _) = logic.advance(&snap("snap-2")).await;
+        assert!(matches!(o, Outcome::Waiting(_)), "{o:?}");
+        let free = leases.claim("copy:us-east-1:snap-2:us-west-2", "other", unix_now(), unix_now() + 2).await.unwrap();
+        assert!(free, "a copy that did not start still holds its lease");
     }
 
     #[tokio::test]

@@ -32,6 +32,8 @@ pub struct FakeState {
     pub panic_on_copy: bool,
     /// Copy calls made.
     pub copy_calls: u32,
+    /// How long each copy call takes.
+    pub copy_delay: std::time::Duration,
 }
 
 /// An in-memory region of one kind.
@@ -122,6 +124,10 @@ impl BackupControl for FakeControl {
     }
 
     async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError> {
+        let delay = self.state.lock().unwrap().copy_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut s = self.state.lock().unwrap();
         s.copy_calls += 1;
         if s.panic_on_copy {

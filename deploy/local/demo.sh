@@ -17,6 +17,8 @@ export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo
 "$python" deploy/local/seed_fleet.py
 
 cat > "$work/bunker.toml" <<TOML
+# The owner id of this install's backups (commands that delete refuse to run without one).
+deployment = "demo-{account}-{region}"
 # Short retention so a month shows pruning: 7 dailies, 2 weeklies, 1 monthly.
 keep_daily = 7
 keep_weekly = 2
@@ -59,6 +61,7 @@ open(f"{sys.argv[1]}/queues", "w").write(f"{q}\n{d}\n")
 PY
 { read -r queue; read -r dlq; } < "$work/queues"
 cat > "$work/serve.toml" <<TOML
+deployment = "demo-{account}-{region}"
 keep_daily = 7
 keep_weekly = 2
 keep_monthly = 1

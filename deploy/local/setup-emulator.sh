@@ -9,6 +9,9 @@ pin="moto[server]==5.2.5"   # 5.2.1 answers CompleteMultipartUpload in a shape t
 # CRC32C (C extension): the plugin checks S3 part checksums with it, and moto computes CRC32C
 # correctly only when it is installed.
 crc="crc32c==2.9.post0"
+# cfn-lint lints the CloudFormation template and reads it for deploy/check_policies.py (moto
+# brings it too; pinned here so the check does not move with moto's requirements).
+lint="cfn-lint==1.58.0"
 
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   echo "setup-emulator: python3 venv support missing; installing python3-venv" >&2
@@ -21,7 +24,7 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
 fi
-if ! "$venv/bin/python" -c 'import crc32c, moto, sys; sys.exit(0 if moto.__version__ == "5.2.5" else 1)' >/dev/null 2>&1; then
-  "$venv/bin/pip" install -q --disable-pip-version-check "$pin" "$crc" >&2
+if ! "$venv/bin/python" -c 'import crc32c, moto, sys; from importlib.metadata import version as v; sys.exit(0 if moto.__version__ == "5.2.5" and v("cfn-lint") == "1.58.0" else 1)' >/dev/null 2>&1; then
+  "$venv/bin/pip" install -q --disable-pip-version-check "$pin" "$crc" "$lint" >&2
 fi
 echo "$venv/bin/python"

@@ -1,0 +1,166 @@
+"""Static check of bunker's IAM policy and CloudFormation template (run by tests/policies.rs).
+
+Fails (exit 1, one line per finding) when a policy lets the role do more than the design
+says:
+- tag any snapshot or image after it was created (EC2 tags only with ec2:CreateAction; RDS and
+  Redshift tags only with bunker's own request tags), or change bunker:* tags on a backup that
+  already carries them (a Deny on aws:TagKeys must exist);
+- delete or share a backup without both bunker:managed and this deployment's bunker:deployment
+  as resource-tag conditions;
+- use KMS keys other than those named (no Resource "*"), or create grants that are not for
+  AWS resources;
+- accept queue messages from EventBridge without aws:SourceArn and aws:SourceAccount;
+- allow a wildcard action.
+It also checks that the template's BackupPolicy says what deploy/iam/bunker-backup-policy.json
+says (same statements, actions and condition keys), so the two cannot drift apart.
+
+Usage: check_policies.py [--policy FILE] [--template FILE]
+"""
+
+import argparse
+import json
+import sys
+
+from cfnlint.decode import decode
+
+TAGGING = {"ec2:createtags", "rds:addtagstoresource", "redshift:createtags"}
+DELETING = {
+    "ec2:deletesnapshot",
+    "ec2:deregisterimage",
+    "rds:deletedbsnapshot",
+    "rds:deletedbclustersnapshot",
+    "redshift:deleteclustersnapshot",
+}
+SHARING = {
+    "ec2:modifysnapshotattribute",
+    "ec2:modifyimageattribute",
+    "rds:modifydbsnapshotattribute",
+    "rds:modifydbclustersnapshotattribute",
+}
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def statements(doc):
+    """The statements of a policy document, with Fn::If branches taken as present."""
+    for st in as_list(doc.get("Statement", [])):
+        if isinstance(st, dict) and "Fn::If" in st:
+            st = st["Fn::If"][1]
+        if isinstance(st, dict) and "Sid" in st or isinstance(st, dict) and "Effect" in st:
+            yield st
+
+
+def actions(st):
+    return {a.lower() for a in as_list(st.get("Action", [])) if isinstance(a, str)}
+
+
+def conditions(st):
+    """Condition key (lowercase) -> (operator, value)."""
+    out = {}
+    for op, kv in (st.get("Condition") or {}).items():
+        for k, v in kv.items():
+            out[k.lower()] = (op, v)
+    return out
+
+
+def check_document(name, doc):
+    found = []
+
+    def bad(st, problem):
+        found.append(f"{name}: statement {st.get('Sid', '?')}: {problem}")
+
+    allows = [s for s in statements(doc) if s.get("Effect") == "Allow"]
+    for st in allows:
+        acts, cond = actions(st), conditions(st)
+        if any(a == "*" or a.endswith(":*") for a in acts):
+            bad(st, "allows a wildcard action")
+        if "ec2:createtags" in acts and "ec2:createaction" not in cond:
+            bad(st, "ec2:CreateTags without an ec2:CreateAction condition (tags only in the create call)")
+        if acts & {"rds:addtagstoresource", "redshift:createtags"}:
+            for k in ("aws:requesttag/bunker:managed", "aws:requesttag/bunker:deployment"):
+                if k not in cond:
+                    bad(st, f"tagging without a {k} condition")
+        for what, acts_of in (("deletes", DELETING), ("shares", SHARING)):
+            if acts & acts_of:
+                for k in ("aws:resourcetag/bunker:managed", "aws:resourcetag/bunker:deployment"):
+                    if k not in cond:
+                        bad(st, f"{what} backups without a {k} condition")
+                dep = cond.get("aws:resourcetag/bunker:deployment", (None, None))[1]
+                if dep in ("*", ["*"]):
+                    bad(st, f"{what} backups of any deployment (bunker:deployment matches *)")
+        if any(a.startswith("kms:") for a in acts):
+            if "*" in as_list(st.get("Resource", [])):
+                bad(st, "KMS on every key (Resource \"*\"): name the configured keys")
+            if "kms:creategrant" in acts and cond.get("kms:grantisforawsresource", (None, None))[1] not in ("true", True):
+                bad(st, "kms:CreateGrant without kms:GrantIsForAWSResource = true")
+    tagging_allowed = set().union(*(actions(s) for s in allows)) & TAGGING
+    denies = [s for s in statements(doc) if s.get("Effect") == "Deny" and "aws:tagkeys" in conditions(s)]
+    denied = set().union(*(actions(s) for s in denies)) if denies else set()
+    if tagging_allowed - denied:
+        found.append(
+            f"{name}: no Deny on aws:TagKeys bunker:* for {sorted(tagging_allowed - denied)}"
+            " (bunker:* tags of existing backups must never change)"
+        )
+    return found
+
+
+def check_queue_policy(name, doc):
+    found = []
+    for st in statements(doc):
+        principals = as_list((st.get("Principal") or {}).get("Service", []))
+        if st.get("Effect") == "Allow" and "events.amazonaws.com" in principals:
+            cond = conditions(st)
+            for k in ("aws:sourcearn", "aws:sourceaccount"):
+                if k not in cond:
+                    found.append(f"{name}: EventBridge may send to the queue without an {k} condition")
+    return found
+
+
+def shape(doc):
+    """What a policy says, placeholders aside: Sid -> (effect, actions, condition keys)."""
+    return {
+        s.get("Sid"): (s.get("Effect"), sorted(actions(s)), sorted(conditions(s)))
+        for s in statements(doc)
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--policy", default="deploy/iam/bunker-backup-policy.json")
+    ap.add_argument("--template", default="deploy/cloudformation/bunker.yaml")
+    args = ap.parse_args()
+    found = []
+    with open(args.policy) as f:
+        policy = json.load(f)
+    found += check_document(args.policy, policy)
+    template, errors = decode(args.template)
+    if errors or template is None:
+        print(f"{args.template}: cannot be read: {errors}")
+        return 1
+    backup = None
+    for rid, r in template.get("Resources", {}).items():
+        props = r.get("Properties", {})
+        if r.get("Type") in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+            found += check_document(f"{args.template} {rid}", props["PolicyDocument"])
+            if rid == "BackupPolicy":
+                backup = props["PolicyDocument"]
+        if r.get("Type") == "AWS::SQS::QueuePolicy":
+            found += check_queue_policy(f"{args.template} {rid}", props["PolicyDocument"])
+    if backup is None:
+        found.append(f"{args.template}: no BackupPolicy resource")
+    elif shape(backup) != shape(policy):
+        a, b = shape(policy), shape(backup)
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        found.append(f"{args.template} BackupPolicy differs from {args.policy} in {differ}")
+    for line in found:
+        print(line)
+    if found:
+        return 1
+    print(f"policies ok: {args.policy}, {args.template}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

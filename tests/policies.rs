@@ -1,0 +1,137 @@
+//! Issue 9.7: the IAM policy and the CloudFormation template let in no more than the design
+//! says. `deploy/check_policies.py` reads both; cfn-lint lints the template. Each regression
+//! the check exists for is made here on a copy, and must be caught.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+const POLICY: &str = "deploy/iam/bunker-backup-policy.json";
+const TEMPLATE: &str = "deploy/cloudformation/bunker.yaml";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the check; returns (exit code, output).
+fn check(policy: &Path, template: &Path) -> (i32, String) {
+    let out = Command::new(common::python())
+        .current_dir(root())
+        .arg("deploy/check_policies.py")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--template")
+        .arg(template)
+        .output()
+        .expect("run check_policies.py");
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[test]
+fn the_policy_and_template_pass_the_check_and_cfn_lint() {
+    let (code, out) = check(&root().join(POLICY), &root().join(TEMPLATE));
+    assert_eq!(code, 0, "{out}");
+    let lint = common::python().with_file_name("cfn-lint");
+    let out = Command::new(lint).current_dir(root()).arg(TEMPLATE).output().expect("run cfn-lint");
+    assert!(
+        out.status.success(),
+        "cfn-lint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn statement<'a>(policy: &'a mut Value, sid: &str) -> &'a mut Value {
+    policy["Statement"].as_array_mut().unwrap().iter_mut().find(|s| s["Sid"] == sid).unwrap()
+}
+
+#[test]
+fn every_regression_is_caught() {
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(root().join(POLICY)).unwrap()).unwrap();
+    type Mutation = fn(&mut Value);
+    let mutations: [(&str, Mutation, &str); 7] = [
+        (
+            "tag after creation",
+            |p| {
+                statement(p, "TagEc2OnlyInTheCreateCall").as_object_mut().unwrap().remove("Condition");
+            },
+            "ec2:CreateAction",
+        ),
+        (
+            "rds tags without bunker's values",
+            |p| {
+                statement(p, "CreateAndCopyOnlyBornTagged")["Condition"].as_object_mut().unwrap().remove("StringLike");
+            },
+            "aws:requesttag/bunker:deployment",
+        ),
+        (
+            "retag existing backups",
+            |p| p["Statement"].as_array_mut().unwrap().retain(|s| s["Sid"] != "NeverRetagManagedResources"),
+            "no Deny on aws:TagKeys",
+        ),
+        (
+            "delete any managed backup",
+            |p| {
+                statement(p, "DeleteOnlyOwnBackups")["Condition"].as_object_mut().unwrap().remove("StringLike");
+            },
+            "deletes backups without a aws:resourcetag/bunker:deployment",
+        ),
+        (
+            "share anything",
+            |p| {
+                statement(p, "ShareOnlyOwnBackups").as_object_mut().unwrap().remove("Condition");
+            },
+            "shares backups without",
+        ),
+        ("every key", |p| statement(p, "UseConfiguredKeys")["Resource"] = json!("*"), "KMS on every key"),
+        (
+            "grants for anyone",
+            |p| {
+                statement(p, "GrantConfiguredKeysToAwsServicesOnly")["Condition"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("Bool");
+            },
+            "kms:GrantIsForAWSResource",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (what, mutate, expected) in mutations {
+        let mut p = original.clone();
+        mutate(&mut p);
+        let file = dir.path().join("policy.json");
+        std::fs::write(&file, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+        let (code, out) = check(&file, &root().join(TEMPLATE));
+        assert_eq!(code, 1, "{what}: not caught: {out}");
+        assert!(out.contains(expected), "{what}: {out}");
+    }
+    // The queue policy without its source conditions.
+    let template = std::fs::read_to_string(root().join(TEMPLATE)).unwrap();
+    let open = template.replace("\"aws:SourceArn\":", "\"aws:SourceArnX\":");
+    assert_ne!(open, template);
+    let file = dir.path().join("bunker.yaml");
+    std::fs::write(&file, open).unwrap();
+    let (code, out) = check(&root().join(POLICY), &file);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("without an aws:sourcearn condition"), "{out}");
+}
+
+/// Issue 9.8: the units keep what the service writes private (files 0600 by bunker itself,
+/// the state directory 0700, anything else under the umask).
+#[test]
+fn systemd_units_keep_files_private() {
+    for unit in ["deploy/systemd/bunker.service", "deploy/systemd/bunker-backup@.service"] {
+        let text = std::fs::read_to_string(root().join(unit)).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        assert!(lines.contains(&"UMask=0077"), "{unit}: no UMask=0077");
+        if lines.iter().any(|l| l.starts_with("StateDirectory=")) {
+            assert!(lines.contains(&"StateDirectoryMode=0700"), "{unit}: state directory not 0700");
+        }
+    }
+}
