@@ -97,7 +97,7 @@ impl FileLeases {
     async fn report(&self, message: String) {
         error!(path = %self.path.display(), error = %message, "lease file rebuilt");
         if let Some(m) = &self.metrics {
-            m.inc("bunker_lease_file_rebuilt_total", &[]);
+            m.inc(bunker_actors::metrics::Metric::LeaseFileRebuiltTotal, &[]);
         }
         if let Some(r) = &self.failures {
             if r.send(ReportFailure { actor: "leases", message }).await.is_err() {
@@ -180,7 +180,7 @@ mod tests {
                 failures: None,
             };
             assert!(leases.claim("slot:x", "me", 100, 200).await.unwrap(), "scheduling goes on");
-            assert_eq!(metrics.get("bunker_lease_file_rebuilt_total", &[]), 1.0);
+            assert_eq!(metrics.get(bunker_actors::metrics::Metric::LeaseFileRebuiltTotal, &[]), 1.0);
             let text = std::fs::read_to_string(&path).unwrap();
             let held: Held = serde_json::from_str(&text).unwrap();
             assert_eq!(held["slot:x"], ("me".to_string(), 200));

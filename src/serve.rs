@@ -28,7 +28,6 @@ use bunker_actors::system::FailureReporter;
 use bunker_actors::watcher::{GetInFlight, StopIntake, Watcher, WatcherActor};
 use bunker_actors::Runner;
 use bunker_protocol::config::{Config, Setting};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use crate::aws::Aws;
@@ -195,6 +194,7 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
             .with_failures(failures.clone())
     });
 
+    let health = Arc::new(bunker_actors::health::Health::default());
     let watcher = cfg.serve.queue_url.as_ref().map(|url| {
         let queue = aws.event_queue(url.clone(), cfg.serve.dead_letter_queue_url.clone());
         let visibility = (cfg.serve.check_interval.as_secs() as u32 * 4).clamp(30, 900);
@@ -216,10 +216,21 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
             pull: !cfg.replication.source_accounts.is_empty(),
             clean: cfg.deployment.is_some(),
         });
-        WatcherActor::new(Arc::new(w), Some(reporter.clone().recipient())).start()
+        let w = Arc::new(w);
+        let logic = w.clone();
+        health.watch("watcher", move || logic.health());
+        WatcherActor::new(w, Some(reporter.clone().recipient())).start()
     });
+    watch_actor(&health, "replicator", &replicator);
+    watch_actor(&health, "reconciler", &reconciler);
+    watch_actor(&health, "scheduler", &scheduler);
+    watch_actor(&health, "exporter", &exporter);
+    watch_actor(&health, "failure-reporter", &reporter);
+    if let Some(w) = &watcher {
+        watch_actor(&health, "watcher-actor", w);
+    }
 
-    let http = tokio::spawn(serve_http(listener, metrics.clone()));
+    let http = tokio::spawn(serve_http(listener, metrics.clone(), health.clone()));
 
     wait_for_signal().await?;
     info!("shutting down: intake stopped, finishing in-flight work");
@@ -263,38 +274,39 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-/// A deliberately tiny HTTP/1.1 server: two GET routes, one response per connection.
-async fn serve_http(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            // Read the whole request head (closing with unread input would reset the
-            // connection under the client's feet).
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-                match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
-                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => return,
-                }
-            }
-            let req = String::from_utf8_lossy(&buf);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = match path {
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                _ => ("404 Not Found", "text/plain", "not found: try /healthz or /metrics\n".to_string()),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            // A client that hung up needs no answer.
-            if sock.write_all(head.as_bytes()).await.is_ok() {
-                sock.write_all(body.as_bytes()).await.unwrap_or_default();
-            }
-        });
+/// `/healthz` is failing while `addr`'s actor is stopped (a panic in a handler stops it).
+fn watch_actor<A: Actor>(health: &bunker_actors::health::Health, name: &'static str, addr: &Addr<A>) {
+    let addr = addr.clone();
+    health.watch(name, move || if addr.connected() { Ok(()) } else { Err("actor stopped".into()) });
+}
+
+/// `/healthz` (200 or 503, JSON naming each component) and `/metrics` (OpenMetrics), served
+/// by axum on the service's tokio runtime.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<bunker_actors::health::Health>,
+) {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let report = health.report();
+                let status = if report.ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                async move { (status, axum::Json(report)) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move { ([(header::CONTENT_TYPE, bunker_actors::metrics::CONTENT_TYPE)], text) }
+            }),
+        )
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: try /healthz or /metrics\n") });
+    if let Err(e) = axum::serve(listener, app).await {
+        warn!(error = %e, "http server stopped");
     }
 }

@@ -224,15 +224,6 @@ fn local_exports_touch_no_aws_endpoint() {
     assert!(listener.accept().is_err(), "something connected to the metadata / AWS endpoint");
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 /// 9.4, 9.5: a queue message may only ask for what the config allows, and a command that can
 /// never run is dead-lettered at once with the reason, not redelivered.
 #[tokio::test]
@@ -291,7 +282,7 @@ async fn the_queue_asks_only_for_what_the_config_allows_and_hopeless_commands_de
     for (_, why) in &hostile {
         assert!(reasons.iter().any(|r| r.contains(why)), "no dead letter says {why:?}: {reasons:#?}");
     }
-    let metrics = http_get(&addr, "/metrics");
+    let metrics = common::http_get(&addr, "/metrics");
     assert!(
         metrics.contains(&format!("bunker_messages_total{{outcome=\"dead_lettered\"}} {}", hostile.len())),
         "{metrics}"

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -27,11 +26,7 @@ impl Serve {
     }
 
     fn get(&self, path: &str) -> String {
-        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        common::http_get(&self.addr, path)
     }
 
     /// SIGTERM; returns the exit code and stderr.
@@ -382,4 +377,43 @@ async fn the_service_exports_on_commands_and_events() {
     for url in [format!("s3://{bucket}/cmd/{s1}.img.zst"), format!("s3://{bucket}/auto/{s2}.img.zst")] {
         a.bunker(&["verify", &url]).ok_json_or_code(0);
     }
+}
+
+/// `/healthz` tells the truth: 503 naming the watcher while its queue cannot be polled, 200
+/// again once it can.
+#[tokio::test]
+async fn healthz_names_the_watcher_while_its_queue_is_unreachable_and_recovers() {
+    let a = Account::new("600000000009").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&a.sdk(REGION).await);
+    // A queue that does not exist yet.
+    let url = format!("{}/{}/bunker-healthz", a.endpoint, a.id);
+    let cfg = write_config(dir.path(), &format!("queue_url = \"{url}\"\nreconcile_interval = \"1h\"\n"));
+    let serve = Serve::start(&a, &cfg, dir.path());
+    let wait_for = |want: &'static str| {
+        let t = Instant::now();
+        let serve = &serve;
+        async move {
+            loop {
+                let r = serve.get("/healthz");
+                if r.starts_with(want) {
+                    return r;
+                }
+                assert!(t.elapsed() < Duration::from_secs(45), "no {want} within 45 s: {r}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let failing = wait_for("HTTP/1.1 503").await;
+    let body: serde_json::Value = serde_json::from_str(failing.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["status"], "failing", "{body}");
+    assert_eq!(body["failing"], serde_json::json!(["watcher"]), "{body}");
+    assert!(body["components"]["watcher"].as_str().unwrap().contains("no completed queue poll"), "{body}");
+    assert_eq!(body["components"]["replicator"], "ok");
+
+    sqs.create_queue().queue_name("bunker-healthz").send().await.unwrap();
+    let ok = wait_for("HTTP/1.1 200").await;
+    assert!(ok.contains("\"status\":\"ok\""), "{ok}");
+    let (code, _, _) = serve.terminate();
+    assert_eq!(code, 0);
 }

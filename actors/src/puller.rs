@@ -163,7 +163,7 @@ impl Puller {
                 })
             }
             Err(e) if matches!(e.kind, ErrorKind::Quota | ErrorKind::Throttled) => {
-                self.metrics.inc("bunker_deferrals_total", &[("reason", "pull_quota")]);
+                self.metrics.inc(crate::metrics::Metric::DeferralsTotal, &[("reason", "pull_quota")]);
                 Some(entry(EntryStatus::Skipped, region, &s, format!("deferred to the next pull: {e}")))
             }
             Err(e) => Some(entry(EntryStatus::Error, region, &s, e.to_string())),

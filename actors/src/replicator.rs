@@ -145,7 +145,7 @@ impl Replicator {
     }
 
     fn aws_error(&self, e: &PortError) {
-        self.metrics.inc("bunker_aws_errors_total", &[("code", e.code.as_deref().unwrap_or("none"))]);
+        self.metrics.inc(crate::metrics::Metric::AwsErrorsTotal, &[("code", e.code.as_deref().unwrap_or("none"))]);
     }
 
     /// Whether a described backup is this deployment's own original (not a copy).
@@ -174,7 +174,11 @@ impl Replicator {
     }
 
     fn publish_in_flight(&self, kind: ResourceKind, region: &str, n: usize) {
-        self.metrics.set("bunker_copies_in_flight", &[("kind", kind.as_str()), ("region", region)], n as f64);
+        self.metrics.set(
+            crate::metrics::Metric::CopiesInFlight,
+            &[("kind", kind.as_str()), ("region", region)],
+            n as f64,
+        );
     }
 
     /// Reserves a copy slot in (kind, region) for `key`; `false` when the cap is reached.
@@ -374,7 +378,7 @@ impl Replicator {
         base: &Entry,
     ) -> Result<String, (StepResult, Option<Entry>)> {
         if !self.reserve(kind, region, key) {
-            self.metrics.inc("bunker_deferrals_total", &[("reason", "concurrency_cap")]);
+            self.metrics.inc(crate::metrics::Metric::DeferralsTotal, &[("reason", "concurrency_cap")]);
             return Err((StepResult::Deferred(format!("copy into {region}: concurrency cap")), None));
         }
         let started = self.claim_and_copy(kind, region, key, request, base).await;
@@ -398,7 +402,7 @@ impl Replicator {
         match self.leases.claim(&lease_key, &self.holder, now, now + secs).await {
             Ok(true) => {}
             Ok(false) => {
-                self.metrics.inc("bunker_deferrals_total", &[("reason", "lease_held")]);
+                self.metrics.inc(crate::metrics::Metric::DeferralsTotal, &[("reason", "lease_held")]);
                 return Err((StepResult::Deferred(format!("copy into {region}: claimed by another instance")), None));
             }
             Err(e) => {
@@ -446,7 +450,7 @@ impl Replicator {
         match e.kind {
             ErrorKind::Quota | ErrorKind::Throttled => {
                 let reason = if e.kind == ErrorKind::Quota { "quota" } else { "throttled" };
-                self.metrics.inc("bunker_deferrals_total", &[("reason", reason)]);
+                self.metrics.inc(crate::metrics::Metric::DeferralsTotal, &[("reason", reason)]);
                 warn!(region = %base.region, backup_id = ?base.backup_id, error = %e, "deferred: {reason}");
                 (StepResult::Deferred(format!("{reason}: {e}")), None)
             }
@@ -569,7 +573,7 @@ impl ReplicatorActor {
             Err(e) => {
                 let msg = if e.is_panic() { format!("task panicked: {e}") } else { format!("task cancelled: {e}") };
                 error!(job = %key, error = %msg, "replication pass panicked; retrying");
-                logic.metrics.inc("bunker_actor_restarts_total", &[("actor", "replicator-task")]);
+                logic.metrics.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "replicator-task")]);
                 let subject = "bunker: replication task panicked".to_string();
                 let body = format!("job {key}: {msg}");
                 let l = logic.clone();
@@ -618,7 +622,7 @@ impl ReplicatorActor {
                 (Some(n), false) if n.starts_with("gave up") => "failed",
                 _ => "not_ours",
             };
-            logic.metrics.inc("bunker_jobs_total", &[("kind", b.kind.as_str()), ("state", state)]);
+            logic.metrics.inc(crate::metrics::Metric::JobsTotal, &[("kind", b.kind.as_str()), ("state", state)]);
             if state == "failed" {
                 let subject = format!("bunker {} copy/share failed", b.kind);
                 let body = format!("{}:{}: {}", b.region, b.id, note.clone().unwrap_or_default());
@@ -660,7 +664,7 @@ impl actix::Supervised for ReplicatorActor {
         // Open jobs' waiters see their channel close and retry (SQS redelivery,
         // reconciliation); the jobs are rebuilt from AWS state, never from memory.
         warn!(open_jobs = self.jobs.len(), "replicator restarting");
-        self.logic.metrics.inc("bunker_actor_restarts_total", &[("actor", "replicator")]);
+        self.logic.metrics.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "replicator")]);
         self.jobs.clear();
     }
 }
@@ -841,7 +845,7 @@ mod tests {
         }
         assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Outcome::Done);
         assert_eq!(w.dr.backup_ids().len(), 1);
-        assert_eq!(w.logic.metrics.get("bunker_deferrals_total", &[("reason", "quota")]), 2.0);
+        assert_eq!(w.logic.metrics.get(crate::metrics::Metric::DeferralsTotal, &[("reason", "quota")]), 2.0);
     }
 
     #[test]
@@ -863,7 +867,10 @@ mod tests {
         }
         assert_eq!(w.dr.backup_ids().len(), 1, "exactly one copy");
         assert_eq!(w.dr.state.lock().unwrap().copy_calls, 2, "the panicked call, then one copy");
-        assert_eq!(w.logic.metrics.get("bunker_actor_restarts_total", &[("actor", "replicator-task")]), 1.0);
+        assert_eq!(
+            w.logic.metrics.get(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "replicator-task")]),
+            1.0
+        );
         let published = w.notifier.published.lock().unwrap();
         assert!(published.iter().any(|(_, s, _)| s.contains("panicked")), "{published:?}");
     }

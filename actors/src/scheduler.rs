@@ -197,7 +197,7 @@ impl Executor {
         };
         r.create.publish_report(&report).await;
         self.metrics.inc(
-            "bunker_runs_total",
+            crate::metrics::Metric::RunsTotal,
             &[("action", action.as_str()), ("kind", kind.as_str()), ("status", report.status.as_str())],
         );
         info!(run_id = %report.run_id, status = report.status.as_str(), "{}", report.headline());
@@ -289,7 +289,7 @@ impl SchedulerActor {
                         Ok(true) => {
                             info!(slot = %key, "schedule slot fired");
                             metrics.inc(
-                                "bunker_schedule_slots_total",
+                                crate::metrics::Metric::ScheduleSlotsTotal,
                                 &[("action", slot.action.as_str()), ("kind", slot.kind.as_str()), ("outcome", "fired")],
                             );
                             if let Err(e) = exec.run(slot.action, slot.kind, None).await {
@@ -298,7 +298,7 @@ impl SchedulerActor {
                         }
                         Ok(false) => {
                             metrics.inc(
-                                "bunker_schedule_slots_total",
+                                crate::metrics::Metric::ScheduleSlotsTotal,
                                 &[
                                     ("action", slot.action.as_str()),
                                     ("kind", slot.kind.as_str()),
@@ -311,7 +311,7 @@ impl SchedulerActor {
                             // Never silent: counted, and reported to the error topic.
                             error!(slot = %key, error = %e, "slot lease unavailable; slot skipped");
                             metrics.inc(
-                                "bunker_schedule_slots_total",
+                                crate::metrics::Metric::ScheduleSlotsTotal,
                                 &[
                                     ("action", slot.action.as_str()),
                                     ("kind", slot.kind.as_str()),
@@ -365,7 +365,7 @@ impl Actor for SchedulerActor {
 impl actix::Supervised for SchedulerActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         warn!("scheduler restarting");
-        self.executor.metrics.inc("bunker_actor_restarts_total", &[("actor", "scheduler")]);
+        self.executor.metrics.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "scheduler")]);
     }
 }
 

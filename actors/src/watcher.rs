@@ -55,6 +55,11 @@ impl CommandError {
 
 /// Long-poll wait. 20 s is SQS's maximum: fewer empty receives.
 const WAIT_SECS: u32 = 20;
+/// The wait of each receive: short enough that intake stops quickly on shutdown. A poll
+/// completes at least this often while the queue is reachable and a slot is free.
+pub const POLL_SECS: u32 = if WAIT_SECS < 5 { WAIT_SECS } else { 5 };
+/// `/healthz` fails the watcher after this many poll intervals without a completed poll.
+pub const MISSED_POLLS: u32 = 3;
 /// Messages handled at once by one instance; the next receive waits for a free slot
 /// (back-pressure: a busy instance leaves messages to the others).
 pub const MAX_IN_FLIGHT: usize = 10;
@@ -73,6 +78,8 @@ pub struct Watcher {
     exports: Option<Recipient<crate::stream::exporter_actor::ExportSnapshot>>,
     /// What commands may ask for.
     allowed: events::Allowed,
+    /// When the last receive completed (or the watcher started), and the last receive error.
+    polled: std::sync::Mutex<(tokio::time::Instant, Option<String>)>,
 }
 
 /// What became of one message.
@@ -105,7 +112,24 @@ impl Watcher {
             stopping: Arc::new(AtomicBool::new(false)),
             exports: None,
             allowed: events::Allowed::default(),
+            polled: std::sync::Mutex::new((tokio::time::Instant::now(), None)),
         }
+    }
+
+    /// For `/healthz`: `Err` when no poll of the queue completed in [`MISSED_POLLS`] poll
+    /// intervals, unless every slot is busy (then receiving waits, by design) or intake has
+    /// stopped.
+    pub fn health(&self) -> Result<(), String> {
+        let (at, error) = self.polled.lock().expect("poll time").clone();
+        let limit = Duration::from_secs(u64::from(POLL_SECS * MISSED_POLLS));
+        if at.elapsed() <= limit || self.in_flight() >= MAX_IN_FLIGHT || self.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(format!(
+            "no completed queue poll for {} s (one is due every {POLL_SECS} s){}",
+            at.elapsed().as_secs(),
+            error.map(|e| format!("; last error: {e}")).unwrap_or_default()
+        ))
     }
 
     /// Admits only commands within `allowed` (by default: none that name a kind, region or
@@ -208,7 +232,7 @@ impl Watcher {
             Handled::DeadLettered(_) => "dead_lettered",
             Handled::Left(_) => "left",
         };
-        self.metrics.inc("bunker_messages_total", &[("outcome", label)]);
+        self.metrics.inc(crate::metrics::Metric::MessagesTotal, &[("outcome", label)]);
         match &outcome {
             Handled::Done | Handled::DeadLettered(_) => {
                 if let Err(e) = self.queue.delete(&m.receipt).await {
@@ -247,15 +271,18 @@ impl Watcher {
         while !self.stopping.load(Ordering::SeqCst) {
             let Ok(first) = permits.clone().acquire_owned().await else { return };
             let free = permits.available_permits() + 1;
-            let wait = if self.stopping.load(Ordering::SeqCst) { 0 } else { WAIT_SECS.min(5) };
+            let wait = if self.stopping.load(Ordering::SeqCst) { 0 } else { POLL_SECS };
             let batch = match self.queue.receive(free.min(10) as u32, wait, self.visibility_secs).await {
                 Ok(b) => {
                     failures = 0;
+                    *self.polled.lock().expect("poll time") = (tokio::time::Instant::now(), None);
                     b
                 }
                 Err(e) => {
                     failures += 1;
-                    self.metrics.inc("bunker_aws_errors_total", &[("code", e.code.as_deref().unwrap_or("none"))]);
+                    self.polled.lock().expect("poll time").1 = Some(e.to_string());
+                    self.metrics
+                        .inc(crate::metrics::Metric::AwsErrorsTotal, &[("code", e.code.as_deref().unwrap_or("none"))]);
                     let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
                     error!(error = %e, backoff_ms = backoff.as_millis() as u64, "queue receive failed");
                     drop(first);
@@ -316,7 +343,7 @@ impl WatcherActor {
                 act.restarts += 1;
                 let msg = format!("watcher loop {}: {e}", if e.is_panic() { "panicked" } else { "ended" });
                 error!(error = %msg, restarts = act.restarts, "restarting the watcher loop");
-                act.logic.metrics.inc("bunker_actor_restarts_total", &[("actor", "watcher")]);
+                act.logic.metrics.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "watcher")]);
                 if let Some(r) = &act.on_panic {
                     let r = r.clone();
                     actix::spawn(async move {

@@ -297,15 +297,21 @@ pub fn post(endpoint: &str, path: &str, body: &str) -> String {
     out
 }
 
-/// GETs a JSON document from the emulator's plugin endpoints.
-pub fn get_json(endpoint: &str, path: &str) -> serde_json::Value {
+/// GETs `path` from `addr` (`HOST:PORT` or `http://HOST:PORT`); returns the whole response,
+/// status line and headers included.
+pub fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    let addr = endpoint.trim_start_matches("http://");
+    let addr = addr.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    out
+}
+
+/// GETs a JSON document from the emulator's plugin endpoints.
+pub fn get_json(endpoint: &str, path: &str) -> serde_json::Value {
+    serde_json::from_str(http_get(endpoint, path).split("\r\n\r\n").nth(1).unwrap()).unwrap()
 }
 
 /// EBS block size.

@@ -71,7 +71,7 @@ impl actix::Supervised for ExporterActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         warn!("exporter restarting");
         if let Some(m) = &self.metrics {
-            m.inc("bunker_actor_restarts_total", &[("actor", "exporter")]);
+            m.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "exporter")]);
         }
     }
 }
@@ -108,7 +108,7 @@ impl Handler<Export> for ExporterActor {
                 Err(e) => {
                     warn!(archive = %name, error = %e, "export task failed");
                     if let Some(m) = &metrics {
-                        m.inc("bunker_actor_restarts_total", &[("actor", "exporter")]);
+                        m.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "exporter")]);
                     }
                     Err(StreamError::Internal(format!("export task failed: {e}")))
                 }
@@ -119,13 +119,21 @@ impl Handler<Export> for ExporterActor {
             if let Some(m) = &metrics {
                 *ended.lock().expect("export ended flag") = true;
                 for what in ["total", "in", "out"] {
-                    m.remove("bunker_export_bytes", &[("archive", &name), ("bytes", what)]);
+                    m.remove(crate::metrics::Metric::ExportBytes, &[("archive", &name), ("bytes", what)]);
                 }
                 let p = &msg.progress;
-                m.add("bunker_export_bytes_total", &[("direction", "in")], Progress::get(&p.bytes_in) as f64);
-                m.add("bunker_export_bytes_total", &[("direction", "out")], Progress::get(&p.bytes_out) as f64);
+                m.add(
+                    crate::metrics::Metric::ExportBytesTotal,
+                    &[("direction", "in")],
+                    Progress::get(&p.bytes_in) as f64,
+                );
+                m.add(
+                    crate::metrics::Metric::ExportBytesTotal,
+                    &[("direction", "out")],
+                    Progress::get(&p.bytes_out) as f64,
+                );
                 let status = if result.is_ok() { "ok" } else { "failed" };
-                m.inc("bunker_exports_total", &[("status", status)]);
+                m.inc(crate::metrics::Metric::ExportsTotal, &[("status", status)]);
             }
             result
         })
@@ -165,6 +173,6 @@ impl Handler<ExportSnapshot> for ExporterActor {
 
 fn publish(m: &Metrics, name: &str, p: &Progress) {
     for (what, v) in [("total", &p.total), ("in", &p.bytes_in), ("out", &p.bytes_out)] {
-        m.set("bunker_export_bytes", &[("archive", name), ("bytes", what)], Progress::get(v) as f64);
+        m.set(crate::metrics::Metric::ExportBytes, &[("archive", name), ("bytes", what)], Progress::get(v) as f64);
     }
 }
