@@ -19,6 +19,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use crate::aws::Aws;
+use crate::exit::Fatal;
 use crate::local::{self, DirStore, RestoreFile};
 
 /// `bunker export …`
@@ -112,24 +113,16 @@ impl ExportOpts {
     }
 }
 
-/// A failure with its exit code (2: bad input, 1: anything else).
-pub struct Failure {
-    /// Exit code.
-    pub code: u8,
-    /// What went wrong.
-    pub error: anyhow::Error,
-}
-
-fn fail(e: StreamError) -> Failure {
+fn fail(e: StreamError) -> Fatal {
     let code = match &e {
         StreamError::Input(_) => 2,
         _ => 1,
     };
-    Failure { code, error: anyhow!(e) }
+    Fatal { code, error: anyhow!(e) }
 }
 
-fn input(msg: String) -> Failure {
-    Failure { code: 2, error: anyhow!(msg) }
+fn input(msg: String) -> Fatal {
+    crate::exit::usage(anyhow!(msg))
 }
 
 /// Where archives go, or where one is.
@@ -138,7 +131,7 @@ enum Location {
     Dir(PathBuf),
 }
 
-fn parse_location(url: &str, flag: &str) -> Result<Location, Failure> {
+fn parse_location(url: &str, flag: &str) -> Result<Location, Fatal> {
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -156,12 +149,12 @@ fn parse_location(url: &str, flag: &str) -> Result<Location, Failure> {
 }
 
 /// The region, for commands that reach AWS; local targets and files need none.
-fn need(region: Option<&str>) -> Result<&str, Failure> {
+fn need(region: Option<&str>) -> Result<&str, Fatal> {
     region.ok_or_else(|| input("no region: set `regions` in the config file, pass --region, or set AWS_REGION".into()))
 }
 
 /// The store for a target prefix.
-fn target_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<Arc<dyn ArchiveStore>, Failure> {
+fn target_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<Arc<dyn ArchiveStore>, Fatal> {
     Ok(match parse_location(url, "--to")? {
         Location::S3 { bucket, key } => aws.archive_store(need(region)?, bucket, key),
         Location::Dir(p) => Arc::new(DirStore::new(p)),
@@ -169,7 +162,7 @@ fn target_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<Arc<dyn Ar
 }
 
 /// The store holding an object, and the object's key in it.
-fn object_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<(Arc<dyn ArchiveStore>, String), Failure> {
+fn object_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<(Arc<dyn ArchiveStore>, String), Fatal> {
     let split = |k: &str| match k.rsplit_once('/') {
         Some((d, n)) => (d.to_string(), n.to_string()),
         None => (String::new(), k.to_string()),
@@ -363,7 +356,7 @@ impl ExportTargets for ServiceExports {
 }
 
 /// `bunker export …`
-pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: bool) -> Result<u8, Failure> {
+pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: bool) -> Result<u8, Fatal> {
     let progress = Arc::new(Progress::default());
     let (opts, req, open): (ExportOpts, ExportRequest, OpenReader) = match args.what {
         ExportWhat::Ebs { snapshot, base, opts } => {
@@ -492,13 +485,13 @@ async fn load_base(store: Arc<dyn ArchiveStore>, base: &str, size: u64) -> Resul
 }
 
 /// `bunker verify URL`
-pub async fn verify(aws: &Aws, region: Option<&str>, url: &str, json: bool) -> Result<u8, Failure> {
+pub async fn verify(aws: &Aws, region: Option<&str>, url: &str, json: bool) -> Result<u8, Fatal> {
     let (store, key) = object_store(aws, region, url)?;
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(progress.clone(), json);
     let result = async { archive_reader::verify(Archive::open(store, &key).await?, &progress).await }.await;
     bar.done();
-    let report = result.map_err(|e| Failure {
+    let report = result.map_err(|e| Fatal {
         code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
         error: anyhow!("verify failed: {e}"),
     })?;
@@ -523,7 +516,7 @@ pub async fn restore(
     to_file: Option<PathBuf>,
     to_snapshot: bool,
     json: bool,
-) -> Result<u8, Failure> {
+) -> Result<u8, Fatal> {
     let (store, key) = object_store(aws, region, url)?;
     let target = match (to_file, to_snapshot) {
         (Some(p), false) => {
@@ -552,7 +545,7 @@ pub async fn restore(
     }
     .await;
     bar.done();
-    let report = result.map_err(|e| Failure {
+    let report = result.map_err(|e| Fatal {
         code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
         error: anyhow!("restore failed: {e}"),
     })?;

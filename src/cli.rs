@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::aws::Aws;
+use crate::exit::{runtime, usage, Fatal};
 use crate::settings::{self, FlagSettings};
 
 /// bunker: tag-driven AWS backups with grandfather-father-son retention.
@@ -144,20 +145,6 @@ enum ConfigCommand {
     },
 }
 
-/// An error with the exit code it maps to.
-struct Fatal {
-    code: u8,
-    error: anyhow::Error,
-}
-
-fn usage(error: impl Into<anyhow::Error>) -> Fatal {
-    Fatal { code: 2, error: error.into() }
-}
-
-fn runtime(error: impl Into<anyhow::Error>) -> Fatal {
-    Fatal { code: 1, error: error.into() }
-}
-
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -273,8 +260,8 @@ fn reaches_aws(command: &Command) -> bool {
     }
 }
 
-fn archive_result(r: Result<u8, crate::archive_cli::Failure>) -> Result<ExitCode, Fatal> {
-    r.map(ExitCode::from).map_err(|f| Fatal { code: f.code, error: f.error })
+fn archive_result(r: Result<u8, Fatal>) -> Result<ExitCode, Fatal> {
+    r.map(ExitCode::from)
 }
 
 async fn runner(

@@ -4,6 +4,7 @@
 //! **Invariant:** this crate never names an AWS SDK crate; it reaches AWS only through
 //! [`ports`].
 
+pub mod guard;
 pub mod health;
 pub mod leases;
 pub mod metrics;

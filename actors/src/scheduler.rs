@@ -159,17 +159,14 @@ impl Executor {
     /// Runs one action for one kind; returns its report (published once, at the end).
     pub async fn run(&self, action: Action, kind: ResourceKind, select: Option<String>) -> Result<RunReport, String> {
         let r = self.runners.get(&kind).ok_or_else(|| format!("kind {kind} is not served (serve.kinds)"))?;
-        self.running.fetch_add(1, Ordering::SeqCst);
+        let _running = crate::guard::InFlight::enter(&self.running);
         let now = Timestamp::now();
         let opts = RunOptions { now, dry_run: false, run_id: run_id(now), publish_report: false };
         let report = match action {
             Action::Clean => r.clean.clean_backups(&opts).await,
             Action::Pull => match &self.puller {
                 Some(p) => p.pull_report(kind, opts.run_id.clone(), now).await,
-                None => {
-                    self.running.fetch_sub(1, Ordering::SeqCst);
-                    return Err("pull-backups needs source_accounts".into());
-                }
+                None => return Err("pull-backups needs source_accounts".into()),
             },
             Action::Create => {
                 let select = select.or_else(|| r.create.config().select.clone());
@@ -201,7 +198,6 @@ impl Executor {
             &[("action", action.as_str()), ("kind", kind.as_str()), ("status", report.status.as_str())],
         );
         info!(run_id = %report.run_id, status = report.status.as_str(), "{}", report.headline());
-        self.running.fetch_sub(1, Ordering::SeqCst);
         Ok(report)
     }
 }

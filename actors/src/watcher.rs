@@ -300,11 +300,11 @@ impl Watcher {
                     },
                 };
                 let me = self.clone();
-                me.in_flight.fetch_add(1, Ordering::SeqCst);
+                // Dropped when the task ends, panicking or not: the count never stays high.
+                let counted = crate::guard::InFlight::enter(&me.in_flight);
                 tokio::spawn(async move {
-                    let _permit = permit;
+                    let (_permit, _counted) = (permit, counted);
                     me.handle(&m).await;
-                    me.in_flight.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         }
