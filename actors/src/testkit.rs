@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bunker_protocol::backup::Backup;
+use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
 use crate::ports::{
@@ -34,6 +35,18 @@ pub struct FakeState {
     pub copy_calls: u32,
     /// How long each copy call takes.
     pub copy_delay: std::time::Duration,
+}
+
+impl FakeState {
+    /// A new available backup with `tags`; returns its id.
+    fn add_backup(&mut self, tags: &Tags) -> String {
+        self.next += 1;
+        let id = format!("snap-{:08}", self.next);
+        let listed =
+            ListedBackup { id: id.clone(), tags: tags.clone(), available: true, aws_created_at: None, parts: vec![] };
+        self.backups.insert(id.clone(), listed);
+        id
+    }
 }
 
 /// An in-memory region of one kind.
@@ -82,18 +95,7 @@ impl BackupControl for FakeControl {
         if s.fail_create.contains(&request.resource.id) {
             return Err(PortError::new(ErrorKind::Invalid, Some("InvalidState"), "injected failure"));
         }
-        s.next += 1;
-        let id = format!("snap-{:08}", s.next);
-        s.backups.insert(
-            id.clone(),
-            ListedBackup {
-                id: id.clone(),
-                tags: request.tags.clone(),
-                available: true,
-                aws_created_at: None,
-                parts: vec![],
-            },
-        );
+        let id = s.add_backup(&request.tags);
         Ok(Created { id, note: None })
     }
 
@@ -139,18 +141,7 @@ impl BackupControl for FakeControl {
             s.copy_quota_failures -= 1;
             return Err(PortError::new(ErrorKind::Quota, Some("ResourceLimitExceeded"), "injected quota"));
         }
-        s.next += 1;
-        let id = format!("snap-{:08}", s.next);
-        s.backups.insert(
-            id.clone(),
-            ListedBackup {
-                id: id.clone(),
-                tags: request.tags.clone(),
-                available: true,
-                aws_created_at: None,
-                parts: vec![],
-            },
-        );
+        let id = s.add_backup(&request.tags);
         Ok(id)
     }
 

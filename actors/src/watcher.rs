@@ -53,11 +53,10 @@ impl CommandError {
     }
 }
 
-/// Long-poll wait. 20 s is SQS's maximum: fewer empty receives.
-const WAIT_SECS: u32 = 20;
-/// The wait of each receive: short enough that intake stops quickly on shutdown. A poll
-/// completes at least this often while the queue is reachable and a slot is free.
-pub const POLL_SECS: u32 = if WAIT_SECS < 5 { WAIT_SECS } else { 5 };
+/// The long-poll wait of each receive. SQS allows up to 20 s (fewer empty receives); 5 s
+/// keeps shutdown quick. A poll completes at least this often while the queue is reachable
+/// and a slot is free.
+pub const POLL_SECS: u32 = 5;
 /// `/healthz` fails the watcher after this many poll intervals without a completed poll.
 pub const MISSED_POLLS: u32 = 3;
 /// Messages handled at once by one instance; the next receive waits for a free slot

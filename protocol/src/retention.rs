@@ -566,6 +566,19 @@ mod properties {
         Policy { keep, custom: [("h".to_string(), SignedDuration::from_hours(hours))].into(), timezone: TimeZone::UTC }
     }
 
+    fn is_alive(live: &[bool], b: &Backup) -> bool {
+        live[b.source[4..].parse::<usize>().unwrap()]
+    }
+
+    /// The plan at `now` for `backups` under `keep`, sources alive as `live` says.
+    fn plan_all(backups: &[Backup], keep: Keep, live: &[bool], now: i64) -> (Timestamp, Vec<Decision>) {
+        let p = policy(keep, 5);
+        let cands: Vec<Candidate<'_>> =
+            backups.iter().map(|b| Candidate { backup: b, policy: Ok(&p), source_exists: is_alive(live, b) }).collect();
+        let now = Timestamp::from_second(now).unwrap();
+        (now, plan(now, &cands))
+    }
+
     proptest! {
         #[test]
         fn never_deletes_foreign_pending_or_newest_of_live_source(
@@ -574,11 +587,8 @@ mod properties {
             live in proptest::collection::vec(any::<bool>(), 4),
             now in 1_700_000_000i64..1_800_000_000,
         ) {
-            let p = policy(keep, 5);
-            let alive = |b: &Backup| live[b.source[4..].parse::<usize>().unwrap()];
-            let cands: Vec<Candidate<'_>> = backups.iter().map(|b| Candidate { backup: b, policy: Ok(&p), source_exists: alive(b) }).collect();
-            let now = Timestamp::from_second(now).unwrap();
-            let decisions = plan(now, &cands);
+            let (now, decisions) = plan_all(&backups, keep, &live, now);
+            let alive = |b: &Backup| is_alive(&live, b);
             for (b, d) in backups.iter().zip(&decisions) {
                 if d.action == Action::Delete {
                     prop_assert!(b.owner != Owner::Foreign);
@@ -604,11 +614,8 @@ mod properties {
             live in proptest::collection::vec(any::<bool>(), 4),
             now in 1_700_000_000i64..1_800_000_000,
         ) {
-            let p = policy(keep, 5);
-            let alive = |b: &Backup| live[b.source[4..].parse::<usize>().unwrap()];
-            let cands: Vec<Candidate<'_>> = backups.iter().map(|b| Candidate { backup: b, policy: Ok(&p), source_exists: alive(b) }).collect();
-            let now = Timestamp::from_second(now).unwrap();
-            let decisions = plan(now, &cands);
+            let (now, decisions) = plan_all(&backups, keep, &live, now);
+            let alive = |b: &Backup| is_alive(&live, b);
             // A real backup: owned, available, and AWS says it existed by now.
             let real = |b: &Backup| b.owner != Owner::Foreign && b.available && b.aws_created_at.is_some_and(|t| t <= now);
             for src in 0..4 {
