@@ -41,14 +41,16 @@ PY
 }
 
 printf '%-10s %6s %-7s %9s %9s %12s %s\n' tool N step seconds requests "req/backup" result
+# Deletes need an explicit owner id; simulated days lie after the wall clock (AWS dates are checked).
+export BUNKER_DEPLOYMENT="bench-{account}-{region}"
 acct=500000000000
 for n in "${sizes[@]}"; do
   acct=$((acct + 1)); eval "$(account_env $acct)"; seed "$n" bunker:create_backup
-  reset; t0=$(now); out=$("$bunker" ebs create-backups --now 2026-11-20T01:00:00Z --json); t1=$(now); r=$(stats)
+  reset; t0=$(now); out=$("$bunker" ebs create-backups --now 2037-11-20T01:00:00Z --json); t1=$(now); r=$(stats)
   ok=$(printf '%s' "$out" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["summary"]["succeeded"])')
   printf '%-10s %6s %-7s %9s %9s %12s %s\n' bunker "$n" create "$(sub "$t1" "$t0")" "$r" "$(div "$r" "$ok")" "$ok ok"
-  "$bunker" ebs create-backups --now 2026-11-21T01:00:00Z --json >/dev/null
-  reset; t0=$(now); out=$(BUNKER_KEEP_DAILY=0 "$bunker" ebs clean-backups --now 2026-11-22T02:00:00Z --json); t1=$(now); r=$(stats)
+  "$bunker" ebs create-backups --now 2037-11-21T01:00:00Z --json >/dev/null
+  reset; t0=$(now); out=$(BUNKER_KEEP_DAILY=0 "$bunker" ebs clean-backups --now 2037-11-22T02:00:00Z --json); t1=$(now); r=$(stats)
   del=$(printf '%s' "$out" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["summary"]["succeeded"])')
   printf '%-10s %6s %-7s %9s %9s %12s %s\n' bunker "$n" clean "$(sub "$t1" "$t0")" "$r" "-" "$del deleted"
 
