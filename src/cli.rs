@@ -183,6 +183,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         tracing::warn!("{w}");
     }
     let cfg = config::resolve(&base).map_err(usage)?;
+    require_owner(&cli.command, &cfg, cli.dry_run).map_err(usage)?;
     let opts =
         RunOptions { now, dry_run: cli.dry_run, run_id: bunker_actors::runner::run_id(now), publish_report: true };
 
@@ -217,11 +218,6 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
                 archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)
             }
             Command::Serve => {
-                let cleans = cfg.serve.schedule_clean.is_some()
-                    || cfg.serve.schedule_per_kind.iter().any(|(_, action, cron)| *action == "clean" && cron.is_some());
-                if cleans {
-                    cfg.require_deployment("serve (with its schedule.clean)").map_err(usage)?;
-                }
                 crate::serve::serve(&aws, base, cfg, regions).await.map_err(runtime)?;
                 Ok(ExitCode::SUCCESS)
             }
@@ -246,6 +242,30 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             }
         }
     })
+}
+
+/// Commands that delete backups (`clean-backups` unless `--dry-run`, a `serve` with a clean
+/// schedule) need an explicit `deployment`; refused before anything reaches AWS.
+fn require_owner(command: &Command, cfg: &config::Config, dry_run: bool) -> Result<(), config::ConfigError> {
+    match command {
+        Command::Ebs(a)
+        | Command::Ec2ami(a)
+        | Command::Rds(a)
+        | Command::RdsCluster(a)
+        | Command::Docdb(a)
+        | Command::Redshift(a)
+            if matches!(a.action, KindAction::CleanBackups) && !dry_run =>
+        {
+            cfg.require_deployment("clean-backups")
+        }
+        Command::Serve
+            if cfg.serve.schedule_clean.is_some()
+                || cfg.serve.schedule_per_kind.iter().any(|(_, action, cron)| *action == "clean" && cron.is_some()) =>
+        {
+            cfg.require_deployment("serve (with its schedule.clean)")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether a command needs AWS: everything but `export file|path`, `verify` and `restore`
@@ -327,9 +347,6 @@ async fn kind_action(
             addr.send(CreateBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?
         }
         KindAction::CleanBackups => {
-            if !opts.dry_run {
-                config::resolve(&base).map_err(usage)?.require_deployment("clean-backups").map_err(usage)?;
-            }
             let addr = runner(aws, regions, kind, base).await?;
             addr.send(CleanBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?
         }
