@@ -363,7 +363,8 @@ async fn replicate(
     base: Vec<Setting>,
     opts: &RunOptions,
 ) -> Result<RunReport, Fatal> {
-    use bunker_actors::replicator::{Replicate, ReplicatorActor};
+    use bunker_actors::engine::Run;
+    use bunker_actors::replicator::ReplicatorActor;
     let cfg = config::resolve(&base).map_err(usage)?;
     if !cfg.replication.is_enabled() {
         return Err(usage(anyhow!("nothing to do: set dr_regions and/or share_accounts in the config")));
@@ -381,11 +382,13 @@ async fn replicate(
     };
     let metrics = Arc::new(bunker_actors::metrics::Metrics::default());
     let holder = crate::serve::holder_id();
-    let logic = Arc::new(crate::serve::replicator(aws, &account, &cfg, regions, &[kind], leases, &holder, metrics));
+    let logic =
+        Arc::new(crate::serve::replicator(aws, &account, &cfg, regions, &[kind], leases, &holder, metrics.clone()));
     let started = jiff::Timestamp::now();
     let owned = logic.owned_backups(kind).await.map_err(|e| runtime(anyhow!(e).context("listing backups")))?;
-    let addr = ReplicatorActor::new(logic.clone(), cfg.serve.check_interval.unsigned_abs()).start();
-    let results = futures::future::join_all(owned.iter().map(|b| addr.send(Replicate(b.clone())))).await;
+    let (check, alerts) = (cfg.serve.check_interval.unsigned_abs(), logic.alerts());
+    let addr = ReplicatorActor::new(logic.clone(), check, metrics, alerts).start();
+    let results = futures::future::join_all(owned.iter().map(|b| addr.send(Run(b.clone())))).await;
     let mut entries = Vec::new();
     for (b, r) in owned.iter().zip(results) {
         match r {

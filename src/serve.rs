@@ -4,11 +4,15 @@
 //! ```text
 //! System (multi-thread tokio runtime)
 //! ├── FailureReporter          logs + error topic for every restart / caught panic
-//! ├── ReplicatorActor (Supervisor)   one job per backup; timers re-check pending work
-//! ├── ReconcilerActor          scan at start + every serve.reconcile_interval → Replicate
-//! ├── SchedulerActor (Supervisor)    cron slots (leased) + queue commands → Executor → Runner
-//! └── WatcherActor             SQS long-poll task (restarted on panic) → Replicate / RunCommand
+//! ├── supervise("replicator")  JobActor<Replicator>: one job per backup; timers re-check
+//! ├── supervise("reconciler")  scan at start + every serve.reconcile_interval → Run(backup)
+//! ├── supervise("exporter")    ExporterActor: queue `export` commands, `export.to`
+//! ├── supervise("scheduler")   cron slots (leased) + queue commands → Executor → Runner
+//! └── WatcherActor             SQS long-poll task (restarted on panic) → Run / RunCommand
 //! ```
+//!
+//! Each `supervise`d actor is re-created from its factory after a panic (counted, reported,
+//! with backoff); the others hold its relay, whose address survives the restart.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,9 +21,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::{anyhow, Context as _, Result};
+use bunker_actors::engine::{self, supervise, Backoff, Reconciler, ReconcilerActor, StopReconciling, Supervised};
 use bunker_actors::metrics::Metrics;
 use bunker_actors::ports::{BackupControl, Leases};
-use bunker_actors::reconciler::{Reconciler, ReconcilerActor, StopReconciling};
 use bunker_actors::replicator::{Replicator, ReplicatorActor};
 use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, SchedulerActor, StopSchedule};
 use bunker_actors::stream::exporter_actor::ExporterActor;
@@ -99,6 +103,17 @@ fn state_dir(cfg: &Config) -> PathBuf {
     base.join(".local/state/bunker").join(name)
 }
 
+/// How supervised actors come back after a panic: after 1 s, 2 s, 4 s … (at most a minute,
+/// up to half a second of jitter); the sixth panic in a row leaves the actor stopped, and
+/// `/healthz` failing, for the operator (systemd does not restart a process that still
+/// answers, so the health check must say it).
+pub const RESTARTS: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(60),
+    jitter: Duration::from_millis(500),
+    max_retries: 5,
+};
+
 /// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
 pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<String>) -> Result<()> {
     let account = aws.account_id().await.context("cannot identify the AWS account (check credentials)")?;
@@ -134,14 +149,18 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
     let logic =
         Arc::new(replicator(aws, &account, &cfg, &regions, &replicable, leases.clone(), &holder, metrics.clone()));
     let check = cfg.serve.check_interval.unsigned_abs();
-    let rep_logic = logic.clone();
-    let replicator = actix::Supervisor::start(move |_| ReplicatorActor::new(rep_logic, check));
-
-    let reconciler = ReconcilerActor::new(
-        Arc::new(Reconciler::new(logic.clone(), replicator.clone().recipient(), replicable.clone())),
-        cfg.serve.reconcile_interval.unsigned_abs(),
-    )
-    .start();
+    let failures = reporter.clone().recipient();
+    let replicator = {
+        let (l, m, a) = (logic.clone(), metrics.clone(), logic.alerts());
+        let make = move || ReplicatorActor::new(l.clone(), check, m.clone(), a.clone());
+        supervise("replicator", make, RESTARTS, metrics.clone(), Some(failures.clone()))
+    };
+    let reconciler = {
+        let scan = Arc::new(Reconciler::new(logic.clone(), replicator.recipient(), replicable.clone()));
+        let every = cfg.serve.reconcile_interval.unsigned_abs();
+        let make = move || ReconcilerActor::new(scan.clone(), every);
+        supervise("reconciler", make, RESTARTS, metrics.clone(), Some(failures.clone()))
+    };
 
     let mut runners = HashMap::new();
     for &kind in &kinds {
@@ -177,36 +196,33 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
         let served = kinds.contains(kind) && (action != Action::Pull || !cfg.replication.source_accounts.is_empty());
         schedule = schedule.with_override(action, *kind, cron.clone(), served);
     }
-    let (exec, l, h, rec) = (executor.clone(), leases.clone(), holder.clone(), reconciler.clone().recipient());
     // Exports (queue `export` commands; with `export.to`, every EBS backup an event announces).
-    let exporter = actix::Supervisor::start({
-        let (aws, metrics, to) = (aws.clone(), metrics.clone(), cfg.export_to.clone());
-        move |_| {
-            ExporterActor::new(Tuning::default(), Some(metrics))
-                .with_targets(Arc::new(crate::archive_cli::ServiceExports::new(aws)), to)
-        }
-    });
-    let (x, region) = (exporter.clone().recipient(), regions[0].clone());
-    let failures = reporter.clone().recipient();
-    let scheduler = actix::Supervisor::start(move |_| {
-        SchedulerActor::new(schedule, exec, l, h, Some(rec))
-            .with_exporter(x.clone(), region.clone())
-            .with_failures(failures.clone())
-    });
+    let exporter = {
+        let (aws, m, to) = (aws.clone(), metrics.clone(), cfg.export_to.clone());
+        let make = move || {
+            ExporterActor::new(Tuning::default(), Some(m.clone()))
+                .with_targets(Arc::new(crate::archive_cli::ServiceExports::new(aws.clone())), to.clone())
+        };
+        supervise("exporter", make, RESTARTS, metrics.clone(), Some(failures.clone()))
+    };
+    let scheduler = {
+        let (exec, l, h, rec) = (executor.clone(), leases.clone(), holder.clone(), reconciler.recipient());
+        let (x, region, f) = (exporter.recipient(), regions[0].clone(), failures.clone());
+        let make = move || {
+            SchedulerActor::new(schedule.clone(), exec.clone(), l.clone(), h.clone(), Some(rec.clone()))
+                .with_exporter(x.clone(), region.clone())
+                .with_failures(f.clone())
+        };
+        supervise("scheduler", make, RESTARTS, metrics.clone(), Some(failures.clone()))
+    };
 
     let health = Arc::new(bunker_actors::health::Health::default());
     let watcher = cfg.serve.queue_url.as_ref().map(|url| {
         let queue = aws.event_queue(url.clone(), cfg.serve.dead_letter_queue_url.clone());
         let visibility = (cfg.serve.check_interval.as_secs() as u32 * 4).clamp(30, 900);
-        let mut w = Watcher::new(
-            queue,
-            replicator.clone().recipient(),
-            scheduler.clone().recipient(),
-            metrics.clone(),
-            visibility,
-        );
+        let mut w = Watcher::new(queue, replicator.recipient(), scheduler.recipient(), metrics.clone(), visibility);
         if cfg.export_to.is_some() {
-            w = w.with_exports(exporter.clone().recipient());
+            w = w.with_exports(exporter.recipient());
         }
         w = w.with_allowed(bunker_protocol::events::Allowed {
             kinds: kinds.clone(),
@@ -221,10 +237,10 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
         health.watch("watcher", move || logic.health());
         WatcherActor::new(w, Some(reporter.clone().recipient())).start()
     });
-    watch_actor(&health, "replicator", &replicator);
-    watch_actor(&health, "reconciler", &reconciler);
-    watch_actor(&health, "scheduler", &scheduler);
-    watch_actor(&health, "exporter", &exporter);
+    watch_supervised(&health, "replicator", &replicator);
+    watch_supervised(&health, "reconciler", &reconciler);
+    watch_supervised(&health, "scheduler", &scheduler);
+    watch_supervised(&health, "exporter", &exporter);
     watch_actor(&health, "failure-reporter", &reporter);
     if let Some(w) = &watcher {
         watch_actor(&health, "watcher-actor", w);
@@ -238,23 +254,37 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
     if let Some(w) = &watcher {
         w.send(StopIntake).await.unwrap_or_default();
     }
-    scheduler.send(StopSchedule).await.unwrap_or_default();
-    reconciler.send(StopReconciling).await.unwrap_or_default();
+    if let Some(s) = scheduler.addr() {
+        s.send(StopSchedule).await.unwrap_or_default();
+    }
+    if let Some(r) = reconciler.addr() {
+        r.send(StopReconciling).await.unwrap_or_default();
+    }
+    if let Some(r) = replicator.addr() {
+        r.send(engine::Drain).await.unwrap_or_default();
+    }
     let deadline = tokio::time::Instant::now() + cfg.serve.shutdown_deadline.unsigned_abs();
     loop {
         let messages = match &watcher {
             Some(w) => w.send(GetInFlight).await.unwrap_or(0),
             None => 0,
         };
-        let runs = scheduler.send(GetRunning).await.unwrap_or(0);
-        if messages == 0 && runs == 0 {
+        let runs = match scheduler.addr() {
+            Some(s) => s.send(GetRunning).await.unwrap_or(0),
+            None => 0,
+        };
+        let passes = match replicator.addr() {
+            Some(r) => r.send(engine::GetRunning).await.unwrap_or(0),
+            None => 0,
+        };
+        if messages == 0 && runs == 0 && passes == 0 {
             info!("in-flight work finished");
             break;
         }
         if tokio::time::Instant::now() >= deadline {
             // Nothing is lost: unfinished messages come back from the queue, and the next
             // start's reconciliation finishes every copy and share from AWS state.
-            warn!(messages, runs, "shutdown deadline reached; unfinished work resumes after restart");
+            warn!(messages, runs, passes, "shutdown deadline reached; unfinished work resumes after restart");
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -278,6 +308,17 @@ async fn wait_for_signal() -> Result<()> {
 fn watch_actor<A: Actor>(health: &bunker_actors::health::Health, name: &'static str, addr: &Addr<A>) {
     let addr = addr.clone();
     health.watch(name, move || if addr.connected() { Ok(()) } else { Err("actor stopped".into()) });
+}
+
+/// `/healthz` is failing while `s` has no running actor (restarting, or left stopped).
+fn watch_supervised<A: Actor<Context = actix::Context<A>>>(
+    health: &bunker_actors::health::Health,
+    name: &'static str,
+    s: &Supervised<A>,
+) {
+    let s = s.clone();
+    health
+        .watch(name, move || if s.connected() { Ok(()) } else { Err("actor stopped (restarting or given up)".into()) });
 }
 
 /// `/healthz` (200 or 503, JSON naming each component) and `/metrics` (OpenMetrics), served

@@ -4,13 +4,13 @@
 //! **Invariant:** this crate never names an AWS SDK crate; it reaches AWS only through
 //! [`ports`].
 
+pub mod engine;
 pub mod guard;
 pub mod health;
 pub mod leases;
 pub mod metrics;
 pub mod ports;
 pub mod puller;
-pub mod reconciler;
 pub mod replicator;
 pub mod runner;
 pub mod scheduler;

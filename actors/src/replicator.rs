@@ -4,24 +4,25 @@
 //! [`Replicator`] holds the logic: one call of [`Replicator::advance`] looks at AWS (the
 //! backup, its copies found by their `bunker:copy_of` tag, who each is shared with), asks
 //! the pure [`replication::plan`] what remains, makes those effects, and says whether the job
-//! is done or must be looked at again later. It never sleeps. [`ReplicatorActor`] is the
-//! shell: it keeps one job per backup (three deliveries of the same event share one job),
-//! re-checks waiting jobs on a timer, and answers each requester when the job ends.
+//! is done or must be looked at again later. It never sleeps. It is the engine's worked
+//! example of a [`Workflow`]: [`ReplicatorActor`] is the generic [`JobActor`] over it, which
+//! keeps one job per backup (three deliveries of the same event share one job), re-checks
+//! waiting jobs on a timer, and answers each requester when the job ends.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::prelude::*;
+use async_trait::async_trait;
 use bunker_protocol::config::Config;
 use bunker_protocol::events::BackupRef;
 use bunker_protocol::replication::{self, BackupState, Step, Targets};
 use bunker_protocol::report::{Entry, EntryStatus, Operation};
 use bunker_protocol::{tags, ResourceKind};
 use futures::future::join_all;
-use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use crate::engine::{Alerts, Clock, JobActor, JobError, Pass, Run, SystemClock, Workflow};
 use crate::metrics::Metrics;
 use crate::ports::{BackupControl, BackupDetail, CopyRequest, ErrorKind, Leases, Notifier, PortError};
 
@@ -41,35 +42,11 @@ pub fn copy_cap(kind: ResourceKind) -> usize {
 /// what stops a second one). So a killed holder's claim frees itself within this time.
 pub const COPY_LEASE: Duration = Duration::from_secs(30);
 
-/// How one pass over a job ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Everything exists and is shared.
-    Done,
-    /// Something is pending (the source, a copy) or deferred (quota, cap, lease): look again
-    /// after the check interval.
-    Waiting(String),
-    /// Effects were made and nothing is known to be pending: look again at once (the next
-    /// pass shares new copies or finds the job done).
-    Progress,
-    /// Not this deployment's to copy (not bunker's, another deployment's, a copy, gone).
-    NotOurs(String),
-    /// A failure worth retrying a few times.
-    Retry(String),
-}
+/// The engine's shell over the replicator: send it [`Replicate`] (`Run(backup)`).
+pub type ReplicatorActor = JobActor<Replicator>;
 
-/// What became of a job, for whoever asked for it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobResult {
-    /// The backup.
-    pub backup: BackupRef,
-    /// `true` when everything exists; `false` when it was not ours or failed for good.
-    pub done: bool,
-    /// What was done (copies, shares, failures), as run-report entries.
-    pub entries: Vec<Entry>,
-    /// Why it ended, when not done.
-    pub note: Option<String>,
-}
+/// Copy and share a backup; the answer comes when the job ends.
+pub type Replicate = Run<BackupRef>;
 
 /// The copy-and-share logic.
 pub struct Replicator {
@@ -84,10 +61,7 @@ pub struct Replicator {
     in_flight: Mutex<HashMap<(ResourceKind, String), BTreeSet<String>>>,
     /// How long a copy claim lasts unless renewed ([`COPY_LEASE`]).
     copy_lease: Duration,
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    clock: Arc<dyn Clock>,
 }
 
 fn entry(operation: Operation, status: EntryStatus, region: &str, id: &str) -> Entry {
@@ -126,7 +100,14 @@ impl Replicator {
             metrics,
             in_flight: Mutex::new(HashMap::new()),
             copy_lease: COPY_LEASE,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Lease times come from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Copy claims last `lease` unless renewed (whole seconds, at least one).
@@ -140,8 +121,10 @@ impl Replicator {
         &self.config
     }
 
-    fn control(&self, kind: ResourceKind, region: &str) -> Result<&Arc<dyn BackupControl>, String> {
-        self.controls.get(&(kind, region.to_string())).ok_or_else(|| format!("{kind} in {region} is not served"))
+    fn control(&self, kind: ResourceKind, region: &str) -> Result<&Arc<dyn BackupControl>, JobError> {
+        self.controls
+            .get(&(kind, region.to_string()))
+            .ok_or_else(|| JobError::NotServed { kind, region: region.into() })
     }
 
     fn aws_error(&self, e: &PortError) {
@@ -204,25 +187,22 @@ impl Replicator {
 
     /// One pass over the job for backup `b`: look, plan, act. Returns the entries of the
     /// effects made in this pass and how the job stands.
-    pub async fn advance(&self, b: &BackupRef) -> (Outcome, Vec<Entry>) {
+    pub async fn advance(&self, b: &BackupRef) -> (Pass, Vec<Entry>) {
         let mut entries = Vec::new();
         let src = match self.control(b.kind, &b.region) {
             Ok(c) => c,
-            Err(e) => return (Outcome::NotOurs(e), entries),
+            Err(e) => return (Pass::NotOurs(e.to_string()), entries),
         };
         if !src.replicates() {
-            return (Outcome::NotOurs(format!("copy and share of {} are not implemented yet", b.kind)), entries);
+            return (Pass::NotOurs(format!("copy and share of {} are not implemented yet", b.kind)), entries);
         }
         let detail = match src.describe_backup(&b.id).await {
             Ok(Some(d)) => d,
-            Ok(None) => return (Outcome::NotOurs("no longer exists".into()), entries),
-            Err(e) => {
-                self.aws_error(&e);
-                return (Outcome::Retry(e.to_string()), entries);
-            }
+            Ok(None) => return (Pass::NotOurs("no longer exists".into()), entries),
+            Err(e) => return (self.retry(e), entries),
         };
         if let Err(why) = self.owned(&b.region, &detail) {
-            return (Outcome::NotOurs(why), entries);
+            return (Pass::NotOurs(why), entries);
         }
         let r = &self.config.replication;
         let copy_of = replication::copy_of(&b.region, &b.id);
@@ -232,7 +212,7 @@ impl Replicator {
             for region in r.dr_regions.iter().filter(|x| **x != b.region) {
                 let dst = match self.control(b.kind, region) {
                     Ok(c) => c,
-                    Err(e) => return (Outcome::Retry(e), entries),
+                    Err(e) => return (Pass::Retry(e), entries),
                 };
                 match dst.find_copy(tags::COPY_OF, &copy_of, &name).await {
                     Ok(Some(c)) => {
@@ -240,10 +220,7 @@ impl Replicator {
                         copies.insert(region.clone(), state(c));
                     }
                     Ok(None) => {}
-                    Err(e) => {
-                        self.aws_error(&e);
-                        return (Outcome::Retry(e.to_string()), entries);
-                    }
+                    Err(e) => return (self.retry(e), entries),
                 }
             }
         }
@@ -258,16 +235,13 @@ impl Replicator {
                     }
                     reencrypted = found.map(state);
                 }
-                Err(e) => {
-                    self.aws_error(&e);
-                    return (Outcome::Retry(e.to_string()), entries);
-                }
+                Err(e) => return (self.retry(e), entries),
             }
         }
         let targets = Targets { dr_regions: &r.dr_regions, share_accounts: &r.share_accounts, share_key };
         let plan = replication::plan(targets, &b.region, &source, &copies, reencrypted.as_ref());
         if plan.is_done() {
-            return (Outcome::Done, entries);
+            return (Pass::Done, entries);
         }
         let results = join_all(plan.steps.iter().map(|s| self.step(b, &detail, &name, &copy_of, s))).await;
         let mut waiting: Vec<String> = plan.waiting.iter().map(|w| format!("{w} pending")).collect();
@@ -280,16 +254,21 @@ impl Replicator {
             }
             entries.extend(e);
         }
-        if let Some(why) = retry {
-            return (Outcome::Retry(why), entries);
+        if let Some(e) = retry {
+            return (Pass::Retry(e), entries);
         }
         // Effects were made (or deferred): look again to see copies become available and
         // share them, or to find that all is done.
         if waiting.is_empty() {
-            (Outcome::Progress, entries)
+            (Pass::Progress, entries)
         } else {
-            (Outcome::Waiting(waiting.join(", ")), entries)
+            (Pass::Waiting { next_check: None, why: waiting.join(", ") }, entries)
         }
+    }
+
+    fn retry(&self, e: PortError) -> Pass {
+        self.aws_error(&e);
+        Pass::Retry(e.into())
     }
 
     async fn step(
@@ -398,7 +377,7 @@ impl Replicator {
     ) -> Result<String, (StepResult, Option<Entry>)> {
         let lease_key = format!("copy:{key}:{region}");
         let secs = self.copy_lease.as_secs() as i64;
-        let now = unix_now();
+        let now = self.clock.unix();
         match self.leases.claim(&lease_key, &self.holder, now, now + secs).await {
             Ok(true) => {}
             Ok(false) => {
@@ -407,7 +386,7 @@ impl Replicator {
             }
             Err(e) => {
                 self.aws_error(&e);
-                return Err((StepResult::Failed(format!("lease: {e}")), None));
+                return Err((StepResult::Failed(e.into()), None));
             }
         }
         let copied = match self.control(kind, region) {
@@ -431,7 +410,7 @@ impl Replicator {
         let renew = async {
             loop {
                 tokio::time::sleep(self.copy_lease / 3).await;
-                let now = unix_now();
+                let now = self.clock.unix();
                 match self.leases.claim(key, &self.holder, now, now + secs).await {
                     Ok(true) => {}
                     Ok(false) => warn!(lease = %key, "copy lease lapsed and was taken while the copy call ran"),
@@ -459,10 +438,7 @@ impl Replicator {
             _ => {
                 error!(region = %base.region, backup_id = ?base.backup_id, error = %e, "copy/share failed");
                 let msg = e.to_string();
-                (
-                    StepResult::Failed(msg.clone()),
-                    Some(Entry { status: EntryStatus::Error, message: Some(msg), ..base }),
-                )
+                (StepResult::Failed(e.into()), Some(Entry { status: EntryStatus::Error, message: Some(msg), ..base }))
             }
         }
     }
@@ -485,13 +461,53 @@ impl Replicator {
         Ok(out)
     }
 
-    /// Reports a failure to the error topic (never fails the caller).
-    pub async fn report_error(&self, subject: &str, message: &str) {
-        if let Some(topic) = &self.config.error_sns_topic {
-            if let Err(e) = self.notifier.publish(topic, subject, message).await {
-                warn!(topic = %topic, error = %e, "error notification not published");
-            }
+    /// Where failures are published (the error topic).
+    pub fn alerts(&self) -> Alerts {
+        Alerts::new(self.notifier.clone(), self.config.error_sns_topic.clone())
+    }
+
+    fn kinds(&self) -> BTreeSet<ResourceKind> {
+        self.controls.keys().map(|(k, _)| *k).collect()
+    }
+}
+
+#[async_trait]
+impl Workflow for Replicator {
+    type Key = BackupRef;
+
+    fn name(&self) -> &'static str {
+        "replicator"
+    }
+
+    fn kind_label(&self, b: &BackupRef) -> &'static str {
+        b.kind.as_str()
+    }
+
+    async fn pass(&self, b: &BackupRef) -> (Pass, Vec<Entry>) {
+        self.advance(b).await
+    }
+
+    async fn owned(&self, kind: Option<ResourceKind>) -> Result<Vec<BackupRef>, PortError> {
+        let mut out = Vec::new();
+        for k in self.kinds().into_iter().filter(|k| kind.is_none_or(|o| o == *k)) {
+            out.extend(self.owned_backups(k).await?);
         }
+        Ok(out)
+    }
+
+    fn enabled(&self) -> bool {
+        self.config.replication.is_enabled()
+    }
+
+    fn gave_up_entry(&self, b: &BackupRef, reason: &str) -> Option<Entry> {
+        Some(Entry {
+            message: Some(reason.into()),
+            ..entry(Operation::CopyBackup, EntryStatus::Error, &b.region, &b.id)
+        })
+    }
+
+    fn gave_up_subject(&self, b: &BackupRef) -> String {
+        format!("bunker {} copy/share failed", b.kind)
     }
 }
 
@@ -508,186 +524,14 @@ fn state(d: BackupDetail) -> BackupState {
 enum StepResult {
     Made,
     Deferred(String),
-    Failed(String),
-}
-
-/// Copy and share `backup`; the answer comes when the job ends.
-#[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<JobResult, ()>")]
-pub struct Replicate(pub BackupRef);
-
-struct Job {
-    waiters: Vec<oneshot::Sender<JobResult>>,
-    entries: Vec<Entry>,
-    retries: u32,
-    /// Passes in a row that ended in `Progress` (bounded, so a share AWS accepts but never
-    /// shows cannot spin).
-    quick: u32,
-    running: bool,
-}
-
-/// The actix shell around [`Replicator`].
-pub struct ReplicatorActor {
-    logic: Arc<Replicator>,
-    jobs: HashMap<String, (BackupRef, Job)>,
-    check_interval: Duration,
-}
-
-/// A job that fails this many passes in a row ends as failed (reconciliation will find it
-/// again later); the wait between passes doubles from the check interval.
-const MAX_RETRIES: u32 = 6;
-
-impl ReplicatorActor {
-    /// Wraps the logic; waiting jobs are looked at again every `check_interval`.
-    pub fn new(logic: Arc<Replicator>, check_interval: Duration) -> Self {
-        ReplicatorActor { logic, jobs: HashMap::new(), check_interval }
-    }
-
-    fn key(b: &BackupRef) -> String {
-        format!("{}:{}:{}", b.kind, b.region, b.id)
-    }
-
-    fn run_pass(&mut self, key: String, ctx: &mut Context<Self>) {
-        let Some((b, job)) = self.jobs.get_mut(&key) else { return };
-        if job.running {
-            return;
-        }
-        job.running = true;
-        let logic = self.logic.clone();
-        let b = b.clone();
-        // The pass runs as a tokio task: a panic in it is caught as a JoinError, reported,
-        // and the job retried, instead of unwinding through the arbiter.
-        let task = tokio::spawn(async move { logic.advance(&b).await });
-        ctx.spawn(task.into_actor(self).map(move |res, act, ctx| act.finish_pass(key, res, ctx)));
-    }
-
-    fn finish_pass(
-        &mut self,
-        key: String,
-        res: Result<(Outcome, Vec<Entry>), tokio::task::JoinError>,
-        ctx: &mut Context<Self>,
-    ) {
-        let logic = self.logic.clone();
-        let (outcome, entries) = match res {
-            Ok(r) => r,
-            Err(e) => {
-                let msg = if e.is_panic() { format!("task panicked: {e}") } else { format!("task cancelled: {e}") };
-                error!(job = %key, error = %msg, "replication pass panicked; retrying");
-                logic.metrics.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "replicator-task")]);
-                let subject = "bunker: replication task panicked".to_string();
-                let body = format!("job {key}: {msg}");
-                let l = logic.clone();
-                actix::spawn(async move { l.report_error(&subject, &body).await });
-                (Outcome::Retry(msg), vec![])
-            }
-        };
-        let Some((b, job)) = self.jobs.get_mut(&key) else { return };
-        job.running = false;
-        job.entries.extend(entries);
-        let b = b.clone();
-        let end = |done: bool, note: Option<String>| Some((done, note));
-        let finished = match outcome {
-            Outcome::Done => end(true, None),
-            Outcome::NotOurs(why) => end(false, Some(why)),
-            Outcome::Progress if job.quick < 3 => {
-                job.retries = 0;
-                job.quick += 1;
-                let k = key.clone();
-                ctx.run_later(Duration::ZERO, move |act, ctx| act.run_pass(k.clone(), ctx));
-                None
-            }
-            Outcome::Progress | Outcome::Waiting(_) => {
-                job.retries = 0;
-                job.quick = 0;
-                tracing::debug!(job = %key, "waiting");
-                let k = key.clone();
-                ctx.run_later(self.check_interval, move |act, ctx| act.run_pass(k.clone(), ctx));
-                None
-            }
-            Outcome::Retry(why) if job.retries < MAX_RETRIES => {
-                job.retries += 1;
-                let backoff = self.check_interval * 2u32.pow(job.retries.min(6));
-                let jitter = Duration::from_millis(u64::from(unix_jitter()) % 1000);
-                warn!(job = %key, error = %why, retry = job.retries, "replication pass failed; retrying");
-                let k = key.clone();
-                ctx.run_later(backoff + jitter, move |act, ctx| act.run_pass(k.clone(), ctx));
-                None
-            }
-            Outcome::Retry(why) => end(false, Some(format!("gave up after {MAX_RETRIES} retries: {why}"))),
-        };
-        if let Some((done, note)) = finished {
-            let (_, job) = self.jobs.remove(&key).expect("job present");
-            let state = match (&note, done) {
-                (_, true) => "done",
-                (Some(n), false) if n.starts_with("gave up") => "failed",
-                _ => "not_ours",
-            };
-            logic.metrics.inc(crate::metrics::Metric::JobsTotal, &[("kind", b.kind.as_str()), ("state", state)]);
-            if state == "failed" {
-                let subject = format!("bunker {} copy/share failed", b.kind);
-                let body = format!("{}:{}: {}", b.region, b.id, note.clone().unwrap_or_default());
-                actix::spawn(async move { logic.report_error(&subject, &body).await });
-            }
-            let mut entries = job.entries;
-            if state == "failed" {
-                entries.push(Entry {
-                    message: note.clone(),
-                    ..entry(Operation::CopyBackup, EntryStatus::Error, &b.region, &b.id)
-                });
-            }
-            let result = JobResult { backup: b, done, entries, note };
-            for w in job.waiters {
-                if w.send(result.clone()).is_err() {
-                    tracing::debug!(job = %key, "requester gone before the job ended");
-                }
-            }
-        }
-    }
-}
-
-fn unix_jitter() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
-}
-
-impl Actor for ReplicatorActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Each Replicate waits for its job; callers bound themselves (the watcher handles a
-        // batch at a time, reconciliation sends one by one), so a small mailbox suffices.
-        ctx.set_mailbox_capacity(64);
-    }
-}
-
-impl actix::Supervised for ReplicatorActor {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        // Open jobs' waiters see their channel close and retry (SQS redelivery,
-        // reconciliation); the jobs are rebuilt from AWS state, never from memory.
-        warn!(open_jobs = self.jobs.len(), "replicator restarting");
-        self.logic.metrics.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "replicator")]);
-        self.jobs.clear();
-    }
-}
-
-impl Handler<Replicate> for ReplicatorActor {
-    type Result = ResponseFuture<Result<JobResult, ()>>;
-
-    fn handle(&mut self, msg: Replicate, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        let key = Self::key(&msg.0);
-        let job = self.jobs.entry(key.clone()).or_insert_with(|| {
-            (msg.0.clone(), Job { waiters: vec![], entries: vec![], retries: 0, quick: 0, running: false })
-        });
-        job.1.waiters.push(tx);
-        self.run_pass(key, ctx);
-        Box::pin(async move { rx.await.map_err(|_| ()) })
-    }
+    Failed(JobError),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testkit::{FakeControl, MemoryLeases, RecordingNotifier};
+    use actix::Actor;
     use bunker_protocol::config::{defaults, resolve, Key, Setting, Source};
 
     fn cfg(extra: &[(Key, &str)]) -> Config {
@@ -752,12 +596,12 @@ mod tests {
         let w = world();
         add_backup(&w.home, "snap-1", "bunker-123456789012-us-east-1");
         let (o1, e1) = w.logic.advance(&snap("snap-1")).await;
-        assert_eq!(o1, Outcome::Progress);
+        assert_eq!(o1, Pass::Progress);
         assert_eq!(e1.len(), 2, "one share, one copy: {e1:?}");
         let (o2, e2) = w.logic.advance(&snap("snap-1")).await;
-        assert_eq!(o2, Outcome::Progress, "the copy is shared in the second pass");
+        assert_eq!(o2, Pass::Progress, "the copy is shared in the second pass");
         assert_eq!(e2.len(), 1);
-        assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Outcome::Done);
+        assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Pass::Done);
         assert_eq!(w.logic.in_flight(ResourceKind::Ebs, "us-west-2"), 0, "the finished copy no longer counts");
         let dr = w.dr.state.lock().unwrap();
         assert_eq!(dr.backups.len(), 1);
@@ -790,7 +634,7 @@ mod tests {
         );
         let key = "copy:us-east-1:snap-1:us-west-2";
         let other = |leases: Arc<MemoryLeases>| async move {
-            leases.claim(key, "other", unix_now(), unix_now() + 2).await.unwrap()
+            leases.claim(key, "other", SystemClock.unix(), SystemClock.unix() + 2).await.unwrap()
         };
         // The default is well under a minute: a killed holder's copies wait less than that.
         assert!(COPY_LEASE <= Duration::from_secs(30));
@@ -817,8 +661,11 @@ mod tests {
         dr.state.lock().unwrap().copy_delay = Duration::ZERO;
         dr.state.lock().unwrap().copy_quota_failures = 1;
         let (o, _) = logic.advance(&snap("snap-2")).await;
-        assert!(matches!(o, Outcome::Waiting(_)), "{o:?}");
-        let free = leases.claim("copy:us-east-1:snap-2:us-west-2", "other", unix_now(), unix_now() + 2).await.unwrap();
+        assert!(matches!(o, Pass::Waiting { .. }), "{o:?}");
+        let free = leases
+            .claim("copy:us-east-1:snap-2:us-west-2", "other", SystemClock.unix(), SystemClock.unix() + 2)
+            .await
+            .unwrap();
         assert!(free, "a copy that did not start still holds its lease");
     }
 
@@ -827,9 +674,9 @@ mod tests {
         let w = world();
         add_backup(&w.home, "snap-f", "someone-else");
         let (o, _) = w.logic.advance(&snap("snap-f")).await;
-        assert!(matches!(o, Outcome::NotOurs(ref why) if why.contains("someone-else")), "{o:?}");
+        assert!(matches!(o, Pass::NotOurs(ref why) if why.contains("someone-else")), "{o:?}");
         assert!(w.dr.backup_ids().is_empty());
-        assert!(matches!(w.logic.advance(&snap("snap-missing")).await.0, Outcome::NotOurs(_)));
+        assert!(matches!(w.logic.advance(&snap("snap-missing")).await.0, Pass::NotOurs(_)));
     }
 
     #[tokio::test]
@@ -838,12 +685,12 @@ mod tests {
         add_backup(&w.home, "snap-1", "bunker-123456789012-us-east-1");
         w.dr.state.lock().unwrap().copy_quota_failures = 2;
         let (o, entries) = w.logic.advance(&snap("snap-1")).await;
-        assert!(matches!(o, Outcome::Waiting(ref why) if why.contains("quota")), "{o:?}");
+        assert!(matches!(o, Pass::Waiting { ref why, .. } if why.contains("quota")), "{o:?}");
         assert!(entries.iter().all(|e| e.status != EntryStatus::Error), "{entries:?}");
         for _ in 0..4 {
             w.logic.advance(&snap("snap-1")).await;
         }
-        assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Outcome::Done);
+        assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Pass::Done);
         assert_eq!(w.dr.backup_ids().len(), 1);
         assert_eq!(w.logic.metrics.get(crate::metrics::Metric::DeferralsTotal, &[("reason", "quota")]), 2.0);
     }
@@ -858,12 +705,13 @@ mod tests {
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
         });
         let results = sys.block_on(async move {
-            let addr = ReplicatorActor::new(logic, Duration::from_millis(10)).start();
-            let sends = (0..3).map(|_| addr.send(Replicate(snap("snap-1"))));
+            let (metrics, alerts) = (logic.metrics.clone(), logic.alerts());
+            let addr = ReplicatorActor::new(logic, Duration::from_millis(10), metrics, alerts).start();
+            let sends = (0..3).map(|_| addr.send(Run(snap("snap-1"))));
             join_all(sends).await
         });
         for r in results {
-            assert!(r.unwrap().unwrap().done);
+            assert!(r.unwrap().unwrap().done());
         }
         assert_eq!(w.dr.backup_ids().len(), 1, "exactly one copy");
         assert_eq!(w.dr.state.lock().unwrap().copy_calls, 2, "the panicked call, then one copy");

@@ -550,13 +550,6 @@ impl Actor for RunnerActor {
     }
 }
 
-impl actix::Supervised for RunnerActor {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        // The runner is stateless between runs: nothing to reset, but never restart silently.
-        warn!("runner actor restarting");
-    }
-}
-
 /// Create one backup of each selected resource.
 #[derive(Debug, Message)]
 #[rtype(result = "RunReport")]

@@ -23,6 +23,7 @@ use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 use tracing::{error, info, warn};
 
+use crate::engine::Run;
 use crate::metrics::Metrics;
 use crate::ports::Leases;
 use crate::replicator::Replicate;
@@ -177,11 +178,8 @@ impl Executor {
                     .filter(|e| e.operation == Operation::CreateBackup && e.status == EntryStatus::Ok)
                     .filter_map(|e| Some(BackupRef { kind, region: e.region.clone(), id: e.backup_id.clone()? }))
                     .collect();
-                let results: Vec<_> = stream::iter(created)
-                    .map(|b| self.replicator.send(Replicate(b)))
-                    .buffer_unordered(16)
-                    .collect()
-                    .await;
+                let results: Vec<_> =
+                    stream::iter(created).map(|b| self.replicator.send(Run(b))).buffer_unordered(16).collect().await;
                 let mut extra = Vec::new();
                 for res in results {
                     match res {
@@ -218,7 +216,7 @@ pub struct SchedulerActor {
     executor: Arc<Executor>,
     leases: Arc<dyn Leases>,
     holder: String,
-    reconcile: Option<Recipient<crate::reconciler::Reconcile>>,
+    reconcile: Option<Recipient<crate::engine::Reconcile>>,
     exporter: Option<Recipient<crate::stream::exporter_actor::ExportSnapshot>>,
     /// Region of exports whose command names none.
     export_region: String,
@@ -234,7 +232,7 @@ impl SchedulerActor {
         executor: Arc<Executor>,
         leases: Arc<dyn Leases>,
         holder: String,
-        reconcile: Option<Recipient<crate::reconciler::Reconcile>>,
+        reconcile: Option<Recipient<crate::engine::Reconcile>>,
     ) -> Self {
         SchedulerActor {
             schedule,
@@ -358,13 +356,6 @@ impl Actor for SchedulerActor {
     }
 }
 
-impl actix::Supervised for SchedulerActor {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        warn!("scheduler restarting");
-        self.executor.metrics.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "scheduler")]);
-    }
-}
-
 impl Handler<RunCommand> for SchedulerActor {
     type Result = ResponseFuture<Result<(), CommandError>>;
 
@@ -387,7 +378,7 @@ impl Handler<RunCommand> for SchedulerActor {
                 Command::PullBackups { kind } => run(exec.run(Action::Pull, kind, None).await),
                 Command::Reconcile { kind } => match reconcile {
                     Some(r) => r
-                        .send(crate::reconciler::Reconcile { kind })
+                        .send(crate::engine::Reconcile { kind })
                         .await
                         .map_err(|e| CommandError::Transient(e.to_string())),
                     None => Err(CommandError::Permanent("reconciliation is not running".into())),

@@ -18,15 +18,23 @@ use bunker_protocol::events::{self, Command, Intake};
 use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
+use crate::engine::{JobReport, Run};
 use crate::metrics::Metrics;
 use crate::ports::{EventQueue, QueueMessage};
-use crate::replicator::{JobResult, Replicate};
+use crate::replicator::Replicate;
 
 /// Run a command received from the queue; answers when the run (with its copies and
 /// shares) has ended, `Err` with the reason when it could not run.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), CommandError>")]
 pub struct RunCommand(pub Command);
+
+impl crate::engine::Relayed for RunCommand {
+    /// Left on the queue: it comes back to the restarted scheduler.
+    fn unavailable() -> Self::Result {
+        Err(CommandError::Transient("the scheduler is restarting".into()))
+    }
+}
 
 /// Why a command did not run, classified: a permanent failure can never succeed as asked
 /// (not configured, not found, invalid) and is dead-lettered at once with the reason; a
@@ -197,16 +205,18 @@ impl Watcher {
                 Handled::Done
             }
             Ok(Intake::BackupReady(b)) => {
-                let work = self.replicator.send(Replicate(b.clone()));
+                let work = self.replicator.send(Run(b.clone()));
                 match self.extending(m, work).await {
-                    Ok(Ok(JobResult { done: true, .. })) => self.export(m, &b).await,
-                    // Not ours, or given up (reported by the replicator; reconciliation tries
-                    // again later): either way the message has been acted on.
-                    Ok(Ok(JobResult { note, .. })) => {
-                        info!(message_id = %m.id, backup_id = %b.id, why = ?note, "event handled without a copy");
+                    Ok(Ok(JobReport { end, .. })) => {
+                        // Not ours, or given up (reported by the replicator; reconciliation
+                        // tries again later): either way the message has been acted on.
+                        if let Some(why) = end.reason() {
+                            info!(message_id = %m.id, backup_id = %b.id, why = %why, "event handled without a copy");
+                        }
                         self.export(m, &b).await
                     }
-                    Ok(Err(())) | Err(_) => Handled::Left("replicator stopped before the job ended".into()),
+                    Ok(Err(e)) => Handled::Left(format!("replicator: {e}")),
+                    Err(e) => Handled::Left(format!("replicator unavailable: {e}")),
                 }
             }
             Ok(Intake::Command(c)) => {

@@ -24,7 +24,7 @@ use crate::ResourceKind;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// A backup named by an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackupRef {
     /// Kind.
     pub kind: ResourceKind,
@@ -32,6 +32,13 @@ pub struct BackupRef {
     pub region: String,
     /// Its id (snapshot id, AMI id, DB / cluster snapshot identifier).
     pub id: String,
+}
+
+impl std::fmt::Display for BackupRef {
+    /// `kind:region:id`, e.g. `ebs:us-east-1:snap-0123`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.kind, self.region, self.id)
+    }
 }
 
 /// A command to run an action now (as the scheduler would).

@@ -40,6 +40,12 @@ pub struct ExportSnapshot {
     pub base: Option<String>,
 }
 
+impl crate::engine::Relayed for ExportSnapshot {
+    fn unavailable() -> Self::Result {
+        Err(StreamError::Internal("the exporter is restarting".into()))
+    }
+}
+
 /// Runs exports; with metrics, publishes each export's progress every second.
 pub struct ExporterActor {
     tuning: Tuning,
@@ -65,15 +71,6 @@ impl ExporterActor {
 
 impl Actor for ExporterActor {
     type Context = Context<Self>;
-}
-
-impl actix::Supervised for ExporterActor {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        warn!("exporter restarting");
-        if let Some(m) = &self.metrics {
-            m.inc(crate::metrics::Metric::ActorRestartsTotal, &[("actor", "exporter")]);
-        }
-    }
 }
 
 impl Handler<Export> for ExporterActor {
