@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ports;
 pub mod puller;
 pub mod replicator;
+pub mod retry;
 pub mod runner;
 pub mod scheduler;
 pub mod stream;

@@ -228,6 +228,15 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// Whether the same call may succeed if made again soon: throttling, network and 5xx
+    /// failures, and unclassified ones. The one rule every retry in bunker follows
+    /// ([`crate::retry::RetryPolicy`]); quotas are deferred by the workflows instead.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Throttled | ErrorKind::Transient | ErrorKind::Internal)
+    }
+}
+
 /// A failure at the AWS boundary.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{message}", code.as_ref().map(|c| format!("{c}: ")).unwrap_or_default())]

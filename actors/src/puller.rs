@@ -16,6 +16,7 @@ use bunker_protocol::{naming, tags, ResourceKind};
 use futures::stream::{self, StreamExt};
 use tracing::{info, warn};
 
+use crate::engine::{Clock, SystemClock};
 use crate::metrics::Metrics;
 use crate::ports::{BackupControl, CopyRequest, ErrorKind, SharedBackup};
 
@@ -28,6 +29,7 @@ pub struct Puller {
     config: Config,
     controls: Vec<Arc<dyn BackupControl>>,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
 }
 
 fn entry(status: EntryStatus, region: &str, s: &SharedBackup, message: String) -> Entry {
@@ -46,7 +48,13 @@ fn entry(status: EntryStatus, region: &str, s: &SharedBackup, message: String) -
 impl Puller {
     /// A puller over the ports of the bunker's regions (any kinds).
     pub fn new(account: String, config: Config, controls: Vec<Arc<dyn BackupControl>>, metrics: Arc<Metrics>) -> Self {
-        Puller { account, config, controls, metrics }
+        Puller { account, config, controls, metrics, clock: Arc::new(SystemClock) }
+    }
+
+    /// Reports take their times from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// One pull of `kind` as a run report (`pull-backups`).
@@ -56,7 +64,7 @@ impl Puller {
         run_id: String,
         now: jiff::Timestamp,
     ) -> bunker_protocol::report::RunReport {
-        let started = jiff::Timestamp::now();
+        let started = self.clock.now();
         let (collected, entries) = self.pull(kind, now).await;
         let regions: Vec<String> =
             self.controls.iter().filter(|c| c.kind() == kind).map(|c| c.region().to_string()).collect();
@@ -70,7 +78,7 @@ impl Puller {
             deployment.join(","),
             false,
             started,
-            jiff::Timestamp::now(),
+            self.clock.now(),
             collected,
             entries,
         )

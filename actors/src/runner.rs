@@ -26,9 +26,11 @@ use crate::ports::{BackupControl, CreateRequest, Notifier, PortError, Resource};
 /// overlapping round trips.
 pub const DEFAULT_CONCURRENCY: usize = 8;
 
-/// A run id, unique enough: the run clock plus process id and wall-clock nanoseconds.
+/// A run id, unique enough: the run clock plus process id and a per-process counter.
 pub fn run_id(now: Timestamp) -> String {
-    let nanos = Timestamp::now().subsec_nanosecond();
+    // Unique per process and run start: the pid and a counter (no second clock read).
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{}-{:x}{:08x}", now.strftime("%Y%m%dT%H%M%SZ"), std::process::id(), nanos)
 }
 

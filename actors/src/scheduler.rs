@@ -23,7 +23,7 @@ use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 use tracing::{error, info, warn};
 
-use crate::engine::Run;
+use crate::engine::{Clock, Run, SystemClock};
 use crate::metrics::Metrics;
 use crate::ports::Leases;
 use crate::replicator::Replicate;
@@ -134,6 +134,7 @@ pub struct Executor {
     replicator: Recipient<Replicate>,
     metrics: Arc<Metrics>,
     running: Arc<AtomicUsize>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Executor {
@@ -143,7 +144,20 @@ impl Executor {
         replicator: Recipient<Replicate>,
         metrics: Arc<Metrics>,
     ) -> Executor {
-        Executor { runners, puller: None, replicator, metrics, running: Arc::new(AtomicUsize::new(0)) }
+        Executor {
+            runners,
+            puller: None,
+            replicator,
+            metrics,
+            running: Arc::new(AtomicUsize::new(0)),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Runs, slots and leases take their time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Also runs `pull-backups` with `puller`.
@@ -161,7 +175,7 @@ impl Executor {
     pub async fn run(&self, action: Action, kind: ResourceKind, select: Option<String>) -> Result<RunReport, String> {
         let r = self.runners.get(&kind).ok_or_else(|| format!("kind {kind} is not served (serve.kinds)"))?;
         let _running = crate::guard::InFlight::enter(&self.running);
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let opts = RunOptions { now, dry_run: false, run_id: run_id(now), publish_report: false };
         let report = match action {
             Action::Clean => r.clean.clean_backups(&opts).await,
@@ -187,7 +201,7 @@ impl Executor {
                         _ => warn!(kind = %kind, "replication of a new backup did not finish; reconciliation will"),
                     }
                 }
-                report.extended(extra, Timestamp::now())
+                report.extended(extra, self.clock.now())
             }
         };
         r.create.publish_report(&report).await;
@@ -277,7 +291,7 @@ impl SchedulerActor {
             let failures = self.failures.clone();
             ctx.spawn(
                 async move {
-                    let now = Timestamp::now().as_second();
+                    let now = exec.clock.unix();
                     let until = slot.at.as_second() + 400 * 86_400;
                     match leases.claim(&key, &holder, now, until).await {
                         Ok(true) => {
@@ -330,8 +344,9 @@ impl SchedulerActor {
         if self.stopped {
             return;
         }
-        let Some((at, slots)) = self.schedule.next(Timestamp::now()) else { return };
-        let wait = at.duration_since(Timestamp::now()).unsigned_abs();
+        let now = self.executor.clock.now();
+        let Some((at, slots)) = self.schedule.next(now) else { return };
+        let wait = at.duration_since(now).unsigned_abs();
         // Timers drift little, but a long sleep across a suspend can overshoot: re-arm at
         // most hourly so the next slot is computed from the clock again.
         let hour = Duration::from_secs(3600);
@@ -350,7 +365,7 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let catch_up = self.schedule.catch_up(Timestamp::now());
+        let catch_up = self.schedule.catch_up(self.executor.clock.now());
         self.fire(catch_up, ctx);
         self.arm(ctx);
     }
@@ -418,6 +433,9 @@ impl Handler<GetRunning> for SchedulerActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::PortError;
+    use bunker_protocol::config::defaults;
+    use bunker_protocol::report::Entry;
 
     #[test]
     fn catch_up_is_once_and_next_groups_slots() {
@@ -446,5 +464,77 @@ mod tests {
         assert_eq!(slots[0].kind, ResourceKind::Rds);
         let (at, slots) = s.next("2026-12-08T01:40:00Z".parse().unwrap()).unwrap();
         assert_eq!((at.to_string().as_str(), slots.len()), ("2026-12-08T02:00:00Z", 1), "only rds cleans");
+    }
+
+    /// Slots fire on the actor's timers at the clock's times: a catch-up slot at start, the
+    /// next at 01:00 after 30 simulated seconds, and one an hour later — on paused time, so
+    /// the test waits for no timer.
+    #[test]
+    fn slots_fire_on_time_under_paused_time() {
+        use crate::engine::TokioClock;
+        use crate::testkit::{FakeControl, MemoryLeases, RecordingNotifier};
+        use actix::Actor;
+
+        let fake = Arc::new(FakeControl::new(ResourceKind::Ebs, "us-east-1"));
+        fake.add_resource("vol-a", &[("bunker:create_backup", "true")]);
+        let notifier = Arc::new(RecordingNotifier::default());
+        let runner = Arc::new(
+            Runner::new("123456789012".into(), ResourceKind::Ebs, vec![fake.clone()], notifier, defaults()).unwrap(),
+        );
+        let sys = actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
+        });
+        let wall = std::time::Instant::now();
+        let f = fake.clone();
+        let counts = sys.block_on(async move {
+            let clock = Arc::new(TokioClock::starting_at("2037-01-05T00:59:30Z".parse().unwrap()));
+            let replicator = crate::engine::JobActor::new(
+                Arc::new(NoWork),
+                Duration::from_secs(60),
+                Arc::default(),
+                crate::engine::Alerts::new(Arc::new(RecordingNotifier::default()), None),
+            )
+            .start();
+            let runners = HashMap::from([(ResourceKind::Ebs, KindRunners { create: runner.clone(), clean: runner })]);
+            let exec = Executor::new(runners, replicator.recipient(), Arc::default()).with_clock(clock);
+            let schedule = Scheduler::new(
+                vec![(Action::Create, "0 * * * *".parse().unwrap())],
+                vec![ResourceKind::Ebs],
+                "d".into(),
+            );
+            let leases = Arc::new(MemoryLeases::default());
+            let _actor = SchedulerActor::new(schedule, Arc::new(exec), leases, "me".into(), None).start();
+            let mut counts = vec![];
+            for wait in [1, 30, 3600] {
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                counts.push(f.backup_ids().len());
+            }
+            counts
+        });
+        assert_eq!(counts, [1, 2, 3], "catch-up at start, 01:00, 02:00");
+        assert!(wall.elapsed() < Duration::from_secs(10), "no real waiting: {:?}", wall.elapsed());
+    }
+
+    /// A workflow with nothing to do (new backups are handed to it and end at once).
+    struct NoWork;
+
+    #[async_trait::async_trait]
+    impl crate::engine::Workflow for NoWork {
+        type Key = BackupRef;
+        fn name(&self) -> &'static str {
+            "none"
+        }
+        fn kind_label(&self, b: &BackupRef) -> &'static str {
+            b.kind.as_str()
+        }
+        async fn pass(&self, _b: &BackupRef) -> (crate::engine::Pass, Vec<Entry>) {
+            (crate::engine::Pass::Done, vec![])
+        }
+        async fn owned(&self, _k: Option<ResourceKind>) -> Result<Vec<BackupRef>, PortError> {
+            Ok(vec![])
+        }
+        fn gave_up_entry(&self, _b: &BackupRef, _r: &str) -> Option<Entry> {
+            None
+        }
     }
 }

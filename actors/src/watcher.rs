@@ -67,6 +67,15 @@ impl CommandError {
 pub const POLL_SECS: u32 = 5;
 /// `/healthz` fails the watcher after this many poll intervals without a completed poll.
 pub const MISSED_POLLS: u32 = 3;
+/// Waits between failed receives: 0.4 s doubling to 12.8 s, jittered; the poll loop never
+/// gives up (`/healthz` reports it failing after [`MISSED_POLLS`] intervals).
+const RECEIVE_BACKOFF: bunker_protocol::job::Backoff = bunker_protocol::job::Backoff {
+    base: Duration::from_millis(400),
+    cap: Duration::from_millis(12_800),
+    jitter: Duration::from_millis(200),
+    max_retries: u32::MAX,
+};
+
 /// Messages handled at once by one instance; the next receive waits for a free slot
 /// (back-pressure: a busy instance leaves messages to the others).
 pub const MAX_IN_FLIGHT: usize = 10;
@@ -292,7 +301,7 @@ impl Watcher {
                     self.polled.lock().expect("poll time").1 = Some(e.to_string());
                     self.metrics
                         .inc(crate::metrics::Metric::AwsErrorsTotal, &[("code", e.code.as_deref().unwrap_or("none"))]);
-                    let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
+                    let backoff = RECEIVE_BACKOFF.delay(failures, u64::from(failures));
                     error!(error = %e, backoff_ms = backoff.as_millis() as u64, "queue receive failed");
                     drop(first);
                     tokio::time::sleep(backoff).await;

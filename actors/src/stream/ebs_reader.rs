@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::limiter::Limiter;
 use super::{base64, sha256, Progress, SourceItem, StreamError};
-use crate::ports::{ErrorKind, SnapshotBlocks};
+use crate::ports::SnapshotBlocks;
 
 /// Attempts at reading one block whose checksum does not match.
 const CHECKSUM_ATTEMPTS: u32 = 6;
@@ -199,26 +199,21 @@ impl Cursor {
     }
 
     async fn fill(&mut self, r: &EbsReader) -> Result<(), StreamError> {
-        let mut attempt = 0u32;
         while self.buf.is_empty() && !self.done {
-            let page = if self.changed {
-                let base = r.base.as_deref().expect("changed cursor has a base");
-                r.port.list_changed(base, &r.snapshot, self.next.clone()).await
-            } else {
-                r.port.list_blocks(&r.snapshot, self.next.clone()).await
-            };
-            match page {
-                Ok(p) => {
-                    self.buf.extend(p.blocks);
-                    self.done = p.next.is_none();
-                    self.next = p.next;
-                }
-                Err(e) if matches!(e.kind, ErrorKind::Throttled | ErrorKind::Transient) && attempt < 8 => {
-                    attempt += 1;
-                    tokio::time::sleep(r.limiter.throttled(attempt)).await;
-                }
-                Err(e) => return Err(StreamError::port(format!("listing the blocks of {}", r.snapshot), e)),
-            }
+            let next = self.next.clone();
+            let page = r
+                .limiter
+                .call(Some(&r.progress.throttled), || async {
+                    match (self.changed, r.base.as_deref()) {
+                        (true, Some(base)) => r.port.list_changed(base, &r.snapshot, next.clone()).await,
+                        _ => r.port.list_blocks(&r.snapshot, next.clone()).await,
+                    }
+                })
+                .await
+                .map_err(|e| StreamError::port(format!("listing the blocks of {}", r.snapshot), e))?;
+            self.buf.extend(page.blocks);
+            self.done = page.next.is_none();
+            self.next = page.next;
         }
         Ok(())
     }

@@ -24,7 +24,8 @@ use tracing::{info, warn};
 
 use super::hasher::{HashItem, ImageHasher};
 use super::{sha256, Progress, SourceItem, StreamError, Tuning};
-use crate::ports::{ArchiveStore, ErrorKind, StoredPart};
+use crate::ports::{ArchiveStore, ErrorKind, PortError, StoredPart};
+use crate::retry::RetryPolicy;
 
 /// An incremental export's base: its manifest and the per-chunk hashes of its full image
 /// (resolved through its own base chain).
@@ -620,26 +621,14 @@ impl Exporter {
             })
             .await
             .map_err(|e| StreamError::Internal(e.to_string()))?;
-            let mut attempt = 0u32;
-            let stored = loop {
-                match self.store.upload_part(akey, upload_id, rec.number, offset, data.clone(), &sum).await {
-                    Ok(p) => break p,
-                    Err(e)
-                        if attempt < 6
-                            && matches!(e.kind, ErrorKind::Transient | ErrorKind::Throttled | ErrorKind::Internal) =>
-                    {
-                        attempt += 1;
-                        warn!(part = rec.number, attempt, error = %e, "part upload failed; retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(5))).await;
-                    }
-                    Err(e) => {
-                        return Err(StreamError::port(
-                            format!("uploading part {} of {}", rec.number, self.store.url(akey)),
-                            e,
-                        ))
-                    }
-                }
-            };
+            let number = rec.number;
+            let warn_retry = |e: &PortError| warn!(part = number, error = %e, "part upload failed; retrying");
+            let stored = RetryPolicy::AWS
+                .call("upload part", warn_retry, || {
+                    self.store.upload_part(akey, upload_id, number, offset, data.clone(), &sum)
+                })
+                .await
+                .map_err(|e| StreamError::port(format!("uploading part {number} of {}", self.store.url(akey)), e))?;
             Progress::add(&self.progress.bytes_out, data.len() as u64);
             rec.crc32c = sum.clone();
             rec.etag = stored.etag.clone();
@@ -652,17 +641,10 @@ impl Exporter {
 
     async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StreamError> {
         let bytes = serde_json::to_vec(value).expect("journal serializes");
-        let mut attempt = 0;
-        loop {
-            match self.store.put(key, bytes.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < 4 && matches!(e.kind, ErrorKind::Transient | ErrorKind::Throttled) => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
-                }
-                Err(e) => return Err(StreamError::port(format!("writing {}", self.store.url(key)), e)),
-            }
-        }
+        RetryPolicy::AWS
+            .call("write journal", |_| {}, || self.store.put(key, bytes.clone()))
+            .await
+            .map_err(|e| StreamError::port(format!("writing {}", self.store.url(key)), e))
     }
 
     async fn read_all(&self, key: &str) -> Result<Vec<u8>, StreamError> {

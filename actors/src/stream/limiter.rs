@@ -8,9 +8,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use crate::ports::{ErrorKind, PortError};
+use crate::retry::RetryPolicy;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -81,52 +81,45 @@ impl Limiter {
         }
     }
 
-    /// A request was throttled: halve the limit (at least 1) and return how long the caller
-    /// should wait before retrying (exponential in consecutive throttles, with jitter).
-    pub fn throttled(&self, attempt: u32) -> Duration {
+    /// A request was throttled: halve the limit (at least 1).
+    pub fn throttled(&self) {
         let mut s = self.state.lock().expect("limiter lock");
         s.throttles += 1;
         s.successes = 0;
         let new = (s.limit / 2).max(1);
         s.debt += s.limit - new;
         s.limit = new;
-        let jitter = s.throttles.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58; // 0..63 ms
-        Duration::from_millis((50u64 << attempt.min(6)) + jitter)
     }
 
-    /// Runs `op` in a slot: a throttled answer lowers the limit and waits (up to 30 times,
-    /// counted in `throttled`), a transient one waits and retries (up to 5 times); success
-    /// raises the limit. Other errors, and the last retry's, are returned.
+    /// Runs `op` in a slot under [`RetryPolicy::AWS`]: a throttled answer also lowers the
+    /// limit and is counted in `throttled`; success raises the limit. Errors that are not
+    /// retryable, and the last retry's, are returned.
     pub async fn call<T, F, Fut>(&self, throttled: Option<&AtomicU64>, mut op: F) -> Result<T, PortError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, PortError>>,
     {
-        let mut attempt = 0u32;
-        loop {
-            let slot = self.slot().await;
-            let result = op().await;
-            drop(slot);
-            match result {
-                Ok(v) => {
-                    self.success();
-                    return Ok(v);
+        let on_failure = |e: &PortError| {
+            if e.kind == ErrorKind::Throttled {
+                self.throttled();
+                if let Some(t) = throttled {
+                    t.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) if e.kind == ErrorKind::Throttled && attempt < 30 => {
-                    if let Some(t) = throttled {
-                        t.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let wait = self.throttled(attempt);
-                    attempt += 1;
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) if matches!(e.kind, ErrorKind::Transient | ErrorKind::Internal) && attempt < 5 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                }
-                Err(e) => return Err(e),
             }
+        };
+        let attempt = || {
+            let slot = self.slot();
+            let call = op();
+            async move {
+                let _slot = slot.await;
+                call.await
+            }
+        };
+        let result = RetryPolicy::AWS.call("ebs request", on_failure, attempt).await;
+        if result.is_ok() {
+            self.success();
         }
+        result
     }
 
     /// Current limit.
@@ -143,7 +136,7 @@ mod tests {
     async fn halves_on_throttle_and_grows_back() {
         let l = Limiter::new(8);
         let held: Vec<_> = futures::future::join_all((0..8).map(|_| l.slot())).await;
-        l.throttled(0);
+        l.throttled();
         assert_eq!(l.limit(), 4);
         drop(held);
         // Only 4 slots remain available.

@@ -139,13 +139,7 @@ impl StreamError {
 
     /// Whether rerunning later may succeed (keep a partial upload for resume).
     pub fn is_retryable(&self) -> bool {
-        use crate::ports::ErrorKind;
-        match self {
-            StreamError::Port { error, .. } => {
-                matches!(error.kind, ErrorKind::Transient | ErrorKind::Throttled | ErrorKind::Internal)
-            }
-            _ => false,
-        }
+        matches!(self, StreamError::Port { error, .. } if error.kind.is_retryable())
     }
 }
 
