@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::Actor;
 use anyhow::anyhow;
-use bunker_actors::ports::{ArchiveStore, ErrorKind, ExportTargets, PreparedExport};
+use bunker_actors::ports::{ArchiveStore, ErrorKind, PreparedExport};
 use bunker_actors::stream::archive_reader::{self, Archive, RestoreTarget};
 use bunker_actors::stream::ebs_reader::EbsReader;
 use bunker_actors::stream::export::{manifest_key, BaseExport, ExportRequest, OpenReader};
@@ -329,30 +329,16 @@ async fn prepare_ebs(
     Ok(PreparedExport { store, request, open: Box::new(move |start| reader.open(start, capacity)) })
 }
 
-/// The service's exports: EBS snapshots with the default buffer sizes.
-pub struct ServiceExports {
-    aws: Aws,
-}
-
-impl ServiceExports {
-    /// Exports through `aws`.
-    pub fn new(aws: Aws) -> ServiceExports {
-        ServiceExports { aws }
-    }
-}
-
-#[async_trait::async_trait]
-impl ExportTargets for ServiceExports {
-    async fn prepare(
-        &self,
-        snapshot_id: &str,
-        region: &str,
-        to: &str,
-        base: Option<&str>,
-        progress: Arc<Progress>,
-    ) -> Result<PreparedExport, StreamError> {
-        prepare_ebs(&self.aws, region, snapshot_id, base, &ExportOpts::service(to), progress).await
-    }
+/// An EBS snapshot export for the service (queue commands, `export.to`): default buffers.
+pub(crate) async fn prepare_service_export(
+    aws: &Aws,
+    region: &str,
+    snapshot: &str,
+    base: Option<&str>,
+    to: &str,
+    progress: Arc<Progress>,
+) -> Result<PreparedExport, StreamError> {
+    prepare_ebs(aws, region, snapshot, base, &ExportOpts::service(to), progress).await
 }
 
 /// `bunker export …`

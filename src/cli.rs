@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context};
 use bunker_actors::runner::{CleanBackups, CreateBackups, GetInventory, Inventory, RunOptions};
 use bunker_actors::{Runner, RunnerActor};
 use bunker_protocol::backup::Owner;
-use bunker_protocol::config::{self, Key, Setting};
+use bunker_protocol::config::{self, Key};
 use bunker_protocol::report::{RunReport, RunStatus};
 use bunker_protocol::tags::format_timestamp;
 use bunker_protocol::ResourceKind;
@@ -182,8 +182,8 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let cfg = config::resolve(&base).map_err(usage)?;
-    require_owner(&cli.command, &cfg, cli.dry_run).map_err(usage)?;
+    let set = Arc::new(config::Resolved::new(base).map_err(usage)?);
+    require_owner(&cli.command, &set.config, cli.dry_run).map_err(usage)?;
     let opts =
         RunOptions { now, dry_run: cli.dry_run, run_id: bunker_actors::runner::run_id(now), publish_report: true };
 
@@ -192,6 +192,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
     });
     system.block_on(async move {
+        let cfg = &set.config;
         // A purely local export, verify or restore (files in, files out) touches no AWS
         // endpoint at all: no credential chain, no instance metadata, no region lookup.
         let aws = if reaches_aws(&cli.command) { Aws::load().await } else { Aws::offline() };
@@ -210,7 +211,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         let region = region.as_deref();
         match cli.command {
             Command::Config { command: ConfigCommand::Show { resource, kind } } => {
-                config_show(&aws, &regions, base, resource, kind, cli.json).await
+                config_show(&aws, &regions, &set, resource, kind, cli.json).await
             }
             Command::Export(args) => archive_result(crate::archive_cli::export(&aws, region, args, cli.json).await),
             Command::Verify { url } => archive_result(crate::archive_cli::verify(&aws, region, &url, cli.json).await),
@@ -218,27 +219,27 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
                 archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)
             }
             Command::Serve => {
-                crate::serve::serve(&aws, base, cfg, regions).await.map_err(runtime)?;
+                crate::serve::serve(&aws, set.clone(), regions).await.map_err(runtime)?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Plan { kind } => {
-                let inv = inventory(&aws, &regions, kind, base, now).await?;
+                let inv = inventory(&aws, &regions, kind, &set, now).await?;
                 print_plan(&inv, cli.json);
                 Ok(exit_for_failures(&inv))
             }
-            Command::Ebs(a) => kind_action(&aws, &regions, ResourceKind::Ebs, a.action, base, &opts, cli.json).await,
+            Command::Ebs(a) => kind_action(&aws, &regions, ResourceKind::Ebs, a.action, &set, &opts, cli.json).await,
             Command::Ec2ami(a) => {
-                kind_action(&aws, &regions, ResourceKind::Ec2ami, a.action, base, &opts, cli.json).await
+                kind_action(&aws, &regions, ResourceKind::Ec2ami, a.action, &set, &opts, cli.json).await
             }
-            Command::Rds(a) => kind_action(&aws, &regions, ResourceKind::Rds, a.action, base, &opts, cli.json).await,
+            Command::Rds(a) => kind_action(&aws, &regions, ResourceKind::Rds, a.action, &set, &opts, cli.json).await,
             Command::RdsCluster(a) => {
-                kind_action(&aws, &regions, ResourceKind::RdsCluster, a.action, base, &opts, cli.json).await
+                kind_action(&aws, &regions, ResourceKind::RdsCluster, a.action, &set, &opts, cli.json).await
             }
             Command::Docdb(a) => {
-                kind_action(&aws, &regions, ResourceKind::Docdb, a.action, base, &opts, cli.json).await
+                kind_action(&aws, &regions, ResourceKind::Docdb, a.action, &set, &opts, cli.json).await
             }
             Command::Redshift(a) => {
-                kind_action(&aws, &regions, ResourceKind::Redshift, a.action, base, &opts, cli.json).await
+                kind_action(&aws, &regions, ResourceKind::Redshift, a.action, &set, &opts, cli.json).await
             }
         }
     })
@@ -288,14 +289,14 @@ async fn runner(
     aws: &Aws,
     regions: &[String],
     kind: ResourceKind,
-    base: Vec<Setting>,
+    set: &Arc<config::Resolved>,
 ) -> Result<actix::Addr<RunnerActor>, Fatal> {
     let account = aws
         .account_id()
         .await
         .map_err(|e| runtime(anyhow!(e).context("cannot identify the AWS account (check credentials)")))?;
     let targets = regions.iter().map(|r| aws.backup_control(kind, r)).collect();
-    let runner = Runner::new(account, kind, targets, aws.notifier(), base).map_err(usage)?;
+    let runner = Runner::new(account, kind, targets, aws.notifier(), set.clone());
     Ok(RunnerActor::new(Arc::new(runner)).start())
 }
 
@@ -303,10 +304,10 @@ async fn inventory(
     aws: &Aws,
     regions: &[String],
     kind: ResourceKind,
-    base: Vec<Setting>,
+    set: &Arc<config::Resolved>,
     now: Timestamp,
 ) -> Result<Inventory, Fatal> {
-    let addr = runner(aws, regions, kind, base).await?;
+    let addr = runner(aws, regions, kind, set).await?;
     addr.send(GetInventory { now }).await.context("runner actor stopped").map_err(runtime)
 }
 
@@ -315,23 +316,23 @@ async fn kind_action(
     regions: &[String],
     kind: ResourceKind,
     action: KindAction,
-    base: Vec<Setting>,
+    set: &Arc<config::Resolved>,
     opts: &RunOptions,
     json: bool,
 ) -> Result<ExitCode, Fatal> {
     let report = match action {
         KindAction::ListBackups => {
-            let inv = inventory(aws, regions, kind, base, opts.now).await?;
+            let inv = inventory(aws, regions, kind, set, opts.now).await?;
             print_list(&inv, json);
             return Ok(exit_for_failures(&inv));
         }
-        KindAction::ReplicateBackups => replicate(aws, regions, kind, base, opts).await?,
+        KindAction::ReplicateBackups => replicate(aws, regions, kind, &set.config, opts).await?,
         KindAction::PullBackups => {
-            let cfg = config::resolve(&base).map_err(usage)?;
+            let cfg = &set.config;
             if cfg.replication.source_accounts.is_empty() {
                 return Err(usage(anyhow!("nothing to pull: set source_accounts in the config")));
             }
-            if !aws.backup_control(kind, &regions[0]).replicates() {
+            if !Aws::replicates(kind) {
                 return Err(usage(anyhow!("pull of {kind} backups is not implemented yet")));
             }
             let account = aws
@@ -339,15 +340,15 @@ async fn kind_action(
                 .await
                 .map_err(|e| runtime(anyhow!(e).context("cannot identify the AWS account (check credentials)")))?;
             let metrics = Arc::new(bunker_actors::metrics::Metrics::default());
-            let p = crate::serve::puller(aws, &account, &cfg, regions, &[kind], metrics);
+            let p = crate::services::puller(aws, &account, cfg, regions, &[kind], metrics);
             p.pull_report(kind, opts.run_id.clone(), opts.now).await
         }
         KindAction::CreateBackups => {
-            let addr = runner(aws, regions, kind, base).await?;
+            let addr = runner(aws, regions, kind, set).await?;
             addr.send(CreateBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?
         }
         KindAction::CleanBackups => {
-            let addr = runner(aws, regions, kind, base).await?;
+            let addr = runner(aws, regions, kind, set).await?;
             addr.send(CleanBackups(opts.clone())).await.context("runner actor stopped").map_err(runtime)?
         }
     };
@@ -360,16 +361,15 @@ async fn replicate(
     aws: &Aws,
     regions: &[String],
     kind: ResourceKind,
-    base: Vec<Setting>,
+    cfg: &config::Config,
     opts: &RunOptions,
 ) -> Result<RunReport, Fatal> {
     use bunker_actors::engine::Run;
     use bunker_actors::replicator::ReplicatorActor;
-    let cfg = config::resolve(&base).map_err(usage)?;
     if !cfg.replication.is_enabled() {
         return Err(usage(anyhow!("nothing to do: set dr_regions and/or share_accounts in the config")));
     }
-    if !aws.backup_control(kind, &regions[0]).replicates() {
+    if !Aws::replicates(kind) {
         return Err(usage(anyhow!("copy and share of {kind} backups are not implemented yet")));
     }
     let account = aws
@@ -381,9 +381,9 @@ async fn replicate(
         None => Arc::new(bunker_actors::leases::MemoryLeases::default()),
     };
     let metrics = Arc::new(bunker_actors::metrics::Metrics::default());
-    let holder = crate::serve::holder_id();
+    let holder = crate::services::holder_id();
     let logic =
-        Arc::new(crate::serve::replicator(aws, &account, &cfg, regions, &[kind], leases, &holder, metrics.clone()));
+        Arc::new(crate::services::replicator(aws, &account, cfg, regions, &[kind], leases, &holder, metrics.clone()));
     let started = jiff::Timestamp::now();
     let owned = logic.owned_backups(kind).await.map_err(|e| runtime(anyhow!(e).context("listing backups")))?;
     let (check, alerts) = (cfg.serve.check_interval.unsigned_abs(), logic.alerts());
@@ -570,11 +570,12 @@ fn print_plan(inv: &Inventory, json: bool) {
 async fn config_show(
     aws: &Aws,
     regions: &[String],
-    mut layers: Vec<Setting>,
+    set: &config::Resolved,
     resource: Option<String>,
     kind: Option<ResourceKind>,
     json: bool,
 ) -> Result<ExitCode, Fatal> {
+    let mut layers = set.layers.clone();
     if let Some(id) = &resource {
         let kind = kind
             .or_else(|| match id.split('-').next() {
@@ -583,7 +584,6 @@ async fn config_show(
                 _ => None,
             })
             .ok_or_else(|| usage(anyhow!("--resource {id}: cannot tell its kind from the id; add --kind KIND")))?;
-        let cfg = config::resolve(&layers).map_err(usage)?;
         let mut found = None;
         for region in regions {
             let resources = aws.backup_control(kind, region).list_resources().await.map_err(runtime)?;
@@ -594,7 +594,7 @@ async fn config_show(
         }
         let r = found
             .ok_or_else(|| runtime(anyhow!("--resource {id}: no {kind} with that id in {}", regions.join(", "))))?;
-        layers.extend(config::tag_settings(&r.tags, &r.id, cfg.compat_shelvery).map_err(usage)?);
+        layers.extend(config::tag_settings(&r.tags, &r.id, set.config.compat_shelvery).map_err(usage)?);
     }
     let cfg = config::resolve(&layers).map_err(usage)?;
     #[derive(Serialize)]

@@ -10,4 +10,5 @@ pub mod files;
 pub mod leases;
 pub mod local;
 pub mod serve;
+pub mod services;
 pub mod settings;

@@ -23,75 +23,19 @@ use actix::prelude::*;
 use anyhow::{anyhow, Context as _, Result};
 use bunker_actors::engine::{self, supervise, Backoff, Reconciler, ReconcilerActor, StopReconciling, Supervised};
 use bunker_actors::metrics::Metrics;
-use bunker_actors::ports::{BackupControl, Leases};
-use bunker_actors::replicator::{Replicator, ReplicatorActor};
+use bunker_actors::ports::Leases;
+use bunker_actors::replicator::ReplicatorActor;
 use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, SchedulerActor, StopSchedule};
 use bunker_actors::stream::exporter_actor::ExporterActor;
 use bunker_actors::stream::Tuning;
 use bunker_actors::system::FailureReporter;
 use bunker_actors::watcher::{GetInFlight, StopIntake, Watcher, WatcherActor};
 use bunker_actors::Runner;
-use bunker_protocol::config::{Config, Setting};
+use bunker_protocol::config::{Config, Resolved};
 use tracing::{info, warn};
 
 use crate::aws::Aws;
-
-/// The regions a run or the service touches: source regions, then DR regions.
-pub fn all_regions(regions: &[String], cfg: &Config) -> Vec<String> {
-    let mut all = regions.to_vec();
-    for r in &cfg.replication.dr_regions {
-        if !all.contains(r) {
-            all.push(r.clone());
-        }
-    }
-    all
-}
-
-/// Builds the replicator over every served kind in every region (source and DR).
-#[allow(clippy::too_many_arguments)] // wiring: each argument is a distinct, already-built part
-pub fn replicator(
-    aws: &Aws,
-    account: &str,
-    cfg: &Config,
-    regions: &[String],
-    kinds: &[bunker_protocol::ResourceKind],
-    leases: Arc<dyn Leases>,
-    holder: &str,
-    metrics: Arc<Metrics>,
-) -> Replicator {
-    let mut controls: Vec<Arc<dyn BackupControl>> = Vec::new();
-    for &kind in kinds {
-        for r in all_regions(regions, cfg) {
-            controls.push(aws.backup_control(kind, &r));
-        }
-    }
-    let mut cfg = cfg.clone();
-    cfg.regions = regions.to_vec();
-    Replicator::new(account.to_string(), cfg, controls, leases, aws.notifier(), holder.to_string(), metrics)
-}
-
-/// Builds the data-bunker puller over every kind that can pull, in the bunker's regions.
-pub fn puller(
-    aws: &Aws,
-    account: &str,
-    cfg: &Config,
-    regions: &[String],
-    kinds: &[bunker_protocol::ResourceKind],
-    metrics: Arc<Metrics>,
-) -> bunker_actors::puller::Puller {
-    let controls = kinds
-        .iter()
-        .filter(|k| aws.backup_control(**k, &regions[0]).replicates())
-        .flat_map(|&k| regions.iter().map(move |r| aws.backup_control(k, r)))
-        .collect();
-    bunker_actors::puller::Puller::new(account.to_string(), cfg.clone(), controls, metrics)
-}
-
-/// A holder id unique to this process (lease owner).
-pub fn holder_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}-{}-{:x}", host.trim(), std::process::id(), jiff::Timestamp::now().as_nanosecond() & 0xffff_ffff)
-}
+use crate::services::{self, all_regions, holder_id, puller, replicator};
 
 fn state_dir(cfg: &Config) -> PathBuf {
     if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
@@ -115,7 +59,8 @@ pub const RESTARTS: Backoff = Backoff {
 };
 
 /// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
-pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<String>) -> Result<()> {
+pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> Result<()> {
+    let cfg = &settings.config;
     let account = aws.account_id().await.context("cannot identify the AWS account (check credentials)")?;
     let holder = holder_id();
     let metrics = Arc::new(Metrics::default());
@@ -124,14 +69,13 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
     let leases: Arc<dyn Leases> = match &cfg.serve.lease_table {
         Some(t) => aws.leases(t.clone()),
         None => {
-            let path = state_dir(&cfg).join("leases.json");
+            let path = state_dir(cfg).join("leases.json");
             info!(path = %path.display(), "leases in a local file (set serve.lease_table to run several instances)");
             crate::leases::FileLeases::reporting(path, metrics.clone(), reporter.clone().recipient())
         }
     };
     let kinds = cfg.serve.kinds.clone();
-    let replicable: Vec<_> =
-        kinds.iter().copied().filter(|k| aws.backup_control(*k, &regions[0]).replicates()).collect();
+    let replicable = services::replicable(&kinds);
     if cfg.replication.is_enabled() {
         for k in kinds.iter().filter(|k| !replicable.contains(k)) {
             warn!(kind = %k, "copy and share of this kind are not implemented yet: its backups stay in their region");
@@ -147,7 +91,7 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
     info!(%addr, account = %account, holder = %holder, "bunker serve starting");
 
     let logic =
-        Arc::new(replicator(aws, &account, &cfg, &regions, &replicable, leases.clone(), &holder, metrics.clone()));
+        Arc::new(replicator(aws, &account, cfg, &regions, &replicable, leases.clone(), &holder, metrics.clone()));
     let check = cfg.serve.check_interval.unsigned_abs();
     let failures = reporter.clone().recipient();
     let replicator = {
@@ -165,15 +109,15 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
     let mut runners = HashMap::new();
     for &kind in &kinds {
         let create_targets = regions.iter().map(|r| aws.backup_control(kind, r)).collect();
-        let clean_targets = all_regions(&regions, &cfg).iter().map(|r| aws.backup_control(kind, r)).collect();
-        let create = Runner::new(account.clone(), kind, create_targets, notifier.clone(), base.clone())?;
-        let clean = Runner::new(account.clone(), kind, clean_targets, notifier.clone(), base.clone())?;
+        let clean_targets = all_regions(&regions, cfg).iter().map(|r| aws.backup_control(kind, r)).collect();
+        let create = Runner::new(account.clone(), kind, create_targets, notifier.clone(), settings.clone());
+        let clean = Runner::new(account.clone(), kind, clean_targets, notifier.clone(), settings.clone());
         runners.insert(kind, KindRunners { create: Arc::new(create), clean: Arc::new(clean) });
     }
     let mut executor = Executor::new(runners, replicator.clone().recipient(), metrics.clone());
     let mut schedules = Vec::new();
     if !cfg.replication.source_accounts.is_empty() {
-        executor = executor.with_puller(Arc::new(puller(aws, &account, &cfg, &regions, &kinds, metrics.clone())));
+        executor = executor.with_puller(Arc::new(puller(aws, &account, cfg, &regions, &kinds, metrics.clone())));
         if let Some(c) = &cfg.serve.schedule_pull {
             schedules.push((Action::Pull, c.clone()));
         }
@@ -201,7 +145,7 @@ pub async fn serve(aws: &Aws, base: Vec<Setting>, cfg: Config, regions: Vec<Stri
         let (aws, m, to) = (aws.clone(), metrics.clone(), cfg.export_to.clone());
         let make = move || {
             ExporterActor::new(Tuning::default(), Some(m.clone()))
-                .with_targets(Arc::new(crate::archive_cli::ServiceExports::new(aws.clone())), to.clone())
+                .with_targets(Arc::new(services::ServiceExports::new(aws.clone())), to.clone())
         };
         supervise("exporter", make, RESTARTS, metrics.clone(), Some(failures.clone()))
     };

@@ -125,34 +125,31 @@ pub trait BackupControl: Send + Sync {
     async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError>;
     /// Deletes a backup and its parts. Only called for backups the planner owns and expired.
     async fn delete_backup(&self, backup: &Backup) -> Result<(), PortError>;
-    /// Whether this kind implements copy and share (the four methods below). Kinds that do
-    /// not are left out of the copy/share work, and the service says so at start-up.
-    fn replicates(&self) -> bool {
-        false
-    }
+}
+
+/// Copy and share (DR copies, shares, re-encryption), for the kinds that have them: the
+/// catalog in `src/aws` says which, so a kind without them has no such port at all.
+#[async_trait]
+pub trait Replication: BackupControl {
     /// One backup by id, `None` when it does not exist.
-    async fn describe_backup(&self, _id: &str) -> Result<Option<BackupDetail>, PortError> {
-        Err(unsupported(self.kind()))
-    }
+    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError>;
     /// The copy in this region tagged `tag = value` (`bunker:copy_of` for DR copies,
     /// `bunker:pulled_from` for pulls), named `name` where the kind's copies are named;
     /// `None` when there is none.
-    async fn find_copy(&self, _tag: &str, _value: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
-        Err(unsupported(self.kind()))
-    }
-    /// Backups other accounts (among `accounts`) shared with this one, in this region.
-    async fn list_shared(&self, _accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
-        Err(unsupported(self.kind()))
-    }
+    async fn find_copy(&self, tag: &str, value: &str, name: &str) -> Result<Option<BackupDetail>, PortError>;
     /// Copies a backup into this region (called on the destination region's port); returns
     /// the copy's id. Tags go into the copy call itself.
-    async fn copy_backup(&self, _request: &CopyRequest) -> Result<String, PortError> {
-        Err(unsupported(self.kind()))
-    }
+    async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError>;
     /// Lets `account` use backup `id` (restore / create volume / launch).
-    async fn share_backup(&self, _id: &str, _account: &str) -> Result<(), PortError> {
-        Err(unsupported(self.kind()))
-    }
+    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError>;
+}
+
+/// The data-bunker pull: finding what other accounts shared with this one (then copying it
+/// in through [`Replication`]).
+#[async_trait]
+pub trait Pull: Replication {
+    /// Backups other accounts (among `accounts`) shared with this one, in this region.
+    async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError>;
 }
 
 /// One message received from the event queue.
@@ -193,10 +190,6 @@ pub trait Leases: Send + Sync {
     /// Gives `key` up if `holder` holds it (a no-op otherwise), so others need not wait for
     /// it to lapse.
     async fn release(&self, key: &str, holder: &str) -> Result<(), PortError>;
-}
-
-fn unsupported(kind: ResourceKind) -> PortError {
-    PortError::new(ErrorKind::Invalid, None, format!("copy and share of {kind} backups are not implemented yet"))
 }
 
 /// Publishes notifications.

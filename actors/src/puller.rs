@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::engine::{Clock, SystemClock};
 use crate::metrics::Metrics;
-use crate::ports::{BackupControl, CopyRequest, ErrorKind, SharedBackup};
+use crate::ports::{CopyRequest, ErrorKind, Pull, SharedBackup};
 
 /// Pulls run this many copies at once per region (well under the per-region copy quotas).
 const CONCURRENCY: usize = 5;
@@ -27,7 +27,7 @@ const CONCURRENCY: usize = 5;
 pub struct Puller {
     account: String,
     config: Config,
-    controls: Vec<Arc<dyn BackupControl>>,
+    controls: Vec<Arc<dyn Pull>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 }
@@ -47,7 +47,7 @@ fn entry(status: EntryStatus, region: &str, s: &SharedBackup, message: String) -
 
 impl Puller {
     /// A puller over the ports of the bunker's regions (any kinds).
-    pub fn new(account: String, config: Config, controls: Vec<Arc<dyn BackupControl>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(account: String, config: Config, controls: Vec<Arc<dyn Pull>>, metrics: Arc<Metrics>) -> Self {
         Puller { account, config, controls, metrics, clock: Arc::new(SystemClock) }
     }
 
@@ -121,7 +121,7 @@ impl Puller {
         (collected, entries)
     }
 
-    async fn pull_one(&self, ctl: &dyn BackupControl, s: SharedBackup, now: jiff::Timestamp) -> Option<Entry> {
+    async fn pull_one(&self, ctl: &dyn Pull, s: SharedBackup, now: jiff::Timestamp) -> Option<Entry> {
         let region = ctl.region();
         let Some((created_at, retention)) = s.name.as_deref().and_then(naming::parse_backup_name) else {
             return Some(entry(EntryStatus::Skipped, region, &s, "not a bunker backup name: left alone".into()));
@@ -184,47 +184,6 @@ mod tests {
     use super::*;
     use bunker_protocol::config::{defaults, resolve, Key, Setting, Source};
 
-    struct Shared(crate::testkit::FakeControl, Vec<SharedBackup>);
-
-    #[async_trait::async_trait]
-    impl BackupControl for Shared {
-        fn kind(&self) -> ResourceKind {
-            self.0.kind()
-        }
-        fn region(&self) -> &str {
-            self.0.region()
-        }
-        async fn list_resources(&self) -> Result<Vec<crate::ports::Resource>, crate::ports::PortError> {
-            self.0.list_resources().await
-        }
-        async fn create_backup(
-            &self,
-            r: &crate::ports::CreateRequest,
-        ) -> Result<crate::ports::Created, crate::ports::PortError> {
-            self.0.create_backup(r).await
-        }
-        async fn list_backups(&self, s: bool) -> Result<Vec<crate::ports::ListedBackup>, crate::ports::PortError> {
-            self.0.list_backups(s).await
-        }
-        async fn delete_backup(&self, b: &bunker_protocol::Backup) -> Result<(), crate::ports::PortError> {
-            self.0.delete_backup(b).await
-        }
-        async fn find_copy(
-            &self,
-            t: &str,
-            v: &str,
-            n: &str,
-        ) -> Result<Option<crate::ports::BackupDetail>, crate::ports::PortError> {
-            self.0.find_copy(t, v, n).await
-        }
-        async fn copy_backup(&self, r: &CopyRequest) -> Result<String, crate::ports::PortError> {
-            self.0.copy_backup(r).await
-        }
-        async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, crate::ports::PortError> {
-            Ok(self.1.iter().filter(|s| accounts.contains(&s.account)).cloned().collect())
-        }
-    }
-
     fn shared(account: &str, id: &str, name: &str) -> SharedBackup {
         SharedBackup {
             id: id.into(),
@@ -239,15 +198,13 @@ mod tests {
     #[tokio::test]
     async fn pulls_once_with_unique_names_and_skips_strangers() {
         let name = "data-20261201-010000-monthly-abcdef";
-        let ctl = Arc::new(Shared(
-            crate::testkit::FakeControl::new(ResourceKind::Ebs, "us-east-1"),
-            vec![
-                shared("111111111111", "snap-1", name),
-                shared("222222222222", "snap-1", name),
-                shared("111111111111", "snap-2", "hand-made"),
-                shared("333333333333", "snap-3", name),
-            ],
-        ));
+        let ctl = Arc::new(crate::testkit::FakeControl::new(ResourceKind::Ebs, "us-east-1"));
+        ctl.state.lock().unwrap().shared_in = vec![
+            shared("111111111111", "snap-1", name),
+            shared("222222222222", "snap-1", name),
+            shared("111111111111", "snap-2", "hand-made"),
+            shared("333333333333", "snap-3", name),
+        ];
         let mut s = defaults();
         s.push(Setting {
             key: Key::SourceAccounts,
@@ -261,7 +218,7 @@ mod tests {
         assert_eq!(entries.iter().filter(|e| e.status == EntryStatus::Ok).count(), 2, "{entries:#?}");
         assert_eq!(entries.iter().filter(|e| e.status == EntryStatus::Skipped).count(), 1);
         {
-            let state = ctl.0.state.lock().unwrap();
+            let state = ctl.state.lock().unwrap();
             let names: std::collections::BTreeSet<_> = state.backups.values().map(|b| b.tags["Name"].clone()).collect();
             assert_eq!(names.len(), 2, "two accounts' equal names do not collide");
             let b = state.backups.values().next().unwrap();

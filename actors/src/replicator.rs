@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::engine::{Alerts, Clock, JobActor, JobError, Pass, Run, SystemClock, Workflow};
 use crate::metrics::Metrics;
-use crate::ports::{BackupControl, BackupDetail, CopyRequest, ErrorKind, Leases, Notifier, PortError};
+use crate::ports::{BackupDetail, CopyRequest, ErrorKind, Leases, Notifier, PortError, Replication};
 
 /// Copies in progress per destination region and kind. AWS allows 20 concurrent EBS
 /// snapshot copies per destination region and (by default) 5 concurrent cross-region RDS
@@ -52,7 +52,7 @@ pub type Replicate = Run<BackupRef>;
 pub struct Replicator {
     account: String,
     config: Config,
-    controls: HashMap<(ResourceKind, String), Arc<dyn BackupControl>>,
+    controls: HashMap<(ResourceKind, String), Arc<dyn Replication>>,
     leases: Arc<dyn Leases>,
     notifier: Arc<dyn Notifier>,
     holder: String,
@@ -83,7 +83,7 @@ impl Replicator {
     pub fn new(
         account: String,
         config: Config,
-        controls: Vec<Arc<dyn BackupControl>>,
+        controls: Vec<Arc<dyn Replication>>,
         leases: Arc<dyn Leases>,
         notifier: Arc<dyn Notifier>,
         holder: String,
@@ -121,7 +121,7 @@ impl Replicator {
         &self.config
     }
 
-    fn control(&self, kind: ResourceKind, region: &str) -> Result<&Arc<dyn BackupControl>, JobError> {
+    fn control(&self, kind: ResourceKind, region: &str) -> Result<&Arc<dyn Replication>, JobError> {
         self.controls
             .get(&(kind, region.to_string()))
             .ok_or_else(|| JobError::NotServed { kind, region: region.into() })
@@ -193,9 +193,6 @@ impl Replicator {
             Ok(c) => c,
             Err(e) => return (Pass::NotOurs(e.to_string()), entries),
         };
-        if !src.replicates() {
-            return (Pass::NotOurs(format!("copy and share of {} are not implemented yet", b.kind)), entries);
-        }
         let detail = match src.describe_backup(&b.id).await {
             Ok(Some(d)) => d,
             Ok(None) => return (Pass::NotOurs("no longer exists".into()), entries),

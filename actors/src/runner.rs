@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use bunker_protocol::backup::{Backup, Listed, Owner, Ownership, Unreadable};
-use bunker_protocol::config::{self, Config, ConfigError, Setting};
+use bunker_protocol::config::{self, Config, ConfigError, Resolved, Setting};
 use bunker_protocol::report::{Entry, EntryStatus, Operation, OperationEvent, RunReport, OPERATION_SCHEMA};
 use bunker_protocol::retention::{self, Action, Candidate, Policy, Reason};
 use bunker_protocol::tags::{self, BackupTagInput};
@@ -90,39 +90,35 @@ pub struct Runner {
     kind: ResourceKind,
     targets: Vec<Arc<dyn BackupControl>>,
     notifier: Arc<dyn Notifier>,
-    base: Vec<Setting>,
-    config: Config,
+    settings: Arc<Resolved>,
     concurrency: usize,
 }
 
 impl Runner {
-    /// A runner over `targets` (one per region, all of `kind`). `base` are the run-level
-    /// settings (defaults < file < env < flags), already validated into `config`.
+    /// A runner over `targets` (one per region, all of `kind`) with the run-level `settings`
+    /// (defaults < file < env < flags), resolved once by the caller.
     pub fn new(
         account: String,
         kind: ResourceKind,
         targets: Vec<Arc<dyn BackupControl>>,
         notifier: Arc<dyn Notifier>,
-        base: Vec<Setting>,
-    ) -> Result<Runner, ConfigError> {
-        let config = config::resolve(&base)?;
-        Ok(Runner { account, kind, targets, notifier, base, config, concurrency: DEFAULT_CONCURRENCY })
+        settings: Arc<Resolved>,
+    ) -> Runner {
+        Runner { account, kind, targets, notifier, settings, concurrency: DEFAULT_CONCURRENCY }
     }
 
     /// The run-level configuration.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.settings.config
     }
 
     fn resolve_with(&self, extra: Vec<Setting>) -> Result<Config, ConfigError> {
-        let mut layers = self.base.clone();
-        layers.extend(extra);
-        config::resolve(&layers)
+        self.settings.with(extra)
     }
 
     /// The configuration in force for a live resource (its tags are the top layer).
     pub fn resource_config(&self, resource: &Resource) -> Result<Config, ConfigError> {
-        self.resolve_with(config::tag_settings(&resource.tags, &resource.id, self.config.compat_shelvery)?)
+        self.resolve_with(config::tag_settings(&resource.tags, &resource.id, self.settings.config.compat_shelvery)?)
     }
 
     fn selected<'a>(
@@ -130,7 +126,7 @@ impl Runner {
         resources: &'a [Resource],
         select: Option<String>,
     ) -> impl Iterator<Item = &'a Resource> + 'a {
-        let compat = self.config.compat_shelvery;
+        let compat = self.settings.config.compat_shelvery;
         resources
             .iter()
             .filter(move |r| tags::is_selected(&r.tags, compat) && select.as_ref().is_none_or(|s| *s == r.id))
@@ -138,7 +134,7 @@ impl Runner {
 
     /// Creates one backup of every selected resource in every region.
     pub async fn create_backups(&self, opts: &RunOptions) -> RunReport {
-        self.create_backups_of(opts, self.config.select.clone()).await
+        self.create_backups_of(opts, self.settings.config.select.clone()).await
     }
 
     /// As [`Runner::create_backups`], narrowed to one resource when `select` is given.
@@ -156,7 +152,7 @@ impl Runner {
                     continue;
                 }
             };
-            let deployment = self.config.deployment_id(&self.account, region);
+            let deployment = self.settings.config.deployment_id(&self.account, region);
             let selected: Vec<&Resource> = self.selected(&resources, select.clone()).collect();
             collected += selected.len();
             let results: Vec<Entry> = stream::iter(selected)
@@ -255,10 +251,10 @@ impl Runner {
 
     async fn region_inventory(&self, target: &dyn BackupControl, now: Timestamp) -> Result<RegionInventory, PortError> {
         let region = target.region();
-        let compat = self.config.compat_shelvery;
+        let compat = self.settings.config.compat_shelvery;
         let (resources, listed) = futures::join!(target.list_resources(), target.list_backups(compat));
         let (resources, listed) = (resources?, listed?);
-        let deployment = self.config.deployment_id(&self.account, region);
+        let deployment = self.settings.config.deployment_id(&self.account, region);
         let own = Ownership { deployment: &deployment, compat_shelvery: compat };
         let mut backups = Vec::new();
         let mut unreadable = Vec::new();
@@ -274,7 +270,7 @@ impl Runner {
                 parts: l.parts.clone(),
             };
             match Backup::from_listed(&listed, &own) {
-                Ok(Some(b)) if self.config.select.as_ref().is_none_or(|s| *s == b.source) => backups.push(b),
+                Ok(Some(b)) if self.settings.config.select.as_ref().is_none_or(|s| *s == b.source) => backups.push(b),
                 Ok(_) => {}
                 Err(e) => {
                     warn!(region, error = %e, "backup left alone: unreadable tags");
@@ -311,7 +307,7 @@ impl Runner {
             .collect();
         // DR copies are kept by `keep_*_dr` (default: the source's keep counts), pulled copies
         // by `keep_*_pulled` (default: this account's).
-        let r = &self.config.replication;
+        let r = &self.settings.config.replication;
         let dr_policies: Vec<Option<Result<Policy, String>>> = backups
             .iter()
             .zip(&policies)
@@ -442,7 +438,7 @@ impl Runner {
     ) -> RunReport {
         let elapsed = SignedDuration::try_from(clock.elapsed()).unwrap_or(SignedDuration::ZERO);
         let mut deployments: Vec<String> =
-            self.targets.iter().map(|t| self.config.deployment_id(&self.account, t.region())).collect();
+            self.targets.iter().map(|t| self.settings.config.deployment_id(&self.account, t.region())).collect();
         deployments.dedup();
         if !opts.dry_run {
             self.notify_operations(opts, &entries).await;
@@ -469,7 +465,7 @@ impl Runner {
 
     /// Publishes a run report to `status_sns_topic`; a failed publish is logged only.
     pub async fn publish_report(&self, report: &RunReport) {
-        if let Some(topic) = &self.config.status_sns_topic {
+        if let Some(topic) = &self.settings.config.status_sns_topic {
             let body = serde_json::to_string(report).expect("reports serialize");
             if let Err(e) = self.notifier.publish(topic, &report.headline(), &body).await {
                 warn!(topic = %topic, error = %e, "run report not published");
@@ -480,7 +476,7 @@ impl Runner {
     /// One message per create/delete to `sns_topic`; errors also to `error_sns_topic`.
     /// A failed publish is logged and never fails the run.
     async fn notify_operations(&self, opts: &RunOptions, entries: &[Entry]) {
-        let (ops, errs) = (self.config.sns_topic.as_deref(), self.config.error_sns_topic.as_deref());
+        let (ops, errs) = (self.settings.config.sns_topic.as_deref(), self.settings.config.error_sns_topic.as_deref());
         if ops.is_none() && errs.is_none() {
             return;
         }
@@ -610,7 +606,13 @@ mod tests {
     fn runner(fake: Arc<FakeControl>, notifier: Arc<RecordingNotifier>, extra: &[Setting]) -> Runner {
         let mut base = defaults();
         base.extend_from_slice(extra);
-        Runner::new("123456789012".into(), ResourceKind::Ebs, vec![fake], notifier, base).unwrap()
+        Runner::new(
+            "123456789012".into(),
+            ResourceKind::Ebs,
+            vec![fake],
+            notifier,
+            Arc::new(Resolved::new(base).unwrap()),
+        )
     }
 
     fn opts(now: &str) -> RunOptions {

@@ -478,9 +478,13 @@ mod tests {
         let fake = Arc::new(FakeControl::new(ResourceKind::Ebs, "us-east-1"));
         fake.add_resource("vol-a", &[("bunker:create_backup", "true")]);
         let notifier = Arc::new(RecordingNotifier::default());
-        let runner = Arc::new(
-            Runner::new("123456789012".into(), ResourceKind::Ebs, vec![fake.clone()], notifier, defaults()).unwrap(),
-        );
+        let runner = Arc::new(Runner::new(
+            "123456789012".into(),
+            ResourceKind::Ebs,
+            vec![fake.clone()],
+            notifier,
+            Arc::new(bunker_protocol::config::Resolved::new(defaults()).unwrap()),
+        ));
         let sys = actix::System::with_tokio_rt(|| {
             tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
         });

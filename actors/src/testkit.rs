@@ -11,7 +11,7 @@ use bunker_protocol::ResourceKind;
 
 use crate::ports::{
     BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, Notifier, PortError,
-    Resource,
+    Pull, Replication, Resource, SharedBackup,
 };
 
 /// What a [`FakeControl`] holds.
@@ -35,6 +35,8 @@ pub struct FakeState {
     pub copy_calls: u32,
     /// How long each copy call takes.
     pub copy_delay: std::time::Duration,
+    /// Backups other accounts shared with this one (what `list_shared` finds).
+    pub shared_in: Vec<SharedBackup>,
 }
 
 impl FakeState {
@@ -109,11 +111,10 @@ impl BackupControl for FakeControl {
             None => Err(PortError::new(ErrorKind::NotFound, Some("InvalidSnapshot.NotFound"), backup.id.clone())),
         }
     }
+}
 
-    fn replicates(&self) -> bool {
-        true
-    }
-
+#[async_trait]
+impl Replication for FakeControl {
     async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
         let s = self.state.lock().unwrap();
         Ok(s.backups.get(id).map(|b| detail(&s, b)))
@@ -155,6 +156,14 @@ impl BackupControl for FakeControl {
             list.push(account.to_string());
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Pull for FakeControl {
+    async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.shared_in.iter().filter(|b| accounts.contains(&b.account)).cloned().collect())
     }
 }
 

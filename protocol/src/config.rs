@@ -491,6 +491,31 @@ pub fn defaults() -> Vec<Setting> {
         .collect()
 }
 
+/// Settings resolved once per command: the layers (defaults < file < environment < flags),
+/// kept for the per-resource tag layers that go on top, and the configuration they give.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The layers, lowest first.
+    pub layers: Vec<Setting>,
+    /// What they resolve to.
+    pub config: Config,
+}
+
+impl Resolved {
+    /// Resolves `layers`.
+    pub fn new(layers: Vec<Setting>) -> Result<Resolved, ConfigError> {
+        let config = resolve(&layers)?;
+        Ok(Resolved { layers, config })
+    }
+
+    /// The configuration with `extra` layered on top (a resource's tags).
+    pub fn with(&self, extra: Vec<Setting>) -> Result<Config, ConfigError> {
+        let mut layers = self.layers.clone();
+        layers.extend(extra);
+        resolve(&layers)
+    }
+}
+
 /// Resolves layered settings (lowest first; later settings of a key override earlier ones).
 pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
     let mut winner: BTreeMap<Key, &Setting> = BTreeMap::new();

@@ -7,7 +7,8 @@ use aws_config::SdkConfig;
 use aws_sdk_docdb::types::{Filter, Tag};
 use aws_sdk_docdb::Client;
 use bunker_actors::ports::{
-    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ListedBackup, PortError, Resource, SharedBackup,
+    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ListedBackup, PortError, Pull, Replication,
+    Resource, SharedBackup,
 };
 use bunker_protocol::backup::Backup;
 use bunker_protocol::tags::Tags;
@@ -135,11 +136,10 @@ impl BackupControl for DocdbControl {
             .map_err(|e| port_error("docdb:DeleteDBClusterSnapshot", e))?;
         Ok(())
     }
+}
 
-    fn replicates(&self) -> bool {
-        true
-    }
-
+#[async_trait]
+impl Replication for DocdbControl {
     async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
         let out = match self.client.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(id).send().await {
             Ok(o) => o,
@@ -182,7 +182,10 @@ impl BackupControl for DocdbControl {
     async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
         self.cluster_share(id, account).await
     }
+}
 
+#[async_trait]
+impl Pull for DocdbControl {
     async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
         self.cluster_list_shared(accounts).await
     }

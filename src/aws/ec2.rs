@@ -10,8 +10,8 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_ec2::Client;
 use bunker_actors::ports::{
-    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Resource,
-    SharedBackup,
+    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Pull,
+    Replication, Resource, SharedBackup,
 };
 use bunker_protocol::backup::Backup;
 use bunker_protocol::tags::{self, Tags};
@@ -142,11 +142,10 @@ impl BackupControl for EbsControl {
             .map_err(|e| port_error("ec2:DeleteSnapshot", e))?;
         Ok(())
     }
+}
 
-    fn replicates(&self) -> bool {
-        true
-    }
-
+#[async_trait]
+impl Replication for EbsControl {
     async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
         let out = self.client.describe_snapshots().snapshot_ids(id).send().await;
         let snapshots = match out {
@@ -192,7 +191,10 @@ impl BackupControl for EbsControl {
     async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
         share_snapshot(&self.client, id, account).await
     }
+}
 
+#[async_trait]
+impl Pull for EbsControl {
     async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
         if accounts.is_empty() {
             return Ok(vec![]);
@@ -430,11 +432,10 @@ impl BackupControl for AmiControl {
         }
         Ok(())
     }
+}
 
-    fn replicates(&self) -> bool {
-        true
-    }
-
+#[async_trait]
+impl Replication for AmiControl {
     async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
         let out = match self.client.describe_images().image_ids(id).send().await {
             Ok(o) => o,
@@ -511,7 +512,10 @@ impl BackupControl for AmiControl {
             .map_err(|e| port_error("ec2:ModifyImageAttribute", e))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Pull for AmiControl {
     async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
         if accounts.is_empty() {
             return Ok(vec![]);

@@ -112,7 +112,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use bunker_actors::ports::{BackupControl, ErrorKind, EventQueue, Leases, Notifier, PortError};
+use bunker_actors::ports::{BackupControl, ErrorKind, EventQueue, Leases, Notifier, PortError, Pull, Replication};
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
@@ -159,18 +159,43 @@ impl Aws {
         self.sdk.to_builder().region(Region::new(region.to_string())).build()
     }
 
-    /// The port for `kind` in `region`.
-    pub fn backup_control(&self, kind: ResourceKind, region: &str) -> Arc<dyn BackupControl> {
+    /// The catalog of what each kind can do: every kind creates, lists and deletes
+    /// ([`BackupControl`]); these also copy, share ([`Replication`]) and pull ([`Pull`]).
+    /// Redshift's copy settings and sharing are not implemented yet.
+    fn full(&self, kind: ResourceKind, region: &str) -> Option<Arc<dyn Pull>> {
         let conf = self.regional(region);
         let region = region.to_string();
-        match kind {
+        Some(match kind {
             ResourceKind::Ebs => Arc::new(ec2::EbsControl::new(&conf, region)),
             ResourceKind::Ec2ami => Arc::new(ec2::AmiControl::new(&conf, region)),
             ResourceKind::Rds => Arc::new(rds::RdsInstanceControl::new(&conf, region)),
             ResourceKind::RdsCluster => Arc::new(rds::RdsClusterControl::new(&conf, region)),
             ResourceKind::Docdb => Arc::new(docdb::DocdbControl::new(&conf, region)),
-            ResourceKind::Redshift => Arc::new(redshift::RedshiftControl::new(&conf, region)),
+            ResourceKind::Redshift => return None,
+        })
+    }
+
+    /// Whether `kind` copies and shares (and pulls): the catalog, without building clients.
+    pub fn replicates(kind: ResourceKind) -> bool {
+        kind != ResourceKind::Redshift
+    }
+
+    /// Create, list and delete `kind`'s backups in `region`.
+    pub fn backup_control(&self, kind: ResourceKind, region: &str) -> Arc<dyn BackupControl> {
+        match self.full(kind, region) {
+            Some(p) => p,
+            None => Arc::new(redshift::RedshiftControl::new(&self.regional(region), region.to_string())),
         }
+    }
+
+    /// Copy and share `kind`'s backups in `region`, when the kind can.
+    pub fn replication(&self, kind: ResourceKind, region: &str) -> Option<Arc<dyn Replication>> {
+        self.full(kind, region).map(|p| p as Arc<dyn Replication>)
+    }
+
+    /// Pull `kind`'s backups shared with this account in `region`, when the kind can.
+    pub fn pull(&self, kind: ResourceKind, region: &str) -> Option<Arc<dyn Pull>> {
+        self.full(kind, region)
     }
 
     /// The EBS direct APIs of `region`.

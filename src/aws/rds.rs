@@ -6,8 +6,8 @@ use aws_sdk_rds::primitives::DateTime;
 use aws_sdk_rds::types::Tag;
 use aws_sdk_rds::Client;
 use bunker_actors::ports::{
-    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Resource,
-    SharedBackup,
+    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Pull,
+    Replication, Resource, SharedBackup,
 };
 use bunker_protocol::backup::Backup;
 use bunker_protocol::config::RdsBackupMode;
@@ -207,11 +207,10 @@ impl BackupControl for RdsInstanceControl {
             .map_err(|e| port_error("rds:DeleteDBSnapshot", e))?;
         Ok(())
     }
+}
 
-    fn replicates(&self) -> bool {
-        true
-    }
-
+#[async_trait]
+impl Replication for RdsInstanceControl {
     async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
         let out = match self.client.describe_db_snapshots().db_snapshot_identifier(id).send().await {
             Ok(o) => o,
@@ -267,7 +266,10 @@ impl BackupControl for RdsInstanceControl {
             .map_err(|e| port_error("rds:ModifyDBSnapshotAttribute", e))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Pull for RdsInstanceControl {
     async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
         if accounts.is_empty() {
             return Ok(vec![]);
@@ -430,11 +432,10 @@ impl BackupControl for RdsClusterControl {
             .map_err(|e| port_error("rds:DeleteDBClusterSnapshot", e))?;
         Ok(())
     }
+}
 
-    fn replicates(&self) -> bool {
-        true
-    }
-
+#[async_trait]
+impl Replication for RdsClusterControl {
     async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
         let out = match self.client.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(id).send().await {
             Ok(o) => o,
@@ -473,7 +474,10 @@ impl BackupControl for RdsClusterControl {
     async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
         self.cluster_share(id, account).await
     }
+}
 
+#[async_trait]
+impl Pull for RdsClusterControl {
     async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
         self.cluster_list_shared(accounts).await
     }

@@ -1,0 +1,97 @@
+//! What the CLI and the service both build from the AWS side: the regions a command touches,
+//! the replicator and the puller over the kinds that have those capabilities (the catalog in
+//! [`crate::aws`]), lease holders, and the service's exports. `cli` and `serve` both use this
+//! module and never each other.
+
+use std::sync::Arc;
+
+use bunker_actors::metrics::Metrics;
+use bunker_actors::ports::{ExportTargets, Leases, PreparedExport};
+use bunker_actors::replicator::Replicator;
+use bunker_actors::stream::{Progress, StreamError};
+use bunker_protocol::config::Config;
+use bunker_protocol::ResourceKind;
+
+use crate::aws::Aws;
+
+/// The kinds of `kinds` that copy and share, by the catalog.
+pub fn replicable(kinds: &[ResourceKind]) -> Vec<ResourceKind> {
+    kinds.iter().copied().filter(|k| Aws::replicates(*k)).collect()
+}
+
+/// The regions a run or the service touches: source regions, then DR regions.
+pub fn all_regions(regions: &[String], cfg: &Config) -> Vec<String> {
+    let mut all = regions.to_vec();
+    for r in &cfg.replication.dr_regions {
+        if !all.contains(r) {
+            all.push(r.clone());
+        }
+    }
+    all
+}
+
+/// The replicator over every kind of `kinds` that replicates, in every region (source and DR).
+#[allow(clippy::too_many_arguments)] // wiring: each argument is a distinct, already-built part
+pub fn replicator(
+    aws: &Aws,
+    account: &str,
+    cfg: &Config,
+    regions: &[String],
+    kinds: &[bunker_protocol::ResourceKind],
+    leases: Arc<dyn Leases>,
+    holder: &str,
+    metrics: Arc<Metrics>,
+) -> Replicator {
+    let mut controls = Vec::new();
+    for &kind in kinds {
+        controls.extend(all_regions(regions, cfg).iter().filter_map(|r| aws.replication(kind, r)));
+    }
+    let mut cfg = cfg.clone();
+    cfg.regions = regions.to_vec();
+    Replicator::new(account.to_string(), cfg, controls, leases, aws.notifier(), holder.to_string(), metrics)
+}
+
+/// The data-bunker puller over every kind of `kinds` that can pull, in the bunker's regions.
+pub fn puller(
+    aws: &Aws,
+    account: &str,
+    cfg: &Config,
+    regions: &[String],
+    kinds: &[bunker_protocol::ResourceKind],
+    metrics: Arc<Metrics>,
+) -> bunker_actors::puller::Puller {
+    let controls = kinds.iter().flat_map(|&k| regions.iter().filter_map(move |r| aws.pull(k, r))).collect();
+    bunker_actors::puller::Puller::new(account.to_string(), cfg.clone(), controls, metrics)
+}
+
+/// A holder id unique to this process (lease owner).
+pub fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}-{:x}", host.trim(), std::process::id(), jiff::Timestamp::now().as_nanosecond() & 0xffff_ffff)
+}
+
+/// The service's exports: EBS snapshots with the default buffer sizes.
+pub struct ServiceExports {
+    aws: Aws,
+}
+
+impl ServiceExports {
+    /// Exports through `aws`.
+    pub fn new(aws: Aws) -> ServiceExports {
+        ServiceExports { aws }
+    }
+}
+
+#[async_trait::async_trait]
+impl ExportTargets for ServiceExports {
+    async fn prepare(
+        &self,
+        snapshot_id: &str,
+        region: &str,
+        to: &str,
+        base: Option<&str>,
+        progress: Arc<Progress>,
+    ) -> Result<PreparedExport, StreamError> {
+        crate::archive_cli::prepare_service_export(&self.aws, region, snapshot_id, base, to, progress).await
+    }
+}
