@@ -186,6 +186,8 @@ pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> 
     watch_supervised(&health, "scheduler", &scheduler);
     watch_supervised(&health, "exporter", &exporter);
     watch_actor(&health, "failure-reporter", &reporter);
+    let calls = aws.call_health();
+    health.watch("aws", move || calls.check());
     if let Some(w) = &watcher {
         watch_actor(&health, "watcher-actor", w);
     }

@@ -417,3 +417,57 @@ async fn healthz_names_the_watcher_while_its_queue_is_unreachable_and_recovers()
     let (code, _, _) = serve.terminate();
     assert_eq!(code, 0);
 }
+
+/// `/healthz` fails "aws" while the last calls to AWS all failed (here the emulator answers
+/// this account's requests 503), and answers 200 again once AWS does.
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_names_aws_while_every_call_fails_and_recovers() {
+    let a = Account::new("600000000019").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&a.sdk(REGION).await);
+    let url = sqs.create_queue().queue_name("bunker-outage").send().await.unwrap().queue_url.unwrap();
+    let cfg = write_config(dir.path(), &format!("queue_url = \"{url}\"\nreconcile_interval = \"1h\"\n"));
+    let serve = Serve::start(&a, &cfg, dir.path());
+    let wait_for = |want: &'static str| {
+        let t = Instant::now();
+        let serve = &serve;
+        async move {
+            loop {
+                let r = serve.get("/healthz");
+                if r.starts_with(want) {
+                    return r;
+                }
+                assert!(t.elapsed() < Duration::from_secs(90), "no {want} within 90 s: {r}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let ok = wait_for("HTTP/1.1 200").await;
+    assert!(ok.contains("\"aws\":\"ok\""), "{ok}");
+    a.outage(true);
+    let failing = wait_for("HTTP/1.1 503").await;
+    let body: serde_json::Value = serde_json::from_str(failing.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let failing_now = |body: &serde_json::Value| body["failing"].as_array().unwrap().iter().any(|c| c == "aws");
+    let body = if failing_now(&body) {
+        body
+    } else {
+        // The watcher's own check (3 poll intervals) may fail first; the AWS rule follows.
+        let t = Instant::now();
+        loop {
+            let r = serve.get("/healthz");
+            let b: serde_json::Value = serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            if failing_now(&b) {
+                break b;
+            }
+            assert!(t.elapsed() < Duration::from_secs(90), "aws never failing: {b}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    let why = body["components"]["aws"].as_str().unwrap();
+    assert!(why.contains("AWS calls failed") && why.contains("503"), "{body}");
+    a.outage(false);
+    let ok = wait_for("HTTP/1.1 200").await;
+    assert!(ok.contains("\"status\":\"ok\""), "{ok}");
+    let (code, _, _) = serve.terminate();
+    assert_eq!(code, 0);
+}

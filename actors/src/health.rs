@@ -4,6 +4,7 @@
 //! is computed when asked, never a flag someone forgot to clear.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -66,11 +67,64 @@ impl Health {
     }
 }
 
+/// Calls of one kind (AWS requests) that failed in a row: the check fails once `limit` came
+/// in a row, naming the last error; any success clears the streak. Fed by whoever sees every
+/// call (the SDK interceptor in `src/aws`).
+#[derive(Debug)]
+pub struct FailureStreak {
+    limit: u32,
+    in_a_row: AtomicU32,
+    last: Mutex<Option<String>>,
+}
+
+impl FailureStreak {
+    /// Failing after `limit` failures in a row (at least 1).
+    pub fn new(limit: u32) -> FailureStreak {
+        FailureStreak { limit: limit.max(1), in_a_row: AtomicU32::new(0), last: Mutex::new(None) }
+    }
+
+    /// Records one call's outcome.
+    pub fn record(&self, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => {
+                self.in_a_row.store(0, Ordering::SeqCst);
+            }
+            Err(why) => {
+                *self.last.lock().expect("streak lock") = Some(why);
+                self.in_a_row.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// `Err` naming the streak while `limit` or more calls in a row failed.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.in_a_row.load(Ordering::SeqCst);
+        if n < self.limit {
+            return Ok(());
+        }
+        let last = self.last.lock().expect("streak lock").clone().unwrap_or_default();
+        Err(format!("the last {n} AWS calls failed (last: {last})"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
+
+    #[test]
+    fn a_streak_of_failed_calls_fails_until_one_succeeds() {
+        let s = FailureStreak::new(3);
+        s.record(Err("503".into()));
+        s.record(Err("503".into()));
+        assert!(s.check().is_ok(), "two are not yet a streak");
+        s.record(Err("connection refused".into()));
+        let why = s.check().unwrap_err();
+        assert!(why.contains("last 3 AWS calls failed") && why.contains("connection refused"), "{why}");
+        s.record(Ok(()));
+        assert!(s.check().is_ok());
+    }
 
     #[test]
     fn failing_components_are_named() {

@@ -32,6 +32,8 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   CompleteMultipartUpload). bunker's resume lists the parts of an interrupted upload.
 * S3 UploadPart checks ``x-amz-checksum-crc32c`` (and ``-sha256``) against the part's bytes
   (``BadDigest``), as AWS does; moto stores any value.
+* Outages for tests (``POST /_bunker/outage``): every request signed with one access key
+  is answered 503, so one test's account sees AWS down while others run on.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
   quota errors at a given rate per action, EBS copies that stay ``pending`` for a while,
   corrupted GetSnapshotBlock bodies, failed and slowed S3 part uploads.
@@ -501,6 +503,24 @@ class Faults:
 
 FAULTS = Faults()
 
+# Access keys whose every request is answered 503 ServiceUnavailable (an AWS outage seen by
+# one test's account only): ``POST /_bunker/outage`` with ``{"access_key": ..., "down": bool}``.
+OUTAGES = set()
+OUTAGES_LOCK = threading.Lock()
+
+
+def outage_response(environ, start_response):
+    """A 503 in the request's protocol: JSON for x-amz-target services, XML otherwise."""
+    if environ.get("HTTP_X_AMZ_TARGET"):
+        data = json.dumps({"__type": "ServiceUnavailable", "message": "injected outage"}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.0"), ("x-amzn-query-error", "ServiceUnavailable;Receiver")]
+    else:
+        data = (b"<ErrorResponse><Error><Type>Receiver</Type><Code>ServiceUnavailable</Code>"
+                b"<Message>injected outage</Message></Error><RequestId>bunker-outage</RequestId></ErrorResponse>")
+        headers = [("Content-Type", "text/xml")]
+    start_response("503 Service Unavailable", headers + [("Content-Length", str(len(data)))])
+    return [data]
+
 
 def patch_copy_snapshot_pending() -> None:
     from moto.ec2.models.elastic_block_store import EBSBackend
@@ -571,6 +591,7 @@ class Counter:
     """Counts requests by '<service>:<Action>' (service from the SigV4 scope)."""
 
     _scope = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/")
+    _key = re.compile(r"Credential=([^/]+)/")
 
     def __init__(self, app):
         self.app = app
@@ -586,6 +607,19 @@ class Counter:
             FAULTS.set(json.loads(environ["wsgi.input"].read(length) or b"{}"))
             start_response("200 OK", [("Content-Length", "0")])
             return [b""]
+        if path.startswith("/_bunker/outage"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            ask = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            with OUTAGES_LOCK:
+                (OUTAGES.add if ask.get("down") else OUTAGES.discard)(ask["access_key"])
+            start_response("200 OK", [("Content-Length", "0")])
+            return [b""]
+        key = self._key.search(environ.get("HTTP_AUTHORIZATION", ""))
+        if key:
+            with OUTAGES_LOCK:
+                down = key.group(1) in OUTAGES
+            if down:
+                return outage_response(environ, start_response)
         service = "?"
         match = self._scope.search(environ.get("HTTP_AUTHORIZATION", ""))
         if match:

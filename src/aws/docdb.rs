@@ -16,7 +16,7 @@ use bunker_protocol::ResourceKind;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::rds::{none_if_missing, restore_accounts};
-use super::{db_not_ready, port_error, tag_map};
+use super::{client, db_not_ready, port_error, tag_map, CallHealth};
 
 /// Concurrent ListTagsForResource calls.
 const TAG_LOOKUPS: usize = 8;
@@ -27,8 +27,8 @@ pub struct DocdbControl {
 }
 
 impl DocdbControl {
-    pub fn new(conf: &SdkConfig, region: String) -> Self {
-        DocdbControl { client: Client::new(conf), region }
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, region: String) -> Self {
+        DocdbControl { client: client!(aws_sdk_docdb, conf, calls), region }
     }
 
     async fn tags_of(&self, arn: &str) -> Result<Tags, PortError> {

@@ -3,6 +3,8 @@
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
+
+use super::{client, CallHealth};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -18,8 +20,8 @@ pub struct DynamoLeases {
 
 impl DynamoLeases {
     /// Leases in `table`.
-    pub fn new(conf: &SdkConfig, table: String) -> Self {
-        DynamoLeases { client: Client::new(conf), table }
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, table: String) -> Self {
+        DynamoLeases { client: client!(aws_sdk_dynamodb, conf, calls), table }
     }
 }
 

@@ -8,7 +8,7 @@ use aws_sdk_ebs::types::{ChecksumAlgorithm, Tag};
 use bunker_actors::ports::{BlockPage, ErrorKind, FetchedBlock, PortError, SnapshotBlocks, SnapshotMeta};
 use bunker_protocol::tags::Tags;
 
-use super::{port_error, tag_map};
+use super::{client, port_error, tag_map, CallHealth};
 
 /// The direct APIs of one region.
 pub struct EbsBlocks {
@@ -18,8 +18,8 @@ pub struct EbsBlocks {
 
 impl EbsBlocks {
     /// Clients for the region of `conf`.
-    pub fn new(conf: &SdkConfig) -> Self {
-        EbsBlocks { ebs: aws_sdk_ebs::Client::new(conf), ec2: aws_sdk_ec2::Client::new(conf) }
+    pub fn new(conf: &SdkConfig, calls: &CallHealth) -> Self {
+        EbsBlocks { ebs: client!(aws_sdk_ebs, conf, calls), ec2: client!(aws_sdk_ec2, conf, calls) }
     }
 }
 

@@ -17,7 +17,7 @@ use bunker_protocol::backup::Backup;
 use bunker_protocol::tags::{self, Tags};
 use bunker_protocol::ResourceKind;
 
-use super::{port_error, tag_map};
+use super::{client, port_error, tag_map, CallHealth};
 
 fn ec2_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
@@ -48,8 +48,8 @@ pub struct EbsControl {
 }
 
 impl EbsControl {
-    pub fn new(conf: &SdkConfig, region: String) -> Self {
-        EbsControl { client: Client::new(conf), region }
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, region: String) -> Self {
+        EbsControl { client: client!(aws_sdk_ec2, conf, calls), region }
     }
 }
 
@@ -286,8 +286,8 @@ pub struct AmiControl {
 }
 
 impl AmiControl {
-    pub fn new(conf: &SdkConfig, region: String) -> Self {
-        AmiControl { client: Client::new(conf), region }
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, region: String) -> Self {
+        AmiControl { client: client!(aws_sdk_ec2, conf, calls), region }
     }
 }
 

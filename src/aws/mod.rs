@@ -108,20 +108,67 @@ mod sqs;
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use bunker_actors::health::FailureStreak;
 use bunker_actors::ports::{BackupControl, ErrorKind, EventQueue, Leases, Notifier, PortError, Pull, Replication};
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
 pub use sns::SnsNotifier;
 
+/// A client of SDK crate `$krate` for `$conf`, reporting every call to [`CallHealth`].
+macro_rules! client {
+    ($krate:ident, $conf:expr, $calls:expr) => {
+        $krate::Client::from_conf($krate::config::Builder::from($conf).interceptor($calls.clone()).build())
+    };
+}
+pub(crate) use client;
+
+/// AWS calls in a row that failed before `/healthz` says AWS is failing: five calls, each
+/// after the SDK's own retries, is a minute or less of an outage for a polling service.
+pub const FAILED_CALLS_UNHEALTHY: u32 = 5;
+
+/// An SDK interceptor on every client: after each call (all its attempts), whether AWS
+/// answered — no answer at all (network, timeout) or a 5xx counts as failed, any other
+/// answer (4xx included: AWS is up and said no) as reached. Feeds `/healthz`.
+#[derive(Debug, Clone)]
+pub struct CallHealth(Arc<FailureStreak>);
+
+impl Intercept for CallHealth {
+    fn name(&self) -> &'static str {
+        "bunker-call-health"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let outcome = match (context.response(), context.output_or_error()) {
+            (Some(r), _) if r.status().is_server_error() => Err(format!("HTTP {}", r.status().as_u16())),
+            (Some(_), _) => Ok(()),
+            (None, Some(Err(e))) => Err(format!("no answer: {}", DisplayErrorContext(e))),
+            (None, _) => Err("no answer".into()),
+        };
+        self.0.record(outcome);
+        Ok(())
+    }
+}
+
 /// Shared AWS configuration.
 #[derive(Clone)]
 pub struct Aws {
     sdk: SdkConfig,
+    calls: CallHealth,
 }
 
 impl Aws {
@@ -129,13 +176,19 @@ impl Aws {
     /// `region` is the fallback when neither the config nor the environment names one.
     pub async fn load() -> Aws {
         let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Aws { sdk }
+        Aws { sdk, calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))) }
     }
 
     /// An `Aws` that loaded nothing (no credentials, no region, no metadata lookup), for
     /// commands that stay on this machine; any AWS call through it fails.
     pub fn offline() -> Aws {
-        Aws { sdk: SdkConfig::builder().behavior_version(BehaviorVersion::latest()).build() }
+        let sdk = SdkConfig::builder().behavior_version(BehaviorVersion::latest()).build();
+        Aws { sdk, calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))) }
+    }
+
+    /// How AWS calls have been going (for `/healthz`).
+    pub fn call_health(&self) -> Arc<FailureStreak> {
+        self.calls.0.clone()
     }
 
     /// The SDK's own region (`AWS_REGION`, profile), if any.
@@ -145,7 +198,7 @@ impl Aws {
 
     /// The account the credentials belong to (one STS call per process).
     pub async fn account_id(&self) -> Result<String, PortError> {
-        let out = aws_sdk_sts::Client::new(&self.sdk)
+        let out = client!(aws_sdk_sts, &self.sdk, self.calls)
             .get_caller_identity()
             .send()
             .await
@@ -166,11 +219,11 @@ impl Aws {
         let conf = self.regional(region);
         let region = region.to_string();
         Some(match kind {
-            ResourceKind::Ebs => Arc::new(ec2::EbsControl::new(&conf, region)),
-            ResourceKind::Ec2ami => Arc::new(ec2::AmiControl::new(&conf, region)),
-            ResourceKind::Rds => Arc::new(rds::RdsInstanceControl::new(&conf, region)),
-            ResourceKind::RdsCluster => Arc::new(rds::RdsClusterControl::new(&conf, region)),
-            ResourceKind::Docdb => Arc::new(docdb::DocdbControl::new(&conf, region)),
+            ResourceKind::Ebs => Arc::new(ec2::EbsControl::new(&conf, &self.calls, region)),
+            ResourceKind::Ec2ami => Arc::new(ec2::AmiControl::new(&conf, &self.calls, region)),
+            ResourceKind::Rds => Arc::new(rds::RdsInstanceControl::new(&conf, &self.calls, region)),
+            ResourceKind::RdsCluster => Arc::new(rds::RdsClusterControl::new(&conf, &self.calls, region)),
+            ResourceKind::Docdb => Arc::new(docdb::DocdbControl::new(&conf, &self.calls, region)),
             ResourceKind::Redshift => return None,
         })
     }
@@ -184,7 +237,7 @@ impl Aws {
     pub fn backup_control(&self, kind: ResourceKind, region: &str) -> Arc<dyn BackupControl> {
         match self.full(kind, region) {
             Some(p) => p,
-            None => Arc::new(redshift::RedshiftControl::new(&self.regional(region), region.to_string())),
+            None => Arc::new(redshift::RedshiftControl::new(&self.regional(region), &self.calls, region.to_string())),
         }
     }
 
@@ -200,7 +253,7 @@ impl Aws {
 
     /// The EBS direct APIs of `region`.
     pub fn snapshot_blocks(&self, region: &str) -> Arc<dyn bunker_actors::ports::SnapshotBlocks> {
-        Arc::new(ebs::EbsBlocks::new(&self.regional(region)))
+        Arc::new(ebs::EbsBlocks::new(&self.regional(region), &self.calls))
     }
 
     /// Archives under `s3://bucket/prefix` (the bucket's region is the SDK's region).
@@ -210,22 +263,22 @@ impl Aws {
         bucket: String,
         prefix: String,
     ) -> Arc<dyn bunker_actors::ports::ArchiveStore> {
-        Arc::new(s3::S3Store::new(&self.regional(region), bucket, prefix))
+        Arc::new(s3::S3Store::new(&self.regional(region), &self.calls, bucket, prefix))
     }
 
     /// The event queue (and its dead-letter queue).
     pub fn event_queue(&self, url: String, dead_letter_url: Option<String>) -> Arc<dyn EventQueue> {
-        Arc::new(sqs::SqsQueue::new(&self.sdk, url, dead_letter_url))
+        Arc::new(sqs::SqsQueue::new(&self.sdk, &self.calls, url, dead_letter_url))
     }
 
     /// Leases in a DynamoDB table.
     pub fn leases(&self, table: String) -> Arc<dyn Leases> {
-        Arc::new(dynamodb::DynamoLeases::new(&self.sdk, table))
+        Arc::new(dynamodb::DynamoLeases::new(&self.sdk, &self.calls, table))
     }
 
     /// The notifier (publishes to a topic's own region).
     pub fn notifier(&self) -> Arc<dyn Notifier> {
-        Arc::new(SnsNotifier::new(self.sdk.clone()))
+        Arc::new(SnsNotifier::new(self.sdk.clone(), self.calls.clone()))
     }
 }
 

@@ -14,7 +14,7 @@ use bunker_protocol::config::RdsBackupMode;
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
-use super::{db_not_ready, is_candidate, port_error, tag_map};
+use super::{client, db_not_ready, is_candidate, port_error, tag_map, CallHealth};
 
 fn rds_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
@@ -88,8 +88,8 @@ pub struct RdsInstanceControl {
 }
 
 impl RdsInstanceControl {
-    pub fn new(conf: &SdkConfig, region: String) -> Self {
-        RdsInstanceControl { client: Client::new(conf), region }
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, region: String) -> Self {
+        RdsInstanceControl { client: client!(aws_sdk_rds, conf, calls), region }
     }
 
     /// The newest available automated snapshot of an instance.
@@ -312,8 +312,8 @@ pub struct RdsClusterControl {
 }
 
 impl RdsClusterControl {
-    pub fn new(conf: &SdkConfig, region: String) -> Self {
-        RdsClusterControl { client: Client::new(conf), region }
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, region: String) -> Self {
+        RdsClusterControl { client: client!(aws_sdk_rds, conf, calls), region }
     }
 
     async fn latest_automated(&self, cluster: &str) -> Result<Option<String>, PortError> {

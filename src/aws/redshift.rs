@@ -10,7 +10,7 @@ use bunker_protocol::backup::Backup;
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
-use super::{is_candidate, port_error, tag_map};
+use super::{client, is_candidate, port_error, tag_map, CallHealth};
 
 fn from_redshift(tags: &[Tag]) -> Tags {
     tag_map(tags.iter().map(|t| (t.key(), t.value())))
@@ -22,8 +22,8 @@ pub struct RedshiftControl {
 }
 
 impl RedshiftControl {
-    pub fn new(conf: &SdkConfig, region: String) -> Self {
-        RedshiftControl { client: Client::new(conf), region }
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, region: String) -> Self {
+        RedshiftControl { client: client!(aws_sdk_redshift, conf, calls), region }
     }
 }
 

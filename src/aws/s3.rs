@@ -3,6 +3,8 @@
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
+
+use super::CallHealth;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use bunker_actors::ports::{ArchiveStore, ErrorKind, PortError, StoredPart};
@@ -19,10 +21,11 @@ pub struct S3Store {
 impl S3Store {
     /// A store under `s3://bucket/prefix`. Path-style addressing when an endpoint override is
     /// set (emulators resolve no bucket host names).
-    pub fn new(conf: &SdkConfig, bucket: String, prefix: String) -> Self {
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, bucket: String, prefix: String) -> Self {
         let path_style =
             std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-        let s3 = aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).build();
+        let s3 =
+            aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).interceptor(calls.clone()).build();
         S3Store { client: aws_sdk_s3::Client::from_conf(s3), bucket, prefix: prefix.trim_matches('/').to_string() }
     }
 

@@ -5,6 +5,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_config::{Region, SdkConfig};
+
+use super::{client, CallHealth};
 use aws_sdk_sns::Client;
 use bunker_actors::ports::{ErrorKind, Notifier, PortError};
 
@@ -13,20 +15,24 @@ use super::port_error;
 /// Publishes to SNS topics, one client per topic region.
 pub struct SnsNotifier {
     sdk: SdkConfig,
+    calls: CallHealth,
     clients: Mutex<HashMap<String, Client>>,
 }
 
 impl SnsNotifier {
     /// A notifier using `sdk`'s credentials; clients are made per topic region on first use.
-    pub fn new(sdk: SdkConfig) -> Self {
-        SnsNotifier { sdk, clients: Mutex::new(HashMap::new()) }
+    pub fn new(sdk: SdkConfig, calls: CallHealth) -> Self {
+        SnsNotifier { sdk, calls, clients: Mutex::new(HashMap::new()) }
     }
 
     fn client(&self, region: &str) -> Client {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients
             .entry(region.to_string())
-            .or_insert_with(|| Client::new(&self.sdk.to_builder().region(Region::new(region.to_string())).build()))
+            .or_insert_with(|| {
+                let conf = self.sdk.to_builder().region(Region::new(region.to_string())).build();
+                client!(aws_sdk_sns, &conf, self.calls)
+            })
             .clone()
     }
 }

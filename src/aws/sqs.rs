@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
+
+use super::{client, CallHealth};
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName};
 use aws_sdk_sqs::Client;
 use bunker_actors::ports::{ErrorKind, EventQueue, PortError, QueueMessage};
@@ -17,8 +19,8 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     /// A queue at `url`; unreadable messages go to `dead_letter_url`.
-    pub fn new(conf: &SdkConfig, url: String, dead_letter_url: Option<String>) -> Self {
-        SqsQueue { client: Client::new(conf), url, dead_letter_url }
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, url: String, dead_letter_url: Option<String>) -> Self {
+        SqsQueue { client: client!(aws_sdk_sqs, conf, calls), url, dead_letter_url }
     }
 }
 

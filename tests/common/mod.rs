@@ -318,6 +318,14 @@ pub fn get_json(endpoint: &str, path: &str) -> serde_json::Value {
 pub const BLOCK: usize = 524_288;
 
 impl Account {
+    /// Makes the emulator answer every request signed with this account's credentials
+    /// `503 ServiceUnavailable` (`down`), or normally again: an AWS outage only this test sees.
+    pub fn outage(&self, down: bool) {
+        let body = serde_json::json!({"access_key": self.key, "down": down}).to_string();
+        let answer = post(&self.endpoint, "/_bunker/outage", &body);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
     pub async fn ebs(&self) -> aws_sdk_ebs::Client {
         aws_sdk_ebs::Client::new(&self.sdk(REGION).await)
     }
