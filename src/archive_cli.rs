@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use actix::Actor;
 use anyhow::anyhow;
-use bunker_actors::ports::{ArchiveStore, ErrorKind, PreparedExport};
+use bunker_actors::ports::{ArchiveStore, ErrorKind};
 use bunker_actors::stream::archive_reader::{self, Archive, RestoreTarget};
 use bunker_actors::stream::ebs_reader::EbsReader;
 use bunker_actors::stream::export::{manifest_key, BaseExport, ExportRequest, OpenReader};
-use bunker_actors::stream::exporter_actor::{Export, ExporterActor};
+use bunker_actors::stream::exporter_actor::{Export, ExporterActor, PreparedExport};
 use bunker_actors::stream::{Progress, StreamError, Tuning};
 use bunker_protocol::archive::{Content, Source, TreeStats, DEFAULT_CHUNK_SIZE, EBS_BLOCK_SIZE};
 use bunker_protocol::tags::Tags;
@@ -68,7 +68,7 @@ struct ExportOpts {
     #[arg(long)]
     name: Option<String>,
     /// zstd level, 1–19.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = Tuning::LEVEL)]
     level: i32,
     /// Chunk size in MiB: the unit of random access and of per-chunk hashing.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CHUNK_SIZE >> 20)]
@@ -77,16 +77,16 @@ struct ExportOpts {
     #[arg(long)]
     threads: Option<usize>,
     /// Chunks in the pipeline at once: bounds memory (about 2 × this × chunk size).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = Tuning::CHUNKS_IN_FLIGHT)]
     chunks_in_flight: usize,
     /// Capacity of each channel between stages.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = Tuning::CHANNEL_CAPACITY)]
     channel_capacity: usize,
     /// Multipart parts uploading at once.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = Tuning::PARTS_IN_FLIGHT)]
     parts_in_flight: usize,
     /// Concurrent GetSnapshotBlock calls at most (adaptive below on throttling).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = Tuning::BLOCK_REQUESTS)]
     block_requests: usize,
 }
 
@@ -255,13 +255,13 @@ impl ExportOpts {
         ExportOpts {
             to: to.to_string(),
             name: None,
-            level: 3,
+            level: Tuning::LEVEL,
             chunk_mib: DEFAULT_CHUNK_SIZE >> 20,
             threads: None,
-            chunks_in_flight: 8,
-            channel_capacity: 4,
-            parts_in_flight: 2,
-            block_requests: 64,
+            chunks_in_flight: Tuning::CHUNKS_IN_FLIGHT,
+            channel_capacity: Tuning::CHANNEL_CAPACITY,
+            parts_in_flight: Tuning::PARTS_IN_FLIGHT,
+            block_requests: Tuning::BLOCK_REQUESTS,
         }
     }
 }

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use bunker_actors::metrics::Metrics;
-use bunker_actors::ports::{ExportTargets, Leases, PreparedExport};
+use bunker_actors::ports::Leases;
 use bunker_actors::replicator::Replicator;
+use bunker_actors::stream::exporter_actor::{ExportTargets, PreparedExport};
 use bunker_actors::stream::{Progress, StreamError};
 use bunker_protocol::config::Config;
 use bunker_protocol::ResourceKind;

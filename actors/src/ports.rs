@@ -374,29 +374,3 @@ pub trait ArchiveStore: Send + Sync {
     /// Abandons an upload and frees its parts.
     async fn abort_upload(&self, key: &str, upload: &str) -> Result<(), PortError>;
 }
-
-/// An export made ready to run: where to, what, and the reader.
-pub struct PreparedExport {
-    /// The target store.
-    pub store: std::sync::Arc<dyn ArchiveStore>,
-    /// What to export.
-    pub request: crate::stream::export::ExportRequest,
-    /// The source reader.
-    pub open: crate::stream::export::OpenReader,
-}
-
-/// Turns "export snapshot X to Y" into a [`PreparedExport`] (looks the snapshot up, loads
-/// the base's manifest): the service's exports, wired by `src/`.
-#[async_trait]
-pub trait ExportTargets: Send + Sync {
-    /// Prepares an export of EBS snapshot `snapshot_id` in `region` to `to`, incremental from
-    /// `base` when given; `progress` is the export's live counters.
-    async fn prepare(
-        &self,
-        snapshot_id: &str,
-        region: &str,
-        to: &str,
-        base: Option<&str>,
-        progress: std::sync::Arc<crate::stream::Progress>,
-    ) -> Result<PreparedExport, crate::stream::StreamError>;
-}

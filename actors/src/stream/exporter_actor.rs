@@ -10,7 +10,33 @@ use tracing::warn;
 use super::export::{ExportRequest, ExportSummary, Exporter, OpenReader};
 use super::{Progress, StreamError, Tuning};
 use crate::metrics::Metrics;
-use crate::ports::{ArchiveStore, ExportTargets};
+use crate::ports::ArchiveStore;
+
+/// An export made ready to run: where to, what, and the reader.
+pub struct PreparedExport {
+    /// The target store.
+    pub store: Arc<dyn ArchiveStore>,
+    /// What to export.
+    pub request: ExportRequest,
+    /// The source reader.
+    pub open: OpenReader,
+}
+
+/// Turns "export snapshot X to Y" into a [`PreparedExport`] (looks the snapshot up, loads
+/// the base's manifest): the service's exports, wired by `src/`.
+#[async_trait::async_trait]
+pub trait ExportTargets: Send + Sync {
+    /// Prepares an export of EBS snapshot `snapshot_id` in `region` to `to`, incremental from
+    /// `base` when given; `progress` is the export's live counters.
+    async fn prepare(
+        &self,
+        snapshot_id: &str,
+        region: &str,
+        to: &str,
+        base: Option<&str>,
+        progress: Arc<Progress>,
+    ) -> Result<PreparedExport, StreamError>;
+}
 
 /// Run one export to the end.
 #[derive(Message)]

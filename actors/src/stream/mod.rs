@@ -163,16 +163,27 @@ impl Default for Tuning {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Tuning {
-            chunks_in_flight: 8,
-            channel_capacity: 4,
+            chunks_in_flight: Tuning::CHUNKS_IN_FLIGHT,
+            channel_capacity: Tuning::CHANNEL_CAPACITY,
             compress_threads: cores,
-            parts_in_flight: 2,
-            block_requests: 64,
+            parts_in_flight: Tuning::PARTS_IN_FLIGHT,
+            block_requests: Tuning::BLOCK_REQUESTS,
         }
     }
 }
 
 impl Tuning {
+    /// Default chunks in the pipeline at once (memory: about 2 × this × chunk size).
+    pub const CHUNKS_IN_FLIGHT: usize = 8;
+    /// Default capacity of each channel between stages.
+    pub const CHANNEL_CAPACITY: usize = 4;
+    /// Default multipart parts uploading at once.
+    pub const PARTS_IN_FLIGHT: usize = 2;
+    /// Default ceiling of concurrent GetSnapshotBlock calls (adaptive below it).
+    pub const BLOCK_REQUESTS: usize = 64;
+    /// Default zstd level.
+    pub const LEVEL: i32 = 3;
+
     /// Rejects zero sizes (a zero-capacity stage would never move).
     pub fn check(&self) -> Result<(), StreamError> {
         let fields = [
