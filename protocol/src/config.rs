@@ -18,57 +18,9 @@ use serde::Serialize;
 use crate::retention::{Keep, Policy, RetentionType};
 use crate::tags::{self, Tags};
 
-/// A canonical configuration key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[allow(missing_docs)] // each variant is documented in SPECS and the README's reference
-pub enum Key {
-    KeepDaily,
-    KeepWeekly,
-    KeepMonthly,
-    KeepYearly,
-    Timezone,
-    CustomRetention,
-    Retention,
-    RdsBackupMode,
-    Regions,
-    Select,
-    CopyTags,
-    ExcludeTagKeys,
-    SnsTopic,
-    ErrorSnsTopic,
-    StatusSnsTopic,
-    Deployment,
-    Name,
-    CompatShelvery,
-    DrRegions,
-    ShareAccounts,
-    DrKmsKeys,
-    KeepDailyDr,
-    KeepWeeklyDr,
-    KeepMonthlyDr,
-    KeepYearlyDr,
-    ServeQueueUrl,
-    ServeDeadLetterQueueUrl,
-    ServeLeaseTable,
-    ServeListen,
-    ServeKinds,
-    ServeShutdownDeadline,
-    ServeReconcileInterval,
-    ServeCheckInterval,
-    ScheduleCreate,
-    ScheduleClean,
-    SchedulePull,
-    SourceAccounts,
-    PullKmsKeys,
-    KeepDailyPulled,
-    KeepWeeklyPulled,
-    KeepMonthlyPulled,
-    KeepYearlyPulled,
-    ShareKmsKeys,
-    SchedulePerKind,
-    ExportTo,
-    ExportAllowedTargets,
-}
+/// What a key's parser gets: the configuration so far (keys are applied in table order, so a
+/// key may check one above it) and the raw value; `None` means the value is invalid.
+type Parse = fn(&mut Config, &str) -> Option<()>;
 
 struct Spec {
     key: Key,
@@ -77,71 +29,190 @@ struct Spec {
     per_resource: bool,
     default: Option<&'static str>,
     accepted: &'static str,
+    parse: Parse,
 }
 
 const WHOLE: &str = "a whole number from 0 to 100000";
 const BOOL: &str = "true or false (also 1 or 0)";
 const TOPIC: &str = "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)";
-
 const DURATION: &str = "a duration such as 30s, 15m, 2h or 1d (a bare number is seconds)";
 const CRON: &str = "a 5-field cron expression in UTC such as \"0 1 * * *\", or \"\" to disable";
 const SQS_URL: &str = "an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)";
 
-const SPECS: [Spec; 46] = [
-    Spec { key: Key::KeepDaily, name: "keep_daily", shelvery: Some("shelvery_keep_daily_backups"), per_resource: true, default: Some("14"), accepted: WHOLE },
-    Spec { key: Key::KeepWeekly, name: "keep_weekly", shelvery: Some("shelvery_keep_weekly_backups"), per_resource: true, default: Some("8"), accepted: WHOLE },
-    Spec { key: Key::KeepMonthly, name: "keep_monthly", shelvery: Some("shelvery_keep_monthly_backups"), per_resource: true, default: Some("12"), accepted: WHOLE },
-    Spec { key: Key::KeepYearly, name: "keep_yearly", shelvery: Some("shelvery_keep_yearly_backups"), per_resource: true, default: Some("10"), accepted: WHOLE },
-    Spec { key: Key::Timezone, name: "timezone", shelvery: None, per_resource: false, default: Some("UTC"), accepted: "an IANA time zone name such as UTC or Europe/Berlin" },
-    Spec {
-        key: Key::CustomRetention,
-        name: "custom_retention",
-        shelvery: Some("shelvery_custom_retention_types"),
-        per_resource: false,
-        default: Some(""),
-        accepted: "comma-separated NAME:DURATION entries such as hourly:2d or hourly:7200 (seconds); units s, m, h, d, w; NAME of lowercase letters, digits, '_' or '-', not daily/weekly/monthly/yearly",
-    },
-    Spec { key: Key::Retention, name: "retention", shelvery: Some("shelvery_current_retention_type"), per_resource: false, default: None, accepted: "daily, weekly, monthly, yearly or a name defined in custom_retention" },
-    Spec { key: Key::RdsBackupMode, name: "rds_backup_mode", shelvery: Some("shelvery_rds_backup_mode"), per_resource: true, default: Some("create-snapshot"), accepted: "create-snapshot or copy-automated" },
-    Spec { key: Key::Regions, name: "regions", shelvery: None, per_resource: false, default: None, accepted: "comma-separated AWS region names such as us-east-1,eu-west-1" },
-    Spec { key: Key::Select, name: "select", shelvery: Some("shelvery_select_entity"), per_resource: false, default: None, accepted: "one resource id (vol-…, i-…, a DB or cluster identifier)" },
-    Spec { key: Key::CopyTags, name: "copy_tags", shelvery: Some("shelvery_copy_resource_tags"), per_resource: true, default: Some("true"), accepted: BOOL },
-    Spec { key: Key::ExcludeTagKeys, name: "exclude_tag_keys", shelvery: Some("shelvery_exluded_resource_tag_keys"), per_resource: true, default: Some(""), accepted: "comma-separated tag keys; KEY* matches a prefix" },
-    Spec { key: Key::SnsTopic, name: "sns_topic", shelvery: Some("shelvery_sns_topic"), per_resource: false, default: None, accepted: TOPIC },
-    Spec { key: Key::ErrorSnsTopic, name: "error_sns_topic", shelvery: Some("shelvery_error_sns_topic"), per_resource: false, default: None, accepted: TOPIC },
-    Spec { key: Key::StatusSnsTopic, name: "status_sns_topic", shelvery: Some("shelvery_status_sns_topic"), per_resource: false, default: None, accepted: TOPIC },
-    Spec { key: Key::Deployment, name: "deployment", shelvery: None, per_resource: false, default: None, accepted: "1 to 128 characters of letters, digits, '.', '_' or '-'; {account} and {region} are replaced (e.g. \"prod-{account}-{region}\")" },
-    Spec { key: Key::Name, name: "name", shelvery: None, per_resource: false, default: Some("bunker"), accepted: "1 to 64 characters of letters, digits, '.', '_' or '-'" },
-    Spec { key: Key::CompatShelvery, name: "compat.shelvery", shelvery: None, per_resource: false, default: Some("false"), accepted: BOOL },
-    Spec { key: Key::DrRegions, name: "dr_regions", shelvery: Some("shelvery_dr_regions"), per_resource: false, default: Some(""), accepted: "comma-separated AWS region names to copy backups to, such as us-west-2,eu-central-1" },
-    Spec { key: Key::ShareAccounts, name: "share_accounts", shelvery: Some("shelvery_share_aws_account_ids"), per_resource: false, default: Some(""), accepted: "comma-separated 12-digit AWS account ids to share backups (and their DR copies) with" },
-    Spec { key: Key::DrKmsKeys, name: "dr_kms_keys", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated REGION=KEY entries: the KMS key (id, ARN or alias/NAME) that encrypts copies in that DR region" },
-    Spec { key: Key::KeepDailyDr, name: "keep_daily_dr", shelvery: Some("shelvery_keep_daily_backups_dr"), per_resource: false, default: None, accepted: WHOLE },
-    Spec { key: Key::KeepWeeklyDr, name: "keep_weekly_dr", shelvery: Some("shelvery_keep_weekly_backups_dr"), per_resource: false, default: None, accepted: WHOLE },
-    Spec { key: Key::KeepMonthlyDr, name: "keep_monthly_dr", shelvery: Some("shelvery_keep_monthly_backups_dr"), per_resource: false, default: None, accepted: WHOLE },
-    Spec { key: Key::KeepYearlyDr, name: "keep_yearly_dr", shelvery: Some("shelvery_keep_yearly_backups_dr"), per_resource: false, default: None, accepted: WHOLE },
-    Spec { key: Key::ServeQueueUrl, name: "serve.queue_url", shelvery: None, per_resource: false, default: None, accepted: SQS_URL },
-    Spec { key: Key::ServeDeadLetterQueueUrl, name: "serve.dead_letter_queue_url", shelvery: None, per_resource: false, default: None, accepted: SQS_URL },
-    Spec { key: Key::ServeLeaseTable, name: "serve.lease_table", shelvery: None, per_resource: false, default: None, accepted: "a DynamoDB table name (3-255 of letters, digits, '.', '_' or '-') with string partition key \"pk\"" },
-    Spec { key: Key::ServeListen, name: "serve.listen", shelvery: None, per_resource: false, default: Some("127.0.0.1:9464"), accepted: "HOST:PORT for /healthz and /metrics, such as 127.0.0.1:9464 (port 0 picks a free one)" },
-    Spec { key: Key::ServeKinds, name: "serve.kinds", shelvery: None, per_resource: false, default: Some("ebs,ec2ami,rds,rds-cluster,docdb,redshift"), accepted: "comma-separated kinds: ebs, ec2ami, rds, rds-cluster, docdb, redshift" },
-    Spec { key: Key::ServeShutdownDeadline, name: "serve.shutdown_deadline", shelvery: None, per_resource: false, default: Some("30s"), accepted: DURATION },
-    Spec { key: Key::ServeReconcileInterval, name: "serve.reconcile_interval", shelvery: None, per_resource: false, default: Some("15m"), accepted: DURATION },
-    Spec { key: Key::ServeCheckInterval, name: "serve.check_interval", shelvery: None, per_resource: false, default: Some("15s"), accepted: DURATION },
-    Spec { key: Key::ScheduleCreate, name: "schedule.create", shelvery: None, per_resource: false, default: Some("0 1 * * *"), accepted: CRON },
-    Spec { key: Key::ScheduleClean, name: "schedule.clean", shelvery: None, per_resource: false, default: Some("0 2 * * *"), accepted: CRON },
-    Spec { key: Key::SchedulePull, name: "schedule.pull", shelvery: None, per_resource: false, default: Some("0 2 * * *"), accepted: CRON },
-    Spec { key: Key::SourceAccounts, name: "source_accounts", shelvery: Some("shelvery_source_aws_account_ids"), per_resource: false, default: Some(""), accepted: "comma-separated 12-digit AWS account ids whose shared backups this (data-bunker) account pulls in" },
-    Spec { key: Key::PullKmsKeys, name: "pull_kms_keys", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated REGION=KEY entries: the bunker's own KMS key that encrypts pulled copies in that region" },
-    Spec { key: Key::KeepDailyPulled, name: "keep_daily_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
-    Spec { key: Key::KeepWeeklyPulled, name: "keep_weekly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
-    Spec { key: Key::KeepMonthlyPulled, name: "keep_monthly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
-    Spec { key: Key::KeepYearlyPulled, name: "keep_yearly_pulled", shelvery: None, per_resource: false, default: None, accepted: WHOLE },
-    Spec { key: Key::ExportTo, name: "export.to", shelvery: None, per_resource: false, default: None, accepted: "s3://bucket/prefix or file:///directory: bunker serve exports every EBS backup an event announces there" },
-    Spec { key: Key::ExportAllowedTargets, name: "export.allowed_targets", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated s3://bucket/prefix or file:///directory targets that queue export commands may name (besides export.to)" },
-    Spec { key: Key::SchedulePerKind, name: "schedule.per_kind", shelvery: None, per_resource: false, default: Some(""), accepted: "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)" },
-    Spec { key: Key::ShareKmsKeys, name: "share_kms_keys", shelvery: None, per_resource: false, default: Some(""), accepted: "comma-separated REGION=KEY entries: the customer KMS key (granted to the share accounts) under which encrypted backups of that region are shared" },
-];
+/// The schema, one row per key: the [`Key`] variant, its name, Shelvery's name, whether a
+/// resource tag may set it, its default, what it accepts and how it is parsed into
+/// [`Config`]. Adding a key is adding a row (and the `Config` field it sets); `config show`
+/// and the README's table come from here (`readme_lists_every_key_with_its_default`).
+macro_rules! schema {
+    ($($variant:ident: $name:literal, $shelvery:expr, $per:expr, $default:expr, $accepted:expr, $parse:expr;)*) => {
+        /// A canonical configuration key.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[allow(missing_docs)] // each variant is documented by its row and the README's reference
+        pub enum Key {
+            $($variant,)*
+        }
+
+        const SPECS: &[Spec] = &[
+            $(Spec {
+                key: Key::$variant,
+                name: $name,
+                shelvery: $shelvery,
+                per_resource: $per,
+                default: $default,
+                accepted: $accepted,
+                parse: $parse,
+            },)*
+        ];
+    };
+}
+
+schema! {
+    KeepDaily: "keep_daily", Some("shelvery_keep_daily_backups"), true, Some("14"), WHOLE, |c, v| set(&mut c.keep.daily, parse_whole(v));
+    KeepWeekly: "keep_weekly", Some("shelvery_keep_weekly_backups"), true, Some("8"), WHOLE, |c, v| set(&mut c.keep.weekly, parse_whole(v));
+    KeepMonthly: "keep_monthly", Some("shelvery_keep_monthly_backups"), true, Some("12"), WHOLE, |c, v| set(&mut c.keep.monthly, parse_whole(v));
+    KeepYearly: "keep_yearly", Some("shelvery_keep_yearly_backups"), true, Some("10"), WHOLE, |c, v| set(&mut c.keep.yearly, parse_whole(v));
+    Timezone: "timezone", None, false, Some("UTC"), "an IANA time zone name such as UTC or Europe/Berlin", |c, v| {
+        c.timezone = TimeZone::get(v).ok()?;
+        c.timezone_name = v.to_string();
+        Some(())
+    };
+    CustomRetention: "custom_retention", Some("shelvery_custom_retention_types"), false, Some(""),
+        "comma-separated NAME:DURATION entries such as hourly:2d or hourly:7200 (seconds); units s, m, h, d, w; NAME of lowercase letters, digits, '_' or '-', not daily/weekly/monthly/yearly",
+        |c, v| set(&mut c.custom_retention, parse_custom(v));
+    // After custom_retention: a custom type must be defined there.
+    Retention: "retention", Some("shelvery_current_retention_type"), false, None, "daily, weekly, monthly, yearly or a name defined in custom_retention", |c, v| {
+        if v.is_empty() {
+            c.retention = None;
+            return Some(());
+        }
+        let t = RetentionType::from_name(v);
+        let known = !matches!(&t, RetentionType::Custom(name) if !c.custom_retention.contains_key(name));
+        c.retention = Some(t);
+        known.then_some(())
+    };
+    RdsBackupMode: "rds_backup_mode", Some("shelvery_rds_backup_mode"), true, Some("create-snapshot"), "create-snapshot or copy-automated", |c, v| {
+        c.rds_backup_mode = match v {
+            "create-snapshot" | "RDS_CREATE_SNAPSHOT" => RdsBackupMode::CreateSnapshot,
+            "copy-automated" | "RDS_COPY_AUTOMATED_SNAPSHOT" => RdsBackupMode::CopyAutomated,
+            _ => return None,
+        };
+        Some(())
+    };
+    Regions: "regions", None, false, None, "comma-separated AWS region names such as us-east-1,eu-west-1", |c, v| set(&mut c.regions, list(v, is_region));
+    Select: "select", Some("shelvery_select_entity"), false, None, "one resource id (vol-…, i-…, a DB or cluster identifier)", |c, v| set(&mut c.select, optional(v, |v| !v.contains(char::is_whitespace)));
+    CopyTags: "copy_tags", Some("shelvery_copy_resource_tags"), true, Some("true"), BOOL, |c, v| set(&mut c.copy_tags, parse_bool(v));
+    ExcludeTagKeys: "exclude_tag_keys", Some("shelvery_exluded_resource_tag_keys"), true, Some(""), "comma-separated tag keys; KEY* matches a prefix", |c, v| set(&mut c.exclude_tag_keys, list(v, |_| true));
+    SnsTopic: "sns_topic", Some("shelvery_sns_topic"), false, None, TOPIC, |c, v| set(&mut c.sns_topic, optional(v, is_topic_arn));
+    ErrorSnsTopic: "error_sns_topic", Some("shelvery_error_sns_topic"), false, None, TOPIC, |c, v| set(&mut c.error_sns_topic, optional(v, is_topic_arn));
+    StatusSnsTopic: "status_sns_topic", Some("shelvery_status_sns_topic"), false, None, TOPIC, |c, v| set(&mut c.status_sns_topic, optional(v, is_topic_arn));
+    Deployment: "deployment", None, false, None,
+        "1 to 128 characters of letters, digits, '.', '_' or '-'; {account} and {region} are replaced (e.g. \"prod-{account}-{region}\")",
+        |c, v| set(&mut c.deployment, optional(v, |v| is_ident(&v.replace("{account}", "a").replace("{region}", "r"), 128)));
+    // An empty name keeps the default.
+    Name: "name", None, false, Some("bunker"), "1 to 64 characters of letters, digits, '.', '_' or '-'", |c, v| {
+        if let Some(n) = optional(v, |v| is_ident(v, 64))? {
+            c.name = n;
+        }
+        Some(())
+    };
+    CompatShelvery: "compat.shelvery", None, false, Some("false"), BOOL, |c, v| set(&mut c.compat_shelvery, parse_bool(v));
+    DrRegions: "dr_regions", Some("shelvery_dr_regions"), false, Some(""), "comma-separated AWS region names to copy backups to, such as us-west-2,eu-central-1", |c, v| set(&mut c.replication.dr_regions, list(v, is_region));
+    ShareAccounts: "share_accounts", Some("shelvery_share_aws_account_ids"), false, Some(""), "comma-separated 12-digit AWS account ids to share backups (and their DR copies) with", |c, v| set(&mut c.replication.share_accounts, list(v, is_account));
+    DrKmsKeys: "dr_kms_keys", None, false, Some(""), "comma-separated REGION=KEY entries: the KMS key (id, ARN or alias/NAME) that encrypts copies in that DR region", |c, v| set(&mut c.replication.dr_kms_keys, key_map(v));
+    KeepDailyDr: "keep_daily_dr", Some("shelvery_keep_daily_backups_dr"), false, None, WHOLE, |c, v| set(&mut c.replication.keep_dr[0], parse_whole(v).map(Some));
+    KeepWeeklyDr: "keep_weekly_dr", Some("shelvery_keep_weekly_backups_dr"), false, None, WHOLE, |c, v| set(&mut c.replication.keep_dr[1], parse_whole(v).map(Some));
+    KeepMonthlyDr: "keep_monthly_dr", Some("shelvery_keep_monthly_backups_dr"), false, None, WHOLE, |c, v| set(&mut c.replication.keep_dr[2], parse_whole(v).map(Some));
+    KeepYearlyDr: "keep_yearly_dr", Some("shelvery_keep_yearly_backups_dr"), false, None, WHOLE, |c, v| set(&mut c.replication.keep_dr[3], parse_whole(v).map(Some));
+    ServeQueueUrl: "serve.queue_url", None, false, None, SQS_URL, |c, v| set(&mut c.serve.queue_url, optional(v, is_url));
+    ServeDeadLetterQueueUrl: "serve.dead_letter_queue_url", None, false, None, SQS_URL, |c, v| set(&mut c.serve.dead_letter_queue_url, optional(v, is_url));
+    ServeLeaseTable: "serve.lease_table", None, false, None, "a DynamoDB table name (3-255 of letters, digits, '.', '_' or '-') with string partition key \"pk\"",
+        |c, v| set(&mut c.serve.lease_table, optional(v, |v| v.len() >= 3 && is_ident(v, 255)));
+    // An empty address keeps the default.
+    ServeListen: "serve.listen", None, false, Some("127.0.0.1:9464"), "HOST:PORT for /healthz and /metrics, such as 127.0.0.1:9464 (port 0 picks a free one)", |c, v| {
+        if let Some(a) = optional(v, |v| v.parse::<std::net::SocketAddr>().is_ok())? {
+            c.serve.listen = a;
+        }
+        Some(())
+    };
+    ServeKinds: "serve.kinds", None, false, Some("ebs,ec2ami,rds,rds-cluster,docdb,redshift"), "comma-separated kinds: ebs, ec2ami, rds, rds-cluster, docdb, redshift", |c, v| {
+        c.serve.kinds.clear();
+        for k in split_list(v) {
+            let kind: crate::ResourceKind = k.parse().ok()?;
+            if !c.serve.kinds.contains(&kind) {
+                c.serve.kinds.push(kind);
+            }
+        }
+        Some(())
+    };
+    ServeShutdownDeadline: "serve.shutdown_deadline", None, false, Some("30s"), DURATION, |c, v| set(&mut c.serve.shutdown_deadline, duration(v));
+    ServeReconcileInterval: "serve.reconcile_interval", None, false, Some("15m"), DURATION, |c, v| set(&mut c.serve.reconcile_interval, duration(v));
+    ServeCheckInterval: "serve.check_interval", None, false, Some("15s"), DURATION, |c, v| set(&mut c.serve.check_interval, duration(v));
+    ScheduleCreate: "schedule.create", None, false, Some("0 1 * * *"), CRON, |c, v| set(&mut c.serve.schedule_create, cron(v));
+    ScheduleClean: "schedule.clean", None, false, Some("0 2 * * *"), CRON, |c, v| set(&mut c.serve.schedule_clean, cron(v));
+    SchedulePull: "schedule.pull", None, false, Some("0 2 * * *"), CRON, |c, v| set(&mut c.serve.schedule_pull, cron(v));
+    SourceAccounts: "source_accounts", Some("shelvery_source_aws_account_ids"), false, Some(""), "comma-separated 12-digit AWS account ids whose shared backups this (data-bunker) account pulls in", |c, v| set(&mut c.replication.source_accounts, list(v, is_account));
+    PullKmsKeys: "pull_kms_keys", None, false, Some(""), "comma-separated REGION=KEY entries: the bunker's own KMS key that encrypts pulled copies in that region", |c, v| set(&mut c.replication.pull_kms_keys, key_map(v));
+    KeepDailyPulled: "keep_daily_pulled", None, false, None, WHOLE, |c, v| set(&mut c.replication.keep_pulled[0], parse_whole(v).map(Some));
+    KeepWeeklyPulled: "keep_weekly_pulled", None, false, None, WHOLE, |c, v| set(&mut c.replication.keep_pulled[1], parse_whole(v).map(Some));
+    KeepMonthlyPulled: "keep_monthly_pulled", None, false, None, WHOLE, |c, v| set(&mut c.replication.keep_pulled[2], parse_whole(v).map(Some));
+    KeepYearlyPulled: "keep_yearly_pulled", None, false, None, WHOLE, |c, v| set(&mut c.replication.keep_pulled[3], parse_whole(v).map(Some));
+    ExportTo: "export.to", None, false, None, "s3://bucket/prefix or file:///directory: bunker serve exports every EBS backup an event announces there", |c, v| set(&mut c.export_to, optional(v, is_target));
+    ExportAllowedTargets: "export.allowed_targets", None, false, Some(""), "comma-separated s3://bucket/prefix or file:///directory targets that queue export commands may name (besides export.to)", |c, v| set(&mut c.export_allowed_targets, list(v, is_target));
+    SchedulePerKind: "schedule.per_kind", None, false, Some(""),
+        "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)",
+        |c, v| set(&mut c.serve.schedule_per_kind, parse_per_kind(v));
+    ShareKmsKeys: "share_kms_keys", None, false, Some(""), "comma-separated REGION=KEY entries: the customer KMS key (granted to the share accounts) under which encrypted backups of that region are shared", |c, v| set(&mut c.replication.share_kms_keys, key_map(v));
+}
+
+/// Stores a parsed value; `None` (invalid) stores nothing.
+fn set<T>(field: &mut T, parsed: Option<T>) -> Option<()> {
+    *field = parsed?;
+    Some(())
+}
+
+/// An optional string: empty is unset, anything else must pass `ok`.
+fn optional(v: &str, ok: fn(&str) -> bool) -> Option<Option<String>> {
+    match v {
+        "" => Some(None),
+        v => ok(v).then(|| Some(v.to_string())),
+    }
+}
+
+/// A comma-separated list whose every entry passes `ok`.
+fn list(v: &str, ok: fn(&str) -> bool) -> Option<Vec<String>> {
+    let l = split_list(v);
+    l.iter().all(|e| ok(e)).then_some(l)
+}
+
+/// `REGION=KEY` entries.
+fn key_map(v: &str) -> Option<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for entry in split_list(v) {
+        let (r, key) = entry.split_once('=')?;
+        if !is_region(r) || key.is_empty() {
+            return None;
+        }
+        out.insert(r.to_string(), key.to_string());
+    }
+    Some(out)
+}
+
+/// A positive duration.
+fn duration(v: &str) -> Option<SignedDuration> {
+    parse_duration_secs(v).filter(|n| *n > 0).map(SignedDuration::from_secs)
+}
+
+/// A cron schedule; empty disables it.
+fn cron(v: &str) -> Option<Option<crate::cron::Cron>> {
+    match v.trim() {
+        "" => Some(None),
+        c => c.parse().ok().map(Some),
+    }
+}
+
+fn is_account(a: &str) -> bool {
+    a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit())
+}
 
 impl Key {
     /// Every key, in the order `config show` prints them.
@@ -450,6 +521,47 @@ pub struct Serve {
 }
 
 impl Config {
+    /// Every field unset, before [`resolve`] applies the schema's defaults and settings.
+    fn unset() -> Config {
+        let never = SignedDuration::ZERO;
+        Config {
+            keep: Keep { daily: 0, weekly: 0, monthly: 0, yearly: 0 },
+            timezone_name: String::new(),
+            timezone: TimeZone::UTC,
+            custom_retention: BTreeMap::new(),
+            retention: None,
+            rds_backup_mode: RdsBackupMode::CreateSnapshot,
+            regions: vec![],
+            select: None,
+            copy_tags: false,
+            exclude_tag_keys: vec![],
+            sns_topic: None,
+            error_sns_topic: None,
+            status_sns_topic: None,
+            deployment: None,
+            name: String::new(),
+            compat_shelvery: false,
+            replication: Replication::default(),
+            serve: Serve {
+                queue_url: None,
+                dead_letter_queue_url: None,
+                lease_table: None,
+                listen: String::new(),
+                kinds: vec![],
+                shutdown_deadline: never,
+                reconcile_interval: never,
+                check_interval: never,
+                schedule_create: None,
+                schedule_clean: None,
+                schedule_pull: None,
+                schedule_per_kind: vec![],
+            },
+            export_to: None,
+            export_allowed_targets: vec![],
+            effective: vec![],
+        }
+    }
+
     /// The retention policy this configuration describes.
     pub fn policy(&self) -> Policy {
         Policy { keep: self.keep, custom: self.custom_retention.clone(), timezone: self.timezone.clone() }
@@ -517,200 +629,30 @@ impl Resolved {
 }
 
 /// Resolves layered settings (lowest first; later settings of a key override earlier ones).
+/// Every key starts from its default, then its winning setting is parsed by its row of the
+/// schema, in table order; an invalid value names the key, the value, where it came from
+/// and what is accepted.
 pub fn resolve(layers: &[Setting]) -> Result<Config, ConfigError> {
     let mut winner: BTreeMap<Key, &Setting> = BTreeMap::new();
     for s in layers {
         winner.insert(s.key, s);
     }
-    let get = |k: Key| winner.get(&k).copied();
-    let bad = |s: &Setting| ConfigError::InvalidValue {
-        key: s.key.name(),
-        value: s.value.clone(),
-        origin: s.source.clone(),
-        accepted: s.key.accepted(),
-    };
-    let whole = |k: Key| -> Result<u32, ConfigError> {
-        match get(k) {
-            None => Ok(k.default_value().and_then(|d| d.parse().ok()).unwrap_or(0)),
-            Some(s) => parse_whole(&s.value).ok_or_else(|| bad(s)),
+    let mut cfg = Config::unset();
+    for spec in SPECS {
+        if let Some(d) = spec.default {
+            (spec.parse)(&mut cfg, d).expect("every default parses (config::tests::every_default_parses)");
         }
-    };
-    let boolean = |k: Key| -> Result<bool, ConfigError> {
-        match get(k) {
-            None => Ok(k.default_value() == Some("true")),
-            Some(s) => parse_bool(&s.value).ok_or_else(|| bad(s)),
+        if let Some(s) = winner.get(&spec.key) {
+            (spec.parse)(&mut cfg, &s.value).ok_or_else(|| ConfigError::InvalidValue {
+                key: spec.name,
+                value: s.value.clone(),
+                origin: s.source.clone(),
+                accepted: spec.accepted,
+            })?;
         }
-    };
-    let opt = |k: Key, ok: fn(&str) -> bool| -> Result<Option<String>, ConfigError> {
-        match get(k) {
-            Some(s) if s.value.is_empty() => Ok(None),
-            Some(s) => ok(&s.value).then(|| Some(s.value.clone())).ok_or_else(|| bad(s)),
-            None => Ok(None),
-        }
-    };
-
-    let keep = Keep {
-        daily: whole(Key::KeepDaily)?,
-        weekly: whole(Key::KeepWeekly)?,
-        monthly: whole(Key::KeepMonthly)?,
-        yearly: whole(Key::KeepYearly)?,
-    };
-    let timezone_name = get(Key::Timezone).map(|s| s.value.clone()).unwrap_or_else(|| "UTC".into());
-    let timezone = match get(Key::Timezone) {
-        None => TimeZone::UTC,
-        Some(s) => TimeZone::get(&s.value).map_err(|_| bad(s))?,
-    };
-    let custom_retention = match get(Key::CustomRetention) {
-        None => BTreeMap::new(),
-        Some(s) => parse_custom(&s.value).ok_or_else(|| bad(s))?,
-    };
-    let retention = match get(Key::Retention) {
-        None => None,
-        Some(s) if s.value.is_empty() => None,
-        Some(s) => {
-            let t = RetentionType::from_name(&s.value);
-            if let RetentionType::Custom(name) = &t {
-                if !custom_retention.contains_key(name) {
-                    return Err(bad(s));
-                }
-            }
-            Some(t)
-        }
-    };
-    let rds_backup_mode = match get(Key::RdsBackupMode) {
-        None => RdsBackupMode::CreateSnapshot,
-        Some(s) => match s.value.as_str() {
-            "create-snapshot" | "RDS_CREATE_SNAPSHOT" => RdsBackupMode::CreateSnapshot,
-            "copy-automated" | "RDS_COPY_AUTOMATED_SNAPSHOT" => RdsBackupMode::CopyAutomated,
-            _ => return Err(bad(s)),
-        },
-    };
-    let regions = match get(Key::Regions) {
-        None => vec![],
-        Some(s) => {
-            let list = split_list(&s.value);
-            if !list.iter().all(|r| is_region(r)) {
-                return Err(bad(s));
-            }
-            list
-        }
-    };
-    let exclude_tag_keys = get(Key::ExcludeTagKeys).map(|s| split_list(&s.value)).unwrap_or_default();
-    let list = |k: Key, ok: fn(&str) -> bool| -> Result<Vec<String>, ConfigError> {
-        match get(k) {
-            None => Ok(vec![]),
-            Some(s) => {
-                let l = split_list(&s.value);
-                l.iter().all(|v| ok(v)).then_some(l).ok_or_else(|| bad(s))
-            }
-        }
-    };
-    let keep_dr = |k: Key| -> Result<Option<u32>, ConfigError> {
-        get(k).map(|s| parse_whole(&s.value).ok_or_else(|| bad(s))).transpose()
-    };
-    let duration = |k: Key| -> Result<SignedDuration, ConfigError> {
-        let parse = |v: &str| parse_duration_secs(v).filter(|n| *n > 0).map(SignedDuration::from_secs);
-        match get(k) {
-            Some(s) => parse(&s.value).ok_or_else(|| bad(s)),
-            None => Ok(parse(k.default_value().expect("duration keys have defaults")).expect("defaults parse")),
-        }
-    };
-    let cron = |k: Key| -> Result<Option<crate::cron::Cron>, ConfigError> {
-        match get(k) {
-            Some(s) if s.value.trim().is_empty() => Ok(None),
-            Some(s) => s.value.parse().map(Some).map_err(|_: crate::cron::CronError| bad(s)),
-            None => Ok(k.default_value().and_then(|d| d.parse().ok())),
-        }
-    };
-    let key_map = |k: Key| -> Result<BTreeMap<String, String>, ConfigError> {
-        let mut out = BTreeMap::new();
-        if let Some(s) = get(k) {
-            for entry in split_list(&s.value) {
-                match entry.split_once('=') {
-                    Some((r, key)) if is_region(r) && !key.is_empty() => {
-                        out.insert(r.to_string(), key.to_string());
-                    }
-                    _ => return Err(bad(s)),
-                }
-            }
-        }
-        Ok(out)
-    };
-    let account_id = |a: &str| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit());
-    let replication = Replication {
-        dr_regions: list(Key::DrRegions, is_region)?,
-        share_accounts: list(Key::ShareAccounts, account_id)?,
-        dr_kms_keys: key_map(Key::DrKmsKeys)?,
-        keep_dr: [
-            keep_dr(Key::KeepDailyDr)?,
-            keep_dr(Key::KeepWeeklyDr)?,
-            keep_dr(Key::KeepMonthlyDr)?,
-            keep_dr(Key::KeepYearlyDr)?,
-        ],
-        source_accounts: list(Key::SourceAccounts, account_id)?,
-        pull_kms_keys: key_map(Key::PullKmsKeys)?,
-        share_kms_keys: key_map(Key::ShareKmsKeys)?,
-        keep_pulled: [
-            keep_dr(Key::KeepDailyPulled)?,
-            keep_dr(Key::KeepWeeklyPulled)?,
-            keep_dr(Key::KeepMonthlyPulled)?,
-            keep_dr(Key::KeepYearlyPulled)?,
-        ],
-    };
-    let kinds = match get(Key::ServeKinds) {
-        None => crate::ResourceKind::ALL.to_vec(),
-        Some(s) => {
-            let mut kinds = Vec::new();
-            for k in split_list(&s.value) {
-                let kind: crate::ResourceKind = k.parse().map_err(|_| bad(s))?;
-                if !kinds.contains(&kind) {
-                    kinds.push(kind);
-                }
-            }
-            kinds
-        }
-    };
-    let serve = Serve {
-        queue_url: opt(Key::ServeQueueUrl, is_url)?,
-        dead_letter_queue_url: opt(Key::ServeDeadLetterQueueUrl, is_url)?,
-        lease_table: opt(Key::ServeLeaseTable, |v| v.len() >= 3 && is_ident(v, 255))?,
-        listen: opt(Key::ServeListen, |v| v.parse::<std::net::SocketAddr>().is_ok())?
-            .unwrap_or_else(|| "127.0.0.1:9464".into()),
-        kinds,
-        shutdown_deadline: duration(Key::ServeShutdownDeadline)?,
-        reconcile_interval: duration(Key::ServeReconcileInterval)?,
-        check_interval: duration(Key::ServeCheckInterval)?,
-        schedule_create: cron(Key::ScheduleCreate)?,
-        schedule_clean: cron(Key::ScheduleClean)?,
-        schedule_pull: cron(Key::SchedulePull)?,
-        schedule_per_kind: match get(Key::SchedulePerKind) {
-            None => vec![],
-            Some(s) => parse_per_kind(&s.value).ok_or_else(|| bad(s))?,
-        },
-    };
-    Ok(Config {
-        replication,
-        serve,
-        export_to: opt(Key::ExportTo, is_target)?,
-        export_allowed_targets: list(Key::ExportAllowedTargets, is_target)?,
-        keep,
-        timezone_name,
-        timezone,
-        custom_retention,
-        retention,
-        rds_backup_mode,
-        regions,
-        select: opt(Key::Select, |v| !v.contains(char::is_whitespace))?,
-        copy_tags: boolean(Key::CopyTags)?,
-        exclude_tag_keys,
-        sns_topic: opt(Key::SnsTopic, is_topic_arn)?,
-        error_sns_topic: opt(Key::ErrorSnsTopic, is_topic_arn)?,
-        status_sns_topic: opt(Key::StatusSnsTopic, is_topic_arn)?,
-        deployment: opt(Key::Deployment, |v| is_ident(&v.replace("{account}", "a").replace("{region}", "r"), 128))?,
-        name: opt(Key::Name, |v| is_ident(v, 64))?.unwrap_or_else(|| "bunker".into()),
-        compat_shelvery: boolean(Key::CompatShelvery)?,
-        effective: winner.into_values().cloned().collect(),
-    })
+    }
+    cfg.effective = winner.into_values().cloned().collect();
+    Ok(cfg)
 }
 
 /// Reads `bunker:config:<key>` tags (and, with `compat`, Shelvery's `shelvery:config:<name>`)
@@ -927,6 +869,44 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_default_parses() {
+        for spec in SPECS {
+            if let Some(d) = spec.default {
+                assert!((spec.parse)(&mut Config::unset(), d).is_some(), "{}: default {d:?} does not parse", spec.name);
+            }
+        }
+        let c = resolve(&[]).unwrap();
+        assert_eq!((c.keep.daily, c.name.as_str(), c.serve.listen.as_str()), (14, "bunker", "127.0.0.1:9464"));
+        assert_eq!(c.serve.kinds, crate::ResourceKind::ALL.to_vec(), "the default serves every kind");
+        assert!(c.serve.schedule_create.is_some() && c.copy_tags && !c.compat_shelvery);
+    }
+
+    /// A key is one row of the schema; the README's tables must name every key, say whether
+    /// a resource tag may set it (in the table with that column) and show its default.
+    #[test]
+    fn readme_lists_every_key_with_its_default() {
+        let readme = include_str!("../../README.md");
+        let rows: Vec<Vec<&str>> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+            .collect();
+        for spec in SPECS {
+            let name = format!("`{}`", spec.name);
+            let row = rows
+                .iter()
+                .find(|r| r[0].split(", ").any(|n| n == name))
+                .unwrap_or_else(|| panic!("the README's tables have no row for {name}"));
+            if let Some(d) = spec.default.filter(|d| !d.is_empty()) {
+                assert!(row[1].contains(d), "{name}: the README says default {:?}, the schema {d:?}", row[1]);
+            }
+            if row.len() == 4 {
+                assert_eq!(row[2] == "yes", spec.per_resource, "{name}: per-resource column is {:?}", row[2]);
+            }
+        }
+    }
 
     fn s(key: Key, value: &str, source: Source) -> Setting {
         Setting { key, value: value.into(), source }
