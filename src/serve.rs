@@ -24,11 +24,11 @@ use anyhow::{anyhow, Context as _, Result};
 use bunker_actors::engine::{self, supervise, Backoff, Reconciler, ReconcilerActor, StopReconciling, Supervised};
 use bunker_actors::metrics::Metrics;
 use bunker_actors::ports::Leases;
-use bunker_actors::replicator::ReplicatorActor;
+use bunker_actors::replicator::{Replicator, ReplicatorActor};
 use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, SchedulerActor, StopSchedule};
 use bunker_actors::stream::exporter_actor::ExporterActor;
 use bunker_actors::stream::Tuning;
-use bunker_actors::system::FailureReporter;
+use bunker_actors::system::{FailureReporter, ReportFailure};
 use bunker_actors::watcher::{GetInFlight, StopIntake, Watcher, WatcherActor};
 use bunker_actors::Runner;
 use bunker_protocol::config::{Config, Resolved};
@@ -58,14 +58,35 @@ pub const RESTARTS: Backoff = Backoff {
     max_retries: 5,
 };
 
+/// What every part of the tree is built from.
+struct Parts<'a> {
+    aws: &'a Aws,
+    settings: &'a Arc<Resolved>,
+    cfg: &'a Config,
+    regions: &'a [String],
+    account: String,
+    holder: String,
+    metrics: Arc<Metrics>,
+    leases: Arc<dyn Leases>,
+    failures: Recipient<ReportFailure>,
+}
+
+/// The running tree: the supervised actors and the watcher.
+struct Tree {
+    replicator: Supervised<ReplicatorActor>,
+    reconciler: Supervised<ReconcilerActor<Replicator>>,
+    scheduler: Supervised<SchedulerActor>,
+    exporter: Supervised<ExporterActor>,
+    watcher: Option<(Arc<Watcher>, Addr<WatcherActor>)>,
+}
+
 /// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
 pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> Result<()> {
     let cfg = &settings.config;
     let account = aws.account_id().await.context("cannot identify the AWS account (check credentials)")?;
     let holder = holder_id();
     let metrics = Arc::new(Metrics::default());
-    let notifier = aws.notifier();
-    let reporter = FailureReporter::new(notifier.clone(), cfg.error_sns_topic.clone()).start();
+    let reporter = FailureReporter::new(aws.notifier(), cfg.error_sns_topic.clone()).start();
     let leases: Arc<dyn Leases> = match &cfg.serve.lease_table {
         Some(t) => aws.leases(t.clone()),
         None => {
@@ -74,14 +95,6 @@ pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> 
             crate::leases::FileLeases::reporting(path, metrics.clone(), reporter.clone().recipient())
         }
     };
-    let kinds = cfg.serve.kinds.clone();
-    let replicable = services::replicable(&kinds);
-    if cfg.replication.is_enabled() {
-        for k in kinds.iter().filter(|k| !replicable.contains(k)) {
-            warn!(kind = %k, "copy and share of this kind are not implemented yet: its backups stay in their region");
-        }
-    }
-
     // Listen first: a bad address is a start-up error, before any work.
     let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
         .await
@@ -90,46 +103,161 @@ pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> 
     println!("bunker serve: listening on {addr}");
     info!(%addr, account = %account, holder = %holder, "bunker serve starting");
 
-    let logic =
-        Arc::new(replicator(aws, &account, cfg, &regions, &replicable, leases.clone(), &holder, metrics.clone()));
-    let check = cfg.serve.check_interval.unsigned_abs();
     let failures = reporter.clone().recipient();
-    let replicator = {
-        let (l, m, a) = (logic.clone(), metrics.clone(), logic.alerts());
-        let make = move || ReplicatorActor::new(l.clone(), check, m.clone(), a.clone());
-        supervise("replicator", make, RESTARTS, metrics.clone(), Some(failures.clone()))
-    };
-    let reconciler = {
-        let scan = Arc::new(Reconciler::new(logic.clone(), replicator.recipient(), replicable.clone()));
-        let every = cfg.serve.reconcile_interval.unsigned_abs();
-        let make = move || ReconcilerActor::new(scan.clone(), every);
-        supervise("reconciler", make, RESTARTS, metrics.clone(), Some(failures.clone()))
-    };
+    let parts = Parts { aws, settings: &settings, cfg, regions: &regions, account, holder, metrics, leases, failures };
+    let tree = Tree::start(&parts);
+    let health = Arc::new(bunker_actors::health::Health::default());
+    tree.watch(&health);
+    watch_actor(&health, "failure-reporter", &reporter);
+    let calls = aws.call_health();
+    health.watch("aws", move || calls.check());
+    let http = tokio::spawn(serve_http(listener, parts.metrics.clone(), health.clone()));
 
-    let mut runners = HashMap::new();
-    for &kind in &kinds {
-        let create_targets = regions.iter().map(|r| aws.backup_control(kind, r)).collect();
-        let clean_targets = all_regions(&regions, cfg).iter().map(|r| aws.backup_control(kind, r)).collect();
-        let create = Runner::new(account.clone(), kind, create_targets, notifier.clone(), settings.clone());
-        let clean = Runner::new(account.clone(), kind, clean_targets, notifier.clone(), settings.clone());
-        runners.insert(kind, KindRunners { create: Arc::new(create), clean: Arc::new(clean) });
+    wait_for_signal().await?;
+    info!("shutting down: intake stopped, finishing in-flight work");
+    tree.shutdown(cfg.serve.shutdown_deadline.unsigned_abs()).await;
+    http.abort();
+    Ok(())
+}
+
+impl Tree {
+    /// Starts the actors in dependency order: replication, reconciliation, exports,
+    /// scheduling, then the watcher that feeds them.
+    fn start(p: &Parts<'_>) -> Tree {
+        let kinds = &p.cfg.serve.kinds;
+        let replicable = services::replicable(kinds);
+        if p.cfg.replication.is_enabled() {
+            for k in kinds.iter().filter(|k| !replicable.contains(k)) {
+                warn!(kind = %k, "copy and share of this kind are not implemented yet: its backups stay in their region");
+            }
+        }
+        let logic = Arc::new(replicator(
+            p.aws,
+            &p.account,
+            p.cfg,
+            p.regions,
+            &replicable,
+            p.leases.clone(),
+            &p.holder,
+            p.metrics.clone(),
+        ));
+        let check = p.cfg.serve.check_interval.unsigned_abs();
+        let replicator = {
+            let (l, m, a) = (logic.clone(), p.metrics.clone(), logic.alerts());
+            let make = move || ReplicatorActor::new(l.clone(), check, m.clone(), a.clone());
+            supervise("replicator", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
+        };
+        let reconciler = {
+            let scan = Arc::new(Reconciler::new(logic, replicator.recipient(), replicable));
+            let every = p.cfg.serve.reconcile_interval.unsigned_abs();
+            let make = move || ReconcilerActor::new(scan.clone(), every);
+            supervise("reconciler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
+        };
+        let exporter = start_exporter(p);
+        let scheduler = start_scheduler(p, executor(p, &replicator), &reconciler, &exporter);
+        let watcher = start_watcher(p, &replicator, &scheduler, &exporter);
+        Tree { replicator, reconciler, scheduler, exporter, watcher }
     }
-    let mut executor = Executor::new(runners, replicator.clone().recipient(), metrics.clone());
-    let mut schedules = Vec::new();
-    if !cfg.replication.source_accounts.is_empty() {
-        executor = executor.with_puller(Arc::new(puller(aws, &account, cfg, &regions, &kinds, metrics.clone())));
-        if let Some(c) = &cfg.serve.schedule_pull {
-            schedules.push((Action::Pull, c.clone()));
+
+    /// `/healthz` checks each actor (and the watcher's poll loop).
+    fn watch(&self, health: &bunker_actors::health::Health) {
+        watch_supervised(health, "replicator", &self.replicator);
+        watch_supervised(health, "reconciler", &self.reconciler);
+        watch_supervised(health, "scheduler", &self.scheduler);
+        watch_supervised(health, "exporter", &self.exporter);
+        if let Some((logic, actor)) = &self.watcher {
+            let logic = logic.clone();
+            health.watch("watcher", move || logic.health());
+            watch_actor(health, "watcher-actor", actor);
         }
     }
-    let executor = Arc::new(executor);
+
+    /// Stops intake (queue, schedule, reconciliation, new jobs), then waits for in-flight
+    /// messages, runs and passes, up to `deadline`.
+    async fn shutdown(&self, deadline: Duration) {
+        // A stopped actor has nothing to stop: a mailbox error here is fine.
+        if let Some((_, w)) = &self.watcher {
+            w.send(StopIntake).await.unwrap_or_default();
+        }
+        if let Some(s) = self.scheduler.addr() {
+            s.send(StopSchedule).await.unwrap_or_default();
+        }
+        if let Some(r) = self.reconciler.addr() {
+            r.send(StopReconciling).await.unwrap_or_default();
+        }
+        if let Some(r) = self.replicator.addr() {
+            r.send(engine::Drain).await.unwrap_or_default();
+        }
+        let deadline = tokio::time::Instant::now() + deadline;
+        loop {
+            let (messages, runs, passes) = self.in_flight().await;
+            if messages == 0 && runs == 0 && passes == 0 {
+                info!("in-flight work finished");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // Nothing is lost: unfinished messages come back from the queue, and the next
+                // start's reconciliation finishes every copy and share from AWS state.
+                warn!(messages, runs, passes, "shutdown deadline reached; unfinished work resumes after restart");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// (queue messages being handled, scheduled or commanded runs, job passes running).
+    async fn in_flight(&self) -> (usize, usize, usize) {
+        let messages = match &self.watcher {
+            Some((_, w)) => w.send(GetInFlight).await.unwrap_or(0),
+            None => 0,
+        };
+        let runs = match self.scheduler.addr() {
+            Some(s) => s.send(GetRunning).await.unwrap_or(0),
+            None => 0,
+        };
+        let passes = match self.replicator.addr() {
+            Some(r) => r.send(engine::GetRunning).await.unwrap_or(0),
+            None => 0,
+        };
+        (messages, runs, passes)
+    }
+}
+
+/// The executor: each kind's create and clean runners, the puller with `source_accounts`;
+/// new backups go to `replicator`.
+fn executor(p: &Parts<'_>, replicator: &Supervised<ReplicatorActor>) -> Arc<Executor> {
+    let mut runners = HashMap::new();
+    let notifier = p.aws.notifier();
+    for &kind in &p.cfg.serve.kinds {
+        let create_targets = p.regions.iter().map(|r| p.aws.backup_control(kind, r)).collect();
+        let clean_targets = all_regions(p.regions, p.cfg).iter().map(|r| p.aws.backup_control(kind, r)).collect();
+        let create = Runner::new(p.account.clone(), kind, create_targets, notifier.clone(), p.settings.clone());
+        let clean = Runner::new(p.account.clone(), kind, clean_targets, notifier.clone(), p.settings.clone());
+        runners.insert(kind, KindRunners { create: Arc::new(create), clean: Arc::new(clean) });
+    }
+    let mut executor = Executor::new(runners, replicator.recipient(), p.metrics.clone());
+    if !p.cfg.replication.source_accounts.is_empty() {
+        let puller = puller(p.aws, &p.account, p.cfg, p.regions, &p.cfg.serve.kinds, p.metrics.clone());
+        executor = executor.with_puller(Arc::new(puller));
+    }
+    Arc::new(executor)
+}
+
+/// The schedules: create, clean and (with `source_accounts`) pull, with per-kind overrides.
+fn schedule(p: &Parts<'_>) -> scheduler::Scheduler {
+    let (cfg, kinds) = (p.cfg, &p.cfg.serve.kinds);
+    let pulls = !cfg.replication.source_accounts.is_empty();
+    let mut schedules = Vec::new();
+    if let Some(c) = cfg.serve.schedule_pull.as_ref().filter(|_| pulls) {
+        schedules.push((Action::Pull, c.clone()));
+    }
     if let Some(c) = &cfg.serve.schedule_create {
         schedules.push((Action::Create, c.clone()));
     }
     if let Some(c) = &cfg.serve.schedule_clean {
         schedules.push((Action::Clean, c.clone()));
     }
-    let deployment = cfg.deployment_id(&account, &regions[0]);
+    let deployment = cfg.deployment_id(&p.account, &p.regions[0]);
     let mut schedule = scheduler::Scheduler::new(schedules, kinds.clone(), deployment);
     for (kind, action, cron) in &cfg.serve.schedule_per_kind {
         let action = match *action {
@@ -137,106 +265,64 @@ pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> 
             "clean" => Action::Clean,
             _ => Action::Pull,
         };
-        let served = kinds.contains(kind) && (action != Action::Pull || !cfg.replication.source_accounts.is_empty());
+        let served = kinds.contains(kind) && (action != Action::Pull || pulls);
         schedule = schedule.with_override(action, *kind, cron.clone(), served);
     }
-    // Exports (queue `export` commands; with `export.to`, every EBS backup an event announces).
-    let exporter = {
-        let (aws, m, to) = (aws.clone(), metrics.clone(), cfg.export_to.clone());
-        let make = move || {
-            ExporterActor::new(Tuning::default(), Some(m.clone()))
-                .with_targets(Arc::new(services::ServiceExports::new(aws.clone())), to.clone())
-        };
-        supervise("exporter", make, RESTARTS, metrics.clone(), Some(failures.clone()))
-    };
-    let scheduler = {
-        let (exec, l, h, rec) = (executor.clone(), leases.clone(), holder.clone(), reconciler.recipient());
-        let (x, region, f) = (exporter.recipient(), regions[0].clone(), failures.clone());
-        let make = move || {
-            SchedulerActor::new(schedule.clone(), exec.clone(), l.clone(), h.clone(), Some(rec.clone()))
-                .with_exporter(x.clone(), region.clone())
-                .with_failures(f.clone())
-        };
-        supervise("scheduler", make, RESTARTS, metrics.clone(), Some(failures.clone()))
-    };
+    schedule
+}
 
-    let health = Arc::new(bunker_actors::health::Health::default());
-    let watcher = cfg.serve.queue_url.as_ref().map(|url| {
-        let queue = aws.event_queue(url.clone(), cfg.serve.dead_letter_queue_url.clone());
-        let visibility = (cfg.serve.check_interval.as_secs() as u32 * 4).clamp(30, 900);
-        let mut w = Watcher::new(queue, replicator.recipient(), scheduler.recipient(), metrics.clone(), visibility);
-        if cfg.export_to.is_some() {
-            w = w.with_exports(exporter.recipient());
-        }
-        w = w.with_allowed(bunker_protocol::events::Allowed {
-            kinds: kinds.clone(),
-            regions: regions.clone(),
-            export_targets: cfg.export_to.iter().chain(&cfg.export_allowed_targets).cloned().collect(),
-            default_target: cfg.export_to.clone(),
-            pull: !cfg.replication.source_accounts.is_empty(),
-            clean: cfg.deployment.is_some(),
-        });
-        let w = Arc::new(w);
-        let logic = w.clone();
-        health.watch("watcher", move || logic.health());
-        WatcherActor::new(w, Some(reporter.clone().recipient())).start()
+/// Exports: queue `export` commands and, with `export.to`, every EBS backup an event
+/// announces.
+fn start_exporter(p: &Parts<'_>) -> Supervised<ExporterActor> {
+    let (aws, m, to) = (p.aws.clone(), p.metrics.clone(), p.cfg.export_to.clone());
+    let make = move || {
+        ExporterActor::new(Tuning::default(), Some(m.clone()))
+            .with_targets(Arc::new(services::ServiceExports::new(aws.clone())), to.clone())
+    };
+    supervise("exporter", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
+}
+
+fn start_scheduler(
+    p: &Parts<'_>,
+    exec: Arc<Executor>,
+    reconciler: &Supervised<ReconcilerActor<Replicator>>,
+    exporter: &Supervised<ExporterActor>,
+) -> Supervised<SchedulerActor> {
+    let (schedule, l, h, rec) = (schedule(p), p.leases.clone(), p.holder.clone(), reconciler.recipient());
+    let (x, region, f) = (exporter.recipient(), p.regions[0].clone(), p.failures.clone());
+    let make = move || {
+        SchedulerActor::new(schedule.clone(), exec.clone(), l.clone(), h.clone(), Some(rec.clone()))
+            .with_exporter(x.clone(), region.clone())
+            .with_failures(f.clone())
+    };
+    supervise("scheduler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
+}
+
+/// The watcher, when `serve.queue_url` is set: what the queue may ask for is what the
+/// config allows.
+fn start_watcher(
+    p: &Parts<'_>,
+    replicator: &Supervised<ReplicatorActor>,
+    scheduler: &Supervised<SchedulerActor>,
+    exporter: &Supervised<ExporterActor>,
+) -> Option<(Arc<Watcher>, Addr<WatcherActor>)> {
+    let (cfg, url) = (p.cfg, p.cfg.serve.queue_url.as_ref()?);
+    let queue = p.aws.event_queue(url.clone(), cfg.serve.dead_letter_queue_url.clone());
+    let visibility = (cfg.serve.check_interval.as_secs() as u32 * 4).clamp(30, 900);
+    let mut w = Watcher::new(queue, replicator.recipient(), scheduler.recipient(), p.metrics.clone(), visibility);
+    if cfg.export_to.is_some() {
+        w = w.with_exports(exporter.recipient());
+    }
+    w = w.with_allowed(bunker_protocol::events::Allowed {
+        kinds: cfg.serve.kinds.clone(),
+        regions: p.regions.to_vec(),
+        export_targets: cfg.export_to.iter().chain(&cfg.export_allowed_targets).cloned().collect(),
+        default_target: cfg.export_to.clone(),
+        pull: !cfg.replication.source_accounts.is_empty(),
+        clean: cfg.deployment.is_some(),
     });
-    watch_supervised(&health, "replicator", &replicator);
-    watch_supervised(&health, "reconciler", &reconciler);
-    watch_supervised(&health, "scheduler", &scheduler);
-    watch_supervised(&health, "exporter", &exporter);
-    watch_actor(&health, "failure-reporter", &reporter);
-    let calls = aws.call_health();
-    health.watch("aws", move || calls.check());
-    if let Some(w) = &watcher {
-        watch_actor(&health, "watcher-actor", w);
-    }
-
-    let http = tokio::spawn(serve_http(listener, metrics.clone(), health.clone()));
-
-    wait_for_signal().await?;
-    info!("shutting down: intake stopped, finishing in-flight work");
-    // A stopped actor has nothing to stop: a mailbox error here is fine.
-    if let Some(w) = &watcher {
-        w.send(StopIntake).await.unwrap_or_default();
-    }
-    if let Some(s) = scheduler.addr() {
-        s.send(StopSchedule).await.unwrap_or_default();
-    }
-    if let Some(r) = reconciler.addr() {
-        r.send(StopReconciling).await.unwrap_or_default();
-    }
-    if let Some(r) = replicator.addr() {
-        r.send(engine::Drain).await.unwrap_or_default();
-    }
-    let deadline = tokio::time::Instant::now() + cfg.serve.shutdown_deadline.unsigned_abs();
-    loop {
-        let messages = match &watcher {
-            Some(w) => w.send(GetInFlight).await.unwrap_or(0),
-            None => 0,
-        };
-        let runs = match scheduler.addr() {
-            Some(s) => s.send(GetRunning).await.unwrap_or(0),
-            None => 0,
-        };
-        let passes = match replicator.addr() {
-            Some(r) => r.send(engine::GetRunning).await.unwrap_or(0),
-            None => 0,
-        };
-        if messages == 0 && runs == 0 && passes == 0 {
-            info!("in-flight work finished");
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            // Nothing is lost: unfinished messages come back from the queue, and the next
-            // start's reconciliation finishes every copy and share from AWS state.
-            warn!(messages, runs, passes, "shutdown deadline reached; unfinished work resumes after restart");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    http.abort();
-    Ok(())
+    let w = Arc::new(w);
+    Some((w.clone(), WatcherActor::new(w, Some(p.failures.clone())).start()))
 }
 
 async fn wait_for_signal() -> Result<()> {

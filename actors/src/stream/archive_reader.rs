@@ -485,113 +485,141 @@ pub async fn restore(
 ) -> Result<RestoreReport, StreamError> {
     let started = Instant::now();
     let top = chain.last().expect("chain is never empty").clone();
-    let m = top.manifest.clone();
-    progress.total.store(m.image_size, std::sync::atomic::Ordering::Relaxed);
+    progress.total.store(top.manifest.image_size, std::sync::atomic::Ordering::Relaxed);
     let used = resolve(&chain)?;
     let expected_root = archive::hex(&chunks_root(&resolved_hashes(&chain)));
-    if expected_root != m.chunks_sha256 {
+    if expected_root != top.manifest.chunks_sha256 {
         return Err(StreamError::Corrupt(format!(
             "{}: its chain resolves to chunk-list sha256 {expected_root}, the manifest says {}",
             top.url(),
-            m.chunks_sha256
+            top.manifest.chunks_sha256
         )));
     }
-    let applied: Vec<String> = chain.iter().map(|a| a.url()).collect();
-    let mut written = 0u64;
-    match target {
+    let plan = Restore { chain: &chain, used: &used, top: &top, progress };
+    let (written, snapshot_id, image_sha256, chunks_sha256) = match target {
         RestoreTarget::File(writer) => {
-            let writer = Arc::new(Mutex::new(writer));
-            blocking(&writer, move |w| w.set_len(m.image_size)).await?;
-            for (a, idx) in chain.iter().zip(&used) {
-                let w = writer.clone();
-                a.frames(idx, progress, move |_, f, data| {
-                    let w = w.clone();
-                    let offset = f.offset;
-                    Box::pin(async move {
-                        if let Some(d) = data {
-                            blocking(&w, move |w| w.write_at(offset, &d)).await?;
-                        }
-                        Ok(())
-                    })
-                })
-                .await?;
-                written += idx.iter().map(|&i| a.manifest.frames[i].length).sum::<u64>();
-            }
-            // Read the file back: its hashes, not the archive's, decide success.
-            let (image, chunks) = read_back(&writer, m.image_size, m.chunk_size).await?;
-            let image_hex = archive::hex(&image);
-            let root = archive::hex(&chunks_root(&chunks));
-            if root != m.chunks_sha256 || m.image_sha256.as_ref().is_some_and(|h| *h != image_hex) {
-                return Err(StreamError::Corrupt(format!(
-                    "the restored image does not match {}: sha256 {image_hex}, chunk-list sha256 {root}",
-                    top.url()
-                )));
-            }
-            blocking(&writer, |w| w.commit()).await?;
-            Ok(RestoreReport {
-                archive: top.url(),
-                applied,
-                image_size: m.image_size,
-                bytes_written: written,
-                snapshot_id: None,
-                image_sha256: Some(image_hex),
-                chunks_sha256: root,
-                seconds: started.elapsed().as_secs_f64(),
-            })
+            let (written, image, root) = plan.to_file(writer).await?;
+            (written, None, Some(image), root)
         }
         RestoreTarget::Snapshot { port, tags, max_requests } => {
-            let gib = 1u64 << 30;
-            if m.block_size != archive::EBS_BLOCK_SIZE {
-                return Err(StreamError::Input(format!(
-                    "{} has {}-byte blocks; a snapshot needs {}",
-                    top.url(),
-                    m.block_size,
-                    archive::EBS_BLOCK_SIZE
-                )));
+            let (written, id) = plan.to_snapshot(port, tags, max_requests).await?;
+            (written, Some(id), None, expected_root)
+        }
+    };
+    Ok(RestoreReport {
+        archive: top.url(),
+        applied: chain.iter().map(|a| a.url()).collect(),
+        image_size: top.manifest.image_size,
+        bytes_written: written,
+        snapshot_id,
+        image_sha256,
+        chunks_sha256,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// One restore: the chain (oldest first), the frames each archive contributes, the newest.
+struct Restore<'a> {
+    chain: &'a [Archive],
+    used: &'a [Vec<usize>],
+    top: &'a Archive,
+    progress: &'a Progress,
+}
+
+impl Restore<'_> {
+    /// Writes every frame into `writer`, reads the file back and commits it only if its
+    /// hashes match; returns (bytes written, image sha256, chunk-list sha256).
+    async fn to_file(&self, writer: Box<dyn ImageWriter>) -> Result<(u64, String, String), StreamError> {
+        let m = &self.top.manifest;
+        let writer = Arc::new(Mutex::new(writer));
+        let size = m.image_size;
+        blocking(&writer, move |w| w.set_len(size)).await?;
+        let mut written = 0u64;
+        for (a, idx) in self.chain.iter().zip(self.used) {
+            let w = writer.clone();
+            a.frames(idx, self.progress, move |_, f, data| {
+                let w = w.clone();
+                let offset = f.offset;
+                Box::pin(async move {
+                    if let Some(d) = data {
+                        blocking(&w, move |w| w.write_at(offset, &d)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+            written += idx.iter().map(|&i| a.manifest.frames[i].length).sum::<u64>();
+        }
+        // Read the file back: its hashes, not the archive's, decide success.
+        let (image, chunks) = read_back(&writer, m.image_size, m.chunk_size).await?;
+        let image_hex = archive::hex(&image);
+        let root = archive::hex(&chunks_root(&chunks));
+        if root != m.chunks_sha256 || m.image_sha256.as_ref().is_some_and(|h| *h != image_hex) {
+            return Err(StreamError::Corrupt(format!(
+                "the restored image does not match {}: sha256 {image_hex}, chunk-list sha256 {root}",
+                self.top.url()
+            )));
+        }
+        blocking(&writer, |w| w.commit()).await?;
+        Ok((written, image_hex, root))
+    }
+
+    /// Writes every frame into a new EBS snapshot (deleted again if anything fails);
+    /// returns (bytes written, snapshot id).
+    async fn to_snapshot(
+        &self,
+        port: Arc<dyn SnapshotBlocks>,
+        tags: Tags,
+        max_requests: usize,
+    ) -> Result<(u64, String), StreamError> {
+        let m = &self.top.manifest;
+        if m.block_size != archive::EBS_BLOCK_SIZE {
+            return Err(StreamError::Input(format!(
+                "{} has {}-byte blocks; a snapshot needs {}",
+                self.top.url(),
+                m.block_size,
+                archive::EBS_BLOCK_SIZE
+            )));
+        }
+        let size_gib = m.image_size.div_ceil(1u64 << 30).max(1);
+        let id = port
+            .start_snapshot(size_gib, &format!("restored by bunker from {}", self.top.url()), &tags)
+            .await
+            .map_err(|e| StreamError::port("starting the snapshot (StartSnapshot)", e))?;
+        match self.fill_snapshot(&port, &id, max_requests).await {
+            Ok(written) => {
+                info!(snapshot_id = %id, archive = %self.top.url(), "restored to a snapshot");
+                Ok((written, id))
             }
-            let size_gib = m.image_size.div_ceil(gib).max(1);
-            let id = port
-                .start_snapshot(size_gib, &format!("restored by bunker from {}", top.url()), &tags)
-                .await
-                .map_err(|e| StreamError::port("starting the snapshot (StartSnapshot)", e))?;
-            let limiter = Arc::new(Limiter::new(max_requests));
-            let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let result: Result<(), StreamError> = async {
-                for (a, idx) in chain.iter().zip(&used) {
-                    let (port, id, limiter, count) = (port.clone(), id.clone(), limiter.clone(), count.clone());
-                    a.frames(idx, progress, move |_, f, data| {
-                        let (port, id, limiter, count) = (port.clone(), id.clone(), limiter.clone(), count.clone());
-                        let offset = f.offset;
-                        Box::pin(async move {
-                            let Some(d) = data else { return Ok(()) };
-                            put_blocks(port, &id, offset, d, &limiter, &count).await
-                        })
-                    })
-                    .await?;
-                    written += idx.iter().map(|&i| a.manifest.frames[i].length).sum::<u64>();
-                }
-                let n = count.load(std::sync::atomic::Ordering::Relaxed);
-                port.complete_snapshot(&id, n).await.map_err(|e| StreamError::port("completing the snapshot", e))
-            }
-            .await;
-            if let Err(e) = result {
+            Err(e) => {
                 if let Err(d) = port.delete_snapshot(&id).await {
                     warn!(snapshot_id = %id, error = %d, "could not delete the unfinished snapshot");
                 }
-                return Err(e);
+                Err(e)
             }
-            info!(snapshot_id = %id, archive = %top.url(), "restored to a snapshot");
-            Ok(RestoreReport {
-                archive: top.url(),
-                applied,
-                image_size: m.image_size,
-                bytes_written: written,
-                snapshot_id: Some(id),
-                image_sha256: None,
-                chunks_sha256: expected_root,
-                seconds: started.elapsed().as_secs_f64(),
-            })
         }
+    }
+
+    async fn fill_snapshot(&self, port: &Arc<dyn SnapshotBlocks>, id: &str, max: usize) -> Result<u64, StreamError> {
+        let limiter = Arc::new(Limiter::new(max));
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut written = 0u64;
+        for (a, idx) in self.chain.iter().zip(self.used) {
+            let (port, id, limiter, count) = (port.clone(), id.to_string(), limiter.clone(), count.clone());
+            a.frames(idx, self.progress, move |_, f, data| {
+                let (port, id, limiter, count) = (port.clone(), id.clone(), limiter.clone(), count.clone());
+                let offset = f.offset;
+                Box::pin(async move {
+                    let Some(d) = data else { return Ok(()) };
+                    put_blocks(port, &id, offset, d, &limiter, &count).await
+                })
+            })
+            .await?;
+            written += idx.iter().map(|&i| a.manifest.frames[i].length).sum::<u64>();
+        }
+        let n = count.load(std::sync::atomic::Ordering::Relaxed);
+        port.complete_snapshot(id, n).await.map_err(|e| StreamError::port("completing the snapshot", e))?;
+        Ok(written)
     }
 }
 

@@ -221,6 +221,203 @@ struct Job {
     permit: OwnedSemaphorePermit,
 }
 
+/// What [`Exporter::run`] returns: every frame, the stored parts, the image hash, tar stats.
+type Outcome = (Vec<Frame>, Vec<StoredPart>, Option<[u8; 32]>, Option<TreeStats>);
+
+/// Where a resumed export stands, from its journal's part records.
+struct Resumed {
+    frames: Vec<Frame>,
+    parts: Vec<StoredPart>,
+    /// Image offset to read from.
+    start: u64,
+    /// Archive offset the next part starts at.
+    archive_start: u64,
+    /// Every part is stored (only completion is missing).
+    finished: bool,
+    /// The image hasher's state at `start`.
+    hash_state: Option<Vec<u8>>,
+}
+
+impl Resumed {
+    fn from_records(records: &[PartRecord]) -> Result<Resumed, StreamError> {
+        let last = records.last();
+        let hash_state = match last.and_then(|r| r.hash_state.as_deref()) {
+            Some(h) => Some(unhex(h).ok_or_else(|| StreamError::Corrupt("journal hash state is not hex".into()))?),
+            None => None,
+        };
+        Ok(Resumed {
+            frames: records.iter().flat_map(|r| r.frames.iter().cloned()).collect(),
+            parts: records
+                .iter()
+                .map(|r| StoredPart {
+                    number: r.number,
+                    size: r.size,
+                    etag: r.etag.clone(),
+                    crc32c: Some(r.crc32c.clone()),
+                })
+                .collect(),
+            start: last.map(|r| r.end_offset).unwrap_or(0),
+            archive_start: last.map(|r| r.archive_end).unwrap_or(0),
+            finished: last.is_some_and(|r| r.last),
+            hash_state,
+        })
+    }
+
+    /// Every part is stored, the seek table too; the last record carries the image hash.
+    fn finished_outcome(self, records: &[PartRecord], req: &ExportRequest, full: bool) -> Result<Outcome, StreamError> {
+        let digest = match records.last().and_then(|r| r.image_sha256.as_deref()) {
+            Some(h) => Some(unhex32(h).ok_or_else(|| StreamError::Corrupt("journal image hash is not hex".into()))?),
+            None if full => return Err(StreamError::Corrupt("journal has no image hash; remove the journal".into())),
+            None => None,
+        };
+        Ok((self.frames, self.parts, digest, req.tree.as_ref().map(|t| t.lock().expect("tree stats").clone())))
+    }
+}
+
+/// The dispatcher stage: reads the source in order, feeds the image hasher, sends data
+/// chunks to the compressors and zero / base runs (no compression needed) straight to the
+/// assembler, each holding a permit so at most `chunks_in_flight` exist at once.
+struct Dispatcher<'a> {
+    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
+    ready: mpsc::Sender<Result<Ready, StreamError>>,
+    hasher: Option<&'a ImageHasher>,
+    progress: &'a Progress,
+}
+
+impl Dispatcher<'_> {
+    /// Dispatches everything from `start`; returns the image offset reached.
+    async fn run(
+        self,
+        mut reader: mpsc::Receiver<Result<SourceItem, StreamError>>,
+        start: u64,
+        image_size: Option<u64>,
+    ) -> Result<u64, StreamError> {
+        let (mut seq, mut at) = (0u64, start);
+        while let Some(item) = reader.recv().await {
+            let item = item?;
+            if item.offset() != at || item.is_empty() {
+                return Err(StreamError::Internal(format!(
+                    "reader sent {} bytes at offset {}, expected offset {at}",
+                    item.len(),
+                    item.offset()
+                )));
+            }
+            at += item.len();
+            Progress::add(&self.progress.bytes_in, item.len());
+            match item {
+                SourceItem::Data { offset, bytes } => {
+                    self.data(seq, offset, bytes).await?;
+                    seq += 1;
+                }
+                SourceItem::Zero { offset, length } => seq = self.run_of(seq, offset, length, FrameKind::Zero).await?,
+                SourceItem::Base { offset, length } => seq = self.run_of(seq, offset, length, FrameKind::Base).await?,
+            }
+        }
+        match image_size {
+            Some(total) if at != total => Err(StreamError::Source(format!("source ended at byte {at} of {total}"))),
+            _ => Ok(at),
+        }
+    }
+
+    async fn data(&self, seq: u64, offset: u64, bytes: Vec<u8>) -> Result<(), StreamError> {
+        let permit = self.permits.clone().acquire_owned().await.expect("never closed");
+        let bytes = Arc::new(bytes);
+        if let Some(h) = self.hasher {
+            h.feed(HashItem::Data(bytes.clone())).await?;
+        }
+        let job = Job { seq, offset, bytes, permit };
+        self.jobs.send(job).await.map_err(|_| StreamError::Internal("compressors stopped".into()))
+    }
+
+    /// A zero or base run as frames of at most a chunk each; returns the next sequence number.
+    async fn run_of(&self, mut seq: u64, offset: u64, length: u64, kind: FrameKind) -> Result<u64, StreamError> {
+        for (o, l) in run_pieces(offset, length) {
+            let permit = self.permits.clone().acquire_owned().await.expect("never closed");
+            if let (Some(h), FrameKind::Zero) = (self.hasher, kind) {
+                h.feed(HashItem::Zero(l)).await?;
+            }
+            let ready = Ready { seq, offset: o, length: l, kind, sha256: None, bytes: zero_frame(l), _permit: permit };
+            self.ready.send(Ok(ready)).await.map_err(|_| StreamError::Internal("assembler stopped".into()))?;
+            seq += 1;
+        }
+        Ok(seq)
+    }
+}
+
+/// The assembler's state: frames come back from the compressors out of order; they are
+/// put back in sequence, appended to the part being filled, and the part is cut once it
+/// reaches its target size ([`part_target`]).
+struct Assembler {
+    pending: BTreeMap<u64, Ready>,
+    next: u64,
+    buf: Vec<u8>,
+    part_frames: Vec<Frame>,
+    /// Number of the part being filled.
+    number: u32,
+    /// Archive offset of the next frame.
+    pos: u64,
+    /// Archive offset where the part being filled starts.
+    part_start: u64,
+    /// Image offset the export started at (the end of an empty part).
+    start: u64,
+}
+
+impl Assembler {
+    fn new(number: u32, archive_start: u64, start: u64) -> Assembler {
+        Assembler {
+            pending: BTreeMap::new(),
+            next: 0,
+            buf: Vec::new(),
+            part_frames: Vec::new(),
+            number,
+            pos: archive_start,
+            part_start: archive_start,
+            start,
+        }
+    }
+
+    /// The next frame in sequence, if it has arrived.
+    fn next_in_order(&mut self) -> Option<Ready> {
+        let r = self.pending.remove(&self.next)?;
+        self.next += 1;
+        Some(r)
+    }
+
+    /// Appends a frame; `true` when the part is full and must be cut.
+    fn push(&mut self, r: Ready) -> bool {
+        let frame = Frame {
+            offset: r.offset,
+            length: r.length,
+            archive_offset: self.pos,
+            archive_length: r.bytes.len() as u64,
+            kind: r.kind,
+            sha256: r.sha256.map(|h| archive::hex(&h)),
+        };
+        self.pos += r.bytes.len() as u64;
+        self.buf.extend_from_slice(&r.bytes);
+        self.part_frames.push(frame);
+        self.buf.len() as u64 >= part_target(self.number)
+    }
+
+    /// Image offset at the end of the part being filled.
+    fn image_end(&self) -> u64 {
+        self.part_frames.last().map(|f| f.offset + f.length).unwrap_or(self.start)
+    }
+
+    /// Cuts the full part: (its archive offset, its bytes, its journal record).
+    fn cut_part(&mut self, hash_state: Option<String>) -> (u64, Vec<u8>, PartRecord) {
+        let frames = std::mem::take(&mut self.part_frames);
+        let end = frames.last().map(|f| f.offset + f.length).unwrap_or(self.start);
+        let data = std::mem::take(&mut self.buf);
+        let rec = PartRecord { hash_state, ..PartRecord::new(self.number, data.len() as u64, end, self.pos, frames) };
+        let start = self.part_start;
+        self.part_start = self.pos;
+        self.number += 1;
+        (start, data, rec)
+    }
+}
+
 impl Exporter {
     /// An exporter writing to `store`.
     pub fn new(store: Arc<dyn ArchiveStore>, tuning: Tuning, progress: Arc<Progress>) -> Exporter {
@@ -395,7 +592,6 @@ impl Exporter {
     }
 
     /// The pipeline. Returns every frame, the stored parts, the image hash and tar stats.
-    #[allow(clippy::type_complexity)]
     async fn run(
         &self,
         req: &ExportRequest,
@@ -403,205 +599,118 @@ impl Exporter {
         upload_id: &str,
         records: Vec<PartRecord>,
         open: OpenReader,
-    ) -> Result<(Vec<Frame>, Vec<StoredPart>, Option<[u8; 32]>, Option<TreeStats>), StreamError> {
-        let mut frames: Vec<Frame> = records.iter().flat_map(|r| r.frames.iter().cloned()).collect();
-        let mut parts: Vec<StoredPart> = records
-            .iter()
-            .map(|r| StoredPart {
-                number: r.number,
-                size: r.size,
-                etag: r.etag.clone(),
-                crc32c: Some(r.crc32c.clone()),
-            })
-            .collect();
-        let start = records.last().map(|r| r.end_offset).unwrap_or(0);
-        let archive_start = records.last().map(|r| r.archive_end).unwrap_or(0);
-        let finished = records.last().is_some_and(|r| r.last);
-        let state = match records.last().and_then(|r| r.hash_state.as_deref()) {
-            Some(h) => Some(unhex(h).ok_or_else(|| StreamError::Corrupt("journal hash state is not hex".into()))?),
-            None => None,
-        };
+    ) -> Result<Outcome, StreamError> {
+        let resumed = Resumed::from_records(&records)?;
         if let Some(total) = req.image_size {
             self.progress.total.store(total, std::sync::atomic::Ordering::Relaxed);
         }
-        Progress::add(&self.progress.bytes_in, start);
+        Progress::add(&self.progress.bytes_in, resumed.start);
         let full = req.base.is_none();
-        if finished {
-            // Every part is stored, the seek table too; only completion is missing. The last
-            // record carries the image hash.
-            let digest = match records.last().and_then(|r| r.image_sha256.as_deref()) {
-                Some(h) => {
-                    Some(unhex32(h).ok_or_else(|| StreamError::Corrupt("journal image hash is not hex".into()))?)
-                }
-                None if full => {
-                    return Err(StreamError::Corrupt("journal has no image hash; remove the journal".into()))
-                }
-                None => None,
-            };
-            return Ok((frames, parts, digest, req.tree.as_ref().map(|t| t.lock().expect("tree stats").clone())));
+        if resumed.finished {
+            return resumed.finished_outcome(&records, req, full);
         }
-        if full && start > 0 && state.is_none() {
+        if full && resumed.start > 0 && resumed.hash_state.is_none() {
             return Err(StreamError::Corrupt(
                 "journal has no image hash state; remove the journal to start over".into(),
             ));
         }
-        let hasher =
-            if full { Some(ImageHasher::start(start, state.as_deref(), self.tuning.channel_capacity)?) } else { None };
-
+        let hasher = match full {
+            true => {
+                Some(ImageHasher::start(resumed.start, resumed.hash_state.as_deref(), self.tuning.channel_capacity)?)
+            }
+            false => None,
+        };
         let permits = Arc::new(Semaphore::new(self.tuning.chunks_in_flight));
         let (job_tx, job_rx) = mpsc::channel::<Job>(self.tuning.channel_capacity);
-        let (out_tx, mut out_rx) = mpsc::channel::<Result<Ready, StreamError>>(self.tuning.chunks_in_flight + 1);
+        let (out_tx, out_rx) = mpsc::channel::<Result<Ready, StreamError>>(self.tuning.chunks_in_flight + 1);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let threads = (0..self.tuning.compress_threads)
             .map(|i| spawn_compressor(i, req.level, job_rx.clone(), out_tx.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut reader = open(start);
-
-        let dispatch = {
-            let hasher = &hasher;
-            let progress = &self.progress;
-            async move {
-                let mut seq = 0u64;
-                let mut at = start;
-                while let Some(item) = reader.recv().await {
-                    let item = item?;
-                    if item.offset() != at || item.is_empty() {
-                        return Err(StreamError::Internal(format!(
-                            "reader sent {} bytes at offset {}, expected offset {at}",
-                            item.len(),
-                            item.offset()
-                        )));
-                    }
-                    at += item.len();
-                    Progress::add(&progress.bytes_in, item.len());
-                    let kind = if matches!(item, SourceItem::Base { .. }) { FrameKind::Base } else { FrameKind::Zero };
-                    match item {
-                        SourceItem::Data { offset, bytes } => {
-                            let permit = permits.clone().acquire_owned().await.expect("never closed");
-                            let bytes = Arc::new(bytes);
-                            if let Some(h) = hasher {
-                                h.feed(HashItem::Data(bytes.clone())).await?;
-                            }
-                            job_tx
-                                .send(Job { seq, offset, bytes, permit })
-                                .await
-                                .map_err(|_| StreamError::Internal("compressors stopped".into()))?;
-                            seq += 1;
-                        }
-                        SourceItem::Zero { offset, length } | SourceItem::Base { offset, length } => {
-                            for (o, l) in run_pieces(offset, length) {
-                                let permit = permits.clone().acquire_owned().await.expect("never closed");
-                                if let (Some(h), FrameKind::Zero) = (hasher, kind) {
-                                    h.feed(HashItem::Zero(l)).await?;
-                                }
-                                let ready = Ready {
-                                    seq,
-                                    offset: o,
-                                    length: l,
-                                    kind,
-                                    sha256: None,
-                                    bytes: zero_frame(l),
-                                    _permit: permit,
-                                };
-                                out_tx
-                                    .send(Ok(ready))
-                                    .await
-                                    .map_err(|_| StreamError::Internal("assembler stopped".into()))?;
-                                seq += 1;
-                            }
-                        }
-                    }
-                }
-                if let Some(total) = req.image_size {
-                    if at != total {
-                        return Err(StreamError::Source(format!("source ended at byte {at} of {total}")));
-                    }
-                }
-                drop(job_tx);
-                drop(out_tx);
-                Ok::<u64, StreamError>(at)
-            }
-        };
-
-        let assemble = async {
-            let mut pending: BTreeMap<u64, Ready> = BTreeMap::new();
-            let mut next = 0u64;
-            let mut buf: Vec<u8> = Vec::new();
-            let mut part_frames: Vec<Frame> = Vec::new();
-            let mut number = parts.len() as u32 + 1;
-            let mut pos = archive_start;
-            let mut part_start = archive_start;
-            let mut uploads = FuturesUnordered::new();
-            loop {
-                let msg = out_rx.recv().await;
-                let Some(msg) = msg else { break };
-                let r = msg?;
-                pending.insert(r.seq, r);
-                while let Some(r) = pending.remove(&next) {
-                    next += 1;
-                    let frame = Frame {
-                        offset: r.offset,
-                        length: r.length,
-                        archive_offset: pos,
-                        archive_length: r.bytes.len() as u64,
-                        kind: r.kind,
-                        sha256: r.sha256.map(|h| archive::hex(&h)),
-                    };
-                    pos += r.bytes.len() as u64;
-                    buf.extend_from_slice(&r.bytes);
-                    part_frames.push(frame);
-                    if buf.len() as u64 >= part_target(number) {
-                        let end = part_frames.last().map(|f| f.offset + f.length).unwrap_or(start);
-                        let state = match &hasher {
-                            Some(h) => Some(archive::hex(&h.state_at(end).await?)),
-                            None => None,
-                        };
-                        let frames_of_part = std::mem::take(&mut part_frames);
-                        let rec = PartRecord {
-                            hash_state: state,
-                            ..PartRecord::new(number, buf.len() as u64, end, pos, frames_of_part)
-                        };
-                        frames.extend(rec.frames.iter().cloned());
-                        uploads.push(self.upload(req, akey, upload_id, part_start, std::mem::take(&mut buf), rec));
-                        part_start = pos;
-                        number += 1;
-                        while uploads.len() >= self.tuning.parts_in_flight {
-                            parts.push(uploads.next().await.expect("non-empty")?);
-                        }
-                    }
-                }
-            }
-            if !pending.is_empty() {
-                return Err(StreamError::Internal("a compressor stopped before finishing its chunk".into()));
-            }
-            Ok::<_, StreamError>((buf, part_frames, number, part_start, uploads))
-        };
-
-        let (end, (mut buf, part_frames, number, part_start, mut uploads)) = tokio::try_join!(dispatch, assemble)?;
+        let dispatcher =
+            Dispatcher { permits, jobs: job_tx, ready: out_tx, hasher: hasher.as_ref(), progress: &self.progress };
+        let dispatch = dispatcher.run(open(resumed.start), resumed.start, req.image_size);
+        let mut asm = Assembler::new(resumed.parts.len() as u32 + 1, resumed.archive_start, resumed.start);
+        let (mut frames, mut parts) = (resumed.frames, resumed.parts);
+        let assemble = self.assemble(req, akey, upload_id, &mut asm, out_rx, hasher.as_ref(), &mut frames, &mut parts);
+        let (end, mut uploads) = tokio::try_join!(dispatch, assemble)?;
         for t in threads {
             if t.join().is_err() {
                 return Err(StreamError::Internal("a compressor thread panicked".into()));
             }
         }
-        frames.extend(part_frames.iter().cloned());
+        frames.extend(asm.part_frames.iter().cloned());
         let digest = match hasher {
             Some(h) => Some(h.finish().await?),
             None => None,
         };
         let table: Vec<(u32, u32)> = frames.iter().map(|f| (f.archive_length as u32, f.length as u32)).collect();
-        buf.extend(encode_seek_table(&table));
+        asm.buf.extend(encode_seek_table(&table));
         let rec = PartRecord {
             last: true,
             image_sha256: digest.map(|d| archive::hex(&d)),
-            ..PartRecord::new(number, buf.len() as u64, end, part_start + buf.len() as u64, part_frames)
+            ..PartRecord::new(
+                asm.number,
+                asm.buf.len() as u64,
+                end,
+                asm.part_start + asm.buf.len() as u64,
+                asm.part_frames,
+            )
         };
-        uploads.push(self.upload(req, akey, upload_id, part_start, buf, rec));
-        while let Some(p) = uploads.next().await {
-            parts.push(p?);
-        }
+        let drain = async {
+            let mut done = Vec::new();
+            while let Some(p) = uploads.next().await {
+                done.push(p?);
+            }
+            Ok::<_, StreamError>(done)
+        };
+        let (done, last) = tokio::join!(drain, self.upload(req, akey, upload_id, asm.part_start, asm.buf, rec));
+        parts.extend(done?);
+        parts.push(last?);
         parts.sort_by_key(|p| p.number);
         let tree = req.tree.as_ref().map(|t| t.lock().expect("tree stats").clone());
         Ok((frames, parts, digest, tree))
+    }
+
+    /// Puts compressed frames back in order into parts and uploads each full part (at most
+    /// `parts_in_flight` at once); returns the uploads still running.
+    #[allow(clippy::too_many_arguments)] // the pipeline's shared state, borrowed for one stage
+    async fn assemble<'a>(
+        &'a self,
+        req: &'a ExportRequest,
+        akey: &'a str,
+        upload_id: &'a str,
+        asm: &mut Assembler,
+        mut ready: mpsc::Receiver<Result<Ready, StreamError>>,
+        hasher: Option<&ImageHasher>,
+        frames: &mut Vec<Frame>,
+        parts: &mut Vec<StoredPart>,
+    ) -> Result<FuturesUnordered<impl std::future::Future<Output = Result<StoredPart, StreamError>> + 'a>, StreamError>
+    {
+        let mut uploads = FuturesUnordered::new();
+        while let Some(r) = ready.recv().await {
+            let r = r?;
+            asm.pending.insert(r.seq, r);
+            while let Some(r) = asm.next_in_order() {
+                if !asm.push(r) {
+                    continue;
+                }
+                let state = match hasher {
+                    Some(h) => Some(archive::hex(&h.state_at(asm.image_end()).await?)),
+                    None => None,
+                };
+                let (start, data, rec) = asm.cut_part(state);
+                frames.extend(rec.frames.iter().cloned());
+                uploads.push(self.upload(req, akey, upload_id, start, data, rec));
+                while uploads.len() >= self.tuning.parts_in_flight {
+                    parts.push(uploads.next().await.expect("non-empty")?);
+                }
+            }
+        }
+        if !asm.pending.is_empty() {
+            return Err(StreamError::Internal("a compressor stopped before finishing its chunk".into()));
+        }
+        Ok(uploads)
     }
 
     /// Uploads one part (retrying transient failures), then journals it.
