@@ -59,7 +59,7 @@ enum ExportWhat {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-struct ExportOpts {
+pub(crate) struct ExportOpts {
     /// Where to: s3://bucket/prefix or file:///directory.
     #[arg(long, value_name = "URL")]
     to: String,
@@ -250,8 +250,8 @@ fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
 }
 
 impl ExportOpts {
-    /// The defaults, as the service uses them.
-    fn service(to: &str) -> ExportOpts {
+    /// The defaults, as the service's exports (queue commands, `export.to`) use them.
+    pub(crate) fn service(to: &str) -> ExportOpts {
         ExportOpts {
             to: to.to_string(),
             name: None,
@@ -268,7 +268,7 @@ impl ExportOpts {
 
 /// An EBS snapshot export, ready to run: the snapshot looked up (it must be completed), the
 /// base's export loaded for an incremental one.
-async fn prepare_ebs(
+pub(crate) async fn prepare_ebs(
     aws: &Aws,
     region: &str,
     snapshot: &str,
@@ -327,18 +327,6 @@ async fn prepare_ebs(
         tree: None,
     };
     Ok(PreparedExport { store, request, open: Box::new(move |start| reader.open(start, capacity)) })
-}
-
-/// An EBS snapshot export for the service (queue commands, `export.to`): default buffers.
-pub(crate) async fn prepare_service_export(
-    aws: &Aws,
-    region: &str,
-    snapshot: &str,
-    base: Option<&str>,
-    to: &str,
-    progress: Arc<Progress>,
-) -> Result<PreparedExport, StreamError> {
-    prepare_ebs(aws, region, snapshot, base, &ExportOpts::service(to), progress).await
 }
 
 /// `bunker export …`

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bunker_actors::metrics::Metrics;
 use bunker_actors::ports::Leases;
 use bunker_actors::replicator::Replicator;
-use bunker_actors::stream::exporter_actor::{ExportTargets, PreparedExport};
+use bunker_actors::stream::exporter_actor::{ExportSnapshot, ExportTargets, PreparedExport};
 use bunker_actors::stream::{Progress, StreamError};
 use bunker_protocol::config::Config;
 use bunker_protocol::ResourceKind;
@@ -87,12 +87,12 @@ impl ServiceExports {
 impl ExportTargets for ServiceExports {
     async fn prepare(
         &self,
-        snapshot_id: &str,
-        region: &str,
+        what: &ExportSnapshot,
         to: &str,
-        base: Option<&str>,
         progress: Arc<Progress>,
     ) -> Result<PreparedExport, StreamError> {
-        crate::archive_cli::prepare_service_export(&self.aws, region, snapshot_id, base, to, progress).await
+        use crate::archive_cli::{prepare_ebs, ExportOpts};
+        let (snapshot, base) = (&what.snapshot_id, what.base.as_deref());
+        prepare_ebs(&self.aws, &what.region, snapshot, base, &ExportOpts::service(to), progress).await
     }
 }

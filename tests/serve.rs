@@ -29,6 +29,25 @@ impl Serve {
         common::http_get(&self.addr, path)
     }
 
+    /// Polls `/healthz` until `done` holds for its answer (status line, headers, JSON body),
+    /// for at most `within`; returns that answer and its body.
+    async fn health_until(
+        &self,
+        within: Duration,
+        done: impl Fn(&str, &serde_json::Value) -> bool,
+    ) -> (String, serde_json::Value) {
+        let t = Instant::now();
+        loop {
+            let r = self.get("/healthz");
+            let body = r.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
+            if done(&r, &body) {
+                return (r, body);
+            }
+            assert!(t.elapsed() < within, "/healthz not as expected within {within:?}: {r}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// SIGTERM; returns the exit code and stderr.
     fn terminate(mut self) -> (i32, String, Duration) {
         let t = Instant::now();
@@ -390,29 +409,15 @@ async fn healthz_names_the_watcher_while_its_queue_is_unreachable_and_recovers()
     let url = format!("{}/{}/bunker-healthz", a.endpoint, a.id);
     let cfg = write_config(dir.path(), &format!("queue_url = \"{url}\"\nreconcile_interval = \"1h\"\n"));
     let serve = Serve::start(&a, &cfg, dir.path());
-    let wait_for = |want: &'static str| {
-        let t = Instant::now();
-        let serve = &serve;
-        async move {
-            loop {
-                let r = serve.get("/healthz");
-                if r.starts_with(want) {
-                    return r;
-                }
-                assert!(t.elapsed() < Duration::from_secs(45), "no {want} within 45 s: {r}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
-    let failing = wait_for("HTTP/1.1 503").await;
-    let body: serde_json::Value = serde_json::from_str(failing.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let within = Duration::from_secs(45);
+    let (_, body) = serve.health_until(within, |r, _| r.starts_with("HTTP/1.1 503")).await;
     assert_eq!(body["status"], "failing", "{body}");
     assert_eq!(body["failing"], serde_json::json!(["watcher"]), "{body}");
     assert!(body["components"]["watcher"].as_str().unwrap().contains("no completed queue poll"), "{body}");
     assert_eq!(body["components"]["replicator"], "ok");
 
     sqs.create_queue().queue_name("bunker-healthz").send().await.unwrap();
-    let ok = wait_for("HTTP/1.1 200").await;
+    let (ok, _) = serve.health_until(within, |r, _| r.starts_with("HTTP/1.1 200")).await;
     assert!(ok.contains("\"status\":\"ok\""), "{ok}");
     let (code, _, _) = serve.terminate();
     assert_eq!(code, 0);
@@ -428,45 +433,18 @@ async fn healthz_names_aws_while_every_call_fails_and_recovers() {
     let url = sqs.create_queue().queue_name("bunker-outage").send().await.unwrap().queue_url.unwrap();
     let cfg = write_config(dir.path(), &format!("queue_url = \"{url}\"\nreconcile_interval = \"1h\"\n"));
     let serve = Serve::start(&a, &cfg, dir.path());
-    let wait_for = |want: &'static str| {
-        let t = Instant::now();
-        let serve = &serve;
-        async move {
-            loop {
-                let r = serve.get("/healthz");
-                if r.starts_with(want) {
-                    return r;
-                }
-                assert!(t.elapsed() < Duration::from_secs(90), "no {want} within 90 s: {r}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
-    let ok = wait_for("HTTP/1.1 200").await;
+    let within = Duration::from_secs(90);
+    let (ok, _) = serve.health_until(within, |r, _| r.starts_with("HTTP/1.1 200")).await;
     assert!(ok.contains("\"aws\":\"ok\""), "{ok}");
     a.outage(true);
-    let failing = wait_for("HTTP/1.1 503").await;
-    let body: serde_json::Value = serde_json::from_str(failing.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    let failing_now = |body: &serde_json::Value| body["failing"].as_array().unwrap().iter().any(|c| c == "aws");
-    let body = if failing_now(&body) {
-        body
-    } else {
-        // The watcher's own check (3 poll intervals) may fail first; the AWS rule follows.
-        let t = Instant::now();
-        loop {
-            let r = serve.get("/healthz");
-            let b: serde_json::Value = serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-            if failing_now(&b) {
-                break b;
-            }
-            assert!(t.elapsed() < Duration::from_secs(90), "aws never failing: {b}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    };
+    // The watcher's own check (3 poll intervals) may fail first; the AWS rule follows.
+    let aws_failing =
+        |_: &str, b: &serde_json::Value| b["failing"].as_array().is_some_and(|f| f.iter().any(|c| c == "aws"));
+    let (_, body) = serve.health_until(within, aws_failing).await;
     let why = body["components"]["aws"].as_str().unwrap();
     assert!(why.contains("AWS calls failed") && why.contains("503"), "{body}");
     a.outage(false);
-    let ok = wait_for("HTTP/1.1 200").await;
+    let (ok, _) = serve.health_until(within, |r, _| r.starts_with("HTTP/1.1 200")).await;
     assert!(ok.contains("\"status\":\"ok\""), "{ok}");
     let (code, _, _) = serve.terminate();
     assert_eq!(code, 0);

@@ -26,14 +26,12 @@ pub struct PreparedExport {
 /// the base's manifest): the service's exports, wired by `src/`.
 #[async_trait::async_trait]
 pub trait ExportTargets: Send + Sync {
-    /// Prepares an export of EBS snapshot `snapshot_id` in `region` to `to`, incremental from
-    /// `base` when given; `progress` is the export's live counters.
+    /// Prepares the export `what` asks for (its snapshot, region and base) to `to` (its own
+    /// target or the default); `progress` is the export's live counters.
     async fn prepare(
         &self,
-        snapshot_id: &str,
-        region: &str,
+        what: &ExportSnapshot,
         to: &str,
-        base: Option<&str>,
         progress: Arc<Progress>,
     ) -> Result<PreparedExport, StreamError>;
 }
@@ -173,11 +171,14 @@ impl Handler<ExportSnapshot> for ExporterActor {
         let me = ctx.address();
         let gate = self.one_at_a_time.clone();
         Box::pin(async move {
-            let to =
-                msg.to.or(default_to).ok_or(StreamError::Input("no target: give \"to\" or set export.to".into()))?;
+            let to = msg
+                .to
+                .clone()
+                .or(default_to)
+                .ok_or(StreamError::Input("no target: give \"to\" or set export.to".into()))?;
             let _turn = gate.acquire_owned().await.map_err(|e| StreamError::Internal(e.to_string()))?;
             let progress = Arc::new(Progress::default());
-            let p = targets.prepare(&msg.snapshot_id, &msg.region, &to, msg.base.as_deref(), progress.clone()).await?;
+            let p = targets.prepare(&msg, &to, progress.clone()).await?;
             let job = Export { store: p.store, request: p.request, open: p.open, progress };
             match me.send(job).await {
                 Ok(Ok(summary)) => {
