@@ -7,7 +7,11 @@ import json, os, statistics, subprocess, sys, time, urllib.request
 
 import boto3
 
+# BINARY may be several `label=path` separated by commas (e.g. before=/tmp/a,after=/tmp/b):
+# each run then goes through every binary in turn, side by side on one emulator, each in its
+# own fresh account, and the medians and their ratio are printed for each.
 bunker, n, runs, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+binaries = [tuple(b.split("=", 1)) if "=" in b else ("bunker", b) for b in bunker.split(",")]
 endpoint = os.environ["AWS_ENDPOINT_URL"]
 SRC, DR, SHARE = "us-east-1", "us-west-2", "111111111111"
 
@@ -28,21 +32,19 @@ def requests():
     return json.load(urllib.request.urlopen(f"{endpoint}/_bunker/stats"))["requests"]
 
 
-results = []
-for run in range(runs):
-    account = f"7000000000{run:02d}"
+def one_run(label, bunker, account, run):
     c = creds(account)
     src, dr = boto3.client("ec2", region_name=SRC, **c), boto3.client("ec2", region_name=DR, **c)
     for i in range(n):
         src.create_volume(AvailabilityZone=f"{SRC}a", Size=1, TagSpecifications=[{"ResourceType": "volume",
             "Tags": [{"Key": "bunker:create_backup", "Value": "true"}, {"Key": "Name", "Value": f"vol-{i}"}]}])
-    cfg = os.path.join(work, f"bench-{run}.toml")
+    cfg = os.path.join(work, f"bench-{account}.toml")
     with open(cfg, "w") as f:
         f.write(f'regions = ["{SRC}"]\ndr_regions = ["{DR}"]\nshare_accounts = ["{SHARE}"]\n'
                 'schedule.create = "0 0 * * *"\nschedule.clean = ""\n'
                 '[serve]\nkinds = "ebs"\nlisten = "127.0.0.1:0"\ncheck_interval = "1s"\nreconcile_interval = "1h"\n')
     env = dict(os.environ, AWS_ACCESS_KEY_ID=c["aws_access_key_id"], AWS_SECRET_ACCESS_KEY=c["aws_secret_access_key"],
-               AWS_SESSION_TOKEN=c["aws_session_token"], AWS_REGION=SRC, STATE_DIRECTORY=os.path.join(work, f"state-{run}"))
+               AWS_SESSION_TOKEN=c["aws_session_token"], AWS_REGION=SRC, STATE_DIRECTORY=os.path.join(work, f"state-{account}"))
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_bunker/stats", method="POST"))
     t0 = time.monotonic()
     p = subprocess.Popen([bunker, "serve", "--config", cfg], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -67,17 +69,29 @@ for run in range(runs):
     reqs = requests()
     p.terminate()
     p.wait(timeout=30)
-    results.append((wall, hwm, reqs))
-    print(f"run {run + 1}: {n} volumes -> {n} backups, {n} copies in {DR}, {2 * n} shares: "
+    print(f"run {run + 1} ({label}): {n} volumes -> {n} backups, {n} copies in {DR}, {2 * n} shares: "
           f"{wall:.2f} s, peak RSS {hwm:.1f} MiB, {reqs} HTTP requests (incl. this script's polling)")
-print(f"bunker median of {runs}: {statistics.median(r[0] for r in results):.2f} s, "
-      f"peak RSS {statistics.median(r[1] for r in results):.1f} MiB")
+    return wall, hwm, reqs
+
+
+results = {label: [] for label, _ in binaries}
+for run in range(runs):
+    for k, (label, path) in enumerate(binaries):
+        results[label].append(one_run(label, path, f"7{k}00000000{run:02d}", run))
+for label, rs in results.items():
+    print(f"{label} median of {runs}: {statistics.median(r[0] for r in rs):.2f} s, "
+          f"peak RSS {statistics.median(r[1] for r in rs):.1f} MiB, {statistics.median(r[2] for r in rs):.0f} requests")
+if len(binaries) > 1:
+    (a, ra), (b, rb) = list(results.items())[:2]
+    ma, mb = statistics.median(r[0] for r in ra), statistics.median(r[0] for r in rb)
+    print(f"ratio {b}/{a}: {mb / ma:.2f}x time")
+results = next(iter(results.values()))
 
 shelvery = os.environ.get("SHELVERY_VENV")
 if shelvery:
     srun = []
     for run in range(int(os.environ.get("SHELVERY_RUNS", "1"))):
-        account = f"7100000000{run:02d}"
+        account = f"7900000000{run:02d}"
         c = creds(account)
         src, dr = boto3.client("ec2", region_name=SRC, **c), boto3.client("ec2", region_name=DR, **c)
         for i in range(n):
