@@ -1,9 +1,10 @@
 //! The one retry policy for calls through the ports: which failures are retried
 //! ([`ErrorKind::is_retryable`](crate::ports::ErrorKind::is_retryable)), how often and how
-//! far apart ([`RetryPolicy`]: exponential backoff with full jitter, by `backon`, on tokio's timer so tests run on paused time), and a
-//! hook that sees every failure before its retry (the EBS limiter halves its rate there and
-//! counts the throttle). Long-running jobs do not retry inside a call: a failed pass is
-//! retried by the engine under [`bunker_protocol::job::Backoff`].
+//! far apart ([`RetryPolicy`]: exponential backoff with full jitter, by `backon`, on tokio's
+//! timer so tests run on paused time), and a hook that sees every failure before its retry
+//! (the EBS limiter halves its rate there and counts the throttle). Long-running jobs do
+//! not retry inside a call: a failed pass is retried by the engine under
+//! [`bunker_protocol::job::Backoff`].
 
 use std::future::Future;
 use std::time::Duration;

@@ -127,6 +127,17 @@ pub struct KindRunners {
     pub clean: Arc<Runner>,
 }
 
+/// Why the executor refused a run: it is not configured to run it (permanent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotConfigured {
+    /// The kind is not in `serve.kinds`.
+    #[error("kind {0} is not served (serve.kinds)")]
+    Kind(ResourceKind),
+    /// A pull without `source_accounts`.
+    #[error("pull-backups needs source_accounts")]
+    Pull,
+}
+
 /// Runs actions: from slots and from commands.
 pub struct Executor {
     runners: HashMap<ResourceKind, KindRunners>,
@@ -172,8 +183,13 @@ impl Executor {
     }
 
     /// Runs one action for one kind; returns its report (published once, at the end).
-    pub async fn run(&self, action: Action, kind: ResourceKind, select: Option<String>) -> Result<RunReport, String> {
-        let r = self.runners.get(&kind).ok_or_else(|| format!("kind {kind} is not served (serve.kinds)"))?;
+    pub async fn run(
+        &self,
+        action: Action,
+        kind: ResourceKind,
+        select: Option<String>,
+    ) -> Result<RunReport, NotConfigured> {
+        let r = self.runners.get(&kind).ok_or(NotConfigured::Kind(kind))?;
         let _running = crate::guard::InFlight::enter(&self.running);
         let now = self.clock.now();
         let opts = RunOptions { now, dry_run: false, run_id: run_id(now), publish_report: false };
@@ -181,7 +197,7 @@ impl Executor {
             Action::Clean => r.clean.clean_backups(&opts).await,
             Action::Pull => match &self.puller {
                 Some(p) => p.pull_report(kind, opts.run_id.clone(), now).await,
-                None => return Err("pull-backups needs source_accounts".into()),
+                None => return Err(NotConfigured::Pull),
             },
             Action::Create => {
                 let select = select.or_else(|| r.create.config().select.clone());
@@ -386,7 +402,8 @@ impl Handler<RunCommand> for SchedulerActor {
             }
             // `Executor::run` refuses only what is not configured (a kind not served, a pull
             // without source accounts): permanent.
-            let run = |r: Result<RunReport, String>| r.map(|_| ()).map_err(CommandError::Permanent);
+            let run =
+                |r: Result<RunReport, NotConfigured>| r.map(|_| ()).map_err(|e| CommandError::Permanent(e.to_string()));
             match msg.0 {
                 Command::CreateBackups { kind, select } => run(exec.run(Action::Create, kind, select).await),
                 Command::CleanBackups { kind } => run(exec.run(Action::Clean, kind, None).await),
