@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use super::hasher::{HashItem, ImageHasher};
 use super::{sha256, Progress, SourceItem, StreamError, Tuning};
+use crate::engine::{Clock, SystemClock};
 use crate::ports::{ArchiveStore, ErrorKind, PortError, StoredPart};
 use crate::retry::RetryPolicy;
 
@@ -202,6 +203,7 @@ pub struct Exporter {
     store: Arc<dyn ArchiveStore>,
     tuning: Tuning,
     progress: Arc<Progress>,
+    clock: Arc<dyn Clock>,
 }
 
 struct Ready {
@@ -421,7 +423,13 @@ impl Assembler {
 impl Exporter {
     /// An exporter writing to `store`.
     pub fn new(store: Arc<dyn ArchiveStore>, tuning: Tuning, progress: Arc<Progress>) -> Exporter {
-        Exporter { store, tuning, progress }
+        Exporter { store, tuning, progress, clock: Arc::new(SystemClock) }
+    }
+
+    /// The manifest's `created_at` comes from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Exporter {
+        self.clock = clock;
+        self
     }
 
     /// Runs one export to the end: a finished archive and manifest, or an error. On a
@@ -468,7 +476,7 @@ impl Exporter {
                     .complete_upload(&akey, &upload_id, &parts)
                     .await
                     .map_err(|e| StreamError::port(format!("completing the upload of {}", self.store.url(&akey)), e))?;
-                let manifest = build_manifest(&req, &akey, size, frames, image_sha, tree);
+                let manifest = build_manifest(&req, &akey, size, frames, image_sha, tree, self.clock.now());
                 self.store
                     .put(&mkey, manifest.to_json())
                     .await
@@ -803,6 +811,7 @@ fn build_manifest(
     frames: Vec<Frame>,
     image_sha: Option<[u8; 32]>,
     tree: Option<TreeStats>,
+    created_at: jiff::Timestamp,
 ) -> Manifest {
     let image_size = frames.last().map(|f| f.offset + f.length).unwrap_or(0);
     let base_hashes = req.base.as_ref().map(|b| b.chunk_hashes.as_slice()).unwrap_or(&[]);
@@ -811,7 +820,7 @@ fn build_manifest(
         format: archive::FORMAT.into(),
         version: archive::FORMAT_VERSION,
         tool: format!("bunker {}", env!("CARGO_PKG_VERSION")),
-        created_at: jiff::Timestamp::now().to_string(),
+        created_at: created_at.to_string(),
         content: req.content,
         source: req.source.clone(),
         image_size,

@@ -201,7 +201,8 @@ async fn export_verify_restore_round_trip_and_zstd_decodes_the_archive() {
     let img = Arc::new(image());
     let store = Arc::new(MemoryStore::default());
     let progress = Arc::new(Progress::default());
-    let ex = Exporter::new(store.clone(), tuning(), progress.clone());
+    let clock = crate::engine::TokioClock::starting_at("2037-06-01T00:00:00Z".parse().unwrap());
+    let ex = Exporter::new(store.clone(), tuning(), progress.clone()).with_clock(Arc::new(clock));
     let s = ex.export(request(img.len() as u64), reader(img.clone())).await.unwrap();
     assert_eq!(s.bytes_in, img.len() as u64);
     let archive = store.objects.lock().unwrap()["img.img.zst"].clone();
@@ -210,6 +211,11 @@ async fn export_verify_restore_round_trip_and_zstd_decodes_the_archive() {
     assert!(store.objects.lock().unwrap().keys().all(|k| !k.contains(".journal/")), "journal deleted");
 
     let a = Archive::open(store.clone(), "img.manifest.json").await.unwrap();
+    assert!(
+        a.manifest.created_at.starts_with("2037-06-01T00:00:"),
+        "the manifest's time is the clock's: {}",
+        a.manifest.created_at
+    );
     let v = archive_reader::verify(a.clone(), &Progress::default()).await.unwrap();
     assert_eq!(v.image_sha256, s.image_sha256);
     let out = Arc::new(Mutex::new(Vec::new()));
