@@ -6,8 +6,13 @@
 # Runs RUNS times (default 3), each in a fresh account, and prints each run and the median.
 #
 #   benches/serve_fanout.sh 50
+#   BUNKER_BEFORE=/tmp/bunker-old benches/serve_fanout.sh 50   # old vs this build, side by side
 #   SHELVERY_VENV=/path/to/venv-with-shelvery-0.10.1 benches/serve_fanout.sh 50   # side by side
 #
+# With BUNKER_BEFORE, each run goes through that binary and this build in turn (ABBA order,
+# each in a fresh account, one emulator) and the medians' ratio is printed. Build the old
+# binary in its own CARGO_TARGET_DIR: cargo's fingerprints of workspace crates do not tell
+# two checkouts apart, so a shared target dir can hand one checkout the other's build.
 # Builds bunker in release mode (the shipped binary); BUNKER_PROFILE=debug uses the debug
 # build instead (quicker to build; say so when quoting figures).
 set -euo pipefail
@@ -19,4 +24,6 @@ profile="${BUNKER_PROFILE:-release}"
 if [ "$profile" = release ]; then cargo build --locked --release --quiet --bin bunker; else cargo build --locked --quiet --bin bunker; fi
 source deploy/local/emulator.sh
 "$python" -c 'import boto3' 2>/dev/null || "$(dirname "$python")/pip" install -q boto3
-"$python" benches/serve_fanout.py "$CARGO_TARGET_DIR/$profile/bunker" "$n" "${RUNS:-3}" "$work"
+bin="$CARGO_TARGET_DIR/$profile/bunker"
+[ -n "${BUNKER_BEFORE:-}" ] && bin="before=$BUNKER_BEFORE,after=$bin"
+"$python" benches/serve_fanout.py "$bin" "$n" "${RUNS:-3}" "$work"
