@@ -340,8 +340,14 @@ async fn kind_action(
                 .await
                 .map_err(|e| runtime(anyhow!(e).context("cannot identify the AWS account (check credentials)")))?;
             let metrics = Arc::new(bunker_actors::metrics::Metrics::default());
-            let p = crate::services::puller(aws, &account, cfg, regions, &[kind], metrics);
-            p.pull_report(kind, opts.run_id.clone(), opts.now).await
+            let clock = Arc::new(bunker_actors::engine::TokioClock::starting_at(opts.now));
+            let p = Arc::new(
+                crate::services::puller(aws, &account, cfg, regions, &[kind], metrics.clone()).with_clock(clock),
+            );
+            let alerts = bunker_actors::engine::Alerts::new(aws.notifier(), cfg.error_sns_topic.clone());
+            let check = cfg.serve.check_interval.unsigned_abs();
+            let jobs = bunker_actors::engine::JobActor::new(p.clone(), check, metrics, alerts).start();
+            p.pull_report(&jobs.recipient(), kind, opts.run_id.clone()).await
         }
         KindAction::CreateBackups => {
             let addr = runner(aws, regions, kind, set).await?;

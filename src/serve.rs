@@ -21,9 +21,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::{anyhow, Context as _, Result};
-use bunker_actors::engine::{self, supervise, Backoff, Reconciler, ReconcilerActor, StopReconciling, Supervised};
+use bunker_actors::engine::{
+    self, supervise, Alerts, Backoff, JobActor, Reconciler, ReconcilerActor, StopReconciling, Supervised,
+};
 use bunker_actors::metrics::Metrics;
 use bunker_actors::ports::Leases;
+use bunker_actors::puller::Puller;
 use bunker_actors::replicator::{Replicator, ReplicatorActor};
 use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, SchedulerActor, StopSchedule};
 use bunker_actors::stream::exporter_actor::ExporterActor;
@@ -77,8 +80,12 @@ struct Tree {
     reconciler: Supervised<ReconcilerActor<Replicator>>,
     scheduler: Supervised<SchedulerActor>,
     exporter: Supervised<ExporterActor>,
+    puller: Option<Pulls>,
     watcher: Option<(Arc<Watcher>, Addr<WatcherActor>)>,
 }
+
+/// The data-bunker pull (with `source_accounts`): its logic and its supervised job actor.
+type Pulls = (Arc<Puller>, Supervised<JobActor<Puller>>);
 
 /// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
 pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> Result<()> {
@@ -154,9 +161,10 @@ impl Tree {
             supervise("reconciler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
         };
         let exporter = start_exporter(p);
-        let scheduler = start_scheduler(p, executor(p, &replicator), &reconciler, &exporter);
+        let puller = start_puller(p);
+        let scheduler = start_scheduler(p, executor(p, &replicator, puller.as_ref()), &reconciler, &exporter);
         let watcher = start_watcher(p, &replicator, &scheduler, &exporter);
-        Tree { replicator, reconciler, scheduler, exporter, watcher }
+        Tree { replicator, reconciler, scheduler, exporter, puller, watcher }
     }
 
     /// `/healthz` checks each actor (and the watcher's poll loop).
@@ -165,6 +173,9 @@ impl Tree {
         watch_supervised(health, "reconciler", &self.reconciler);
         watch_supervised(health, "scheduler", &self.scheduler);
         watch_supervised(health, "exporter", &self.exporter);
+        if let Some((_, jobs)) = &self.puller {
+            watch_supervised(health, "puller", jobs);
+        }
         if let Some((logic, actor)) = &self.watcher {
             let logic = logic.clone();
             health.watch("watcher", move || logic.health());
@@ -225,7 +236,7 @@ impl Tree {
 
 /// The executor: each kind's create and clean runners, the puller with `source_accounts`;
 /// new backups go to `replicator`.
-fn executor(p: &Parts<'_>, replicator: &Supervised<ReplicatorActor>) -> Arc<Executor> {
+fn executor(p: &Parts<'_>, replicator: &Supervised<ReplicatorActor>, pulls: Option<&Pulls>) -> Arc<Executor> {
     let mut runners = HashMap::new();
     let notifier = p.aws.notifier();
     for &kind in &p.cfg.serve.kinds {
@@ -236,9 +247,8 @@ fn executor(p: &Parts<'_>, replicator: &Supervised<ReplicatorActor>) -> Arc<Exec
         runners.insert(kind, KindRunners { create: Arc::new(create), clean: Arc::new(clean) });
     }
     let mut executor = Executor::new(runners, replicator.recipient(), p.metrics.clone());
-    if !p.cfg.replication.source_accounts.is_empty() {
-        let puller = puller(p.aws, &p.account, p.cfg, p.regions, &p.cfg.serve.kinds, p.metrics.clone());
-        executor = executor.with_puller(Arc::new(puller));
+    if let Some(pulls) = pulls {
+        executor = executor.with_puller(pulls.0.clone(), pulls.1.recipient());
     }
     Arc::new(executor)
 }
@@ -269,6 +279,18 @@ fn schedule(p: &Parts<'_>) -> scheduler::Scheduler {
         schedule = schedule.with_override(action, *kind, cron.clone(), served);
     }
     schedule
+}
+
+/// The puller and its job actor, when this account pulls (`source_accounts`).
+fn start_puller(p: &Parts<'_>) -> Option<Pulls> {
+    if p.cfg.replication.source_accounts.is_empty() {
+        return None;
+    }
+    let logic = Arc::new(puller(p.aws, &p.account, p.cfg, p.regions, &p.cfg.serve.kinds, p.metrics.clone()));
+    let (l, m, check) = (logic.clone(), p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
+    let alerts = Alerts::new(p.aws.notifier(), p.cfg.error_sns_topic.clone());
+    let make = move || JobActor::new(l.clone(), check, m.clone(), alerts.clone());
+    Some((logic, supervise("puller", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))))
 }
 
 /// Exports: queue `export` commands and, with `export.to`, every EBS backup an event

@@ -141,7 +141,7 @@ pub enum NotConfigured {
 /// Runs actions: from slots and from commands.
 pub struct Executor {
     runners: HashMap<ResourceKind, KindRunners>,
-    puller: Option<Arc<crate::puller::Puller>>,
+    puller: Option<(Arc<crate::puller::Puller>, Recipient<Run<crate::puller::PullRef>>)>,
     replicator: Recipient<Replicate>,
     metrics: Arc<Metrics>,
     running: Arc<AtomicUsize>,
@@ -171,9 +171,13 @@ impl Executor {
         self
     }
 
-    /// Also runs `pull-backups` with `puller`.
-    pub fn with_puller(mut self, puller: Arc<crate::puller::Puller>) -> Self {
-        self.puller = Some(puller);
+    /// Also runs `pull-backups` with `puller`, whose jobs run in `jobs` (its job actor).
+    pub fn with_puller(
+        mut self,
+        puller: Arc<crate::puller::Puller>,
+        jobs: Recipient<Run<crate::puller::PullRef>>,
+    ) -> Self {
+        self.puller = Some((puller, jobs));
         self
     }
 
@@ -196,7 +200,7 @@ impl Executor {
         let report = match action {
             Action::Clean => r.clean.clean_backups(&opts).await,
             Action::Pull => match &self.puller {
-                Some(p) => p.pull_report(kind, opts.run_id.clone(), now).await,
+                Some((p, jobs)) => p.pull_report(jobs, kind, opts.run_id.clone()).await,
                 None => return Err(NotConfigured::Pull),
             },
             Action::Create => {
