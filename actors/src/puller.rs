@@ -101,7 +101,7 @@ impl Puller {
     }
 
     /// One pull of `kind` as a run report (`pull-backups`): every shared backup is a job
-    /// sent to `jobs` (the puller's job actor), at most [`CONCURRENCY`] at once.
+    /// sent to `jobs` (the puller's job actor), five at once (`CONCURRENCY`).
     pub async fn pull_report(&self, jobs: &Recipient<Run<PullRef>>, kind: ResourceKind, run_id: String) -> RunReport {
         let started = self.clock.now();
         let (keys, mut entries) = self.list(kind).await;
