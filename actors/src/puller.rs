@@ -39,6 +39,12 @@ pub struct PullRef {
     pub id: String,
 }
 
+impl crate::engine::JobKey for PullRef {
+    fn kind_label(&self) -> &'static str {
+        self.kind.as_str()
+    }
+}
+
 impl std::fmt::Display for PullRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}:{}:{}", self.kind, self.region, self.account, self.id)
@@ -262,14 +268,7 @@ impl Puller {
 #[async_trait]
 impl Workflow for Puller {
     type Key = PullRef;
-
-    fn name(&self) -> &'static str {
-        "puller"
-    }
-
-    fn kind_label(&self, key: &PullRef) -> &'static str {
-        key.kind.as_str()
-    }
+    const NAME: &'static str = "puller";
 
     async fn pass(&self, key: &PullRef) -> (Pass, Vec<Entry>) {
         let Some(ctl) = self.control(key.kind, &key.region) else {

@@ -471,14 +471,7 @@ impl Replicator {
 #[async_trait]
 impl Workflow for Replicator {
     type Key = BackupRef;
-
-    fn name(&self) -> &'static str {
-        "replicator"
-    }
-
-    fn kind_label(&self, b: &BackupRef) -> &'static str {
-        b.kind.as_str()
-    }
+    const NAME: &'static str = "replicator";
 
     async fn pass(&self, b: &BackupRef) -> (Pass, Vec<Entry>) {
         self.advance(b).await

@@ -546,12 +546,7 @@ mod tests {
     #[async_trait::async_trait]
     impl crate::engine::Workflow for NoWork {
         type Key = BackupRef;
-        fn name(&self) -> &'static str {
-            "none"
-        }
-        fn kind_label(&self, b: &BackupRef) -> &'static str {
-            b.kind.as_str()
-        }
+        const NAME: &'static str = "none";
         async fn pass(&self, _b: &BackupRef) -> (crate::engine::Pass, Vec<Entry>) {
             (crate::engine::Pass::Done, vec![])
         }

@@ -75,7 +75,7 @@ impl<W: Workflow> JobActor<W> {
 
     fn caught(&self, key: &W::Key, e: tokio::task::JoinError) -> (Pass, Vec<Entry>) {
         let msg = if e.is_panic() { format!("task panicked: {e}") } else { format!("task cancelled: {e}") };
-        let name = self.workflow.name();
+        let name = W::NAME;
         error!(workflow = name, job = %key, error = %msg, "pass panicked; retrying");
         let actor = format!("{name}-task");
         self.metrics.inc(Metric::ActorRestartsTotal, &[("actor", &actor)]);
@@ -109,7 +109,7 @@ impl<W: Workflow> JobActor<W> {
             }
             Pass::Waiting { next_check, why } => {
                 (job.retries, job.quick) = (0, 0);
-                debug!(workflow = self.workflow.name(), job = %key, why = %why, "waiting");
+                debug!(workflow = W::NAME, job = %key, why = %why, "waiting");
                 Ok(next_check.unwrap_or(self.check_interval))
             }
             Pass::Retry(e) if self.backoff.gives_up(job.retries) => {
@@ -117,7 +117,7 @@ impl<W: Workflow> JobActor<W> {
             }
             Pass::Retry(e) => {
                 job.retries += 1;
-                warn!(workflow = self.workflow.name(), job = %key, error = %e, retry = job.retries, "pass failed; retrying");
+                warn!(workflow = W::NAME, job = %key, error = %e, retry = job.retries, "pass failed; retrying");
                 Ok(self.backoff.delay(job.retries, seed(&key)))
             }
         };

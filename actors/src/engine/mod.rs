@@ -177,17 +177,31 @@ impl<K: Clone + Send + 'static> Relayed for Run<K> {
     }
 }
 
+/// What a job's key must be: comparable, printable, sendable, and of a resource kind.
+pub trait JobKey: Clone + Eq + Hash + fmt::Display + fmt::Debug + Send + Sync + Unpin + 'static {
+    /// The `kind` label of `bunker_jobs_total`.
+    fn kind_label(&self) -> &'static str;
+}
+
+impl JobKey for bunker_protocol::events::BackupRef {
+    fn kind_label(&self) -> &'static str {
+        self.kind.as_str()
+    }
+}
+
 /// Long-running work in AWS, driven by [`JobActor`]. See the module documentation.
 #[async_trait]
 pub trait Workflow: Send + Sync + 'static {
     /// What one job is about (jobs for equal keys are one job).
-    type Key: Clone + Eq + Hash + fmt::Display + fmt::Debug + Send + Sync + Unpin + 'static;
+    type Key: JobKey;
 
     /// Names the workflow in logs, notifications and the `actor` label of restarts.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
 
-    /// The `kind` label of `bunker_jobs_total` for a job.
-    fn kind_label(&self, key: &Self::Key) -> &'static str;
+    /// The `kind` label of `bunker_jobs_total` for a job (read by the job actor itself).
+    fn kind_label(&self, key: &Self::Key) -> &'static str {
+        key.kind_label()
+    }
 
     /// One pass: look at AWS, plan, act. Returns how the job stands and the entries of the
     /// effects made in this pass. Never sleeps: waiting is [`Pass::Waiting`].
@@ -212,7 +226,7 @@ pub trait Workflow: Send + Sync + 'static {
 
     /// The notification subject when a job gives up.
     fn gave_up_subject(&self, key: &Self::Key) -> String {
-        format!("bunker {} failed: {key}", self.name())
+        format!("bunker {} failed: {key}", Self::NAME)
     }
 }
 

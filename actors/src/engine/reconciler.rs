@@ -53,9 +53,9 @@ impl<W: Workflow> Reconciler<W> {
         }
         match self.workflow.sweep().await {
             Ok(0) => {}
-            Ok(n) => info!(workflow = self.workflow.name(), removed = n, "reconciliation: temporary resources removed"),
+            Ok(n) => info!(workflow = W::NAME, removed = n, "reconciliation: temporary resources removed"),
             Err(e) => {
-                warn!(workflow = self.workflow.name(), error = %e, "reconciliation: sweep failed; next scan retries")
+                warn!(workflow = W::NAME, error = %e, "reconciliation: sweep failed; next scan retries")
             }
         }
         let mut keys = Vec::new();
@@ -74,7 +74,7 @@ impl<W: Workflow> Reconciler<W> {
             .filter(|r| std::future::ready(matches!(r, Ok(Ok(j)) if done(j))))
             .count()
             .await;
-        info!(workflow = self.workflow.name(), jobs = total, complete = done, "reconciliation scan finished");
+        info!(workflow = W::NAME, jobs = total, complete = done, "reconciliation scan finished");
         (total, done)
     }
 }

@@ -21,6 +21,12 @@ use crate::testkit::RecordingNotifier;
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:errors";
 
+impl JobKey for String {
+    fn kind_label(&self) -> &'static str {
+        "ebs"
+    }
+}
+
 /// A workflow that plays passes from a script and records when each ran.
 struct Script {
     passes: Mutex<VecDeque<Pass>>,
@@ -55,14 +61,7 @@ fn error_entry(key: &str, message: &str) -> Entry {
 #[async_trait]
 impl Workflow for Script {
     type Key = String;
-
-    fn name(&self) -> &'static str {
-        "script"
-    }
-
-    fn kind_label(&self, _key: &String) -> &'static str {
-        "ebs"
-    }
+    const NAME: &'static str = "script";
 
     async fn pass(&self, _key: &String) -> (Pass, Vec<Entry>) {
         self.ran.lock().unwrap().push(Instant::now());
@@ -288,9 +287,7 @@ struct PanicsOnce<W> {
 #[async_trait]
 impl<W: Workflow> Workflow for PanicsOnce<W> {
     type Key = W::Key;
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
+    const NAME: &'static str = W::NAME;
     fn kind_label(&self, key: &W::Key) -> &'static str {
         if self.armed.swap(false, Ordering::SeqCst) {
             panic!("injected panic in the job actor");
