@@ -149,6 +149,9 @@ impl Puller {
             match ctl.list_shared(accounts).await {
                 Ok(shared) => {
                     let mut seen = self.seen.lock().expect("seen lock");
+                    // This listing replaces the last one of this kind and region: nothing
+                    // no longer shared is remembered.
+                    seen.retain(|k, _| k.kind != kind || k.region != region);
                     for s in shared {
                         let key = PullRef { kind, region: region.into(), account: s.account.clone(), id: s.id.clone() };
                         seen.insert(key.clone(), s);
