@@ -25,7 +25,7 @@ use bunker_actors::engine::{
     self, supervise, Alerts, Backoff, JobActor, Reconciler, ReconcilerActor, StopReconciling, Supervised,
 };
 use bunker_actors::metrics::Metrics;
-use bunker_actors::ports::Leases;
+use bunker_actors::ports::{Leases, Notifier};
 use bunker_actors::puller::Puller;
 use bunker_actors::replicator::{Replicator, ReplicatorActor};
 use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, SchedulerActor, StopSchedule};
@@ -71,6 +71,9 @@ struct Parts<'a> {
     holder: String,
     metrics: Arc<Metrics>,
     leases: Arc<dyn Leases>,
+    /// One SNS notifier (its clients are made per topic region) for the reporter, the
+    /// runners and the puller's alerts.
+    notifier: Arc<dyn Notifier>,
     failures: Recipient<ReportFailure>,
 }
 
@@ -93,7 +96,8 @@ pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> 
     let account = aws.account_id().await.context("cannot identify the AWS account (check credentials)")?;
     let holder = holder_id();
     let metrics = Arc::new(Metrics::default());
-    let reporter = FailureReporter::new(aws.notifier(), cfg.error_sns_topic.clone()).start();
+    let notifier = aws.notifier();
+    let reporter = FailureReporter::new(notifier.clone(), cfg.error_sns_topic.clone()).start();
     let leases: Arc<dyn Leases> = match &cfg.serve.lease_table {
         Some(t) => aws.leases(t.clone()),
         None => {
@@ -111,7 +115,18 @@ pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> 
     info!(%addr, account = %account, holder = %holder, "bunker serve starting");
 
     let failures = reporter.clone().recipient();
-    let parts = Parts { aws, settings: &settings, cfg, regions: &regions, account, holder, metrics, leases, failures };
+    let parts = Parts {
+        aws,
+        settings: &settings,
+        cfg,
+        regions: &regions,
+        account,
+        holder,
+        metrics,
+        leases,
+        notifier,
+        failures,
+    };
     let tree = Tree::start(&parts);
     let health = Arc::new(bunker_actors::health::Health::default());
     tree.watch(&health);
@@ -238,7 +253,7 @@ impl Tree {
 /// new backups go to `replicator`.
 fn executor(p: &Parts<'_>, replicator: &Supervised<ReplicatorActor>, pulls: Option<&Pulls>) -> Arc<Executor> {
     let mut runners = HashMap::new();
-    let notifier = p.aws.notifier();
+    let notifier = p.notifier.clone();
     for &kind in &p.cfg.serve.kinds {
         let create_targets = p.regions.iter().map(|r| p.aws.backup_control(kind, r)).collect();
         let clean_targets = all_regions(p.regions, p.cfg).iter().map(|r| p.aws.backup_control(kind, r)).collect();
@@ -288,7 +303,7 @@ fn start_puller(p: &Parts<'_>) -> Option<Pulls> {
     }
     let logic = Arc::new(puller(p.aws, &p.account, p.cfg, p.regions, &p.cfg.serve.kinds, p.metrics.clone()));
     let (l, m, check) = (logic.clone(), p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
-    let alerts = Alerts::new(p.aws.notifier(), p.cfg.error_sns_topic.clone());
+    let alerts = Alerts::new(p.notifier.clone(), p.cfg.error_sns_topic.clone());
     let make = move || JobActor::new(l.clone(), check, m.clone(), alerts.clone());
     Some((logic, supervise("puller", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))))
 }

@@ -116,11 +116,6 @@ impl Replicator {
         self
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     fn control(&self, kind: ResourceKind, region: &str) -> Result<&Arc<dyn Replication>, JobError> {
         self.controls
             .get(&(kind, region.to_string()))

@@ -301,7 +301,8 @@ impl Watcher {
                     self.polled.lock().expect("poll time").1 = Some(e.to_string());
                     self.metrics
                         .inc(crate::metrics::Metric::AwsErrorsTotal, &[("code", e.code.as_deref().unwrap_or("none"))]);
-                    let backoff = RECEIVE_BACKOFF.delay(failures, u64::from(failures));
+                    // Seeded by the process: instances failing together do not retry together.
+                    let backoff = RECEIVE_BACKOFF.delay(failures, u64::from(std::process::id()));
                     error!(error = %e, backoff_ms = backoff.as_millis() as u64, "queue receive failed");
                     drop(first);
                     tokio::time::sleep(backoff).await;

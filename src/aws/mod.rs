@@ -216,6 +216,9 @@ impl Aws {
     /// ([`BackupControl`]); these also copy, share ([`Replication`]) and pull ([`Pull`]).
     /// Redshift's copy settings and sharing are not implemented yet.
     fn full(&self, kind: ResourceKind, region: &str) -> Option<Arc<dyn Pull>> {
+        if !Aws::replicates(kind) {
+            return None;
+        }
         let conf = self.regional(region);
         let region = region.to_string();
         Some(match kind {
@@ -224,7 +227,7 @@ impl Aws {
             ResourceKind::Rds => Arc::new(rds::RdsInstanceControl::new(&conf, &self.calls, region)),
             ResourceKind::RdsCluster => Arc::new(rds::RdsClusterControl::new(&conf, &self.calls, region)),
             ResourceKind::Docdb => Arc::new(docdb::DocdbControl::new(&conf, &self.calls, region)),
-            ResourceKind::Redshift => return None,
+            ResourceKind::Redshift => return None, // not in the catalog (`replicates`)
         })
     }
 

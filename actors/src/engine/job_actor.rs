@@ -18,7 +18,6 @@ use crate::metrics::{Metric, Metrics};
 const QUICK_PASSES: u32 = 3;
 
 struct Job<K> {
-    key: K,
     waiters: Vec<oneshot::Sender<JobReport<K>>>,
     entries: Vec<Entry>,
     retries: u32,
@@ -51,12 +50,6 @@ impl<W: Workflow> JobActor<W> {
             alerts,
             draining: false,
         }
-    }
-
-    /// Retries follow `backoff` instead.
-    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
     }
 
     fn run_pass(&mut self, key: W::Key, ctx: &mut Context<Self>) {
@@ -175,14 +168,12 @@ impl<W: Workflow> Handler<Run<W::Key>> for JobActor<W> {
         let (tx, rx) = oneshot::channel();
         let key = msg.0;
         let job = self.jobs.entry(key.clone()).or_insert_with(|| Job {
-            key: key.clone(),
             waiters: vec![],
             entries: vec![],
             retries: 0,
             quick: 0,
             running: false,
         });
-        debug_assert!(job.key == key);
         job.waiters.push(tx);
         self.run_pass(key, ctx);
         Box::pin(async move { rx.await.map_err(|_| EngineError::Stopped) })

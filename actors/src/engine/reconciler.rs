@@ -16,7 +16,7 @@ use bunker_protocol::ResourceKind;
 use futures::stream::{self, StreamExt};
 use tracing::{info, warn};
 
-use super::{JobReport, Run, Workflow};
+use super::{Run, Workflow};
 
 /// Scan now (all served kinds, or one); answers when every job the scan opened has ended.
 #[derive(Debug, Clone, Message)]
@@ -71,16 +71,12 @@ impl<W: Workflow> Reconciler<W> {
         let done = stream::iter(keys)
             .map(|k| self.addr.send(Run(k)))
             .buffer_unordered(16)
-            .filter(|r| std::future::ready(matches!(r, Ok(Ok(j)) if done(j))))
+            .filter(|r| std::future::ready(matches!(r, Ok(Ok(j)) if j.done())))
             .count()
             .await;
         info!(workflow = W::NAME, jobs = total, complete = done, "reconciliation scan finished");
         (total, done)
     }
-}
-
-fn done<K>(r: &JobReport<K>) -> bool {
-    r.done()
 }
 
 /// The actix shell: a scan at start and on an interval, never two at once.

@@ -186,7 +186,7 @@ fn draining_refuses_new_jobs_and_counts_running_passes() {
         (refused, running)
     });
     assert_eq!(refused.unwrap_err(), EngineError::Draining);
-    assert!(running <= 1);
+    assert_eq!(running, 1, "the first job's pass is under way when the drain starts");
 }
 
 /// An actor whose handler panics while `panics` is above zero.
