@@ -6,7 +6,7 @@
 //! ├── FailureReporter          logs + error topic for every restart / caught panic
 //! ├── supervise("replicator")  JobActor<Replicator>: one job per backup; timers re-check
 //! ├── supervise("reconciler")  scan at start + every serve.reconcile_interval → Run(backup)
-//! ├── supervise("exporter")    ExporterActor: queue `export` commands, `export.to`
+//! ├── supervise("exporter")    JobActor<Exports>: queue `export` commands, `export.to`
 //! ├── supervise("scheduler")   cron slots (leased) + queue commands → Executor → Runner
 //! └── WatcherActor             SQS long-poll task (restarted on panic) → Run / RunCommand
 //! ```
@@ -29,7 +29,7 @@ use bunker_actors::ports::{Leases, Notifier};
 use bunker_actors::puller::Puller;
 use bunker_actors::replicator::{Replicator, ReplicatorActor};
 use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, SchedulerActor, StopSchedule};
-use bunker_actors::stream::exporter_actor::ExporterActor;
+use bunker_actors::stream::export_job::Exports;
 use bunker_actors::stream::Tuning;
 use bunker_actors::system::{FailureReporter, ReportFailure};
 use bunker_actors::watcher::{GetInFlight, StopIntake, Watcher, WatcherActor};
@@ -82,7 +82,7 @@ struct Tree {
     replicator: Supervised<ReplicatorActor>,
     reconciler: Supervised<ReconcilerActor<Replicator>>,
     scheduler: Supervised<SchedulerActor>,
-    exporter: Supervised<ExporterActor>,
+    exporter: Supervised<JobActor<Exports>>,
     puller: Option<Pulls>,
     watcher: Option<(Arc<Watcher>, Addr<WatcherActor>)>,
 }
@@ -211,8 +211,8 @@ impl Tree {
         if let Some(r) = self.reconciler.addr() {
             r.send(StopReconciling).await.unwrap_or_default();
         }
-        if let Some(r) = self.replicator.addr() {
-            r.send(engine::Drain).await.unwrap_or_default();
+        for (drain, _) in self.job_actors() {
+            drain.send(engine::Drain).await.unwrap_or_default();
         }
         let deadline = tokio::time::Instant::now() + deadline;
         loop {
@@ -241,11 +241,24 @@ impl Tree {
             Some(s) => s.send(GetRunning).await.unwrap_or(0),
             None => 0,
         };
-        let passes = match self.replicator.addr() {
-            Some(r) => r.send(engine::GetRunning).await.unwrap_or(0),
-            None => 0,
-        };
+        let mut passes = 0;
+        for (_, running) in self.job_actors() {
+            passes += running.send(engine::GetRunning).await.unwrap_or(0);
+        }
         (messages, runs, passes)
+    }
+
+    /// Every running job actor (replication, exports, pulls), to drain and to count.
+    fn job_actors(&self) -> Vec<(Recipient<engine::Drain>, Recipient<engine::GetRunning>)> {
+        fn both<W: engine::Workflow>(
+            a: Addr<JobActor<W>>,
+        ) -> (Recipient<engine::Drain>, Recipient<engine::GetRunning>) {
+            (a.clone().recipient(), a.recipient())
+        }
+        let mut all: Vec<_> = self.replicator.addr().into_iter().map(both).collect();
+        all.extend(self.exporter.addr().map(both));
+        all.extend(self.puller.as_ref().and_then(|(_, p)| p.addr()).map(both));
+        all
     }
 }
 
@@ -310,12 +323,13 @@ fn start_puller(p: &Parts<'_>) -> Option<Pulls> {
 
 /// Exports: queue `export` commands and, with `export.to`, every EBS backup an event
 /// announces.
-fn start_exporter(p: &Parts<'_>) -> Supervised<ExporterActor> {
-    let (aws, m, to) = (p.aws.clone(), p.metrics.clone(), p.cfg.export_to.clone());
-    let make = move || {
-        ExporterActor::new(Tuning::default(), Some(m.clone()))
-            .with_targets(Arc::new(services::ServiceExports::new(aws.clone())), to.clone())
-    };
+fn start_exporter(p: &Parts<'_>) -> Supervised<JobActor<Exports>> {
+    let targets = Arc::new(services::ServiceExports::new(p.aws.clone()));
+    let to = p.cfg.export_to.clone();
+    let logic = Arc::new(Exports::new(targets, to, Tuning::default(), p.metrics.clone()));
+    let (m, check) = (p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
+    let alerts = Alerts::new(p.notifier.clone(), p.cfg.error_sns_topic.clone());
+    let make = move || JobActor::new(logic.clone(), check, m.clone(), alerts.clone());
     supervise("exporter", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
 }
 
@@ -323,7 +337,7 @@ fn start_scheduler(
     p: &Parts<'_>,
     exec: Arc<Executor>,
     reconciler: &Supervised<ReconcilerActor<Replicator>>,
-    exporter: &Supervised<ExporterActor>,
+    exporter: &Supervised<JobActor<Exports>>,
 ) -> Supervised<SchedulerActor> {
     let (schedule, l, h, rec) = (schedule(p), p.leases.clone(), p.holder.clone(), reconciler.recipient());
     let (x, region, f) = (exporter.recipient(), p.regions[0].clone(), p.failures.clone());
@@ -341,7 +355,7 @@ fn start_watcher(
     p: &Parts<'_>,
     replicator: &Supervised<ReplicatorActor>,
     scheduler: &Supervised<SchedulerActor>,
-    exporter: &Supervised<ExporterActor>,
+    exporter: &Supervised<JobActor<Exports>>,
 ) -> Option<(Arc<Watcher>, Addr<WatcherActor>)> {
     let (cfg, url) = (p.cfg, p.cfg.serve.queue_url.as_ref()?);
     let queue = p.aws.event_queue(url.clone(), cfg.serve.dead_letter_queue_url.clone());

@@ -226,7 +226,7 @@ async fn events_replayed_malformed_and_commands_then_sigterm() {
     let metrics = serve.get("/metrics");
     assert!(metrics.contains("bunker_copies_in_flight{kind=\"ebs\",region=\"us-west-2\"} 0\n"), "{metrics}");
     assert!(metrics.contains("bunker_messages_total{outcome=\"dead_lettered\"} 2"), "{metrics}");
-    assert!(metrics.contains("bunker_jobs_total{kind=\"ebs\",state=\"done\"} "), "{metrics}");
+    assert!(metrics.contains("bunker_jobs_total{workflow=\"replicator\",kind=\"ebs\",state=\"done\"} "), "{metrics}");
     assert!(metrics.contains("bunker_runs_total{action=\"create-backups\",kind=\"ebs\",status=\"OK\"} 1"), "{metrics}");
 
     let (code, stderr, took) = serve.terminate();

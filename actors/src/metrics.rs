@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 /// Every metric the service exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
-    /// Copy/share jobs by kind and final state.
+    /// Jobs by workflow, kind and final state.
     JobsTotal,
     /// Copies started and not yet available.
     CopiesInFlight,
@@ -69,9 +69,11 @@ impl Metric {
     pub fn spec(self) -> (&'static str, Kind, &'static str) {
         use Kind::{Counter as C, Gauge as G};
         match self {
-            Metric::JobsTotal => {
-                ("bunker_jobs_total", C, "copy/share jobs by kind and final state (done, not_ours, failed)")
-            }
+            Metric::JobsTotal => (
+                "bunker_jobs_total",
+                C,
+                "jobs by workflow (replicator, puller, exporter), kind and final state (done, not_ours, failed)",
+            ),
             Metric::CopiesInFlight => {
                 ("bunker_copies_in_flight", G, "copies started and not yet available, by kind and destination region")
             }

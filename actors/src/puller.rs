@@ -287,7 +287,7 @@ impl Workflow for Puller {
             // The next pass finds the copy by its `bunker:pulled_from` tag.
             Step::Pulled(e) => (Pass::Progress, vec![e]),
             Step::Left(why, e) => (Pass::NotOurs(why), e.into_iter().collect()),
-            Step::Failed(why, e) => (Pass::GaveUp(why), vec![e]),
+            Step::Failed(why, e) => (Pass::Failed(why), vec![e]),
         }
     }
 

@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::ports::Leases;
 use crate::replicator::Replicate;
 use crate::runner::{run_id, RunOptions, Runner};
+use crate::stream::export_job::ExportSnapshot;
 use crate::watcher::{CommandError, RunCommand};
 
 /// A scheduled action.
@@ -251,7 +252,7 @@ pub struct SchedulerActor {
     leases: Arc<dyn Leases>,
     holder: String,
     reconcile: Option<Recipient<crate::engine::Reconcile>>,
-    exporter: Option<Recipient<crate::stream::exporter_actor::ExportSnapshot>>,
+    exporter: Option<Recipient<Run<ExportSnapshot>>>,
     /// Region of exports whose command names none.
     export_region: String,
     /// Where a skipped slot is reported (the error topic).
@@ -282,11 +283,7 @@ impl SchedulerActor {
     }
 
     /// Routes `export` commands to `exporter`; `region` for those that name none.
-    pub fn with_exporter(
-        mut self,
-        exporter: Recipient<crate::stream::exporter_actor::ExportSnapshot>,
-        region: String,
-    ) -> Self {
+    pub fn with_exporter(mut self, exporter: Recipient<Run<ExportSnapshot>>, region: String) -> Self {
         self.exporter = Some(exporter);
         self.export_region = region;
         self
@@ -422,9 +419,10 @@ impl Handler<RunCommand> for SchedulerActor {
                 Command::Export { snapshot_id, to, base, region } => match exporter {
                     Some(x) => {
                         let region = region.unwrap_or(export_region);
-                        let job = crate::stream::exporter_actor::ExportSnapshot { snapshot_id, region, to, base };
-                        match x.send(job).await {
-                            Ok(r) => r.map(|_| ()).map_err(|e| CommandError::from_stream(&e)),
+                        let job = ExportSnapshot { snapshot_id, region, to, base };
+                        match x.send(Run(job)).await {
+                            Ok(Ok(report)) => CommandError::of_job(&report.end),
+                            Ok(Err(e)) => Err(CommandError::Transient(e.to_string())),
                             Err(e) => Err(CommandError::Transient(format!("exporter unavailable: {e}"))),
                         }
                     }

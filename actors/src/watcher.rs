@@ -18,10 +18,11 @@ use bunker_protocol::events::{self, Command, Intake};
 use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
-use crate::engine::{JobReport, Run};
+use crate::engine::{JobEnd, JobReport, Run};
 use crate::metrics::Metrics;
 use crate::ports::{EventQueue, QueueMessage};
 use crate::replicator::Replicate;
+use crate::stream::export_job::ExportSnapshot;
 
 /// Run a command received from the queue; answers when the run (with its copies and
 /// shares) has ended, `Err` with the reason when it could not run.
@@ -51,12 +52,13 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    /// Classifies an export's failure.
-    pub fn from_stream(e: &crate::stream::StreamError) -> CommandError {
-        if e.is_permanent() {
-            CommandError::Permanent(e.to_string())
-        } else {
-            CommandError::Transient(e.to_string())
+    /// How a job that a command asked for ended: `Ok` when done (or not this deployment's to
+    /// do), else its failure, permanent or not as the job says.
+    pub fn of_job(end: &JobEnd) -> Result<(), CommandError> {
+        match end {
+            JobEnd::Done | JobEnd::NotOurs(_) => Ok(()),
+            JobEnd::Failed(why) => Err(CommandError::Permanent(why.clone())),
+            JobEnd::GaveUp(why) => Err(CommandError::Transient(why.clone())),
         }
     }
 }
@@ -91,7 +93,7 @@ pub struct Watcher {
     in_flight: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
     /// With `export.to`: EBS backups announced by events are exported too.
-    exports: Option<Recipient<crate::stream::exporter_actor::ExportSnapshot>>,
+    exports: Option<Recipient<Run<ExportSnapshot>>>,
     /// What commands may ask for.
     allowed: events::Allowed,
     /// When the last receive completed (or the watcher started), and the last receive error.
@@ -157,7 +159,7 @@ impl Watcher {
 
     /// Exports every EBS backup an event announces (after its copies and shares), through
     /// `exporter`. The message stays on the queue until the export has ended.
-    pub fn with_exports(mut self, exporter: Recipient<crate::stream::exporter_actor::ExportSnapshot>) -> Self {
+    pub fn with_exports(mut self, exporter: Recipient<Run<ExportSnapshot>>) -> Self {
         self.exports = Some(exporter);
         self
     }
@@ -166,16 +168,15 @@ impl Watcher {
         let Some(x) = self.exports.as_ref().filter(|_| b.kind == bunker_protocol::ResourceKind::Ebs) else {
             return Handled::Done;
         };
-        let job = crate::stream::exporter_actor::ExportSnapshot {
-            snapshot_id: b.id.clone(),
-            region: b.region.clone(),
-            to: None,
-            base: None,
-        };
-        match self.extending(m, x.send(job)).await {
-            Ok(Ok(_)) => Handled::Done,
-            Ok(Err(e)) => self.failed(m, &format!("export of {}", b.id), CommandError::from_stream(&e)).await,
-            Err(e) => Handled::Left(format!("export of {}: exporter unavailable: {e}", b.id)),
+        let job = ExportSnapshot { snapshot_id: b.id.clone(), region: b.region.clone(), to: None, base: None };
+        let what = format!("export of {}", b.id);
+        match self.extending(m, x.send(Run(job))).await {
+            Ok(Ok(report)) => match CommandError::of_job(&report.end) {
+                Ok(()) => Handled::Done,
+                Err(e) => self.failed(m, &what, e).await,
+            },
+            Ok(Err(e)) => Handled::Left(format!("{what}: {e}")),
+            Err(e) => Handled::Left(format!("{what}: exporter unavailable: {e}")),
         }
     }
 

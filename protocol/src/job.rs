@@ -12,8 +12,11 @@ pub enum JobEnd {
     /// Not this deployment's to do (not bunker's, another deployment's, a copy, gone, not
     /// served): nothing was wrong, nothing was done.
     NotOurs(String),
-    /// It failed for good (permanently, or transiently more often than its retry policy
-    /// allows); the reason is reported, and reconciliation may find it again later.
+    /// It failed in a way retrying cannot fix (not found, invalid, not allowed); the reason
+    /// is reported. A queue message that asked for it is dead-lettered at once.
+    Failed(String),
+    /// It failed transiently more often than its retry policy allows; the reason is
+    /// reported, and a redelivered message or reconciliation may find it again later.
     GaveUp(String),
 }
 
@@ -23,7 +26,20 @@ impl JobEnd {
         match self {
             JobEnd::Done => "done",
             JobEnd::NotOurs(_) => "not_ours",
-            JobEnd::GaveUp(_) => "failed",
+            JobEnd::Failed(_) | JobEnd::GaveUp(_) => "failed",
+        }
+    }
+
+    /// Whether it failed in a way retrying cannot fix.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, JobEnd::Failed(_))
+    }
+
+    /// Why it failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            JobEnd::Failed(why) | JobEnd::GaveUp(why) => Some(why),
+            JobEnd::Done | JobEnd::NotOurs(_) => None,
         }
     }
 
@@ -36,7 +52,7 @@ impl JobEnd {
     pub fn reason(&self) -> Option<&str> {
         match self {
             JobEnd::Done => None,
-            JobEnd::NotOurs(why) | JobEnd::GaveUp(why) => Some(why),
+            JobEnd::NotOurs(why) | JobEnd::Failed(why) | JobEnd::GaveUp(why) => Some(why),
         }
     }
 }
@@ -114,6 +130,8 @@ mod tests {
         };
         assert_eq!(b.delay(40, 1), Duration::MAX, "saturates instead of overflowing");
         assert_eq!(JobEnd::GaveUp("x".into()).state(), "failed");
+        assert_eq!(JobEnd::Failed("x".into()).state(), "failed");
+        assert!(JobEnd::Failed("x".into()).is_permanent() && !JobEnd::GaveUp("x".into()).is_permanent());
         assert_eq!(JobEnd::NotOurs("gone".into()).reason(), Some("gone"));
     }
 }

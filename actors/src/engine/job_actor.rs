@@ -91,7 +91,7 @@ impl<W: Workflow> JobActor<W> {
         let next = match pass {
             Pass::Done => Err(JobEnd::Done),
             Pass::NotOurs(why) => Err(JobEnd::NotOurs(why)),
-            Pass::GaveUp(why) => Err(JobEnd::GaveUp(why)),
+            Pass::Failed(why) => Err(JobEnd::Failed(why)),
             Pass::Progress if job.quick < QUICK_PASSES => {
                 (job.retries, job.quick) = (0, job.quick + 1);
                 Ok(Duration::ZERO)
@@ -125,9 +125,10 @@ impl<W: Workflow> JobActor<W> {
     fn end(&mut self, key: W::Key, end: JobEnd) {
         let job = self.jobs.remove(&key).expect("a finished job is open");
         let w = self.workflow.clone();
-        self.metrics.inc(Metric::JobsTotal, &[("kind", w.kind_label(&key)), ("state", end.state())]);
+        self.metrics
+            .inc(Metric::JobsTotal, &[("workflow", W::NAME), ("kind", w.kind_label(&key)), ("state", end.state())]);
         let mut entries = job.entries;
-        if let JobEnd::GaveUp(reason) = &end {
+        if let Some(reason) = end.failure() {
             entries.extend(w.gave_up_entry(&key, reason));
             let (alerts, subject, body) = (self.alerts.clone(), w.gave_up_subject(&key), format!("{key}: {reason}"));
             actix::spawn(async move { alerts.send(&subject, &body).await });

@@ -18,7 +18,7 @@ mod job_actor;
 mod reconciler;
 mod supervisor;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt;
 use std::hash::Hash;
@@ -98,6 +98,9 @@ pub enum JobError {
     /// The pass panicked (caught; the job is retried).
     #[error("the pass panicked: {0}")]
     Panicked(String),
+    /// An export failed in a way a rerun may fix (it resumes from its journal).
+    #[error(transparent)]
+    Export(#[from] crate::stream::StreamError),
 }
 
 /// How one pass over a job ended.
@@ -120,8 +123,8 @@ pub enum Pass {
     NotOurs(String),
     /// A failure worth retrying.
     Retry(JobError),
-    /// A failure retrying cannot fix: the job ends failed at once.
-    GaveUp(String),
+    /// A failure retrying cannot fix: the job ends [`JobEnd::Failed`] at once.
+    Failed(String),
 }
 
 /// What became of a job, for whoever asked for it.
@@ -221,10 +224,10 @@ pub trait Workflow: Send + Sync + 'static {
         true
     }
 
-    /// The entry recorded (with the job's other entries) when a job gives up.
+    /// The entry recorded (with the job's other entries) when a job fails or gives up.
     fn gave_up_entry(&self, key: &Self::Key, reason: &str) -> Option<Entry>;
 
-    /// The notification subject when a job gives up.
+    /// The notification subject when a job fails or gives up.
     fn gave_up_subject(&self, key: &Self::Key) -> String {
         format!("bunker {} failed: {key}", Self::NAME)
     }

@@ -67,7 +67,7 @@ impl Workflow for Script {
         self.ran.lock().unwrap().push(Instant::now());
         let next = self.passes.lock().unwrap().pop_front();
         match next {
-            Some(Pass::GaveUp(why)) if why == "panic" => panic!("injected panic in a pass"),
+            Some(Pass::Failed(why)) if why == "panic" => panic!("injected panic in a pass"),
             Some(p) => (p, vec![]),
             None => (Pass::Done, vec![]),
         }
@@ -84,7 +84,8 @@ impl Workflow for Script {
 
 /// An actix System on a current-thread runtime with tokio's clock paused: timers fire as
 /// soon as nothing else can run, in order, at their exact simulated times.
-fn paused_system() -> actix::SystemRunner {
+/// An actix System on a current-thread runtime whose clock is paused (timers pass at once).
+pub(crate) fn paused_system() -> actix::SystemRunner {
     actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap()
     })
@@ -128,7 +129,7 @@ fn waits_and_backoff_follow_the_check_interval_on_paused_time() {
     assert_eq!(at[5] - at[4], 5.0, "a workflow's own next_check wins");
     assert_eq!(backoff.delay(1, 0).as_secs(), 120);
     assert!(wall.elapsed() < Duration::from_secs(5), "nothing waited for real: {:?}", wall.elapsed());
-    assert_eq!(metrics.get(Metric::JobsTotal, &[("kind", "ebs"), ("state", "done")]), 1.0);
+    assert_eq!(metrics.get(Metric::JobsTotal, &[("workflow", "script"), ("kind", "ebs"), ("state", "done")]), 1.0);
 }
 
 #[test]
@@ -150,7 +151,7 @@ fn a_job_gives_up_after_its_retries_with_one_alert_and_duplicates_share_it() {
         assert!(matches!(&r.end, JobEnd::GaveUp(why) if why.starts_with("gave up after 6 retries: Throttling")));
         assert_eq!(r.entries.len(), 1, "the give-up is recorded: {:?}", r.entries);
     }
-    assert_eq!(metrics.get(Metric::JobsTotal, &[("kind", "ebs"), ("state", "failed")]), 1.0);
+    assert_eq!(metrics.get(Metric::JobsTotal, &[("workflow", "script"), ("kind", "ebs"), ("state", "failed")]), 1.0);
     let published = notifier.published.lock().unwrap();
     assert_eq!(published.len(), 1, "{published:?}");
     assert_eq!(published[0].1, "bunker script failed: job-1");
@@ -158,7 +159,7 @@ fn a_job_gives_up_after_its_retries_with_one_alert_and_duplicates_share_it() {
 
 #[test]
 fn a_panicking_pass_is_retried_counted_and_reported() {
-    let script = Script::new(vec![Pass::GaveUp("panic".into())]);
+    let script = Script::new(vec![Pass::Failed("panic".into())]);
     let notifier = Arc::new(RecordingNotifier::default());
     let metrics = Arc::new(Metrics::default());
     let (s, m, n) = (script.clone(), metrics.clone(), notifier.clone());
@@ -365,7 +366,7 @@ fn in_the_service_shape_a_dead_job_actor_comes_back_and_its_job_completes() {
     assert_eq!(home.state.lock().unwrap().shared["snap-1"], ["111111111111"]);
     let text = metrics.render();
     assert!(text.contains("bunker_actor_restarts_total{actor=\"replicator\"} 1"), "{text}");
-    assert!(text.contains("bunker_jobs_total{kind=\"ebs\",state=\"done\"} 1"), "{text}");
+    assert!(text.contains("bunker_jobs_total{workflow=\"replicator\",kind=\"ebs\",state=\"done\"} 1"), "{text}");
     let published = notifier.published.lock().unwrap();
     let restarts: Vec<_> = published.iter().filter(|(_, s, _)| s.contains("restarted")).collect();
     assert_eq!(restarts.len(), 1, "{published:?}");

@@ -14,6 +14,7 @@
 pub mod archive_reader;
 pub mod ebs_reader;
 pub mod export;
+pub mod export_job;
 pub mod exporter_actor;
 mod hasher;
 pub mod limiter;
@@ -75,7 +76,7 @@ impl SourceItem {
 }
 
 /// A failure of an export, verify or restore.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StreamError {
     /// An AWS (or store) call failed.
     #[error("{what}: {error}")]
@@ -123,13 +124,13 @@ impl StreamError {
         StreamError::Port { what: what.into(), error: source }
     }
 
-    /// Whether rerunning can never succeed as asked: bad input, a format violation, or an
-    /// AWS answer that says not found, invalid or not allowed. Such a queue command is
-    /// dead-lettered at once.
+    /// Whether rerunning can never succeed as asked: bad input, a format violation, a target
+    /// holding something that must be removed first, or an AWS answer that says not found,
+    /// invalid or not allowed. Such a queue command is dead-lettered at once.
     pub fn is_permanent(&self) -> bool {
         use crate::ports::ErrorKind;
         match self {
-            StreamError::Input(_) | StreamError::Format(_) => true,
+            StreamError::Input(_) | StreamError::Format(_) | StreamError::Corrupt(_) => true,
             StreamError::Port { error, .. } => {
                 matches!(error.kind, ErrorKind::NotFound | ErrorKind::Invalid | ErrorKind::AccessDenied)
             }

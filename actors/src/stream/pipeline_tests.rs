@@ -274,3 +274,76 @@ async fn a_fatal_error_aborts_the_upload_and_leaves_no_manifest() {
     assert!(store.uploads.lock().unwrap().is_empty(), "upload aborted");
     assert!(store.objects.lock().unwrap().is_empty(), "no manifest, no journal");
 }
+
+/// Prepares every export over one in-memory store and image; counts the preparations (one
+/// per pass) and, on the second, ends the store's outage. A snapshot named `snap-missing`
+/// does not exist.
+struct MemoryTargets {
+    store: Arc<MemoryStore>,
+    image: Arc<Vec<u8>>,
+    prepared: AtomicU32,
+}
+
+#[async_trait]
+impl super::export_job::ExportTargets for MemoryTargets {
+    async fn prepare(
+        &self,
+        what: &super::export_job::ExportSnapshot,
+        _to: &str,
+        _progress: Arc<Progress>,
+    ) -> Result<super::exporter_actor::PreparedExport, StreamError> {
+        if self.prepared.fetch_add(1, Ordering::SeqCst) == 1 {
+            self.store.fail_from.store(0, Ordering::Relaxed);
+        }
+        if what.snapshot_id == "snap-missing" {
+            return Err(StreamError::Input("snapshot snap-missing does not exist".into()));
+        }
+        Ok(super::exporter_actor::PreparedExport {
+            store: self.store.clone(),
+            request: request(self.image.len() as u64),
+            open: reader(self.image.clone()),
+        })
+    }
+}
+
+fn export_of(snapshot: &str) -> crate::engine::Run<super::export_job::ExportSnapshot> {
+    let job =
+        super::export_job::ExportSnapshot { snapshot_id: snapshot.into(), region: "r".into(), to: None, base: None };
+    crate::engine::Run(job)
+}
+
+/// The service's exports on the engine: three requests for one export are one job; a store
+/// outage fails the first pass transiently, and the engine's retry resumes the upload to the
+/// archive an uninterrupted export makes; a missing snapshot fails at once, without retries.
+#[test]
+fn service_exports_join_retry_by_resuming_and_fail_permanently_at_once() {
+    use crate::engine::{Alerts, JobActor, JobEnd};
+    use crate::metrics::{Metric, Metrics};
+    use actix::Actor;
+    let img = Arc::new(image());
+    let want = Arc::new(MemoryStore::default());
+    let targets = Arc::new(MemoryTargets { store: Arc::default(), image: img.clone(), prepared: AtomicU32::new(0) });
+    targets.store.fail_from.store(3, Ordering::Relaxed);
+    let metrics = Arc::new(Metrics::default());
+    let (t, m, w) = (targets.clone(), metrics.clone(), want.clone());
+    let (reports, missing) = crate::engine::tests::paused_system().block_on(async move {
+        Exporter::new(w, tuning(), Arc::default()).export(request(img.len() as u64), reader(img)).await.unwrap();
+        let exports = super::export_job::Exports::new(t, Some("mem://".into()), tuning(), m.clone());
+        let alerts = Alerts::new(Arc::new(crate::testkit::RecordingNotifier::default()), None);
+        let addr = JobActor::new(Arc::new(exports), std::time::Duration::from_secs(1), m, alerts).start();
+        let reports = futures::future::join_all((0..3).map(|_| addr.send(export_of("snap-1")))).await;
+        (reports, addr.send(export_of("snap-missing")).await)
+    });
+    for r in reports {
+        assert_eq!(r.unwrap().unwrap().end, JobEnd::Done);
+    }
+    let archive = targets.store.objects.lock().unwrap()["img.img.zst"].clone();
+    assert!(archive == want.objects.lock().unwrap()["img.img.zst"], "resumed to the same bytes");
+    let missing = missing.unwrap().unwrap().end;
+    assert!(matches!(&missing, JobEnd::Failed(why) if why.contains("snap-missing")), "{missing:?}");
+    assert_eq!(targets.prepared.load(Ordering::SeqCst), 3, "snap-1: two passes for three requests; snap-missing: one");
+    let done = [("workflow", "exporter"), ("kind", "ebs"), ("state", "done")];
+    assert_eq!(metrics.get(Metric::JobsTotal, &done), 1.0);
+    assert_eq!(metrics.get(Metric::ExportsTotal, &[("status", "failed")]), 1.0, "the interrupted pass");
+    assert_eq!(metrics.get(Metric::ExportsTotal, &[("status", "ok")]), 1.0);
+}
