@@ -49,6 +49,18 @@ enum ExportWhat {
         #[command(flatten)]
         opts: ExportOpts,
     },
+    /// An AWS Backup recovery point (EBS so far): exported to <to>/recovery-points/<vault>/,
+    /// and with export.delete_source deleted once its archive verifies.
+    RecoveryPoint {
+        /// The recovery point ARN.
+        arn: String,
+        /// Its vault.
+        #[arg(long)]
+        vault: String,
+        /// Where to: s3://bucket/prefix or file:///directory (default: export.to).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+    },
     /// A directory tree, as a tar stream (file level).
     Path {
         /// The directory.
@@ -91,10 +103,18 @@ pub(crate) struct ExportOpts {
 }
 
 impl ExportArgs {
+    /// `export recovery-point`'s (ARN, vault, target), if that is the export asked for.
+    pub fn recovery_point(&self) -> Option<(String, String, Option<String>)> {
+        match &self.what {
+            ExportWhat::RecoveryPoint { arn, vault, to } => Some((arn.clone(), vault.clone(), to.clone())),
+            _ => None,
+        }
+    }
+
     /// Whether this export reads or writes anything in AWS (an EBS snapshot, an S3 target).
     pub fn reaches_aws(&self) -> bool {
         match &self.what {
-            ExportWhat::Ebs { .. } => true,
+            ExportWhat::Ebs { .. } | ExportWhat::RecoveryPoint { .. } => true,
             ExportWhat::File { opts, .. } | ExportWhat::Path { opts, .. } => opts.to.starts_with("s3://"),
         }
     }
@@ -154,7 +174,7 @@ fn need(region: Option<&str>) -> Result<&str, Fatal> {
 }
 
 /// The store for a target prefix.
-fn target_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<Arc<dyn ArchiveStore>, Fatal> {
+pub(crate) fn target_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<Arc<dyn ArchiveStore>, Fatal> {
     Ok(match parse_location(url, "--to")? {
         Location::S3 { bucket, key } => aws.archive_store(need(region)?, bucket, key),
         Location::Dir(p) => Arc::new(DirStore::new(p)),
@@ -317,6 +337,7 @@ pub(crate) async fn prepare_ebs(
             account: meta.owner.clone(),
             region: Some(region.to_string()),
             tags: meta.tags.clone().into_iter().collect(),
+            recovery_point: None,
         },
         image_size: Some(meta.volume_size),
         block_size: EBS_BLOCK_SIZE,
@@ -333,6 +354,9 @@ pub(crate) async fn prepare_ebs(
 pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: bool) -> Result<u8, Fatal> {
     let progress = Arc::new(Progress::default());
     let (opts, req, open): (ExportOpts, ExportRequest, OpenReader) = match args.what {
+        ExportWhat::RecoveryPoint { .. } => {
+            return Err(input("export recovery-point runs through the vault workflow (src/vault_cli.rs)".into()))
+        }
         ExportWhat::Ebs { snapshot, base, opts } => {
             let p = prepare_ebs(aws, need(region)?, &snapshot, base.as_deref(), &opts, progress.clone())
                 .await

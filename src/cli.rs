@@ -97,6 +97,11 @@ enum Command {
         #[arg(long)]
         to_snapshot: bool,
     },
+    /// AWS Backup vaults: list recovery points and whether bunker exported them.
+    Vault {
+        #[command(subcommand)]
+        command: crate::vault_cli::VaultCommand,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -213,7 +218,15 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Command::Config { command: ConfigCommand::Show { resource, kind } } => {
                 config_show(&aws, &regions, &set, resource, kind, cli.json).await
             }
-            Command::Export(args) => archive_result(crate::archive_cli::export(&aws, region, args, cli.json).await),
+            Command::Export(args) => match args.recovery_point() {
+                Some((arn, vault, to)) => {
+                    crate::vault_cli::export_point(&aws, &regions, cfg, arn, vault, to, cli.json).await
+                }
+                None => archive_result(crate::archive_cli::export(&aws, region, args, cli.json).await),
+            },
+            Command::Vault { command } => {
+                crate::vault_cli::run(&aws, region.unwrap_or_default(), cfg, command, cli.json).await
+            }
             Command::Verify { url } => archive_result(crate::archive_cli::verify(&aws, region, &url, cli.json).await),
             Command::Restore { url, to_file, to_snapshot } => {
                 archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)

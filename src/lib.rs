@@ -12,3 +12,4 @@ pub mod local;
 pub mod serve;
 pub mod services;
 pub mod settings;
+pub mod vault_cli;

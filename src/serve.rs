@@ -7,6 +7,8 @@
 //! ├── supervise("replicator")  JobActor<Replicator>: one job per backup; timers re-check
 //! ├── supervise("reconciler")  scan at start + every serve.reconcile_interval → Run(backup)
 //! ├── supervise("exporter")    JobActor<Exports>: queue `export` commands, `export.to`
+//! ├── supervise("vault-exporter") JobActor<VaultExports>: recovery points of export.vaults
+//! ├── supervise("vault-reconciler") lists export.vaults at start + every reconcile_interval
 //! ├── supervise("scheduler")   cron slots (leased) + queue commands → Executor → Runner
 //! └── WatcherActor             SQS long-poll task (restarted on panic) → Run / RunCommand
 //! ```
@@ -32,6 +34,7 @@ use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, 
 use bunker_actors::stream::export_job::Exports;
 use bunker_actors::stream::Tuning;
 use bunker_actors::system::{FailureReporter, ReportFailure};
+use bunker_actors::vault_export::VaultExports;
 use bunker_actors::watcher::{GetInFlight, StopIntake, Watcher, WatcherActor};
 use bunker_actors::Runner;
 use bunker_protocol::config::{Config, Resolved};
@@ -84,15 +87,22 @@ struct Tree {
     scheduler: Supervised<SchedulerActor>,
     exporter: Supervised<JobActor<Exports>>,
     puller: Option<Pulls>,
+    vaults: Option<VaultPart>,
     watcher: Option<(Arc<Watcher>, Addr<WatcherActor>)>,
 }
 
 /// The data-bunker pull (with `source_accounts`): its logic and its supervised job actor.
 type Pulls = (Arc<Puller>, Supervised<JobActor<Puller>>);
 
+/// The vault exports (with `export.vaults`): logic, job actor, and its reconciler.
+type VaultPart = (Arc<VaultExports>, Supervised<JobActor<VaultExports>>, Supervised<ReconcilerActor<VaultExports>>);
+
 /// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
 pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> Result<()> {
     let cfg = &settings.config;
+    if !cfg.export_vaults.is_empty() && cfg.export_to.is_none() {
+        return Err(anyhow!("export.vaults is set but export.to is not: set export.to = \"s3://bucket/prefix\" (where the recovery points' archives go)"));
+    }
     let account = aws.account_id().await.context("cannot identify the AWS account (check credentials)")?;
     let holder = holder_id();
     let metrics = Arc::new(Metrics::default());
@@ -178,8 +188,9 @@ impl Tree {
         let exporter = start_exporter(p);
         let puller = start_puller(p);
         let scheduler = start_scheduler(p, executor(p, &replicator, puller.as_ref()), &reconciler, &exporter);
-        let watcher = start_watcher(p, &replicator, &scheduler, &exporter);
-        Tree { replicator, reconciler, scheduler, exporter, puller, watcher }
+        let vaults = start_vault_exports(p);
+        let watcher = start_watcher(p, &replicator, &scheduler, &exporter, vaults.as_ref());
+        Tree { replicator, reconciler, scheduler, exporter, puller, vaults, watcher }
     }
 
     /// `/healthz` checks each actor (and the watcher's poll loop).
@@ -190,6 +201,10 @@ impl Tree {
         watch_supervised(health, "exporter", &self.exporter);
         if let Some((_, jobs)) = &self.puller {
             watch_supervised(health, "puller", jobs);
+        }
+        if let Some((_, jobs, scan)) = &self.vaults {
+            watch_supervised(health, "vault-exporter", jobs);
+            watch_supervised(health, "vault-reconciler", scan);
         }
         if let Some((logic, actor)) = &self.watcher {
             let logic = logic.clone();
@@ -209,6 +224,9 @@ impl Tree {
             s.send(StopSchedule).await.unwrap_or_default();
         }
         if let Some(r) = self.reconciler.addr() {
+            r.send(StopReconciling).await.unwrap_or_default();
+        }
+        if let Some(r) = self.vaults.as_ref().and_then(|(_, _, scan)| scan.addr()) {
             r.send(StopReconciling).await.unwrap_or_default();
         }
         for (drain, _) in self.job_actors() {
@@ -258,6 +276,7 @@ impl Tree {
         let mut all: Vec<_> = self.replicator.addr().into_iter().map(both).collect();
         all.extend(self.exporter.addr().map(both));
         all.extend(self.puller.as_ref().and_then(|(_, p)| p.addr()).map(both));
+        all.extend(self.vaults.as_ref().and_then(|(_, v, _)| v.addr()).map(both));
         all
     }
 }
@@ -333,6 +352,21 @@ fn start_exporter(p: &Parts<'_>) -> Supervised<JobActor<Exports>> {
     supervise("exporter", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
 }
 
+/// The vault exports, when `export.vaults` is set: a job per recovery point, and a
+/// reconciler that lists the vaults at start and every `serve.reconcile_interval`.
+fn start_vault_exports(p: &Parts<'_>) -> Option<VaultPart> {
+    let logic = Arc::new(services::vault_exports(p.aws, p.cfg, p.regions, p.metrics.clone(), p.notifier.clone())?);
+    let (l, m, check) = (logic.clone(), p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
+    let alerts = Alerts::new(p.notifier.clone(), p.cfg.error_sns_topic.clone());
+    let make = move || JobActor::new(l.clone(), check, m.clone(), alerts.clone());
+    let jobs = supervise("vault-exporter", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()));
+    let scan = Arc::new(Reconciler::new(logic.clone(), jobs.recipient(), vec![]));
+    let every = p.cfg.serve.reconcile_interval.unsigned_abs();
+    let make = move || ReconcilerActor::new(scan.clone(), every);
+    let reconciler = supervise("vault-reconciler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()));
+    Some((logic, jobs, reconciler))
+}
+
 fn start_scheduler(
     p: &Parts<'_>,
     exec: Arc<Executor>,
@@ -356,6 +390,7 @@ fn start_watcher(
     replicator: &Supervised<ReplicatorActor>,
     scheduler: &Supervised<SchedulerActor>,
     exporter: &Supervised<JobActor<Exports>>,
+    vaults: Option<&VaultPart>,
 ) -> Option<(Arc<Watcher>, Addr<WatcherActor>)> {
     let (cfg, url) = (p.cfg, p.cfg.serve.queue_url.as_ref()?);
     let queue = p.aws.event_queue(url.clone(), cfg.serve.dead_letter_queue_url.clone());
@@ -363,6 +398,9 @@ fn start_watcher(
     let mut w = Watcher::new(queue, replicator.recipient(), scheduler.recipient(), p.metrics.clone(), visibility);
     if cfg.export_to.is_some() {
         w = w.with_exports(exporter.recipient());
+    }
+    if let Some((logic, jobs, _)) = vaults {
+        w = w.with_vault_exports(logic.clone(), jobs.recipient());
     }
     w = w.with_allowed(bunker_protocol::events::Allowed {
         kinds: cfg.serve.kinds.clone(),

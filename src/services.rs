@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bunker_actors::metrics::Metrics;
-use bunker_actors::ports::Leases;
+use bunker_actors::ports::{ArchiveStore, Leases};
 use bunker_actors::replicator::Replicator;
 use bunker_actors::stream::export_job::{ExportSnapshot, ExportTargets};
 use bunker_actors::stream::exporter_actor::PreparedExport;
@@ -66,6 +66,30 @@ pub fn puller(
     bunker_actors::puller::Puller::new(account.to_string(), cfg.clone(), controls, metrics)
 }
 
+/// The vault exports over `export.vaults` in each of `regions`, when the config lists vaults
+/// and names `export.to`.
+pub fn vault_exports(
+    aws: &Aws,
+    cfg: &Config,
+    regions: &[String],
+    metrics: Arc<Metrics>,
+    notifier: Arc<dyn bunker_actors::ports::Notifier>,
+) -> Option<bunker_actors::vault_export::VaultExports> {
+    use bunker_actors::vault_export::{VaultExports, VaultSettings};
+    let export_to = cfg.export_to.clone().filter(|_| !cfg.export_vaults.is_empty())?;
+    let settings = VaultSettings {
+        vaults: cfg.export_vaults.clone(),
+        kinds: cfg.export_kinds.clone(),
+        delete_source: cfg.export_delete_source,
+        export_to,
+    };
+    let ports = regions.iter().map(|r| aws.vaults(r)).collect();
+    let targets = Arc::new(ServiceExports::new(aws.clone()));
+    let alerts = bunker_actors::engine::Alerts::new(notifier, cfg.error_sns_topic.clone());
+    let tuning = bunker_actors::stream::Tuning::default();
+    Some(VaultExports::new(settings, ports, targets, tuning, metrics, alerts))
+}
+
 /// A holder id unique to this process (lease owner).
 pub fn holder_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -95,5 +119,10 @@ impl ExportTargets for ServiceExports {
         use crate::archive_cli::{prepare_ebs, ExportOpts};
         let (snapshot, base) = (&what.snapshot_id, what.base.as_deref());
         prepare_ebs(&self.aws, &what.region, snapshot, base, &ExportOpts::service(to), progress).await
+    }
+
+    fn store(&self, to: &str, region: &str) -> Result<Arc<dyn ArchiveStore>, StreamError> {
+        crate::archive_cli::target_store(&self.aws, Some(region), to)
+            .map_err(|f| StreamError::Input(format!("{:#}", f.error)))
     }
 }

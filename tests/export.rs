@@ -27,22 +27,6 @@ fn mixed_blocks(seed: u64) -> BTreeMap<u64, Vec<u8>> {
     blocks
 }
 
-fn zstd_decompress(archive: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("zstd")
-        .args(["-d", "-c", "-q"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the zstd CLI is installed (.ci/run installs it)");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = archive.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success(), "zstd -d failed");
-    out.stdout
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshot_round_trips_through_s3_to_a_file_and_to_a_snapshot() {
     let a = Account::new("410000000001").await;
@@ -65,7 +49,7 @@ async fn snapshot_round_trips_through_s3_to_a_file_and_to_a_snapshot() {
     assert!(stored.len() < expected.len() / 5, "holes and text compress: {} bytes", stored.len());
 
     // Anyone can restore it with standard tools: zstd -d, then sha256sum against the manifest.
-    let plain = zstd_decompress(&stored);
+    let plain = common::zstd_decompress(&stored);
     assert!(plain == expected, "zstd -d of the archive is the image");
     let manifest: serde_json::Value =
         serde_json::from_slice(&a.get_object(&bucket, &format!("exports/daily/{snap}.manifest.json")).await).unwrap();
@@ -263,7 +247,7 @@ async fn files_and_directories_export_to_a_directory_target() {
     let out = a.bunker(&["--json", "export", "file", img.to_str().unwrap(), "--to", &to]).ok_json();
     assert_eq!(out["bytes_in"], data.len() as u64);
     let stored = std::fs::read(target.join("disk.raw.img.zst")).unwrap();
-    assert!(zstd_decompress(&stored) == data);
+    assert!(common::zstd_decompress(&stored) == data);
     assert_eq!(out["image_sha256"], sha256_hex(&data));
     a.bunker(&["verify", out["archive"].as_str().unwrap()]).ok_json_or_code(0);
     let back = dir.path().join("back.raw");
@@ -285,7 +269,7 @@ async fn files_and_directories_export_to_a_directory_target() {
     assert_eq!(manifest["content"], "tar");
     assert_eq!(manifest["tree"]["files"], 3);
     assert_eq!(manifest["tree"]["file_bytes"], 5 + 200_000 + 4);
-    let tar = zstd_decompress(&std::fs::read(target.join("tree.tar.zst")).unwrap());
+    let tar = common::zstd_decompress(&std::fs::read(target.join("tree.tar.zst")).unwrap());
     assert_eq!(out["image_sha256"], sha256_hex(&tar), "the manifest hashes the tar stream");
     let listing = Command::new("tar").args(["-t"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut listing = listing;

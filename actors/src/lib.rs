@@ -19,6 +19,7 @@ pub mod stream;
 pub mod system;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod vault_export;
 pub mod watcher;
 
 pub use runner::{Runner, RunnerActor};

@@ -288,6 +288,30 @@ pub struct FetchedBlock {
     pub checksum: Option<String>,
 }
 
+/// AWS Backup's recovery points in one region (`src/aws/backup.rs`).
+#[async_trait]
+pub trait Vaults: Send + Sync {
+    /// The region.
+    fn region(&self) -> &str;
+
+    /// Every recovery point in `vault` (all pages).
+    async fn list(&self, vault: &str) -> Result<Vec<bunker_protocol::vault::RecoveryPoint>, PortError>;
+
+    /// One recovery point; `None` when AWS says it does not exist.
+    async fn describe(
+        &self,
+        vault: &str,
+        arn: &str,
+    ) -> Result<Option<bunker_protocol::vault::RecoveryPoint>, PortError>;
+
+    /// A backup job; `None` when AWS says it does not exist.
+    async fn job(&self, job_id: &str) -> Result<Option<bunker_protocol::vault::BackupJob>, PortError>;
+
+    /// Asks AWS to delete a recovery point. Success means only that AWS answered 200: the
+    /// caller checks with [`Vaults::describe`] afterwards.
+    async fn delete(&self, vault: &str, arn: &str) -> Result<(), PortError>;
+}
+
 /// EBS direct APIs: read a snapshot's blocks, write a new snapshot block by block.
 #[async_trait]
 pub trait SnapshotBlocks: Send + Sync {

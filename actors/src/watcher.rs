@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::ports::{EventQueue, QueueMessage};
 use crate::replicator::Replicate;
 use crate::stream::export_job::ExportSnapshot;
+use crate::vault_export::{PointKey, VaultExports};
 
 /// Run a command received from the queue; answers when the run (with its copies and
 /// shares) has ended, `Err` with the reason when it could not run.
@@ -94,6 +95,8 @@ pub struct Watcher {
     stopping: Arc<AtomicBool>,
     /// With `export.to`: EBS backups announced by events are exported too.
     exports: Option<Recipient<Run<ExportSnapshot>>>,
+    /// With `export.vaults`: recovery points events announce in those vaults are exported.
+    vault_exports: Option<(Arc<VaultExports>, Recipient<Run<PointKey>>)>,
     /// What commands may ask for.
     allowed: events::Allowed,
     /// When the last receive completed (or the watcher started), and the last receive error.
@@ -129,6 +132,7 @@ impl Watcher {
             in_flight: Arc::new(AtomicUsize::new(0)),
             stopping: Arc::new(AtomicBool::new(false)),
             exports: None,
+            vault_exports: None,
             allowed: events::Allowed::default(),
             polled: std::sync::Mutex::new((tokio::time::Instant::now(), None)),
         }
@@ -164,20 +168,79 @@ impl Watcher {
         self
     }
 
+    /// Exports the recovery points of `export.vaults` that events announce, through
+    /// `exporter` (`logic` resolves an event to its recovery point). The message stays on the
+    /// queue until the export has ended.
+    pub fn with_vault_exports(mut self, logic: Arc<VaultExports>, exporter: Recipient<Run<PointKey>>) -> Self {
+        self.vault_exports = Some((logic, exporter));
+        self
+    }
+
+    async fn backup_ready(&self, m: &QueueMessage, b: events::BackupRef) -> Handled {
+        let work = self.replicator.send(Run(b.clone()));
+        match self.extending(m, work).await {
+            Ok(Ok(JobReport { end, .. })) => {
+                // Not ours, or given up (reported by the replicator; reconciliation tries
+                // again later): either way the message has been acted on.
+                if let Some(why) = end.reason() {
+                    info!(message_id = %m.id, backup_id = %b.id, why = %why, "event handled without a copy");
+                }
+                self.export(m, &b).await
+            }
+            Ok(Err(e)) => Handled::Left(format!("replicator: {e}")),
+            Err(e) => Handled::Left(format!("replicator unavailable: {e}")),
+        }
+    }
+
+    async fn recovery_point(&self, m: &QueueMessage, hint: events::RecoveryPointHint) -> Handled {
+        let Some((logic, x)) = self.vault_exports.as_ref().filter(|(v, _)| v.may_export(&hint)) else {
+            return match hint.backup() {
+                Some(b) => self.backup_ready(m, b).await,
+                None => {
+                    info!(message_id = %m.id, arn = ?hint.arn, "recovery point of no listed vault and no kind bunker copies");
+                    Handled::Done
+                }
+            };
+        };
+        let key = match logic.key_of(&hint).await {
+            Ok(Some(key)) => key,
+            Ok(None) => {
+                info!(message_id = %m.id, arn = ?hint.arn, "event names no recovery point of a listed vault");
+                return Handled::Done;
+            }
+            Err(e) => return Handled::Left(format!("resolving the recovery point: {e}")),
+        };
+        let what = format!("export of recovery point {}", key.arn);
+        let answer = self.extending(m, x.send(Run(key))).await;
+        self.job_ended(m, &what, answer).await
+    }
+
+    /// How a job a message asked for ended: done, dead-lettered when it failed for good,
+    /// left for redelivery otherwise.
+    async fn job_ended<K>(
+        &self,
+        m: &QueueMessage,
+        what: &str,
+        answer: Result<Result<JobReport<K>, crate::engine::EngineError>, MailboxError>,
+    ) -> Handled {
+        match answer {
+            Ok(Ok(report)) => match CommandError::of_job(&report.end) {
+                Ok(()) => Handled::Done,
+                Err(e) => self.failed(m, what, e).await,
+            },
+            Ok(Err(e)) => Handled::Left(format!("{what}: {e}")),
+            Err(e) => Handled::Left(format!("{what}: job actor unavailable: {e}")),
+        }
+    }
+
     async fn export(&self, m: &QueueMessage, b: &events::BackupRef) -> Handled {
         let Some(x) = self.exports.as_ref().filter(|_| b.kind == bunker_protocol::ResourceKind::Ebs) else {
             return Handled::Done;
         };
         let job = ExportSnapshot { snapshot_id: b.id.clone(), region: b.region.clone(), to: None, base: None };
         let what = format!("export of {}", b.id);
-        match self.extending(m, x.send(Run(job))).await {
-            Ok(Ok(report)) => match CommandError::of_job(&report.end) {
-                Ok(()) => Handled::Done,
-                Err(e) => self.failed(m, &what, e).await,
-            },
-            Ok(Err(e)) => Handled::Left(format!("{what}: {e}")),
-            Err(e) => Handled::Left(format!("{what}: exporter unavailable: {e}")),
-        }
+        let answer = self.extending(m, x.send(Run(job))).await;
+        self.job_ended(m, &what, answer).await
     }
 
     /// A failed command or export: dead-lettered at once when permanent, else left.
@@ -214,21 +277,8 @@ impl Watcher {
                 info!(message_id = %m.id, why = %why, "message needs no work");
                 Handled::Done
             }
-            Ok(Intake::BackupReady(b)) => {
-                let work = self.replicator.send(Run(b.clone()));
-                match self.extending(m, work).await {
-                    Ok(Ok(JobReport { end, .. })) => {
-                        // Not ours, or given up (reported by the replicator; reconciliation
-                        // tries again later): either way the message has been acted on.
-                        if let Some(why) = end.reason() {
-                            info!(message_id = %m.id, backup_id = %b.id, why = %why, "event handled without a copy");
-                        }
-                        self.export(m, &b).await
-                    }
-                    Ok(Err(e)) => Handled::Left(format!("replicator: {e}")),
-                    Err(e) => Handled::Left(format!("replicator unavailable: {e}")),
-                }
-            }
+            Ok(Intake::BackupReady(b)) => self.backup_ready(m, b).await,
+            Ok(Intake::RecoveryPoint(hint)) => self.recovery_point(m, hint).await,
             Ok(Intake::Command(c)) => {
                 let action = c.action();
                 if let Err(refused) = self.allowed.admit(&c) {

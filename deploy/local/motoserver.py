@@ -32,6 +32,11 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   CompleteMultipartUpload). bunker's resume lists the parts of an interrupted upload.
 * S3 UploadPart checks ``x-amz-checksum-crc32c`` (and ``-sha256``) against the part's bytes
   (``BadDigest``), as AWS does; moto stores any value.
+* AWS Backup jobs and recovery points (``moto_backup.py``; moto 5.2.5 has none): StartBackupJob
+  makes a real EBS snapshot, RDS / cluster snapshot or DynamoDB backup, jobs complete on a
+  timer and send the native and the CloudTrail event shapes through EventBridge; list,
+  describe and delete recovery points, with Vault Lock, legal-hold and "200 but EXPIRED"
+  refusals (``POST /_bunker/backup``), and EC2 refusing to delete a snapshot AWS Backup manages.
 * Outages for tests (``POST /_bunker/outage``): every request signed with one access key
   is answered 503, so one test's account sees AWS down while others run on.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
@@ -59,6 +64,8 @@ import signal
 import sys
 import threading
 import urllib.parse
+
+import moto_backup  # beside this file: AWS Backup jobs and recovery points
 
 
 def patch_docdb() -> None:
@@ -576,6 +583,13 @@ def rest_action(service, environ):
             return "CompleteSnapshot"
         if path == "/snapshots":
             return "StartSnapshot"
+    if service == "backup":
+        if path.startswith("/backup-jobs"):
+            return {"PUT": "StartBackupJob", "GET": "DescribeBackupJob" if path.count("/") > 1 and path.strip("/") != "backup-jobs" else "ListBackupJobs"}.get(method)
+        if "/recovery-points/" in path:
+            if path.endswith("/recovery-points/"):
+                return "ListRecoveryPointsByBackupVault" if path.startswith("/backup-vaults/") else "ListRecoveryPointsByResource"
+            return {"GET": "DescribeRecoveryPoint", "DELETE": "DeleteRecoveryPoint"}.get(method)
     if service == "s3":
         if "uploadId" in query and "partNumber" in query and method == "PUT":
             return "UploadPart"
@@ -605,6 +619,11 @@ class Counter:
         if path.startswith("/_bunker/faults"):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             FAULTS.set(json.loads(environ["wsgi.input"].read(length) or b"{}"))
+            start_response("200 OK", [("Content-Length", "0")])
+            return [b""]
+        if path.startswith("/_bunker/backup"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            moto_backup.control(json.loads(environ["wsgi.input"].read(length) or b"{}"))
             start_response("200 OK", [("Content-Length", "0")])
             return [b""]
         if path.startswith("/_bunker/outage"):
@@ -649,7 +668,23 @@ class Counter:
                 return fault_response(fault, key, start_response)
         if key == "s3:UploadPart":
             return self.upload_part(environ, start_response)
+        if service == "backup":
+            answered = self.backup(environ, start_response)
+            if answered is not None:
+                return answered
         return self.app(environ, start_response)
+
+    _region = re.compile(r"Credential=[^/]+/[^/]+/([^/]+)/")
+
+    def backup(self, environ, start_response):
+        """The AWS Backup routes moto lacks (``moto_backup``), for the signing account."""
+        from moto.iam.models import get_account_id_from
+
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        key, region = self._key.search(auth), self._region.search(auth)
+        if not key or not region:
+            return None
+        return moto_backup.handle(environ, start_response, get_account_id_from(key.group(1)), region.group(1))
 
     def upload_part(self, environ, start_response):
         import hashlib
@@ -719,6 +754,7 @@ def main() -> None:
     patch_copy_snapshot_pending()
     patch_ebs_direct()
     patch_s3_list_parts()
+    moto_backup.patch_ec2_delete_snapshot()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

@@ -62,6 +62,9 @@ pub struct Source {
     /// The snapshot's tags at export time.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// The AWS Backup recovery point exported, when the source is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_point: Option<crate::vault::PointRef>,
 }
 
 /// The archive object the manifest describes.

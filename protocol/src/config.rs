@@ -158,6 +158,18 @@ schema! {
     KeepYearlyPulled: "keep_yearly_pulled", None, false, None, WHOLE, |c, v| set(&mut c.replication.keep_pulled[3], parse_whole(v).map(Some));
     ExportTo: "export.to", None, false, None, "s3://bucket/prefix or file:///directory: bunker serve exports every EBS backup an event announces there", |c, v| set(&mut c.export_to, optional(v, is_target));
     ExportAllowedTargets: "export.allowed_targets", None, false, Some(""), "comma-separated s3://bucket/prefix or file:///directory targets that queue export commands may name (besides export.to)", |c, v| set(&mut c.export_allowed_targets, list(v, is_target));
+    ExportVaults: "export.vaults", None, false, Some(""), "comma-separated AWS Backup vault names (2-50 letters, digits, '-' or '_'), in each of regions: every completed recovery point there is exported to export.to", |c, v| set(&mut c.export_vaults, list(v, crate::vault::is_vault_name));
+    ExportDeleteSource: "export.delete_source", None, false, Some("false"), BOOL, |c, v| set(&mut c.export_delete_source, parse_bool(v));
+    ExportKinds: "export.kinds", None, false, Some("ebs,rds,aurora,dynamodb"), "comma-separated recovery point kinds to export from export.vaults: ebs, rds, aurora, dynamodb", |c, v| {
+        let mut kinds = Vec::new();
+        for k in split_list(v) {
+            let kind = crate::vault::ExportKind::parse(&k)?;
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        set(&mut c.export_kinds, Some(kinds))
+    };
     SchedulePerKind: "schedule.per_kind", None, false, Some(""),
         "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)",
         |c, v| set(&mut c.serve.schedule_per_kind, parse_per_kind(v));
@@ -439,6 +451,12 @@ pub struct Config {
     pub export_to: Option<String>,
     /// Further targets queue `export` commands may name (`export.allowed_targets`).
     pub export_allowed_targets: Vec<String>,
+    /// AWS Backup vaults whose recovery points are exported (`export.vaults`).
+    pub export_vaults: Vec<String>,
+    /// Delete a recovery point once its archive verifies (`export.delete_source`).
+    pub export_delete_source: bool,
+    /// Which recovery point kinds are exported (`export.kinds`).
+    pub export_kinds: Vec<crate::vault::ExportKind>,
     /// The winning setting of each key that has a value, in key order.
     pub effective: Vec<Setting>,
 }
@@ -558,6 +576,9 @@ impl Config {
             },
             export_to: None,
             export_allowed_targets: vec![],
+            export_vaults: vec![],
+            export_delete_source: false,
+            export_kinds: vec![],
             effective: vec![],
         }
     }

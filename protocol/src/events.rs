@@ -92,11 +92,39 @@ impl Command {
     }
 }
 
+/// An AWS Backup recovery point an event announces. A hint only: AWS's own answers
+/// (`DescribeBackupJob`, `DescribeRecoveryPoint`) are the authority, and a field AWS leaves
+/// out (its documented "Backup Job State Change" has the recovery point only in
+/// `resources[]`) is `None`, never an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryPointHint {
+    /// The region the recovery point is in.
+    pub region: String,
+    /// Its vault, if the event names it.
+    pub vault: Option<String>,
+    /// Its ARN, if the event carries it.
+    pub arn: Option<String>,
+    /// The backup job that made it, if the event says.
+    pub backup_job_id: Option<String>,
+    /// AWS's resource type (`EBS`, `RDS`, `Aurora`, `DynamoDB`, …), if the event says.
+    pub resource_type: Option<String>,
+}
+
+impl RecoveryPointHint {
+    /// The backup it is, when the ARN names a kind bunker copies and shares.
+    pub fn backup(&self) -> Option<BackupRef> {
+        backup_from_arn(self.arn.as_deref()?, self.resource_type.as_deref(), &self.region)
+    }
+}
+
 /// What a message asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intake {
     /// A backup that just became available: copy and share it if it is ours.
     BackupReady(BackupRef),
+    /// An AWS Backup recovery point that just completed: export it if its vault is listed
+    /// (`export.vaults`); copy and share it if it is ours.
+    RecoveryPoint(RecoveryPointHint),
     /// Run a command.
     Command(Command),
     /// Understood, nothing to do (a job still running, a failed snapshot, an event about
@@ -157,9 +185,14 @@ pub fn parse_message(body: &str) -> Result<Intake, IntakeError> {
     let detail = v.get("detail").cloned().unwrap_or(Value::Null);
     let region = v.get("region").and_then(Value::as_str).unwrap_or_default().to_string();
     match (source, detail_type) {
-        (Some("aws.backup"), Some("Backup Job State Change")) => backup_job(&detail, "recoveryPointArn", &region),
+        (Some("aws.backup"), Some("Backup Job State Change")) => {
+            Ok(recovery_point(&detail, Fields::BACKUP_JOB, resources(&v), &region))
+        }
         (Some("aws.backup"), Some("Copy Job State Change")) => {
-            backup_job(&detail, "destinationRecoveryPointArn", &region)
+            Ok(recovery_point(&detail, Fields::COPY_JOB, resources(&v), &region))
+        }
+        (Some("aws.backup"), Some("Recovery Point State Change")) => {
+            Ok(recovery_point(&detail, Fields::RECOVERY_POINT, resources(&v), &region))
         }
         (Some("aws.backup"), Some("AWS Service Event via CloudTrail")) => {
             let name = detail.get("eventName").and_then(Value::as_str).unwrap_or_default();
@@ -167,7 +200,7 @@ pub fn parse_message(body: &str) -> Result<Intake, IntakeError> {
                 return Ok(Intake::Nothing(format!("aws.backup service event {name}")));
             }
             let inner = detail.get("serviceEventDetails").cloned().unwrap_or(Value::Null);
-            backup_job(&inner, "recoveryPointArn", &region)
+            Ok(recovery_point(&inner, Fields::BACKUP_JOB, None, &region))
         }
         (Some("aws.ec2"), Some("EBS Snapshot Notification")) => ebs_notification(&detail),
         (Some("aws.rds"), Some("RDS DB Snapshot Event" | "RDS DB Cluster Snapshot Event")) => rds_event(&detail),
@@ -317,20 +350,62 @@ fn same_target(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
-fn backup_job(detail: &Value, arn_field: &str, region: &str) -> Result<Intake, IntakeError> {
-    let state = detail.get("state").and_then(Value::as_str).unwrap_or_default();
-    if state != "COMPLETED" {
-        return Ok(Intake::Nothing(format!("aws backup job in state {state:?}")));
+/// Where each AWS Backup event shape keeps what [`RecoveryPointHint`] needs.
+struct Fields {
+    /// The state field (`state` for jobs, `status` for recovery points).
+    state: &'static str,
+    /// The recovery point ARN field.
+    arn: &'static str,
+    /// The vault ARN field (the vault name field is `backupVaultName` where there is one).
+    vault_arn: &'static str,
+    /// The job id field.
+    job: Option<&'static str>,
+}
+
+impl Fields {
+    const BACKUP_JOB: Fields =
+        Fields { state: "state", arn: "recoveryPointArn", vault_arn: "backupVaultArn", job: Some("backupJobId") };
+    const COPY_JOB: Fields = Fields {
+        state: "state",
+        arn: "destinationRecoveryPointArn",
+        vault_arn: "destinationBackupVaultArn",
+        job: None,
+    };
+    const RECOVERY_POINT: Fields =
+        Fields { state: "status", arn: "recoveryPointArn", vault_arn: "backupVaultArn", job: None };
+}
+
+/// The first of an event's `resources`, if any.
+fn resources(v: &Value) -> Option<&str> {
+    v.get("resources")?.as_array()?.first()?.as_str()
+}
+
+/// An AWS Backup event's recovery point. Every field but the state is optional: what the
+/// event leaves out is looked up from AWS (the job) or found by reconciliation.
+fn recovery_point(detail: &Value, f: Fields, resource: Option<&str>, region: &str) -> Intake {
+    let text = |k: &str| detail.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from);
+    let state = text(f.state).unwrap_or_default();
+    if !state.eq_ignore_ascii_case("COMPLETED") {
+        return Intake::Nothing(format!("aws backup {} {state:?}", f.state));
     }
-    let arn = detail.get(arn_field).and_then(Value::as_str).ok_or_else(|| IntakeError::Invalid {
-        field: "detail",
-        problem: format!("completed job without {arn_field}"),
-    })?;
-    let hint = detail.get("resourceType").and_then(Value::as_str);
-    match backup_from_arn(arn, hint, region) {
-        Some(b) => Ok(Intake::BackupReady(b)),
-        None => Ok(Intake::Nothing(format!("recovery point {arn} is not a kind bunker copies"))),
+    // A copy's recovery point is in the destination vault's region.
+    let vault_arn = text(f.vault_arn);
+    let vault_part = |i: usize| vault_arn.as_deref().and_then(|a| a.split(':').nth(i)).map(String::from);
+    let arn = text(f.arn).or_else(|| resource.map(String::from));
+    let hint = RecoveryPointHint {
+        region: vault_part(3).filter(|r| !r.is_empty()).unwrap_or_else(|| region.to_string()),
+        vault: if f.job.is_some() || f.state == "status" { text("backupVaultName") } else { None }
+            .or_else(|| vault_arn.as_deref().and_then(|a| a.split_once(":backup-vault:")).map(|(_, v)| v.to_string())),
+        arn,
+        backup_job_id: f.job.and_then(text),
+        resource_type: text("resourceType"),
+    };
+    if hint.arn.is_none() && hint.backup_job_id.is_none() {
+        return Intake::Nothing(
+            "a completed aws backup event naming no recovery point or job (reconciliation finds it)".into(),
+        );
     }
+    Intake::RecoveryPoint(hint)
 }
 
 fn ebs_notification(detail: &Value) -> Result<Intake, IntakeError> {
@@ -419,9 +494,6 @@ mod tests {
     #[test]
     fn real_shaped_fixtures() {
         let cases = [
-            ("backup-job-completed.json", ready(ResourceKind::Ebs, "us-east-1", "snap-0a1b2c3d4e5f60718")),
-            ("copy-job-completed.json", ready(ResourceKind::RdsCluster, "eu-west-1", "awsbackup:copyjob-1f2e3d4c")),
-            ("cloudtrail-backup-job-completed.json", ready(ResourceKind::Ec2ami, "us-east-1", "ami-0abcdef1234567890")),
             ("ebs-create-snapshot.json", ready(ResourceKind::Ebs, "us-east-1", "snap-01234567890abcdef")),
             ("ebs-copy-snapshot.json", ready(ResourceKind::Ebs, "us-west-2", "snap-0fedcba9876543210")),
             (
@@ -440,8 +512,83 @@ mod tests {
         for (name, want) in cases {
             assert_eq!(parse_message(&fixture(name)), Ok(want), "{name}");
         }
+        // AWS Backup events: recovery points whose backups are the same as before.
+        let backups = [
+            (
+                "backup-job-completed.json",
+                BackupRef { kind: ResourceKind::Ebs, region: "us-east-1".into(), id: "snap-0a1b2c3d4e5f60718".into() },
+            ),
+            (
+                "copy-job-completed.json",
+                BackupRef {
+                    kind: ResourceKind::RdsCluster,
+                    region: "eu-west-1".into(),
+                    id: "awsbackup:copyjob-1f2e3d4c".into(),
+                },
+            ),
+            (
+                "cloudtrail-backup-job-completed.json",
+                BackupRef {
+                    kind: ResourceKind::Ec2ami,
+                    region: "us-east-1".into(),
+                    id: "ami-0abcdef1234567890".into(),
+                },
+            ),
+        ];
+        for (name, want) in backups {
+            let Ok(Intake::RecoveryPoint(hint)) = parse_message(&fixture(name)) else { panic!("{name}") };
+            assert_eq!(hint.backup(), Some(want), "{name}");
+        }
         assert!(matches!(parse_message(&fixture("backup-job-running.json")), Ok(Intake::Nothing(_))));
         assert!(matches!(parse_message(&fixture("ebs-create-snapshot-failed.json")), Ok(Intake::Nothing(_))));
+    }
+
+    fn hint(name: &str) -> RecoveryPointHint {
+        match parse_message(&fixture(name)) {
+            Ok(Intake::RecoveryPoint(h)) => h,
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    /// AWS's own documented examples (the AWS Backup developer guide's EventBridge page):
+    /// the completed job names its recovery point only in `resources[]`, a failed copy has
+    /// `destinationRecoveryPointArn: {}`, a created job has nothing but its id and state.
+    #[test]
+    fn aws_documented_backup_events_are_read_never_dead_lettered() {
+        let job = hint("aws-doc-backup-job-completed.json");
+        assert_eq!(
+            job.arn.as_deref(),
+            Some("arn:aws:backup:us-west-2:1112233445566:recovery-point:f1d966fe-a3bd-410b-b292-99f442d13b56")
+        );
+        assert_eq!(job.vault.as_deref(), Some("9732c1b4-1091-472a-9d9f-52e0565ee39a"));
+        assert_eq!(job.backup_job_id.as_deref(), Some("a827233a-d405-4a86-a440-759fa94f34dd"));
+        assert_eq!(
+            (job.region.as_str(), job.backup()),
+            ("us-west-2", None),
+            "a native recovery point is no bunker backup"
+        );
+        let copy = hint("aws-doc-copy-job-completed.json");
+        assert_eq!(
+            copy.arn.as_deref(),
+            Some("arn:aws:ec2:us-west-2::snapshot/snap-0726fe70935586180"),
+            "the destination, not resources[]"
+        );
+        assert_eq!(copy.vault.as_deref(), Some("846869de-4589-45c3-ab60-4fbbabcdd3ec"));
+        let point = hint("aws-doc-recovery-point-completed.json");
+        assert_eq!(point.vault.as_deref(), Some("e6625738-0655-4aa9-bd37-6ec1dd183b15"));
+        assert_eq!(point.resource_type.as_deref(), Some("Aurora"));
+        assert_eq!(point.backup().map(|b| b.kind), Some(ResourceKind::RdsCluster));
+        for quiet in ["aws-doc-backup-job-created.json", "aws-doc-copy-job-failed.json"] {
+            assert!(matches!(parse_message(&fixture(quiet)), Ok(Intake::Nothing(_))), "{quiet}");
+        }
+        // A completed job without any recovery point field is looked up by its job id.
+        let bare = r#"{"source":"aws.backup","detail-type":"Backup Job State Change","region":"eu-west-1",
+            "detail":{"backupJobId":"j-1","state":"COMPLETED","backupVaultName":"Default"}}"#;
+        let Ok(Intake::RecoveryPoint(h)) = parse_message(bare) else { panic!() };
+        assert_eq!((h.arn, h.backup_job_id.as_deref(), h.vault.as_deref()), (None, Some("j-1"), Some("Default")));
+        let nothing =
+            r#"{"source":"aws.backup","detail-type":"Backup Job State Change","detail":{"state":"COMPLETED"}}"#;
+        assert!(matches!(parse_message(nothing), Ok(Intake::Nothing(_))));
     }
 
     #[test]

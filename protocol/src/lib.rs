@@ -18,6 +18,7 @@ pub mod replication;
 pub mod report;
 pub mod retention;
 pub mod tags;
+pub mod vault;
 
 pub use backup::{Backup, Owner};
 pub use kind::ResourceKind;

@@ -43,6 +43,8 @@ pub enum Operation {
     ShareBackup,
     /// Copy a backup another account shared into this (data-bunker) account.
     PullBackup,
+    /// Export a backup (an AWS Backup recovery point) as a verified archive.
+    ExportBackup,
 }
 
 /// One line of a run report.

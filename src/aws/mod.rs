@@ -95,6 +95,7 @@ macro_rules! cluster_snapshot_ops {
     };
 }
 
+mod backup;
 mod docdb;
 mod dynamodb;
 mod ebs;
@@ -252,6 +253,11 @@ impl Aws {
     /// Pull `kind`'s backups shared with this account in `region`, when the kind can.
     pub fn pull(&self, kind: ResourceKind, region: &str) -> Option<Arc<dyn Pull>> {
         self.full(kind, region)
+    }
+
+    /// AWS Backup's recovery points in `region`.
+    pub fn vaults(&self, region: &str) -> Arc<dyn bunker_actors::ports::Vaults> {
+        Arc::new(backup::BackupVaults::new(&self.regional(region), &self.calls, region.to_string()))
     }
 
     /// The EBS direct APIs of `region`.

@@ -460,3 +460,21 @@ pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `zstd -d` of an archive, with the standard CLI (what a user without bunker runs).
+pub fn zstd_decompress(archive: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("zstd")
+        .args(["-d", "-c", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the zstd CLI is installed (.ci/run installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = archive.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "zstd -d failed");
+    out.stdout
+}

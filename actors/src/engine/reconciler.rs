@@ -41,7 +41,8 @@ pub struct Reconciler<W: Workflow> {
 }
 
 impl<W: Workflow> Reconciler<W> {
-    /// Scans `kinds` through `workflow` and sends jobs to `addr`.
+    /// Scans `kinds` through `workflow` and sends jobs to `addr` (no kinds: one scan of
+    /// everything the workflow owns, for workflows not keyed by kind).
     pub fn new(workflow: Arc<W>, addr: Jobs<W>, kinds: Vec<ResourceKind>) -> Self {
         Reconciler { workflow, addr, kinds }
     }
@@ -59,6 +60,13 @@ impl<W: Workflow> Reconciler<W> {
             }
         }
         let mut keys = Vec::new();
+        if self.kinds.is_empty() && only.is_none() {
+            // A workflow not keyed by kind (the vault exports): one listing.
+            match self.workflow.owned(None).await {
+                Ok(r) => keys.extend(r),
+                Err(e) => warn!(workflow = W::NAME, error = %e, "reconciliation: listing failed; next scan retries"),
+            }
+        }
         for &kind in self.kinds.iter().filter(|k| only.is_none_or(|o| o == **k)) {
             match self.workflow.owned(Some(kind)).await {
                 Ok(r) => keys.extend(r),

@@ -20,7 +20,7 @@ use super::exporter_actor::{run_export, PreparedExport};
 use super::{Progress, StreamError, Tuning};
 use crate::engine::{JobKey, Pass, Workflow};
 use crate::metrics::Metrics;
-use crate::ports::PortError;
+use crate::ports::{ArchiveStore, PortError};
 
 /// One export of an EBS snapshot (the service's exports: queue commands and `export.to`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,6 +63,9 @@ pub trait ExportTargets: Send + Sync {
         to: &str,
         progress: Arc<Progress>,
     ) -> Result<PreparedExport, StreamError>;
+
+    /// The store at target `to` (archives of `region`'s snapshots).
+    fn store(&self, to: &str, region: &str) -> Result<Arc<dyn ArchiveStore>, StreamError>;
 }
 
 /// The export workflow: prepares each job through [`ExportTargets`] and runs it through the

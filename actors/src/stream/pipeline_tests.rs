@@ -304,6 +304,10 @@ impl super::export_job::ExportTargets for MemoryTargets {
             open: reader(self.image.clone()),
         })
     }
+
+    fn store(&self, _to: &str, _region: &str) -> Result<Arc<dyn ArchiveStore>, StreamError> {
+        Ok(self.store.clone())
+    }
 }
 
 fn export_of(snapshot: &str) -> crate::engine::Run<super::export_job::ExportSnapshot> {

@@ -1,0 +1,342 @@
+//! AWS Backup vaults in, verified archives out: the [`VaultExports`] workflow exports every
+//! completed recovery point of `export.vaults` to `<export.to>/recovery-points/<vault>/`,
+//! and with `export.delete_source` deletes it only after its archive was read back and
+//! verified, then checks the delete took. Events are hints ([`VaultExports::key_of`]);
+//! reconciliation over the vaults ([`VaultExports::owned`]) is the guarantee.
+//!
+//! What remains is [`bunker_protocol::vault::plan`]'s decision from what AWS and the target
+//! report, so a pass after a crash carries on from where the last one stopped. EBS
+//! snapshots are exported (the direct-API archive); other kinds are reported once per
+//! recovery point and left to AWS Backup's retention.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bunker_protocol::events::RecoveryPointHint;
+use bunker_protocol::report::{Entry, EntryStatus, Operation};
+use bunker_protocol::vault::{self, Archived, ExportKind, Holds, PointRef, Seen, Step};
+use bunker_protocol::ResourceKind;
+use tracing::{info, warn};
+
+use crate::engine::{Alerts, JobError, JobKey, Pass, Workflow};
+use crate::metrics::Metrics;
+use crate::ports::{ArchiveStore, ErrorKind, PortError, Vaults};
+use crate::stream::archive_reader::{self, Archive};
+use crate::stream::export::manifest_key;
+use crate::stream::export_job::{ExportSnapshot, ExportTargets};
+use crate::stream::exporter_actor::run_export;
+use crate::stream::{Progress, StreamError, Tuning};
+
+/// One recovery point to export.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PointKey {
+    /// Its region.
+    pub region: String,
+    /// Its vault.
+    pub vault: String,
+    /// Its ARN.
+    pub arn: String,
+}
+
+impl fmt::Display for PointKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in {} ({})", self.arn, self.vault, self.region)
+    }
+}
+
+impl JobKey for PointKey {
+    fn kind_label(&self) -> &'static str {
+        Holds::of(&self.arn, "").kind().map(ExportKind::as_str).unwrap_or("other")
+    }
+}
+
+/// What the vault exports do, from the configuration.
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    /// `export.vaults`.
+    pub vaults: Vec<String>,
+    /// `export.kinds`.
+    pub kinds: Vec<ExportKind>,
+    /// `export.delete_source`.
+    pub delete_source: bool,
+    /// `export.to`.
+    pub export_to: String,
+}
+
+/// The vault-export workflow. See the module documentation.
+pub struct VaultExports {
+    settings: VaultSettings,
+    vaults: HashMap<String, Arc<dyn Vaults>>,
+    targets: Arc<dyn ExportTargets>,
+    tuning: Tuning,
+    metrics: Arc<Metrics>,
+    alerts: Alerts,
+    /// Recovery points of a kind bunker does not export, already reported (once each).
+    reported: Mutex<HashSet<String>>,
+    one_at_a_time: tokio::sync::Semaphore,
+}
+
+/// Steps one pass may take before it yields (export, verify, delete, check, and slack).
+const STEPS_PER_PASS: usize = 8;
+
+impl VaultExports {
+    /// Exports of `settings.vaults` in each region of `vaults`, prepared by `targets`.
+    pub fn new(
+        settings: VaultSettings,
+        vaults: Vec<Arc<dyn Vaults>>,
+        targets: Arc<dyn ExportTargets>,
+        tuning: Tuning,
+        metrics: Arc<Metrics>,
+        alerts: Alerts,
+    ) -> VaultExports {
+        let vaults = vaults.into_iter().map(|v| (v.region().to_string(), v)).collect();
+        VaultExports {
+            settings,
+            vaults,
+            targets,
+            tuning,
+            metrics,
+            alerts,
+            reported: Mutex::default(),
+            one_at_a_time: tokio::sync::Semaphore::new(1),
+        }
+    }
+
+    /// The recovery point an event names, if it is one this deployment exports: in a listed
+    /// vault of a served region. An event naming only its job is resolved through
+    /// `DescribeBackupJob`; one naming neither is left to reconciliation.
+    pub async fn key_of(&self, hint: &RecoveryPointHint) -> Result<Option<PointKey>, PortError> {
+        let Some(port) = self.vaults.get(&hint.region) else { return Ok(None) };
+        let (mut vault, mut arn) = (hint.vault.clone(), hint.arn.clone());
+        if let (None, Some(job)) = (&arn, &hint.backup_job_id) {
+            if let Some(j) = port.job(job).await? {
+                vault = vault.or(Some(j.vault));
+                arn = j.recovery_point_arn;
+            }
+        }
+        let (Some(vault), Some(arn)) = (vault, arn) else { return Ok(None) };
+        if !self.settings.vaults.contains(&vault) {
+            return Ok(None);
+        }
+        Ok(Some(PointKey { region: hint.region.clone(), vault, arn }))
+    }
+
+    /// Whether the event's vault is one this deployment exports (or the event names none).
+    pub fn may_export(&self, hint: &RecoveryPointHint) -> bool {
+        self.vaults.contains_key(&hint.region) && hint.vault.as_ref().is_none_or(|v| self.settings.vaults.contains(v))
+    }
+
+    fn target(&self, key: &PointKey) -> String {
+        vault::target_of(&self.settings.export_to, &key.vault)
+    }
+
+    /// What the target holds for `key`'s EBS snapshot `snapshot`.
+    async fn archived(
+        &self,
+        key: &PointKey,
+        store: &Arc<dyn ArchiveStore>,
+        snapshot: &str,
+    ) -> Result<Archived, StreamError> {
+        let mkey = manifest_key(snapshot);
+        let url = store.url(&mkey);
+        if store.size(&mkey).await.map_err(|e| StreamError::port(format!("checking {url}"), e))?.is_none() {
+            return Ok(Archived::No);
+        }
+        let a = Archive::open(store.clone(), &mkey).await?;
+        match &a.manifest.source.recovery_point {
+            Some(p) if p.arn == key.arn => Ok(Archived::Yes),
+            _ => Err(StreamError::Input(format!(
+                "{url} is an export of {}, not of recovery point {}: remove it or choose another export.to",
+                a.manifest.source.id, key.arn
+            ))),
+        }
+    }
+
+    async fn export(&self, key: &PointKey, snapshot: &str) -> Result<(), StreamError> {
+        let to = self.target(key);
+        let _turn = self.one_at_a_time.acquire().await.map_err(|e| StreamError::Internal(e.to_string()))?;
+        let progress = Arc::new(Progress::default());
+        let job = ExportSnapshot {
+            snapshot_id: snapshot.into(),
+            region: key.region.clone(),
+            to: Some(to.clone()),
+            base: None,
+        };
+        let mut p = self.targets.prepare(&job, &to, progress.clone()).await?;
+        p.request.source.recovery_point = Some(PointRef { arn: key.arn.clone(), vault: key.vault.clone() });
+        let summary = run_export(p, self.tuning, progress, Some(self.metrics.clone())).await?;
+        info!(recovery_point = %key.arn, archive = %summary.archive, "recovery point exported");
+        Ok(())
+    }
+
+    async fn verify(&self, store: &Arc<dyn ArchiveStore>, snapshot: &str) -> Result<(), StreamError> {
+        let a = Archive::open(store.clone(), &manifest_key(snapshot)).await?;
+        archive_reader::verify(a, &Progress::default()).await.map(|_| ())
+    }
+
+    /// Reports once per recovery point that bunker does not export its kind.
+    fn unsupported(&self, key: &PointKey, holds: &Holds) -> Pass {
+        let why =
+            format!("bunker does not export {} from vaults yet; AWS Backup's retention keeps it", holds.describe());
+        if self.reported.lock().expect("reported set").insert(key.arn.clone()) {
+            warn!(recovery_point = %key.arn, why = %why, "recovery point not exported");
+            let (alerts, subject, body) =
+                (self.alerts.clone(), "bunker: recovery point not exported".to_string(), format!("{key}: {why}"));
+            tokio::spawn(async move { alerts.send(&subject, &body).await });
+        }
+        Pass::NotOurs(why)
+    }
+
+    /// Runs the plan for `key` until it waits, ends or runs out of steps.
+    async fn advance(&self, key: &PointKey, port: &dyn Vaults) -> Result<(Pass, Vec<Entry>), StreamError> {
+        let store = self.targets.store(&self.target(key), &key.region)?;
+        let (mut archived, mut delete_asked, mut entries) = (None, false, vec![]);
+        for _ in 0..STEPS_PER_PASS {
+            let point = port
+                .describe(&key.vault, &key.arn)
+                .await
+                .map_err(|e| StreamError::port("describing the recovery point", e))?;
+            let holds = point.as_ref().map(|p| p.holds()).unwrap_or_else(|| Holds::of(&key.arn, ""));
+            let snapshot = match &holds {
+                Holds::EbsSnapshot(id) => id.clone(),
+                other if point.as_ref().is_some_and(|p| p.status.exportable()) => {
+                    let wanted = other.kind().is_none_or(|k| self.settings.kinds.contains(&k));
+                    return Ok((
+                        if wanted { self.unsupported(key, other) } else { Pass::NotOurs("not in export.kinds".into()) },
+                        entries,
+                    ));
+                }
+                _ => String::new(),
+            };
+            let kind = holds.kind().filter(|k| self.settings.kinds.contains(k));
+            if archived.is_none() && kind.is_some() && !snapshot.is_empty() {
+                archived = Some(self.archived(key, &store, &snapshot).await?);
+            }
+            let seen = Seen {
+                status: point.map(|p| p.status),
+                kind,
+                archived: archived.unwrap_or(Archived::No),
+                delete_source: self.settings.delete_source,
+                delete_asked,
+            };
+            match vault::plan(&seen) {
+                Step::Export => {
+                    self.export(key, &snapshot).await?;
+                    archived = Some(Archived::Yes);
+                    entries.push(entry(key, Operation::ExportBackup, EntryStatus::Ok, None));
+                }
+                Step::Verify => {
+                    self.verify(&store, &snapshot).await?;
+                    archived = Some(Archived::Verified);
+                }
+                Step::Delete => match port.delete(&key.vault, &key.arn).await {
+                    Ok(()) => delete_asked = true,
+                    Err(e) if e.kind == ErrorKind::Invalid || e.kind == ErrorKind::AccessDenied => {
+                        return Ok((self.kept(key, &e), entries));
+                    }
+                    Err(e) => return Err(StreamError::port("deleting the recovery point", e)),
+                },
+                Step::Done => {
+                    if delete_asked {
+                        entries.push(entry(key, Operation::DeleteBackup, EntryStatus::Ok, None));
+                    }
+                    return Ok((Pass::Done, entries));
+                }
+                Step::Wait(why) => return Ok((Pass::Waiting { next_check: None, why }, entries)),
+                Step::Skip(why) => return Ok((Pass::NotOurs(why), entries)),
+                Step::Fail(why) => return Ok((Pass::Failed(why), entries)),
+            }
+        }
+        Ok((Pass::Progress, entries))
+    }
+
+    /// AWS refused the delete (Vault Lock, legal hold, permissions): the archive is made and
+    /// verified, the recovery point stays for AWS Backup's retention; reported, not retried.
+    fn kept(&self, key: &PointKey, e: &PortError) -> Pass {
+        let why = format!("exported and verified; the recovery point is kept: AWS refused the delete ({e})");
+        warn!(recovery_point = %key.arn, why = %why, "recovery point kept");
+        let (alerts, subject, body) =
+            (self.alerts.clone(), "bunker: recovery point kept".to_string(), format!("{key}: {why}"));
+        tokio::spawn(async move { alerts.send(&subject, &body).await });
+        Pass::NotOurs(why)
+    }
+}
+
+fn entry(key: &PointKey, operation: Operation, status: EntryStatus, message: Option<String>) -> Entry {
+    Entry {
+        operation,
+        status,
+        region: key.region.clone(),
+        resource_id: None,
+        backup_id: Some(key.arn.clone()),
+        backup_name: None,
+        retention: None,
+        message,
+    }
+}
+
+#[async_trait]
+impl Workflow for VaultExports {
+    type Key = PointKey;
+    const NAME: &'static str = "vault-exporter";
+
+    async fn pass(&self, key: &PointKey) -> (Pass, Vec<Entry>) {
+        if !self.settings.vaults.contains(&key.vault) {
+            return (Pass::NotOurs(format!("vault {} is not in export.vaults", key.vault)), vec![]);
+        }
+        let Some(port) = self.vaults.get(&key.region).cloned() else {
+            return (Pass::Retry(JobError::NotServed { kind: ResourceKind::Ebs, region: key.region.clone() }), vec![]);
+        };
+        match self.advance(key, port.as_ref()).await {
+            Ok(done) => done,
+            Err(e) if e.is_permanent() => (Pass::Failed(e.to_string()), vec![]),
+            Err(e) => (Pass::Retry(e.into()), vec![]),
+        }
+    }
+
+    /// Every completed recovery point of the listed vaults not exported yet (with
+    /// `export.delete_source`, every one: an exported point is verified and deleted).
+    async fn owned(&self, _kind: Option<ResourceKind>) -> Result<Vec<PointKey>, PortError> {
+        let mut keys = Vec::new();
+        for (region, port) in &self.vaults {
+            for name in &self.settings.vaults {
+                for p in port.list(name).await? {
+                    if !p.status.exportable() {
+                        continue;
+                    }
+                    let key = PointKey { region: region.clone(), vault: name.clone(), arn: p.arn.clone() };
+                    if !self.settings.delete_source && self.finished(&key, &p.holds()).await {
+                        continue;
+                    }
+                    keys.push(key);
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    fn enabled(&self) -> bool {
+        !self.settings.vaults.is_empty()
+    }
+
+    fn gave_up_entry(&self, key: &PointKey, reason: &str) -> Option<Entry> {
+        Some(entry(key, Operation::ExportBackup, EntryStatus::Error, Some(reason.into())))
+    }
+
+    fn gave_up_subject(&self, key: &PointKey) -> String {
+        format!("bunker export of recovery point failed: {}", key.arn)
+    }
+}
+
+impl VaultExports {
+    /// Whether `key`'s export is finished (its manifest exists), as far as a cheap look says.
+    async fn finished(&self, key: &PointKey, holds: &Holds) -> bool {
+        let Holds::EbsSnapshot(id) = holds else {
+            return self.reported.lock().expect("reported set").contains(&key.arn);
+        };
+        let Ok(store) = self.targets.store(&self.target(key), &key.region) else { return false };
+        matches!(store.size(&manifest_key(id)).await, Ok(Some(_)))
+    }
+}

@@ -1,0 +1,273 @@
+//! AWS Backup vaults in, verified archives out, against the emulator: `StartBackupJob` makes
+//! a real EBS snapshot of a volume's data, its completion events go through an EventBridge
+//! rule into SQS, and `bunker serve` (or the CLI) exports, verifies and deletes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Account, REGION};
+
+const VAULT: &str = "Default";
+const ROLE: &str = "arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole";
+
+/// A vault, a volume whose content is `blocks` (made from a snapshot of them), and the
+/// account's backup client.
+async fn vault_with_volume(a: &Account, seed: u64) -> (aws_sdk_backup::Client, String, Vec<u8>) {
+    let backup = aws_sdk_backup::Client::new(&a.sdk(REGION).await);
+    if backup.describe_backup_vault().backup_vault_name(VAULT).send().await.is_err() {
+        backup.create_backup_vault().backup_vault_name(VAULT).send().await.expect("create vault");
+    }
+    let blocks: BTreeMap<u64, Vec<u8>> =
+        [(0, common::noise(seed, 1 << 19)), (7, vec![b'x'; 1 << 19]), (1500, common::noise(seed + 1, 1 << 19))].into();
+    let snap = a.write_snapshot(1, None, &blocks).await;
+    let vol = a
+        .ec2()
+        .await
+        .create_volume()
+        .snapshot_id(&snap)
+        .size(1)
+        .availability_zone(format!("{REGION}a"))
+        .send()
+        .await
+        .unwrap()
+        .volume_id
+        .unwrap();
+    (backup, format!("arn:aws:ec2:{REGION}:{}:volume/{vol}", a.id), common::image(1, &blocks))
+}
+
+async fn start_job(backup: &aws_sdk_backup::Client, resource: &str) -> String {
+    let job = backup.start_backup_job().backup_vault_name(VAULT).resource_arn(resource).iam_role_arn(ROLE);
+    job.send().await.expect("start backup job").recovery_point_arn.unwrap()
+}
+
+/// Whether the recovery point still exists, and its status.
+async fn point_status(backup: &aws_sdk_backup::Client, arn: &str) -> Option<String> {
+    match backup.describe_recovery_point().backup_vault_name(VAULT).recovery_point_arn(arn).send().await {
+        Ok(p) => Some(p.status.map(|s| s.as_str().to_string()).unwrap_or_default()),
+        Err(e) => {
+            let e = e.into_service_error();
+            assert!(e.is_resource_not_found_exception(), "{e:?}");
+            None
+        }
+    }
+}
+
+/// The queue (and its dead-letter queue) an EventBridge rule sends every `aws.backup` event to.
+async fn event_queue(a: &Account) -> (aws_sdk_sqs::Client, String, String) {
+    let conf = a.sdk(REGION).await;
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let q = sqs.create_queue().queue_name("backup-events").send().await.unwrap().queue_url.unwrap();
+    let d = sqs.create_queue().queue_name("backup-events-dlq").send().await.unwrap().queue_url.unwrap();
+    let attrs = sqs.get_queue_attributes().queue_url(&q).attribute_names("QueueArn".into()).send().await.unwrap();
+    let arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    let events = aws_sdk_eventbridge::Client::new(&conf);
+    let pattern =
+        r#"{"source": ["aws.backup"], "detail-type": ["Backup Job State Change", "AWS Service Event via CloudTrail"]}"#;
+    events.put_rule().name("bunker-backup-events").event_pattern(pattern).send().await.unwrap();
+    let target = aws_sdk_eventbridge::types::Target::builder().id("bunker").arn(arn).build().unwrap();
+    events.put_targets().rule("bunker-backup-events").targets(target).send().await.unwrap();
+    (sqs, q, d)
+}
+
+async fn depth(sqs: &aws_sdk_sqs::Client, q: &str) -> usize {
+    let names = [
+        aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+        aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ];
+    let out = sqs.get_queue_attributes().queue_url(q).set_attribute_names(Some(names.to_vec())).send().await.unwrap();
+    out.attributes().unwrap().values().map(|v| v.parse::<usize>().unwrap()).sum()
+}
+
+/// A config file: `extra` top-level keys, `serve` keys of the `[serve]` table.
+fn config(dir: &std::path::Path, extra: &str, serve: &str) -> String {
+    let path = dir.join("bunker.toml");
+    let body = format!(
+        "regions = [\"{REGION}\"]\nschedule.create = \"\"\nschedule.clean = \"\"\n{extra}\n\
+         [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nshutdown_deadline = \"20s\"\n{serve}\n"
+    );
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+async fn until<F: std::future::Future<Output = bool>>(within: Duration, what: &str, mut f: impl FnMut() -> F) {
+    let t = Instant::now();
+    while !f().await {
+        assert!(t.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn metric(text: &str, line: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(line)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// The whole path: a backup job's two completion events (native and CloudTrail) arrive by
+/// EventBridge; bunker exports the recovery point, reads the archive back, deletes the point
+/// through AWS Backup (EC2 refuses to delete such a snapshot) and checks it is gone. The same
+/// event three more times, concurrently, exports nothing again.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_exports_verifies_and_deletes_the_recovery_point_once() {
+    let a = Account::new("430000000001").await;
+    let (backup, volume, image) = vault_with_volume(&a, 11).await;
+    let (sqs, q, dlq) = event_queue(&a).await;
+    let bucket = a.bucket("vault-archives").await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra =
+        format!("export.to = \"s3://{bucket}/archive\"\nexport.vaults = [\"{VAULT}\"]\nexport.delete_source = true");
+    let serve = format!("queue_url = \"{q}\"\ndead_letter_queue_url = \"{dlq}\"\nreconcile_interval = \"1h\"");
+    let cfg = config(dir.path(), &extra, &serve);
+    let (mut child, addr, log) = a.serve(&cfg, &dir.path().join("state"));
+    let point = start_job(&backup, &volume).await;
+    let snap = point.rsplit('/').next().unwrap().to_string();
+    until(Duration::from_secs(60), "recovery point deleted", || async {
+        point_status(&backup, &point).await.is_none()
+    })
+    .await;
+    until(Duration::from_secs(30), "queue drained", || async { depth(&sqs, &q).await == 0 }).await;
+
+    let key = format!("archive/recovery-points/{VAULT}/{snap}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("{key}.manifest.json")).await).unwrap();
+    assert_eq!(manifest["source"]["recovery_point"]["arn"], point, "the manifest names the recovery point");
+    assert_eq!(manifest["source"]["recovery_point"]["vault"], VAULT);
+    assert!(
+        common::zstd_decompress(&a.get_object(&bucket, &format!("{key}.img.zst")).await) == image,
+        "zstd -d gives the volume's data"
+    );
+    let ec2 = a.ec2().await;
+    assert!(ec2.describe_snapshots().snapshot_ids(&snap).send().await.is_err(), "the snapshot went with the point");
+
+    // Replays: the native event three times at once.
+    let body = serde_json::json!({
+        "version": "0", "id": "replay", "detail-type": "Backup Job State Change", "source": "aws.backup",
+        "account": a.id, "time": "2026-12-02T03:00:00Z", "region": REGION, "resources": [point],
+        "detail": {"backupJobId": "unknown", "backupVaultName": VAULT, "state": "COMPLETED", "resourceType": "EBS"}
+    })
+    .to_string();
+    futures::future::join_all((0..3).map(|_| sqs.send_message().queue_url(&q).message_body(&body).send())).await;
+    until(Duration::from_secs(30), "replays handled", || async { depth(&sqs, &q).await == 0 }).await;
+    let m = common::http_get(&addr, "/metrics");
+    assert_eq!(metric(&m, "bunker_exports_total{status=\"ok\"}"), 1.0, "{m}");
+    assert_eq!(metric(&m, "bunker_messages_total{outcome=\"handled\"}"), 5.0, "2 events + 3 replays: {m}");
+    assert_eq!(metric(&m, "bunker_messages_total{outcome=\"dead_lettered\"}"), 0.0, "{m}");
+    assert_eq!(depth(&sqs, &dlq).await, 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// With every event dropped, reconciliation alone exports each EBS recovery point once and
+/// (without `export.delete_source`) keeps it; a kind bunker does not export yet is reported
+/// once however often the vault is scanned; `vault list-recovery-points` says which is which.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconciliation_alone_exports_each_point_once_and_keeps_them() {
+    let a = Account::new("430000000002").await;
+    common::post(&a.endpoint, "/_bunker/backup", &format!(r#"{{"account": "{}", "events": []}}"#, a.id));
+    let mut points = Vec::new();
+    for seed in 0..3 {
+        let (backup, volume, _) = vault_with_volume(&a, 20 + seed).await;
+        points.push(start_job(&backup, &volume).await);
+    }
+    let backup = aws_sdk_backup::Client::new(&a.sdk(REGION).await);
+    let ddb = aws_sdk_dynamodb::Client::new(&a.sdk(REGION).await);
+    let key = aws_sdk_dynamodb::types::KeySchemaElement::builder()
+        .attribute_name("k")
+        .key_type("HASH".into())
+        .build()
+        .unwrap();
+    let attr = aws_sdk_dynamodb::types::AttributeDefinition::builder()
+        .attribute_name("k")
+        .attribute_type("S".into())
+        .build()
+        .unwrap();
+    ddb.create_table()
+        .table_name("orders")
+        .key_schema(key)
+        .attribute_definitions(attr)
+        .billing_mode("PAY_PER_REQUEST".into())
+        .send()
+        .await
+        .unwrap();
+    let table = start_job(&backup, &format!("arn:aws:dynamodb:{REGION}:{}:table/orders", a.id)).await;
+
+    let bucket = a.bucket("vault-reconcile").await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("export.to = \"s3://{bucket}/x\"\nexport.vaults = [\"{VAULT}\"]");
+    let cfg = config(dir.path(), &extra, "reconcile_interval = \"2s\"");
+    let (mut child, addr, log) = a.serve(&cfg, &dir.path().join("state"));
+    until(Duration::from_secs(60), "three exports", || async {
+        metric(&common::http_get(&addr, "/metrics"), "bunker_exports_total{status=\"ok\"}") >= 3.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // two more scans
+    let m = common::http_get(&addr, "/metrics");
+    assert_eq!(metric(&m, "bunker_exports_total{status=\"ok\"}"), 3.0, "each once: {m}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for p in points.iter().chain([&table]) {
+        assert_eq!(point_status(&backup, p).await.as_deref(), Some("COMPLETED"), "kept: {p}");
+    }
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(log.matches("recovery point not exported").count(), 1, "the DynamoDB backup is reported once: {log}");
+
+    let listed = a.bunker(&["--json", "--config", &cfg, "vault", "list-recovery-points", VAULT]).ok_json();
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        let ebs = r["resource_type"] == "EBS";
+        assert_eq!(r["exported"], if ebs { serde_json::json!(true) } else { serde_json::Value::Null }, "{r}");
+        if ebs {
+            let snap = r["arn"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+            assert_eq!(r["archive"], format!("s3://{bucket}/x/recovery-points/{VAULT}/{snap}.manifest.json"));
+        }
+    }
+}
+
+/// `export recovery-point` with `export.delete_source`: a legal hold or a Vault Lock keeps
+/// the point (reported: exit 1 naming the refusal), and a delete AWS answers with 200 but
+/// leaves EXPIRED is a failure, not a success. The archive is made every time.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_and_unconfirmed_deletes_keep_the_point_and_say_why() {
+    let a = Account::new("430000000003").await;
+    let (backup, volume, _) = vault_with_volume(&a, 31).await;
+    let held = start_job(&backup, &volume).await;
+    let expired = start_job(&backup, &volume).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bucket = a.bucket("vault-cli").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &format!("export.to = \"s3://{bucket}/cli\"\nexport.delete_source = true"), "");
+    let export = |arn: &str| a.bunker(&["--json", "--config", &cfg, "export", "recovery-point", arn, "--vault", VAULT]);
+
+    common::post(&a.endpoint, "/_bunker/backup", &format!(r#"{{"account": "{}", "legal_holds": ["{held}"]}}"#, a.id));
+    let r = export(&held);
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.json()["reason"].as_str().unwrap().contains("legal hold"), "{r:#?}");
+    assert_eq!(point_status(&backup, &held).await.as_deref(), Some("COMPLETED"));
+
+    common::post(&a.endpoint, "/_bunker/backup", &format!(r#"{{"account": "{}", "expire_on_delete": true}}"#, a.id));
+    let r = export(&expired);
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.json()["reason"].as_str().unwrap().contains("EXPIRED"), "{r:#?}");
+    assert_eq!(r.json()["state"], "failed");
+    assert_eq!(point_status(&backup, &expired).await.as_deref(), Some("EXPIRED"));
+
+    // A Vault Lock's minimum retention keeps a new point too.
+    common::post(&a.endpoint, "/_bunker/backup", &format!(r#"{{"account": "{}", "expire_on_delete": false}}"#, a.id));
+    backup.put_backup_vault_lock_configuration().backup_vault_name(VAULT).min_retention_days(7).send().await.unwrap();
+    let locked = start_job(&backup, &volume).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = export(&locked);
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.json()["reason"].as_str().unwrap().contains("Vault Lock"), "{r:#?}");
+    assert_eq!(point_status(&backup, &locked).await.as_deref(), Some("COMPLETED"));
+
+    for p in [&held, &expired, &locked] {
+        let snap = p.rsplit('/').next().unwrap();
+        let key = format!("cli/recovery-points/{VAULT}/{snap}.manifest.json");
+        let m: serde_json::Value = serde_json::from_slice(&a.get_object(&bucket, &key).await).unwrap();
+        assert_eq!(m["source"]["recovery_point"]["arn"], p.as_str());
+    }
+}
