@@ -129,7 +129,17 @@ pub async fn export_point(
         let out = serde_json::json!({"recovery_point": report.key.arn, "state": state, "reason": reason, "entries": report.entries});
         println!("{}", serde_json::to_string_pretty(&out).expect("report serializes"));
     } else {
-        println!("{}: {state}{}", report.key.arn, reason.map(|r| format!(": {r}")).unwrap_or_default());
+        let did: Vec<&str> = report
+            .entries
+            .iter()
+            .filter(|e| e.status == bunker_protocol::report::EntryStatus::Ok)
+            .map(|e| match e.operation {
+                bunker_protocol::report::Operation::DeleteBackup => "verified and deleted",
+                _ => "exported",
+            })
+            .collect();
+        let did = if did.is_empty() { String::new() } else { format!(" ({})", did.join(", ")) };
+        println!("{}: {state}{did}{}", report.key.arn, reason.map(|r| format!(": {r}")).unwrap_or_default());
     }
     Ok(match report.end {
         JobEnd::Done => ExitCode::SUCCESS,

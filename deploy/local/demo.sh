@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo: on the local emulator, seed a fleet of all six kinds and run bunker's daily
-# create (01:00) and clean (02:00) over a simulated month with --now, then show the plan.
+# create (01:00) and clean (02:00) over a simulated month with --now, then show the plan,
+# the service (copies, shares, a pull), exports, and an AWS Backup recovery point exported,
+# verified and deleted.
 # Installs what it needs (emulator venv) and builds bunker; nothing touches real AWS.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -169,5 +171,28 @@ echo "== incremental export of $later (only changed chunks), then restore base +
 "$bunker" export ebs "$later" --base "$snap" --to s3://demo-archives/daily | sed 's/^/  /'
 restored=$("$bunker" restore "s3://demo-archives/daily/$later.img.zst" --to-snapshot)
 echo "  new snapshot: $restored (restored from $snap + $later)"
+echo "== AWS Backup: a backup job of a volume made from $snap, then its recovery point exported, verified and deleted"
+point=$("$python" - "$snap" <<'PY'
+import boto3, sys, time
+ec2, backup = boto3.client("ec2"), boto3.client("backup")
+backup.create_backup_vault(BackupVaultName="Default")
+vol = ec2.create_volume(SnapshotId=sys.argv[1], Size=1, AvailabilityZone="us-east-1a")["VolumeId"]
+job = backup.start_backup_job(BackupVaultName="Default", ResourceArn=f"arn:aws:ec2:us-east-1:123456789012:volume/{vol}",
+                              IamRoleArn="arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole")
+while backup.describe_backup_job(BackupJobId=job["BackupJobId"])["State"] != "COMPLETED":
+    time.sleep(0.1)
+print(job["RecoveryPointArn"])
+PY
+)
+cat > "$work/vault.toml" <<TOML
+regions = ["us-east-1"]
+export.to = "s3://demo-archives/long-term"
+export.vaults = ["Default"]
+export.delete_source = true
+TOML
+"$bunker" vault list-recovery-points Default --config "$work/vault.toml" | sed 's/^/  /'
+"$bunker" export recovery-point "$point" --vault Default --config "$work/vault.toml" | sed 's/^/  /'
+echo "  after: $("$bunker" vault list-recovery-points Default --config "$work/vault.toml" --json | "$python" -c 'import json,sys; print(len(json.load(sys.stdin)), "recovery points left in Default")')"
+echo "  the archive: s3://demo-archives/long-term/recovery-points/Default/${point##*/}.img.zst ($("$bunker" verify "s3://demo-archives/long-term/recovery-points/Default/${point##*/}.img.zst" | head -n 1))"
 echo "== HTTP requests the emulator served: $(curl -s "http://127.0.0.1:$port/_bunker/stats" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["requests"])')"
 echo "== demo done"

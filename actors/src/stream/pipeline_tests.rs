@@ -298,9 +298,11 @@ impl super::export_job::ExportTargets for MemoryTargets {
         if what.snapshot_id == "snap-missing" {
             return Err(StreamError::Input("snapshot snap-missing does not exist".into()));
         }
+        let mut request = request(self.image.len() as u64);
+        request.name = what.snapshot_id.clone();
         Ok(super::exporter_actor::PreparedExport {
             store: self.store.clone(),
-            request: request(self.image.len() as u64),
+            request,
             open: reader(self.image.clone()),
         })
     }
@@ -341,7 +343,7 @@ fn service_exports_join_retry_by_resuming_and_fail_permanently_at_once() {
     for r in reports {
         assert_eq!(r.unwrap().unwrap().end, JobEnd::Done);
     }
-    let archive = targets.store.objects.lock().unwrap()["img.img.zst"].clone();
+    let archive = targets.store.objects.lock().unwrap()["snap-1.img.zst"].clone();
     assert!(archive == want.objects.lock().unwrap()["img.img.zst"], "resumed to the same bytes");
     let missing = missing.unwrap().unwrap().end;
     assert!(matches!(&missing, JobEnd::Failed(why) if why.contains("snap-missing")), "{missing:?}");
@@ -350,4 +352,108 @@ fn service_exports_join_retry_by_resuming_and_fail_permanently_at_once() {
     assert_eq!(metrics.get(Metric::JobsTotal, &done), 1.0);
     assert_eq!(metrics.get(Metric::ExportsTotal, &[("status", "failed")]), 1.0, "the interrupted pass");
     assert_eq!(metrics.get(Metric::ExportsTotal, &[("status", "ok")]), 1.0);
+}
+
+/// Recovery points in memory: `describe`, `list` and `delete` over one map, every call
+/// recorded in order.
+#[derive(Default)]
+struct MemoryVaults {
+    points: Mutex<BTreeMap<String, bunker_protocol::vault::RecoveryPoint>>,
+    calls: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl crate::ports::Vaults for MemoryVaults {
+    fn region(&self) -> &str {
+        "r"
+    }
+    async fn list(&self, _vault: &str) -> Result<Vec<bunker_protocol::vault::RecoveryPoint>, PortError> {
+        self.calls.lock().unwrap().push("list".into());
+        Ok(self.points.lock().unwrap().values().cloned().collect())
+    }
+    async fn describe(
+        &self,
+        _vault: &str,
+        arn: &str,
+    ) -> Result<Option<bunker_protocol::vault::RecoveryPoint>, PortError> {
+        self.calls.lock().unwrap().push("describe".into());
+        Ok(self.points.lock().unwrap().get(arn).cloned())
+    }
+    async fn job(&self, _job: &str) -> Result<Option<bunker_protocol::vault::BackupJob>, PortError> {
+        Ok(None)
+    }
+    async fn delete(&self, _vault: &str, arn: &str) -> Result<(), PortError> {
+        self.calls.lock().unwrap().push("delete".into());
+        self.points.lock().unwrap().remove(arn);
+        Ok(())
+    }
+}
+
+fn ebs_point(snapshot: &str) -> bunker_protocol::vault::RecoveryPoint {
+    bunker_protocol::vault::RecoveryPoint {
+        arn: format!("arn:aws:ec2:r::snapshot/{snapshot}"),
+        vault: "Default".into(),
+        resource_arn: "arn:aws:ec2:r:1:volume/vol-1".into(),
+        resource_type: "EBS".into(),
+        status: bunker_protocol::vault::Status::Completed,
+        created: None,
+        size: None,
+    }
+}
+
+/// The vault workflow on fakes: a point is exported, read back and only then deleted; a
+/// point whose archive at the target is corrupt is never deleted, and its job fails.
+#[test]
+fn a_recovery_point_is_deleted_only_after_its_own_archive_verifies() {
+    use crate::engine::{Alerts, JobActor, JobEnd, Run};
+    use crate::vault_export::{PointKey, VaultExports, VaultSettings};
+    use actix::Actor;
+    let vaults = Arc::new(MemoryVaults::default());
+    let (good, bad) = (ebs_point("snap-00000001"), ebs_point("snap-00000002"));
+    vaults.points.lock().unwrap().extend([(good.arn.clone(), good.clone()), (bad.arn.clone(), bad.clone())]);
+    let targets =
+        Arc::new(MemoryTargets { store: Arc::default(), image: Arc::new(image()), prepared: AtomicU32::new(5) });
+    let settings = VaultSettings {
+        vaults: vec!["Default".into()],
+        kinds: bunker_protocol::vault::ExportKind::ALL.to_vec(),
+        delete_source: true,
+        export_to: "mem://x".into(),
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let alerts = Alerts::new(Arc::new(crate::testkit::RecordingNotifier::default()), None);
+    let logic =
+        VaultExports::new(settings, vec![vaults.clone()], targets.clone(), tuning(), metrics.clone(), alerts.clone());
+    let key = |p: &bunker_protocol::vault::RecoveryPoint| PointKey {
+        region: "r".into(),
+        vault: "Default".into(),
+        arn: p.arn.clone(),
+    };
+    let (k1, k2, store, v, again) = (key(&good), key(&bad), targets.store.clone(), vaults.clone(), bad.clone());
+    let (first, second) = crate::engine::tests::paused_system().block_on(async move {
+        let addr = JobActor::new(Arc::new(logic), std::time::Duration::from_secs(1), metrics, alerts).start();
+        let first = addr.send(Run(k1)).await.unwrap().unwrap();
+        // The second point is exported and deleted, then comes back (as a copy would) while
+        // one byte of its archive at the target is flipped.
+        addr.send(Run(k2.clone())).await.unwrap().unwrap();
+        v.points.lock().unwrap().insert(again.arn.clone(), again);
+        corrupt(&store, "snap-00000002");
+        (first, addr.send(Run(k2)).await.unwrap().unwrap())
+    });
+    assert_eq!(first.end, JobEnd::Done);
+    let calls = vaults.calls.lock().unwrap().clone();
+    assert_eq!(calls.iter().filter(|c| *c == "delete").count(), 2, "{calls:?}");
+    let objects = targets.store.objects.lock().unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&objects["snap-00000001.manifest.json"]).unwrap();
+    assert_eq!(m["source"]["recovery_point"]["arn"], good.arn);
+    drop(objects);
+    assert!(!matches!(second.end, JobEnd::Done), "{:?}", second.end);
+    assert!(vaults.points.lock().unwrap().contains_key(&bad.arn), "a corrupt archive never deletes its source");
+}
+
+/// Flips a byte in the middle of `snapshot`'s archive.
+fn corrupt(store: &MemoryStore, snapshot: &str) {
+    let mut objects = store.objects.lock().unwrap();
+    let archive = objects.get_mut(&format!("{snapshot}.img.zst")).expect("exported");
+    let mid = archive.len() / 2;
+    archive[mid] ^= 0xff;
 }
