@@ -346,6 +346,7 @@ pub(crate) async fn prepare_ebs(
         base: base_export,
         resumable: true,
         tree: None,
+        items: None,
     };
     Ok(PreparedExport { store, request, open: Box::new(move |start| reader.open(start, capacity)) })
 }
@@ -379,6 +380,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
                 base: None,
                 resumable: true,
                 tree: None,
+                items: None,
             };
             (opts, req, Box::new(move |start| local::image_reader(path, size, chunk, start, capacity)))
         }
@@ -401,6 +403,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
                 base: None,
                 resumable: false,
                 tree: Some(stats.clone()),
+                items: None,
             };
             (opts, req, Box::new(move |_| local::tar_reader(dir, chunk, capacity, stats)))
         }

@@ -355,7 +355,8 @@ fn start_exporter(p: &Parts<'_>) -> Supervised<JobActor<Exports>> {
 /// The vault exports, when `export.vaults` is set: a job per recovery point, and a
 /// reconciler that lists the vaults at start and every `serve.reconcile_interval`.
 fn start_vault_exports(p: &Parts<'_>) -> Option<VaultPart> {
-    let logic = Arc::new(services::vault_exports(p.aws, p.cfg, p.regions, p.metrics.clone(), p.notifier.clone())?);
+    let logic =
+        Arc::new(services::vault_exports(p.aws, &p.account, p.cfg, p.regions, p.metrics.clone(), p.notifier.clone())?);
     let (l, m, check) = (logic.clone(), p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
     let alerts = Alerts::new(p.notifier.clone(), p.cfg.error_sns_topic.clone());
     let make = move || JobActor::new(l.clone(), check, m.clone(), alerts.clone());

@@ -70,6 +70,7 @@ pub fn puller(
 /// and names `export.to`.
 pub fn vault_exports(
     aws: &Aws,
+    account: &str,
     cfg: &Config,
     regions: &[String],
     metrics: Arc<Metrics>,
@@ -82,12 +83,14 @@ pub fn vault_exports(
         kinds: cfg.export_kinds.clone(),
         delete_source: cfg.export_delete_source,
         export_to,
+        deployment: cfg.deployment_id(account, regions.first().map(String::as_str).unwrap_or_default()),
     };
     let ports = regions.iter().map(|r| aws.vaults(r)).collect();
+    let tables = regions.iter().map(|r| aws.tables(r)).collect();
     let targets = Arc::new(ServiceExports::new(aws.clone()));
     let alerts = bunker_actors::engine::Alerts::new(notifier, cfg.error_sns_topic.clone());
     let tuning = bunker_actors::stream::Tuning::default();
-    Some(VaultExports::new(settings, ports, targets, tuning, metrics, alerts))
+    Some(VaultExports::new(settings, ports, tables, targets, tuning, metrics, alerts))
 }
 
 /// A holder id unique to this process (lease owner).

@@ -116,9 +116,10 @@ pub async fn export_point(
     let mut cfg = cfg.clone();
     (cfg.export_vaults, cfg.export_to) = (vec![vault.clone()], Some(to));
     let metrics = Arc::new(Metrics::default());
-    let logic =
-        crate::services::vault_exports(aws, &cfg, std::slice::from_ref(&region), metrics.clone(), aws.notifier())
-            .ok_or_else(|| usage(anyhow!("nothing to export")))?;
+    let account = aws.account_id().await.map_err(|e| runtime(anyhow!(e).context("cannot identify the AWS account")))?;
+    let regions = std::slice::from_ref(&region);
+    let logic = crate::services::vault_exports(aws, &account, &cfg, regions, metrics.clone(), aws.notifier())
+        .ok_or_else(|| usage(anyhow!("nothing to export")))?;
     let alerts = Alerts::new(aws.notifier(), cfg.error_sns_topic.clone());
     let jobs = JobActor::new(Arc::new(logic), cfg.serve.check_interval.unsigned_abs(), metrics, alerts).start();
     let key = PointKey { region, vault, arn };

@@ -160,8 +160,8 @@ async fn an_event_exports_verifies_and_deletes_the_recovery_point_once() {
 }
 
 /// With every event dropped, reconciliation alone exports each EBS recovery point once and
-/// (without `export.delete_source`) keeps it; a kind bunker does not export yet is reported
-/// once however often the vault is scanned; `vault list-recovery-points` says which is which.
+/// (without `export.delete_source`) keeps it; a kind bunker does not export yet (an RDS
+/// snapshot) is reported once however often the vault is scanned; `vault list-recovery-points` says which is which.
 #[tokio::test(flavor = "multi_thread")]
 async fn reconciliation_alone_exports_each_point_once_and_keeps_them() {
     let a = Account::new("430000000002").await;
@@ -172,26 +172,11 @@ async fn reconciliation_alone_exports_each_point_once_and_keeps_them() {
         points.push(start_job(&backup, &volume).await);
     }
     let backup = aws_sdk_backup::Client::new(&a.sdk(REGION).await);
-    let ddb = aws_sdk_dynamodb::Client::new(&a.sdk(REGION).await);
-    let key = aws_sdk_dynamodb::types::KeySchemaElement::builder()
-        .attribute_name("k")
-        .key_type("HASH".into())
-        .build()
-        .unwrap();
-    let attr = aws_sdk_dynamodb::types::AttributeDefinition::builder()
-        .attribute_name("k")
-        .attribute_type("S".into())
-        .build()
-        .unwrap();
-    ddb.create_table()
-        .table_name("orders")
-        .key_schema(key)
-        .attribute_definitions(attr)
-        .billing_mode("PAY_PER_REQUEST".into())
-        .send()
-        .await
-        .unwrap();
-    let table = start_job(&backup, &format!("arn:aws:dynamodb:{REGION}:{}:table/orders", a.id)).await;
+    let rds = aws_sdk_rds::Client::new(&a.sdk(REGION).await);
+    let db =
+        rds.create_db_instance().db_instance_identifier("orders").engine("postgres").db_instance_class("db.t3.micro");
+    db.master_username("u").master_user_password("password1234").allocated_storage(20).send().await.unwrap();
+    let table = start_job(&backup, &format!("arn:aws:rds:{REGION}:{}:db:orders", a.id)).await;
 
     let bucket = a.bucket("vault-reconcile").await;
     let dir = tempfile::tempdir().unwrap();
@@ -211,7 +196,7 @@ async fn reconciliation_alone_exports_each_point_once_and_keeps_them() {
         assert_eq!(point_status(&backup, p).await.as_deref(), Some("COMPLETED"), "kept: {p}");
     }
     let log = std::fs::read_to_string(log).unwrap();
-    assert_eq!(log.matches("recovery point not exported").count(), 1, "the DynamoDB backup is reported once: {log}");
+    assert_eq!(log.matches("recovery point not exported").count(), 1, "the RDS snapshot is reported once: {log}");
 
     let listed = a.bunker(&["--json", "--config", &cfg, "vault", "list-recovery-points", VAULT]).ok_json();
     let rows = listed.as_array().unwrap();
@@ -270,4 +255,90 @@ async fn refused_and_unconfirmed_deletes_keep_the_point_and_say_why() {
         let m: serde_json::Value = serde_json::from_slice(&a.get_object(&bucket, &key).await).unwrap();
         assert_eq!(m["source"]["recovery_point"]["arn"], p.as_str());
     }
+}
+
+/// A DynamoDB item of the test table, as the SDK writes it.
+fn item(i: usize) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    let nested =
+        [("at".to_string(), V::N(format!("{}", 1_700_000_000 + i))), ("ok".into(), V::Bool(i.is_multiple_of(2)))];
+    [
+        ("k".to_string(), V::S(format!("item-{i:04}"))),
+        ("n".into(), V::N(i.to_string())),
+        ("meta".into(), V::M(nested.into_iter().collect())),
+        ("list".into(), V::L(vec![V::S("a".into()), V::N("2".into())])),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// The same item as one line of AWS's DynamoDB JSON export layout.
+fn item_json(i: usize) -> serde_json::Value {
+    serde_json::json!({"Item": {
+        "k": {"S": format!("item-{i:04}")},
+        "n": {"N": i.to_string()},
+        "meta": {"M": {"at": {"N": format!("{}", 1_700_000_000 + i)}, "ok": {"BOOL": i.is_multiple_of(2)}}},
+        "list": {"L": [{"S": "a"}, {"N": "2"}]}
+    }})
+}
+
+/// `export recovery-point` of a DynamoDB backup: restored to a temporary table, scanned in
+/// parallel segments, archived as DynamoDB JSON lines that plain `zstd -d` reads back as
+/// exactly the items at backup time (those written after it are absent), the temporary
+/// table deleted, the recovery point deleted once the archive verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dynamodb_backup_is_archived_through_a_temporary_table_as_json_lines() {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, KeySchemaElement, PutRequest, WriteRequest};
+    let a = Account::new("430000000004").await;
+    let conf = a.sdk(REGION).await;
+    let (backup, ddb) = (aws_sdk_backup::Client::new(&conf), aws_sdk_dynamodb::Client::new(&conf));
+    backup.create_backup_vault().backup_vault_name(VAULT).send().await.unwrap();
+    let key = KeySchemaElement::builder().attribute_name("k").key_type("HASH".into()).build().unwrap();
+    let attr = AttributeDefinition::builder().attribute_name("k").attribute_type("S".into()).build().unwrap();
+    let table = ddb.create_table().table_name("orders").key_schema(key).attribute_definitions(attr);
+    table.billing_mode("PAY_PER_REQUEST".into()).send().await.unwrap();
+    let write = |range: std::ops::Range<usize>| {
+        let ddb = ddb.clone();
+        async move {
+            let reqs: Vec<_> = range
+                .map(|i| {
+                    WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item(i))).build().unwrap())
+                        .build()
+                })
+                .collect();
+            for batch in reqs.chunks(25) {
+                ddb.batch_write_item().request_items("orders", batch.to_vec()).send().await.unwrap();
+            }
+        }
+    };
+    write(0..300).await;
+    let point = start_job(&backup, &format!("arn:aws:dynamodb:{REGION}:{}:table/orders", a.id)).await;
+    write(300..320).await; // after the backup: not in it
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let bucket = a.bucket("vault-ddb").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &format!("export.to = \"s3://{bucket}/d\"\nexport.delete_source = true"), "");
+    let r = a.bunker(&["--json", "--config", &cfg, "export", "recovery-point", &point, "--vault", VAULT]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(point_status(&backup, &point).await, None, "deleted after the archive verified");
+    let name = format!("orders-{}", point.rsplit('/').next().unwrap());
+    let key = format!("d/recovery-points/{VAULT}/{name}");
+    let lines = common::zstd_decompress(&a.get_object(&bucket, &format!("{key}.jsonl.zst")).await);
+    let got: std::collections::BTreeSet<String> = std::str::from_utf8(&lines)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string())
+        .collect();
+    let want: std::collections::BTreeSet<String> = (0..300).map(|i| item_json(i).to_string()).collect();
+    assert_eq!(got.len(), 300, "one line per item at backup time");
+    assert!(got == want, "the lines are the items at backup time");
+    let m: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("{key}.manifest.json")).await).unwrap();
+    assert_eq!(m["content"], "dynamodb-json");
+    assert_eq!(m["items"]["items"], 300);
+    assert_eq!(m["source"]["recovery_point"]["arn"], point);
+    let tables = ddb.list_tables().send().await.unwrap();
+    assert_eq!(tables.table_names(), ["orders"], "the temporary table is gone");
 }

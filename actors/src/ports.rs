@@ -312,6 +312,44 @@ pub trait Vaults: Send + Sync {
     async fn delete(&self, vault: &str, arn: &str) -> Result<(), PortError>;
 }
 
+/// One page of a DynamoDB scan segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// The items, each one line of DynamoDB JSON: `{"Item":{"k":{"S":"v"}, …}}`.
+    pub items: Vec<String>,
+    /// Where the next page starts (DynamoDB JSON of `LastEvaluatedKey`); `None`: the end.
+    pub next: Option<String>,
+}
+
+/// DynamoDB tables in one region, for exports of backups through a temporary table
+/// (`src/aws/tables.rs`).
+#[async_trait]
+pub trait Tables: Send + Sync {
+    /// The region.
+    fn region(&self) -> &str;
+
+    /// Restores `backup_arn` into a new table `table` and tags it with `tags` at once.
+    async fn restore(&self, backup_arn: &str, table: &str, tags: &Tags) -> Result<(), PortError>;
+
+    /// The table's status (`CREATING`, `ACTIVE`, …) and tags; `None` when it does not exist.
+    async fn status(&self, table: &str) -> Result<Option<(String, Tags)>, PortError>;
+
+    /// One page of segment `segment` of `segments` of a scan of `table`, from `start`.
+    async fn scan(
+        &self,
+        table: &str,
+        segment: u32,
+        segments: u32,
+        start: Option<String>,
+    ) -> Result<ScanPage, PortError>;
+
+    /// The names of the tables whose name starts with `prefix`.
+    async fn named(&self, prefix: &str) -> Result<Vec<String>, PortError>;
+
+    /// Deletes the table (a table already gone is not an error).
+    async fn delete(&self, table: &str) -> Result<(), PortError>;
+}
+
 /// EBS direct APIs: read a snapshot's blocks, write a new snapshot block by block.
 #[async_trait]
 pub trait SnapshotBlocks: Send + Sync {

@@ -6,27 +6,33 @@
 //!
 //! What remains is [`bunker_protocol::vault::plan`]'s decision from what AWS and the target
 //! report, so a pass after a crash carries on from where the last one stopped. EBS
-//! snapshots are exported (the direct-API archive); other kinds are reported once per
-//! recovery point and left to AWS Backup's retention.
+//! snapshots are exported (the direct-API archive); DynamoDB backups through a temporary
+//! table (restored from the backup, tagged `bunker:temporary`, scanned in parallel segments
+//! into DynamoDB JSON lines, always deleted afterwards; [`Workflow::sweep`] removes any a
+//! crash left once they expire); other kinds are reported once per recovery point and left
+//! to AWS Backup's retention.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bunker_protocol::archive::{Content, ItemStats, Source, DEFAULT_CHUNK_SIZE, EBS_BLOCK_SIZE};
 use bunker_protocol::events::RecoveryPointHint;
 use bunker_protocol::report::{Entry, EntryStatus, Operation};
+use bunker_protocol::tags::{self, Tags};
 use bunker_protocol::vault::{self, Archived, ExportKind, Holds, PointRef, Seen, Step};
 use bunker_protocol::ResourceKind;
 use tracing::{info, warn};
 
-use crate::engine::{Alerts, JobError, JobKey, Pass, Workflow};
+use crate::engine::{Alerts, Clock, JobError, JobKey, Pass, SystemClock, Workflow};
 use crate::metrics::Metrics;
-use crate::ports::{ArchiveStore, ErrorKind, PortError, Vaults};
+use crate::ports::{ArchiveStore, ErrorKind, PortError, Tables, Vaults};
 use crate::stream::archive_reader::{self, Archive};
-use crate::stream::export::manifest_key;
+use crate::stream::export::{manifest_key, ExportRequest, OpenReader};
 use crate::stream::export_job::{ExportSnapshot, ExportTargets};
-use crate::stream::exporter_actor::run_export;
+use crate::stream::exporter_actor::{run_export, PreparedExport};
+use crate::stream::items_reader::items_reader;
 use crate::stream::{Progress, StreamError, Tuning};
 
 /// One recovery point to export.
@@ -63,12 +69,46 @@ pub struct VaultSettings {
     pub delete_source: bool,
     /// `export.to`.
     pub export_to: String,
+    /// This deployment's id (`bunker:deployment` of its temporary tables).
+    pub deployment: String,
+}
+
+/// Prefix of every temporary table's name.
+pub const TEMP_TABLE_PREFIX: &str = "bunker-tmp-";
+/// Parallel scan segments of a DynamoDB export.
+pub const SCAN_SEGMENTS: u32 = 4;
+/// How long a temporary table may live before a sweep removes it (no export takes longer
+/// here; a table still in use is recreated by its job's next pass).
+const TEMP_TABLE_HOURS: i64 = 24;
+
+/// The temporary table of a DynamoDB backup's export: a stable name, so a replay or a pass
+/// after a crash finds it instead of restoring a second.
+pub fn temp_table(backup_arn: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(backup_arn.as_bytes());
+    format!("{TEMP_TABLE_PREFIX}{}", digest.iter().take(10).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// The archive name of what a recovery point holds, for the kinds bunker exports: an EBS
+/// snapshot's id, or `<table>-<backup id>` for a DynamoDB backup.
+pub fn archive_name(holds: &Holds) -> Option<String> {
+    match holds {
+        Holds::EbsSnapshot(id) => Some(id.clone()),
+        Holds::DynamoDbBackup(arn) => {
+            let (_, rest) = arn.split_once(":table/")?;
+            let (table, id) = rest.split_once("/backup/")?;
+            Some(format!("{table}-{id}"))
+        }
+        _ => None,
+    }
 }
 
 /// The vault-export workflow. See the module documentation.
 pub struct VaultExports {
     settings: VaultSettings,
     vaults: HashMap<String, Arc<dyn Vaults>>,
+    tables: HashMap<String, Arc<dyn Tables>>,
+    clock: Arc<dyn Clock>,
     targets: Arc<dyn ExportTargets>,
     tuning: Tuning,
     metrics: Arc<Metrics>,
@@ -82,19 +122,25 @@ pub struct VaultExports {
 const STEPS_PER_PASS: usize = 8;
 
 impl VaultExports {
-    /// Exports of `settings.vaults` in each region of `vaults`, prepared by `targets`.
+    /// Exports of `settings.vaults` in each region of `vaults` (with `tables`, DynamoDB's
+    /// in the same regions), prepared by `targets`.
+    #[allow(clippy::too_many_arguments)] // wiring: each argument is a distinct, already-built part
     pub fn new(
         settings: VaultSettings,
         vaults: Vec<Arc<dyn Vaults>>,
+        tables: Vec<Arc<dyn Tables>>,
         targets: Arc<dyn ExportTargets>,
         tuning: Tuning,
         metrics: Arc<Metrics>,
         alerts: Alerts,
     ) -> VaultExports {
         let vaults = vaults.into_iter().map(|v| (v.region().to_string(), v)).collect();
+        let tables = tables.into_iter().map(|t| (t.region().to_string(), t)).collect();
         VaultExports {
             settings,
             vaults,
+            tables,
+            clock: Arc::new(SystemClock),
             targets,
             tuning,
             metrics,
@@ -126,6 +172,12 @@ impl VaultExports {
     /// Whether the event's vault is one this deployment exports (or the event names none).
     pub fn may_export(&self, hint: &RecoveryPointHint) -> bool {
         self.vaults.contains_key(&hint.region) && hint.vault.as_ref().is_none_or(|v| self.settings.vaults.contains(v))
+    }
+
+    /// Reads time from `clock` (temporary tables' expiry).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn target(&self, key: &PointKey) -> String {
@@ -171,8 +223,114 @@ impl VaultExports {
         Ok(())
     }
 
-    async fn verify(&self, store: &Arc<dyn ArchiveStore>, snapshot: &str) -> Result<(), StreamError> {
-        let a = Archive::open(store.clone(), &manifest_key(snapshot)).await?;
+    /// Exports what `holds` is; `Some(why)` when it must wait (a temporary table restoring).
+    async fn export_holds(&self, key: &PointKey, holds: &Holds, name: &str) -> Result<Option<String>, StreamError> {
+        match holds {
+            Holds::EbsSnapshot(id) => self.export(key, id).await.map(|()| None),
+            Holds::DynamoDbBackup(arn) => self.export_table(key, arn, name).await,
+            other => Err(StreamError::Internal(format!("no export for {}", other.describe()))),
+        }
+    }
+
+    /// The tags of a temporary table made now for `key`.
+    fn temp_tags(&self, key: &PointKey) -> Tags {
+        let expires = self.clock.now().as_second() + TEMP_TABLE_HOURS * 3600;
+        let expires = jiff::Timestamp::from_second(expires).map(|t| t.to_string()).unwrap_or_default();
+        [
+            (tags::TEMPORARY, "true".to_string()),
+            (tags::DEPLOYMENT, self.settings.deployment.clone()),
+            (tags::PURPOSE, format!("export of {}", key.arn)),
+            (tags::EXPIRES_AT, expires),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Whether `tags` are those of one of this deployment's temporary tables.
+    fn ours(&self, tags: &Tags) -> bool {
+        tags.get(tags::TEMPORARY).map(String::as_str) == Some("true")
+            && tags.get(tags::DEPLOYMENT) == Some(&self.settings.deployment)
+    }
+
+    /// A DynamoDB backup: restored to its temporary table (waiting while AWS makes it),
+    /// scanned into the archive, and the table deleted, whatever happened.
+    async fn export_table(&self, key: &PointKey, backup_arn: &str, name: &str) -> Result<Option<String>, StreamError> {
+        let tables = self
+            .tables
+            .get(&key.region)
+            .cloned()
+            .ok_or_else(|| StreamError::Input(format!("DynamoDB in {} is not served here", key.region)))?;
+        let temp = temp_table(backup_arn);
+        let port = |what: &str, e| StreamError::port(format!("{what} {temp}"), e);
+        match tables.status(&temp).await.map_err(|e| port("describing", e))? {
+            None => {
+                tables.restore(backup_arn, &temp, &self.temp_tags(key)).await.map_err(|e| port("restoring", e))?;
+                info!(recovery_point = %key.arn, table = %temp, "restoring the backup to a temporary table");
+                return Ok(Some(format!("restoring {temp}")));
+            }
+            Some((_, tags)) if !self.ours(&tags) => {
+                return Err(StreamError::Input(format!(
+                    "table {temp} exists and is not this deployment's temporary table: remove or rename it"
+                )))
+            }
+            Some((status, _)) if !status.eq_ignore_ascii_case("ACTIVE") => {
+                return Ok(Some(format!("{temp} is {status}")))
+            }
+            Some(_) => {}
+        }
+        let result = self.archive_table(key, backup_arn, name, &temp, tables.clone()).await;
+        if let Err(e) = tables.delete(&temp).await {
+            warn!(table = %temp, error = %e, "temporary table not deleted; the next sweep removes it");
+        }
+        result.map(|()| None)
+    }
+
+    async fn archive_table(
+        &self,
+        key: &PointKey,
+        backup_arn: &str,
+        name: &str,
+        temp: &str,
+        tables: Arc<dyn Tables>,
+    ) -> Result<(), StreamError> {
+        let _turn = self.one_at_a_time.acquire().await.map_err(|e| StreamError::Internal(e.to_string()))?;
+        let table = backup_arn.split_once(":table/").and_then(|(_, r)| r.split('/').next()).unwrap_or_default();
+        let stats = Arc::new(Mutex::new(ItemStats { items: 0, segments: SCAN_SEGMENTS, table: table.to_string() }));
+        let request = ExportRequest {
+            name: name.to_string(),
+            content: Content::DynamodbJson,
+            source: Source {
+                kind: "dynamodb-backup".into(),
+                id: backup_arn.to_string(),
+                region: Some(key.region.clone()),
+                recovery_point: Some(PointRef { arn: key.arn.clone(), vault: key.vault.clone() }),
+                ..Source::default()
+            },
+            image_size: None,
+            block_size: EBS_BLOCK_SIZE,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            level: Tuning::LEVEL,
+            base: None,
+            resumable: false,
+            tree: None,
+            items: Some(stats.clone()),
+        };
+        let store = self.targets.store(&self.target(key), &key.region)?;
+        let (temp, capacity) = (temp.to_string(), self.tuning.channel_capacity);
+        let open: OpenReader = Box::new(move |_start| {
+            items_reader(tables, temp, SCAN_SEGMENTS, DEFAULT_CHUNK_SIZE as usize, capacity, stats)
+        });
+        let progress = Arc::new(Progress::default());
+        let summary =
+            run_export(PreparedExport { store, request, open }, self.tuning, progress, Some(self.metrics.clone()))
+                .await?;
+        info!(recovery_point = %key.arn, archive = %summary.archive, "recovery point exported");
+        Ok(())
+    }
+
+    async fn verify(&self, store: &Arc<dyn ArchiveStore>, name: &str) -> Result<(), StreamError> {
+        let a = Archive::open(store.clone(), &manifest_key(name)).await?;
         archive_reader::verify(a, &Progress::default()).await.map(|_| ())
     }
 
@@ -199,9 +357,9 @@ impl VaultExports {
                 .await
                 .map_err(|e| StreamError::port("describing the recovery point", e))?;
             let holds = point.as_ref().map(|p| p.holds()).unwrap_or_else(|| Holds::of(&key.arn, ""));
-            let snapshot = match &holds {
-                Holds::EbsSnapshot(id) => id.clone(),
-                other if point.as_ref().is_some_and(|p| p.status.exportable()) => {
+            let name = match (archive_name(&holds), &holds) {
+                (Some(name), _) => name,
+                (None, other) if point.as_ref().is_some_and(|p| p.status.exportable()) => {
                     let wanted = other.kind().is_none_or(|k| self.settings.kinds.contains(&k));
                     return Ok((
                         if wanted { self.unsupported(key, other) } else { Pass::NotOurs("not in export.kinds".into()) },
@@ -211,8 +369,8 @@ impl VaultExports {
                 _ => String::new(),
             };
             let kind = holds.kind().filter(|k| self.settings.kinds.contains(k));
-            if archived.is_none() && kind.is_some() && !snapshot.is_empty() {
-                archived = Some(self.archived(key, &store, &snapshot).await?);
+            if archived.is_none() && kind.is_some() && !name.is_empty() {
+                archived = Some(self.archived(key, &store, &name).await?);
             }
             let seen = Seen {
                 status: point.map(|p| p.status),
@@ -223,12 +381,14 @@ impl VaultExports {
             };
             match vault::plan(&seen) {
                 Step::Export => {
-                    self.export(key, &snapshot).await?;
+                    if let Some(why) = self.export_holds(key, &holds, &name).await? {
+                        return Ok((Pass::Waiting { next_check: None, why }, entries));
+                    }
                     archived = Some(Archived::Yes);
                     entries.push(entry(key, Operation::ExportBackup, EntryStatus::Ok, None));
                 }
                 Step::Verify => {
-                    self.verify(&store, &snapshot).await?;
+                    self.verify(&store, &name).await?;
                     archived = Some(Archived::Verified);
                 }
                 Step::Delete => match port.delete(&key.vault, &key.arn).await {
@@ -315,6 +475,27 @@ impl Workflow for VaultExports {
             }
         }
         Ok(keys)
+    }
+
+    /// Removes this deployment's temporary tables whose `bunker:expires_at` has passed.
+    async fn sweep(&self) -> Result<usize, PortError> {
+        let now = self.clock.now();
+        let mut removed = 0;
+        for tables in self.tables.values() {
+            for name in tables.named(TEMP_TABLE_PREFIX).await? {
+                let Some((_, tags)) = tables.status(&name).await? else { continue };
+                let expired = tags
+                    .get(tags::EXPIRES_AT)
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|t| t <= now);
+                if self.ours(&tags) && expired {
+                    tables.delete(&name).await?;
+                    info!(table = %name, "expired temporary table removed");
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn enabled(&self) -> bool {

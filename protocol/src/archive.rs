@@ -40,6 +40,20 @@ pub enum Content {
     Image,
     /// A tar stream of a directory tree.
     Tar,
+    /// DynamoDB items, one `{"Item": {…}}` object in DynamoDB JSON per line (the layout of
+    /// AWS's own DynamoDB exports), from a table restored from a backup.
+    DynamodbJson,
+}
+
+/// What a DynamoDB export holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemStats {
+    /// Items archived (lines in the stream).
+    pub items: u64,
+    /// Parallel scan segments that read them.
+    pub segments: u32,
+    /// The table the backup is of.
+    pub table: String,
 }
 
 /// Where the data came from.
@@ -190,6 +204,9 @@ pub struct Manifest {
     /// For tar archives, what went in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree: Option<TreeStats>,
+    /// DynamoDB exports: the item count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemStats>,
     /// Every frame, in image order; together they cover the image exactly once.
     pub frames: Vec<Frame>,
 }

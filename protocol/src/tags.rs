@@ -45,6 +45,12 @@ pub const REENCRYPTED_OF: &str = "bunker:reencrypted_of";
 pub const PULLED_FROM: &str = "bunker:pulled_from";
 /// AWS caps a resource at 50 user tags.
 pub const MAX_TAGS: usize = 50;
+/// On a temporary resource bunker made for an export (a restored table): `true`.
+pub const TEMPORARY: &str = "bunker:temporary";
+/// On a temporary resource: what it is for (`export of <recovery point ARN>`).
+pub const PURPOSE: &str = "bunker:purpose";
+/// On a temporary resource: when a sweep may remove it (RFC 3339).
+pub const EXPIRES_AT: &str = "bunker:expires_at";
 
 /// Shelvery's backup tags, read to adopt Shelvery's backups (`compat.shelvery = true`).
 pub mod shelvery {

@@ -105,6 +105,7 @@ mod redshift;
 mod s3;
 mod sns;
 mod sqs;
+mod tables;
 
 use std::sync::Arc;
 
@@ -253,6 +254,11 @@ impl Aws {
     /// Pull `kind`'s backups shared with this account in `region`, when the kind can.
     pub fn pull(&self, kind: ResourceKind, region: &str) -> Option<Arc<dyn Pull>> {
         self.full(kind, region)
+    }
+
+    /// DynamoDB tables in `region` (temporary tables of backup exports).
+    pub fn tables(&self, region: &str) -> Arc<dyn bunker_actors::ports::Tables> {
+        Arc::new(tables::DynamoTables::new(&self.regional(region), &self.calls, region.to_string()))
     }
 
     /// AWS Backup's recovery points in `region`.

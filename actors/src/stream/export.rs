@@ -64,6 +64,8 @@ pub struct ExportRequest {
     pub resumable: bool,
     /// Filled by a tar reader before it ends.
     pub tree: Option<Arc<Mutex<TreeStats>>>,
+    /// Filled by a DynamoDB items reader before it ends.
+    pub items: Option<Arc<Mutex<bunker_protocol::archive::ItemStats>>>,
 }
 
 /// Opens the source reader at a chunk-aligned image offset.
@@ -129,6 +131,7 @@ pub fn archive_key(name: &str, content: Content) -> String {
     match content {
         Content::Image => format!("{name}.img.zst"),
         Content::Tar => format!("{name}.tar.zst"),
+        Content::DynamodbJson => format!("{name}.jsonl.zst"),
     }
 }
 
@@ -835,6 +838,7 @@ fn build_manifest(
             chunks_sha256: b.manifest.chunks_sha256.clone(),
         }),
         tree,
+        items: req.items.as_ref().map(|i| i.lock().expect("item stats").clone()),
         frames,
     }
 }

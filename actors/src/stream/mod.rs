@@ -17,6 +17,7 @@ pub mod export;
 pub mod export_job;
 pub mod exporter_actor;
 mod hasher;
+pub mod items_reader;
 pub mod limiter;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -189,6 +189,7 @@ fn request(size: u64) -> ExportRequest {
         base: None,
         resumable: true,
         tree: None,
+        items: None,
     }
 }
 
@@ -418,11 +419,19 @@ fn a_recovery_point_is_deleted_only_after_its_own_archive_verifies() {
         kinds: bunker_protocol::vault::ExportKind::ALL.to_vec(),
         delete_source: true,
         export_to: "mem://x".into(),
+        deployment: "dep".into(),
     };
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let alerts = Alerts::new(Arc::new(crate::testkit::RecordingNotifier::default()), None);
-    let logic =
-        VaultExports::new(settings, vec![vaults.clone()], targets.clone(), tuning(), metrics.clone(), alerts.clone());
+    let logic = VaultExports::new(
+        settings,
+        vec![vaults.clone()],
+        vec![],
+        targets.clone(),
+        tuning(),
+        metrics.clone(),
+        alerts.clone(),
+    );
     let key = |p: &bunker_protocol::vault::RecoveryPoint| PointKey {
         region: "r".into(),
         vault: "Default".into(),
