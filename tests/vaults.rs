@@ -80,12 +80,21 @@ async fn depth(sqs: &aws_sdk_sqs::Client, q: &str) -> usize {
     out.attributes().unwrap().values().map(|v| v.parse::<usize>().unwrap()).sum()
 }
 
-/// A config file: `extra` top-level keys, `serve` keys of the `[serve]` table.
+/// A config file: `extra` top-level keys, `serve` keys of the `[serve]` table (overriding
+/// the tests' defaults there).
 fn config(dir: &std::path::Path, extra: &str, serve: &str) -> String {
     let path = dir.join("bunker.toml");
+    let defaults = [
+        ("kinds", "\"ebs\""),
+        ("listen", "\"127.0.0.1:0\""),
+        ("check_interval", "\"1s\""),
+        ("shutdown_deadline", "\"20s\""),
+    ];
+    let own: Vec<&str> = serve.lines().filter_map(|l| l.split('=').next()).map(str::trim).collect();
+    let table: String =
+        defaults.iter().filter(|(k, _)| !own.contains(k)).map(|(k, v)| format!("{k} = {v}\n")).collect();
     let body = format!(
-        "regions = [\"{REGION}\"]\nschedule.create = \"\"\nschedule.clean = \"\"\n{extra}\n\
-         [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nshutdown_deadline = \"20s\"\n{serve}\n"
+        "regions = [\"{REGION}\"]\nschedule.create = \"\"\nschedule.clean = \"\"\n{extra}\n[serve]\n{table}{serve}\n"
     );
     std::fs::write(&path, body).unwrap();
     path.display().to_string()
@@ -288,33 +297,14 @@ fn item_json(i: usize) -> serde_json::Value {
 /// table deleted, the recovery point deleted once the archive verifies.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dynamodb_backup_is_archived_through_a_temporary_table_as_json_lines() {
-    use aws_sdk_dynamodb::types::{AttributeDefinition, KeySchemaElement, PutRequest, WriteRequest};
     let a = Account::new("430000000004").await;
     let conf = a.sdk(REGION).await;
     let (backup, ddb) = (aws_sdk_backup::Client::new(&conf), aws_sdk_dynamodb::Client::new(&conf));
     backup.create_backup_vault().backup_vault_name(VAULT).send().await.unwrap();
-    let key = KeySchemaElement::builder().attribute_name("k").key_type("HASH".into()).build().unwrap();
-    let attr = AttributeDefinition::builder().attribute_name("k").attribute_type("S".into()).build().unwrap();
-    let table = ddb.create_table().table_name("orders").key_schema(key).attribute_definitions(attr);
-    table.billing_mode("PAY_PER_REQUEST".into()).send().await.unwrap();
-    let write = |range: std::ops::Range<usize>| {
-        let ddb = ddb.clone();
-        async move {
-            let reqs: Vec<_> = range
-                .map(|i| {
-                    WriteRequest::builder()
-                        .put_request(PutRequest::builder().set_item(Some(item(i))).build().unwrap())
-                        .build()
-                })
-                .collect();
-            for batch in reqs.chunks(25) {
-                ddb.batch_write_item().request_items("orders", batch.to_vec()).send().await.unwrap();
-            }
-        }
-    };
-    write(0..300).await;
+    orders_table(&ddb).await;
+    write_items(&ddb, 0..300).await;
     let point = start_job(&backup, &format!("arn:aws:dynamodb:{REGION}:{}:table/orders", a.id)).await;
-    write(300..320).await; // after the backup: not in it
+    write_items(&ddb, 300..320).await; // after the backup: not in it
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let bucket = a.bucket("vault-ddb").await;
@@ -341,4 +331,88 @@ async fn a_dynamodb_backup_is_archived_through_a_temporary_table_as_json_lines()
     assert_eq!(m["source"]["recovery_point"]["arn"], point);
     let tables = ddb.list_tables().send().await.unwrap();
     assert_eq!(tables.table_names(), ["orders"], "the temporary table is gone");
+}
+
+/// The test table `orders` (string key `k`).
+async fn orders_table(ddb: &aws_sdk_dynamodb::Client) {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, KeySchemaElement};
+    let key = KeySchemaElement::builder().attribute_name("k").key_type("HASH".into()).build().unwrap();
+    let attr = AttributeDefinition::builder().attribute_name("k").attribute_type("S".into()).build().unwrap();
+    let table = ddb.create_table().table_name("orders").key_schema(key).attribute_definitions(attr);
+    table.billing_mode("PAY_PER_REQUEST".into()).send().await.unwrap();
+}
+
+/// Writes items `range` of [`item`] to `orders`.
+async fn write_items(ddb: &aws_sdk_dynamodb::Client, range: std::ops::Range<usize>) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    let reqs: Vec<_> = range
+        .map(|i| {
+            WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(item(i))).build().unwrap()).build()
+        })
+        .collect();
+    for batch in reqs.chunks(25) {
+        ddb.batch_write_item().request_items("orders", batch.to_vec()).send().await.unwrap();
+    }
+}
+
+/// `kill -9` while a DynamoDB export's temporary table exists (restored, waiting for its
+/// next look), then a restart: the new process finds the table by its name and tags, exports
+/// once, and deletes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_temporary_table_left_by_kill_9_is_used_once_and_removed_after_restart() {
+    let a = Account::new("430000000005").await;
+    common::post(&a.endpoint, "/_bunker/backup", &format!(r#"{{"account": "{}", "events": []}}"#, a.id));
+    let conf = a.sdk(REGION).await;
+    let (backup, ddb) = (aws_sdk_backup::Client::new(&conf), aws_sdk_dynamodb::Client::new(&conf));
+    backup.create_backup_vault().backup_vault_name(VAULT).send().await.unwrap();
+    orders_table(&ddb).await;
+    write_items(&ddb, 0..50).await;
+    let point = start_job(&backup, &format!("arn:aws:dynamodb:{REGION}:{}:table/orders", a.id)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bucket = a.bucket("vault-kill").await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("export.to = \"s3://{bucket}/k\"\nexport.vaults = [\"{VAULT}\"]");
+    // A long check interval: after the restore, the job waits that long before its scan.
+    let slow = config(dir.path(), &extra, "reconcile_interval = \"1h\"\ncheck_interval = \"1h\"");
+    let (mut first, _, _) = a.serve(&slow, &dir.path().join("state"));
+    let temp = |ddb: aws_sdk_dynamodb::Client| async move {
+        let names = ddb.list_tables().send().await.unwrap().table_names().to_vec();
+        names.into_iter().filter(|n| n.starts_with("bunker-tmp-")).collect::<Vec<_>>()
+    };
+    until(Duration::from_secs(30), "temporary table restored", || {
+        let ddb = ddb.clone();
+        async move { temp(ddb).await.len() == 1 }
+    })
+    .await;
+    let name = temp(ddb.clone()).await.remove(0);
+    let arn = ddb.describe_table().table_name(&name).send().await.unwrap().table.unwrap().table_arn.unwrap();
+    let tags = ddb.list_tags_of_resource().resource_arn(arn).send().await.unwrap();
+    let tags: BTreeMap<_, _> = tags.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
+    assert_eq!(tags.get("bunker:temporary").map(String::as_str), Some("true"), "{tags:?}");
+    assert!(tags["bunker:purpose"].contains(&point), "{tags:?}");
+    assert!(tags.contains_key("bunker:expires_at") && tags.contains_key("bunker:deployment"), "{tags:?}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let quick = config(dir.path(), &extra, "reconcile_interval = \"1h\"");
+    let (mut second, addr, _) = a.serve(&quick, &dir.path().join("state"));
+    until(Duration::from_secs(60), "exported after the restart", || async {
+        metric(&common::http_get(&addr, "/metrics"), "bunker_exports_total{status=\"ok\"}") >= 1.0
+    })
+    .await;
+    until(Duration::from_secs(30), "temporary table removed", || {
+        let ddb = ddb.clone();
+        async move { temp(ddb).await.is_empty() }
+    })
+    .await;
+    let m = common::http_get(&addr, "/metrics");
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(metric(&m, "bunker_exports_total{status=\"ok\"}"), 1.0, "once: {m}");
+    let id = point.rsplit('/').next().unwrap();
+    let lines = common::zstd_decompress(
+        &a.get_object(&bucket, &format!("k/recovery-points/{VAULT}/orders-{id}.jsonl.zst")).await,
+    );
+    assert_eq!(std::str::from_utf8(&lines).unwrap().lines().count(), 50);
+    assert_eq!(point_status(&backup, &point).await.as_deref(), Some("COMPLETED"), "kept without delete_source");
 }
