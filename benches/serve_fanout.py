@@ -7,6 +7,8 @@ import json, os, statistics, subprocess, sys, time, urllib.request
 
 import boto3
 
+from benchlib import creds, start_serve
+
 # BINARY may be several `label=path` separated by commas (e.g. before=/tmp/a,after=/tmp/b):
 # each run then goes through every binary in turn, side by side on one emulator, each in its
 # own fresh account, and the medians and their ratio are printed for each.
@@ -14,13 +16,6 @@ bunker, n, runs, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.arg
 binaries = [tuple(b.split("=", 1)) if "=" in b else ("bunker", b) for b in bunker.split(",")]
 endpoint = os.environ["AWS_ENDPOINT_URL"]
 SRC, DR, SHARE = "us-east-1", "us-west-2", "111111111111"
-
-
-def creds(account):
-    c = boto3.client("sts", aws_access_key_id="x", aws_secret_access_key="x", region_name=SRC).assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/bench", RoleSessionName="bench")["Credentials"]
-    return {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"],
-            "aws_session_token": c["SessionToken"]}
 
 
 def shared(ec2, snap):
@@ -33,7 +28,7 @@ def requests():
 
 
 def one_run(label, bunker, account, run):
-    c = creds(account)
+    c = creds(account, SRC)
     src, dr = boto3.client("ec2", region_name=SRC, **c), boto3.client("ec2", region_name=DR, **c)
     for i in range(n):
         src.create_volume(AvailabilityZone=f"{SRC}a", Size=1, TagSpecifications=[{"ResourceType": "volume",
@@ -43,12 +38,7 @@ def one_run(label, bunker, account, run):
         f.write(f'regions = ["{SRC}"]\ndr_regions = ["{DR}"]\nshare_accounts = ["{SHARE}"]\n'
                 'schedule.create = "0 0 * * *"\nschedule.clean = ""\n'
                 '[serve]\nkinds = "ebs"\nlisten = "127.0.0.1:0"\ncheck_interval = "1s"\nreconcile_interval = "1h"\n')
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=c["aws_access_key_id"], AWS_SECRET_ACCESS_KEY=c["aws_secret_access_key"],
-               AWS_SESSION_TOKEN=c["aws_session_token"], AWS_REGION=SRC, STATE_DIRECTORY=os.path.join(work, f"state-{account}"))
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_bunker/stats", method="POST"))
-    t0 = time.monotonic()
-    p = subprocess.Popen([bunker, "serve", "--config", cfg], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    p.stdout.readline()
+    p, t0 = start_serve(bunker, cfg, c, SRC, os.path.join(work, f"state-{account}"))
     done_sources = set()
     while True:
         sources = [s["SnapshotId"] for s in src.describe_snapshots(OwnerIds=["self"])["Snapshots"]]
@@ -95,7 +85,7 @@ if shelvery:
     srun = []
     for run in range(int(os.environ.get("SHELVERY_RUNS", "1"))):
         account = f"7900000000{run:02d}"
-        c = creds(account)
+        c = creds(account, SRC)
         src, dr = boto3.client("ec2", region_name=SRC, **c), boto3.client("ec2", region_name=DR, **c)
         for i in range(n):
             src.create_volume(AvailabilityZone=f"{SRC}a", Size=1, TagSpecifications=[{"ResourceType": "volume",

@@ -20,10 +20,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bunker-target}"
 n="${1:-50}"
-profile="${BUNKER_PROFILE:-release}"
-if [ "$profile" = release ]; then cargo build --locked --release --quiet --bin bunker; else cargo build --locked --quiet --bin bunker; fi
-source deploy/local/emulator.sh
-"$python" -c 'import boto3' 2>/dev/null || "$(dirname "$python")/pip" install -q boto3
-bin="$CARGO_TARGET_DIR/$profile/bunker"
+source benches/prepare.sh
 [ -n "${BUNKER_BEFORE:-}" ] && bin="before=$BUNKER_BEFORE,after=$bin"
 "$python" benches/serve_fanout.py "$bin" "$n" "${RUNS:-3}" "$work"

@@ -3,16 +3,11 @@ import base64, hashlib, json, os, random, statistics, subprocess, sys, time, url
 
 import boto3
 
+from benchlib import creds, start_serve
+
 bunker, n, runs, work = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 endpoint = os.environ["AWS_ENDPOINT_URL"]
 REGION, ROLE = "us-east-1", "arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole"
-
-
-def creds(account):
-    c = boto3.client("sts", aws_access_key_id="x", aws_secret_access_key="x", region_name=REGION).assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/bench", RoleSessionName="bench")["Credentials"]
-    return {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"],
-            "aws_session_token": c["SessionToken"]}
 
 
 def post(path, body=None):
@@ -31,7 +26,7 @@ def snapshot(ebs, rnd):
 
 
 def one_run(account, run):
-    c = creds(account)
+    c = creds(account, REGION)
     ec2, ebs, backup, s3 = (boto3.client(x, region_name=REGION, **c) for x in ("ec2", "ebs", "backup", "s3"))
     post("/_bunker/backup", {"account": account, "events": []})
     backup.create_backup_vault(BackupVaultName="Default")
@@ -49,12 +44,7 @@ def one_run(account, run):
         f.write(f'regions = ["{REGION}"]\nschedule.create = ""\nschedule.clean = ""\n'
                 f'export.to = "s3://{bucket}/a"\nexport.vaults = ["Default"]\nexport.delete_source = true\n'
                 '[serve]\nkinds = "ebs"\nlisten = "127.0.0.1:0"\ncheck_interval = "1s"\nreconcile_interval = "1h"\n')
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=c["aws_access_key_id"], AWS_SECRET_ACCESS_KEY=c["aws_secret_access_key"],
-               AWS_SESSION_TOKEN=c["aws_session_token"], AWS_REGION=REGION, STATE_DIRECTORY=os.path.join(work, f"state-{account}"))
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_bunker/stats", method="POST"))
-    t0 = time.monotonic()
-    p = subprocess.Popen([bunker, "serve", "--config", cfg], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    p.stdout.readline()
+    p, t0 = start_serve(bunker, cfg, c, REGION, os.path.join(work, f"state-{account}"))
     while backup.list_recovery_points_by_backup_vault(BackupVaultName="Default")["RecoveryPoints"]:
         if time.monotonic() - t0 > 900:
             sys.exit("timed out")

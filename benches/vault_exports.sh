@@ -16,8 +16,5 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bunker-target}"
 n="${1:-20}"
-profile="${BUNKER_PROFILE:-release}"
-if [ "$profile" = release ]; then cargo build --locked --release --quiet --bin bunker; else cargo build --locked --quiet --bin bunker; fi
-source deploy/local/emulator.sh
-"$python" -c 'import boto3' 2>/dev/null || "$(dirname "$python")/pip" install -q boto3
-"$python" benches/vault_exports.py "$CARGO_TARGET_DIR/$profile/bunker" "$n" "${RUNS:-3}" "$work"
+source benches/prepare.sh
+"$python" benches/vault_exports.py "$bin" "$n" "${RUNS:-3}" "$work"

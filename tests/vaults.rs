@@ -298,14 +298,8 @@ fn item_json(i: usize) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dynamodb_backup_is_archived_through_a_temporary_table_as_json_lines() {
     let a = Account::new("430000000004").await;
-    let conf = a.sdk(REGION).await;
-    let (backup, ddb) = (aws_sdk_backup::Client::new(&conf), aws_sdk_dynamodb::Client::new(&conf));
-    backup.create_backup_vault().backup_vault_name(VAULT).send().await.unwrap();
-    orders_table(&ddb).await;
-    write_items(&ddb, 0..300).await;
-    let point = start_job(&backup, &format!("arn:aws:dynamodb:{REGION}:{}:table/orders", a.id)).await;
+    let (backup, ddb, point) = backed_up_orders(&a, 300).await;
     write_items(&ddb, 300..320).await; // after the backup: not in it
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let bucket = a.bucket("vault-ddb").await;
     let dir = tempfile::tempdir().unwrap();
@@ -331,6 +325,19 @@ async fn a_dynamodb_backup_is_archived_through_a_temporary_table_as_json_lines()
     assert_eq!(m["source"]["recovery_point"]["arn"], point);
     let tables = ddb.list_tables().send().await.unwrap();
     assert_eq!(tables.table_names(), ["orders"], "the temporary table is gone");
+}
+
+/// A vault, the table `orders` with items `0..n`, and a completed backup job of it: the
+/// clients and the recovery point.
+async fn backed_up_orders(a: &Account, n: usize) -> (aws_sdk_backup::Client, aws_sdk_dynamodb::Client, String) {
+    let conf = a.sdk(REGION).await;
+    let (backup, ddb) = (aws_sdk_backup::Client::new(&conf), aws_sdk_dynamodb::Client::new(&conf));
+    backup.create_backup_vault().backup_vault_name(VAULT).send().await.unwrap();
+    orders_table(&ddb).await;
+    write_items(&ddb, 0..n).await;
+    let point = start_job(&backup, &format!("arn:aws:dynamodb:{REGION}:{}:table/orders", a.id)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    (backup, ddb, point)
 }
 
 /// The test table `orders` (string key `k`).
@@ -362,13 +369,7 @@ async fn write_items(ddb: &aws_sdk_dynamodb::Client, range: std::ops::Range<usiz
 async fn a_temporary_table_left_by_kill_9_is_used_once_and_removed_after_restart() {
     let a = Account::new("430000000005").await;
     common::post(&a.endpoint, "/_bunker/backup", &format!(r#"{{"account": "{}", "events": []}}"#, a.id));
-    let conf = a.sdk(REGION).await;
-    let (backup, ddb) = (aws_sdk_backup::Client::new(&conf), aws_sdk_dynamodb::Client::new(&conf));
-    backup.create_backup_vault().backup_vault_name(VAULT).send().await.unwrap();
-    orders_table(&ddb).await;
-    write_items(&ddb, 0..50).await;
-    let point = start_job(&backup, &format!("arn:aws:dynamodb:{REGION}:{}:table/orders", a.id)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (backup, ddb, point) = backed_up_orders(&a, 50).await;
     let bucket = a.bucket("vault-kill").await;
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("export.to = \"s3://{bucket}/k\"\nexport.vaults = [\"{VAULT}\"]");
@@ -415,4 +416,47 @@ async fn a_temporary_table_left_by_kill_9_is_used_once_and_removed_after_restart
     );
     assert_eq!(std::str::from_utf8(&lines).unwrap().lines().count(), 50);
     assert_eq!(point_status(&backup, &point).await.as_deref(), Some("COMPLETED"), "kept without delete_source");
+}
+
+/// The temporary table's name for a backup (what bunker computes: `bunker-tmp-` and the
+/// first 10 bytes of the ARN's SHA-256 in hex).
+fn temp_name(backup_arn: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(backup_arn.as_bytes());
+    format!("bunker-tmp-{}", d.iter().take(10).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A crash between `RestoreTableFromBackup` and the tagging leaves an untagged table restored
+/// from this backup: it is adopted (tagged, used, deleted). A table of that name restored
+/// from another backup is someone else's: the export fails naming it, and the table stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untagged_table_of_our_restore_is_adopted_and_a_foreign_one_is_never_touched() {
+    let a = Account::new("430000000006").await;
+    let (backup, ddb, point) = backed_up_orders(&a, 40).await;
+    let other = ddb.create_backup().table_name("orders").backup_name("someone-else").send().await.unwrap();
+    let other = other.backup_details.unwrap().backup_arn;
+    let bucket = a.bucket("vault-adopt").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &format!("export.to = \"s3://{bucket}/t\""), "");
+    let export = || a.bunker(&["--json", "--config", &cfg, "export", "recovery-point", &point, "--vault", VAULT]);
+
+    let name = temp_name(&point);
+    ddb.restore_table_from_backup().backup_arn(&other).target_table_name(&name).send().await.unwrap();
+    let r = export();
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.json()["reason"].as_str().unwrap().contains("is not this deployment's temporary table"), "{r:#?}");
+    assert!(ddb.describe_table().table_name(&name).send().await.is_ok(), "a foreign table is never deleted");
+    ddb.delete_table().table_name(&name).send().await.unwrap();
+
+    ddb.restore_table_from_backup().backup_arn(&point).target_table_name(&name).send().await.unwrap();
+    let r = export();
+    assert_eq!(r.code, 0, "{r:#?}");
+    let tables = ddb.list_tables().send().await.unwrap();
+    assert_eq!(tables.table_names(), ["orders"], "the adopted table is removed");
+    let id = point.rsplit('/').next().unwrap();
+    let lines = common::zstd_decompress(
+        &a.get_object(&bucket, &format!("t/recovery-points/{VAULT}/orders-{id}.jsonl.zst")).await,
+    );
+    assert_eq!(std::str::from_utf8(&lines).unwrap().lines().count(), 40);
+    assert_eq!(point_status(&backup, &point).await.as_deref(), Some("COMPLETED"));
 }

@@ -321,6 +321,17 @@ pub struct ScanPage {
     pub next: Option<String>,
 }
 
+/// What [`Tables::status`] reports of a table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableInfo {
+    /// `CREATING`, `ACTIVE`, … as AWS spells it.
+    pub status: String,
+    /// Its tags.
+    pub tags: Tags,
+    /// The backup it was restored from, if it was (`RestoreSummary.SourceBackupArn`).
+    pub restored_from: Option<String>,
+}
+
 /// DynamoDB tables in one region, for exports of backups through a temporary table
 /// (`src/aws/tables.rs`).
 #[async_trait]
@@ -331,8 +342,11 @@ pub trait Tables: Send + Sync {
     /// Restores `backup_arn` into a new table `table` and tags it with `tags` at once.
     async fn restore(&self, backup_arn: &str, table: &str, tags: &Tags) -> Result<(), PortError>;
 
-    /// The table's status (`CREATING`, `ACTIVE`, …) and tags; `None` when it does not exist.
-    async fn status(&self, table: &str) -> Result<Option<(String, Tags)>, PortError>;
+    /// Tags `table` with `tags`.
+    async fn tag(&self, table: &str, tags: &Tags) -> Result<(), PortError>;
+
+    /// The table's status, tags and origin; `None` when it does not exist.
+    async fn status(&self, table: &str) -> Result<Option<TableInfo>, PortError>;
 
     /// One page of segment `segment` of `segments` of a scan of `table`, from `start`.
     async fn scan(

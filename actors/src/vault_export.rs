@@ -269,14 +269,18 @@ impl VaultExports {
                 info!(recovery_point = %key.arn, table = %temp, "restoring the backup to a temporary table");
                 return Ok(Some(format!("restoring {temp}")));
             }
-            Some((_, tags)) if !self.ours(&tags) => {
+            // Our own restore whose tagging a crash cut short: named after this backup and
+            // restored from it (as AWS reports), but untagged. Tag it, then use it.
+            Some(t) if !t.tags.contains_key(tags::TEMPORARY) && t.restored_from.as_deref() == Some(backup_arn) => {
+                tables.tag(&temp, &self.temp_tags(key)).await.map_err(|e| port("tagging", e))?;
+                return Ok(Some(format!("tagged {temp}")));
+            }
+            Some(t) if !self.ours(&t.tags) => {
                 return Err(StreamError::Input(format!(
                     "table {temp} exists and is not this deployment's temporary table: remove or rename it"
                 )))
             }
-            Some((status, _)) if !status.eq_ignore_ascii_case("ACTIVE") => {
-                return Ok(Some(format!("{temp} is {status}")))
-            }
+            Some(t) if !t.status.eq_ignore_ascii_case("ACTIVE") => return Ok(Some(format!("{temp} is {}", t.status))),
             Some(_) => {}
         }
         let result = self.archive_table(key, backup_arn, name, &temp, tables.clone()).await;
@@ -483,7 +487,7 @@ impl Workflow for VaultExports {
         let mut removed = 0;
         for tables in self.tables.values() {
             for name in tables.named(TEMP_TABLE_PREFIX).await? {
-                let Some((_, tags)) = tables.status(&name).await? else { continue };
+                let Some(crate::ports::TableInfo { tags, .. }) = tables.status(&name).await? else { continue };
                 let expired = tags
                     .get(tags::EXPIRES_AT)
                     .and_then(|t| t.parse::<jiff::Timestamp>().ok())

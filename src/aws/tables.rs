@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, Tag};
 use aws_sdk_dynamodb::Client;
-use bunker_actors::ports::{ErrorKind, PortError, ScanPage, Tables};
+use bunker_actors::ports::{ErrorKind, PortError, ScanPage, TableInfo, Tables};
 use bunker_protocol::tags::Tags;
 use serde_json::{json, Map, Value};
 
@@ -81,15 +81,25 @@ impl Tables for DynamoTables {
     }
 
     async fn restore(&self, backup_arn: &str, table: &str, tags: &Tags) -> Result<(), PortError> {
-        let out = self
-            .client
+        self.client
             .restore_table_from_backup()
             .backup_arn(backup_arn)
             .target_table_name(table)
             .send()
             .await
             .map_err(|e| port_error("dynamodb:RestoreTableFromBackup", e))?;
-        let arn = out.table_description().and_then(|d| d.table_arn()).unwrap_or_default().to_string();
+        self.tag(table, tags).await
+    }
+
+    async fn tag(&self, table: &str, tags: &Tags) -> Result<(), PortError> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| port_error("dynamodb:DescribeTable", e))?;
+        let arn = described.table().and_then(|t| t.table_arn()).unwrap_or_default().to_string();
         let tags: Vec<Tag> = tags.iter().filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok()).collect();
         self.client
             .tag_resource()
@@ -101,7 +111,7 @@ impl Tables for DynamoTables {
         Ok(())
     }
 
-    async fn status(&self, table: &str) -> Result<Option<(String, Tags)>, PortError> {
+    async fn status(&self, table: &str) -> Result<Option<TableInfo>, PortError> {
         let described = match self.client.describe_table().table_name(table).send().await {
             Ok(d) => d,
             Err(e) => {
@@ -110,7 +120,6 @@ impl Tables for DynamoTables {
             }
         };
         let Some(t) = described.table() else { return Ok(None) };
-        let status = t.table_status().map(|s| s.as_str().to_string()).unwrap_or_default();
         let tags = self
             .client
             .list_tags_of_resource()
@@ -118,8 +127,11 @@ impl Tables for DynamoTables {
             .send()
             .await
             .map_err(|e| port_error("dynamodb:ListTagsOfResource", e))?;
-        let tags = super::tag_map(tags.tags().iter().map(|t| (Some(t.key()), Some(t.value()))));
-        Ok(Some((status, tags)))
+        Ok(Some(TableInfo {
+            status: t.table_status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+            tags: super::tag_map(tags.tags().iter().map(|t| (Some(t.key()), Some(t.value())))),
+            restored_from: t.restore_summary().and_then(|r| r.source_backup_arn()).map(String::from),
+        }))
     }
 
     async fn scan(
