@@ -6,7 +6,8 @@ says:
   Redshift tags only with bunker's own request tags), or change bunker:* tags on a backup that
   already carries them (a Deny on aws:TagKeys must exist);
 - delete or share a backup without both bunker:managed and this deployment's bunker:deployment
-  as resource-tag conditions;
+  as resource-tag conditions, or delete a temporary table without bunker:temporary and
+  bunker:deployment;
 - use KMS keys other than those named (no Resource "*"), or create grants that are not for
   AWS resources;
 - accept queue messages from EventBridge without aws:SourceArn and aws:SourceAccount;
@@ -31,6 +32,8 @@ DELETING = {
     "rds:deletedbclustersnapshot",
     "redshift:deleteclustersnapshot",
 }
+# Temporary resources bunker removes: only its own (bunker:temporary and its deployment).
+TEMPORARY = {"dynamodb:deletetable"}
 SHARING = {
     "ec2:modifysnapshotattribute",
     "ec2:modifyimageattribute",
@@ -90,6 +93,10 @@ def check_document(name, doc):
                 dep = cond.get("aws:resourcetag/bunker:deployment", (None, None))[1]
                 if dep in ("*", ["*"]):
                     bad(st, f"{what} backups of any deployment (bunker:deployment matches *)")
+        if acts & TEMPORARY:
+            for k in ("aws:resourcetag/bunker:temporary", "aws:resourcetag/bunker:deployment"):
+                if k not in cond:
+                    bad(st, f"deletes temporary resources without a {k} condition")
         if any(a.startswith("kms:") for a in acts):
             if "*" in as_list(st.get("Resource", [])):
                 bad(st, "KMS on every key (Resource \"*\"): name the configured keys")

@@ -55,7 +55,7 @@ fn statement<'a>(policy: &'a mut Value, sid: &str) -> &'a mut Value {
 fn every_regression_is_caught() {
     let original: Value = serde_json::from_str(&std::fs::read_to_string(root().join(POLICY)).unwrap()).unwrap();
     type Mutation = fn(&mut Value);
-    let mutations: [(&str, Mutation, &str); 7] = [
+    let mutations: [(&str, Mutation, &str); 8] = [
         (
             "tag after creation",
             |p| {
@@ -90,6 +90,13 @@ fn every_regression_is_caught() {
             "shares backups without",
         ),
         ("every key", |p| statement(p, "UseConfiguredKeys")["Resource"] = json!("*"), "KMS on every key"),
+        (
+            "delete any table",
+            |p| {
+                statement(p, "DeleteOnlyTemporaryTables").as_object_mut().unwrap().remove("Condition");
+            },
+            "deletes temporary resources without a aws:resourcetag/bunker:temporary",
+        ),
         (
             "grants for anyone",
             |p| {
