@@ -461,12 +461,22 @@ impl Workflow for VaultExports {
     }
 
     /// Every completed recovery point of the listed vaults not exported yet (with
-    /// `export.delete_source`, every one: an exported point is verified and deleted).
+    /// `export.delete_source`, every one: an exported point is verified and deleted). A vault
+    /// missing from a region is skipped there, with a warning.
     async fn owned(&self, _kind: Option<ResourceKind>) -> Result<Vec<PointKey>, PortError> {
         let mut keys = Vec::new();
         for (region, port) in &self.vaults {
             for name in &self.settings.vaults {
-                for p in port.list(name).await? {
+                let listed = match port.list(name).await {
+                    Ok(l) => l,
+                    // A listed vault need not exist in every region: the others go on.
+                    Err(e) if e.kind == ErrorKind::NotFound => {
+                        warn!(vault = %name, region = %region, "vault not found in this region; skipped");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for p in listed {
                     if !p.status.exportable() {
                         continue;
                     }

@@ -361,14 +361,19 @@ fn service_exports_join_retry_by_resuming_and_fail_permanently_at_once() {
 struct MemoryVaults {
     points: Mutex<BTreeMap<String, bunker_protocol::vault::RecoveryPoint>>,
     calls: Mutex<Vec<String>>,
+    /// Set: this region has no such vault (every call answers not found).
+    region: Option<&'static str>,
 }
 
 #[async_trait]
 impl crate::ports::Vaults for MemoryVaults {
     fn region(&self) -> &str {
-        "r"
+        self.region.unwrap_or("r")
     }
-    async fn list(&self, _vault: &str) -> Result<Vec<bunker_protocol::vault::RecoveryPoint>, PortError> {
+    async fn list(&self, vault: &str) -> Result<Vec<bunker_protocol::vault::RecoveryPoint>, PortError> {
+        if self.region.is_some() {
+            return Err(PortError::new(ErrorKind::NotFound, Some("ResourceNotFoundException"), vault));
+        }
         self.calls.lock().unwrap().push("list".into());
         Ok(self.points.lock().unwrap().values().cloned().collect())
     }
@@ -465,4 +470,33 @@ fn corrupt(store: &MemoryStore, snapshot: &str) {
     let archive = objects.get_mut(&format!("{snapshot}.img.zst")).expect("exported");
     let mid = archive.len() / 2;
     archive[mid] ^= 0xff;
+}
+
+/// Reconciliation over two regions, one without the listed vault: the other's points are
+/// still found.
+#[tokio::test]
+async fn a_vault_missing_from_one_region_does_not_stop_the_others() {
+    use crate::engine::{Alerts, Workflow};
+    use crate::vault_export::{VaultExports, VaultSettings};
+    let here = Arc::new(MemoryVaults::default());
+    let point = ebs_point("snap-00000003");
+    here.points.lock().unwrap().insert(point.arn.clone(), point.clone());
+    let elsewhere = Arc::new(MemoryVaults { region: Some("r2"), ..MemoryVaults::default() });
+    let targets =
+        Arc::new(MemoryTargets { store: Arc::default(), image: Arc::new(vec![]), prepared: AtomicU32::new(5) });
+    let settings = VaultSettings {
+        vaults: vec!["Default".into()],
+        kinds: bunker_protocol::vault::ExportKind::ALL.to_vec(),
+        delete_source: false,
+        export_to: "mem://x".into(),
+        deployment: "dep".into(),
+    };
+    let alerts = Alerts::new(Arc::new(crate::testkit::RecordingNotifier::default()), None);
+    let ports: Vec<Arc<dyn crate::ports::Vaults>> = vec![here, elsewhere];
+    let logic = VaultExports::new(settings, ports, vec![], targets, tuning(), Arc::default(), alerts);
+    let owned = logic.owned(None).await.unwrap();
+    assert_eq!(
+        owned.iter().map(|k| (k.region.as_str(), k.arn.as_str())).collect::<Vec<_>>(),
+        [("r", point.arn.as_str())]
+    );
 }
