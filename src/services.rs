@@ -83,7 +83,7 @@ pub fn vault_exports(
         kinds: cfg.export_kinds.clone(),
         delete_source: cfg.export_delete_source,
         export_to,
-        deployment: cfg.deployment_id(account, regions.first().map(String::as_str).unwrap_or_default()),
+        deployments: regions.iter().map(|r| (r.clone(), cfg.deployment_id(account, r))).collect(),
     };
     let ports = regions.iter().map(|r| aws.vaults(r)).collect();
     let tables = regions.iter().map(|r| aws.tables(r)).collect();

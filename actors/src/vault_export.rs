@@ -25,7 +25,7 @@ use bunker_protocol::vault::{self, Archived, ExportKind, Holds, PointRef, Seen, 
 use bunker_protocol::ResourceKind;
 use tracing::{info, warn};
 
-use crate::engine::{Alerts, Clock, JobError, JobKey, Pass, SystemClock, Workflow};
+use crate::engine::{Alerts, Clock, JobKey, Pass, SystemClock, Workflow};
 use crate::metrics::Metrics;
 use crate::ports::{ArchiveStore, ErrorKind, PortError, Tables, Vaults};
 use crate::stream::archive_reader::{self, Archive};
@@ -69,8 +69,9 @@ pub struct VaultSettings {
     pub delete_source: bool,
     /// `export.to`.
     pub export_to: String,
-    /// This deployment's id (`bunker:deployment` of its temporary tables).
-    pub deployment: String,
+    /// This deployment's id in each region (`bunker:deployment` of its temporary tables
+    /// there), by region.
+    pub deployments: HashMap<String, String>,
 }
 
 /// Prefix of every temporary table's name.
@@ -174,24 +175,18 @@ impl VaultExports {
         self.vaults.contains_key(&hint.region) && hint.vault.as_ref().is_none_or(|v| self.settings.vaults.contains(v))
     }
 
-    /// Reads time from `clock` (temporary tables' expiry).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
     fn target(&self, key: &PointKey) -> String {
         vault::target_of(&self.settings.export_to, &key.vault)
     }
 
-    /// What the target holds for `key`'s EBS snapshot `snapshot`.
+    /// What the target holds for `key`'s archive `name`.
     async fn archived(
         &self,
         key: &PointKey,
         store: &Arc<dyn ArchiveStore>,
-        snapshot: &str,
+        name: &str,
     ) -> Result<Archived, StreamError> {
-        let mkey = manifest_key(snapshot);
+        let mkey = manifest_key(name);
         let url = store.url(&mkey);
         if store.size(&mkey).await.map_err(|e| StreamError::port(format!("checking {url}"), e))?.is_none() {
             return Ok(Archived::No);
@@ -238,7 +233,7 @@ impl VaultExports {
         let expires = jiff::Timestamp::from_second(expires).map(|t| t.to_string()).unwrap_or_default();
         [
             (tags::TEMPORARY, "true".to_string()),
-            (tags::DEPLOYMENT, self.settings.deployment.clone()),
+            (tags::DEPLOYMENT, self.deployment(&key.region).to_string()),
             (tags::PURPOSE, format!("export of {}", key.arn)),
             (tags::EXPIRES_AT, expires),
         ]
@@ -247,10 +242,23 @@ impl VaultExports {
         .collect()
     }
 
-    /// Whether `tags` are those of one of this deployment's temporary tables.
-    fn ours(&self, tags: &Tags) -> bool {
+    /// This deployment's id in `region` (empty, matching no tag, when it has none there).
+    fn deployment(&self, region: &str) -> &str {
+        self.settings.deployments.get(region).map(String::as_str).unwrap_or_default()
+    }
+
+    /// Whether `tags` are those of one of this deployment's temporary tables in `region`.
+    fn ours(&self, tags: &Tags, region: &str) -> bool {
+        let deployment = self.deployment(region);
         tags.get(tags::TEMPORARY).map(String::as_str) == Some("true")
-            && tags.get(tags::DEPLOYMENT) == Some(&self.settings.deployment)
+            && !deployment.is_empty()
+            && tags.get(tags::DEPLOYMENT).map(String::as_str) == Some(deployment)
+    }
+
+    /// Publishes a report to the error topic without holding up the pass.
+    fn report(&self, subject: &str, body: String) {
+        let (alerts, subject) = (self.alerts.clone(), subject.to_string());
+        tokio::spawn(async move { alerts.send(&subject, &body).await });
     }
 
     /// A DynamoDB backup: restored to its temporary table (waiting while AWS makes it),
@@ -275,7 +283,7 @@ impl VaultExports {
                 tables.tag(&temp, &self.temp_tags(key)).await.map_err(|e| port("tagging", e))?;
                 return Ok(Some(format!("tagged {temp}")));
             }
-            Some(t) if !self.ours(&t.tags) => {
+            Some(t) if !self.ours(&t.tags, &key.region) => {
                 return Err(StreamError::Input(format!(
                     "table {temp} exists and is not this deployment's temporary table: remove or rename it"
                 )))
@@ -344,9 +352,7 @@ impl VaultExports {
             format!("bunker does not export {} from vaults yet; AWS Backup's retention keeps it", holds.describe());
         if self.reported.lock().expect("reported set").insert(key.arn.clone()) {
             warn!(recovery_point = %key.arn, why = %why, "recovery point not exported");
-            let (alerts, subject, body) =
-                (self.alerts.clone(), "bunker: recovery point not exported".to_string(), format!("{key}: {why}"));
-            tokio::spawn(async move { alerts.send(&subject, &body).await });
+            self.report("bunker: recovery point not exported", format!("{key}: {why}"));
         }
         Pass::NotOurs(why)
     }
@@ -421,9 +427,7 @@ impl VaultExports {
     fn kept(&self, key: &PointKey, e: &PortError) -> Pass {
         let why = format!("exported and verified; the recovery point is kept: AWS refused the delete ({e})");
         warn!(recovery_point = %key.arn, why = %why, "recovery point kept");
-        let (alerts, subject, body) =
-            (self.alerts.clone(), "bunker: recovery point kept".to_string(), format!("{key}: {why}"));
-        tokio::spawn(async move { alerts.send(&subject, &body).await });
+        self.report("bunker: recovery point kept", format!("{key}: {why}"));
         Pass::NotOurs(why)
     }
 }
@@ -451,7 +455,7 @@ impl Workflow for VaultExports {
             return (Pass::NotOurs(format!("vault {} is not in export.vaults", key.vault)), vec![]);
         }
         let Some(port) = self.vaults.get(&key.region).cloned() else {
-            return (Pass::Retry(JobError::NotServed { kind: ResourceKind::Ebs, region: key.region.clone() }), vec![]);
+            return (Pass::NotOurs(format!("region {} is not in regions", key.region)), vec![]);
         };
         match self.advance(key, port.as_ref()).await {
             Ok(done) => done,
@@ -495,14 +499,14 @@ impl Workflow for VaultExports {
     async fn sweep(&self) -> Result<usize, PortError> {
         let now = self.clock.now();
         let mut removed = 0;
-        for tables in self.tables.values() {
+        for (region, tables) in &self.tables {
             for name in tables.named(TEMP_TABLE_PREFIX).await? {
                 let Some(crate::ports::TableInfo { tags, .. }) = tables.status(&name).await? else { continue };
                 let expired = tags
                     .get(tags::EXPIRES_AT)
                     .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                     .is_some_and(|t| t <= now);
-                if self.ours(&tags) && expired {
+                if self.ours(&tags, region) && expired {
                     tables.delete(&name).await?;
                     info!(table = %name, "expired temporary table removed");
                     removed += 1;

@@ -424,7 +424,7 @@ fn a_recovery_point_is_deleted_only_after_its_own_archive_verifies() {
         kinds: bunker_protocol::vault::ExportKind::ALL.to_vec(),
         delete_source: true,
         export_to: "mem://x".into(),
-        deployment: "dep".into(),
+        deployments: [("r".to_string(), "dep".to_string())].into(),
     };
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let alerts = Alerts::new(Arc::new(crate::testkit::RecordingNotifier::default()), None);
@@ -489,7 +489,7 @@ async fn a_vault_missing_from_one_region_does_not_stop_the_others() {
         kinds: bunker_protocol::vault::ExportKind::ALL.to_vec(),
         delete_source: false,
         export_to: "mem://x".into(),
-        deployment: "dep".into(),
+        deployments: [("r".to_string(), "dep".to_string())].into(),
     };
     let alerts = Alerts::new(Arc::new(crate::testkit::RecordingNotifier::default()), None);
     let ports: Vec<Arc<dyn crate::ports::Vaults>> = vec![here, elsewhere];
