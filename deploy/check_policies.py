@@ -10,6 +10,8 @@ says:
   bunker:deployment;
 - use KMS keys other than those named (no Resource "*"), or create grants that are not for
   AWS resources;
+- pass a role other than the one named, or to a service other than the one named
+  (iam:PassRole needs a Resource and an iam:PassedToService condition);
 - accept queue messages from EventBridge without aws:SourceArn and aws:SourceAccount;
 - allow a wildcard action.
 It also checks that the template's BackupPolicy says what deploy/iam/bunker-backup-policy.json
@@ -97,6 +99,11 @@ def check_document(name, doc):
             for k in ("aws:resourcetag/bunker:temporary", "aws:resourcetag/bunker:deployment"):
                 if k not in cond:
                     bad(st, f"deletes temporary resources without a {k} condition")
+        if "iam:passrole" in acts:
+            if "*" in as_list(st.get("Resource", [])):
+                bad(st, "iam:PassRole of every role (Resource \"*\"): name the export role")
+            if "iam:passedtoservice" not in cond:
+                bad(st, "iam:PassRole without an iam:PassedToService condition")
         if any(a.startswith("kms:") for a in acts):
             if "*" in as_list(st.get("Resource", [])):
                 bad(st, "KMS on every key (Resource \"*\"): name the configured keys")

@@ -31,13 +31,14 @@ use bunker_actors::ports::{Leases, Notifier};
 use bunker_actors::puller::Puller;
 use bunker_actors::replicator::{Replicator, ReplicatorActor};
 use bunker_actors::scheduler::{self, Action, Executor, GetRunning, KindRunners, SchedulerActor, StopSchedule};
-use bunker_actors::stream::export_job::Exports;
+use bunker_actors::stream::export_job::{Exports, OwnedBackups};
 use bunker_actors::stream::Tuning;
 use bunker_actors::system::{FailureReporter, ReportFailure};
 use bunker_actors::vault_export::VaultExports;
 use bunker_actors::watcher::{GetInFlight, StopIntake, Watcher, WatcherActor};
 use bunker_actors::Runner;
 use bunker_protocol::config::{Config, Resolved};
+use bunker_protocol::ResourceKind;
 use tracing::{info, warn};
 
 use crate::aws::Aws;
@@ -86,6 +87,8 @@ struct Tree {
     reconciler: Supervised<ReconcilerActor<Replicator>>,
     scheduler: Supervised<SchedulerActor>,
     exporter: Supervised<JobActor<Exports>>,
+    /// With `export.retention_types`: reconciliation of the exporter (own backups).
+    export_scan: Option<Supervised<ReconcilerActor<Exports>>>,
     puller: Option<Pulls>,
     vaults: Option<VaultPart>,
     watcher: Option<(Arc<Watcher>, Addr<WatcherActor>)>,
@@ -185,12 +188,12 @@ impl Tree {
             let make = move || ReconcilerActor::new(scan.clone(), every);
             supervise("reconciler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
         };
-        let exporter = start_exporter(p);
+        let (exporter, export_scan) = start_exporter(p);
         let puller = start_puller(p);
         let scheduler = start_scheduler(p, executor(p, &replicator, puller.as_ref()), &reconciler, &exporter);
         let vaults = start_vault_exports(p);
         let watcher = start_watcher(p, &replicator, &scheduler, &exporter, vaults.as_ref());
-        Tree { replicator, reconciler, scheduler, exporter, puller, vaults, watcher }
+        Tree { replicator, reconciler, scheduler, exporter, export_scan, puller, vaults, watcher }
     }
 
     /// `/healthz` checks each actor (and the watcher's poll loop).
@@ -199,6 +202,9 @@ impl Tree {
         watch_supervised(health, "reconciler", &self.reconciler);
         watch_supervised(health, "scheduler", &self.scheduler);
         watch_supervised(health, "exporter", &self.exporter);
+        if let Some(scan) = &self.export_scan {
+            watch_supervised(health, "export-reconciler", scan);
+        }
         if let Some((_, jobs)) = &self.puller {
             watch_supervised(health, "puller", jobs);
         }
@@ -227,6 +233,9 @@ impl Tree {
             r.send(StopReconciling).await.unwrap_or_default();
         }
         if let Some(r) = self.vaults.as_ref().and_then(|(_, _, scan)| scan.addr()) {
+            r.send(StopReconciling).await.unwrap_or_default();
+        }
+        if let Some(r) = self.export_scan.as_ref().and_then(Supervised::addr) {
             r.send(StopReconciling).await.unwrap_or_default();
         }
         for (drain, _) in self.job_actors() {
@@ -341,15 +350,32 @@ fn start_puller(p: &Parts<'_>) -> Option<Pulls> {
 }
 
 /// Exports: queue `export` commands and, with `export.to`, every EBS backup an event
-/// announces.
-fn start_exporter(p: &Parts<'_>) -> Supervised<JobActor<Exports>> {
+/// announces; with `export.retention_types` too, a reconciler that finds this deployment's
+/// own backups of those types not exported yet, at start and every `serve.reconcile_interval`.
+fn start_exporter(p: &Parts<'_>) -> (Supervised<JobActor<Exports>>, Option<Supervised<ReconcilerActor<Exports>>>) {
     let targets = Arc::new(services::ServiceExports::new(p.aws.clone()));
     let to = p.cfg.export_to.clone();
-    let logic = Arc::new(Exports::new(targets, to, Tuning::default(), p.metrics.clone()));
-    let (m, check) = (p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
+    let mut logic = Exports::new(targets, to, Tuning::default(), p.metrics.clone());
+    if !p.cfg.export_retention_types.is_empty() {
+        logic = logic.with_owned(OwnedBackups {
+            controls: p.regions.iter().map(|r| p.aws.backup_control(ResourceKind::Ebs, r)).collect(),
+            deployments: p.regions.iter().map(|r| (r.clone(), p.cfg.deployment_id(&p.account, r))).collect(),
+            types: p.cfg.export_retention_types.clone(),
+        });
+    }
+    let logic = Arc::new(logic);
+    let (l, m, check) = (logic.clone(), p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
     let alerts = Alerts::new(p.notifier.clone(), p.cfg.error_sns_topic.clone());
-    let make = move || JobActor::new(logic.clone(), check, m.clone(), alerts.clone());
-    supervise("exporter", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
+    let make = move || JobActor::new(l.clone(), check, m.clone(), alerts.clone());
+    let jobs = supervise("exporter", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()));
+    if !bunker_actors::engine::Workflow::enabled(logic.as_ref()) {
+        return (jobs, None);
+    }
+    let scan = Arc::new(Reconciler::new(logic, jobs.recipient(), vec![ResourceKind::Ebs]));
+    let every = p.cfg.serve.reconcile_interval.unsigned_abs();
+    let make = move || ReconcilerActor::new(scan.clone(), every);
+    let reconciler = supervise("export-reconciler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()));
+    (jobs, Some(reconciler))
 }
 
 /// The vault exports, when `export.vaults` is set: a job per recovery point, and a

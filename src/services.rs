@@ -76,6 +76,7 @@ pub fn vault_exports(
     metrics: Arc<Metrics>,
     notifier: Arc<dyn bunker_actors::ports::Notifier>,
 ) -> Option<bunker_actors::vault_export::VaultExports> {
+    use bunker_actors::rds_export::{ParquetExports, ParquetSettings};
     use bunker_actors::vault_export::{VaultExports, VaultSettings};
     let export_to = cfg.export_to.clone().filter(|_| !cfg.export_vaults.is_empty())?;
     let settings = VaultSettings {
@@ -87,10 +88,18 @@ pub fn vault_exports(
     };
     let ports = regions.iter().map(|r| aws.vaults(r)).collect();
     let tables = regions.iter().map(|r| aws.tables(r)).collect();
+    let parquet = ParquetExports::new(
+        regions.iter().map(|r| aws.snapshot_exports(r)).collect(),
+        ParquetSettings {
+            role_arn: cfg.export_rds_role_arn.clone(),
+            kms_key: cfg.export_kms_key.clone(),
+            first_poll: cfg.export_task_poll.unsigned_abs(),
+        },
+    );
     let targets = Arc::new(ServiceExports::new(aws.clone()));
     let alerts = bunker_actors::engine::Alerts::new(notifier, cfg.error_sns_topic.clone());
     let tuning = bunker_actors::stream::Tuning::default();
-    Some(VaultExports::new(settings, ports, tables, targets, tuning, metrics, alerts))
+    Some(VaultExports::new(settings, ports, tables, parquet, targets, tuning, metrics, alerts))
 }
 
 /// A holder id unique to this process (lease owner).

@@ -8,9 +8,9 @@ use actix::Actor;
 use anyhow::anyhow;
 use bunker_actors::engine::{Alerts, JobActor, JobEnd, Run};
 use bunker_actors::metrics::Metrics;
-use bunker_actors::vault_export::PointKey;
+use bunker_actors::vault_export::{archive_name, PointKey};
 use bunker_protocol::config::Config;
-use bunker_protocol::vault::{self, Holds};
+use bunker_protocol::vault;
 use clap::Subcommand;
 use serde::Serialize;
 
@@ -50,8 +50,8 @@ pub async fn run(aws: &Aws, region: &str, cfg: &Config, command: VaultCommand, j
     let target = cfg.export_to.as_deref().map(|to| vault::target_of(to, &vault));
     let mut rows = Vec::new();
     for p in points {
-        let archive = match (&target, p.holds()) {
-            (Some(to), Holds::EbsSnapshot(id)) => Some((to.clone(), format!("{id}.manifest.json"))),
+        let archive = match (&target, archive_name(&p.holds(), &p.arn)) {
+            (Some(to), Some(name)) => Some((to.clone(), format!("{name}.manifest.json"))),
             _ => None,
         };
         let exported = match &archive {

@@ -55,7 +55,7 @@ fn statement<'a>(policy: &'a mut Value, sid: &str) -> &'a mut Value {
 fn every_regression_is_caught() {
     let original: Value = serde_json::from_str(&std::fs::read_to_string(root().join(POLICY)).unwrap()).unwrap();
     type Mutation = fn(&mut Value);
-    let mutations: [(&str, Mutation, &str); 8] = [
+    let mutations: [(&str, Mutation, &str); 10] = [
         (
             "tag after creation",
             |p| {
@@ -90,6 +90,18 @@ fn every_regression_is_caught() {
             "shares backups without",
         ),
         ("every key", |p| statement(p, "UseConfiguredKeys")["Resource"] = json!("*"), "KMS on every key"),
+        (
+            "pass the role to anything",
+            |p| {
+                statement(p, "PassOnlyTheExportRoleToRds").as_object_mut().unwrap().remove("Condition");
+            },
+            "iam:PassRole without an iam:PassedToService condition",
+        ),
+        (
+            "pass any role",
+            |p| statement(p, "PassOnlyTheExportRoleToRds")["Resource"] = json!("*"),
+            "iam:PassRole of every role",
+        ),
         (
             "delete any table",
             |p| {

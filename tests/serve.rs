@@ -449,3 +449,48 @@ async fn healthz_names_aws_while_every_call_fails_and_recovers() {
     let (code, _, _) = serve.terminate();
     assert_eq!(code, 0);
 }
+
+/// `export.retention_types = ["monthly"]`: reconciliation alone exports this deployment's
+/// own monthly EBS backup (once, over several scans) and leaves its daily one alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn own_backups_of_the_listed_retention_types_are_exported_by_reconciliation() {
+    let a = Account::new("430000000010").await;
+    let bucket = a.bucket("own-archives").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    let body = format!(
+        "regions = [\"{REGION}\"]\nexport.to = \"s3://{bucket}/own\"\nexport.retention_types = [\"monthly\"]\n\
+         schedule.create = \"\"\nschedule.clean = \"\"\n\
+         [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nreconcile_interval = \"2s\"\n"
+    );
+    std::fs::write(&cfg, body).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    a.volume(&[("bunker:create_backup", "true")]).await;
+    let made = |now: &str| {
+        let r = a.bunker(&["ebs", "create-backups", "--config", cfg, "--now", now, "--json"]).ok_json();
+        (r["entries"][0]["backup_id"].as_str().unwrap().to_string(), r["entries"][0]["retention"].clone())
+    };
+    let (monthly, kind) = made("2026-12-01T01:00:00Z");
+    assert_eq!(kind, "monthly");
+    let (daily, kind) = made("2026-12-02T01:00:00Z");
+    assert_eq!(kind, "daily");
+
+    let serve = Serve::start(&a, cfg, &dir.path().join("state"));
+    let s3 = a.s3().await;
+    let exists = |key: String| {
+        let (s3, bucket) = (s3.clone(), bucket.clone());
+        async move { s3.head_object().bucket(bucket).key(key).send().await.is_ok() }
+    };
+    let t = Instant::now();
+    while !exists(format!("own/{monthly}.manifest.json")).await {
+        assert!(t.elapsed() < Duration::from_secs(60), "{}", std::fs::read_to_string(&serve.log).unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await; // two more scans
+    let metrics = serve.get("/metrics");
+    assert!(metrics.contains("bunker_exports_total{status=\"ok\"} 1\n"), "once: {metrics}");
+    assert!(!exists(format!("own/{daily}.manifest.json")).await, "a daily backup is not exported");
+    let (code, _, _) = serve.terminate();
+    assert_eq!(code, 0);
+    a.bunker(&["verify", &format!("s3://{bucket}/own/{monthly}.img.zst")]).ok_json_or_code(0);
+}

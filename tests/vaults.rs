@@ -169,8 +169,8 @@ async fn an_event_exports_verifies_and_deletes_the_recovery_point_once() {
 }
 
 /// With every event dropped, reconciliation alone exports each EBS recovery point once and
-/// (without `export.delete_source`) keeps it; a kind bunker does not export yet (an RDS
-/// snapshot) is reported once however often the vault is scanned; `vault list-recovery-points` says which is which.
+/// (without `export.delete_source`) keeps it; a kind bunker does not export (a DocumentDB
+/// cluster snapshot) is reported once however often the vault is scanned; `vault list-recovery-points` says which is which.
 #[tokio::test(flavor = "multi_thread")]
 async fn reconciliation_alone_exports_each_point_once_and_keeps_them() {
     let a = Account::new("430000000002").await;
@@ -181,11 +181,10 @@ async fn reconciliation_alone_exports_each_point_once_and_keeps_them() {
         points.push(start_job(&backup, &volume).await);
     }
     let backup = aws_sdk_backup::Client::new(&a.sdk(REGION).await);
-    let rds = aws_sdk_rds::Client::new(&a.sdk(REGION).await);
-    let db =
-        rds.create_db_instance().db_instance_identifier("orders").engine("postgres").db_instance_class("db.t3.micro");
-    db.master_username("u").master_user_password("password1234").allocated_storage(20).send().await.unwrap();
-    let table = start_job(&backup, &format!("arn:aws:rds:{REGION}:{}:db:orders", a.id)).await;
+    let docdb = aws_sdk_docdb::Client::new(&a.sdk(REGION).await);
+    let cluster = docdb.create_db_cluster().db_cluster_identifier("docs").engine("docdb");
+    cluster.master_username("u").master_user_password("password1").send().await.unwrap();
+    let table = start_job(&backup, &format!("arn:aws:rds:{REGION}:{}:cluster:docs", a.id)).await;
 
     let bucket = a.bucket("vault-reconcile").await;
     let dir = tempfile::tempdir().unwrap();
@@ -205,7 +204,11 @@ async fn reconciliation_alone_exports_each_point_once_and_keeps_them() {
         assert_eq!(point_status(&backup, p).await.as_deref(), Some("COMPLETED"), "kept: {p}");
     }
     let log = std::fs::read_to_string(log).unwrap();
-    assert_eq!(log.matches("recovery point not exported").count(), 1, "the RDS snapshot is reported once: {log}");
+    assert_eq!(
+        log.matches("recovery point not exported").count(),
+        1,
+        "the DocumentDB snapshot is reported once: {log}"
+    );
 
     let listed = a.bunker(&["--json", "--config", &cfg, "vault", "list-recovery-points", VAULT]).ok_json();
     let rows = listed.as_array().unwrap();
@@ -459,4 +462,173 @@ async fn an_untagged_table_of_our_restore_is_adopted_and_a_foreign_one_is_never_
     );
     assert_eq!(std::str::from_utf8(&lines).unwrap().lines().count(), 40);
     assert_eq!(point_status(&backup, &point).await.as_deref(), Some("COMPLETED"));
+}
+
+const EXPORT_ROLE: &str = "arn:aws:iam::123456789012:role/bunker-rds-export";
+
+/// The RDS instance `orders-db` (and its content in the emulator's exports: `rows` rows in
+/// `shop.public.orders`, 3 in `shop.public.customers`) and the Aurora cluster `ledger`
+/// (the emulator's sample content); the resource ARNs.
+async fn databases(a: &Account, rows: usize) -> (String, String) {
+    let rds = aws_sdk_rds::Client::new(&a.sdk(REGION).await);
+    let db = rds
+        .create_db_instance()
+        .db_instance_identifier("orders-db")
+        .engine("postgres")
+        .db_instance_class("db.t3.micro");
+    db.master_username("u").master_user_password("password1234").allocated_storage(20).send().await.unwrap();
+    let cluster = rds.create_db_cluster().db_cluster_identifier("ledger").engine("aurora-postgresql");
+    cluster.master_username("u").master_user_password("password1234").send().await.unwrap();
+    let orders: Vec<serde_json::Value> = (0..rows).map(|i| serde_json::json!([i, format!("note {i}")])).collect();
+    let content = serde_json::json!({"account": a.id, "rds_content": {"orders-db": {"db": "shop", "tables": {
+        "public.orders": {"columns": ["id", "note"], "rows": orders},
+        "public.customers": {"columns": ["id"], "rows": [[1], [2], [3]]}}}}});
+    common::post(&a.endpoint, "/_bunker/backup", &content.to_string());
+    (format!("arn:aws:rds:{REGION}:{}:db:orders-db", a.id), format!("arn:aws:rds:{REGION}:{}:cluster:ledger", a.id))
+}
+
+/// The export tasks of recovery point `arn`.
+async fn tasks_of(a: &Account, arn: &str) -> Vec<aws_sdk_rds::types::ExportTask> {
+    let rds = aws_sdk_rds::Client::new(&a.sdk(REGION).await);
+    let all = rds.describe_export_tasks().send().await.unwrap();
+    all.export_tasks().iter().filter(|t| t.source_arn() == Some(arn)).cloned().collect()
+}
+
+/// RDS and Aurora recovery points, by event: one export task each (the event three more
+/// times, concurrently, starts no second), Parquet files in AWS's layout verified by their
+/// footers, a manifest beside them whose row counts are the tables' rows, and the recovery
+/// points deleted only then.
+#[tokio::test(flavor = "multi_thread")]
+async fn rds_and_aurora_points_become_verified_parquet_then_are_deleted() {
+    let a = Account::new("430000000007").await;
+    let conf = a.sdk(REGION).await;
+    let backup = aws_sdk_backup::Client::new(&conf);
+    backup.create_backup_vault().backup_vault_name(VAULT).send().await.unwrap();
+    let (db, cluster) = databases(&a, 2500).await;
+    let (sqs, q, dlq) = event_queue(&a).await;
+    let bucket = a.bucket("vault-parquet").await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "export.to = \"s3://{bucket}/p\"\nexport.vaults = [\"{VAULT}\"]\nexport.delete_source = true\n\
+         export.rds_role_arn = \"{EXPORT_ROLE}\"\nexport.kms_key = \"alias/bunker-exports\"\nexport.task_poll = \"1s\""
+    );
+    let serve = format!("queue_url = \"{q}\"\ndead_letter_queue_url = \"{dlq}\"\nreconcile_interval = \"1h\"");
+    let cfg = config(dir.path(), &extra, &serve);
+    let (mut child, _addr, log) = a.serve(&cfg, &dir.path().join("state"));
+    let points = [start_job(&backup, &db).await, start_job(&backup, &cluster).await];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for point in &points {
+        let body = serde_json::json!({
+            "version": "0", "id": "replay", "detail-type": "Backup Job State Change", "source": "aws.backup",
+            "account": a.id, "time": "2026-12-02T03:00:00Z", "region": REGION, "resources": [point],
+            "detail": {"backupJobId": "unknown", "backupVaultName": VAULT, "state": "COMPLETED"}
+        })
+        .to_string();
+        futures::future::join_all((0..3).map(|_| sqs.send_message().queue_url(&q).message_body(&body).send())).await;
+    }
+    for point in &points {
+        until(Duration::from_secs(90), "recovery point deleted", || async {
+            point_status(&backup, point).await.is_none()
+        })
+        .await;
+    }
+    until(Duration::from_secs(30), "queue drained", || async { depth(&sqs, &q).await == 0 }).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(depth(&sqs, &dlq).await, 0);
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+
+    for (point, tables) in points.iter().zip([
+        vec![("shop.public.customers", 3), ("shop.public.orders", 2500)],
+        vec![("appdb.public.customers", 3), ("appdb.public.orders", 1000)],
+    ]) {
+        let tasks = tasks_of(&a, point).await;
+        assert_eq!(tasks.len(), 1, "one export task, whatever the replays: {tasks:?}");
+        let task = tasks[0].export_task_identifier().unwrap();
+        assert!(tasks[0].status().unwrap().eq_ignore_ascii_case("complete"));
+        let key = format!("p/recovery-points/{VAULT}/{task}.manifest.json");
+        let m: serde_json::Value = serde_json::from_slice(&a.get_object(&bucket, &key).await).unwrap();
+        assert_eq!(m["format"], "bunker-parquet-export");
+        assert_eq!(m["source"]["recovery_point"]["arn"], point.as_str());
+        let got: Vec<(String, u64)> = m["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["name"].as_str().unwrap().to_string(), t["rows"].as_u64().unwrap()))
+            .collect();
+        let want: Vec<(String, u64)> = tables.iter().map(|(n, r)| (n.to_string(), *r)).collect();
+        assert_eq!(got, want, "rows from the Parquet footers are the tables' rows");
+        for o in m["objects"].as_array().unwrap() {
+            let data =
+                a.get_object(&bucket, &format!("p/recovery-points/{VAULT}/{}", o["key"].as_str().unwrap())).await;
+            assert_eq!(data.len() as u64, o["size"].as_u64().unwrap(), "{o}");
+            if o["key"].as_str().unwrap().ends_with(".parquet") {
+                assert!(data.starts_with(b"PAR1") && data.ends_with(b"PAR1"), "{o}");
+            }
+        }
+        let parquet = m["objects"].as_array().unwrap().iter().filter(|o| o["rows"].is_u64()).count();
+        assert_eq!(parquet, 3, "the largest table in two batches, the other in one: {m}");
+    }
+    assert_eq!(m_engine(&a, &bucket, &points[0]).await, "postgres");
+}
+
+/// The engine the manifest of `point`'s export names.
+async fn m_engine(a: &Account, bucket: &str, point: &str) -> String {
+    let task = tasks_of(a, point).await.remove(0).export_task_identifier.unwrap();
+    let key = format!("p/recovery-points/{VAULT}/{task}.manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(&a.get_object(bucket, &key).await).unwrap();
+    m["engine"].as_str().unwrap_or_default().to_string()
+}
+
+/// What a failed Parquet export leaves: a table AWS reports FAILED, a data file whose footer
+/// is damaged, a missing export role: each ends FAILED (exit 1) with a reason naming the
+/// table, the object or the key; no manifest is written and the recovery point stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_table_or_a_damaged_parquet_file_fails_the_export_and_deletes_nothing() {
+    let a = Account::new("430000000008").await;
+    let backup = aws_sdk_backup::Client::new(&a.sdk(REGION).await);
+    backup.create_backup_vault().backup_vault_name(VAULT).send().await.unwrap();
+    let (db, _) = databases(&a, 40).await;
+    let bucket = a.bucket("vault-parquet-faults").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = format!("export.rds_role_arn = \"{EXPORT_ROLE}\"\nexport.kms_key = \"k\"\nexport.task_poll = \"1s\"");
+    let with_role =
+        config(dir.path(), &format!("export.to = \"s3://{bucket}/f\"\nexport.delete_source = true\n{keys}"), "");
+    let control =
+        |body: &str| common::post(&a.endpoint, "/_bunker/backup", &format!(r#"{{"account": "{}", {body}}}"#, a.id));
+
+    control(r#""export_fail_tables": ["shop.public.customers"]"#);
+    let failed_table = start_job(&backup, &db).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = a.bunker(&["--json", "--config", &with_role, "export", "recovery-point", &failed_table, "--vault", VAULT]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    let reason = r.json()["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("table shop.public.customers was not exported"), "{reason}");
+
+    control(r#""export_fail_tables": [], "export_corrupt": ["public.orders/2/"]"#);
+    let damaged = start_job(&backup, &db).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = a.bunker(&["--json", "--config", &with_role, "export", "recovery-point", &damaged, "--vault", VAULT]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    let reason = r.json()["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("public.orders/2/part-00002-") && reason.contains("PAR1"), "{reason}");
+
+    std::fs::remove_file(&with_role).unwrap();
+    let no_role = config(dir.path(), &format!("export.to = \"s3://{bucket}/f\"\nexport.kms_key = \"k\""), "");
+    let fresh = start_job(&backup, &db).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = a.bunker(&["--json", "--config", &no_role, "export", "recovery-point", &fresh, "--vault", VAULT]);
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.json()["reason"].as_str().unwrap().contains("export.rds_role_arn is not set"), "{r:#?}");
+    assert!(tasks_of(&a, &fresh).await.is_empty(), "no task started without a role");
+    assert_eq!(point_status(&backup, &fresh).await.as_deref(), Some("COMPLETED"));
+
+    for p in [&failed_table, &damaged] {
+        assert_eq!(point_status(&backup, p).await.as_deref(), Some("COMPLETED"), "kept: {p}");
+        let task = tasks_of(&a, p).await.remove(0).export_task_identifier.unwrap();
+        let s3 = a.s3().await;
+        let key = format!("f/recovery-points/{VAULT}/{task}.manifest.json");
+        assert!(s3.head_object().bucket(&bucket).key(key).send().await.is_err(), "no manifest for a failed export");
+    }
 }

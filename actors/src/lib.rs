@@ -11,6 +11,7 @@ pub mod leases;
 pub mod metrics;
 pub mod ports;
 pub mod puller;
+pub mod rds_export;
 pub mod replicator;
 pub mod retry;
 pub mod runner;

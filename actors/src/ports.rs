@@ -412,6 +412,70 @@ pub struct StoredPart {
     pub crc32c: Option<String>,
 }
 
+/// An RDS or Aurora snapshot export task, as `DescribeExportTasks` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportTaskInfo {
+    /// `ExportTaskIdentifier`.
+    pub id: String,
+    /// The snapshot exported.
+    pub source_arn: String,
+    /// Its status (read case-insensitively).
+    pub status: bunker_protocol::rds_export::TaskStatus,
+    /// `PercentProgress`.
+    pub percent: i32,
+    /// `S3Bucket`.
+    pub bucket: String,
+    /// `S3Prefix`.
+    pub prefix: String,
+    /// `FailureCause`, when it failed.
+    pub failure: Option<String>,
+    /// `WarningMessage` (AWS's JSON text of skipped tables).
+    pub warning: Option<String>,
+}
+
+/// What `StartExportTask` is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartExport {
+    /// `ExportTaskIdentifier`.
+    pub id: String,
+    /// The snapshot to export.
+    pub source_arn: String,
+    /// The bucket RDS writes to.
+    pub bucket: String,
+    /// The key prefix RDS writes under (the export lands in `<prefix>/<id>/`).
+    pub prefix: String,
+    /// The role RDS assumes to write to the bucket.
+    pub role_arn: String,
+    /// The customer KMS key RDS encrypts the export with.
+    pub kms_key: String,
+}
+
+/// RDS's snapshot exports to S3 in one region.
+#[async_trait]
+pub trait SnapshotExports: Send + Sync {
+    /// The region.
+    fn region(&self) -> &str;
+    /// Starts an export task (`AlreadyExists` when the id is taken).
+    async fn start(&self, request: &StartExport) -> Result<(), PortError>;
+    /// The task `id`, if it exists.
+    async fn task(&self, id: &str) -> Result<Option<ExportTaskInfo>, PortError>;
+    /// How many tasks of the account count against the quota (starting, running, cancelling).
+    async fn running(&self) -> Result<usize, PortError>;
+    /// The database engine of the snapshot `arn` (for the manifest; `None` if AWS won't say).
+    async fn engine(&self, snapshot_arn: &str) -> Result<Option<String>, PortError>;
+}
+
+/// One object of a listing, with what the store says of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the target.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The store's tag for the content (S3 ETag, quotes removed), where it has one.
+    pub etag: Option<String>,
+}
+
 /// Where archives go: an S3 bucket prefix or a local directory. Keys are relative to the
 /// target. Large objects are written with resumable multipart uploads.
 #[async_trait]
@@ -428,6 +492,22 @@ pub trait ArchiveStore: Send + Sync {
     async fn delete(&self, keys: &[String]) -> Result<(), PortError>;
     /// Keys under `prefix`, ascending.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError>;
+    /// Objects under `prefix` with their sizes (and tags, where the store has them),
+    /// ascending by key.
+    async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>, PortError> {
+        let mut out = Vec::new();
+        for key in self.list(prefix).await? {
+            if let Some(size) = self.size(&key).await? {
+                out.push(ObjectInfo { key, size, etag: None });
+            }
+        }
+        Ok(out)
+    }
+    /// The S3 bucket and key prefix of this target, for services that write to it
+    /// themselves (RDS exports); `None` for a local directory.
+    fn s3_location(&self) -> Option<(String, String)> {
+        None
+    }
     /// The unfinished multipart upload of `key`, if any (the newest).
     async fn find_upload(&self, key: &str) -> Result<Option<String>, PortError>;
     /// Starts a multipart upload of `key` with CRC32C part checksums; returns its id.

@@ -9,7 +9,8 @@
 //! snapshots are exported (the direct-API archive); DynamoDB backups through a temporary
 //! table (restored from the backup, tagged `bunker:temporary`, scanned in parallel segments
 //! into DynamoDB JSON lines, always deleted afterwards; [`Workflow::sweep`] removes any a
-//! crash left once they expire); other kinds are reported once per recovery point and left
+//! crash left once they expire); RDS and Aurora snapshots to Parquet through an RDS export
+//! task ([`crate::rds_export`]); other kinds are reported once per recovery point and left
 //! to AWS Backup's retention.
 
 use std::collections::{HashMap, HashSet};
@@ -28,6 +29,7 @@ use tracing::{info, warn};
 use crate::engine::{Alerts, Clock, JobKey, Pass, SystemClock, Workflow};
 use crate::metrics::Metrics;
 use crate::ports::{ArchiveStore, ErrorKind, PortError, Tables, Vaults};
+use crate::rds_export::{ParquetExports, ParquetJob, Pending};
 use crate::stream::archive_reader::{self, Archive};
 use crate::stream::export::{manifest_key, ExportRequest, OpenReader};
 use crate::stream::export_job::{ExportSnapshot, ExportTargets};
@@ -90,11 +92,15 @@ pub fn temp_table(backup_arn: &str) -> String {
     format!("{TEMP_TABLE_PREFIX}{}", digest.iter().take(10).map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-/// The archive name of what a recovery point holds, for the kinds bunker exports: an EBS
-/// snapshot's id, or `<table>-<backup id>` for a DynamoDB backup.
-pub fn archive_name(holds: &Holds) -> Option<String> {
+/// The archive name of what recovery point `arn` holds, for the kinds bunker exports: an EBS
+/// snapshot's id, `<table>-<backup id>` for a DynamoDB backup, the export task id for an RDS
+/// or Aurora snapshot (its manifest is `<name>.manifest.json` in every case).
+pub fn archive_name(holds: &Holds, arn: &str) -> Option<String> {
     match holds {
         Holds::EbsSnapshot(id) => Some(id.clone()),
+        Holds::RdsSnapshot(id) | Holds::ClusterSnapshot { id, docdb: false } => {
+            Some(crate::rds_export::task_id(arn, id))
+        }
         Holds::DynamoDbBackup(arn) => {
             let (_, rest) = arn.split_once(":table/")?;
             let (table, id) = rest.split_once("/backup/")?;
@@ -109,6 +115,7 @@ pub struct VaultExports {
     settings: VaultSettings,
     vaults: HashMap<String, Arc<dyn Vaults>>,
     tables: HashMap<String, Arc<dyn Tables>>,
+    parquet: ParquetExports,
     clock: Arc<dyn Clock>,
     targets: Arc<dyn ExportTargets>,
     tuning: Tuning,
@@ -123,13 +130,14 @@ pub struct VaultExports {
 const STEPS_PER_PASS: usize = 8;
 
 impl VaultExports {
-    /// Exports of `settings.vaults` in each region of `vaults` (with `tables`, DynamoDB's
-    /// in the same regions), prepared by `targets`.
+    /// Exports of `settings.vaults` in each region of `vaults` (with `tables`, DynamoDB's,
+    /// and `parquet`, RDS's, in the same regions), prepared by `targets`.
     #[allow(clippy::too_many_arguments)] // wiring: each argument is a distinct, already-built part
     pub fn new(
         settings: VaultSettings,
         vaults: Vec<Arc<dyn Vaults>>,
         tables: Vec<Arc<dyn Tables>>,
+        parquet: ParquetExports,
         targets: Arc<dyn ExportTargets>,
         tuning: Tuning,
         metrics: Arc<Metrics>,
@@ -141,6 +149,7 @@ impl VaultExports {
             settings,
             vaults,
             tables,
+            parquet,
             clock: Arc::new(SystemClock),
             targets,
             tuning,
@@ -179,24 +188,30 @@ impl VaultExports {
         vault::target_of(&self.settings.export_to, &key.vault)
     }
 
-    /// What the target holds for `key`'s archive `name`.
+    /// What the target holds for `key`'s archive `name` (a Parquet export's manifest when
+    /// `parquet`, else an archive's).
     async fn archived(
         &self,
         key: &PointKey,
         store: &Arc<dyn ArchiveStore>,
         name: &str,
+        parquet: bool,
     ) -> Result<Archived, StreamError> {
         let mkey = manifest_key(name);
         let url = store.url(&mkey);
         if store.size(&mkey).await.map_err(|e| StreamError::port(format!("checking {url}"), e))?.is_none() {
             return Ok(Archived::No);
         }
-        let a = Archive::open(store.clone(), &mkey).await?;
-        match &a.manifest.source.recovery_point {
+        let source = if parquet {
+            crate::rds_export::read_manifest(store, name).await?.map(|m| m.source).unwrap_or_default()
+        } else {
+            Archive::open(store.clone(), &mkey).await?.manifest.source
+        };
+        match &source.recovery_point {
             Some(p) if p.arn == key.arn => Ok(Archived::Yes),
             _ => Err(StreamError::Input(format!(
                 "{url} is an export of {}, not of recovery point {}: remove it or choose another export.to",
-                a.manifest.source.id, key.arn
+                source.id, key.arn
             ))),
         }
     }
@@ -218,13 +233,31 @@ impl VaultExports {
         Ok(())
     }
 
-    /// Exports what `holds` is; `Some(why)` when it must wait (a temporary table restoring).
-    async fn export_holds(&self, key: &PointKey, holds: &Holds, name: &str) -> Result<Option<String>, StreamError> {
+    /// Exports what `holds` is; `Some` when it must wait (a temporary table restoring, an
+    /// export task running).
+    async fn export_holds(&self, key: &PointKey, holds: &Holds, name: &str) -> Result<Option<Pending>, StreamError> {
+        let waiting = |why: Option<String>| why.map(|why| Pending { why, next_check: None });
         match holds {
             Holds::EbsSnapshot(id) => self.export(key, id).await.map(|()| None),
-            Holds::DynamoDbBackup(arn) => self.export_table(key, arn, name).await,
+            Holds::DynamoDbBackup(arn) => self.export_table(key, arn, name).await.map(waiting),
+            Holds::RdsSnapshot(id) | Holds::ClusterSnapshot { id, docdb: false } => {
+                let store = self.targets.store(&self.target(key), &key.region)?;
+                let cluster = matches!(holds, Holds::ClusterSnapshot { .. });
+                self.parquet.export(&self.parquet_job(key, id, cluster, &store)).await
+            }
             other => Err(StreamError::Internal(format!("no export for {}", other.describe()))),
         }
+    }
+
+    fn parquet_job<'a>(
+        &self,
+        key: &'a PointKey,
+        snapshot_id: &'a str,
+        cluster: bool,
+        store: &'a Arc<dyn ArchiveStore>,
+    ) -> ParquetJob<'a> {
+        let point = PointRef { arn: key.arn.clone(), vault: key.vault.clone() };
+        ParquetJob { point, region: &key.region, snapshot_id, cluster, store }
     }
 
     /// The tags of a temporary table made now for `key`.
@@ -341,7 +374,16 @@ impl VaultExports {
         Ok(())
     }
 
-    async fn verify(&self, store: &Arc<dyn ArchiveStore>, name: &str) -> Result<(), StreamError> {
+    async fn verify(
+        &self,
+        key: &PointKey,
+        holds: &Holds,
+        store: &Arc<dyn ArchiveStore>,
+        name: &str,
+    ) -> Result<(), StreamError> {
+        if is_parquet(holds) {
+            return self.parquet.verify(store, name, &key.arn).await;
+        }
         let a = Archive::open(store.clone(), &manifest_key(name)).await?;
         archive_reader::verify(a, &Progress::default()).await.map(|_| ())
     }
@@ -367,7 +409,7 @@ impl VaultExports {
                 .await
                 .map_err(|e| StreamError::port("describing the recovery point", e))?;
             let holds = point.as_ref().map(|p| p.holds()).unwrap_or_else(|| Holds::of(&key.arn, ""));
-            let name = match (archive_name(&holds), &holds) {
+            let name = match (archive_name(&holds, &key.arn), &holds) {
                 (Some(name), _) => name,
                 (None, other) if point.as_ref().is_some_and(|p| p.status.exportable()) => {
                     let wanted = other.kind().is_none_or(|k| self.settings.kinds.contains(&k));
@@ -380,7 +422,7 @@ impl VaultExports {
             };
             let kind = holds.kind().filter(|k| self.settings.kinds.contains(k));
             if archived.is_none() && kind.is_some() && !name.is_empty() {
-                archived = Some(self.archived(key, &store, &name).await?);
+                archived = Some(self.archived(key, &store, &name, is_parquet(&holds)).await?);
             }
             let seen = Seen {
                 status: point.map(|p| p.status),
@@ -391,14 +433,14 @@ impl VaultExports {
             };
             match vault::plan(&seen) {
                 Step::Export => {
-                    if let Some(why) = self.export_holds(key, &holds, &name).await? {
-                        return Ok((Pass::Waiting { next_check: None, why }, entries));
+                    if let Some(Pending { why, next_check }) = self.export_holds(key, &holds, &name).await? {
+                        return Ok((Pass::Waiting { next_check, why }, entries));
                     }
                     archived = Some(Archived::Yes);
                     entries.push(entry(key, Operation::ExportBackup, EntryStatus::Ok, None));
                 }
                 Step::Verify => {
-                    self.verify(&store, &name).await?;
+                    self.verify(key, &holds, &store, &name).await?;
                     archived = Some(Archived::Verified);
                 }
                 Step::Delete => match port.delete(&key.vault, &key.arn).await {
@@ -430,6 +472,11 @@ impl VaultExports {
         self.report("bunker: recovery point kept", format!("{key}: {why}"));
         Pass::NotOurs(why)
     }
+}
+
+/// Whether `holds` is exported to Parquet (an RDS or Aurora snapshot).
+fn is_parquet(holds: &Holds) -> bool {
+    matches!(holds, Holds::RdsSnapshot(_) | Holds::ClusterSnapshot { docdb: false, .. })
 }
 
 fn entry(key: &PointKey, operation: Operation, status: EntryStatus, message: Option<String>) -> Entry {
@@ -532,10 +579,10 @@ impl Workflow for VaultExports {
 impl VaultExports {
     /// Whether `key`'s export is finished (its manifest exists), as far as a cheap look says.
     async fn finished(&self, key: &PointKey, holds: &Holds) -> bool {
-        let Holds::EbsSnapshot(id) = holds else {
+        let Some(name) = archive_name(holds, &key.arn) else {
             return self.reported.lock().expect("reported set").contains(&key.arn);
         };
         let Ok(store) = self.targets.store(&self.target(key), &key.region) else { return false };
-        matches!(store.size(&manifest_key(id)).await, Ok(Some(_)))
+        matches!(store.size(&manifest_key(&name)).await, Ok(Some(_)))
     }
 }

@@ -194,5 +194,38 @@ TOML
 "$bunker" export recovery-point "$point" --vault Default --config "$work/vault.toml" | sed 's/^/  /'
 echo "  after: $("$bunker" vault list-recovery-points Default --config "$work/vault.toml" --json | "$python" -c 'import json,sys; print(len(json.load(sys.stdin)), "recovery points left in Default")')"
 echo "  the archive: s3://demo-archives/long-term/recovery-points/Default/${point##*/}.img.zst ($("$bunker" verify "s3://demo-archives/long-term/recovery-points/Default/${point##*/}.img.zst" | head -n 1))"
+echo "== AWS Backup: an RDS instance's recovery point exported by RDS to Parquet, verified file by file, then deleted"
+rds_point=$("$python" <<'PY'
+import boto3, time
+rds, backup = boto3.client("rds"), boto3.client("backup")
+rds.create_db_instance(DBInstanceIdentifier="shop", Engine="postgres", DBInstanceClass="db.t3.micro",
+                       MasterUsername="u", MasterUserPassword="password1234", AllocatedStorage=20)
+job = backup.start_backup_job(BackupVaultName="Default", ResourceArn="arn:aws:rds:us-east-1:123456789012:db:shop",
+                              IamRoleArn="arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole")
+while backup.describe_backup_job(BackupJobId=job["BackupJobId"])["State"] != "COMPLETED":
+    time.sleep(0.1)
+print(job["RecoveryPointArn"])
+PY
+)
+cat >> "$work/vault.toml" <<TOML
+export.rds_role_arn = "arn:aws:iam::123456789012:role/bunker-rds-export"
+export.kms_key = "alias/bunker-exports"
+export.task_poll = "1s"
+TOML
+"$bunker" export recovery-point "$rds_point" --vault Default --config "$work/vault.toml" | sed 's/^/  /'
+"$python" <<'PY'
+import boto3, json
+s3 = boto3.client("s3")
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket="demo-archives", Prefix="long-term/recovery-points/Default/")["Contents"]]
+for key in keys:
+    if key.endswith(".manifest.json"):
+        m = json.loads(s3.get_object(Bucket="demo-archives", Key=key)["Body"].read())
+        if m["format"] == "bunker-parquet-export":
+            parquet = [o for o in m["objects"] if o["key"].endswith(".parquet")]
+            print(f"  s3://demo-archives/{key}: engine {m['engine']}, {len(parquet)} Parquet files")
+            for t in m["tables"]:
+                print(f"    {t['name']}: {t['rows']} rows in {t['files']} file(s)")
+PY
+echo "  after: $("$bunker" vault list-recovery-points Default --config "$work/vault.toml" --json | "$python" -c 'import json,sys; print(len(json.load(sys.stdin)), "recovery points left in Default")')"
 echo "== HTTP requests the emulator served: $(curl -s "http://127.0.0.1:$port/_bunker/stats" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["requests"])')"
 echo "== demo done"

@@ -23,7 +23,8 @@ Recovery points *are* moto's own artefacts, so bunker's export code reads real b
   ARNs); ``expire_on_delete`` (``DeleteRecoveryPoint`` answers 200 with an empty body and
   leaves the point ``EXPIRED``, as AWS does when the caller's role lacks permissions);
   ``events`` (which shapes to send: ``["native", "cloudtrail"]`` by default, ``[]`` for none);
-  ``fail_jobs`` (resource ARNs whose jobs end ``FAILED``).
+  ``fail_jobs`` (resource ARNs whose jobs end ``FAILED``); and those of RDS exports
+  (``moto_rds_export.py``).
 """
 
 import datetime
@@ -38,7 +39,10 @@ LOCK = threading.RLock()
 JOBS = {}  # (account, region) -> {job id: dict}
 POINTS = {}  # (account, region) -> {recovery point arn: dict}
 DEFAULTS = {"job_seconds": 0.2, "legal_holds": [], "expire_on_delete": False,
-            "events": ["native", "cloudtrail"], "fail_jobs": []}
+            "events": ["native", "cloudtrail"], "fail_jobs": [],
+            # RDS exports (moto_rds_export.py)
+            "export_seconds": 0.5, "rds_content": {}, "export_fail_tables": [], "export_corrupt": [],
+            "export_fail_tasks": []}
 CONTROLS = {}  # account -> controls (tests in one emulator each use their own account)
 
 

@@ -37,6 +37,9 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   timer and send the native and the CloudTrail event shapes through EventBridge; list,
   describe and delete recovery points, with Vault Lock, legal-hold and "200 but EXPIRED"
   refusals (``POST /_bunker/backup``), and EC2 refusing to delete a snapshot AWS Backup manages.
+* RDS snapshot exports (``moto_rds_export.py``; moto 5.2.5 marks a task complete at once and
+  writes nothing): STARTING → IN_PROGRESS → COMPLETE over time, AWS's S3 layout with real
+  Parquet files (pyarrow), the 5-task quota, and table / object / task faults.
 * Outages for tests (``POST /_bunker/outage``): every request signed with one access key
   is answered 503, so one test's account sees AWS down while others run on.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
@@ -66,6 +69,7 @@ import threading
 import urllib.parse
 
 import moto_backup  # beside this file: AWS Backup jobs and recovery points
+import moto_rds_export  # beside this file: RDS snapshot exports that write AWS's layout
 
 
 def patch_docdb() -> None:
@@ -755,6 +759,7 @@ def main() -> None:
     patch_ebs_direct()
     patch_s3_list_parts()
     moto_backup.patch_ec2_delete_snapshot()
+    moto_rds_export.patch()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

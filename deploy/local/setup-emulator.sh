@@ -12,6 +12,8 @@ crc="crc32c==2.9.post0"
 # cfn-lint lints the CloudFormation template and reads it for deploy/check_policies.py (moto
 # brings it too; pinned here so the check does not move with moto's requirements).
 lint="cfn-lint==1.58.0"
+# pyarrow writes the real Parquet files of the plugin's RDS snapshot exports (moto_rds_export.py).
+arrow="pyarrow==26.0.1"
 
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   echo "setup-emulator: python3 venv support missing; installing python3-venv" >&2
@@ -24,7 +26,7 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
 fi
-if ! "$venv/bin/python" -c 'import crc32c, moto, sys; from importlib.metadata import version as v; sys.exit(0 if moto.__version__ == "5.2.5" and v("cfn-lint") == "1.58.0" else 1)' >/dev/null 2>&1; then
-  "$venv/bin/pip" install -q --disable-pip-version-check "$pin" "$crc" "$lint" >&2
+if ! "$venv/bin/python" -c 'import crc32c, moto, sys; from importlib.metadata import version as v; sys.exit(0 if moto.__version__ == "5.2.5" and v("cfn-lint") == "1.58.0" and v("pyarrow") == "26.0.1" else 1)' >/dev/null 2>&1; then
+  "$venv/bin/pip" install -q --disable-pip-version-check "$pin" "$crc" "$lint" "$arrow" >&2
 fi
 echo "$venv/bin/python"

@@ -170,6 +170,15 @@ schema! {
         }
         set(&mut c.export_kinds, Some(kinds))
     };
+    ExportRetentionTypes: "export.retention_types", None, false, Some(""), "comma-separated retention types (daily, weekly, monthly, yearly or a name defined in custom_retention): bunker serve exports every backup of this deployment of those types (EBS) to export.to", |c, v| {
+        let types = list(v, |t| is_ident(t, 64))?;
+        let known = types.iter().all(|t| !matches!(RetentionType::from_name(t), RetentionType::Custom(n) if !c.custom_retention.contains_key(&n)));
+        c.export_retention_types = types;
+        known.then_some(())
+    };
+    ExportRdsRoleArn: "export.rds_role_arn", None, false, None, "the ARN of the IAM role RDS assumes to write RDS and Aurora exports to export.to's bucket (arn:aws:iam::ACCOUNT:role/NAME)", |c, v| set(&mut c.export_rds_role_arn, optional(v, is_role_arn));
+    ExportKmsKey: "export.kms_key", None, false, None, "the customer KMS key (id, ARN or alias/NAME) RDS encrypts RDS and Aurora exports with", |c, v| set(&mut c.export_kms_key, optional(v, |v| !v.contains(char::is_whitespace)));
+    ExportTaskPoll: "export.task_poll", None, false, Some("1m"), "how soon bunker first looks at a running RDS or Aurora export task (each look waits twice as long as the last, up to 15 times this): a duration such as 1m", |c, v| set(&mut c.export_task_poll, duration(v));
     SchedulePerKind: "schedule.per_kind", None, false, Some(""),
         "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)",
         |c, v| set(&mut c.serve.schedule_per_kind, parse_per_kind(v));
@@ -457,6 +466,14 @@ pub struct Config {
     pub export_delete_source: bool,
     /// Which recovery point kinds are exported (`export.kinds`).
     pub export_kinds: Vec<crate::vault::ExportKind>,
+    /// The retention types whose own backups `bunker serve` exports (`export.retention_types`).
+    pub export_retention_types: Vec<String>,
+    /// The role RDS assumes to write exports (`export.rds_role_arn`).
+    pub export_rds_role_arn: Option<String>,
+    /// The key RDS encrypts exports with (`export.kms_key`).
+    pub export_kms_key: Option<String>,
+    /// The first wait for a running export task (`export.task_poll`).
+    pub export_task_poll: SignedDuration,
     /// The winning setting of each key that has a value, in key order.
     pub effective: Vec<Setting>,
 }
@@ -579,6 +596,10 @@ impl Config {
             export_vaults: vec![],
             export_delete_source: false,
             export_kinds: vec![],
+            export_retention_types: vec![],
+            export_rds_role_arn: None,
+            export_kms_key: None,
+            export_task_poll: never,
             effective: vec![],
         }
     }
@@ -822,6 +843,18 @@ fn parse_per_kind(v: &str) -> Option<Vec<(crate::ResourceKind, &'static str, Opt
 
 fn split_list(v: &str) -> Vec<String> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/NAME`.
+pub fn is_role_arn(v: &str) -> bool {
+    let parts: Vec<&str> = v.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && is_account(parts[4])
+        && parts[5].strip_prefix("role/").is_some_and(|n| !n.is_empty() && !n.contains(char::is_whitespace))
 }
 
 /// An export target: `s3://bucket[/prefix]` or `file:///absolute/dir`, without `.` or `..`

@@ -14,6 +14,7 @@ pub mod events;
 pub mod job;
 pub mod kind;
 pub mod naming;
+pub mod rds_export;
 pub mod replication;
 pub mod report;
 pub mod retention;

@@ -101,6 +101,7 @@ mod dynamodb;
 mod ebs;
 mod ec2;
 mod rds;
+mod rds_exports;
 mod redshift;
 mod s3;
 mod sns;
@@ -259,6 +260,11 @@ impl Aws {
     /// DynamoDB tables in `region` (temporary tables of backup exports).
     pub fn tables(&self, region: &str) -> Arc<dyn bunker_actors::ports::Tables> {
         Arc::new(tables::DynamoTables::new(&self.regional(region), &self.calls, region.to_string()))
+    }
+
+    /// RDS's snapshot exports to S3 in `region`.
+    pub fn snapshot_exports(&self, region: &str) -> Arc<dyn bunker_actors::ports::SnapshotExports> {
+        Arc::new(rds_exports::RdsExports::new(&self.regional(region), &self.calls, region.to_string()))
     }
 
     /// AWS Backup's recovery points in `region`.

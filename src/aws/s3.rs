@@ -7,7 +7,7 @@ use aws_config::SdkConfig;
 use super::CallHealth;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
-use bunker_actors::ports::{ArchiveStore, ErrorKind, PortError, StoredPart};
+use bunker_actors::ports::{ArchiveStore, ErrorKind, ObjectInfo, PortError, StoredPart};
 
 use super::port_error;
 
@@ -124,7 +124,11 @@ impl ArchiveStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, PortError> {
-        let mut keys = Vec::new();
+        Ok(self.list_objects(prefix).await?.into_iter().map(|o| o.key).collect())
+    }
+
+    async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>, PortError> {
+        let mut objects = Vec::new();
         let mut token = None;
         loop {
             let out = self
@@ -136,14 +140,24 @@ impl ArchiveStore for S3Store {
                 .send()
                 .await
                 .map_err(|e| port_error("s3:ListObjectsV2", e))?;
-            keys.extend(out.contents().iter().filter_map(|o| o.key()).map(|k| self.relative(k).to_string()));
+            objects.extend(out.contents().iter().filter_map(|o| {
+                Some(ObjectInfo {
+                    key: self.relative(o.key()?).to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(|t| t.trim_matches('"').to_string()),
+                })
+            }));
             match out.next_continuation_token() {
                 Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
                 _ => break,
             }
         }
-        keys.sort();
-        Ok(keys)
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    fn s3_location(&self) -> Option<(String, String)> {
+        Some((self.bucket.clone(), self.prefix.clone()))
     }
 
     async fn find_upload(&self, key: &str) -> Result<Option<String>, PortError> {

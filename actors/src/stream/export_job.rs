@@ -6,13 +6,17 @@
 //! What remains of an export is decided by the [`Exporter`](super::export::Exporter) from
 //! what the target holds: a finished manifest ends the job at once, a journal resumes the
 //! upload, nothing starts one. The queue message that asked stays in flight until the job
-//! ends, so the queue is the durable record: reconciliation has nothing to look at.
+//! ends, so the queue is the durable record. Reconciliation looks only for this
+//! deployment's own EBS backups of `export.retention_types` ([`OwnedBackups`]) whose
+//! manifest is not at `export.to` yet.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bunker_protocol::report::Entry;
+use bunker_protocol::tags;
 use bunker_protocol::ResourceKind;
 use tracing::{info, warn};
 
@@ -20,7 +24,7 @@ use super::exporter_actor::{run_export, PreparedExport};
 use super::{Progress, StreamError, Tuning};
 use crate::engine::{JobKey, Pass, Workflow};
 use crate::metrics::Metrics;
-use crate::ports::{ArchiveStore, PortError};
+use crate::ports::{ArchiveStore, BackupControl, ErrorKind, ListedBackup, PortError};
 
 /// One export of an EBS snapshot (the service's exports: queue commands and `export.to`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -77,6 +81,32 @@ pub struct Exports {
     tuning: Tuning,
     metrics: Arc<Metrics>,
     one_at_a_time: tokio::sync::Semaphore,
+    owned: Option<OwnedBackups>,
+}
+
+/// This deployment's own EBS backups that reconciliation exports (`export.retention_types`).
+pub struct OwnedBackups {
+    /// EBS's backups, one per served region.
+    pub controls: Vec<Arc<dyn BackupControl>>,
+    /// This deployment's id, by region.
+    pub deployments: HashMap<String, String>,
+    /// `export.retention_types`: the retention types whose backups are exported.
+    pub types: Vec<String>,
+}
+
+impl OwnedBackups {
+    /// Whether `b`, listed in `region`, is one of ours to export: managed by this deployment,
+    /// an original (not a DR copy or a re-encrypted copy), available, of a listed type.
+    pub fn wants(&self, region: &str, b: &ListedBackup) -> bool {
+        let t = |k: &str| b.tags.get(k).map(String::as_str);
+        let deployment = self.deployments.get(region).map(String::as_str);
+        b.available
+            && t(tags::MANAGED) == Some("true")
+            && deployment.is_some_and(|d| !d.is_empty() && t(tags::DEPLOYMENT) == Some(d))
+            && t(tags::COPY_OF).is_none()
+            && t(tags::REENCRYPTED_OF).is_none()
+            && t(tags::RETENTION).is_some_and(|r| self.types.iter().any(|w| w == r))
+    }
 }
 
 impl Exports {
@@ -87,7 +117,13 @@ impl Exports {
         tuning: Tuning,
         metrics: Arc<Metrics>,
     ) -> Exports {
-        Exports { targets, default_to, tuning, metrics, one_at_a_time: tokio::sync::Semaphore::new(1) }
+        Exports { targets, default_to, tuning, metrics, one_at_a_time: tokio::sync::Semaphore::new(1), owned: None }
+    }
+
+    /// Also exports `owned` backups, found by reconciliation.
+    pub fn with_owned(mut self, owned: OwnedBackups) -> Exports {
+        self.owned = Some(owned);
+        self
     }
 
     async fn export(&self, job: &ExportSnapshot) -> Result<super::export::ExportSummary, StreamError> {
@@ -123,12 +159,29 @@ impl Workflow for Exports {
         (pass, vec![])
     }
 
-    async fn owned(&self, _kind: Option<ResourceKind>) -> Result<Vec<ExportSnapshot>, PortError> {
-        Ok(vec![])
+    /// This deployment's EBS backups of `export.retention_types` without a manifest at
+    /// `export.to` (exported there as `<snapshot>.img.zst`, like an event's export).
+    async fn owned(&self, kind: Option<ResourceKind>) -> Result<Vec<ExportSnapshot>, PortError> {
+        let (Some(owned), Some(to)) = (&self.owned, &self.default_to) else { return Ok(vec![]) };
+        if kind.is_some_and(|k| k != ResourceKind::Ebs) {
+            return Ok(vec![]);
+        }
+        let mut out = Vec::new();
+        for ctl in &owned.controls {
+            let region = ctl.region();
+            let store =
+                self.targets.store(to, region).map_err(|e| PortError::new(ErrorKind::Invalid, None, e.to_string()))?;
+            for b in ctl.list_backups(false).await?.into_iter().filter(|b| owned.wants(region, b)) {
+                if store.size(&super::export::manifest_key(&b.id)).await?.is_none() {
+                    out.push(ExportSnapshot { snapshot_id: b.id, region: region.to_string(), to: None, base: None });
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn enabled(&self) -> bool {
-        false
+        self.default_to.is_some() && self.owned.as_ref().is_some_and(|o| !o.types.is_empty())
     }
 
     fn gave_up_entry(&self, _job: &ExportSnapshot, _reason: &str) -> Option<Entry> {

@@ -31,6 +31,9 @@ impl ArchiveStore for MemoryStore {
     fn url(&self, key: &str) -> String {
         format!("mem://{key}")
     }
+    fn s3_location(&self) -> Option<(String, String)> {
+        Some(("mem".into(), "x/".into()))
+    }
     async fn size(&self, key: &str) -> Result<Option<u64>, PortError> {
         Ok(self.objects.lock().unwrap().get(key).map(|v| v.len() as u64))
     }
@@ -432,6 +435,7 @@ fn a_recovery_point_is_deleted_only_after_its_own_archive_verifies() {
         settings,
         vec![vaults.clone()],
         vec![],
+        no_parquet(),
         targets.clone(),
         tuning(),
         metrics.clone(),
@@ -493,10 +497,118 @@ async fn a_vault_missing_from_one_region_does_not_stop_the_others() {
     };
     let alerts = Alerts::new(Arc::new(crate::testkit::RecordingNotifier::default()), None);
     let ports: Vec<Arc<dyn crate::ports::Vaults>> = vec![here, elsewhere];
-    let logic = VaultExports::new(settings, ports, vec![], targets, tuning(), Arc::default(), alerts);
+    let logic = VaultExports::new(settings, ports, vec![], no_parquet(), targets, tuning(), Arc::default(), alerts);
     let owned = logic.owned(None).await.unwrap();
     assert_eq!(
         owned.iter().map(|k| (k.region.as_str(), k.arn.as_str())).collect::<Vec<_>>(),
         [("r", point.arn.as_str())]
     );
+}
+
+fn no_parquet() -> crate::rds_export::ParquetExports {
+    crate::rds_export::ParquetExports::new(vec![], Default::default())
+}
+
+/// RDS's export tasks in memory: `running` other tasks count against the quota; a start
+/// records the task (STARTING) unless `refuse` names an error to answer.
+#[derive(Default)]
+struct FakeExports {
+    running: std::sync::atomic::AtomicUsize,
+    tasks: Mutex<BTreeMap<String, crate::ports::ExportTaskInfo>>,
+    starts: Mutex<Vec<crate::ports::StartExport>>,
+    refuse: Mutex<Option<ErrorKind>>,
+}
+
+#[async_trait]
+impl crate::ports::SnapshotExports for FakeExports {
+    fn region(&self) -> &str {
+        "r"
+    }
+    async fn start(&self, r: &crate::ports::StartExport) -> Result<(), PortError> {
+        if let Some(kind) = *self.refuse.lock().unwrap() {
+            return Err(PortError::new(kind, Some("Refused"), "refused"));
+        }
+        self.starts.lock().unwrap().push(r.clone());
+        let task = crate::ports::ExportTaskInfo {
+            id: r.id.clone(),
+            source_arn: r.source_arn.clone(),
+            status: bunker_protocol::rds_export::TaskStatus::Starting,
+            percent: 0,
+            bucket: r.bucket.clone(),
+            prefix: r.prefix.clone(),
+            failure: None,
+            warning: None,
+        };
+        self.tasks.lock().unwrap().insert(r.id.clone(), task);
+        Ok(())
+    }
+    async fn task(&self, id: &str) -> Result<Option<crate::ports::ExportTaskInfo>, PortError> {
+        Ok(self.tasks.lock().unwrap().get(id).cloned())
+    }
+    async fn running(&self) -> Result<usize, PortError> {
+        Ok(self.running.load(Ordering::SeqCst))
+    }
+    async fn engine(&self, _: &str) -> Result<Option<String>, PortError> {
+        Ok(Some("postgres".into()))
+    }
+}
+
+/// The Parquet export's decisions before any file is read: no task while 5 run (the quota),
+/// one start with the configured role, key and the target's bucket and prefix, looks that
+/// back off from `export.task_poll`, a start racing another process joins its task, and a
+/// FAILED task or one exporting another snapshot fails at once, naming why.
+#[tokio::test]
+async fn parquet_exports_respect_the_quota_start_once_back_off_and_fail_permanently() {
+    use crate::rds_export::{ParquetExports, ParquetJob, ParquetSettings};
+    use bunker_protocol::rds_export::TaskStatus;
+    use std::time::Duration;
+    let fake = Arc::new(FakeExports::default());
+    let first = Duration::from_secs(2);
+    let settings = ParquetSettings {
+        role_arn: Some("arn:aws:iam::1:role/x".into()),
+        kms_key: Some("k".into()),
+        first_poll: first,
+    };
+    let exports = ParquetExports::new(vec![fake.clone()], settings);
+    let store: Arc<dyn ArchiveStore> = Arc::new(MemoryStore::default());
+    let arn = "arn:aws:rds:r:1:snapshot:awsbackup:job-1";
+    let point = bunker_protocol::vault::PointRef { arn: arn.into(), vault: "Default".into() };
+    let job = ParquetJob { point, region: "r", snapshot_id: "awsbackup:job-1", cluster: false, store: &store };
+
+    fake.running.store(5, Ordering::SeqCst);
+    let p = exports.export(&job).await.unwrap().unwrap();
+    assert!(p.why.contains("5 export tasks are running"), "{p:?}");
+    assert!(fake.starts.lock().unwrap().is_empty(), "no start at the quota");
+
+    fake.running.store(4, Ordering::SeqCst);
+    let p = exports.export(&job).await.unwrap().unwrap();
+    assert_eq!(p.next_check, Some(first), "{p:?}");
+    let started = fake.starts.lock().unwrap().clone();
+    assert_eq!(started.len(), 1);
+    assert_eq!((started[0].bucket.as_str(), started[0].prefix.as_str()), ("mem", "x"));
+    assert_eq!((started[0].role_arn.as_str(), started[0].kms_key.as_str()), ("arn:aws:iam::1:role/x", "k"));
+    assert_eq!(started[0].id, job.task());
+    let mut secs = Vec::new();
+    for _ in 0..6 {
+        secs.push(exports.export(&job).await.unwrap().unwrap().next_check.unwrap().as_secs());
+    }
+    assert_eq!(secs, vec![2, 4, 8, 16, 30, 30], "1x, doubling, at most 15x export.task_poll");
+    assert_eq!(fake.starts.lock().unwrap().len(), 1, "looks never start a second task");
+
+    // Another process started it between our look and our start: join, don't fail.
+    let point = bunker_protocol::vault::PointRef { arn: format!("{arn}2"), vault: "Default".into() };
+    let other = ParquetJob { point, region: "r", snapshot_id: "awsbackup:job-12", cluster: false, store: &store };
+    *fake.refuse.lock().unwrap() = Some(ErrorKind::AlreadyExists);
+    let p = exports.export(&other).await.unwrap().unwrap();
+    assert!(p.why.contains("exists"), "{p:?}");
+
+    let mut failed = fake.tasks.lock().unwrap()[&job.task()].clone();
+    (failed.status, failed.failure) = (TaskStatus::Failed, Some("S3 access denied".into()));
+    fake.tasks.lock().unwrap().insert(job.task(), failed.clone());
+    let e = exports.export(&job).await.unwrap_err();
+    assert!(e.is_permanent() && e.to_string().contains("FAILED: S3 access denied"), "{e}");
+    failed.source_arn = "arn:aws:rds:r:1:snapshot:someone-else".into();
+    fake.tasks.lock().unwrap().insert(job.task(), failed);
+    let e = exports.export(&job).await.unwrap_err();
+    assert!(e.is_permanent() && e.to_string().contains("not arn:aws:rds:r:1:snapshot:awsbackup:job-1"), "{e}");
 }
