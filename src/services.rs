@@ -76,12 +76,15 @@ pub fn vault_exports(
     metrics: Arc<Metrics>,
     notifier: Arc<dyn bunker_actors::ports::Notifier>,
 ) -> Option<bunker_actors::vault_export::VaultExports> {
+    use bunker_actors::ddb_export::PitrExports;
     use bunker_actors::rds_export::{ParquetExports, ParquetSettings};
     use bunker_actors::vault_export::{VaultExports, VaultSettings};
     let export_to = cfg.export_to.clone().filter(|_| !cfg.export_vaults.is_empty())?;
     let settings = VaultSettings {
         vaults: cfg.export_vaults.clone(),
         kinds: cfg.export_kinds.clone(),
+        dynamodb_mode: cfg.export_dynamodb_mode,
+        scan_segments: cfg.export_scan_segments,
         delete_source: cfg.export_delete_source,
         export_to,
         deployments: regions.iter().map(|r| (r.clone(), cfg.deployment_id(account, r))).collect(),
@@ -93,13 +96,21 @@ pub fn vault_exports(
         ParquetSettings {
             role_arn: cfg.export_rds_role_arn.clone(),
             kms_key: cfg.export_kms_key.clone(),
-            first_poll: cfg.export_task_poll.unsigned_abs(),
+            first_poll: parquet_poll(cfg),
         },
     );
     let targets = Arc::new(ServiceExports::new(aws.clone()));
-    let alerts = bunker_actors::engine::Alerts::new(notifier, cfg.error_sns_topic.clone());
+    let alerts = bunker_actors::engine::Alerts::new(notifier.clone(), cfg.error_sns_topic.clone());
     let tuning = bunker_actors::stream::Tuning::default();
-    Some(VaultExports::new(settings, ports, tables, parquet, targets, tuning, metrics, alerts))
+    let pitr = PitrExports::new(regions.iter().map(|r| aws.table_exports(r)).collect(), parquet_poll(cfg));
+    let reports = bunker_actors::engine::Alerts::new(notifier, cfg.status_sns_topic.clone());
+    let logic = VaultExports::new(settings, ports, tables, parquet, targets, tuning, metrics, alerts);
+    Some(logic.with_pitr(pitr).with_reports(reports))
+}
+
+/// `export.task_poll`: the first look at a running export task (RDS's, DynamoDB's).
+fn parquet_poll(cfg: &Config) -> std::time::Duration {
+    cfg.export_task_poll.unsigned_abs()
 }
 
 /// A holder id unique to this process (lease owner).

@@ -632,3 +632,88 @@ async fn a_failed_table_or_a_damaged_parquet_file_fails_the_export_and_deletes_n
         assert!(s3.head_object().bucket(&bucket).key(key).send().await.is_err(), "no manifest for a failed export");
     }
 }
+
+/// The items of AWS's DynamoDB export data files (gzip'd DynamoDB JSON lines), read with the
+/// standard `zcat`.
+fn gunzip_lines(data: &[u8]) -> Vec<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("zcat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("zcat");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap().to_string())
+        .collect()
+}
+
+/// `export.dynamodb_mode = "pitr"`: the recovery point is exported by DynamoDB at the
+/// backup's creation time (items written after it are absent), AWS's manifests are checked
+/// (every data file present with its MD5, item counts adding up), bunker's manifest is
+/// written beside them, and the recovery point deleted only then; a second export of
+/// another backup, whose data file is missing, fails naming it and keeps its point.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dynamodb_point_in_time_export_is_verified_from_aws_manifests_before_the_delete() {
+    let a = Account::new("430000000009").await;
+    let (backup, ddb, point) = backed_up_orders(&a, 120).await;
+    write_items(&ddb, 120..150).await; // after the backup: not in the export
+    let bucket = a.bucket("vault-pitr").await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "export.to = \"s3://{bucket}/t\"\nexport.delete_source = true\nexport.dynamodb_mode = \"pitr\"\nexport.task_poll = \"1s\""
+    );
+    let cfg = config(dir.path(), &extra, "");
+    let export = |arn: &str| a.bunker(&["--json", "--config", &cfg, "export", "recovery-point", arn, "--vault", VAULT]);
+    // Without point-in-time recovery on the table: failed at once, saying what to change.
+    let r = export(&point);
+    assert_eq!(r.code, 1, "{r:#?}");
+    let reason = r.json()["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.starts_with("starting the DynamoDB export") && reason.contains("point-in-time recovery is off"),
+        "{reason}"
+    );
+
+    let spec = aws_sdk_dynamodb::types::PointInTimeRecoverySpecification::builder()
+        .point_in_time_recovery_enabled(true)
+        .build()
+        .unwrap();
+    let pitr = ddb.update_continuous_backups().table_name("orders").point_in_time_recovery_specification(spec);
+    pitr.send().await.unwrap();
+    let r = export(&point);
+    assert_eq!(r.code, 0, "{r:#?}");
+    assert_eq!(point_status(&backup, &point).await, None, "deleted after the export verified");
+
+    let name = format!("orders-{}", point.rsplit('/').next().unwrap());
+    let key = format!("t/recovery-points/{VAULT}/{name}.manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(&a.get_object(&bucket, &key).await).unwrap();
+    assert_eq!(m["format"], "bunker-dynamodb-export");
+    assert_eq!(m["source"]["recovery_point"]["arn"], point.as_str());
+    assert_eq!(m["tables"][0]["rows"], 120, "{m}");
+    assert!(m["export_task"].as_str().unwrap().contains(":table/orders/export/"), "{m}");
+    let mut got = std::collections::BTreeSet::new();
+    for o in m["objects"].as_array().unwrap().iter().filter(|o| o["key"].as_str().unwrap().ends_with(".json.gz")) {
+        let data = a.get_object(&bucket, &format!("t/recovery-points/{VAULT}/{}", o["key"].as_str().unwrap())).await;
+        got.extend(gunzip_lines(&data));
+    }
+    let want: std::collections::BTreeSet<String> = (0..120).map(|i| item_json(i).to_string()).collect();
+    assert!(got == want, "AWS's data files hold exactly the items at backup time ({} lines)", got.len());
+
+    // Another backup; DynamoDB's export loses a data file.
+    common::post(&a.endpoint, "/_bunker/backup", &format!(r#"{{"account": "{}", "ddb_export_drop_files": 1}}"#, a.id));
+    let second = start_job(&backup, &format!("arn:aws:dynamodb:{REGION}:{}:table/orders", a.id)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = export(&second);
+    assert_eq!(r.code, 1, "{r:#?}");
+    let reason = r.json()["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("/data/") && reason.contains(".json.gz is missing"), "{reason}");
+    assert_eq!(point_status(&backup, &second).await.as_deref(), Some("COMPLETED"), "kept");
+    let name = format!("orders-{}", second.rsplit('/').next().unwrap());
+    let s3 = a.s3().await;
+    let key = format!("t/recovery-points/{VAULT}/{name}.manifest.json");
+    assert!(s3.head_object().bucket(&bucket).key(key).send().await.is_err(), "no manifest for a failed export");
+}

@@ -4,6 +4,7 @@
 //! **Invariant:** this crate never names an AWS SDK crate; it reaches AWS only through
 //! [`ports`].
 
+pub mod ddb_export;
 pub mod engine;
 pub mod guard;
 pub mod health;

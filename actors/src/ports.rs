@@ -465,6 +465,53 @@ pub trait SnapshotExports: Send + Sync {
     async fn engine(&self, snapshot_arn: &str) -> Result<Option<String>, PortError>;
 }
 
+/// A DynamoDB export to S3, as `DescribeExport` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableExportInfo {
+    /// `ExportArn`.
+    pub arn: String,
+    /// `ExportStatus` (`IN_PROGRESS`, `COMPLETED`, `FAILED`), as reported.
+    pub status: String,
+    /// `S3Bucket`.
+    pub bucket: String,
+    /// `S3Prefix`.
+    pub prefix: String,
+    /// `ItemCount`, once known.
+    pub items: Option<u64>,
+    /// `ExportManifest`: the bucket key of `manifest-summary.json`, once written.
+    pub manifest: Option<String>,
+    /// `FailureCode: FailureMessage`, when it failed.
+    pub failure: Option<String>,
+}
+
+/// What `ExportTableToPointInTime` is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartTableExport {
+    /// The table.
+    pub table_arn: String,
+    /// The point in time to export (the backup's creation, as AWS Backup reports it).
+    pub export_time: jiff::Timestamp,
+    /// The bucket DynamoDB writes to.
+    pub bucket: String,
+    /// The key prefix it writes under (`<prefix>/AWSDynamoDB/<export id>/`).
+    pub prefix: String,
+    /// Makes a repeated start the same export (AWS keeps it 8 hours).
+    pub client_token: String,
+}
+
+/// DynamoDB's exports to S3 in one region.
+#[async_trait]
+pub trait TableExports: Send + Sync {
+    /// The region.
+    fn region(&self) -> &str;
+    /// Starts an export (or, for a repeated client token, answers the same one).
+    async fn start(&self, request: &StartTableExport) -> Result<TableExportInfo, PortError>;
+    /// The export `arn`, if it exists.
+    async fn describe(&self, arn: &str) -> Result<Option<TableExportInfo>, PortError>;
+    /// The ARNs of the table's exports.
+    async fn list(&self, table_arn: &str) -> Result<Vec<String>, PortError>;
+}
+
 /// One object of a listing, with what the store says of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {

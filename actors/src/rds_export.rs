@@ -8,7 +8,7 @@
 //! verified before anything is recorded: every table AWS's info files list succeeded and has
 //! data files, and every Parquet object has the `PAR1` magic at both ends and a footer that
 //! decodes (three range reads, never a whole download), with the rows from its footer.
-//! Only then is a [`ParquetManifest`] written beside the export; before a delete, the export
+//! Only then is a [`ServiceManifest`] written beside the export; before a delete, the export
 //! is verified again against that manifest.
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bunker_protocol::archive::Source;
 use bunker_protocol::rds_export::{
-    self, classify, ExportFile, ExportedObject, ExportedTable, ParquetManifest, TableStatus, TaskStatus,
+    self, classify, ExportFile, ExportedObject, ExportedTable, ServiceManifest, TableStatus, TaskStatus,
 };
 use bunker_protocol::vault::PointRef;
 use tracing::info;
@@ -27,7 +27,7 @@ use crate::stream::export::manifest_key;
 use crate::stream::StreamError;
 
 /// Largest info file bunker reads (AWS's are a few KiB per hundred tables).
-const INFO_LIMIT: u64 = 16 << 20;
+pub(crate) const INFO_LIMIT: u64 = 16 << 20;
 
 /// Something the export waits for, and when to look again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub struct ParquetExports {
     polls: Mutex<HashMap<String, u32>>,
 }
 
-fn corrupt(why: String) -> StreamError {
+pub(crate) fn corrupt(why: String) -> StreamError {
     StreamError::Corrupt(why)
 }
 
@@ -217,7 +217,7 @@ impl ParquetExports {
     }
 
     /// Verifies the COMPLETE export of `job` and returns its manifest.
-    async fn verified(&self, job: &ParquetJob<'_>, id: &str) -> Result<ParquetManifest, StreamError> {
+    async fn verified(&self, job: &ParquetJob<'_>, id: &str) -> Result<ServiceManifest, StreamError> {
         let listing =
             job.store.list_objects(&format!("{id}/")).await.map_err(|e| StreamError::port("listing the export", e))?;
         let (mut statuses, mut table_files): (Vec<TableStatus>, usize) = (Vec::new(), 0);
@@ -257,8 +257,8 @@ impl ParquetExports {
         check_tables(&statuses, &tables, &at)?;
         let port = self.port(job.region)?;
         let engine = port.engine(&job.point.arn).await.map_err(|e| StreamError::port("describing the snapshot", e))?;
-        Ok(ParquetManifest {
-            format: rds_export::FORMAT.into(),
+        Ok(ServiceManifest {
+            format: rds_export::PARQUET_FORMAT.into(),
             version: rds_export::FORMAT_VERSION,
             tool: format!("bunker {}", env!("CARGO_PKG_VERSION")),
             created_at: jiff::Timestamp::now().to_string(),
@@ -276,45 +276,47 @@ impl ParquetExports {
             objects,
         })
     }
-
-    /// Reads back the export `manifest_key(id)` describes and checks it still holds exactly
-    /// that: every object with its size and ETag, every Parquet footer with its rows, and the
-    /// manifest naming recovery point `arn`.
-    pub async fn verify(&self, store: &Arc<dyn ArchiveStore>, id: &str, arn: &str) -> Result<(), StreamError> {
-        let manifest = read_manifest(store, id).await?.ok_or_else(|| {
-            corrupt(format!("{} is missing: the export was not verified", store.url(&manifest_key(id))))
-        })?;
-        if manifest.source.recovery_point.as_ref().map(|p| p.arn.as_str()) != Some(arn) {
-            return Err(StreamError::Input(format!(
-                "{} is not the export of recovery point {arn}: remove it or choose another export.to",
-                store.url(&manifest_key(id))
-            )));
-        }
-        let listed: HashMap<String, ObjectInfo> = store
-            .list_objects(&manifest.prefix)
-            .await
-            .map_err(|e| StreamError::port("listing the export", e))?
-            .into_iter()
-            .map(|o| (o.key.clone(), o))
-            .collect();
-        for want in &manifest.objects {
-            let url = store.url(&want.key);
-            let Some(have) = listed.get(&want.key) else { return Err(corrupt(format!("{url} is missing"))) };
-            if have.size != want.size || (want.etag.is_some() && have.etag != want.etag) {
-                return Err(corrupt(format!("{url} changed since the export was verified")));
-            }
-            if let Some(rows) = want.rows {
-                if parquet_rows(store, have).await? != rows {
-                    return Err(corrupt(format!("{url}: its footer no longer says {rows} rows")));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
-/// The Parquet export manifest of task `id` at `store`, if there is one.
-pub async fn read_manifest(store: &Arc<dyn ArchiveStore>, id: &str) -> Result<Option<ParquetManifest>, StreamError> {
+/// Reads back the export `manifest_key(name)` describes (an export AWS made: Parquet or
+/// DynamoDB) and checks it still holds exactly that: the manifest names recovery point
+/// `arn`, every object is there with its size and ETag, and every Parquet footer still says
+/// its rows.
+pub async fn verify_export(store: &Arc<dyn ArchiveStore>, name: &str, arn: &str) -> Result<(), StreamError> {
+    let url = store.url(&manifest_key(name));
+    let manifest = read_manifest(store, name)
+        .await?
+        .ok_or_else(|| corrupt(format!("{url} is missing: the export was not verified")))?;
+    if manifest.source.recovery_point.as_ref().map(|p| p.arn.as_str()) != Some(arn) {
+        return Err(StreamError::Input(format!(
+            "{url} is not the export of recovery point {arn}: remove it or choose another export.to"
+        )));
+    }
+    let listed: HashMap<String, ObjectInfo> = store
+        .list_objects(&manifest.prefix)
+        .await
+        .map_err(|e| StreamError::port("listing the export", e))?
+        .into_iter()
+        .map(|o| (o.key.clone(), o))
+        .collect();
+    let parquet = manifest.format == rds_export::PARQUET_FORMAT;
+    for want in &manifest.objects {
+        let url = store.url(&want.key);
+        let Some(have) = listed.get(&want.key) else { return Err(corrupt(format!("{url} is missing"))) };
+        if have.size != want.size || (want.etag.is_some() && have.etag != want.etag) {
+            return Err(corrupt(format!("{url} changed since the export was verified")));
+        }
+        if let (true, Some(rows)) = (parquet, want.rows) {
+            if parquet_rows(store, have).await? != rows {
+                return Err(corrupt(format!("{url}: its footer no longer says {rows} rows")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The manifest of the export AWS made for archive `id` at `store`, if there is one.
+pub async fn read_manifest(store: &Arc<dyn ArchiveStore>, id: &str) -> Result<Option<ServiceManifest>, StreamError> {
     let key = manifest_key(id);
     let Some(size) = store.size(&key).await.map_err(|e| StreamError::port("checking the manifest", e))? else {
         return Ok(None);
@@ -323,10 +325,10 @@ pub async fn read_manifest(store: &Arc<dyn ArchiveStore>, id: &str) -> Result<Op
         store.read(&key, 0, size.min(INFO_LIMIT)).await.map_err(|e| StreamError::port("reading the manifest", e))?;
     serde_json::from_slice(&bytes)
         .map(Some)
-        .map_err(|e| corrupt(format!("{} is not a Parquet export manifest: {e}", store.url(&key))))
+        .map_err(|e| corrupt(format!("{} is not an export manifest: {e}", store.url(&key))))
 }
 
-fn info_error(e: rds_export::InfoError) -> StreamError {
+pub(crate) fn info_error(e: rds_export::InfoError) -> StreamError {
     corrupt(format!("AWS's export info file {e}"))
 }
 
@@ -351,7 +353,7 @@ fn check_tables(
     Ok(())
 }
 
-async fn read_small(store: &Arc<dyn ArchiveStore>, o: &ObjectInfo) -> Result<Vec<u8>, StreamError> {
+pub(crate) async fn read_small(store: &Arc<dyn ArchiveStore>, o: &ObjectInfo) -> Result<Vec<u8>, StreamError> {
     if o.size > INFO_LIMIT {
         return Err(corrupt(format!("{} is {} bytes: too large for an info file", store.url(&o.key), o.size)));
     }

@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bunker_protocol::archive::{Content, ItemStats, Source, DEFAULT_CHUNK_SIZE, EBS_BLOCK_SIZE};
 use bunker_protocol::events::RecoveryPointHint;
-use bunker_protocol::report::{Entry, EntryStatus, Operation};
+use bunker_protocol::report::{Entry, EntryStatus, Operation, PointReport, RunStatus, POINT_REPORT_SCHEMA};
 use bunker_protocol::tags::{self, Tags};
-use bunker_protocol::vault::{self, Archived, ExportKind, Holds, PointRef, Seen, Step};
+use bunker_protocol::vault::{self, Archived, DynamoDbMode, ExportKind, Holds, PointRef, RecoveryPoint, Seen, Step};
 use bunker_protocol::ResourceKind;
 use tracing::{info, warn};
 
@@ -67,6 +67,10 @@ pub struct VaultSettings {
     pub vaults: Vec<String>,
     /// `export.kinds`.
     pub kinds: Vec<ExportKind>,
+    /// `export.dynamodb_mode`.
+    pub dynamodb_mode: DynamoDbMode,
+    /// `export.scan_segments`: parallel scan segments of a `backup`-mode DynamoDB export.
+    pub scan_segments: u32,
     /// `export.delete_source`.
     pub delete_source: bool,
     /// `export.to`.
@@ -78,7 +82,7 @@ pub struct VaultSettings {
 
 /// Prefix of every temporary table's name.
 pub const TEMP_TABLE_PREFIX: &str = "bunker-tmp-";
-/// Parallel scan segments of a DynamoDB export.
+/// Parallel scan segments of a DynamoDB export, unless `export.scan_segments` says otherwise.
 pub const SCAN_SEGMENTS: u32 = 4;
 /// How long a temporary table may live before a sweep removes it (no export takes longer
 /// here; a table still in use is recreated by its job's next pass).
@@ -116,6 +120,9 @@ pub struct VaultExports {
     vaults: HashMap<String, Arc<dyn Vaults>>,
     tables: HashMap<String, Arc<dyn Tables>>,
     parquet: ParquetExports,
+    pitr: Option<crate::ddb_export::PitrExports>,
+    /// Where each recovery point's report goes (`status_sns_topic`).
+    reports: Option<Alerts>,
     clock: Arc<dyn Clock>,
     targets: Arc<dyn ExportTargets>,
     tuning: Tuning,
@@ -150,6 +157,8 @@ impl VaultExports {
             vaults,
             tables,
             parquet,
+            pitr: None,
+            reports: None,
             clock: Arc::new(SystemClock),
             targets,
             tuning,
@@ -158,6 +167,40 @@ impl VaultExports {
             reported: Mutex::default(),
             one_at_a_time: tokio::sync::Semaphore::new(1),
         }
+    }
+
+    /// Sends a [`PointReport`] for each recovery point whose job did something (or failed)
+    /// through `reports` (the status topic).
+    pub fn with_reports(mut self, reports: Alerts) -> VaultExports {
+        self.reports = Some(reports);
+        self
+    }
+
+    /// Publishes `key`'s report (awaited: a report is never lost to a shutdown; a failed
+    /// publish is logged by [`Alerts`] and never fails the job).
+    async fn point_report(&self, key: &PointKey, status: RunStatus, archive: Option<String>, message: Option<String>) {
+        let Some(reports) = &self.reports else { return };
+        let deleted = self.settings.delete_source.then_some(status == RunStatus::Ok);
+        let report = PointReport {
+            schema: POINT_REPORT_SCHEMA,
+            recovery_point: key.arn.clone(),
+            vault: key.vault.clone(),
+            region: key.region.clone(),
+            kind: key.kind_label().to_string(),
+            status,
+            archive,
+            deleted,
+            message,
+            at: self.clock.now(),
+        };
+        let body = serde_json::to_string(&report).expect("reports serialize");
+        reports.send(&report.subject(), &body).await;
+    }
+
+    /// Exports DynamoDB recovery points through `pitr` when `export.dynamodb_mode = "pitr"`.
+    pub fn with_pitr(mut self, pitr: crate::ddb_export::PitrExports) -> VaultExports {
+        self.pitr = Some(pitr);
+        self
     }
 
     /// The recovery point an event names, if it is one this deployment exports: in a listed
@@ -188,21 +231,20 @@ impl VaultExports {
         vault::target_of(&self.settings.export_to, &key.vault)
     }
 
-    /// What the target holds for `key`'s archive `name` (a Parquet export's manifest when
-    /// `parquet`, else an archive's).
+    /// What the target holds for `key`'s archive `name` (a bunker archive, or an export AWS
+    /// made with bunker's manifest beside it).
     async fn archived(
         &self,
         key: &PointKey,
         store: &Arc<dyn ArchiveStore>,
         name: &str,
-        parquet: bool,
     ) -> Result<Archived, StreamError> {
         let mkey = manifest_key(name);
         let url = store.url(&mkey);
         if store.size(&mkey).await.map_err(|e| StreamError::port(format!("checking {url}"), e))?.is_none() {
             return Ok(Archived::No);
         }
-        let source = if parquet {
+        let source = if service_format(store, name).await?.is_some() {
             crate::rds_export::read_manifest(store, name).await?.map(|m| m.source).unwrap_or_default()
         } else {
             Archive::open(store.clone(), &mkey).await?.manifest.source
@@ -235,10 +277,19 @@ impl VaultExports {
 
     /// Exports what `holds` is; `Some` when it must wait (a temporary table restoring, an
     /// export task running).
-    async fn export_holds(&self, key: &PointKey, holds: &Holds, name: &str) -> Result<Option<Pending>, StreamError> {
+    async fn export_holds(
+        &self,
+        key: &PointKey,
+        point: Option<&RecoveryPoint>,
+        holds: &Holds,
+        name: &str,
+    ) -> Result<Option<Pending>, StreamError> {
         let waiting = |why: Option<String>| why.map(|why| Pending { why, next_check: None });
         match holds {
             Holds::EbsSnapshot(id) => self.export(key, id).await.map(|()| None),
+            Holds::DynamoDbBackup(_) if self.settings.dynamodb_mode == DynamoDbMode::Pitr => {
+                self.export_pitr(key, point, name).await
+            }
             Holds::DynamoDbBackup(arn) => self.export_table(key, arn, name).await.map(waiting),
             Holds::RdsSnapshot(id) | Holds::ClusterSnapshot { id, docdb: false } => {
                 let store = self.targets.store(&self.target(key), &key.region)?;
@@ -247,6 +298,33 @@ impl VaultExports {
             }
             other => Err(StreamError::Internal(format!("no export for {}", other.describe()))),
         }
+    }
+
+    /// A DynamoDB recovery point through `ExportTableToPointInTime` at its creation time.
+    async fn export_pitr(
+        &self,
+        key: &PointKey,
+        point: Option<&RecoveryPoint>,
+        name: &str,
+    ) -> Result<Option<Pending>, StreamError> {
+        let pitr = self.pitr.as_ref().ok_or_else(|| StreamError::Internal("pitr exports are not wired".into()))?;
+        let point = point.ok_or_else(|| StreamError::Input(format!("recovery point {} is gone", key.arn)))?;
+        let created = point.created.as_deref().and_then(|c| c.parse::<jiff::Timestamp>().ok()).ok_or_else(|| {
+            StreamError::Input(format!(
+                "AWS reports no creation time for {}: it cannot be exported at a point in time",
+                key.arn
+            ))
+        })?;
+        let store = self.targets.store(&self.target(key), &key.region)?;
+        let job = crate::ddb_export::TableJob {
+            point: PointRef { arn: key.arn.clone(), vault: key.vault.clone() },
+            region: &key.region,
+            table_arn: &point.resource_arn,
+            created,
+            name,
+            store: &store,
+        };
+        pitr.export(&job).await
     }
 
     fn parquet_job<'a>(
@@ -341,7 +419,11 @@ impl VaultExports {
     ) -> Result<(), StreamError> {
         let _turn = self.one_at_a_time.acquire().await.map_err(|e| StreamError::Internal(e.to_string()))?;
         let table = backup_arn.split_once(":table/").and_then(|(_, r)| r.split('/').next()).unwrap_or_default();
-        let stats = Arc::new(Mutex::new(ItemStats { items: 0, segments: SCAN_SEGMENTS, table: table.to_string() }));
+        let stats = Arc::new(Mutex::new(ItemStats {
+            items: 0,
+            segments: self.settings.scan_segments,
+            table: table.to_string(),
+        }));
         let request = ExportRequest {
             name: name.to_string(),
             content: Content::DynamodbJson,
@@ -362,10 +444,9 @@ impl VaultExports {
             items: Some(stats.clone()),
         };
         let store = self.targets.store(&self.target(key), &key.region)?;
-        let (temp, capacity) = (temp.to_string(), self.tuning.channel_capacity);
-        let open: OpenReader = Box::new(move |_start| {
-            items_reader(tables, temp, SCAN_SEGMENTS, DEFAULT_CHUNK_SIZE as usize, capacity, stats)
-        });
+        let (temp, capacity, segments) = (temp.to_string(), self.tuning.channel_capacity, self.settings.scan_segments);
+        let open: OpenReader =
+            Box::new(move |_start| items_reader(tables, temp, segments, DEFAULT_CHUNK_SIZE as usize, capacity, stats));
         let progress = Arc::new(Progress::default());
         let summary =
             run_export(PreparedExport { store, request, open }, self.tuning, progress, Some(self.metrics.clone()))
@@ -374,15 +455,11 @@ impl VaultExports {
         Ok(())
     }
 
-    async fn verify(
-        &self,
-        key: &PointKey,
-        holds: &Holds,
-        store: &Arc<dyn ArchiveStore>,
-        name: &str,
-    ) -> Result<(), StreamError> {
-        if is_parquet(holds) {
-            return self.parquet.verify(store, name, &key.arn).await;
+    /// Reads the archive (or the export AWS made) back and verifies it, whichever kind of
+    /// manifest `name` has.
+    async fn verify(&self, key: &PointKey, store: &Arc<dyn ArchiveStore>, name: &str) -> Result<(), StreamError> {
+        if service_format(store, name).await?.is_some() {
+            return crate::rds_export::verify_export(store, name, &key.arn).await;
         }
         let a = Archive::open(store.clone(), &manifest_key(name)).await?;
         archive_reader::verify(a, &Progress::default()).await.map(|_| ())
@@ -422,10 +499,10 @@ impl VaultExports {
             };
             let kind = holds.kind().filter(|k| self.settings.kinds.contains(k));
             if archived.is_none() && kind.is_some() && !name.is_empty() {
-                archived = Some(self.archived(key, &store, &name, is_parquet(&holds)).await?);
+                archived = Some(self.archived(key, &store, &name).await?);
             }
             let seen = Seen {
-                status: point.map(|p| p.status),
+                status: point.as_ref().map(|p| p.status.clone()),
                 kind,
                 archived: archived.unwrap_or(Archived::No),
                 delete_source: self.settings.delete_source,
@@ -433,26 +510,39 @@ impl VaultExports {
             };
             match vault::plan(&seen) {
                 Step::Export => {
-                    if let Some(Pending { why, next_check }) = self.export_holds(key, &holds, &name).await? {
+                    if let Some(Pending { why, next_check }) =
+                        self.export_holds(key, point.as_ref(), &holds, &name).await?
+                    {
                         return Ok((Pass::Waiting { next_check, why }, entries));
                     }
                     archived = Some(Archived::Yes);
                     entries.push(entry(key, Operation::ExportBackup, EntryStatus::Ok, None));
                 }
                 Step::Verify => {
-                    self.verify(key, &holds, &store, &name).await?;
+                    self.verify(key, &store, &name).await?;
                     archived = Some(Archived::Verified);
                 }
                 Step::Delete => match port.delete(&key.vault, &key.arn).await {
                     Ok(()) => delete_asked = true,
                     Err(e) if e.kind == ErrorKind::Invalid || e.kind == ErrorKind::AccessDenied => {
-                        return Ok((self.kept(key, &e), entries));
+                        let kept = self.kept(key, &e);
+                        let archive = Some(store.url(&manifest_key(&name)));
+                        let why = match &kept {
+                            Pass::NotOurs(why) => Some(why.clone()),
+                            _ => None,
+                        };
+                        self.point_report(key, RunStatus::Partial, archive, why).await;
+                        return Ok((kept, entries));
                     }
                     Err(e) => return Err(StreamError::port("deleting the recovery point", e)),
                 },
                 Step::Done => {
                     if delete_asked {
                         entries.push(entry(key, Operation::DeleteBackup, EntryStatus::Ok, None));
+                    }
+                    if !entries.is_empty() {
+                        let archive = (!name.is_empty()).then(|| store.url(&manifest_key(&name)));
+                        self.point_report(key, RunStatus::Ok, archive, None).await;
                     }
                     return Ok((Pass::Done, entries));
                 }
@@ -474,9 +564,16 @@ impl VaultExports {
     }
 }
 
-/// Whether `holds` is exported to Parquet (an RDS or Aurora snapshot).
-fn is_parquet(holds: &Holds) -> bool {
-    matches!(holds, Holds::RdsSnapshot(_) | Holds::ClusterSnapshot { docdb: false, .. })
+/// The format of `name`'s manifest when it describes an export AWS made (Parquet, DynamoDB),
+/// `None` for a bunker archive's (or none at all).
+async fn service_format(store: &Arc<dyn ArchiveStore>, name: &str) -> Result<Option<&'static str>, StreamError> {
+    let key = manifest_key(name);
+    let Some(size) = store.size(&key).await.map_err(|e| StreamError::port("checking the manifest", e))? else {
+        return Ok(None);
+    };
+    let limit = size.min(crate::rds_export::INFO_LIMIT);
+    let bytes = store.read(&key, 0, limit).await.map_err(|e| StreamError::port("reading the manifest", e))?;
+    Ok(bunker_protocol::rds_export::ServiceManifest::format_of(&bytes))
 }
 
 fn entry(key: &PointKey, operation: Operation, status: EntryStatus, message: Option<String>) -> Entry {
@@ -504,11 +601,15 @@ impl Workflow for VaultExports {
         let Some(port) = self.vaults.get(&key.region).cloned() else {
             return (Pass::NotOurs(format!("region {} is not in regions", key.region)), vec![]);
         };
-        match self.advance(key, port.as_ref()).await {
+        let (pass, entries) = match self.advance(key, port.as_ref()).await {
             Ok(done) => done,
             Err(e) if e.is_permanent() => (Pass::Failed(e.to_string()), vec![]),
             Err(e) => (Pass::Retry(e.into()), vec![]),
+        };
+        if let Pass::Failed(why) = &pass {
+            self.point_report(key, RunStatus::Failed, None, Some(why.clone())).await;
         }
+        (pass, entries)
     }
 
     /// Every completed recovery point of the listed vaults not exported yet (with

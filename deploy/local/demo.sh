@@ -227,5 +227,32 @@ for key in keys:
                 print(f"    {t['name']}: {t['rows']} rows in {t['files']} file(s)")
 PY
 echo "  after: $("$bunker" vault list-recovery-points Default --config "$work/vault.toml" --json | "$python" -c 'import json,sys; print(len(json.load(sys.stdin)), "recovery points left in Default")')"
+echo "== AWS Backup: a DynamoDB table's recovery point archived as the backup itself (a temporary table, scanned in 4 segments)"
+ddb_point=$("$python" <<'PY'
+import boto3, time
+ddb, backup = boto3.client("dynamodb"), boto3.client("backup")
+ddb.create_table(TableName="orders", KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+                 AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+for start in range(0, 500, 25):
+    ddb.batch_write_item(RequestItems={"orders": [{"PutRequest": {"Item": {"k": {"S": f"order-{i:04d}"}, "n": {"N": str(i)}}}}
+                                                  for i in range(start, start + 25)]})
+job = backup.start_backup_job(BackupVaultName="Default", ResourceArn="arn:aws:dynamodb:us-east-1:123456789012:table/orders",
+                              IamRoleArn="arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole")
+while backup.describe_backup_job(BackupJobId=job["BackupJobId"])["State"] != "COMPLETED":
+    time.sleep(0.1)
+print(job["RecoveryPointArn"])
+PY
+)
+"$bunker" export recovery-point "$ddb_point" --vault Default --config "$work/vault.toml" | sed 's/^/  /'
+archive="s3://demo-archives/long-term/recovery-points/Default/orders-${ddb_point##*/}.jsonl.zst"
+echo "  $archive: $("$python" - "$archive" <<'PY'
+import boto3, subprocess, sys
+bucket, key = sys.argv[1][5:].split("/", 1)
+data = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+lines = subprocess.run(["zstd", "-dc"], input=data, capture_output=True, check=True).stdout.decode().splitlines()
+print(f"zstd -d gives {len(lines)} items, one DynamoDB JSON line each, e.g. {lines[0]}")
+PY
+)"
+echo "  tables left: $("$python" -c 'import boto3; print(boto3.client("dynamodb").list_tables()["TableNames"])') (the temporary table is gone)"
 echo "== HTTP requests the emulator served: $(curl -s "http://127.0.0.1:$port/_bunker/stats" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["requests"])')"
 echo "== demo done"

@@ -23,8 +23,8 @@ Recovery points *are* moto's own artefacts, so bunker's export code reads real b
   ARNs); ``expire_on_delete`` (``DeleteRecoveryPoint`` answers 200 with an empty body and
   leaves the point ``EXPIRED``, as AWS does when the caller's role lacks permissions);
   ``events`` (which shapes to send: ``["native", "cloudtrail"]`` by default, ``[]`` for none);
-  ``fail_jobs`` (resource ARNs whose jobs end ``FAILED``); and those of RDS exports
-  (``moto_rds_export.py``).
+  ``fail_jobs`` (resource ARNs whose jobs end ``FAILED``); and those of RDS and DynamoDB
+  exports (``moto_rds_export.py``, ``moto_ddb_export.py``).
 """
 
 import datetime
@@ -42,7 +42,9 @@ DEFAULTS = {"job_seconds": 0.2, "legal_holds": [], "expire_on_delete": False,
             "events": ["native", "cloudtrail"], "fail_jobs": [],
             # RDS exports (moto_rds_export.py)
             "export_seconds": 0.5, "rds_content": {}, "export_fail_tables": [], "export_corrupt": [],
-            "export_fail_tasks": []}
+            "export_fail_tasks": [],
+            # DynamoDB exports (moto_ddb_export.py)
+            "ddb_export_drop_files": 0, "ddb_export_fail": False}
 CONTROLS = {}  # account -> controls (tests in one emulator each use their own account)
 
 

@@ -40,6 +40,9 @@ What the plugin adds to stock moto (see README, "The local emulator"):
 * RDS snapshot exports (``moto_rds_export.py``; moto 5.2.5 marks a task complete at once and
   writes nothing): STARTING → IN_PROGRESS → COMPLETE over time, AWS's S3 layout with real
   Parquet files (pyarrow), the 5-task quota, and table / object / task faults.
+* DynamoDB exports (``moto_ddb_export.py``; moto 5.2.5 writes one gzip of the current items
+  and no manifest): the items at ``ExportTime``, AWS's manifests and data files, the
+  ``ClientToken`` honoured, AWS's export ARN form, and missing-file / failure faults.
 * Outages for tests (``POST /_bunker/outage``): every request signed with one access key
   is answered 503, so one test's account sees AWS down while others run on.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
@@ -69,6 +72,7 @@ import threading
 import urllib.parse
 
 import moto_backup  # beside this file: AWS Backup jobs and recovery points
+import moto_ddb_export  # beside this file: DynamoDB exports in AWS's layout, at ExportTime
 import moto_rds_export  # beside this file: RDS snapshot exports that write AWS's layout
 
 
@@ -760,6 +764,7 @@ def main() -> None:
     patch_s3_list_parts()
     moto_backup.patch_ec2_delete_snapshot()
     moto_rds_export.patch()
+    moto_ddb_export.patch()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

@@ -176,6 +176,15 @@ schema! {
         c.export_retention_types = types;
         known.then_some(())
     };
+    ExportDynamodbMode: "export.dynamodb_mode", None, false, Some("backup"), "backup (restore the backup to a temporary table and archive its items) or pitr (ExportTableToPointInTime at the backup's creation time; needs point-in-time recovery on the table)", |c, v| {
+        c.export_dynamodb_mode = match v {
+            "backup" => crate::vault::DynamoDbMode::Backup,
+            "pitr" => crate::vault::DynamoDbMode::Pitr,
+            _ => return None,
+        };
+        Some(())
+    };
+    ExportScanSegments: "export.scan_segments", None, false, Some("4"), "1 to 16: parallel Scan segments of a DynamoDB backup export (backup mode)", |c, v| set(&mut c.export_scan_segments, parse_whole(v).filter(|n| (1..=16).contains(n)));
     ExportRdsRoleArn: "export.rds_role_arn", None, false, None, "the ARN of the IAM role RDS assumes to write RDS and Aurora exports to export.to's bucket (arn:aws:iam::ACCOUNT:role/NAME)", |c, v| set(&mut c.export_rds_role_arn, optional(v, is_role_arn));
     ExportKmsKey: "export.kms_key", None, false, None, "the customer KMS key (id, ARN or alias/NAME) RDS encrypts RDS and Aurora exports with", |c, v| set(&mut c.export_kms_key, optional(v, |v| !v.contains(char::is_whitespace)));
     ExportTaskPoll: "export.task_poll", None, false, Some("1m"), "how soon bunker first looks at a running RDS or Aurora export task (each look waits twice as long as the last, up to 15 times this): a duration such as 1m", |c, v| set(&mut c.export_task_poll, duration(v));
@@ -468,6 +477,10 @@ pub struct Config {
     pub export_kinds: Vec<crate::vault::ExportKind>,
     /// The retention types whose own backups `bunker serve` exports (`export.retention_types`).
     pub export_retention_types: Vec<String>,
+    /// How DynamoDB recovery points are exported (`export.dynamodb_mode`).
+    pub export_dynamodb_mode: crate::vault::DynamoDbMode,
+    /// Parallel scan segments of a DynamoDB backup export (`export.scan_segments`).
+    pub export_scan_segments: u32,
     /// The role RDS assumes to write exports (`export.rds_role_arn`).
     pub export_rds_role_arn: Option<String>,
     /// The key RDS encrypts exports with (`export.kms_key`).
@@ -597,6 +610,8 @@ impl Config {
             export_delete_source: false,
             export_kinds: vec![],
             export_retention_types: vec![],
+            export_dynamodb_mode: crate::vault::DynamoDbMode::Backup,
+            export_scan_segments: 4,
             export_rds_role_arn: None,
             export_kms_key: None,
             export_task_poll: never,

@@ -10,6 +10,7 @@ pub mod archive;
 pub mod backup;
 pub mod config;
 pub mod cron;
+pub mod ddb_export;
 pub mod events;
 pub mod job;
 pub mod kind;

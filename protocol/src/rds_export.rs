@@ -17,9 +17,11 @@ use serde_json::Value;
 
 use crate::archive::Source;
 
-/// `format` of a Parquet export's manifest.
-pub const FORMAT: &str = "bunker-parquet-export";
-/// Its version.
+/// `format` of a Parquet (RDS / Aurora) export's manifest.
+pub const PARQUET_FORMAT: &str = "bunker-parquet-export";
+/// `format` of a DynamoDB export's (`ExportTableToPointInTime`) manifest.
+pub const DYNAMODB_FORMAT: &str = "bunker-dynamodb-export";
+/// The version of both.
 pub const FORMAT_VERSION: u32 = 1;
 /// Concurrent export tasks AWS allows per account and region.
 pub const QUOTA: usize = 5;
@@ -105,15 +107,15 @@ pub struct InfoError {
 }
 
 /// `object[name]`, the key compared case-insensitively.
-fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     v.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
-fn text(v: &Value, name: &str) -> Option<String> {
+pub(crate) fn text(v: &Value, name: &str) -> Option<String> {
     field(v, name).and_then(Value::as_str).map(String::from)
 }
 
-fn parse(file: &str, bytes: &[u8]) -> Result<Value, InfoError> {
+pub(crate) fn parse(file: &str, bytes: &[u8]) -> Result<Value, InfoError> {
     serde_json::from_slice(bytes).map_err(|e| InfoError { file: file.into(), why: format!("not JSON: {e}") })
 }
 
@@ -202,11 +204,13 @@ pub struct ExportedObject {
     pub rows: Option<u64>,
 }
 
-/// The manifest bunker writes beside a verified Parquet export (`<task id>.manifest.json`
-/// next to the `<task id>/` folder RDS wrote).
+/// The manifest bunker writes beside an export AWS made and bunker verified: a Parquet
+/// export ([`PARQUET_FORMAT`], `<task id>.manifest.json` next to the `<task id>/` folder RDS
+/// wrote) or a DynamoDB export ([`DYNAMODB_FORMAT`], `<table>-<backup id>.manifest.json`
+/// next to the `<table>-<backup id>.dynamodb-export/` prefix DynamoDB wrote under).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ParquetManifest {
-    /// Always [`FORMAT`].
+pub struct ServiceManifest {
+    /// [`PARQUET_FORMAT`] or [`DYNAMODB_FORMAT`].
     pub format: String,
     /// [`FORMAT_VERSION`].
     pub version: u32,
@@ -218,23 +222,22 @@ pub struct ParquetManifest {
     pub source: Source,
     /// The database engine (`postgres`, `aurora-mysql`, …), when AWS said.
     pub engine: Option<String>,
-    /// The export task's identifier.
+    /// The export task's identifier (RDS) or the export's ARN (DynamoDB).
     pub export_task: String,
-    /// Where the export's objects are, relative to the target (`<task id>/`).
+    /// Where the export's objects are, relative to the target.
     pub prefix: String,
-    /// Every exported table, by name.
+    /// Every exported table, by name (rows: items, for DynamoDB).
     pub tables: Vec<ExportedTable>,
     /// Every object under the prefix, by key.
     pub objects: Vec<ExportedObject>,
 }
 
-impl ParquetManifest {
-    /// Whether `bytes` are a Parquet export's manifest (rather than an archive's).
-    pub fn is_one(bytes: &[u8]) -> bool {
-        serde_json::from_slice::<Value>(bytes)
-            .ok()
-            .and_then(|v| field(&v, "format").and_then(Value::as_str).map(|f| f == FORMAT))
-            .unwrap_or(false)
+impl ServiceManifest {
+    /// The format of the manifest in `bytes`, if it is one of these (not an archive's).
+    pub fn format_of(bytes: &[u8]) -> Option<&'static str> {
+        let v = serde_json::from_slice::<Value>(bytes).ok()?;
+        let format = field(&v, "format").and_then(Value::as_str)?;
+        [PARQUET_FORMAT, DYNAMODB_FORMAT].into_iter().find(|f| *f == format)
     }
 }
 

@@ -254,6 +254,49 @@ pub struct OperationEvent {
     pub entry: Entry,
 }
 
+/// `schema` of [`PointReport`].
+pub const POINT_REPORT_SCHEMA: &str = "bunker.recovery-point-report/1";
+
+/// The report of one recovery point's export, sent to `status_sns_topic` when its job ends:
+/// `OK` (exported and verified, and deleted when `export.delete_source` asked), `PARTIAL`
+/// (exported and verified, but AWS refused the delete) or `FAILED` (not exported, or the
+/// delete did not take; nothing was deleted unverified).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PointReport {
+    /// Always [`POINT_REPORT_SCHEMA`].
+    pub schema: &'static str,
+    /// The recovery point.
+    pub recovery_point: String,
+    /// Its vault.
+    pub vault: String,
+    /// Its region.
+    pub region: String,
+    /// `ebs`, `rds`, `aurora`, `dynamodb` (or `other`).
+    pub kind: String,
+    /// The outcome.
+    pub status: RunStatus,
+    /// The manifest of its archive (or of the export AWS made), when there is one.
+    pub archive: Option<String>,
+    /// Whether the recovery point was deleted (`None`: not asked, `export.delete_source` off).
+    pub deleted: Option<bool>,
+    /// Why, for `PARTIAL` and `FAILED`.
+    pub message: Option<String>,
+    /// When the job ended.
+    #[serde(with = "rfc3339")]
+    pub at: Timestamp,
+}
+
+impl PointReport {
+    /// The notification subject: `bunker: recovery point export OK: <arn>`.
+    pub fn subject(&self) -> String {
+        let arn = &self.recovery_point;
+        // SNS subjects are at most 100 characters.
+        let mut s = format!("bunker: recovery point export {}: {arn}", self.status.as_str());
+        s.truncate(100);
+        s
+    }
+}
+
 /// Serde helper: timestamps as RFC 3339 UTC to the second.
 pub mod rfc3339 {
     use jiff::Timestamp;

@@ -49,6 +49,16 @@ impl fmt::Display for ExportKind {
     }
 }
 
+/// How a DynamoDB recovery point is exported (`export.dynamodb_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DynamoDbMode {
+    /// The backup itself: restored to a temporary table, scanned into a bunker archive.
+    #[default]
+    Backup,
+    /// `ExportTableToPointInTime` at the backup's creation time (needs PITR on the table).
+    Pitr,
+}
+
 /// A recovery point's status (AWS's `RecoveryPointStatus`; read case-insensitively, and an
 /// unknown value is kept, never an error).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -106,6 +106,7 @@ mod redshift;
 mod s3;
 mod sns;
 mod sqs;
+mod table_exports;
 mod tables;
 
 use std::sync::Arc;
@@ -265,6 +266,11 @@ impl Aws {
     /// RDS's snapshot exports to S3 in `region`.
     pub fn snapshot_exports(&self, region: &str) -> Arc<dyn bunker_actors::ports::SnapshotExports> {
         Arc::new(rds_exports::RdsExports::new(&self.regional(region), &self.calls, region.to_string()))
+    }
+
+    /// DynamoDB's exports to S3 in `region`.
+    pub fn table_exports(&self, region: &str) -> Arc<dyn bunker_actors::ports::TableExports> {
+        Arc::new(table_exports::DynamoExports::new(&self.regional(region), &self.calls, region.to_string()))
     }
 
     /// AWS Backup's recovery points in `region`.

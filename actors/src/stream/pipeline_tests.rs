@@ -425,12 +425,15 @@ fn a_recovery_point_is_deleted_only_after_its_own_archive_verifies() {
     let settings = VaultSettings {
         vaults: vec!["Default".into()],
         kinds: bunker_protocol::vault::ExportKind::ALL.to_vec(),
+        dynamodb_mode: Default::default(),
+        scan_segments: crate::vault_export::SCAN_SEGMENTS,
         delete_source: true,
         export_to: "mem://x".into(),
         deployments: [("r".to_string(), "dep".to_string())].into(),
     };
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let alerts = Alerts::new(Arc::new(crate::testkit::RecordingNotifier::default()), None);
+    let notices = Arc::new(crate::testkit::RecordingNotifier::default());
     let logic = VaultExports::new(
         settings,
         vec![vaults.clone()],
@@ -440,7 +443,8 @@ fn a_recovery_point_is_deleted_only_after_its_own_archive_verifies() {
         tuning(),
         metrics.clone(),
         alerts.clone(),
-    );
+    )
+    .with_reports(Alerts::new(notices.clone(), Some("arn:aws:sns:r:1:status".into())));
     let key = |p: &bunker_protocol::vault::RecoveryPoint| PointKey {
         region: "r".into(),
         vault: "Default".into(),
@@ -466,6 +470,16 @@ fn a_recovery_point_is_deleted_only_after_its_own_archive_verifies() {
     drop(objects);
     assert!(!matches!(second.end, JobEnd::Done), "{:?}", second.end);
     assert!(vaults.points.lock().unwrap().contains_key(&bad.arn), "a corrupt archive never deletes its source");
+    // One report per job that did something: two OK (exported, verified, deleted); nothing
+    // for the corrupt archive, whose verify is retried until the job gives up (reported on
+    // the error topic, as every give-up is).
+    let reports: Vec<serde_json::Value> =
+        notices.published.lock().unwrap().iter().map(|(_, _, body)| serde_json::from_str(body).unwrap()).collect();
+    let statuses: Vec<&str> = reports.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["OK", "OK"], "{reports:?}");
+    assert_eq!(reports[0]["archive"], "mem://snap-00000001.manifest.json");
+    assert_eq!(reports[0]["deleted"], serde_json::json!(true));
+    assert_eq!(reports[0]["schema"], "bunker.recovery-point-report/1");
 }
 
 /// Flips a byte in the middle of `snapshot`'s archive.
@@ -491,6 +505,8 @@ async fn a_vault_missing_from_one_region_does_not_stop_the_others() {
     let settings = VaultSettings {
         vaults: vec!["Default".into()],
         kinds: bunker_protocol::vault::ExportKind::ALL.to_vec(),
+        dynamodb_mode: Default::default(),
+        scan_segments: crate::vault_export::SCAN_SEGMENTS,
         delete_source: false,
         export_to: "mem://x".into(),
         deployments: [("r".to_string(), "dep".to_string())].into(),
