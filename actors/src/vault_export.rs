@@ -241,13 +241,12 @@ impl VaultExports {
     ) -> Result<Archived, StreamError> {
         let mkey = manifest_key(name);
         let url = store.url(&mkey);
-        if store.size(&mkey).await.map_err(|e| StreamError::port(format!("checking {url}"), e))?.is_none() {
+        let Some(size) = store.size(&mkey).await.map_err(|e| StreamError::port(format!("checking {url}"), e))? else {
             return Ok(Archived::No);
-        }
-        let source = if service_format(store, name).await?.is_some() {
-            crate::rds_export::read_manifest(store, name).await?.map(|m| m.source).unwrap_or_default()
-        } else {
-            Archive::open(store.clone(), &mkey).await?.manifest.source
+        };
+        let source = match service_manifest(store, name, size).await? {
+            Some(m) => m.source,
+            None => Archive::open(store.clone(), &mkey).await?.manifest.source,
         };
         match &source.recovery_point {
             Some(p) if p.arn == key.arn => Ok(Archived::Yes),
@@ -458,8 +457,11 @@ impl VaultExports {
     /// Reads the archive (or the export AWS made) back and verifies it, whichever kind of
     /// manifest `name` has.
     async fn verify(&self, key: &PointKey, store: &Arc<dyn ArchiveStore>, name: &str) -> Result<(), StreamError> {
-        if service_format(store, name).await?.is_some() {
-            return crate::rds_export::verify_export(store, name, &key.arn).await;
+        let size = store.size(&manifest_key(name)).await.map_err(|e| StreamError::port("checking the manifest", e))?;
+        if let Some(size) = size {
+            if service_manifest(store, name, size).await?.is_some() {
+                return crate::rds_export::verify_export(store, name, &key.arn).await;
+            }
         }
         let a = Archive::open(store.clone(), &manifest_key(name)).await?;
         archive_reader::verify(a, &Progress::default()).await.map(|_| ())
@@ -564,16 +566,22 @@ impl VaultExports {
     }
 }
 
-/// The format of `name`'s manifest when it describes an export AWS made (Parquet, DynamoDB),
-/// `None` for a bunker archive's (or none at all).
-async fn service_format(store: &Arc<dyn ArchiveStore>, name: &str) -> Result<Option<&'static str>, StreamError> {
+/// `name`'s manifest (of `size` bytes) when it describes an export AWS made (Parquet,
+/// DynamoDB); `None` for a bunker archive's.
+async fn service_manifest(
+    store: &Arc<dyn ArchiveStore>,
+    name: &str,
+    size: u64,
+) -> Result<Option<bunker_protocol::rds_export::ServiceManifest>, StreamError> {
     let key = manifest_key(name);
-    let Some(size) = store.size(&key).await.map_err(|e| StreamError::port("checking the manifest", e))? else {
-        return Ok(None);
-    };
     let limit = size.min(crate::rds_export::INFO_LIMIT);
     let bytes = store.read(&key, 0, limit).await.map_err(|e| StreamError::port("reading the manifest", e))?;
-    Ok(bunker_protocol::rds_export::ServiceManifest::format_of(&bytes))
+    if bunker_protocol::rds_export::ServiceManifest::format_of(&bytes).is_none() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StreamError::Corrupt(format!("{} is not an export manifest: {e}", store.url(&key))))
 }
 
 fn entry(key: &PointKey, operation: Operation, status: EntryStatus, message: Option<String>) -> Entry {
