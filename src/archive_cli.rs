@@ -61,6 +61,9 @@ enum ExportWhat {
         #[arg(long, value_name = "URL")]
         to: Option<String>,
     },
+    /// A database server's databases, each through the engine's own dump tool (pg_dump,
+    /// pg_dumpall --globals-only, mariadb-dump / mysqldump) into its own archive.
+    Database(crate::dump_cli::DatabaseArgs),
     /// A directory tree, as a tar stream (file level).
     Path {
         /// The directory.
@@ -116,6 +119,7 @@ impl ExportArgs {
         match &self.what {
             ExportWhat::Ebs { .. } | ExportWhat::RecoveryPoint { .. } => true,
             ExportWhat::File { opts, .. } | ExportWhat::Path { opts, .. } => opts.to.starts_with("s3://"),
+            ExportWhat::Database(args) => args.reaches_aws(),
         }
     }
 }
@@ -182,7 +186,11 @@ pub(crate) fn target_store(aws: &Aws, region: Option<&str>, url: &str) -> Result
 }
 
 /// The store holding an object, and the object's key in it.
-fn object_store(aws: &Aws, region: Option<&str>, url: &str) -> Result<(Arc<dyn ArchiveStore>, String), Fatal> {
+pub(crate) fn object_store(
+    aws: &Aws,
+    region: Option<&str>,
+    url: &str,
+) -> Result<(Arc<dyn ArchiveStore>, String), Fatal> {
     let split = |k: &str| match k.rsplit_once('/') {
         Some((d, n)) => (d.to_string(), n.to_string()),
         None => (String::new(), k.to_string()),
@@ -254,6 +262,16 @@ struct WithRss<T: Serialize> {
     #[serde(flatten)]
     inner: T,
     peak_rss_bytes: Option<u64>,
+}
+
+/// Prints a result: one JSON document (with the peak RSS) or the human line.
+pub(crate) fn print_value<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T) -> String) {
+    if json {
+        let out = WithRss { inner: value, peak_rss_bytes: peak_rss() };
+        println!("{}", serde_json::to_string_pretty(&out).expect("output serializes"));
+    } else {
+        println!("{}", human(value));
+    }
 }
 
 fn print<T: Serialize>(value: T, json: bool, human: impl FnOnce(&T) -> String) {
@@ -347,6 +365,7 @@ pub(crate) async fn prepare_ebs(
         resumable: true,
         tree: None,
         items: None,
+        dump: None,
     };
     Ok(PreparedExport { store, request, open: Box::new(move |start| reader.open(start, capacity)) })
 }
@@ -357,6 +376,10 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
     let (opts, req, open): (ExportOpts, ExportRequest, OpenReader) = match args.what {
         ExportWhat::RecoveryPoint { .. } => {
             return Err(input("export recovery-point runs through the vault workflow (src/vault_cli.rs)".into()))
+        }
+        ExportWhat::Database(args) => {
+            let store = target_store(aws, region, args.target())?;
+            return crate::dump_cli::export(store, args, json).await;
         }
         ExportWhat::Ebs { snapshot, base, opts } => {
             let p = prepare_ebs(aws, need(region)?, &snapshot, base.as_deref(), &opts, progress.clone())
@@ -381,6 +404,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
                 resumable: true,
                 tree: None,
                 items: None,
+                dump: None,
             };
             (opts, req, Box::new(move |start| local::image_reader(path, size, chunk, start, capacity)))
         }
@@ -404,6 +428,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
                 resumable: false,
                 tree: Some(stats.clone()),
                 items: None,
+                dump: None,
             };
             (opts, req, Box::new(move |_| local::tar_reader(dir, chunk, capacity, stats)))
         }

@@ -82,6 +82,10 @@ enum Command {
     Verify {
         /// The archive or its manifest: s3://bucket/key or file:///path.
         url: String,
+        /// Database dumps: also check the stream with the engine's own tool
+        /// (`pg_restore --list`) or for the dump tool's header and trailer.
+        #[arg(long)]
+        deep: bool,
     },
     /// Restore an archive (and, for an incremental one, its bases) to a new file or a new
     /// EBS snapshot.
@@ -94,8 +98,15 @@ enum Command {
         to_file: Option<PathBuf>,
         /// Write a new EBS snapshot (StartSnapshot, PutSnapshotBlock, CompleteSnapshot) and
         /// print its id.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to_database")]
         to_snapshot: bool,
+        /// A database dump: pipe it into this server (postgres://USER@HOST:PORT/[DB],
+        /// mysql://…), creating the database (the URL's, else the dumped one's name); a
+        /// globals archive is applied to the server (restore it first).
+        #[arg(long, value_name = "URL", conflicts_with = "to_file")]
+        to_database: Option<String>,
+        #[command(flatten)]
+        connect: crate::dump_cli::ConnectOpts,
     },
     /// AWS Backup vaults: list recovery points and whether bunker exported them.
     Vault {
@@ -227,8 +238,18 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Command::Vault { command } => {
                 crate::vault_cli::run(&aws, region.unwrap_or_default(), cfg, command, cli.json).await
             }
-            Command::Verify { url } => archive_result(crate::archive_cli::verify(&aws, region, &url, cli.json).await),
-            Command::Restore { url, to_file, to_snapshot } => {
+            Command::Verify { url, deep: true } => {
+                let (store, key) = crate::archive_cli::object_store(&aws, region, &url)?;
+                archive_result(crate::dump_cli::verify(store, &key, cli.json).await)
+            }
+            Command::Verify { url, deep: false } => {
+                archive_result(crate::archive_cli::verify(&aws, region, &url, cli.json).await)
+            }
+            Command::Restore { url, to_database: Some(target), connect, .. } => {
+                let (store, key) = crate::archive_cli::object_store(&aws, region, &url)?;
+                archive_result(crate::dump_cli::restore(store, &key, &target, &connect, cli.json).await)
+            }
+            Command::Restore { url, to_file, to_snapshot, .. } => {
                 archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)
             }
             Command::Serve => {
@@ -288,7 +309,7 @@ fn reaches_aws(command: &Command) -> bool {
     let s3 = |url: &str| url.starts_with("s3://");
     match command {
         Command::Export(args) => args.reaches_aws(),
-        Command::Verify { url } => s3(url),
+        Command::Verify { url, .. } => s3(url),
         Command::Restore { url, to_snapshot, .. } => s3(url) || *to_snapshot,
         _ => true,
     }

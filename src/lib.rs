@@ -5,6 +5,7 @@
 pub mod archive_cli;
 pub mod aws;
 pub mod cli;
+pub mod dump_cli;
 pub mod exit;
 pub mod files;
 pub mod leases;

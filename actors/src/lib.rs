@@ -5,6 +5,7 @@
 //! [`ports`].
 
 pub mod ddb_export;
+pub mod dump;
 pub mod engine;
 pub mod guard;
 pub mod health;

@@ -441,6 +441,7 @@ impl VaultExports {
             resumable: false,
             tree: None,
             items: Some(stats.clone()),
+            dump: None,
         };
         let store = self.targets.store(&self.target(key), &key.region)?;
         let (temp, capacity, segments) = (temp.to_string(), self.tuning.channel_capacity, self.settings.scan_segments);

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh machine: installs what the tests need (the emulator in a venv,
-# Debian's python3-venv and zstd if missing), then format check, clippy, and every test.
+# Debian's python3-venv, zstd, PostgreSQL and MariaDB if missing), then format check, clippy,
+# and every test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bunker-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-# The export tests pipe archives through the standard zstd CLI (what a user without bunker runs).
-if ! command -v zstd >/dev/null 2>&1; then
-  echo "test.sh: installing zstd (Debian package)" >&2
-  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >&2
+# The export tests pipe archives through the standard zstd CLI (what a user without bunker
+# runs); the dump tests start real PostgreSQL and MariaDB servers (tests/common/db.rs) and use
+# their dump and client tools.
+missing=()
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v pg_dump >/dev/null 2>&1 || missing+=(postgresql-client)
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+command -v mariadb-dump >/dev/null 2>&1 || missing+=(mariadb-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]} (Debian packages)" >&2
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 BUNKER_TEST_PYTHON=$(bash deploy/local/setup-emulator.sh | tail -n 1)
 export BUNKER_TEST_PYTHON

@@ -43,6 +43,28 @@ pub enum Content {
     /// DynamoDB items, one `{"Item": {…}}` object in DynamoDB JSON per line (the layout of
     /// AWS's own DynamoDB exports), from a table restored from a backup.
     DynamodbJson,
+    /// A `pg_dump --format=custom` stream (restored with `pg_restore`); see the manifest's
+    /// `dump` section.
+    PgCustom,
+    /// A plain SQL dump (`pg_dumpall --globals-only`, `mysqldump`, `mariadb-dump`).
+    Sql,
+}
+
+impl Content {
+    /// Every kind of content.
+    pub const ALL: [Content; 5] =
+        [Content::Image, Content::Tar, Content::DynamodbJson, Content::PgCustom, Content::Sql];
+
+    /// The archive object's extension: `<name><extension>`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Content::Image => ".img.zst",
+            Content::Tar => ".tar.zst",
+            Content::DynamodbJson => ".jsonl.zst",
+            Content::PgCustom => ".pgdump.zst",
+            Content::Sql => ".sql.zst",
+        }
+    }
 }
 
 /// What a DynamoDB export holds.
@@ -207,6 +229,9 @@ pub struct Manifest {
     /// DynamoDB exports: the item count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<ItemStats>,
+    /// Database dumps: engine, versions, database, the restore command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump: Option<crate::dump::DumpInfo>,
     /// Every frame, in image order; together they cover the image exactly once.
     pub frames: Vec<Frame>,
 }

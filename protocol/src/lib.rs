@@ -11,6 +11,7 @@ pub mod backup;
 pub mod config;
 pub mod cron;
 pub mod ddb_export;
+pub mod dump;
 pub mod events;
 pub mod job;
 pub mod kind;

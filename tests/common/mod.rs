@@ -11,6 +11,8 @@ use std::sync::{Mutex, OnceLock};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 
+pub mod db;
+
 pub const REGION: &str = "us-east-1";
 
 /// The emulator of this test binary. It stops when the test process exits (its stdin closes).

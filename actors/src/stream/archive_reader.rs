@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bunker_protocol::archive::{
-    self, decode_seek_table, max_manifest_bytes, seek_footer_frames, zero_frame, Frame, FrameKind, Manifest,
+    self, decode_seek_table, max_manifest_bytes, seek_footer_frames, zero_frame, Content, Frame, FrameKind, Manifest,
     SEEK_FOOTER_LEN,
 };
 use bunker_protocol::tags::Tags;
@@ -105,14 +105,13 @@ pub fn manifest_key_for(key: &str) -> Result<String, StreamError> {
     if key.ends_with(".manifest.json") {
         return Ok(key.to_string());
     }
-    for ext in [".img.zst", ".tar.zst"] {
+    for ext in Content::ALL.map(Content::extension) {
         if let Some(stem) = key.strip_suffix(ext) {
             return Ok(format!("{stem}.manifest.json"));
         }
     }
-    Err(StreamError::Input(format!(
-        "{key:?} is neither an archive (.img.zst, .tar.zst) nor a manifest (.manifest.json)"
-    )))
+    let exts = Content::ALL.map(Content::extension).join(", ");
+    Err(StreamError::Input(format!("{key:?} is neither an archive ({exts}) nor a manifest (.manifest.json)")))
 }
 
 impl Archive {
@@ -145,7 +144,7 @@ impl Archive {
     /// (the object check that follows names what is wrong with the archive).
     async fn frames_beside(store: &Arc<dyn ArchiveStore>, mkey: &str) -> Result<u64, StreamError> {
         let stem = mkey.strip_suffix(".manifest.json").unwrap_or(mkey);
-        for ext in [".img.zst", ".tar.zst"] {
+        for ext in Content::ALL.map(Content::extension) {
             let key = format!("{stem}{ext}");
             let url = store.url(&key);
             let Some(size) = store.size(&key).await.map_err(|e| StreamError::port(format!("reading {url}"), e))? else {
@@ -382,6 +381,20 @@ pub fn resolved_hashes(chain: &[Archive]) -> Vec<[u8; 32]> {
 /// Verifies an archive: every frame decodes and matches its hash, the image hash and the
 /// chunk-list hash match (the base chain's manifests are read for the latter).
 pub async fn verify(archive: Archive, progress: &Progress) -> Result<VerifyReport, StreamError> {
+    verify_into(archive, progress, None).await
+}
+
+/// Pieces a zero frame is handed on in by [`verify_into`].
+const ZERO_PIECE: u64 = 1 << 20;
+
+/// [`verify`], handing every checked frame's bytes, in order, to `out` (zero frames as
+/// zeros): the stream a restore pipes into a database client. A closed `out` only stops the
+/// handing on; the verify itself goes to the end.
+pub async fn verify_into(
+    archive: Archive,
+    progress: &Progress,
+    out: Option<tokio::sync::mpsc::Sender<Arc<Vec<u8>>>>,
+) -> Result<VerifyReport, StreamError> {
     let started = Instant::now();
     let chain = archive.clone().chain().await?;
     let m = &archive.manifest;
@@ -395,9 +408,12 @@ pub async fn verify(archive: Archive, progress: &Progress) -> Result<VerifyRepor
     let h = hasher.clone();
     let read = archive
         .frames(&all, progress, move |_, f, data| {
-            let h = h.clone();
+            let (h, out) = (h.clone(), out.clone());
             let zero = f.length;
             Box::pin(async move {
+                if let Some(out) = out {
+                    hand_on(&out, data.clone(), zero).await;
+                }
                 if let Some(h) = h {
                     match data {
                         Some(d) => h.feed(HashItem::Data(d)).await?,
@@ -442,6 +458,23 @@ pub async fn verify(archive: Archive, progress: &Progress) -> Result<VerifyRepor
         chunks_sha256: root,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Sends a frame's bytes (or its zeros, in [`ZERO_PIECE`]s) to `out`; a closed `out` is
+/// the consumer's business (it reports its own failure).
+async fn hand_on(out: &tokio::sync::mpsc::Sender<Arc<Vec<u8>>>, data: Option<Arc<Vec<u8>>>, zeros: u64) {
+    if let Some(d) = data {
+        let _closed = out.send(d).await;
+        return;
+    }
+    let mut left = zeros;
+    while left > 0 {
+        let n = left.min(ZERO_PIECE);
+        if out.send(Arc::new(vec![0u8; n as usize])).await.is_err() {
+            return;
+        }
+        left -= n;
+    }
 }
 
 /// Which data frames of each archive of the chain make up the newest image: the newest

@@ -66,6 +66,8 @@ pub struct ExportRequest {
     pub tree: Option<Arc<Mutex<TreeStats>>>,
     /// Filled by a DynamoDB items reader before it ends.
     pub items: Option<Arc<Mutex<bunker_protocol::archive::ItemStats>>>,
+    /// Database dumps: copied to the manifest.
+    pub dump: Option<bunker_protocol::dump::DumpInfo>,
 }
 
 /// Opens the source reader at a chunk-aligned image offset.
@@ -128,11 +130,7 @@ impl ExportSummary {
 
 /// Archive key for a name.
 pub fn archive_key(name: &str, content: Content) -> String {
-    match content {
-        Content::Image => format!("{name}.img.zst"),
-        Content::Tar => format!("{name}.tar.zst"),
-        Content::DynamodbJson => format!("{name}.jsonl.zst"),
-    }
+    format!("{name}{}", content.extension())
 }
 
 /// Manifest key for a name.
@@ -839,6 +837,7 @@ fn build_manifest(
         }),
         tree,
         items: req.items.as_ref().map(|i| i.lock().expect("item stats").clone()),
+        dump: req.dump.clone(),
         frames,
     }
 }

@@ -193,6 +193,7 @@ fn request(size: u64) -> ExportRequest {
         resumable: true,
         tree: None,
         items: None,
+        dump: None,
     }
 }
 

@@ -1,0 +1,129 @@
+"""Temporary RDS instances that are real database servers, for bunker's dump tests.
+
+moto 5.2.5 restores a DB instance from a snapshot as a record with a made-up endpoint
+(``<id>.aaaaaaaaaa.<region>.rds.amazonaws.com``) and nothing listening. With this module:
+
+* A test starts a real PostgreSQL or MariaDB server (``tests/common/db.rs``), seeds it as
+  "the snapshot's data", and registers it for the snapshot's source instance:
+  ``POST /_bunker/rds-servers`` with ``{"account": …, "source": "<db instance id>", "host":
+  "127.0.0.1", "port": N, "admin_user": …, "admin_password": …}``.
+* ``RestoreDBInstanceFromDBSnapshot`` of a snapshot of that instance makes an instance whose
+  ``Endpoint`` is that server. It is ``creating`` for ``restore_seconds`` (a control; default
+  0.5 s), then ``available``.
+* ``ModifyDBInstance`` with ``MasterUserPassword`` changes the master user's password on the
+  server for real (``ALTER USER``, sent on the client's stdin, never in its argv), as AWS
+  applies it; the instance is ``resetting-master-credentials`` meanwhile.
+* ``DeleteDBInstance`` is recorded: ``GET /_bunker/rds-servers`` answers ``{"restored":
+  [...], "deleted": [...]}`` per account, so a test can check every temporary instance went.
+"""
+
+import subprocess
+import threading
+import time
+
+import moto_backup
+
+LOCK = threading.RLock()
+SERVERS = {}  # (account, source instance id) -> server dict
+RESTORED = {}  # (account, instance id) -> {"server": dict, "ready_at": float}
+HISTORY = {}  # account -> {"restored": [...], "deleted": [...]}
+
+
+def register(body):
+    """``POST /_bunker/rds-servers``: the server a source instance's snapshots restore to."""
+    with LOCK:
+        SERVERS[(str(body["account"]), body["source"])] = body
+
+
+def report(account):
+    with LOCK:
+        return HISTORY.get(account, {"restored": [], "deleted": []})
+
+
+def _history(account):
+    return HISTORY.setdefault(account, {"restored": [], "deleted": []})
+
+
+def _alter_password(server, engine, user, password):
+    """Sets ``user``'s password on the real server, the SQL on stdin."""
+    quoted = password.replace("'", "''")
+    if engine.startswith("postgres") or engine.startswith("aurora-postgresql"):
+        cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", server["host"], "-p", str(server["port"]),
+               "-U", server["admin_user"], "-d", "postgres", "-f", "-"]
+        sql = f'ALTER USER "{user}" PASSWORD \'{quoted}\';'
+        env = {"PGPASSWORD": server["admin_password"], "PATH": "/usr/bin:/bin"}
+    else:
+        cmd = ["mariadb", "--no-defaults", "-h", server["host"], "-P", str(server["port"]), "-u", server["admin_user"]]
+        sql = f"ALTER USER '{user}'@'%' IDENTIFIED BY '{quoted}';"
+        env = {"MYSQL_PWD": server["admin_password"], "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(cmd, input=sql.encode(), env=env, capture_output=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not set the master password: {done.stderr.decode(errors='replace')}")
+
+
+def patch():
+    """Wraps moto's restore, describe, modify and delete of DB instances."""
+    from moto.rds.models import DBInstance, RDSBackend
+
+    original_restore = RDSBackend.restore_db_instance_from_db_snapshot
+    original_describe = RDSBackend.describe_db_instances
+    original_modify = RDSBackend.modify_db_instance
+    original_delete = RDSBackend.delete_db_instance
+    original_address = DBInstance.address
+
+    def restore(self, from_snapshot_id, overrides):
+        name = from_snapshot_id.split(":snapshot:")[-1] if from_snapshot_id.startswith("arn:") else from_snapshot_id
+        snapshot = self.describe_db_snapshots(db_instance_identifier=None, db_snapshot_identifier=name)[0]
+        instance = original_restore(self, from_snapshot_id, overrides)
+        account = self.account_id
+        with LOCK:
+            server = SERVERS.get((account, snapshot.database.db_instance_identifier))
+            _history(account)["restored"].append(instance.db_instance_identifier)
+            if server is not None:
+                seconds = float(moto_backup.setting(account, "restore_seconds"))
+                RESTORED[(account, instance.db_instance_identifier)] = {"server": server,
+                                                                        "ready_at": time.time() + seconds}
+                instance.port = int(server["port"])
+                instance.status = "creating"
+        return instance
+
+    def describe(self, *args, **kwargs):
+        found = original_describe(self, *args, **kwargs)
+        now = time.time()
+        with LOCK:
+            for instance in found:
+                entry = RESTORED.get((self.account_id, instance.db_instance_identifier))
+                if entry and instance.status in ("creating", "resetting-master-credentials") and now >= entry["ready_at"]:
+                    instance.status = "available"
+        return found
+
+    def modify(self, db_instance_identifier, db_kwargs):
+        with LOCK:
+            entry = RESTORED.get((self.account_id, db_instance_identifier))
+        password = db_kwargs.get("master_user_password")
+        if entry and password:
+            instance = self.describe_db_instances(db_instance_identifier)[0]
+            _alter_password(entry["server"], instance.engine, instance.master_username, password)
+            entry["ready_at"] = time.time() + float(moto_backup.setting(self.account_id, "restore_seconds")) / 2
+        instance = original_modify(self, db_instance_identifier, db_kwargs)
+        if entry and password:
+            instance.status = "resetting-master-credentials"
+        return instance
+
+    def delete(self, db_instance_identifier, *args, **kwargs):
+        instance = original_delete(self, db_instance_identifier, *args, **kwargs)
+        with LOCK:
+            RESTORED.pop((self.account_id, db_instance_identifier), None)
+            _history(self.account_id)["deleted"].append(db_instance_identifier)
+        return instance
+
+    def address(self):
+        with LOCK:
+            entry = RESTORED.get((self.backend.account_id, self.db_instance_identifier))
+        return entry["server"]["host"] if entry else original_address.fget(self)
+
+    RDSBackend.restore_db_instance_from_db_snapshot = restore
+    RDSBackend.describe_db_instances = describe
+    RDSBackend.modify_db_instance = modify
+    RDSBackend.delete_db_instance = delete
+    DBInstance.address = property(address)

@@ -1,0 +1,360 @@
+//! Native database dumps against real servers: PostgreSQL and MariaDB started from Debian's
+//! packages (tests/common/db.rs), `bunker export database` → `bunker verify --deep` →
+//! `bunker restore --to-database` into a fresh server, compared table by table; the plain
+//! `zstd -dc | pg_restore --list` way; a dump tool killed mid-stream; the password nowhere.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::db::DbServer;
+use common::Run;
+
+/// `bunker ARGS` with only PATH (optionally a wrapper directory first), `extra` env, and
+/// debug logging (the password must not appear even there).
+fn bunker(args: &[&str], extra: &[(&str, &str)], path_first: Option<&Path>) -> Run {
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(p) = path_first {
+        path = format!("{}:{path}", p.display());
+    }
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bunker"));
+    c.env_clear().env("PATH", path).env("BUNKER_LOG", "debug").env("HOME", "/nonexistent");
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    Run::from(c.args(args).stdin(Stdio::null()).output().unwrap())
+}
+
+fn target() -> (tempfile::TempDir, String) {
+    let d = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", d.path().display());
+    (d, url)
+}
+
+/// Every archive of an export's JSON: database (or "globals") → archive path.
+fn archives(out: &serde_json::Value) -> BTreeMap<String, PathBuf> {
+    out["archives"]
+        .as_array()
+        .expect("archives")
+        .iter()
+        .map(|a| {
+            let db = a["database"].as_str().unwrap_or("globals").to_string();
+            let path = a["archive"].as_str().unwrap().strip_prefix("file://").unwrap();
+            (db, PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// The manifest beside an archive.
+fn manifest_of(archive: &Path) -> PathBuf {
+    let name = archive.file_name().unwrap().to_string_lossy();
+    let stem = name.strip_suffix(".pgdump.zst").or_else(|| name.strip_suffix(".sql.zst")).expect("a dump archive");
+    archive.with_file_name(format!("{stem}.manifest.json"))
+}
+
+/// A wrapper directory whose `tool` records every process's argv while the dump runs
+/// (into `argv.txt`), then runs the real tool.
+fn argv_recorder(tool: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let real = which(tool);
+    let script = format!(
+        "#!/bin/sh\nfor p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done >> {out}\nexec {real} \"$@\"\n",
+        out = dir.path().join("argv.txt").display(),
+        real = real.display()
+    );
+    write_script(&dir.path().join(tool), &script);
+    dir
+}
+
+fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn which(tool: &str) -> PathBuf {
+    let out = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+const PG_SEED: &str = r#"
+CREATE ROLE reporting LOGIN PASSWORD 'r3port';
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, joined date, balance numeric(12,2),
+                        tags text[], profile jsonb, avatar bytea, active boolean, seen timestamptz);
+INSERT INTO customers (name, joined, balance, tags, profile, avatar, active, seen)
+  SELECT 'customer ' || g, date '2020-01-01' + g, g * 1.25, ARRAY['t' || g % 7, 'x'],
+         jsonb_build_object('n', g, 'odd', g % 2 = 1), decode(md5(g::text), 'hex'), g % 3 = 0,
+         timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute'
+  FROM generate_series(1, 5000) g;
+CREATE INDEX customers_joined ON customers (joined);
+CREATE SEQUENCE invoice_no START 1000;
+SELECT setval('invoice_no', 4242);
+CREATE VIEW active_customers AS SELECT id, name FROM customers WHERE active;
+CREATE FUNCTION balance_of(cid int) RETURNS numeric LANGUAGE sql AS 'SELECT balance FROM customers WHERE id = cid';
+GRANT SELECT ON active_customers TO reporting;
+"#;
+
+const PG_SEED_CRM: &str = r#"
+CREATE TABLE notes (id bigint PRIMARY KEY, body text, at timestamp);
+INSERT INTO notes SELECT g, repeat('note ' || g, 20), timestamp '2026-06-01' + g * interval '1 second'
+  FROM generate_series(1, 30000) g;
+"#;
+
+/// Row count and an ordered content checksum of a PostgreSQL table.
+fn pg_table(s: &DbServer, db: &str, table: &str, key: &str) -> String {
+    s.sql(db, &format!("SELECT count(*), md5(string_agg(t::text, '|' ORDER BY {key})) FROM {table} t"))
+}
+
+#[test]
+fn postgres_databases_dump_verify_and_restore_into_a_fresh_server_with_every_object() {
+    let src = DbServer::postgres();
+    src.sql("postgres", "CREATE DATABASE shop");
+    src.sql("postgres", "CREATE DATABASE crm");
+    src.sql("shop", PG_SEED);
+    src.sql("crm", PG_SEED_CRM);
+    let (_dir, to) = target();
+    let recorder = argv_recorder("pg_dump");
+    let env = [src.password_env()];
+    let run = bunker(
+        &["export", "database", &src.url(""), "--to", &to, "--name", "src", "--json"],
+        &env,
+        Some(recorder.path()),
+    );
+    let out = run.ok_json();
+    let got = archives(&out);
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["crm", "globals", "postgres", "shop"], "{out:#}");
+    assert_eq!(out["archives"][0]["database"], serde_json::Value::Null, "globals come first");
+    assert_eq!(out["tls"], "off");
+    assert!(got["shop"].ends_with("src.db-shop.pgdump.zst"));
+
+    // The password is nowhere: argv of every process during the dumps, logs at debug,
+    // JSON output, manifests.
+    let argv = std::fs::read_to_string(recorder.path().join("argv.txt")).unwrap();
+    assert!(argv.contains("--format=custom"), "the recorder saw the dumps: {argv}");
+    let manifests: String = got.values().map(|p| std::fs::read_to_string(manifest_of(p)).unwrap()).collect();
+    for (what, text) in [("argv", &argv), ("stderr", &run.stderr), ("stdout", &run.stdout), ("manifests", &manifests)] {
+        assert!(!text.contains(&src.password), "the password appears in {what}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(manifest_of(&got["shop"])).unwrap()).unwrap();
+    assert_eq!(manifest["content"], "pg-custom");
+    assert_eq!(manifest["dump"]["database"], "shop");
+    assert!(manifest["dump"]["server_version"].as_str().unwrap().starts_with("PostgreSQL "));
+    assert!(manifest["dump"]["tool_version"].as_str().unwrap().contains("pg_dump"));
+    assert!(manifest["dump"]["database_bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(manifest["dump"]["restore_command"].as_str().unwrap().contains("pg_restore --create"));
+    assert_eq!(manifest["image_sha256"].as_str().unwrap().len(), 64);
+
+    // verify --deep: hashes and pg_restore --list / the SQL trailer.
+    for (db, path) in &got {
+        let v = bunker(&["verify", "--deep", &format!("file://{}", path.display()), "--json"], &[], None).ok_json();
+        let deep = v["deep"].as_str().unwrap();
+        assert!(
+            if db == "globals" { deep.contains("header and trailer") } else { deep.contains("pg_restore --list") },
+            "{v:#}"
+        );
+    }
+    // Without bunker: zstd -dc | pg_restore --list.
+    let plain = Command::new("sh")
+        .args(["-c", &format!("zstd -dc {} | pg_restore --list", got["shop"].display())])
+        .output()
+        .unwrap();
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    let listing = String::from_utf8_lossy(&plain.stdout);
+    for object in [
+        "TABLE public customers",
+        "VIEW public active_customers",
+        "FUNCTION public balance_of",
+        "SEQUENCE public invoice_no",
+        "INDEX public customers_joined",
+    ] {
+        assert!(listing.contains(object), "{object} missing from\n{listing}");
+    }
+
+    // Restore into a fresh server: globals first (roles), then each database.
+    let dst = DbServer::postgres();
+    let denv = [dst.password_env()];
+    a_damaged_archive_restores_nothing(&got["crm"], &dst);
+    let g = bunker(
+        &["restore", &format!("file://{}", got["globals"].display()), "--to-database", &dst.url(""), "--json"],
+        &denv,
+        None,
+    );
+    let g = g.ok_json();
+    assert_eq!(g["own_role_statements_skipped"], 2, "CREATE and ALTER ROLE postgres, left out: {g:#}");
+    for db in ["shop", "crm"] {
+        let r = bunker(
+            &["restore", &format!("file://{}", got[db].display()), "--to-database", &dst.url(""), "--json"],
+            &denv,
+            None,
+        );
+        assert_eq!(r.ok_json()["database"], db);
+    }
+    assert_eq!(pg_table(&dst, "shop", "customers", "id"), pg_table(&src, "shop", "customers", "id"));
+    assert_eq!(pg_table(&dst, "crm", "notes", "id"), pg_table(&src, "crm", "notes", "id"));
+    assert!(pg_table(&src, "shop", "customers", "id").starts_with("5000\t"));
+    assert_eq!(dst.sql("shop", "SELECT last_value FROM invoice_no").trim(), "4242");
+    assert_eq!(dst.sql("shop", "SELECT count(*) FROM active_customers").trim(), "1666");
+    assert_eq!(dst.sql("shop", "SELECT balance_of(8)").trim(), "10.00");
+    assert_eq!(
+        dst.sql("shop", "SELECT indexname FROM pg_indexes WHERE indexname = 'customers_joined'").trim(),
+        "customers_joined"
+    );
+    assert_eq!(dst.sql("shop", "SELECT has_table_privilege('reporting', 'active_customers', 'SELECT')").trim(), "t");
+    assert_eq!(dst.sql("postgres", "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'reporting'").trim(), "t");
+
+    // A second restore of the same database refuses: nothing is overwritten.
+    let again = bunker(
+        &["restore", &format!("file://{}", got["shop"].display()), "--to-database", &dst.url(""), "--json"],
+        &denv,
+        None,
+    );
+    assert_eq!(again.code, 2, "{again:#?}");
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    // Into a new name: the URL's database.
+    let renamed = bunker(
+        &["restore", &format!("file://{}", got["shop"].display()), "--to-database", &dst.url("shop_copy")],
+        &denv,
+        None,
+    );
+    assert_eq!(renamed.code, 0, "{renamed:#?}");
+    assert_eq!(pg_table(&dst, "shop_copy", "customers", "id"), pg_table(&src, "shop", "customers", "id"));
+}
+
+/// A copy of `archive` with one byte flipped in its last frame: the bad frame fails the
+/// restore, pg_restore is killed before the end of its input, and no `crm` is left behind.
+fn a_damaged_archive_restores_nothing(archive: &Path, dst: &DbServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let (copy, manifest) = (dir.path().join(archive.file_name().unwrap()), manifest_of(archive));
+    std::fs::copy(&manifest, dir.path().join(manifest.file_name().unwrap())).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let frames = m["frames"].as_array().unwrap();
+    assert!(frames.len() >= 2, "the dump spans several frames: {}", frames.len());
+    let mut bytes = std::fs::read(archive).unwrap();
+    let at = frames.last().unwrap()["archive_offset"].as_u64().unwrap() as usize + 20;
+    bytes[at] ^= 0xff;
+    std::fs::write(&copy, bytes).unwrap();
+    let r = bunker(
+        &["restore", &format!("file://{}", copy.display()), "--to-database", &dst.url("")],
+        &[dst.password_env()],
+        None,
+    );
+    assert_eq!(r.code, 1, "{r:#?}");
+    assert!(r.stderr.contains(&format!("chunk {}", frames.len() - 1)), "{}", r.stderr);
+    assert!(r.stderr.contains("partly restored database was dropped"), "{}", r.stderr);
+    assert_eq!(dst.sql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'crm'").trim(), "0");
+}
+
+const MARIA_SEED: &str = r#"
+CREATE TABLE orders (id INT PRIMARY KEY AUTO_INCREMENT, customer VARCHAR(80) NOT NULL, total DECIMAL(10,2),
+                     placed DATETIME, note TEXT, payload BLOB, KEY by_customer (customer)) ENGINE=InnoDB;
+CREATE TABLE audit (id INT PRIMARY KEY AUTO_INCREMENT, order_id INT, at DATETIME) ENGINE=InnoDB;
+CREATE TRIGGER orders_audit AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit (order_id, at) VALUES (NEW.id, NEW.placed);
+INSERT INTO orders (customer, total, placed, note, payload)
+  SELECT CONCAT('c', seq % 97), seq * 0.5, '2026-01-01' + INTERVAL seq MINUTE, REPEAT('n', seq % 50), UNHEX(MD5(seq))
+  FROM seq_1_to_3000;
+CREATE PROCEDURE order_count(OUT n INT) SELECT COUNT(*) INTO n FROM orders;
+CREATE VIEW big_orders AS SELECT id, total FROM orders WHERE total > 1000;
+"#;
+
+#[test]
+fn mariadb_databases_dump_verify_and_restore_with_triggers_and_routines() {
+    let src = DbServer::mariadb();
+    src.sql("", "CREATE DATABASE shop");
+    src.sql("shop", "SET SESSION group_concat_max_len = 67108864");
+    src.sql("shop", MARIA_SEED);
+    let (_dir, to) = target();
+    let recorder = argv_recorder("mariadb-dump");
+    let run = bunker(
+        &["export", "database", &src.url(""), "--to", &to, "--name", "m", "--json"],
+        &[src.password_env()],
+        Some(recorder.path()),
+    );
+    let out = run.ok_json();
+    let got = archives(&out);
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["shop"], "system schemas are left out: {out:#}");
+    let argv = std::fs::read_to_string(recorder.path().join("argv.txt")).unwrap();
+    assert!(argv.contains("--single-transaction") && argv.contains("--routines"), "{argv}");
+    for (what, text) in [("argv", &argv), ("stderr", &run.stderr), ("stdout", &run.stdout)] {
+        assert!(!text.contains(&src.password), "the password appears in {what}");
+    }
+    let v = bunker(&["verify", "--deep", &format!("file://{}", got["shop"].display()), "--json"], &[], None).ok_json();
+    assert!(v["deep"].as_str().unwrap().contains("mariadb-dump"), "{v:#}");
+
+    let dst = DbServer::mariadb();
+    let r = bunker(
+        &["restore", &format!("file://{}", got["shop"].display()), "--to-database", &dst.url(""), "--json"],
+        &[dst.password_env()],
+        None,
+    );
+    assert_eq!(r.ok_json()["database"], "shop");
+    let checksum = |s: &DbServer, t: &str| {
+        s.sql("shop", &format!("SET SESSION group_concat_max_len = 67108864; SELECT COUNT(*), MD5(GROUP_CONCAT(CONCAT_WS(',', id, {}) ORDER BY id SEPARATOR '|')) FROM {t}", if t == "orders" { "customer, total, placed, note, HEX(payload)" } else { "order_id, at" }))
+    };
+    assert_eq!(checksum(&dst, "orders"), checksum(&src, "orders"));
+    assert_eq!(checksum(&dst, "audit"), checksum(&src, "audit"));
+    assert!(checksum(&src, "orders").starts_with("3000\t"));
+    assert_eq!(
+        dst.sql("shop", "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_name = 'orders_audit'").trim(),
+        "1"
+    );
+    assert_eq!(dst.sql("shop", "CALL order_count(@n); SELECT @n").trim(), "3000");
+    assert_eq!(
+        dst.sql("shop", "SELECT COUNT(*) FROM big_orders").trim(),
+        src.sql("shop", "SELECT COUNT(*) FROM big_orders").trim()
+    );
+    // The trigger came back and fires.
+    dst.sql("shop", "INSERT INTO orders (customer, total, placed) VALUES ('new', 1, NOW())");
+    assert_eq!(dst.sql("shop", "SELECT COUNT(*) FROM audit").trim(), "3001");
+}
+
+#[test]
+fn a_dump_tool_killed_mid_stream_fails_the_export_and_leaves_no_archive() {
+    let src = DbServer::postgres();
+    src.sql("postgres", "CREATE DATABASE shop");
+    src.sql("shop", PG_SEED);
+    let (dir, to) = target();
+    // pg_dump that is SIGKILLed after 64 KiB of output (the anchor's missing-pipefail case).
+    let wrap = tempfile::tempdir().unwrap();
+    let real = which("pg_dump");
+    write_script(
+        &wrap.path().join("pg_dump"),
+        &format!("#!/bin/bash\n{} \"$@\" | head -c 65536\nkill -9 $$\n", real.display()),
+    );
+    let run = bunker(
+        &["export", "database", &src.url("shop"), "--to", &to, "--name", "k", "--json"],
+        &[src.password_env()],
+        Some(wrap.path()),
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("dumping shop") && run.stderr.contains("signal 9"), "{}", run.stderr);
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("k.db-shop.") && (n.ends_with(".manifest.json") || n.ends_with(".pgdump.zst"))),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "k.globals.manifest.json"),
+        "the globals, dumped before, stay complete: {names:?}"
+    );
+
+    // Bad input: clear messages, exit 2, nothing written.
+    let pw = bunker(
+        &["export", "database", &format!("postgres://postgres:{}@127.0.0.1:{}/", src.password, src.port), "--to", &to],
+        &[],
+        None,
+    );
+    assert_eq!(pw.code, 2);
+    assert!(pw.stderr.contains("holds a password") && !pw.stderr.contains(&src.password), "{}", pw.stderr);
+    let missing = bunker(&["export", "database", &src.url("nosuch"), "--to", &to], &[src.password_env()], None);
+    assert_eq!(missing.code, 2, "{missing:#?}");
+    assert!(missing.stderr.contains("\"nosuch\" does not exist"), "{}", missing.stderr);
+    let wrong = bunker(&["export", "database", &src.url("shop"), "--to", &to], &[("PGPASSWORD", "wrong")], None);
+    assert_eq!(wrong.code, 2, "{wrong:#?}");
+    assert!(wrong.stderr.contains("refused the login"), "{}", wrong.stderr);
+}
