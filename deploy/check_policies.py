@@ -35,7 +35,7 @@ DELETING = {
     "redshift:deleteclustersnapshot",
 }
 # Temporary resources bunker removes: only its own (bunker:temporary and its deployment).
-TEMPORARY = {"dynamodb:deletetable"}
+TEMPORARY = {"dynamodb:deletetable", "rds:deletedbinstance", "rds:modifydbinstance"}
 SHARING = {
     "ec2:modifysnapshotattribute",
     "ec2:modifyimageattribute",
@@ -84,7 +84,10 @@ def check_document(name, doc):
         if "ec2:createtags" in acts and "ec2:createaction" not in cond:
             bad(st, "ec2:CreateTags without an ec2:CreateAction condition (tags only in the create call)")
         if acts & {"rds:addtagstoresource", "redshift:createtags"}:
-            for k in ("aws:requesttag/bunker:managed", "aws:requesttag/bunker:deployment"):
+            # Backups carry bunker:managed, temporary resources bunker:temporary; both carry
+            # the deployment.
+            kind = "aws:requesttag/bunker:temporary" if "aws:requesttag/bunker:temporary" in cond else "aws:requesttag/bunker:managed"
+            for k in (kind, "aws:requesttag/bunker:deployment"):
                 if k not in cond:
                     bad(st, f"tagging without a {k} condition")
         for what, acts_of in (("deletes", DELETING), ("shares", SHARING)):

@@ -61,6 +61,18 @@ enum ExportWhat {
         #[arg(long, value_name = "URL")]
         to: Option<String>,
     },
+    /// An RDS DB snapshot, dumped with the engine's own tool from a temporary instance
+    /// restored from it (removed afterwards, whatever happens).
+    Rds {
+        /// The DB snapshot identifier.
+        snapshot: String,
+        /// `dump` (a native dump; parquet exports run through `export recovery-point`).
+        #[arg(long, value_enum, default_value = "dump")]
+        format: RdsFormat,
+        /// Where to: s3://bucket/prefix or file:///directory (default: export.to).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+    },
     /// A database server's databases, each through the engine's own dump tool (pg_dump,
     /// pg_dumpall --globals-only, mariadb-dump / mysqldump) into its own archive.
     Database(crate::dump_cli::DatabaseArgs),
@@ -71,6 +83,13 @@ enum ExportWhat {
         #[command(flatten)]
         opts: ExportOpts,
     },
+}
+
+/// What an RDS snapshot export writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RdsFormat {
+    /// The engine's own dump tool, through a temporary instance.
+    Dump,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -114,10 +133,18 @@ impl ExportArgs {
         }
     }
 
+    /// `export rds`'s (snapshot, target), if that is the export asked for.
+    pub fn rds_snapshot(&self) -> Option<(String, Option<String>)> {
+        match &self.what {
+            ExportWhat::Rds { snapshot, to, format: RdsFormat::Dump } => Some((snapshot.clone(), to.clone())),
+            _ => None,
+        }
+    }
+
     /// Whether this export reads or writes anything in AWS (an EBS snapshot, an S3 target).
     pub fn reaches_aws(&self) -> bool {
         match &self.what {
-            ExportWhat::Ebs { .. } | ExportWhat::RecoveryPoint { .. } => true,
+            ExportWhat::Ebs { .. } | ExportWhat::RecoveryPoint { .. } | ExportWhat::Rds { .. } => true,
             ExportWhat::File { opts, .. } | ExportWhat::Path { opts, .. } => opts.to.starts_with("s3://"),
             ExportWhat::Database(args) => args.reaches_aws(),
         }
@@ -376,6 +403,9 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
     let (opts, req, open): (ExportOpts, ExportRequest, OpenReader) = match args.what {
         ExportWhat::RecoveryPoint { .. } => {
             return Err(input("export recovery-point runs through the vault workflow (src/vault_cli.rs)".into()))
+        }
+        ExportWhat::Rds { .. } => {
+            return Err(input("export rds runs through the snapshot dump workflow (src/dump_cli.rs)".into()))
         }
         ExportWhat::Database(args) => {
             let store = target_store(aws, region, args.target())?;

@@ -229,11 +229,14 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Command::Config { command: ConfigCommand::Show { resource, kind } } => {
                 config_show(&aws, &regions, &set, resource, kind, cli.json).await
             }
-            Command::Export(args) => match args.recovery_point() {
-                Some((arn, vault, to)) => {
+            Command::Export(args) => match (args.recovery_point(), args.rds_snapshot()) {
+                (Some((arn, vault, to)), _) => {
                     crate::vault_cli::export_point(&aws, &regions, cfg, arn, vault, to, cli.json).await
                 }
-                None => archive_result(crate::archive_cli::export(&aws, region, args, cli.json).await),
+                (None, Some((snapshot, to))) => {
+                    crate::dump_cli::export_snapshot(&aws, region, cfg, snapshot, to, cli.json).await
+                }
+                (None, None) => archive_result(crate::archive_cli::export(&aws, region, args, cli.json).await),
             },
             Command::Vault { command } => {
                 crate::vault_cli::run(&aws, region.unwrap_or_default(), cfg, command, cli.json).await

@@ -196,6 +196,51 @@ pub async fn restore(
     Ok(0)
 }
 
+/// `bunker export rds SNAPSHOT --format dump [--to URL]`: one job of the snapshot dump
+/// workflow, to its end.
+pub async fn export_snapshot(
+    aws: &crate::aws::Aws,
+    region: Option<&str>,
+    cfg: &bunker_protocol::config::Config,
+    snapshot: String,
+    to: Option<String>,
+    json: bool,
+) -> Result<std::process::ExitCode, Fatal> {
+    use actix::Actor;
+    use bunker_actors::dump::snapshot::DumpKey;
+    use bunker_actors::engine::{Alerts, JobActor, Run};
+    let Some(to) = to.or_else(|| cfg.export_to.clone()) else {
+        return Err(input("no target: pass --to s3://bucket/prefix (or set export.to)".into()));
+    };
+    if !bunker_protocol::config::is_target(&to) {
+        return Err(input(format!("--to {to:?}: expected s3://bucket/prefix or file:///directory")));
+    }
+    let region = region.ok_or_else(|| input("no region: pass --region or set AWS_REGION".into()))?.to_string();
+    let account = aws
+        .account_id()
+        .await
+        .map_err(|e| crate::exit::runtime(anyhow!(e).context("cannot identify the AWS account")))?;
+    let logic = crate::services::snapshot_dumps(aws, &account, cfg, std::slice::from_ref(&region));
+    let metrics = Arc::new(bunker_actors::metrics::Metrics::default());
+    let alerts = Alerts::new(aws.notifier(), cfg.error_sns_topic.clone());
+    let interval = cfg.serve.check_interval.unsigned_abs();
+    let jobs = JobActor::new(Arc::new(logic), interval, metrics, alerts).start();
+    let key = DumpKey { region, snapshot, to, point: None };
+    let report = jobs
+        .send(Run(key))
+        .await
+        .map_err(|e| crate::exit::runtime(anyhow!("job actor: {e}")))?
+        .map_err(|e| crate::exit::runtime(anyhow!(e)))?;
+    let (state, reason) = (report.end.state(), report.end.reason().map(String::from));
+    if json {
+        let out = serde_json::json!({"snapshot": report.key.snapshot, "to": report.key.to, "state": state, "reason": reason, "entries": report.entries});
+        println!("{}", serde_json::to_string_pretty(&out).expect("report serializes"));
+    } else {
+        println!("{}: {state}{}", report.key, reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default());
+    }
+    Ok(if report.done() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

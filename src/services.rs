@@ -84,6 +84,7 @@ pub fn vault_exports(
         vaults: cfg.export_vaults.clone(),
         kinds: cfg.export_kinds.clone(),
         dynamodb_mode: cfg.export_dynamodb_mode,
+        rds_format: cfg.export_rds_format,
         scan_segments: cfg.export_scan_segments,
         delete_source: cfg.export_delete_source,
         export_to,
@@ -105,7 +106,11 @@ pub fn vault_exports(
     let pitr = PitrExports::new(regions.iter().map(|r| aws.table_exports(r)).collect(), parquet_poll(cfg));
     let reports = bunker_actors::engine::Alerts::new(notifier, cfg.status_sns_topic.clone());
     let logic = VaultExports::new(settings, ports, tables, parquet, targets, tuning, metrics, alerts);
-    Some(logic.with_pitr(pitr).with_reports(reports))
+    let logic = logic.with_pitr(pitr).with_reports(reports);
+    Some(match cfg.export_rds_format.dump() {
+        true => logic.with_dumps(snapshot_dumps(aws, account, cfg, regions)),
+        false => logic,
+    })
 }
 
 /// `export.task_poll`: the first look at a running export task (RDS's, DynamoDB's).
@@ -117,6 +122,32 @@ fn parquet_poll(cfg: &Config) -> std::time::Duration {
 pub fn holder_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{}-{}-{:x}", host.trim(), std::process::id(), jiff::Timestamp::now().as_nanosecond() & 0xffff_ffff)
+}
+
+/// The snapshot dump workflow over `regions` (temporary instances, their passwords in SSM,
+/// archives through [`ServiceExports`]).
+pub fn snapshot_dumps(
+    aws: &Aws,
+    account: &str,
+    cfg: &Config,
+    regions: &[String],
+) -> bunker_actors::dump::snapshot::SnapshotDumps {
+    use bunker_actors::dump::snapshot::{DumpSettings, SnapshotDumps};
+    let region = regions.first().map(String::as_str).unwrap_or_default();
+    let settings = DumpSettings {
+        deployment: cfg.deployment_id(account, region),
+        instance_class: cfg.export_dump_instance_class.clone(),
+        subnet_group: cfg.export_dump_subnet_group.clone(),
+        security_group: cfg.export_dump_security_group.clone(),
+        kms_key: cfg.export_kms_key.clone(),
+        tls_ca: None,
+        level: bunker_actors::stream::Tuning::LEVEL,
+        poll: parquet_poll(cfg),
+    };
+    let instances = regions.iter().map(|r| (r.clone(), aws.dump_instances(r))).collect();
+    let secrets = regions.iter().map(|r| (r.clone(), aws.secrets(r))).collect();
+    let targets = Arc::new(ServiceExports::new(aws.clone()));
+    SnapshotDumps::new(settings, instances, secrets, targets, bunker_actors::stream::Tuning::default())
 }
 
 /// The service's exports: EBS snapshots with the default buffer sizes.

@@ -358,3 +358,241 @@ fn a_dump_tool_killed_mid_stream_fails_the_export_and_leaves_no_archive() {
     assert_eq!(wrong.code, 2, "{wrong:#?}");
     assert!(wrong.stderr.contains("refused the login"), "{}", wrong.stderr);
 }
+
+/// An RDS instance in the emulator whose snapshots restore to the real server `src`
+/// (`deploy/local/moto_rds_restore.py`); returns the snapshot id.
+async fn rds_snapshot_of(a: &common::Account, src: &DbServer, instance: &str, engine: &str) -> String {
+    let rds = aws_sdk_rds::Client::new(&a.sdk(common::REGION).await);
+    let version = if engine == "mariadb" { "10.11.19" } else { "15.18" };
+    rds.create_db_instance()
+        .db_instance_identifier(instance)
+        .engine(engine)
+        .engine_version(version)
+        .db_instance_class("db.t3.micro")
+        .allocated_storage(20)
+        .master_username("master")
+        .master_user_password("initial-password")
+        .send()
+        .await
+        .unwrap();
+    let snapshot = format!("{instance}-snap");
+    rds.create_db_snapshot().db_instance_identifier(instance).db_snapshot_identifier(&snapshot).send().await.unwrap();
+    let body = serde_json::json!({"account": a.id, "source": instance, "host": "127.0.0.1", "port": src.port,
+                                  "admin_user": src.user, "admin_password": src.password});
+    common::post(&a.endpoint, "/_bunker/rds-servers", &body.to_string());
+    snapshot
+}
+
+fn rds_servers(a: &common::Account) -> serde_json::Value {
+    common::get_json(&a.endpoint, &format!("/_bunker/rds-servers?account={}", a.id))
+}
+
+fn dump_config(dir: &Path) -> String {
+    let path = dir.join("bunker.toml");
+    let body = format!(
+        "regions = [\"{}\"]\ndeployment = \"dumps-test\"\nexport.task_poll = \"1s\"\n[serve]\ncheck_interval = \"1s\"\n",
+        common::REGION
+    );
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+async fn parameters(a: &common::Account) -> Vec<String> {
+    let ssm = aws_sdk_ssm::Client::new(&a.sdk(common::REGION).await);
+    let out = ssm.get_parameters_by_path().path("/bunker").recursive(true).send().await.unwrap();
+    out.parameters().iter().filter_map(|p| p.name().map(String::from)).collect()
+}
+
+/// An account with a bucket, `restore_seconds` for its temporary instances, an RDS instance
+/// `instance` whose snapshots restore to `src`, and a config: (account, bucket, snapshot,
+/// config dir, config path, target URL).
+async fn rds_setup(
+    id: &str,
+    src: &DbServer,
+    instance: &str,
+    engine: &str,
+    restore_seconds: f64,
+) -> (common::Account, String, String, tempfile::TempDir, String, String) {
+    let a = common::Account::new(id).await;
+    let bucket = a.bucket("dumps").await;
+    let controls = serde_json::json!({"account": a.id, "restore_seconds": restore_seconds});
+    common::post(&a.endpoint, "/_bunker/backup", &controls.to_string());
+    let snapshot = rds_snapshot_of(&a, src, instance, engine).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dump_config(dir.path());
+    let to = format!("s3://{bucket}/db");
+    (a, bucket, snapshot, dir, cfg, to)
+}
+
+#[tokio::test]
+async fn an_rds_snapshot_is_dumped_through_a_temporary_instance_that_is_always_removed() {
+    let src = DbServer::postgres();
+    src.sql("postgres", "CREATE ROLE master SUPERUSER LOGIN PASSWORD 'initial-password'");
+    src.sql("postgres", "CREATE DATABASE shop");
+    src.sql("shop", PG_SEED);
+    let (a, bucket, snapshot, _dir, cfg, to) = rds_setup("120000000001", &src, "shop-db", "postgres", 1.5).await;
+    let run = a.bunker(&["export", "rds", &snapshot, "--format", "dump", "--to", &to, "--config", &cfg, "--json"]);
+    let out = run.ok_json();
+    assert_eq!(out["state"], "done", "{out:#}");
+
+    // Exactly one temporary instance, restored and deleted; its password parameter gone; the
+    // master password really reset (the old one no longer logs in).
+    let servers = rds_servers(&a);
+    assert_eq!(servers["restored"].as_array().unwrap().len(), 1, "{servers}");
+    assert_eq!(servers["restored"], servers["deleted"], "{servers}");
+    assert!(servers["restored"][0].as_str().unwrap().starts_with("bunker-dump-"));
+    assert_eq!(parameters(&a).await, Vec::<String>::new());
+    let old = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &src.port.to_string(),
+            "-U",
+            "master",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT 1",
+        ])
+        .env("PGPASSWORD", "initial-password")
+        .output()
+        .unwrap();
+    assert!(!old.status.success(), "the master password was reset");
+
+    // The archives, in S3: verified deep and restored into a fresh server.
+    let index = a.get_object(&bucket, &format!("db/{snapshot}.dumps.json")).await;
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let got: Vec<&str> = index["archives"].as_array().unwrap().iter().map(|x| x["archive"].as_str().unwrap()).collect();
+    assert_eq!(got.len(), 3, "globals, postgres, shop: {index:#}");
+    let shop = got.iter().find(|u| u.ends_with(".db-shop.pgdump.zst")).unwrap();
+    let v = a.bunker(&["verify", "--deep", shop, "--json"]).ok_json();
+    assert!(v["deep"].as_str().unwrap().contains("pg_restore --list"), "{v:#}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("db/{snapshot}.db-shop.manifest.json")).await).unwrap();
+    assert_eq!(
+        (m["source"]["type"].as_str(), m["source"]["id"].as_str()),
+        (Some("rds-snapshot"), Some(snapshot.as_str()))
+    );
+    let dst = DbServer::postgres();
+    let globals = got.iter().find(|u| u.ends_with(".globals.sql.zst")).unwrap();
+    a.bunker_with(&["restore", globals, "--to-database", &dst.url(""), "--json"], &[dst.password_env()]).ok_json();
+    let r = a.bunker_with(&["restore", shop, "--to-database", &dst.url(""), "--json"], &[dst.password_env()]);
+    assert_eq!(r.ok_json()["database"], "shop");
+    assert_eq!(pg_table(&dst, "shop", "customers", "id"), pg_table(&src, "shop", "customers", "id"));
+
+    // A second run finds the dump done: no second instance.
+    let again = a.bunker(&["export", "rds", &snapshot, "--to", &to, "--config", &cfg, "--json"]).ok_json();
+    assert_eq!(again["state"], "done");
+    assert_eq!(rds_servers(&a)["restored"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_killed_dump_resumes_on_the_same_instance_and_an_unsupported_engine_is_refused_at_once() {
+    let src = DbServer::mariadb();
+    src.sql("", "CREATE USER 'master'@'%' IDENTIFIED BY 'initial-password'; GRANT ALL ON *.* TO 'master'@'%'");
+    src.sql("", "CREATE DATABASE shop");
+    src.sql("shop", MARIA_SEED);
+    let (a, bucket, snapshot, _dir, cfg, to) = rds_setup("120000000002", &src, "maria-db", "mariadb", 4.0).await;
+
+    // SIGKILL while the temporary instance is being made.
+    let mut child = a.command().args(["export", "rds", &snapshot, "--to", &to, "--config", &cfg]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rds_servers(&a)["restored"].as_array().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no instance was restored");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(rds_servers(&a)["deleted"].as_array().unwrap().len(), 0, "the instance outlived bunker");
+
+    // The rerun finds that instance, finishes the dump and removes it and its parameter.
+    let out = a.bunker(&["export", "rds", &snapshot, "--to", &to, "--config", &cfg, "--json"]).ok_json();
+    assert_eq!(out["state"], "done", "{out:#}");
+    let servers = rds_servers(&a);
+    assert_eq!(servers["restored"].as_array().unwrap().len(), 1, "done once, on one instance: {servers}");
+    assert_eq!(servers["restored"], servers["deleted"]);
+    assert_eq!(parameters(&a).await, Vec::<String>::new());
+    let index: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("db/{snapshot}.dumps.json")).await).unwrap();
+    assert_eq!(index["archives"].as_array().unwrap().len(), 1, "{index:#}");
+
+    // An engine without a dump tool: refused before any instance is restored.
+    let rds = aws_sdk_rds::Client::new(&a.sdk(common::REGION).await);
+    rds.create_db_instance()
+        .db_instance_identifier("ora")
+        .engine("oracle-ee")
+        .db_instance_class("db.m5.large")
+        .allocated_storage(20)
+        .master_username("master")
+        .master_user_password("initial-password")
+        .send()
+        .await
+        .unwrap();
+    rds.create_db_snapshot().db_instance_identifier("ora").db_snapshot_identifier("ora-snap").send().await.unwrap();
+    let ora = a.bunker(&["export", "rds", "ora-snap", "--to", &to, "--config", &cfg, "--json"]);
+    assert_eq!(ora.code, 1, "{ora:#?}");
+    let ora = ora.json();
+    assert_eq!(ora["state"], "failed");
+    assert!(ora["reason"].as_str().unwrap().contains("not supported for dumps"), "{ora:#}");
+    assert_eq!(rds_servers(&a)["restored"].as_array().unwrap().len(), 1, "no instance for oracle");
+}
+
+/// `export.rds_format = "dump"` with `export.delete_source`: an AWS Backup recovery point of
+/// an RDS instance is dumped through a temporary instance, its archives verified, and only
+/// then is the recovery point deleted; the manifests and the index name the recovery point.
+#[tokio::test]
+async fn an_rds_recovery_point_is_dumped_verified_and_only_then_deleted() {
+    let src = DbServer::postgres();
+    src.sql("postgres", "CREATE ROLE master SUPERUSER LOGIN PASSWORD 'initial-password'");
+    src.sql("postgres", "CREATE DATABASE shop");
+    src.sql("shop", PG_SEED);
+    let a = common::Account::new("120000000003").await;
+    let conf = a.sdk(common::REGION).await;
+    let backup = aws_sdk_backup::Client::new(&conf);
+    backup.create_backup_vault().backup_vault_name("Default").send().await.unwrap();
+    let bucket = a.bucket("vault-dumps").await;
+    common::post(
+        &a.endpoint,
+        "/_bunker/backup",
+        &serde_json::json!({"account": a.id, "restore_seconds": 1}).to_string(),
+    );
+    rds_snapshot_of(&a, &src, "vault-db", "postgres").await;
+    let db_arn = format!("arn:aws:rds:{}:{}:db:vault-db", common::REGION, a.id);
+    let role = "arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole";
+    let job = backup.start_backup_job().backup_vault_name("Default").resource_arn(&db_arn).iam_role_arn(role);
+    let point = job.send().await.unwrap().recovery_point_arn.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "regions = [\"{}\"]\ndeployment = \"vault-dumps\"\nexport.to = \"s3://{bucket}/v\"\nexport.vaults = [\"Default\"]\n\
+             export.delete_source = true\nexport.rds_format = \"dump\"\nexport.task_poll = \"1s\"\n[serve]\ncheck_interval = \"1s\"\n",
+            common::REGION
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let run = a.bunker(&["export", "recovery-point", &point, "--vault", "Default", "--config", &cfg, "--json"]);
+    let out = run.ok_json();
+    assert_eq!(out["state"], "done", "{out:#}\n{}", run.stderr);
+
+    let gone = backup.describe_recovery_point().backup_vault_name("Default").recovery_point_arn(&point).send().await;
+    assert!(gone.is_err(), "the recovery point was deleted after its dump verified");
+    let servers = rds_servers(&a);
+    assert_eq!(servers["restored"].as_array().unwrap().len(), 1, "{servers}");
+    assert_eq!(servers["restored"], servers["deleted"]);
+    assert_eq!(parameters(&a).await, Vec::<String>::new());
+    let objects = aws_sdk_s3::Client::new(&conf).list_objects_v2().bucket(&bucket).prefix("v/").send().await.unwrap();
+    let keys: Vec<String> = objects.contents().iter().filter_map(|o| o.key().map(String::from)).collect();
+    let index_key = keys.iter().find(|k| k.ends_with(".dumps.json")).unwrap_or_else(|| panic!("{keys:?}"));
+    assert!(index_key.starts_with("v/recovery-points/Default/awsbackup-job-"), "{index_key}");
+    let index: serde_json::Value = serde_json::from_slice(&a.get_object(&bucket, index_key).await).unwrap();
+    assert_eq!(index["recovery_point"]["arn"], point.as_str());
+    let shop = keys.iter().find(|k| k.ends_with(".db-shop.manifest.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&a.get_object(&bucket, shop).await).unwrap();
+    assert_eq!(m["source"]["recovery_point"]["arn"], point.as_str());
+    assert_eq!(m["dump"]["database"], "shop");
+}

@@ -55,7 +55,7 @@ fn statement<'a>(policy: &'a mut Value, sid: &str) -> &'a mut Value {
 fn every_regression_is_caught() {
     let original: Value = serde_json::from_str(&std::fs::read_to_string(root().join(POLICY)).unwrap()).unwrap();
     type Mutation = fn(&mut Value);
-    let mutations: [(&str, Mutation, &str); 10] = [
+    let mutations: [(&str, Mutation, &str); 12] = [
         (
             "tag after creation",
             |p| {
@@ -108,6 +108,23 @@ fn every_regression_is_caught() {
                 statement(p, "DeleteOnlyTemporaryTables").as_object_mut().unwrap().remove("Condition");
             },
             "deletes temporary resources without a aws:resourcetag/bunker:temporary",
+        ),
+        (
+            "delete any instance",
+            |p| {
+                statement(p, "ResetAndDeleteOnlyTemporaryDumpInstances").as_object_mut().unwrap().remove("Condition");
+            },
+            "deletes temporary resources without a aws:resourcetag/bunker:temporary",
+        ),
+        (
+            "restore instances of any deployment",
+            |p| {
+                statement(p, "RestoreTemporaryDumpInstances")["Condition"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("StringLike");
+            },
+            "tagging without a aws:requesttag/bunker:deployment",
         ),
         (
             "grants for anyone",

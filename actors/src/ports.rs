@@ -577,3 +577,82 @@ pub trait ArchiveStore: Send + Sync {
     /// Abandons an upload and frees its parts.
     async fn abort_upload(&self, key: &str, upload: &str) -> Result<(), PortError>;
 }
+
+/// An RDS DB snapshot, as much as a dump needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSnapshotInfo {
+    /// The snapshot identifier.
+    pub id: String,
+    /// `Engine` (`postgres`, `mysql`, `mariadb`, …).
+    pub engine: String,
+    /// `EngineVersion`.
+    pub engine_version: String,
+    /// `MasterUsername`.
+    pub master_user: String,
+    /// `Status` (`available` when it can be restored).
+    pub status: String,
+    /// `DBInstanceIdentifier`: the instance it is of.
+    pub source: String,
+}
+
+/// A temporary DB instance, as `DescribeDBInstances` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbInstanceInfo {
+    /// `DBInstanceStatus`, lowercase.
+    pub status: String,
+    /// `Endpoint.Address` and `Endpoint.Port`, once it has one.
+    pub endpoint: Option<(String, u16)>,
+    /// Its tags.
+    pub tags: Tags,
+}
+
+/// How to restore a temporary instance for a dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreInstance {
+    /// The snapshot.
+    pub snapshot: String,
+    /// The new instance's identifier.
+    pub instance: String,
+    /// `DBInstanceClass`.
+    pub class: String,
+    /// `DBSubnetGroupName`, if configured.
+    pub subnet_group: Option<String>,
+    /// `VpcSecurityGroupIds`, if configured.
+    pub security_group: Option<String>,
+    /// Tags given at creation (the temporary tags).
+    pub tags: Tags,
+}
+
+/// Temporary DB instances for dumps (RDS; `src/aws/rds_dumps.rs`).
+#[async_trait]
+pub trait DumpInstances: Send + Sync {
+    /// The region.
+    fn region(&self) -> &str;
+    /// The DB snapshot `id`, if it exists.
+    async fn snapshot(&self, id: &str) -> Result<Option<DbSnapshotInfo>, PortError>;
+    /// Restores a new instance: not publicly accessible, no deletion protection, tagged at
+    /// creation (`AlreadyExists` when the name is taken).
+    async fn restore(&self, request: &RestoreInstance) -> Result<(), PortError>;
+    /// The instance `id`, if it exists.
+    async fn instance(&self, id: &str) -> Result<Option<DbInstanceInfo>, PortError>;
+    /// Sets the master password and turns automated backups off, applied immediately.
+    async fn set_master_password(&self, id: &str, password: &str) -> Result<(), PortError>;
+    /// Deletes the instance: no final snapshot, automated backups deleted.
+    async fn delete(&self, id: &str) -> Result<(), PortError>;
+    /// Instances whose identifier starts with `prefix`, with their tags.
+    async fn named(&self, prefix: &str) -> Result<Vec<(String, Tags)>, PortError>;
+}
+
+/// Secrets kept while a temporary resource lives (SSM Parameter Store SecureStrings).
+#[async_trait]
+pub trait Secrets: Send + Sync {
+    /// Stores (or overwrites) `name`, encrypted with `kms_key` (the account's default key
+    /// when `None`).
+    async fn put(&self, name: &str, value: &str, kms_key: Option<&str>) -> Result<(), PortError>;
+    /// The value of `name`, decrypted, if it exists.
+    async fn get(&self, name: &str) -> Result<Option<String>, PortError>;
+    /// Deletes `name` (absent is fine).
+    async fn delete(&self, name: &str) -> Result<(), PortError>;
+    /// Every name under `path` (recursively).
+    async fn under(&self, path: &str) -> Result<Vec<String>, PortError>;
+}

@@ -37,6 +37,8 @@ use crate::stream::exporter_actor::{run_export, PreparedExport};
 use crate::stream::items_reader::items_reader;
 use crate::stream::{Progress, StreamError, Tuning};
 
+mod dumps;
+
 /// One recovery point to export.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PointKey {
@@ -69,6 +71,8 @@ pub struct VaultSettings {
     pub kinds: Vec<ExportKind>,
     /// `export.dynamodb_mode`.
     pub dynamodb_mode: DynamoDbMode,
+    /// `export.rds_format`.
+    pub rds_format: bunker_protocol::vault::RdsFormat,
     /// `export.scan_segments`: parallel scan segments of a `backup`-mode DynamoDB export.
     pub scan_segments: u32,
     /// `export.delete_source`.
@@ -121,6 +125,8 @@ pub struct VaultExports {
     tables: HashMap<String, Arc<dyn Tables>>,
     parquet: ParquetExports,
     pitr: Option<crate::ddb_export::PitrExports>,
+    /// RDS recovery points dumped through temporary instances (`export.rds_format`).
+    dumps: Option<crate::dump::snapshot::SnapshotDumps>,
     /// Where each recovery point's report goes (`status_sns_topic`).
     reports: Option<Alerts>,
     clock: Arc<dyn Clock>,
@@ -158,6 +164,7 @@ impl VaultExports {
             tables,
             parquet,
             pitr: None,
+            dumps: None,
             reports: None,
             clock: Arc::new(SystemClock),
             targets,
@@ -274,6 +281,23 @@ impl VaultExports {
         Ok(())
     }
 
+    /// [`Self::archived`], and for an RDS recovery point the formats `export.rds_format`
+    /// asks for: archived only when each is.
+    async fn archived_all(
+        &self,
+        key: &PointKey,
+        store: &Arc<dyn ArchiveStore>,
+        holds: &Holds,
+        name: &str,
+    ) -> Result<Archived, StreamError> {
+        let parquet = if self.parqueted(holds) { self.archived(key, store, name).await? } else { Archived::Yes };
+        let dump = match holds {
+            Holds::RdsSnapshot(id) if self.dumped(holds) => self.dump_archived(key, store, id).await?,
+            _ => Archived::Yes,
+        };
+        Ok(if parquet == Archived::Yes && dump == Archived::Yes { Archived::Yes } else { Archived::No })
+    }
+
     /// Exports what `holds` is; `Some` when it must wait (a temporary table restoring, an
     /// export task running).
     async fn export_holds(
@@ -290,10 +314,21 @@ impl VaultExports {
                 self.export_pitr(key, point, name).await
             }
             Holds::DynamoDbBackup(arn) => self.export_table(key, arn, name).await.map(waiting),
+            Holds::ClusterSnapshot { .. } if !self.settings.rds_format.parquet() => Err(StreamError::Input(
+                "Aurora cluster snapshots are not dumped yet: set export.rds_format to \"parquet\" or \"both\"".into(),
+            )),
             Holds::RdsSnapshot(id) | Holds::ClusterSnapshot { id, docdb: false } => {
                 let store = self.targets.store(&self.target(key), &key.region)?;
                 let cluster = matches!(holds, Holds::ClusterSnapshot { .. });
-                self.parquet.export(&self.parquet_job(key, id, cluster, &store)).await
+                if self.parqueted(holds) && self.archived(key, &store, name).await? == Archived::No {
+                    if let Some(p) = self.parquet.export(&self.parquet_job(key, id, cluster, &store)).await? {
+                        return Ok(Some(p));
+                    }
+                }
+                if self.dumped(holds) {
+                    return self.export_dump(key, id).await;
+                }
+                Ok(None)
             }
             other => Err(StreamError::Internal(format!("no export for {}", other.describe()))),
         }
@@ -340,16 +375,8 @@ impl VaultExports {
     /// The tags of a temporary table made now for `key`.
     fn temp_tags(&self, key: &PointKey) -> Tags {
         let expires = self.clock.now().as_second() + TEMP_TABLE_HOURS * 3600;
-        let expires = jiff::Timestamp::from_second(expires).map(|t| t.to_string()).unwrap_or_default();
-        [
-            (tags::TEMPORARY, "true".to_string()),
-            (tags::DEPLOYMENT, self.deployment(&key.region).to_string()),
-            (tags::PURPOSE, format!("export of {}", key.arn)),
-            (tags::EXPIRES_AT, expires),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        let expires = jiff::Timestamp::from_second(expires).unwrap_or(jiff::Timestamp::MAX);
+        tags::temporary(self.deployment(&key.region), format!("export of {}", key.arn), expires)
     }
 
     /// This deployment's id in `region` (empty, matching no tag, when it has none there).
@@ -502,7 +529,7 @@ impl VaultExports {
             };
             let kind = holds.kind().filter(|k| self.settings.kinds.contains(k));
             if archived.is_none() && kind.is_some() && !name.is_empty() {
-                archived = Some(self.archived(key, &store, &name).await?);
+                archived = Some(self.archived_all(key, &store, &holds, &name).await?);
             }
             let seen = Seen {
                 status: point.as_ref().map(|p| p.status.clone()),
@@ -522,7 +549,12 @@ impl VaultExports {
                     entries.push(entry(key, Operation::ExportBackup, EntryStatus::Ok, None));
                 }
                 Step::Verify => {
-                    self.verify(key, &store, &name).await?;
+                    if self.parqueted(&holds) {
+                        self.verify(key, &store, &name).await?;
+                    }
+                    if let (true, Holds::RdsSnapshot(id)) = (self.dumped(&holds), &holds) {
+                        self.verify_dump(&store, id).await?;
+                    }
                     archived = Some(Archived::Verified);
                 }
                 Step::Delete => match port.delete(&key.vault, &key.arn).await {
@@ -655,7 +687,7 @@ impl Workflow for VaultExports {
     /// Removes this deployment's temporary tables whose `bunker:expires_at` has passed.
     async fn sweep(&self) -> Result<usize, PortError> {
         let now = self.clock.now();
-        let mut removed = 0;
+        let mut removed = self.sweep_dumps().await?;
         for (region, tables) in &self.tables {
             for name in tables.named(TEMP_TABLE_PREFIX).await? {
                 let Some(crate::ports::TableInfo { tags, .. }) = tables.status(&name).await? else { continue };

@@ -44,7 +44,9 @@ DEFAULTS = {"job_seconds": 0.2, "legal_holds": [], "expire_on_delete": False,
             "export_seconds": 0.5, "rds_content": {}, "export_fail_tables": [], "export_corrupt": [],
             "export_fail_tasks": [],
             # DynamoDB exports (moto_ddb_export.py)
-            "ddb_export_drop_files": 0, "ddb_export_fail": False}
+            "ddb_export_drop_files": 0, "ddb_export_fail": False,
+            # Temporary instances for dumps (moto_rds_restore.py)
+            "restore_seconds": 0.5}
 CONTROLS = {}  # account -> controls (tests in one emulator each use their own account)
 
 

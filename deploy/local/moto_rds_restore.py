@@ -13,6 +13,8 @@ moto 5.2.5 restores a DB instance from a snapshot as a record with a made-up end
 * ``ModifyDBInstance`` with ``MasterUserPassword`` changes the master user's password on the
   server for real (``ALTER USER``, sent on the client's stdin, never in its argv), as AWS
   applies it; the instance is ``resetting-master-credentials`` meanwhile.
+* AWS Backup's snapshots (``awsbackup:job-…``) restore by their identifier, as on AWS (moto's
+  own restore finds only manual and automated snapshots).
 * ``DeleteDBInstance`` is recorded: ``GET /_bunker/rds-servers`` answers ``{"restored":
   [...], "deleted": [...]}`` per account, so a test can check every temporary instance went.
 """
@@ -73,8 +75,22 @@ def patch():
 
     def restore(self, from_snapshot_id, overrides):
         name = from_snapshot_id.split(":snapshot:")[-1] if from_snapshot_id.startswith("arn:") else from_snapshot_id
-        snapshot = self.describe_db_snapshots(db_instance_identifier=None, db_snapshot_identifier=name)[0]
-        instance = original_restore(self, from_snapshot_id, overrides)
+        # AWS restores an AWS Backup snapshot (awsbackup:job-…) by its identifier; moto's
+        # restore looks only at manual and automated snapshots, so it is shown the type.
+        kind = "awsbackup" if name.startswith("awsbackup:") else None
+        snapshot = self.describe_db_snapshots(db_instance_identifier=None, db_snapshot_identifier=name,
+                                              snapshot_type=kind)[0]
+        with LOCK:
+            if kind:
+                describe = self.describe_db_snapshots
+                self.describe_db_snapshots = lambda db_instance_identifier=None, db_snapshot_identifier=None, \
+                    snapshot_type=None, filters=None: describe(db_instance_identifier, db_snapshot_identifier,
+                                                               snapshot_type or kind, filters)
+            try:
+                instance = original_restore(self, from_snapshot_id, overrides)
+            finally:
+                if kind:
+                    del self.describe_db_snapshots
         account = self.account_id
         with LOCK:
             server = SERVERS.get((account, snapshot.database.db_instance_identifier))

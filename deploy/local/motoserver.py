@@ -43,6 +43,12 @@ What the plugin adds to stock moto (see README, "The local emulator"):
 * DynamoDB exports (``moto_ddb_export.py``; moto 5.2.5 writes one gzip of the current items
   and no manifest): the items at ``ExportTime``, AWS's manifests and data files, the
   ``ClientToken`` honoured, AWS's export ARN form, and missing-file / failure faults.
+* DB instances restored from a snapshot that are real servers (``moto_rds_restore.py``):
+  a test registers a PostgreSQL or MariaDB server for a source instance
+  (``POST /_bunker/rds-servers``); ``RestoreDBInstanceFromDBSnapshot`` of its snapshots answers
+  that server as the endpoint (``creating`` for ``restore_seconds``, then ``available``),
+  ``ModifyDBInstance(MasterUserPassword)`` really changes the master password there, and
+  deletes are recorded (``GET /_bunker/rds-servers?account=…``).
 * Outages for tests (``POST /_bunker/outage``): every request signed with one access key
   is answered 503, so one test's account sees AWS down while others run on.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
@@ -74,6 +80,7 @@ import urllib.parse
 import moto_backup  # beside this file: AWS Backup jobs and recovery points
 import moto_ddb_export  # beside this file: DynamoDB exports in AWS's layout, at ExportTime
 import moto_rds_export  # beside this file: RDS snapshot exports that write AWS's layout
+import moto_rds_restore  # beside this file: restored DB instances that are real servers
 
 
 def patch_docdb() -> None:
@@ -634,6 +641,16 @@ class Counter:
             moto_backup.control(json.loads(environ["wsgi.input"].read(length) or b"{}"))
             start_response("200 OK", [("Content-Length", "0")])
             return [b""]
+        if path.startswith("/_bunker/rds-servers"):
+            if environ.get("REQUEST_METHOD") == "POST":
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                moto_rds_restore.register(json.loads(environ["wsgi.input"].read(length) or b"{}"))
+                body = b""
+            else:
+                account = urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("account", [""])[0]
+                body = json.dumps(moto_rds_restore.report(account)).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
         if path.startswith("/_bunker/outage"):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             ask = json.loads(environ["wsgi.input"].read(length) or b"{}")
@@ -764,6 +781,7 @@ def main() -> None:
     patch_s3_list_parts()
     moto_backup.patch_ec2_delete_snapshot()
     moto_rds_export.patch()
+    moto_rds_restore.patch()
     moto_ddb_export.patch()
 
     from moto.moto_server.werkzeug_app import (

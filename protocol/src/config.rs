@@ -184,9 +184,21 @@ schema! {
         };
         Some(())
     };
+    ExportRdsFormat: "export.rds_format", None, false, Some("parquet"), "parquet (RDS's export to Parquet), dump (the engine's own dump tool through a temporary instance; RDS DB snapshots) or both, for RDS and Aurora recovery points", |c, v| {
+        c.export_rds_format = match v {
+            "parquet" => crate::vault::RdsFormat::Parquet,
+            "dump" => crate::vault::RdsFormat::Dump,
+            "both" => crate::vault::RdsFormat::Both,
+            _ => return None,
+        };
+        Some(())
+    };
     ExportScanSegments: "export.scan_segments", None, false, Some("4"), "1 to 16: parallel Scan segments of a DynamoDB backup export (backup mode)", |c, v| set(&mut c.export_scan_segments, parse_whole(v).filter(|n| (1..=16).contains(n)));
     ExportRdsRoleArn: "export.rds_role_arn", None, false, None, "the ARN of the IAM role RDS assumes to write RDS and Aurora exports to export.to's bucket (arn:aws:iam::ACCOUNT:role/NAME)", |c, v| set(&mut c.export_rds_role_arn, optional(v, is_role_arn));
     ExportKmsKey: "export.kms_key", None, false, None, "the customer KMS key (id, ARN or alias/NAME) RDS encrypts RDS and Aurora exports with", |c, v| set(&mut c.export_kms_key, optional(v, |v| !v.contains(char::is_whitespace)));
+    ExportDumpInstanceClass: "export.dump_instance_class", None, false, None, "the DB instance class of a temporary dump instance (default: db.t4g.micro, Aurora db.t4g.medium)", |c, v| set(&mut c.export_dump_instance_class, optional(v, |v| v.starts_with("db.") && !v.contains(char::is_whitespace)));
+    ExportDumpSubnetGroup: "export.dump_subnet_group", None, false, None, "the DB subnet group temporary dump instances are restored into (default: the account's default VPC)", |c, v| set(&mut c.export_dump_subnet_group, optional(v, |v| !v.is_empty() && !v.contains(char::is_whitespace)));
+    ExportDumpSecurityGroup: "export.dump_security_group", None, false, None, "the VPC security group (sg-…) of temporary dump instances: it must let bunker reach the database port", |c, v| set(&mut c.export_dump_security_group, optional(v, |v| v.starts_with("sg-")));
     ExportTaskPoll: "export.task_poll", None, false, Some("1m"), "how soon bunker first looks at a running RDS or Aurora export task (each look waits twice as long as the last, up to 15 times this): a duration such as 1m", |c, v| set(&mut c.export_task_poll, duration(v));
     SchedulePerKind: "schedule.per_kind", None, false, Some(""),
         "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)",
@@ -479,12 +491,20 @@ pub struct Config {
     pub export_retention_types: Vec<String>,
     /// How DynamoDB recovery points are exported (`export.dynamodb_mode`).
     pub export_dynamodb_mode: crate::vault::DynamoDbMode,
+    /// What RDS and Aurora recovery points are exported as (`export.rds_format`).
+    pub export_rds_format: crate::vault::RdsFormat,
     /// Parallel scan segments of a DynamoDB backup export (`export.scan_segments`).
     pub export_scan_segments: u32,
     /// The role RDS assumes to write exports (`export.rds_role_arn`).
     pub export_rds_role_arn: Option<String>,
     /// The key RDS encrypts exports with (`export.kms_key`).
     pub export_kms_key: Option<String>,
+    /// `export.dump_instance_class`.
+    pub export_dump_instance_class: Option<String>,
+    /// `export.dump_subnet_group`.
+    pub export_dump_subnet_group: Option<String>,
+    /// `export.dump_security_group`.
+    pub export_dump_security_group: Option<String>,
     /// The first wait for a running export task (`export.task_poll`).
     pub export_task_poll: SignedDuration,
     /// The winning setting of each key that has a value, in key order.
@@ -611,9 +631,13 @@ impl Config {
             export_kinds: vec![],
             export_retention_types: vec![],
             export_dynamodb_mode: crate::vault::DynamoDbMode::Backup,
+            export_rds_format: crate::vault::RdsFormat::Parquet,
             export_scan_segments: 4,
             export_rds_role_arn: None,
             export_kms_key: None,
+            export_dump_instance_class: None,
+            export_dump_subnet_group: None,
+            export_dump_security_group: None,
             export_task_poll: never,
             effective: vec![],
         }

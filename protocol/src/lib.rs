@@ -12,6 +12,7 @@ pub mod config;
 pub mod cron;
 pub mod ddb_export;
 pub mod dump;
+pub mod dump_plan;
 pub mod events;
 pub mod job;
 pub mod kind;

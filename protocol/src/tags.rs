@@ -52,6 +52,20 @@ pub const PURPOSE: &str = "bunker:purpose";
 /// On a temporary resource: when a sweep may remove it (RFC 3339).
 pub const EXPIRES_AT: &str = "bunker:expires_at";
 
+/// The tags of a temporary resource bunker makes for an export (a restored table, a dump
+/// instance): given at creation, and what a sweep checks before it removes one.
+pub fn temporary(deployment: &str, purpose: String, expires_at: jiff::Timestamp) -> Tags {
+    [
+        (TEMPORARY, "true".to_string()),
+        (DEPLOYMENT, deployment.to_string()),
+        (PURPOSE, purpose),
+        (EXPIRES_AT, expires_at.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// Shelvery's backup tags, read to adopt Shelvery's backups (`compat.shelvery = true`).
 pub mod shelvery {
     /// `true` on every Shelvery backup.

@@ -59,6 +59,30 @@ pub enum DynamoDbMode {
     Pitr,
 }
 
+/// What an RDS or Aurora recovery point is exported as (`export.rds_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RdsFormat {
+    /// RDS's own export to Parquet (`StartExportTask`).
+    #[default]
+    Parquet,
+    /// A native dump through a temporary instance (RDS DB snapshots; not Aurora yet).
+    Dump,
+    /// Both.
+    Both,
+}
+
+impl RdsFormat {
+    /// Whether a Parquet export is wanted.
+    pub fn parquet(self) -> bool {
+        matches!(self, RdsFormat::Parquet | RdsFormat::Both)
+    }
+
+    /// Whether a dump is wanted.
+    pub fn dump(self) -> bool {
+        matches!(self, RdsFormat::Dump | RdsFormat::Both)
+    }
+}
+
 /// A recovery point's status (AWS's `RecoveryPointStatus`; read case-insensitively, and an
 /// unknown value is kept, never an error).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +262,7 @@ pub struct BackupJob {
 
 /// The recovery point an export's manifest names (`source.recovery_point`): which
 /// recovery point exactly the archive holds, so a delete can be checked against it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PointRef {
     /// The recovery point ARN.
     pub arn: String,

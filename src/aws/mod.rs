@@ -101,11 +101,13 @@ mod dynamodb;
 mod ebs;
 mod ec2;
 mod rds;
+mod rds_dumps;
 mod rds_exports;
 mod redshift;
 mod s3;
 mod sns;
 mod sqs;
+mod ssm;
 mod table_exports;
 mod tables;
 
@@ -266,6 +268,16 @@ impl Aws {
     /// RDS's snapshot exports to S3 in `region`.
     pub fn snapshot_exports(&self, region: &str) -> Arc<dyn bunker_actors::ports::SnapshotExports> {
         Arc::new(rds_exports::RdsExports::new(&self.regional(region), &self.calls, region.to_string()))
+    }
+
+    /// Temporary DB instances for dumps in `region`.
+    pub fn dump_instances(&self, region: &str) -> Arc<dyn bunker_actors::ports::DumpInstances> {
+        Arc::new(rds_dumps::RdsDumps::new(&self.regional(region), &self.calls, region.to_string()))
+    }
+
+    /// SSM Parameter Store SecureStrings in `region`.
+    pub fn secrets(&self, region: &str) -> Arc<dyn bunker_actors::ports::Secrets> {
+        Arc::new(ssm::SsmSecrets::new(&self.regional(region), &self.calls))
     }
 
     /// DynamoDB's exports to S3 in `region`.

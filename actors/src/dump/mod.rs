@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod restore;
+pub mod snapshot;
 
 use std::sync::Arc;
 

@@ -1,0 +1,405 @@
+//! The snapshot dump workflow: an RDS DB snapshot restored to a temporary instance (smallest
+//! class, private, no deletion protection, no automated backups, tagged temporary at
+//! creation), a random master password kept in SSM Parameter Store for exactly as long as
+//! the instance lives, [`dump_server`] against it, and both removed on success and on
+//! failure. Each pass looks at AWS and the target and follows `protocol::dump_plan::plan`;
+//! waiting is [`Pass::Waiting`], never a sleep; [`Workflow::sweep`] removes what a crash left.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bunker_protocol::archive::Source;
+use bunker_protocol::dump::{DbUrl, Family};
+use bunker_protocol::dump_plan::{self, Seen, Step};
+use bunker_protocol::report::{Entry, EntryStatus, Operation};
+use bunker_protocol::tags::{self, Tags};
+use bunker_protocol::vault::PointRef;
+use bunker_protocol::ResourceKind;
+use tracing::{info, warn};
+
+use super::{dump_server, Connection, DumpRequest, Secret, Server};
+use crate::engine::{Clock, JobKey, Pass, SystemClock, Workflow};
+use crate::ports::{DumpInstances, ErrorKind, PortError, RestoreInstance, Secrets};
+use crate::stream::export_job::ExportTargets;
+use crate::stream::{StreamError, Tuning};
+
+/// `format` of a dump's index object.
+pub const INDEX_FORMAT: &str = "bunker-dump-index";
+
+/// The index object: every archive of a snapshot's dump, written after the last one.
+#[derive(serde::Serialize)]
+struct DumpIndex<'a> {
+    format: &'static str,
+    snapshot: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_point: Option<&'a PointRef>,
+    #[serde(flatten)]
+    summary: &'a super::DumpSummary,
+}
+
+/// How long a temporary instance may live before a sweep removes it.
+pub const TEMP_HOURS: i64 = 24;
+
+/// One snapshot to dump to one target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DumpKey {
+    /// The snapshot's region.
+    pub region: String,
+    /// The DB snapshot identifier.
+    pub snapshot: String,
+    /// Where the archives go (`s3://…` or `file://…`).
+    pub to: String,
+    /// The AWS Backup recovery point the snapshot is, when it is one (recorded in every
+    /// manifest and in the index).
+    pub point: Option<PointRef>,
+}
+
+impl fmt::Display for DumpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dump of {} ({}) to {}", self.snapshot, self.region, self.to)
+    }
+}
+
+impl JobKey for DumpKey {
+    fn kind_label(&self) -> &'static str {
+        ResourceKind::Rds.as_str()
+    }
+}
+
+/// What every dump of this deployment shares.
+#[derive(Debug, Clone)]
+pub struct DumpSettings {
+    /// This deployment's id (the temporary tags, the instance and parameter names).
+    pub deployment: String,
+    /// `export.dump_instance_class` (default: the smallest class of the engine).
+    pub instance_class: Option<String>,
+    /// `export.dump_subnet_group`.
+    pub subnet_group: Option<String>,
+    /// `export.dump_security_group`.
+    pub security_group: Option<String>,
+    /// `export.kms_key`: the key of the password parameter.
+    pub kms_key: Option<String>,
+    /// A CA bundle to verify the instances' certificates with.
+    pub tls_ca: Option<PathBuf>,
+    /// zstd level.
+    pub level: i32,
+    /// How long to wait before looking again at an instance AWS is making
+    /// (`export.task_poll`).
+    pub poll: Duration,
+}
+
+/// The smallest instance class an engine allows for a restore.
+pub fn default_class(engine: &str) -> &'static str {
+    if engine.starts_with("aurora") {
+        "db.t4g.medium"
+    } else {
+        "db.t4g.micro"
+    }
+}
+
+/// The snapshot dump workflow (see the module documentation).
+pub struct SnapshotDumps {
+    settings: DumpSettings,
+    instances: BTreeMap<String, Arc<dyn DumpInstances>>,
+    secrets: BTreeMap<String, Arc<dyn Secrets>>,
+    targets: Arc<dyn ExportTargets>,
+    tuning: Tuning,
+    clock: Arc<dyn Clock>,
+}
+
+impl SnapshotDumps {
+    /// A workflow over the given regions' ports.
+    pub fn new(
+        settings: DumpSettings,
+        instances: BTreeMap<String, Arc<dyn DumpInstances>>,
+        secrets: BTreeMap<String, Arc<dyn Secrets>>,
+        targets: Arc<dyn ExportTargets>,
+        tuning: Tuning,
+    ) -> SnapshotDumps {
+        SnapshotDumps { settings, instances, secrets, targets, tuning, clock: Arc::new(SystemClock) }
+    }
+
+    fn names(&self, key: &DumpKey) -> (String, String) {
+        let instance = dump_plan::instance_name(&self.settings.deployment, &key.snapshot);
+        let parameter = dump_plan::parameter_name(&self.settings.deployment, &instance);
+        (instance, parameter)
+    }
+
+    fn ours(&self, tags: &Tags) -> bool {
+        tags.get(tags::TEMPORARY).map(String::as_str) == Some("true")
+            && !self.settings.deployment.is_empty()
+            && tags.get(tags::DEPLOYMENT) == Some(&self.settings.deployment)
+    }
+
+    fn temp_tags(&self, key: &DumpKey) -> Tags {
+        let expires = self.clock.now().as_second() + TEMP_HOURS * 3600;
+        let expires = jiff::Timestamp::from_second(expires).unwrap_or(jiff::Timestamp::MAX);
+        tags::temporary(&self.settings.deployment, format!("dump of {}", key.snapshot), expires)
+    }
+
+    /// Whether both ports of the key's region exist (every pass indexes them).
+    fn served(&self, key: &DumpKey) -> bool {
+        self.instances.contains_key(&key.region) && self.secrets.contains_key(&key.region)
+    }
+
+    /// The archive name stem: the snapshot id, `:` as `-` (AWS Backup's `awsbackup:job-…`).
+    fn stem(key: &DumpKey) -> String {
+        key.snapshot.replace(':', "-")
+    }
+
+    /// The index object of a snapshot's dump: written last, it marks the dump done.
+    pub fn index_key(snapshot: &str) -> String {
+        format!("{}.dumps.json", snapshot.replace(':', "-"))
+    }
+
+    async fn look(&self, key: &DumpKey, instance: &str, parameter: &str) -> Result<Seen, PortError> {
+        let (instances, secrets) = (&self.instances[&key.region], &self.secrets[&key.region]);
+        let done = match self.targets.store(&key.to, &key.region) {
+            Ok(store) => store.size(&Self::index_key(&key.snapshot)).await?.is_some(),
+            Err(_) => false,
+        };
+        let seen_instance = instances.instance(instance).await?.map(|i| (i.status, self.ours(&i.tags)));
+        let password = secrets.get(parameter).await?.is_some();
+        Ok(Seen { done, instance: seen_instance, password })
+    }
+
+    async fn remove(&self, key: &DumpKey, instance: bool, parameter: bool) -> Result<(), PortError> {
+        let (name, param) = self.names(key);
+        if instance {
+            match self.instances[&key.region].delete(&name).await {
+                Err(e) if e.kind != ErrorKind::NotFound => return Err(e),
+                _ => info!(instance = %name, "temporary dump instance deleted"),
+            }
+        }
+        if parameter {
+            self.secrets[&key.region].delete(&param).await?;
+        }
+        Ok(())
+    }
+}
+
+fn entry(key: &DumpKey, status: EntryStatus, message: Option<String>) -> Entry {
+    Entry {
+        operation: Operation::ExportBackup,
+        status,
+        region: key.region.clone(),
+        resource_id: None,
+        backup_id: Some(key.snapshot.clone()),
+        backup_name: None,
+        retention: None,
+        message,
+    }
+}
+
+/// 32 random lowercase hex digits from the kernel's CSPRNG (valid in any RDS engine's
+/// master password: no `/`, `@`, `"` or space).
+fn random_password() -> Result<Secret, PortError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| PortError::new(ErrorKind::Internal, None, format!("reading /dev/urandom: {e}")))?;
+    Ok(Secret::new(bunker_protocol::archive::hex(&bytes)))
+}
+
+impl SnapshotDumps {
+    /// Restores the temporary instance, after checking the snapshot can be dumped.
+    async fn restore(&self, key: &DumpKey, instance: &str) -> Pass {
+        let instances = &self.instances[&key.region];
+        let snap = match instances.snapshot(&key.snapshot).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Pass::Failed(format!("DB snapshot {} does not exist in {}", key.snapshot, key.region)),
+            Err(e) => return Pass::Retry(e.into()),
+        };
+        if let Err(msg) = Family::of_rds_engine(&snap.engine) {
+            return Pass::Failed(format!("snapshot {}: {msg}", key.snapshot));
+        }
+        if snap.status != "available" {
+            return Pass::Waiting {
+                next_check: Some(self.settings.poll),
+                why: format!("the snapshot is {}", snap.status),
+            };
+        }
+        let request = RestoreInstance {
+            snapshot: key.snapshot.clone(),
+            instance: instance.to_string(),
+            class: self.settings.instance_class.clone().unwrap_or_else(|| default_class(&snap.engine).to_string()),
+            subnet_group: self.settings.subnet_group.clone(),
+            security_group: self.settings.security_group.clone(),
+            tags: self.temp_tags(key),
+        };
+        match instances.restore(&request).await {
+            Ok(()) | Err(PortError { kind: ErrorKind::AlreadyExists, .. }) => {
+                info!(instance = %instance, snapshot = %key.snapshot, class = %request.class, "temporary dump instance restored");
+                Pass::Waiting {
+                    next_check: Some(self.settings.poll),
+                    why: "the temporary instance is being created".into(),
+                }
+            }
+            Err(e) => Pass::Retry(e.into()),
+        }
+    }
+
+    /// A new random password: stored first (so a crash never leaves a password nobody
+    /// knows), then set on the instance.
+    async fn set_password(&self, key: &DumpKey, instance: &str, parameter: &str) -> Pass {
+        let result = async {
+            let password = random_password()?;
+            self.secrets[&key.region].put(parameter, password.expose(), self.settings.kms_key.as_deref()).await?;
+            self.instances[&key.region].set_master_password(instance, password.expose()).await
+        }
+        .await;
+        match result {
+            Ok(()) => Pass::Waiting {
+                next_check: Some(self.settings.poll / 2),
+                why: "the master password is being reset".into(),
+            },
+            Err(e) => Pass::Retry(e.into()),
+        }
+    }
+}
+
+impl SnapshotDumps {
+    /// Dumps the instance; on any failure the instance and the parameter are removed.
+    async fn dump(&self, key: &DumpKey, instance: &str, parameter: &str) -> (Pass, Vec<Entry>) {
+        match self.dump_instance(key, instance, parameter).await {
+            Ok(archives) => {
+                let msg = format!("{archives} archives to {}", key.to);
+                (Pass::Progress, vec![entry(key, EntryStatus::Ok, Some(msg))])
+            }
+            Err(e @ StreamError::Input(_)) if e.to_string().contains("refused the login") => {
+                // The reset is not applied yet, or was lost: drop the parameter so the next
+                // pass sets a new password; bounded by the job's retries.
+                let (_, parameter) = self.names(key);
+                if let Err(d) = self.secrets[&key.region].delete(&parameter).await {
+                    return (Pass::Retry(d.into()), vec![]);
+                }
+                (Pass::Retry(e.into()), vec![])
+            }
+            Err(e) => {
+                warn!(snapshot = %key.snapshot, error = %e, "dump failed; removing the temporary instance");
+                if let Err(r) = self.remove(key, true, true).await {
+                    warn!(instance = %instance, error = %r, "temporary instance not removed; the next sweep removes it");
+                }
+                let reason = format!("dump of {} failed: {e}", key.snapshot);
+                (Pass::Failed(reason.clone()), vec![entry(key, EntryStatus::Error, Some(reason))])
+            }
+        }
+    }
+
+    async fn dump_instance(&self, key: &DumpKey, instance: &str, parameter: &str) -> Result<usize, StreamError> {
+        let port = |what: &str, e| StreamError::port(what.to_string(), e);
+        let instances = &self.instances[&key.region];
+        let snap = instances.snapshot(&key.snapshot).await.map_err(|e| port("describing the snapshot", e))?;
+        let snap = snap.ok_or_else(|| StreamError::Input(format!("DB snapshot {} is gone", key.snapshot)))?;
+        let info = instances.instance(instance).await.map_err(|e| port("describing the instance", e))?;
+        let Some((host, port_no)) = info.and_then(|i| i.endpoint) else {
+            return Err(StreamError::Source(format!("{instance} has no endpoint")));
+        };
+        let password = self.secrets[&key.region].get(parameter).await.map_err(|e| port("reading the password", e))?;
+        let family = Family::of_rds_engine(&snap.engine).map_err(StreamError::Input)?;
+        let url = DbUrl { family, user: snap.master_user.clone(), host, port: port_no, database: None };
+        let server =
+            Server { url, password: password.map(Secret::new), tls_ca: self.settings.tls_ca.clone(), tools_dir: None };
+        let conn = Connection::open(server).await?;
+        let store = self.targets.store(&key.to, &key.region)?;
+        let source = Source {
+            kind: "rds-snapshot".into(),
+            id: key.snapshot.clone(),
+            region: Some(key.region.clone()),
+            recovery_point: key.point.clone(),
+            ..Source::default()
+        };
+        let req = DumpRequest { stem: Self::stem(key), source, level: self.settings.level, role_passwords: false };
+        let summary = dump_server(&conn, store.clone(), &req, self.tuning, None).await?;
+        let index = DumpIndex {
+            format: INDEX_FORMAT,
+            snapshot: &key.snapshot,
+            recovery_point: key.point.as_ref(),
+            summary: &summary,
+        };
+        let body = serde_json::to_vec_pretty(&index).map_err(|e| StreamError::Internal(e.to_string()))?;
+        store.put(&Self::index_key(&key.snapshot), body).await.map_err(|e| port("writing the dump index", e))?;
+        Ok(summary.archives.len())
+    }
+}
+
+#[async_trait]
+impl Workflow for SnapshotDumps {
+    type Key = DumpKey;
+    const NAME: &'static str = "snapshot dump";
+
+    async fn pass(&self, key: &DumpKey) -> (Pass, Vec<Entry>) {
+        if !self.served(key) {
+            return (Pass::Failed(format!("region {} is not served", key.region)), vec![]);
+        }
+        let (instance, parameter) = self.names(key);
+        let seen = match self.look(key, &instance, &parameter).await {
+            Ok(s) => s,
+            Err(e) => return (Pass::Retry(e.into()), vec![]),
+        };
+        match dump_plan::plan(&seen) {
+            Step::Restore => (self.restore(key, &instance).await, vec![]),
+            Step::Wait(why) => (Pass::Waiting { next_check: Some(self.settings.poll), why }, vec![]),
+            Step::SetPassword => (self.set_password(key, &instance, &parameter).await, vec![]),
+            Step::Dump => self.dump(key, &instance, &parameter).await,
+            Step::Remove { instance: i, parameter: p } => match self.remove(key, i, p).await {
+                Ok(()) => (Pass::Progress, vec![]),
+                Err(e) => (Pass::Retry(e.into()), vec![]),
+            },
+            Step::Done => (Pass::Done, vec![]),
+            Step::Refuse(why) => {
+                if seen.instance.as_ref().is_some_and(|(_, ours)| *ours) {
+                    if let Err(e) = self.remove(key, true, true).await {
+                        warn!(instance = %instance, error = %e, "temporary instance not removed; the next sweep removes it");
+                    }
+                }
+                (Pass::Failed(why.clone()), vec![entry(key, EntryStatus::Error, Some(why))])
+            }
+        }
+    }
+
+    async fn owned(&self, _kind: Option<ResourceKind>) -> Result<Vec<DumpKey>, PortError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes this deployment's temporary dump instances whose `bunker:expires_at` has
+    /// passed, and password parameters whose instance is gone.
+    async fn sweep(&self) -> Result<usize, PortError> {
+        let now = self.clock.now();
+        let mut removed = 0;
+        for (region, instances) in &self.instances {
+            let listed = instances.named(dump_plan::INSTANCE_PREFIX).await?;
+            for (name, tags) in &listed {
+                let expired = tags
+                    .get(tags::EXPIRES_AT)
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|t| t <= now);
+                if self.ours(tags) && expired {
+                    instances.delete(name).await?;
+                    info!(instance = %name, "expired temporary dump instance removed");
+                    removed += 1;
+                }
+            }
+            let Some(secrets) = self.secrets.get(region) else { continue };
+            let prefix = dump_plan::parameter_name(&self.settings.deployment, "");
+            for param in secrets.under(prefix.trim_end_matches('/')).await? {
+                let instance = param.rsplit('/').next().unwrap_or_default();
+                if !listed.iter().any(|(n, _)| n == instance) {
+                    secrets.delete(&param).await?;
+                    info!(parameter = %param, "password parameter of a gone instance removed");
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn gave_up_entry(&self, key: &DumpKey, reason: &str) -> Option<Entry> {
+        Some(entry(key, EntryStatus::Error, Some(reason.to_string())))
+    }
+}
