@@ -409,7 +409,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
         }
         ExportWhat::Database(args) => {
             let store = target_store(aws, region, args.target())?;
-            return crate::dump_cli::export(store, args, json).await;
+            return crate::dump_cli::export(aws, region, store, args, json).await;
         }
         ExportWhat::Ebs { snapshot, base, opts } => {
             let p = prepare_ebs(aws, need(region)?, &snapshot, base.as_deref(), &opts, progress.clone())

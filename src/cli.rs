@@ -250,7 +250,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             }
             Command::Restore { url, to_database: Some(target), connect, .. } => {
                 let (store, key) = crate::archive_cli::object_store(&aws, region, &url)?;
-                archive_result(crate::dump_cli::restore(store, &key, &target, &connect, cli.json).await)
+                archive_result(crate::dump_cli::restore(&aws, region, store, &key, &target, &connect, cli.json).await)
             }
             Command::Restore { url, to_file, to_snapshot, .. } => {
                 archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)
@@ -313,7 +313,7 @@ fn reaches_aws(command: &Command) -> bool {
     match command {
         Command::Export(args) => args.reaches_aws(),
         Command::Verify { url, .. } => s3(url),
-        Command::Restore { url, to_snapshot, .. } => s3(url) || *to_snapshot,
+        Command::Restore { url, to_snapshot, connect, .. } => s3(url) || *to_snapshot || connect.uses_aws(),
         _ => true,
     }
 }

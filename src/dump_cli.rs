@@ -13,6 +13,7 @@ use bunker_actors::stream::{Progress, StreamError, Tuning};
 use bunker_protocol::archive::Source;
 use bunker_protocol::dump::{encode_name, DbUrl};
 
+use crate::aws::Aws;
 use crate::exit::{usage, Fatal};
 
 /// How to reach a database server: the password's source, TLS verification.
@@ -21,8 +22,12 @@ pub struct ConnectOpts {
     /// A password file in `.pgpass` form (host:port:database:user:password, `*` matches
     /// anything), mode 0600; default: PGPASSWORD / MYSQL_PWD, then the client's own
     /// (`~/.pgpass`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "password_ssm")]
     password_file: Option<PathBuf>,
+    /// The password from this SSM Parameter Store parameter (a SecureString, decrypted),
+    /// in the region of `--region` / the config.
+    #[arg(long, value_name = "NAME")]
+    password_ssm: Option<String>,
     /// Verify the server's certificate against this CA bundle (e.g. AWS's RDS bundle);
     /// TLS is then required. Without it, TLS is required whenever the server offers it.
     #[arg(long, value_name = "FILE")]
@@ -52,7 +57,7 @@ pub struct DatabaseArgs {
 impl DatabaseArgs {
     /// Whether the target is in S3.
     pub fn reaches_aws(&self) -> bool {
-        self.to.starts_with("s3://")
+        self.to.starts_with("s3://") || self.connect.uses_aws()
     }
 
     /// The `--to` URL.
@@ -70,14 +75,33 @@ fn fail(context: &str, e: StreamError) -> Fatal {
     Fatal { code, error: anyhow!("{context}: {e}") }
 }
 
-/// The server behind a URL, with its password from the options or the environment.
-pub fn server(url: &str, opts: &ConnectOpts) -> Result<Server, Fatal> {
+impl ConnectOpts {
+    /// Whether the password comes from AWS (SSM).
+    pub fn uses_aws(&self) -> bool {
+        self.password_ssm.is_some()
+    }
+}
+
+/// The server behind a URL, with its password from the options (a file, SSM in `region`)
+/// or the environment.
+pub async fn server(aws: &Aws, region: Option<&str>, url: &str, opts: &ConnectOpts) -> Result<Server, Fatal> {
     let url = DbUrl::parse(url).map_err(input)?;
-    let password = match &opts.password_file {
-        Some(f) => Some(password_from_file(f, &url)?),
-        None => std::env::var(url.family.password_env()).ok().filter(|p| !p.is_empty()).map(Secret::new),
+    let password = match (&opts.password_file, &opts.password_ssm) {
+        (Some(f), _) => Some(password_from_file(f, &url)?),
+        (None, Some(name)) => Some(password_from_ssm(aws, region, name).await?),
+        (None, None) => std::env::var(url.family.password_env()).ok().filter(|p| !p.is_empty()).map(Secret::new),
     };
     Ok(Server { url, password, tls_ca: opts.tls_ca.clone(), tools_dir: None })
+}
+
+async fn password_from_ssm(aws: &Aws, region: Option<&str>, name: &str) -> Result<Secret, Fatal> {
+    let region =
+        region.ok_or_else(|| input("--password-ssm needs a region: pass --region or set AWS_REGION".into()))?;
+    match aws.secrets(region).get(name).await {
+        Ok(Some(p)) => Ok(Secret::new(p)),
+        Ok(None) => Err(input(format!("--password-ssm {name}: no such parameter in {region}"))),
+        Err(e) => Err(crate::exit::runtime(anyhow!("--password-ssm {name}: {e}"))),
+    }
 }
 
 /// The first matching line of a `.pgpass`-style file (fields may be `*`; `\:` and `\\`
@@ -119,11 +143,17 @@ fn split_pgpass(line: &str) -> Vec<String> {
 }
 
 /// `bunker export database URL --to …`
-pub async fn export(store: Arc<dyn ArchiveStore>, args: DatabaseArgs, json: bool) -> Result<u8, Fatal> {
+pub async fn export(
+    aws: &Aws,
+    region: Option<&str>,
+    store: Arc<dyn ArchiveStore>,
+    args: DatabaseArgs,
+    json: bool,
+) -> Result<u8, Fatal> {
     if !(1..=19).contains(&args.level) {
         return Err(input(format!("--level {}: must be 1 to 19", args.level)));
     }
-    let server = server(&args.url, &args.connect)?;
+    let server = server(aws, region, &args.url, &args.connect).await?;
     let stem = match &args.name {
         Some(n) => n.clone(),
         None => {
@@ -174,13 +204,15 @@ pub async fn verify(store: Arc<dyn ArchiveStore>, key: &str, json: bool) -> Resu
 
 /// `bunker restore ARCHIVE --to-database URL`
 pub async fn restore(
+    aws: &Aws,
+    region: Option<&str>,
     store: Arc<dyn ArchiveStore>,
     key: &str,
     url: &str,
     connect: &ConnectOpts,
     json: bool,
 ) -> Result<u8, Fatal> {
-    let mut server = server(url, connect)?;
+    let mut server = server(aws, region, url, connect).await?;
     let into = server.url.database.take();
     let conn = Connection::open(server).await.map_err(|e| fail("restore failed", e))?;
     let progress = Progress::default();
@@ -199,7 +231,7 @@ pub async fn restore(
 /// `bunker export rds SNAPSHOT --format dump [--to URL]`: one job of the snapshot dump
 /// workflow, to its end.
 pub async fn export_snapshot(
-    aws: &crate::aws::Aws,
+    aws: &Aws,
     region: Option<&str>,
     cfg: &bunker_protocol::config::Config,
     snapshot: String,

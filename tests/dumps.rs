@@ -482,6 +482,30 @@ async fn an_rds_snapshot_is_dumped_through_a_temporary_instance_that_is_always_r
     assert_eq!(r.ok_json()["database"], "shop");
     assert_eq!(pg_table(&dst, "shop", "customers", "id"), pg_table(&src, "shop", "customers", "id"));
 
+    // `export database` with its password from SSM (what the restore workflow stores there).
+    let ssm = aws_sdk_ssm::Client::new(&a.sdk(common::REGION).await);
+    let param = ssm
+        .put_parameter()
+        .name("/team/shop-db")
+        .value(&src.password)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString);
+    param.send().await.unwrap();
+    let (_d, local) = target();
+    let direct = a.bunker(&[
+        "export",
+        "database",
+        &src.url("shop"),
+        "--password-ssm",
+        "/team/shop-db",
+        "--to",
+        &local,
+        "--json",
+    ]);
+    assert_eq!(direct.ok_json()["archives"].as_array().unwrap().len(), 2, "globals and shop");
+    let missing = a.bunker(&["export", "database", &src.url("shop"), "--password-ssm", "/team/nope", "--to", &local]);
+    assert_eq!(missing.code, 2, "{missing:#?}");
+    assert!(missing.stderr.contains("--password-ssm /team/nope: no such parameter"), "{}", missing.stderr);
+
     // A second run finds the dump done: no second instance.
     let again = a.bunker(&["export", "rds", &snapshot, "--to", &to, "--config", &cfg, "--json"]).ok_json();
     assert_eq!(again["state"], "done");
