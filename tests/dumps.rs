@@ -620,3 +620,24 @@ async fn an_rds_recovery_point_is_dumped_verified_and_only_then_deleted() {
     assert_eq!(m["source"]["recovery_point"]["arn"], point.as_str());
     assert_eq!(m["dump"]["database"], "shop");
 }
+
+/// A server that offers TLS gets TLS: the dump tools are required to use it (`pg_hba.conf`
+/// refuses anything else, so the export passing proves it), and the output says so.
+#[test]
+fn tls_is_required_whenever_the_server_offers_it() {
+    let src = DbServer::postgres_tls();
+    src.sql("postgres", "CREATE DATABASE shop");
+    src.sql("shop", PG_SEED_CRM);
+    let plain = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &src.port.to_string(), "-U", "postgres", "-d", "shop", "-c", "SELECT 1"])
+        .env("PGPASSWORD", &src.password)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "the server refuses connections without TLS");
+    let (_dir, to) = target();
+    let out = bunker(&["export", "database", &src.url("shop"), "--to", &to, "--json"], &[src.password_env()], None);
+    let out = out.ok_json();
+    assert_eq!(out["tls"], "required", "{out:#}");
+    assert_eq!(archives(&out).len(), 2, "globals and shop: {out:#}");
+}

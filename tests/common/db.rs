@@ -53,6 +53,16 @@ fn postgres_ids() -> (u32, u32) {
 impl DbServer {
     /// A new PostgreSQL server; its superuser is `postgres` with a random password.
     pub fn postgres() -> DbServer {
+        DbServer::postgres_with(false)
+    }
+
+    /// A PostgreSQL server that accepts TCP connections only over TLS (a self-signed
+    /// certificate; `pg_hba.conf` has `hostssl` lines only).
+    pub fn postgres_tls() -> DbServer {
+        DbServer::postgres_with(true)
+    }
+
+    fn postgres_with(tls: bool) -> DbServer {
         let (uid, gid) = postgres_ids();
         let dir = tempfile::Builder::new().prefix("bunker-pg-").tempdir().unwrap();
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
@@ -71,11 +81,16 @@ impl DbServer {
                 .gid(gid),
             "initdb",
         );
+        let mut extra: Vec<String> = Vec::new();
+        if tls {
+            extra = tls_only(&data, uid, gid);
+        }
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = Command::new(pg_bin().join("postgres"))
             .arg("-D")
             .arg(&data)
+            .args(&extra)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "shared_buffers=32MB", "-c", "max_connections=40", "-k"])
             .arg(dir.path())
@@ -198,6 +213,27 @@ impl DbServer {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// A self-signed certificate in `data`, `hostssl`-only `pg_hba.conf`; the server options.
+fn tls_only(data: &Path, uid: u32, gid: u32) -> Vec<String> {
+    let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+    run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req",
+    );
+    for f in [&cert, &key] {
+        std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let hba = "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n";
+    std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+    ["-c", "ssl=on"].iter().map(|s| s.to_string()).collect()
 }
 
 fn output(cmd: &mut Command) -> Result<String, String> {
