@@ -543,19 +543,8 @@ async fn a_killed_dump_resumes_on_the_same_instance_and_an_unsupported_engine_is
     assert_eq!(index["archives"].as_array().unwrap().len(), 1, "{index:#}");
 
     // An engine without a dump tool: refused before any instance is restored.
-    let rds = aws_sdk_rds::Client::new(&a.sdk(common::REGION).await);
-    rds.create_db_instance()
-        .db_instance_identifier("ora")
-        .engine("oracle-ee")
-        .db_instance_class("db.m5.large")
-        .allocated_storage(20)
-        .master_username("master")
-        .master_user_password("initial-password")
-        .send()
-        .await
-        .unwrap();
-    rds.create_db_snapshot().db_instance_identifier("ora").db_snapshot_identifier("ora-snap").send().await.unwrap();
-    let ora = a.bunker(&["export", "rds", "ora-snap", "--to", &to, "--config", &cfg, "--json"]);
+    let ora_snapshot = rds_snapshot_of(&a, &src, "ora", "oracle-ee").await;
+    let ora = a.bunker(&["export", "rds", &ora_snapshot, "--to", &to, "--config", &cfg, "--json"]);
     assert_eq!(ora.code, 1, "{ora:#?}");
     let ora = ora.json();
     assert_eq!(ora["state"], "failed");

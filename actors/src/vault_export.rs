@@ -320,7 +320,10 @@ impl VaultExports {
             Holds::RdsSnapshot(id) | Holds::ClusterSnapshot { id, docdb: false } => {
                 let store = self.targets.store(&self.target(key), &key.region)?;
                 let cluster = matches!(holds, Holds::ClusterSnapshot { .. });
-                if self.parqueted(holds) && self.archived(key, &store, name).await? == Archived::No {
+                // The plan asks for an export only while something is missing: with a dump
+                // wanted too, the Parquet half may already be there (looked up only then).
+                let parquet_done = self.dumped(holds) && self.archived(key, &store, name).await? != Archived::No;
+                if self.parqueted(holds) && !parquet_done {
                     if let Some(p) = self.parquet.export(&self.parquet_job(key, id, cluster, &store)).await? {
                         return Ok(Some(p));
                     }
