@@ -35,7 +35,13 @@ DELETING = {
     "redshift:deleteclustersnapshot",
 }
 # Temporary resources bunker removes: only its own (bunker:temporary and its deployment).
-TEMPORARY = {"dynamodb:deletetable", "rds:deletedbinstance", "rds:modifydbinstance"}
+TEMPORARY = {
+    "dynamodb:deletetable",
+    "rds:deletedbinstance",
+    "rds:modifydbinstance",
+    "rds:deletedbcluster",
+    "rds:modifydbcluster",
+}
 SHARING = {
     "ec2:modifysnapshotattribute",
     "ec2:modifyimageattribute",

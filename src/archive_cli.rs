@@ -73,6 +73,19 @@ enum ExportWhat {
         #[arg(long, value_name = "URL")]
         to: Option<String>,
     },
+    /// An Aurora DB cluster snapshot, dumped with the engine's own tool from a temporary
+    /// cluster (and one instance in it) restored from it, removed afterwards whatever happens.
+    #[command(name = "rds-cluster")]
+    RdsCluster {
+        /// The DB cluster snapshot identifier.
+        snapshot: String,
+        /// `dump` (a native dump; parquet exports run through `export recovery-point`).
+        #[arg(long, value_enum, default_value = "dump")]
+        format: RdsFormat,
+        /// Where to: s3://bucket/prefix or file:///directory (default: export.to).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+    },
     /// A database server's databases, each through the engine's own dump tool (pg_dump,
     /// pg_dumpall --globals-only, mariadb-dump / mysqldump) into its own archive.
     Database(crate::dump_cli::DatabaseArgs),
@@ -83,6 +96,17 @@ enum ExportWhat {
         #[command(flatten)]
         opts: ExportOpts,
     },
+}
+
+/// `export rds SNAPSHOT` / `export rds-cluster SNAPSHOT`: what to dump, and where.
+#[derive(Debug, Clone)]
+pub struct SnapshotDump {
+    /// The DB snapshot or DB cluster snapshot identifier.
+    pub snapshot: String,
+    /// `--to` (default: `export.to`).
+    pub to: Option<String>,
+    /// A DB cluster snapshot.
+    pub cluster: bool,
 }
 
 /// What an RDS snapshot export writes.
@@ -133,10 +157,17 @@ impl ExportArgs {
         }
     }
 
-    /// `export rds`'s (snapshot, target), if that is the export asked for.
-    pub fn rds_snapshot(&self) -> Option<(String, Option<String>)> {
+    /// `export rds`'s or `export rds-cluster`'s snapshot dump, if that is the export asked
+    /// for.
+    pub fn rds_snapshot(&self) -> Option<SnapshotDump> {
+        let dump = |snapshot: &String, to: &Option<String>, cluster| SnapshotDump {
+            snapshot: snapshot.clone(),
+            to: to.clone(),
+            cluster,
+        };
         match &self.what {
-            ExportWhat::Rds { snapshot, to, format: RdsFormat::Dump } => Some((snapshot.clone(), to.clone())),
+            ExportWhat::Rds { snapshot, to, format: RdsFormat::Dump } => Some(dump(snapshot, to, false)),
+            ExportWhat::RdsCluster { snapshot, to, format: RdsFormat::Dump } => Some(dump(snapshot, to, true)),
             _ => None,
         }
     }
@@ -144,7 +175,10 @@ impl ExportArgs {
     /// Whether this export reads or writes anything in AWS (an EBS snapshot, an S3 target).
     pub fn reaches_aws(&self) -> bool {
         match &self.what {
-            ExportWhat::Ebs { .. } | ExportWhat::RecoveryPoint { .. } | ExportWhat::Rds { .. } => true,
+            ExportWhat::Ebs { .. }
+            | ExportWhat::RecoveryPoint { .. }
+            | ExportWhat::Rds { .. }
+            | ExportWhat::RdsCluster { .. } => true,
             ExportWhat::File { opts, .. } | ExportWhat::Path { opts, .. } => opts.to.starts_with("s3://"),
             ExportWhat::Database(args) => args.reaches_aws(),
         }
@@ -404,7 +438,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
         ExportWhat::RecoveryPoint { .. } => {
             return Err(input("export recovery-point runs through the vault workflow (src/vault_cli.rs)".into()))
         }
-        ExportWhat::Rds { .. } => {
+        ExportWhat::Rds { .. } | ExportWhat::RdsCluster { .. } => {
             return Err(input("export rds runs through the snapshot dump workflow (src/dump_cli.rs)".into()))
         }
         ExportWhat::Database(args) => {

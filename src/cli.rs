@@ -233,9 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
                 (Some((arn, vault, to)), _) => {
                     crate::vault_cli::export_point(&aws, &regions, cfg, arn, vault, to, cli.json).await
                 }
-                (None, Some((snapshot, to))) => {
-                    crate::dump_cli::export_snapshot(&aws, region, cfg, snapshot, to, cli.json).await
-                }
+                (None, Some(dump)) => crate::dump_cli::export_snapshot(&aws, region, cfg, dump, cli.json).await,
                 (None, None) => archive_result(crate::archive_cli::export(&aws, region, args, cli.json).await),
             },
             Command::Vault { command } => {

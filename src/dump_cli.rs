@@ -228,16 +228,16 @@ pub async fn restore(
     Ok(0)
 }
 
-/// `bunker export rds SNAPSHOT --format dump [--to URL]`: one job of the snapshot dump
-/// workflow, to its end.
+/// `bunker export rds SNAPSHOT --format dump [--to URL]` (and `export rds-cluster`): one job
+/// of the snapshot dump workflow, to its end.
 pub async fn export_snapshot(
     aws: &Aws,
     region: Option<&str>,
     cfg: &bunker_protocol::config::Config,
-    snapshot: String,
-    to: Option<String>,
+    dump: crate::archive_cli::SnapshotDump,
     json: bool,
 ) -> Result<std::process::ExitCode, Fatal> {
+    let crate::archive_cli::SnapshotDump { snapshot, to, cluster } = dump;
     use actix::Actor;
     use bunker_actors::dump::snapshot::DumpKey;
     use bunker_actors::engine::{Alerts, JobActor, Run};
@@ -257,7 +257,7 @@ pub async fn export_snapshot(
     let alerts = Alerts::new(aws.notifier(), cfg.error_sns_topic.clone());
     let interval = cfg.serve.check_interval.unsigned_abs();
     let jobs = JobActor::new(Arc::new(logic), interval, metrics, alerts).start();
-    let key = DumpKey { region, snapshot, to, point: None };
+    let key = DumpKey { region, snapshot, cluster, to, point: None };
     let report = jobs
         .send(Run(key))
         .await

@@ -107,10 +107,8 @@ pub fn vault_exports(
     let reports = bunker_actors::engine::Alerts::new(notifier, cfg.status_sns_topic.clone());
     let logic = VaultExports::new(settings, ports, tables, parquet, targets, tuning, metrics, alerts);
     let logic = logic.with_pitr(pitr).with_reports(reports);
-    Some(match cfg.export_rds_format.dump() {
-        true => logic.with_dumps(snapshot_dumps(aws, account, cfg, regions)),
-        false => logic,
-    })
+    // Wired whatever export.rds_format says: a resource's tag may ask for a dump.
+    Some(logic.with_dumps(snapshot_dumps(aws, account, cfg, regions)))
 }
 
 /// `export.task_poll`: the first look at a running export task (RDS's, DynamoDB's).

@@ -383,6 +383,16 @@ async fn rds_snapshot_of(a: &common::Account, src: &DbServer, instance: &str, en
     snapshot
 }
 
+/// A PostgreSQL server standing for a snapshot's data: the database `shop` seeded, and the
+/// master user `master` with the password the snapshot was made with.
+fn pg_source() -> DbServer {
+    let src = DbServer::postgres();
+    src.sql("postgres", "CREATE ROLE master SUPERUSER LOGIN PASSWORD 'initial-password'");
+    src.sql("postgres", "CREATE DATABASE shop");
+    src.sql("shop", PG_SEED);
+    src
+}
+
 fn rds_servers(a: &common::Account) -> serde_json::Value {
     common::get_json(&a.endpoint, &format!("/_bunker/rds-servers?account={}", a.id))
 }
@@ -426,10 +436,7 @@ async fn rds_setup(
 
 #[tokio::test]
 async fn an_rds_snapshot_is_dumped_through_a_temporary_instance_that_is_always_removed() {
-    let src = DbServer::postgres();
-    src.sql("postgres", "CREATE ROLE master SUPERUSER LOGIN PASSWORD 'initial-password'");
-    src.sql("postgres", "CREATE DATABASE shop");
-    src.sql("shop", PG_SEED);
+    let src = pg_source();
     let (a, bucket, snapshot, _dir, cfg, to) = rds_setup("120000000001", &src, "shop-db", "postgres", 1.5).await;
     let run = a.bunker(&["export", "rds", &snapshot, "--format", "dump", "--to", &to, "--config", &cfg, "--json"]);
     let out = run.ok_json();
@@ -557,10 +564,7 @@ async fn a_killed_dump_resumes_on_the_same_instance_and_an_unsupported_engine_is
 /// then is the recovery point deleted; the manifests and the index name the recovery point.
 #[tokio::test]
 async fn an_rds_recovery_point_is_dumped_verified_and_only_then_deleted() {
-    let src = DbServer::postgres();
-    src.sql("postgres", "CREATE ROLE master SUPERUSER LOGIN PASSWORD 'initial-password'");
-    src.sql("postgres", "CREATE DATABASE shop");
-    src.sql("shop", PG_SEED);
+    let src = pg_source();
     let a = common::Account::new("120000000003").await;
     let conf = a.sdk(common::REGION).await;
     let backup = aws_sdk_backup::Client::new(&conf);
@@ -629,4 +633,176 @@ fn tls_is_required_whenever_the_server_offers_it() {
     let out = out.ok_json();
     assert_eq!(out["tls"], "required", "{out:#}");
     assert_eq!(archives(&out).len(), 2, "globals and shop: {out:#}");
+}
+
+/// An Aurora PostgreSQL cluster whose snapshots restore to `src` (its master user `master`),
+/// tagged to be dumped (`bunker:config:export.rds_format = dump`).
+async fn aurora_cluster_of(a: &common::Account, src: &DbServer, cluster: &str) {
+    let rds = aws_sdk_rds::Client::new(&a.sdk(common::REGION).await);
+    rds.create_db_cluster()
+        .db_cluster_identifier(cluster)
+        .engine("aurora-postgresql")
+        .engine_version("15.4")
+        .master_username("master")
+        .master_user_password("initial-password")
+        .tags(aws_sdk_rds::types::Tag::builder().key("bunker:config:export.rds_format").value("dump").build())
+        .send()
+        .await
+        .unwrap();
+    let body = serde_json::json!({"account": a.id, "source": cluster, "host": "127.0.0.1", "port": src.port,
+                                  "admin_user": src.user, "admin_password": src.password});
+    common::post(&a.endpoint, "/_bunker/rds-servers", &body.to_string());
+}
+
+/// `export rds-cluster`: an Aurora cluster snapshot is restored as a temporary cluster plus
+/// one instance, dumped, and both removed (the instance first); an AWS Backup recovery point
+/// of the cluster goes the same way — the cluster's tag `bunker:config:export.rds_format =
+/// dump` overrides the configured `parquet` — and is deleted only after its dump verified.
+#[tokio::test]
+async fn an_aurora_cluster_snapshot_and_recovery_point_are_dumped_through_a_temporary_cluster() {
+    let src = pg_source();
+    let a = common::Account::new("120000000004").await;
+    let conf = a.sdk(common::REGION).await;
+    let bucket = a.bucket("aurora-dumps").await;
+    common::post(
+        &a.endpoint,
+        "/_bunker/backup",
+        &serde_json::json!({"account": a.id, "restore_seconds": 1}).to_string(),
+    );
+    aurora_cluster_of(&a, &src, "aurora-shop").await;
+    let rds = aws_sdk_rds::Client::new(&conf);
+    let snap = rds.create_db_cluster_snapshot().db_cluster_identifier("aurora-shop");
+    snap.db_cluster_snapshot_identifier("aurora-shop-snap").send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dump_config(dir.path());
+    let to = format!("s3://{bucket}/db");
+
+    let run = a.bunker(&["export", "rds-cluster", "aurora-shop-snap", "--to", &to, "--config", &cfg, "--json"]);
+    let out = run.ok_json();
+    assert_eq!(out["state"], "done", "{out:#}\n{}", run.stderr);
+    let servers = rds_servers(&a);
+    assert_eq!(servers["clusters_restored"].as_array().unwrap().len(), 1, "{servers}");
+    assert_eq!(servers["clusters_restored"], servers["clusters_deleted"], "{servers}");
+    assert_eq!(servers["restored"], servers["clusters_restored"], "one instance, named as its cluster: {servers}");
+    assert_eq!(servers["restored"], servers["deleted"], "{servers}");
+    assert_eq!(parameters(&a).await, Vec::<String>::new());
+    let left = rds.describe_db_clusters().send().await.unwrap();
+    let names: Vec<_> = left.db_clusters().iter().filter_map(|c| c.db_cluster_identifier()).collect();
+    assert_eq!(names, ["aurora-shop"], "only the source cluster is left");
+
+    let m: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, "db/aurora-shop-snap.db-shop.manifest.json").await).unwrap();
+    assert_eq!(m["source"]["type"], "rds-cluster-snapshot", "{m:#}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, "db/aurora-shop-snap.dumps.json").await).unwrap();
+    let got: Vec<&str> = index["archives"].as_array().unwrap().iter().map(|x| x["archive"].as_str().unwrap()).collect();
+    let shop = got.iter().find(|u| u.ends_with(".db-shop.pgdump.zst")).unwrap();
+    let globals = got.iter().find(|u| u.ends_with(".globals.sql.zst")).unwrap();
+    let dst = DbServer::postgres();
+    a.bunker_with(&["restore", globals, "--to-database", &dst.url(""), "--json"], &[dst.password_env()]).ok_json();
+    let r = a.bunker_with(&["restore", shop, "--to-database", &dst.url(""), "--json"], &[dst.password_env()]);
+    assert_eq!(r.ok_json()["database"], "shop");
+    assert_eq!(pg_table(&dst, "shop", "customers", "id"), pg_table(&src, "shop", "customers", "id"));
+
+    // The cluster's AWS Backup recovery point: the configuration says parquet (the default),
+    // the cluster's tag says dump.
+    let backup = aws_sdk_backup::Client::new(&conf);
+    backup.create_backup_vault().backup_vault_name("Default").send().await.unwrap();
+    let cluster_arn = format!("arn:aws:rds:{}:{}:cluster:aurora-shop", common::REGION, a.id);
+    let role = "arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole";
+    let job = backup.start_backup_job().backup_vault_name("Default").resource_arn(&cluster_arn).iam_role_arn(role);
+    let point = job.send().await.unwrap().recovery_point_arn.unwrap();
+    assert!(point.contains(":cluster-snapshot:awsbackup:job-"), "{point}");
+    let vault_cfg = dir.path().join("vault.toml");
+    let body = format!(
+        "regions = [\"{}\"]\ndeployment = \"dumps-test\"\nexport.to = \"s3://{bucket}/v\"\nexport.vaults = [\"Default\"]\n\
+         export.delete_source = true\nexport.task_poll = \"1s\"\n[serve]\ncheck_interval = \"1s\"\n",
+        common::REGION
+    );
+    std::fs::write(&vault_cfg, body).unwrap();
+    let vault_cfg = vault_cfg.display().to_string();
+    let run = a.bunker(&["export", "recovery-point", &point, "--vault", "Default", "--config", &vault_cfg, "--json"]);
+    let out = run.ok_json();
+    assert_eq!(out["state"], "done", "{out:#}\n{}", run.stderr);
+    let gone = backup.describe_recovery_point().backup_vault_name("Default").recovery_point_arn(&point).send().await;
+    assert!(gone.is_err(), "the recovery point was deleted after its dump verified");
+    let servers = rds_servers(&a);
+    assert_eq!(servers["clusters_restored"].as_array().unwrap().len(), 2, "{servers}");
+    assert_eq!(servers["clusters_restored"], servers["clusters_deleted"], "{servers}");
+    assert_eq!(servers["restored"], servers["deleted"], "{servers}");
+    assert_eq!(parameters(&a).await, Vec::<String>::new());
+    let objects = aws_sdk_s3::Client::new(&conf).list_objects_v2().bucket(&bucket).prefix("v/").send().await.unwrap();
+    let keys: Vec<String> = objects.contents().iter().filter_map(|o| o.key().map(String::from)).collect();
+    let index_key = keys.iter().find(|k| k.ends_with(".dumps.json")).unwrap_or_else(|| panic!("{keys:?}"));
+    let index: serde_json::Value = serde_json::from_slice(&a.get_object(&bucket, index_key).await).unwrap();
+    assert_eq!(index["recovery_point"]["arn"], point.as_str());
+}
+
+/// `bunker serve`: an Oracle instance tagged `bunker:config:export.rds_format = dump` has an
+/// AWS Backup recovery point. Every scan (each second) sees the point, but it is refused
+/// once — one FAILED report on `status_sns_topic` saying to use parquet — no temporary
+/// instance is restored, and the point is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reports_an_engine_without_a_dump_tool_once() {
+    let a = common::Account::new("120000000005").await;
+    let conf = a.sdk(common::REGION).await;
+    let rds = aws_sdk_rds::Client::new(&conf);
+    let tag = aws_sdk_rds::types::Tag::builder().key("bunker:config:export.rds_format").value("dump").build();
+    let db = rds.create_db_instance().db_instance_identifier("ledger").engine("oracle-ee").engine_version("19.0");
+    let db = db.db_instance_class("db.t3.medium").allocated_storage(20).master_username("admin");
+    db.master_user_password("initial-password").tags(tag).send().await.unwrap();
+    let backup = aws_sdk_backup::Client::new(&conf);
+    backup.create_backup_vault().backup_vault_name("Default").send().await.unwrap();
+    let db_arn = format!("arn:aws:rds:{}:{}:db:ledger", common::REGION, a.id);
+    let role = "arn:aws:iam::123456789012:role/service-role/AWSBackupDefaultServiceRole";
+    let job = backup.start_backup_job().backup_vault_name("Default").resource_arn(&db_arn).iam_role_arn(role);
+    let point = job.send().await.unwrap().recovery_point_arn.unwrap();
+    let sns = aws_sdk_sns::Client::new(&conf);
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let topic = sns.create_topic().name("status").send().await.unwrap().topic_arn.unwrap();
+    let queue = sqs.create_queue().queue_name("status").send().await.unwrap().queue_url.unwrap();
+    let queue_arn = format!("arn:aws:sqs:{}:{}:status", common::REGION, a.id);
+    sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn).send().await.unwrap();
+    let bucket = a.bucket("oracle").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    let body = format!(
+        "regions = [\"{}\"]\ndeployment = \"dumps-test\"\nexport.to = \"s3://{bucket}/v\"\nexport.vaults = [\"Default\"]\n\
+         export.delete_source = true\nstatus_sns_topic = \"{topic}\"\nschedule.create = \"\"\nschedule.clean = \"\"\n\
+         [serve]\nreconcile_interval = \"1s\"\ncheck_interval = \"1s\"\n",
+        common::REGION
+    );
+    std::fs::write(&cfg, body).unwrap();
+    let (mut child, _addr, log) = a.serve(&cfg.display().to_string(), &dir.path().join("state"));
+    let mut reports = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while reports.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no report: {}", std::fs::read_to_string(&log).unwrap());
+        reports.extend(status_messages(&sqs, &queue).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await; // five more scans
+    reports.extend(status_messages(&sqs, &queue).await);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let about: Vec<_> = reports.iter().filter(|r| r.to_string().contains(&point)).collect();
+    assert_eq!(about.len(), 1, "one report for the point: {reports:#?}");
+    assert_eq!(about[0]["status"], "FAILED", "{:#}", about[0]);
+    let why = about[0].to_string();
+    assert!(why.contains("not supported for dumps") && why.contains("parquet"), "{why}");
+    assert_eq!(rds_servers(&a)["restored"].as_array().unwrap().len(), 0, "no temporary instance");
+    let kept = backup.describe_recovery_point().backup_vault_name("Default").recovery_point_arn(&point).send().await;
+    assert!(kept.is_ok(), "the recovery point is kept");
+}
+
+/// The SNS messages waiting in `queue` (each envelope's `Message`, parsed), removed.
+async fn status_messages(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<serde_json::Value> {
+    let out = sqs.receive_message().queue_url(queue).max_number_of_messages(10).wait_time_seconds(1);
+    let out = out.send().await.unwrap();
+    let mut got = Vec::new();
+    for m in out.messages() {
+        let envelope: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+        got.push(serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap());
+        sqs.delete_message().queue_url(queue).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+    }
+    got
 }

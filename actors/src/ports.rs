@@ -606,12 +606,15 @@ pub struct DbInstanceInfo {
     pub tags: Tags,
 }
 
-/// How to restore a temporary instance for a dump.
+/// How to restore a temporary instance (or cluster) for a dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreInstance {
     /// The snapshot.
     pub snapshot: String,
-    /// The new instance's identifier.
+    /// The snapshot's engine (`Engine`: required to restore a cluster and to add its
+    /// instance).
+    pub engine: String,
+    /// The new instance's identifier (and the new cluster's, for a cluster snapshot).
     pub instance: String,
     /// `DBInstanceClass`.
     pub class: String,
@@ -641,6 +644,24 @@ pub trait DumpInstances: Send + Sync {
     async fn delete(&self, id: &str) -> Result<(), PortError>;
     /// Instances whose identifier starts with `prefix`, with their tags.
     async fn named(&self, prefix: &str) -> Result<Vec<(String, Tags)>, PortError>;
+    /// The DB cluster snapshot `id`, if it exists (`source`: the cluster it is of).
+    async fn cluster_snapshot(&self, id: &str) -> Result<Option<DbSnapshotInfo>, PortError>;
+    /// Restores a new cluster named `request.instance` (`RestoreDBClusterFromSnapshot`): no
+    /// deletion protection, tagged at creation (`AlreadyExists` when the name is taken).
+    async fn restore_cluster(&self, request: &RestoreInstance) -> Result<(), PortError>;
+    /// Creates the instance `request.instance` in the cluster of the same name
+    /// (`CreateDBInstance`): not publicly accessible, tagged at creation.
+    async fn add_instance(&self, request: &RestoreInstance) -> Result<(), PortError>;
+    /// The cluster `id`, if it exists (`endpoint`: its writer endpoint).
+    async fn cluster(&self, id: &str) -> Result<Option<DbInstanceInfo>, PortError>;
+    /// Sets the cluster's master password, applied immediately.
+    async fn set_cluster_password(&self, id: &str, password: &str) -> Result<(), PortError>;
+    /// Deletes the cluster without a final snapshot (its instances must be deleting).
+    async fn delete_cluster(&self, id: &str) -> Result<(), PortError>;
+    /// Clusters whose identifier starts with `prefix`, with their tags.
+    async fn clusters_named(&self, prefix: &str) -> Result<Vec<(String, Tags)>, PortError>;
+    /// The tags of the RDS resource `arn` (a DB instance, cluster or snapshot), if it exists.
+    async fn tags(&self, arn: &str) -> Result<Option<Tags>, PortError>;
 }
 
 /// Secrets kept while a temporary resource lives (SSM Parameter Store SecureStrings).

@@ -22,7 +22,9 @@ use bunker_protocol::archive::{Content, ItemStats, Source, DEFAULT_CHUNK_SIZE, E
 use bunker_protocol::events::RecoveryPointHint;
 use bunker_protocol::report::{Entry, EntryStatus, Operation, PointReport, RunStatus, POINT_REPORT_SCHEMA};
 use bunker_protocol::tags::{self, Tags};
-use bunker_protocol::vault::{self, Archived, DynamoDbMode, ExportKind, Holds, PointRef, RecoveryPoint, Seen, Step};
+use bunker_protocol::vault::{
+    self, Archived, DynamoDbMode, ExportKind, Holds, PointRef, RdsFormat, RecoveryPoint, Seen, Step,
+};
 use bunker_protocol::ResourceKind;
 use tracing::{info, warn};
 
@@ -36,6 +38,7 @@ use crate::stream::export_job::{ExportSnapshot, ExportTargets};
 use crate::stream::exporter_actor::{run_export, PreparedExport};
 use crate::stream::items_reader::items_reader;
 use crate::stream::{Progress, StreamError, Tuning};
+use dumps::{dumped, parqueted};
 
 mod dumps;
 
@@ -136,6 +139,9 @@ pub struct VaultExports {
     alerts: Alerts,
     /// Recovery points of a kind bunker does not export, already reported (once each).
     reported: Mutex<HashSet<String>>,
+    /// Recovery points whose export failed for good in this process (an unsupported engine,
+    /// a bad tag): reported once, left out of later scans until a restart.
+    failed: Mutex<HashSet<String>>,
     one_at_a_time: tokio::sync::Semaphore,
 }
 
@@ -172,6 +178,7 @@ impl VaultExports {
             metrics,
             alerts,
             reported: Mutex::default(),
+            failed: Mutex::default(),
             one_at_a_time: tokio::sync::Semaphore::new(1),
         }
     }
@@ -289,11 +296,12 @@ impl VaultExports {
         store: &Arc<dyn ArchiveStore>,
         holds: &Holds,
         name: &str,
+        format: RdsFormat,
     ) -> Result<Archived, StreamError> {
-        let parquet = if self.parqueted(holds) { self.archived(key, store, name).await? } else { Archived::Yes };
-        let dump = match holds {
-            Holds::RdsSnapshot(id) if self.dumped(holds) => self.dump_archived(key, store, id).await?,
-            _ => Archived::Yes,
+        let parquet = if parqueted(holds, format) { self.archived(key, store, name).await? } else { Archived::Yes };
+        let dump = match dumped(holds, format) {
+            Some((id, _)) => self.dump_archived(key, store, id).await?,
+            None => Archived::Yes,
         };
         Ok(if parquet == Archived::Yes && dump == Archived::Yes { Archived::Yes } else { Archived::No })
     }
@@ -306,6 +314,7 @@ impl VaultExports {
         point: Option<&RecoveryPoint>,
         holds: &Holds,
         name: &str,
+        format: RdsFormat,
     ) -> Result<Option<Pending>, StreamError> {
         let waiting = |why: Option<String>| why.map(|why| Pending { why, next_check: None });
         match holds {
@@ -314,22 +323,20 @@ impl VaultExports {
                 self.export_pitr(key, point, name).await
             }
             Holds::DynamoDbBackup(arn) => self.export_table(key, arn, name).await.map(waiting),
-            Holds::ClusterSnapshot { .. } if !self.settings.rds_format.parquet() => Err(StreamError::Input(
-                "Aurora cluster snapshots are not dumped yet: set export.rds_format to \"parquet\" or \"both\"".into(),
-            )),
             Holds::RdsSnapshot(id) | Holds::ClusterSnapshot { id, docdb: false } => {
                 let store = self.targets.store(&self.target(key), &key.region)?;
                 let cluster = matches!(holds, Holds::ClusterSnapshot { .. });
                 // The plan asks for an export only while something is missing: with a dump
                 // wanted too, the Parquet half may already be there (looked up only then).
-                let parquet_done = self.dumped(holds) && self.archived(key, &store, name).await? != Archived::No;
-                if self.parqueted(holds) && !parquet_done {
+                let parquet_done =
+                    dumped(holds, format).is_some() && self.archived(key, &store, name).await? != Archived::No;
+                if parqueted(holds, format) && !parquet_done {
                     if let Some(p) = self.parquet.export(&self.parquet_job(key, id, cluster, &store)).await? {
                         return Ok(Some(p));
                     }
                 }
-                if self.dumped(holds) {
-                    return self.export_dump(key, id).await;
+                if dumped(holds, format).is_some() {
+                    return self.export_dump(key, id, cluster).await;
                 }
                 Ok(None)
             }
@@ -513,6 +520,7 @@ impl VaultExports {
     async fn advance(&self, key: &PointKey, port: &dyn Vaults) -> Result<(Pass, Vec<Entry>), StreamError> {
         let store = self.targets.store(&self.target(key), &key.region)?;
         let (mut archived, mut delete_asked, mut entries) = (None, false, vec![]);
+        let mut formats = None;
         for _ in 0..STEPS_PER_PASS {
             let point = port
                 .describe(&key.vault, &key.arn)
@@ -531,8 +539,12 @@ impl VaultExports {
                 _ => String::new(),
             };
             let kind = holds.kind().filter(|k| self.settings.kinds.contains(k));
+            let format = match formats {
+                Some(f) => f,
+                None => *formats.insert(self.rds_format(key, point.as_ref(), &holds).await?),
+            };
             if archived.is_none() && kind.is_some() && !name.is_empty() {
-                archived = Some(self.archived_all(key, &store, &holds, &name).await?);
+                archived = Some(self.archived_all(key, &store, &holds, &name, format).await?);
             }
             let seen = Seen {
                 status: point.as_ref().map(|p| p.status.clone()),
@@ -544,7 +556,7 @@ impl VaultExports {
             match vault::plan(&seen) {
                 Step::Export => {
                     if let Some(Pending { why, next_check }) =
-                        self.export_holds(key, point.as_ref(), &holds, &name).await?
+                        self.export_holds(key, point.as_ref(), &holds, &name, format).await?
                     {
                         return Ok((Pass::Waiting { next_check, why }, entries));
                     }
@@ -552,10 +564,10 @@ impl VaultExports {
                     entries.push(entry(key, Operation::ExportBackup, EntryStatus::Ok, None));
                 }
                 Step::Verify => {
-                    if self.parqueted(&holds) {
+                    if parqueted(&holds, format) {
                         self.verify(key, &store, &name).await?;
                     }
-                    if let (true, Holds::RdsSnapshot(id)) = (self.dumped(&holds), &holds) {
+                    if let Some((id, _)) = dumped(&holds, format) {
                         self.verify_dump(&store, id).await?;
                     }
                     archived = Some(Archived::Verified);
@@ -651,13 +663,15 @@ impl Workflow for VaultExports {
             Err(e) => (Pass::Retry(e.into()), vec![]),
         };
         if let Pass::Failed(why) = &pass {
+            self.failed.lock().expect("failed set").insert(key.arn.clone());
             self.point_report(key, RunStatus::Failed, None, Some(why.clone())).await;
         }
         (pass, entries)
     }
 
     /// Every completed recovery point of the listed vaults not exported yet (with
-    /// `export.delete_source`, every one: an exported point is verified and deleted). A vault
+    /// `export.delete_source`, every one: an exported point is verified and deleted), but
+    /// none whose export failed for good earlier in this process (reported once). A vault
     /// missing from a region is skipped there, with a warning.
     async fn owned(&self, _kind: Option<ResourceKind>) -> Result<Vec<PointKey>, PortError> {
         let mut keys = Vec::new();
@@ -677,6 +691,9 @@ impl Workflow for VaultExports {
                         continue;
                     }
                     let key = PointKey { region: region.clone(), vault: name.clone(), arn: p.arn.clone() };
+                    if self.failed.lock().expect("failed set").contains(&key.arn) {
+                        continue;
+                    }
                     if !self.settings.delete_source && self.finished(&key, &p.holds()).await {
                         continue;
                     }
@@ -710,6 +727,11 @@ impl Workflow for VaultExports {
 
     fn enabled(&self) -> bool {
         !self.settings.vaults.is_empty()
+    }
+
+    /// A recovery point whose export gave up: its dump's temporary instance goes now.
+    async fn abandon(&self, key: &PointKey) {
+        self.abandon_dump(key).await;
     }
 
     fn gave_up_entry(&self, key: &PointKey, reason: &str) -> Option<Entry> {

@@ -149,7 +149,9 @@ def make_artefact(account, region, resource_arn, job_id):
             snap = rds.create_db_snapshot(resource.split(":", 1)[1], name, snapshot_type="awsbackup")
             return "RDS", snap.db_snapshot_arn
         cluster = rds.clusters[resource.split(":", 1)[1]]
-        snap = rds.create_db_cluster_snapshot(cluster.db_cluster_identifier, name, snapshot_type="awsbackup")
+        # RDS lists AWS Backup's Aurora snapshots as manual ones: "the awsbackup type does not
+        # apply to Aurora" (DescribeDBSnapshots' SnapshotType).
+        snap = rds.create_db_cluster_snapshot(cluster.db_cluster_identifier, name, snapshot_type="manual")
         kind = "DocumentDB" if cluster.engine == "docdb" else "Aurora"
         return kind, snap.db_cluster_snapshot_arn
     if service == "dynamodb" and resource.startswith("table/"):

@@ -16,7 +16,14 @@ moto 5.2.5 restores a DB instance from a snapshot as a record with a made-up end
 * AWS Backup's snapshots (``awsbackup:job-…``) restore by their identifier, as on AWS (moto's
   own restore finds only manual and automated snapshots).
 * ``DeleteDBInstance`` is recorded: ``GET /_bunker/rds-servers`` answers ``{"restored":
-  [...], "deleted": [...]}`` per account, so a test can check every temporary instance went.
+  [...], "deleted": [...], "clusters_restored": [...], "clusters_deleted": [...]}`` per
+  account, so a test can check every temporary instance and cluster went.
+* Aurora: ``RestoreDBClusterFromSnapshot`` of a snapshot of a registered source *cluster*
+  makes a cluster whose writer ``Endpoint`` is that server (``creating`` for
+  ``restore_seconds``); ``CreateDBInstance`` in it makes an instance on the same server;
+  ``ModifyDBClusterMasterUserPassword`` via ``ModifyDBCluster`` changes the password for real
+  (the cluster is ``resetting-master-credentials`` meanwhile); ``DeleteDBCluster`` is
+  recorded. moto 5.2.5 already refuses to delete a cluster that still has instances.
 """
 
 import subprocess
@@ -28,7 +35,9 @@ import moto_backup
 LOCK = threading.RLock()
 SERVERS = {}  # (account, source instance id) -> server dict
 RESTORED = {}  # (account, instance id) -> {"server": dict, "ready_at": float}
-HISTORY = {}  # account -> {"restored": [...], "deleted": [...]}
+CLUSTERS = {}  # (account, cluster id) -> {"server": dict, "ready_at": float, "pending": status}
+HISTORY = {}  # account -> {"restored": [...], "deleted": [...], "clusters_…": [...]}
+KINDS = ("restored", "deleted", "clusters_restored", "clusters_deleted")
 
 
 def register(body):
@@ -39,11 +48,11 @@ def register(body):
 
 def report(account):
     with LOCK:
-        return HISTORY.get(account, {"restored": [], "deleted": []})
+        return HISTORY.get(account, {k: [] for k in KINDS})
 
 
 def _history(account):
-    return HISTORY.setdefault(account, {"restored": [], "deleted": []})
+    return HISTORY.setdefault(account, {k: [] for k in KINDS})
 
 
 def _alter_password(server, engine, user, password):
@@ -143,3 +152,92 @@ def patch():
     RDSBackend.modify_db_instance = modify
     RDSBackend.delete_db_instance = delete
     DBInstance.address = property(address)
+    patch_clusters()
+
+
+def _ready(entry):
+    return time.time() >= entry["ready_at"]
+
+
+def patch_clusters():
+    """Wraps moto's restore, status, endpoint, modify and delete of DB clusters, and the
+    creation of instances in them."""
+    from moto.rds.models import DBCluster, RDSBackend
+
+    original_restore = RDSBackend.restore_db_cluster_from_snapshot
+    original_create_instance = RDSBackend.create_db_instance
+    original_modify = RDSBackend.modify_db_cluster
+    original_delete = RDSBackend.delete_db_cluster
+    original_status = DBCluster.status
+    original_endpoint = DBCluster.endpoint
+
+    def restore(self, from_snapshot_id, overrides):
+        name = from_snapshot_id.split(":cluster-snapshot:")[-1]
+        snapshot = self.describe_db_cluster_snapshots(db_cluster_identifier=None, db_snapshot_identifier=name)[0]
+        cluster = original_restore(self, name, overrides)
+        account = self.account_id
+        with LOCK:
+            server = SERVERS.get((account, snapshot.cluster.db_cluster_identifier))
+            _history(account)["clusters_restored"].append(cluster.db_cluster_identifier)
+            if server is not None:
+                seconds = float(moto_backup.setting(account, "restore_seconds"))
+                CLUSTERS[(account, cluster.db_cluster_identifier)] = {
+                    "server": server, "ready_at": time.time() + seconds, "pending": "creating"}
+                cluster.port = int(server["port"])
+        return cluster
+
+    def create_instance(self, db_kwargs):
+        with LOCK:
+            entry = CLUSTERS.get((self.account_id, db_kwargs.get("db_cluster_identifier")))
+        instance = original_create_instance(self, db_kwargs)
+        if entry is not None:
+            seconds = float(moto_backup.setting(self.account_id, "restore_seconds"))
+            with LOCK:
+                RESTORED[(self.account_id, instance.db_instance_identifier)] = {
+                    "server": entry["server"], "ready_at": time.time() + seconds}
+                _history(self.account_id)["restored"].append(instance.db_instance_identifier)
+            instance.port = int(entry["server"]["port"])
+            instance.status = "creating"
+        return instance
+
+    def status(self):
+        with LOCK:
+            entry = CLUSTERS.get((self.backend.account_id, self.db_cluster_identifier))
+        if entry is None:
+            return original_status.fget(self)
+        if not _ready(entry):
+            return entry["pending"]
+        if self._status == "creating":
+            self._status = "available"
+        return self._status
+
+    def endpoint(self):
+        with LOCK:
+            entry = CLUSTERS.get((self.backend.account_id, self.db_cluster_identifier))
+        return entry["server"]["host"] if entry else original_endpoint.fget(self)
+
+    def modify(self, kwargs):
+        with LOCK:
+            entry = CLUSTERS.get((self.account_id, kwargs["db_cluster_identifier"]))
+        password = kwargs.get("master_user_password")
+        if entry and password:
+            cluster = self.clusters[kwargs["db_cluster_identifier"]]
+            _alter_password(entry["server"], cluster.engine, cluster.master_username, password)
+            seconds = float(moto_backup.setting(self.account_id, "restore_seconds")) / 2
+            with LOCK:
+                entry.update(ready_at=time.time() + seconds, pending="resetting-master-credentials")
+        return original_modify(self, kwargs)
+
+    def delete(self, cluster_identifier, *args, **kwargs):
+        cluster = original_delete(self, cluster_identifier, *args, **kwargs)
+        with LOCK:
+            CLUSTERS.pop((self.account_id, cluster_identifier), None)
+            _history(self.account_id)["clusters_deleted"].append(cluster_identifier)
+        return cluster
+
+    RDSBackend.restore_db_cluster_from_snapshot = restore
+    RDSBackend.create_db_instance = create_instance
+    RDSBackend.modify_db_cluster = modify
+    RDSBackend.delete_db_cluster = delete
+    DBCluster.status = property(status, original_status.fset)
+    DBCluster.endpoint = property(endpoint)

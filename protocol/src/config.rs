@@ -184,13 +184,8 @@ schema! {
         };
         Some(())
     };
-    ExportRdsFormat: "export.rds_format", None, false, Some("parquet"), "parquet (RDS's export to Parquet), dump (the engine's own dump tool through a temporary instance; RDS DB snapshots) or both, for RDS and Aurora recovery points", |c, v| {
-        c.export_rds_format = match v {
-            "parquet" => crate::vault::RdsFormat::Parquet,
-            "dump" => crate::vault::RdsFormat::Dump,
-            "both" => crate::vault::RdsFormat::Both,
-            _ => return None,
-        };
+    ExportRdsFormat: "export.rds_format", None, true, Some("parquet"), "parquet (RDS's export to Parquet), dump (the engine's own dump tool through a temporary instance or Aurora cluster) or both, for RDS and Aurora recovery points", |c, v| {
+        c.export_rds_format = crate::vault::RdsFormat::parse(v)?;
         Some(())
     };
     ExportScanSegments: "export.scan_segments", None, false, Some("4"), "1 to 16: parallel Scan segments of a DynamoDB backup export (backup mode)", |c, v| set(&mut c.export_scan_segments, parse_whole(v).filter(|n| (1..=16).contains(n)));

@@ -65,7 +65,7 @@ pub enum RdsFormat {
     /// RDS's own export to Parquet (`StartExportTask`).
     #[default]
     Parquet,
-    /// A native dump through a temporary instance (RDS DB snapshots; not Aurora yet).
+    /// A native dump through a temporary instance (or Aurora cluster).
     Dump,
     /// Both.
     Both,
@@ -80,6 +80,28 @@ impl RdsFormat {
     /// Whether a dump is wanted.
     pub fn dump(self) -> bool {
         matches!(self, RdsFormat::Dump | RdsFormat::Both)
+    }
+
+    /// `parquet`, `dump` or `both`.
+    pub fn parse(value: &str) -> Option<RdsFormat> {
+        match value {
+            "parquet" => Some(RdsFormat::Parquet),
+            "dump" => Some(RdsFormat::Dump),
+            "both" => Some(RdsFormat::Both),
+            _ => None,
+        }
+    }
+
+    /// What a resource's tag `bunker:config:export.rds_format` asks for, if it has one
+    /// (`Err` names the tag and the values it may take).
+    pub fn from_tags(tags: &crate::tags::Tags) -> Result<Option<RdsFormat>, String> {
+        let key = format!("{}export.rds_format", crate::tags::CONFIG_PREFIX);
+        match tags.get(&key) {
+            None => Ok(None),
+            Some(v) => RdsFormat::parse(v.trim())
+                .map(Some)
+                .ok_or_else(|| format!("tag {key} = {v:?}: expected parquet, dump or both")),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The snapshot dump workflow: an RDS DB snapshot restored to a temporary instance (smallest
 //! class, private, no deletion protection, no automated backups, tagged temporary at
-//! creation), a random master password kept in SSM Parameter Store for exactly as long as
+//! creation) — or an Aurora cluster snapshot to a temporary cluster plus one such instance —
+//! a random master password kept in SSM Parameter Store for exactly as long as
 //! the instance lives, [`dump_server`] against it, and both removed on success and on
 //! failure. Each pass looks at AWS and the target and follows `protocol::dump_plan::plan`;
 //! waiting is [`Pass::Waiting`], never a sleep; [`Workflow::sweep`] removes what a crash left.
@@ -23,7 +24,7 @@ use tracing::{info, warn};
 
 use super::{dump_server, Connection, DumpRequest, Secret, Server};
 use crate::engine::{Clock, JobKey, Pass, SystemClock, Workflow};
-use crate::ports::{DumpInstances, ErrorKind, PortError, RestoreInstance, Secrets};
+use crate::ports::{DbInstanceInfo, DbSnapshotInfo, DumpInstances, ErrorKind, PortError, RestoreInstance, Secrets};
 use crate::stream::export_job::ExportTargets;
 use crate::stream::{StreamError, Tuning};
 
@@ -49,8 +50,10 @@ pub const TEMP_HOURS: i64 = 24;
 pub struct DumpKey {
     /// The snapshot's region.
     pub region: String,
-    /// The DB snapshot identifier.
+    /// The DB snapshot (or DB cluster snapshot) identifier.
     pub snapshot: String,
+    /// An Aurora DB cluster snapshot: restored as a cluster plus one instance.
+    pub cluster: bool,
     /// Where the archives go (`s3://…` or `file://…`).
     pub to: String,
     /// The AWS Backup recovery point the snapshot is, when it is one (recorded in every
@@ -60,13 +63,14 @@ pub struct DumpKey {
 
 impl fmt::Display for DumpKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dump of {} ({}) to {}", self.snapshot, self.region, self.to)
+        let what = if self.cluster { "cluster snapshot " } else { "" };
+        write!(f, "dump of {what}{} ({}) to {}", self.snapshot, self.region, self.to)
     }
 }
 
 impl JobKey for DumpKey {
     fn kind_label(&self) -> &'static str {
-        ResourceKind::Rds.as_str()
+        if self.cluster { ResourceKind::RdsCluster } else { ResourceKind::Rds }.as_str()
     }
 }
 
@@ -124,7 +128,7 @@ impl SnapshotDumps {
     }
 
     fn names(&self, key: &DumpKey) -> (String, String) {
-        let instance = dump_plan::instance_name(&self.settings.deployment, &key.snapshot);
+        let instance = dump_plan::instance_name(&self.settings.deployment, &key.snapshot, &key.to);
         let parameter = dump_plan::parameter_name(&self.settings.deployment, &instance);
         (instance, parameter)
     }
@@ -141,6 +145,13 @@ impl SnapshotDumps {
         tags::temporary(&self.settings.deployment, format!("dump of {}", key.snapshot), expires)
     }
 
+    /// The names among `listed` that are this deployment's and past their
+    /// `bunker:expires_at`.
+    fn expired<'a>(&self, listed: &'a [(String, Tags)]) -> Vec<&'a String> {
+        let now = self.clock.now();
+        listed.iter().filter(|(_, tags)| self.ours(tags) && expires_by(tags, now)).map(|(name, _)| name).collect()
+    }
+
     /// Whether both ports of the key's region exist (every pass indexes them).
     fn served(&self, key: &DumpKey) -> bool {
         self.instances.contains_key(&key.region) && self.secrets.contains_key(&key.region)
@@ -149,6 +160,15 @@ impl SnapshotDumps {
     /// The archive name stem: the snapshot id, `:` as `-` (AWS Backup's `awsbackup:job-…`).
     fn stem(key: &DumpKey) -> String {
         key.snapshot.replace(':', "-")
+    }
+
+    /// The tags of the RDS resource `arn` in `region` (`None`: it is gone, or the region is
+    /// not served).
+    pub async fn resource_tags(&self, region: &str, arn: &str) -> Result<Option<Tags>, PortError> {
+        match self.instances.get(region) {
+            Some(instances) => instances.tags(arn).await,
+            None => Ok(None),
+        }
     }
 
     /// The index object of a snapshot's dump: written last, it marks the dump done.
@@ -162,17 +182,31 @@ impl SnapshotDumps {
             Ok(store) => store.size(&Self::index_key(&key.snapshot)).await?.is_some(),
             Err(_) => false,
         };
-        let seen_instance = instances.instance(instance).await?.map(|i| (i.status, self.ours(&i.tags)));
+        let seen = |i: DbInstanceInfo| (i.status, self.ours(&i.tags));
+        let cluster = match key.cluster {
+            true => Some(instances.cluster(instance).await?.map(seen)),
+            false => None,
+        };
+        let seen_instance = instances.instance(instance).await?.map(seen);
         let password = secrets.get(parameter).await?.is_some();
-        Ok(Seen { done, instance: seen_instance, password })
+        Ok(Seen { done, cluster, instance: seen_instance, password })
     }
 
-    async fn remove(&self, key: &DumpKey, instance: bool, parameter: bool) -> Result<(), PortError> {
+    /// Deletes the instance, then the cluster, then the parameter (each as asked; one
+    /// already gone is fine).
+    async fn remove(&self, key: &DumpKey, instance: bool, cluster: bool, parameter: bool) -> Result<(), PortError> {
         let (name, param) = self.names(key);
+        let instances = &self.instances[&key.region];
         if instance {
-            match self.instances[&key.region].delete(&name).await {
+            match instances.delete(&name).await {
                 Err(e) if e.kind != ErrorKind::NotFound => return Err(e),
                 _ => info!(instance = %name, "temporary dump instance deleted"),
+            }
+        }
+        if cluster {
+            match instances.delete_cluster(&name).await {
+                Err(e) if e.kind != ErrorKind::NotFound => return Err(e),
+                _ => info!(cluster = %name, "temporary dump cluster deleted"),
             }
         }
         if parameter {
@@ -195,6 +229,11 @@ fn entry(key: &DumpKey, status: EntryStatus, message: Option<String>) -> Entry {
     }
 }
 
+/// Whether `tags` carry a `bunker:expires_at` at or before `now`.
+fn expires_by(tags: &Tags, now: jiff::Timestamp) -> bool {
+    tags.get(tags::EXPIRES_AT).and_then(|t| t.parse::<jiff::Timestamp>().ok()).is_some_and(|t| t <= now)
+}
+
 /// 32 random lowercase hex digits from the kernel's CSPRNG (valid in any RDS engine's
 /// master password: no `/`, `@`, `"` or space).
 fn random_password() -> Result<Secret, PortError> {
@@ -207,12 +246,35 @@ fn random_password() -> Result<Secret, PortError> {
 }
 
 impl SnapshotDumps {
-    /// Restores the temporary instance, after checking the snapshot can be dumped.
-    async fn restore(&self, key: &DumpKey, instance: &str) -> Pass {
+    /// The snapshot (a DB cluster snapshot for a cluster key).
+    async fn snapshot(&self, key: &DumpKey) -> Result<Option<DbSnapshotInfo>, PortError> {
         let instances = &self.instances[&key.region];
-        let snap = match instances.snapshot(&key.snapshot).await {
+        match key.cluster {
+            true => instances.cluster_snapshot(&key.snapshot).await,
+            false => instances.snapshot(&key.snapshot).await,
+        }
+    }
+
+    /// How to restore (or add) the temporary instance for `snap`.
+    fn request(&self, key: &DumpKey, snap: &DbSnapshotInfo, instance: &str) -> RestoreInstance {
+        RestoreInstance {
+            snapshot: key.snapshot.clone(),
+            engine: snap.engine.clone(),
+            instance: instance.to_string(),
+            class: self.settings.instance_class.clone().unwrap_or_else(|| default_class(&snap.engine).to_string()),
+            subnet_group: self.settings.subnet_group.clone(),
+            security_group: self.settings.security_group.clone(),
+            tags: self.temp_tags(key),
+        }
+    }
+
+    /// Restores the temporary instance (or cluster), after checking the snapshot can be
+    /// dumped.
+    async fn restore(&self, key: &DumpKey, instance: &str) -> Pass {
+        let what = if key.cluster { "DB cluster snapshot" } else { "DB snapshot" };
+        let snap = match self.snapshot(key).await {
             Ok(Some(s)) => s,
-            Ok(None) => return Pass::Failed(format!("DB snapshot {} does not exist in {}", key.snapshot, key.region)),
+            Ok(None) => return Pass::Failed(format!("{what} {} does not exist in {}", key.snapshot, key.region)),
             Err(e) => return Pass::Retry(e.into()),
         };
         if let Err(msg) = Family::of_rds_engine(&snap.engine) {
@@ -224,24 +286,40 @@ impl SnapshotDumps {
                 why: format!("the snapshot is {}", snap.status),
             };
         }
-        let request = RestoreInstance {
-            snapshot: key.snapshot.clone(),
-            instance: instance.to_string(),
-            class: self.settings.instance_class.clone().unwrap_or_else(|| default_class(&snap.engine).to_string()),
-            subnet_group: self.settings.subnet_group.clone(),
-            security_group: self.settings.security_group.clone(),
-            tags: self.temp_tags(key),
+        let request = self.request(key, &snap, instance);
+        let instances = &self.instances[&key.region];
+        let restored = match key.cluster {
+            true => instances.restore_cluster(&request).await,
+            false => instances.restore(&request).await,
         };
-        match instances.restore(&request).await {
+        match restored {
             Ok(()) | Err(PortError { kind: ErrorKind::AlreadyExists, .. }) => {
-                info!(instance = %instance, snapshot = %key.snapshot, class = %request.class, "temporary dump instance restored");
-                Pass::Waiting {
-                    next_check: Some(self.settings.poll),
-                    why: "the temporary instance is being created".into(),
-                }
+                info!(instance = %instance, snapshot = %key.snapshot, cluster = key.cluster, class = %request.class, "temporary dump instance restored");
+                self.creating("the temporary instance is being created")
             }
             Err(e) => Pass::Retry(e.into()),
         }
+    }
+
+    /// The temporary cluster's instance.
+    async fn add_instance(&self, key: &DumpKey, instance: &str) -> Pass {
+        let snap = match self.snapshot(key).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Pass::Failed(format!("DB cluster snapshot {} is gone", key.snapshot)),
+            Err(e) => return Pass::Retry(e.into()),
+        };
+        let request = self.request(key, &snap, instance);
+        match self.instances[&key.region].add_instance(&request).await {
+            Ok(()) | Err(PortError { kind: ErrorKind::AlreadyExists, .. }) => {
+                info!(instance = %instance, class = %request.class, "instance added to the temporary dump cluster");
+                self.creating("the temporary cluster's instance is being created")
+            }
+            Err(e) => Pass::Retry(e.into()),
+        }
+    }
+
+    fn creating(&self, why: &str) -> Pass {
+        Pass::Waiting { next_check: Some(self.settings.poll), why: why.into() }
     }
 
     /// A new random password: stored first (so a crash never leaves a password nobody
@@ -250,7 +328,11 @@ impl SnapshotDumps {
         let result = async {
             let password = random_password()?;
             self.secrets[&key.region].put(parameter, password.expose(), self.settings.kms_key.as_deref()).await?;
-            self.instances[&key.region].set_master_password(instance, password.expose()).await
+            let instances = &self.instances[&key.region];
+            match key.cluster {
+                true => instances.set_cluster_password(instance, password.expose()).await,
+                false => instances.set_master_password(instance, password.expose()).await,
+            }
         }
         .await;
         match result {
@@ -282,7 +364,7 @@ impl SnapshotDumps {
             }
             Err(e) => {
                 warn!(snapshot = %key.snapshot, error = %e, "dump failed; removing the temporary instance");
-                if let Err(r) = self.remove(key, true, true).await {
+                if let Err(r) = self.remove(key, true, key.cluster, true).await {
                     warn!(instance = %instance, error = %r, "temporary instance not removed; the next sweep removes it");
                 }
                 let reason = format!("dump of {} failed: {e}", key.snapshot);
@@ -294,9 +376,14 @@ impl SnapshotDumps {
     async fn dump_instance(&self, key: &DumpKey, instance: &str, parameter: &str) -> Result<usize, StreamError> {
         let port = |what: &str, e| StreamError::port(what.to_string(), e);
         let instances = &self.instances[&key.region];
-        let snap = instances.snapshot(&key.snapshot).await.map_err(|e| port("describing the snapshot", e))?;
-        let snap = snap.ok_or_else(|| StreamError::Input(format!("DB snapshot {} is gone", key.snapshot)))?;
-        let info = instances.instance(instance).await.map_err(|e| port("describing the instance", e))?;
+        let snap = self.snapshot(key).await.map_err(|e| port("describing the snapshot", e))?;
+        let snap = snap.ok_or_else(|| StreamError::Input(format!("snapshot {} is gone", key.snapshot)))?;
+        // A cluster is reached through its writer endpoint.
+        let info = match key.cluster {
+            true => instances.cluster(instance).await,
+            false => instances.instance(instance).await,
+        };
+        let info = info.map_err(|e| port("describing the instance", e))?;
         let Some((host, port_no)) = info.and_then(|i| i.endpoint) else {
             return Err(StreamError::Source(format!("{instance} has no endpoint")));
         };
@@ -308,7 +395,7 @@ impl SnapshotDumps {
         let conn = Connection::open(server).await?;
         let store = self.targets.store(&key.to, &key.region)?;
         let source = Source {
-            kind: "rds-snapshot".into(),
+            kind: if key.cluster { "rds-cluster-snapshot" } else { "rds-snapshot" }.into(),
             id: key.snapshot.clone(),
             region: Some(key.region.clone()),
             recovery_point: key.point.clone(),
@@ -344,17 +431,20 @@ impl Workflow for SnapshotDumps {
         };
         match dump_plan::plan(&seen) {
             Step::Restore => (self.restore(key, &instance).await, vec![]),
+            Step::AddInstance => (self.add_instance(key, &instance).await, vec![]),
             Step::Wait(why) => (Pass::Waiting { next_check: Some(self.settings.poll), why }, vec![]),
             Step::SetPassword => (self.set_password(key, &instance, &parameter).await, vec![]),
             Step::Dump => self.dump(key, &instance, &parameter).await,
-            Step::Remove { instance: i, parameter: p } => match self.remove(key, i, p).await {
+            Step::Remove { instance: i, cluster: c, parameter: p } => match self.remove(key, i, c, p).await {
                 Ok(()) => (Pass::Progress, vec![]),
                 Err(e) => (Pass::Retry(e.into()), vec![]),
             },
             Step::Done => (Pass::Done, vec![]),
             Step::Refuse(why) => {
-                if seen.instance.as_ref().is_some_and(|(_, ours)| *ours) {
-                    if let Err(e) = self.remove(key, true, true).await {
+                let ours = |r: &Option<(String, bool)>| r.as_ref().is_some_and(|(_, ours)| *ours);
+                let cluster = seen.cluster.as_ref().is_some_and(ours);
+                if ours(&seen.instance) || cluster {
+                    if let Err(e) = self.remove(key, ours(&seen.instance), cluster, seen.password).await {
                         warn!(instance = %instance, error = %e, "temporary instance not removed; the next sweep removes it");
                     }
                 }
@@ -367,29 +457,29 @@ impl Workflow for SnapshotDumps {
         Ok(Vec::new())
     }
 
-    /// Removes this deployment's temporary dump instances whose `bunker:expires_at` has
-    /// passed, and password parameters whose instance is gone.
+    /// Removes this deployment's temporary dump instances and clusters whose
+    /// `bunker:expires_at` has passed (instances first: a cluster goes once its instances
+    /// are deleting), and password parameters whose instance and cluster are gone.
     async fn sweep(&self) -> Result<usize, PortError> {
-        let now = self.clock.now();
         let mut removed = 0;
         for (region, instances) in &self.instances {
             let listed = instances.named(dump_plan::INSTANCE_PREFIX).await?;
-            for (name, tags) in &listed {
-                let expired = tags
-                    .get(tags::EXPIRES_AT)
-                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                    .is_some_and(|t| t <= now);
-                if self.ours(tags) && expired {
-                    instances.delete(name).await?;
-                    info!(instance = %name, "expired temporary dump instance removed");
-                    removed += 1;
-                }
+            for name in self.expired(&listed) {
+                instances.delete(name).await?;
+                info!(instance = %name, "expired temporary dump instance removed");
+                removed += 1;
+            }
+            let clusters = instances.clusters_named(dump_plan::INSTANCE_PREFIX).await?;
+            for name in self.expired(&clusters) {
+                instances.delete_cluster(name).await?;
+                info!(cluster = %name, "expired temporary dump cluster removed");
+                removed += 1;
             }
             let Some(secrets) = self.secrets.get(region) else { continue };
             let prefix = dump_plan::parameter_name(&self.settings.deployment, "");
             for param in secrets.under(prefix.trim_end_matches('/')).await? {
                 let instance = param.rsplit('/').next().unwrap_or_default();
-                if !listed.iter().any(|(n, _)| n == instance) {
+                if !listed.iter().chain(&clusters).any(|(n, _)| n == instance) {
                     secrets.delete(&param).await?;
                     info!(parameter = %param, "password parameter of a gone instance removed");
                     removed += 1;
@@ -397,6 +487,26 @@ impl Workflow for SnapshotDumps {
             }
         }
         Ok(removed)
+    }
+
+    /// A job that gave up removes its temporary instance, cluster and parameter now (if
+    /// they are this deployment's), not after the sweep's 24 hours.
+    async fn abandon(&self, key: &DumpKey) {
+        if !self.served(key) {
+            return;
+        }
+        let (instance, parameter) = self.names(key);
+        let removed = match self.look(key, &instance, &parameter).await {
+            Ok(seen) => {
+                let ours = |r: &Option<(String, bool)>| r.as_ref().is_some_and(|(_, ours)| *ours);
+                let cluster = seen.cluster.as_ref().is_some_and(ours);
+                self.remove(key, ours(&seen.instance), cluster, seen.password).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            warn!(instance = %instance, error = %e, "temporary instance not removed; the next sweep removes it");
+        }
     }
 
     fn gave_up_entry(&self, key: &DumpKey, reason: &str) -> Option<Entry> {

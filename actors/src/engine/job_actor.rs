@@ -118,8 +118,25 @@ impl<W: Workflow> JobActor<W> {
             Ok(wait) => {
                 ctx.run_later(wait, move |act, ctx| act.run_pass(key, ctx));
             }
+            Err(end @ JobEnd::GaveUp(_)) => self.abandon(key, end, ctx),
             Err(end) => self.end(key, end),
         }
+    }
+
+    /// [`Workflow::abandon`], then the end. The job stays open (and "running") meanwhile, so
+    /// a request for it joins instead of starting a pass.
+    fn abandon(&mut self, key: W::Key, end: JobEnd, ctx: &mut Context<Self>) {
+        if let Some(job) = self.jobs.get_mut(&key) {
+            job.running = true;
+        }
+        let (workflow, k) = (self.workflow.clone(), key.clone());
+        let task = tokio::spawn(async move { workflow.abandon(&k).await });
+        ctx.spawn(task.into_actor(self).map(move |res, act, _| {
+            if let Err(e) = res {
+                warn!(workflow = W::NAME, job = %key, error = %e, "cleanup after giving up panicked");
+            }
+            act.end(key, end)
+        }));
     }
 
     fn end(&mut self, key: W::Key, end: JobEnd) {

@@ -224,6 +224,11 @@ pub trait Workflow: Send + Sync + 'static {
         true
     }
 
+    /// Called once when a job gives up after its retries, before its requesters hear of it:
+    /// removes what its passes made and would otherwise wait for a sweep (a temporary
+    /// instance). A job that fails ends in a pass, which cleans up itself.
+    async fn abandon(&self, _key: &Self::Key) {}
+
     /// The entry recorded (with the job's other entries) when a job fails or gives up.
     fn gave_up_entry(&self, key: &Self::Key, reason: &str) -> Option<Entry>;
 

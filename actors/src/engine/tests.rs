@@ -31,11 +31,12 @@ impl JobKey for String {
 struct Script {
     passes: Mutex<VecDeque<Pass>>,
     ran: Mutex<Vec<Instant>>,
+    abandoned: Mutex<Vec<String>>,
 }
 
 impl Script {
     fn new(passes: Vec<Pass>) -> Arc<Script> {
-        Arc::new(Script { passes: Mutex::new(passes.into()), ran: Mutex::default() })
+        Arc::new(Script { passes: Mutex::new(passes.into()), ran: Mutex::default(), abandoned: Mutex::default() })
     }
 
     /// Seconds from the first pass to each pass.
@@ -75,6 +76,10 @@ impl Workflow for Script {
 
     async fn owned(&self, _kind: Option<ResourceKind>) -> Result<Vec<String>, PortError> {
         Ok(vec![])
+    }
+
+    async fn abandon(&self, key: &String) {
+        self.abandoned.lock().unwrap().push(key.clone());
     }
 
     fn gave_up_entry(&self, key: &String, reason: &str) -> Option<Entry> {
@@ -146,6 +151,7 @@ fn a_job_gives_up_after_its_retries_with_one_alert_and_duplicates_share_it() {
         reports
     });
     assert_eq!(script.offsets().len(), 7, "one job for three requests, 1 + 6 retries");
+    assert_eq!(*script.abandoned.lock().unwrap(), ["job-1"], "cleaned up once, before the reply");
     for r in reports {
         let r = r.unwrap().unwrap();
         assert!(matches!(&r.end, JobEnd::GaveUp(why) if why.starts_with("gave up after 6 retries: Throttling")));

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bunker_protocol::vault::{Archived, Holds, PointRef};
+use bunker_protocol::vault::{Archived, Holds, PointRef, RdsFormat, RecoveryPoint};
 
 use super::{PointKey, VaultExports};
 use crate::dump::snapshot::{DumpKey, SnapshotDumps, INDEX_FORMAT};
@@ -28,23 +28,42 @@ impl VaultExports {
         self
     }
 
-    /// Whether `holds` is dumped here (RDS DB snapshots; Aurora is not dumped yet).
-    pub(super) fn dumped(&self, holds: &Holds) -> bool {
-        matches!(holds, Holds::RdsSnapshot(_)) && self.settings.rds_format.dump()
+    /// The format of `point`'s export: the tag `bunker:config:export.rds_format` on the
+    /// DB instance or cluster it is a backup of (or, that gone, on the snapshot itself),
+    /// else `export.rds_format`. Only RDS and Aurora points are asked about.
+    pub(super) async fn rds_format(
+        &self,
+        key: &PointKey,
+        point: Option<&RecoveryPoint>,
+        holds: &Holds,
+    ) -> Result<RdsFormat, StreamError> {
+        let configured = self.settings.rds_format;
+        let (Some(dumps), Some(point), Some(_)) = (&self.dumps, point, dumped(holds, RdsFormat::Dump)) else {
+            return Ok(configured);
+        };
+        let tags_of = |arn: &str| {
+            let arn = arn.to_string();
+            async move {
+                let tags = dumps.resource_tags(&key.region, &arn).await;
+                tags.map_err(|e| StreamError::port(format!("reading the tags of {arn}"), e)).map(|t| (arn, t))
+            }
+        };
+        let (arn, tags) = match tags_of(&point.resource_arn).await? {
+            (arn, Some(tags)) => (arn, tags),
+            (_, None) => {
+                let (arn, tags) = tags_of(&key.arn).await?;
+                (arn, tags.unwrap_or_default())
+            }
+        };
+        let tagged = RdsFormat::from_tags(&tags).map_err(|e| StreamError::Input(format!("{arn}: {e}")))?;
+        Ok(tagged.unwrap_or(configured))
     }
 
-    /// Whether `holds` is exported to Parquet here.
-    pub(super) fn parqueted(&self, holds: &Holds) -> bool {
-        match holds {
-            Holds::RdsSnapshot(_) => self.settings.rds_format.parquet(),
-            _ => true,
-        }
-    }
-
-    fn dump_key(&self, key: &PointKey, snapshot: &str) -> DumpKey {
+    fn dump_key(&self, key: &PointKey, snapshot: &str, cluster: bool) -> DumpKey {
         DumpKey {
             region: key.region.clone(),
             snapshot: snapshot.to_string(),
+            cluster,
             to: self.target(key),
             point: Some(PointRef { arn: key.arn.clone(), vault: key.vault.clone() }),
         }
@@ -70,13 +89,18 @@ impl VaultExports {
     }
 
     /// Runs the dump's passes until it waits or ends: `None` once it is done.
-    pub(super) async fn export_dump(&self, key: &PointKey, snapshot: &str) -> Result<Option<Pending>, StreamError> {
+    pub(super) async fn export_dump(
+        &self,
+        key: &PointKey,
+        snapshot: &str,
+        cluster: bool,
+    ) -> Result<Option<Pending>, StreamError> {
         let Some(dumps) = &self.dumps else {
             return Err(StreamError::Internal(
                 "export.rds_format asks for dumps, and no dump workflow is wired".into(),
             ));
         };
-        let dk = self.dump_key(key, snapshot);
+        let dk = self.dump_key(key, snapshot, cluster);
         for _ in 0..DUMP_STEPS {
             match dumps.pass(&dk).await.0 {
                 Pass::Done => return Ok(None),
@@ -105,12 +129,44 @@ impl VaultExports {
         Ok(())
     }
 
+    /// Removes the temporary instance (or cluster) of `key`'s dump, if there is one.
+    pub(super) async fn abandon_dump(&self, key: &PointKey) {
+        let (Some(dumps), Some(port)) = (&self.dumps, self.vaults.get(&key.region)) else { return };
+        let holds = match port.describe(&key.vault, &key.arn).await {
+            Ok(Some(point)) => point.holds(),
+            _ => Holds::of(&key.arn, ""),
+        };
+        if let Some((snapshot, cluster)) = dumped(&holds, RdsFormat::Dump) {
+            dumps.abandon(&self.dump_key(key, snapshot, cluster)).await;
+        }
+    }
+
     /// Removes expired temporary dump instances (part of the vault workflow's sweep).
     pub(super) async fn sweep_dumps(&self) -> Result<usize, crate::ports::PortError> {
         match &self.dumps {
             Some(d) => d.sweep().await,
             None => Ok(0),
         }
+    }
+}
+
+/// The snapshot `holds` is dumped from under `format`, and whether it is a cluster snapshot
+/// (RDS DB snapshots and Aurora cluster snapshots, when `format` asks for a dump).
+pub(super) fn dumped(holds: &Holds, format: RdsFormat) -> Option<(&str, bool)> {
+    let dumped = match holds {
+        Holds::RdsSnapshot(id) => Some((id.as_str(), false)),
+        Holds::ClusterSnapshot { id, docdb: false } => Some((id.as_str(), true)),
+        _ => None,
+    };
+    dumped.filter(|_| format.dump())
+}
+
+/// Whether `holds` is exported to Parquet under `format` (every kind but RDS and Aurora
+/// always is).
+pub(super) fn parqueted(holds: &Holds, format: RdsFormat) -> bool {
+    match holds {
+        Holds::RdsSnapshot(_) | Holds::ClusterSnapshot { docdb: false, .. } => format.parquet(),
+        _ => true,
     }
 }
 
