@@ -131,9 +131,8 @@ pub fn snapshot_dumps(
     regions: &[String],
 ) -> bunker_actors::dump::snapshot::SnapshotDumps {
     use bunker_actors::dump::snapshot::{DumpSettings, SnapshotDumps};
-    let region = regions.first().map(String::as_str).unwrap_or_default();
     let settings = DumpSettings {
-        deployment: cfg.deployment_id(account, region),
+        deployments: regions.iter().map(|r| (r.clone(), cfg.deployment_id(account, r))).collect(),
         instance_class: cfg.export_dump_instance_class.clone(),
         subnet_group: cfg.export_dump_subnet_group.clone(),
         security_group: cfg.export_dump_security_group.clone(),

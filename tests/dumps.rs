@@ -635,6 +635,45 @@ fn tls_is_required_whenever_the_server_offers_it() {
     assert_eq!(archives(&out).len(), 2, "globals and shop: {out:#}");
 }
 
+/// `--tls-ca`: a MariaDB server that takes TLS connections only is dumped over TLS verified
+/// against its certificate, and a certificate from another CA refuses the export before any
+/// archive is written. The same for PostgreSQL's `verify-full`.
+#[test]
+fn tls_ca_verifies_the_server_and_a_stranger_certificate_is_refused() {
+    let maria = DbServer::mariadb_tls();
+    maria.sql("", "CREATE DATABASE shop");
+    maria.sql("shop", MARIA_SEED);
+    let plain = Command::new("mariadb")
+        .args(["--no-defaults", "--skip-ssl", "-h", "127.0.0.1", "-P", &maria.port.to_string(), "-u", &maria.user])
+        .args(["-e", "SELECT 1"])
+        .env("MYSQL_PWD", &maria.password)
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "the server refuses connections without TLS");
+    let stranger = tempfile::tempdir().unwrap();
+    let (other_ca, _) = common::db::self_signed(stranger.path());
+    let pg = DbServer::postgres_tls();
+    pg.sql("postgres", "CREATE DATABASE shop");
+    pg.sql("shop", PG_SEED_CRM);
+    for (src, archives_written) in [(&maria, 1), (&pg, 2)] {
+        let (dir, to) = target();
+        let ca = src.certificate().display().to_string();
+        let args = ["export", "database", &src.url("shop"), "--tls-ca", &ca, "--to", &to, "--json"];
+        let out = bunker(&args, &[src.password_env()], None).ok_json();
+        assert_eq!(out["tls"], "verified", "{out:#}");
+        assert_eq!(archives(&out).len(), archives_written, "{out:#}");
+
+        let (dir2, to2) = target();
+        let other = other_ca.display().to_string();
+        let args = ["export", "database", &src.url("shop"), "--tls-ca", &other, "--to", &to2, "--json"];
+        let refused = bunker(&args, &[src.password_env()], None);
+        assert_ne!(refused.code, 0, "{refused:#?}");
+        let written: Vec<_> = std::fs::read_dir(dir2.path()).unwrap().collect();
+        assert!(written.is_empty(), "nothing written: {written:?}");
+        drop(dir);
+    }
+}
+
 /// An Aurora PostgreSQL cluster whose snapshots restore to `src` (its master user `master`),
 /// tagged to be dumped (`bunker:config:export.rds_format = dump`).
 async fn aurora_cluster_of(a: &common::Account, src: &DbServer, cluster: &str) {

@@ -108,7 +108,34 @@ impl DbServer {
 
     /// A new MariaDB server; bunker logs in as `admin` (all privileges) with a random password.
     pub fn mariadb() -> DbServer {
+        DbServer::mariadb_with(false)
+    }
+
+    /// [`DbServer::mariadb`] that accepts TLS connections only
+    /// (`require_secure_transport`), with a self-signed certificate: [`DbServer::certificate`].
+    pub fn mariadb_tls() -> DbServer {
+        DbServer::mariadb_with(true)
+    }
+
+    /// The server's certificate (a TLS server's: its own CA).
+    pub fn certificate(&self) -> PathBuf {
+        let own = self.dir.path().join("server.crt");
+        if own.exists() {
+            own
+        } else {
+            self.dir.path().join("data").join("server.crt")
+        }
+    }
+
+    fn mariadb_with(tls: bool) -> DbServer {
         let dir = tempfile::Builder::new().prefix("bunker-maria-").tempdir().unwrap();
+        let mut extra: Vec<String> = Vec::new();
+        if tls {
+            let (cert, key) = self_signed(dir.path());
+            extra.push(format!("--ssl-cert={}", cert.display()));
+            extra.push(format!("--ssl-key={}", key.display()));
+            extra.push("--require-secure-transport=ON".into());
+        }
         let data = dir.path().join("data");
         run(
             Command::new("mariadb-install-db")
@@ -125,6 +152,7 @@ impl DbServer {
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg(format!("--log-error={}", dir.path().join("server.log").display()))
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -215,17 +243,24 @@ impl DbServer {
     }
 }
 
-/// A self-signed certificate in `data`, `hostssl`-only `pg_hba.conf`; the server options.
-fn tls_only(data: &Path, uid: u32, gid: u32) -> Vec<String> {
-    let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+/// A self-signed certificate for 127.0.0.1 in `dir`: (`server.crt`, `server.key`).
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
     run(
         Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-keyout"])
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
             .arg(&key)
             .arg("-out")
             .arg(&cert),
         "openssl req",
     );
+    (cert, key)
+}
+
+/// A self-signed certificate in `data`, `hostssl`-only `pg_hba.conf`; the server options.
+fn tls_only(data: &Path, uid: u32, gid: u32) -> Vec<String> {
+    let (cert, key) = self_signed(data);
     for f in [&cert, &key] {
         std::os::unix::fs::chown(f, Some(uid), Some(gid)).unwrap();
     }

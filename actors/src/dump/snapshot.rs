@@ -77,8 +77,9 @@ impl JobKey for DumpKey {
 /// What every dump of this deployment shares.
 #[derive(Debug, Clone)]
 pub struct DumpSettings {
-    /// This deployment's id (the temporary tags, the instance and parameter names).
-    pub deployment: String,
+    /// This deployment's id in each region (the temporary tags, the instance and parameter
+    /// names; `deployment` may name the region).
+    pub deployments: BTreeMap<String, String>,
     /// `export.dump_instance_class` (default: the smallest class of the engine).
     pub instance_class: Option<String>,
     /// `export.dump_subnet_group`.
@@ -128,28 +129,38 @@ impl SnapshotDumps {
     }
 
     fn names(&self, key: &DumpKey) -> (String, String) {
-        let instance = dump_plan::instance_name(&self.settings.deployment, &key.snapshot, &key.to);
-        let parameter = dump_plan::parameter_name(&self.settings.deployment, &instance);
+        let deployment = self.deployment(&key.region);
+        let instance = dump_plan::instance_name(deployment, &key.snapshot, &key.to);
+        let parameter = dump_plan::parameter_name(deployment, &instance);
         (instance, parameter)
     }
 
-    fn ours(&self, tags: &Tags) -> bool {
+    /// This deployment's id in `region` (empty when the region is not served).
+    fn deployment(&self, region: &str) -> &str {
+        self.settings.deployments.get(region).map(String::as_str).unwrap_or_default()
+    }
+
+    fn ours(&self, tags: &Tags, region: &str) -> bool {
         tags.get(tags::TEMPORARY).map(String::as_str) == Some("true")
-            && !self.settings.deployment.is_empty()
-            && tags.get(tags::DEPLOYMENT) == Some(&self.settings.deployment)
+            && !self.deployment(region).is_empty()
+            && tags.get(tags::DEPLOYMENT).map(String::as_str) == Some(self.deployment(region))
     }
 
     fn temp_tags(&self, key: &DumpKey) -> Tags {
         let expires = self.clock.now().as_second() + TEMP_HOURS * 3600;
         let expires = jiff::Timestamp::from_second(expires).unwrap_or(jiff::Timestamp::MAX);
-        tags::temporary(&self.settings.deployment, format!("dump of {}", key.snapshot), expires)
+        tags::temporary(self.deployment(&key.region), format!("dump of {}", key.snapshot), expires)
     }
 
     /// The names among `listed` that are this deployment's and past their
     /// `bunker:expires_at`.
-    fn expired<'a>(&self, listed: &'a [(String, Tags)]) -> Vec<&'a String> {
+    fn expired<'a>(&self, listed: &'a [(String, Tags)], region: &str) -> Vec<&'a String> {
         let now = self.clock.now();
-        listed.iter().filter(|(_, tags)| self.ours(tags) && expires_by(tags, now)).map(|(name, _)| name).collect()
+        listed
+            .iter()
+            .filter(|(_, tags)| self.ours(tags, region) && expires_by(tags, now))
+            .map(|(name, _)| name)
+            .collect()
     }
 
     /// Whether both ports of the key's region exist (every pass indexes them).
@@ -182,7 +193,7 @@ impl SnapshotDumps {
             Ok(store) => store.size(&Self::index_key(&key.snapshot)).await?.is_some(),
             Err(_) => false,
         };
-        let seen = |i: DbInstanceInfo| (i.status, self.ours(&i.tags));
+        let seen = |i: DbInstanceInfo| (i.status, self.ours(&i.tags, &key.region));
         let cluster = match key.cluster {
             true => Some(instances.cluster(instance).await?.map(seen)),
             false => None,
@@ -464,19 +475,19 @@ impl Workflow for SnapshotDumps {
         let mut removed = 0;
         for (region, instances) in &self.instances {
             let listed = instances.named(dump_plan::INSTANCE_PREFIX).await?;
-            for name in self.expired(&listed) {
+            for name in self.expired(&listed, region) {
                 instances.delete(name).await?;
                 info!(instance = %name, "expired temporary dump instance removed");
                 removed += 1;
             }
             let clusters = instances.clusters_named(dump_plan::INSTANCE_PREFIX).await?;
-            for name in self.expired(&clusters) {
+            for name in self.expired(&clusters, region) {
                 instances.delete_cluster(name).await?;
                 info!(cluster = %name, "expired temporary dump cluster removed");
                 removed += 1;
             }
             let Some(secrets) = self.secrets.get(region) else { continue };
-            let prefix = dump_plan::parameter_name(&self.settings.deployment, "");
+            let prefix = dump_plan::parameter_name(self.deployment(region), "");
             for param in secrets.under(prefix.trim_end_matches('/')).await? {
                 let instance = param.rsplit('/').next().unwrap_or_default();
                 if !listed.iter().chain(&clusters).any(|(n, _)| n == instance) {

@@ -112,10 +112,25 @@ pub fn verdict(tool: &str, status: ExitStatus, stderr: &str) -> Result<(), Strea
         let code = status.code().unwrap_or(-1);
         return Err(StreamError::Source(format!("{tool} exited with status {code}{detail}")));
     }
-    if let Some(line) = said.lines().find(|l| l.to_ascii_lowercase().contains("error")) {
+    if let Some(line) = said.lines().find(|l| is_error_line(l)) {
         return Err(StreamError::Source(format!("{tool} reported an error although it exited 0: {line}")));
     }
     Ok(())
+}
+
+/// Whether a stderr line is a dump or client tool reporting an error: `pg_dump: error: …`,
+/// `mariadb-dump: Got error: …`, `mysqldump: Error: …`, `ERROR 1045 (28000) …`,
+/// `psql:…: ERROR:  …`. A warning is not one, nor a line that merely names something
+/// `error…` (a table `error_log` in a warning about its constraints).
+pub fn is_error_line(line: &str) -> bool {
+    let l = line.trim().to_ascii_lowercase();
+    if l.contains("warning:") {
+        return false;
+    }
+    l.starts_with("error") && !l.starts_with("error_")
+        || l.contains("error:")
+        || l.contains("got error")
+        || l.contains(": error ")
 }
 
 #[cfg(test)]
@@ -157,5 +172,28 @@ mod tests {
         assert!(err.expect("fails").to_string().contains("signal 9"));
         let (_, err) = collect("echo 'mysqldump: Got error: 2013: Lost connection' >&2; exit 0", 4096).await;
         assert!(err.expect("fails").to_string().contains("reported an error"));
+    }
+
+    #[test]
+    fn error_lines_are_the_tools_errors_not_words_in_warnings() {
+        for line in [
+            "pg_dump: error: query failed: server closed the connection",
+            "mariadb-dump: Got error: 1044: Access denied",
+            "mysqldump: Error: 'Lost connection to server during query'",
+            "ERROR 1045 (28000): Access denied for user 'admin'",
+            "psql:<stdin>:12: ERROR:  relation \"t\" does not exist",
+            "error: connection to server failed",
+        ] {
+            assert!(is_error_line(line), "{line}");
+        }
+        for line in [
+            "pg_dump: warning: there are circular foreign-key constraints on this table: error_log",
+            "pg_dump: detail: You might not be able to restore the dump without using --disable-triggers",
+            "mariadb-dump: Deprecated program name. It will be removed in a future release, use 'mariadb-dump' instead",
+            "error_log",
+            "Warning: Using a password on the command line interface can be insecure. error: none",
+        ] {
+            assert!(!is_error_line(line), "{line}");
+        }
     }
 }
