@@ -265,6 +265,11 @@ fn mariadb_databases_dump_verify_and_restore_with_triggers_and_routines() {
     src.sql("", "CREATE DATABASE shop");
     src.sql("shop", "SET SESSION group_concat_max_len = 67108864");
     src.sql("shop", MARIA_SEED);
+    src.sql(
+        "",
+        "CREATE USER 'app'@'%' IDENTIFIED BY 'app-password'; GRANT SELECT, INSERT ON shop.* TO 'app'@'%'; \
+         CREATE ROLE reporting; GRANT SELECT ON shop.big_orders TO reporting; GRANT reporting TO 'app'@'%'",
+    );
     let (_dir, to) = target();
     let recorder = argv_recorder("mariadb-dump");
     let run = bunker(
@@ -274,15 +279,17 @@ fn mariadb_databases_dump_verify_and_restore_with_triggers_and_routines() {
     );
     let out = run.ok_json();
     let got = archives(&out);
-    assert_eq!(got.keys().collect::<Vec<_>>(), ["shop"], "system schemas are left out: {out:#}");
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["globals", "shop"], "system schemas are left out: {out:#}");
     let argv = std::fs::read_to_string(recorder.path().join("argv.txt")).unwrap();
     assert!(argv.contains("--single-transaction") && argv.contains("--routines"), "{argv}");
+    assert!(argv.contains("--system=users"), "the accounts, roles and grants: {argv}");
     for (what, text) in [("argv", &argv), ("stderr", &run.stderr), ("stdout", &run.stdout)] {
         assert!(!text.contains(&src.password), "the password appears in {what}");
     }
     let v = bunker(&["verify", "--deep", &format!("file://{}", got["shop"].display()), "--json"], &[], None).ok_json();
     assert!(v["deep"].as_str().unwrap().contains("mariadb-dump"), "{v:#}");
 
+    // MySQL's grants name tables: the databases first, then the globals.
     let dst = DbServer::mariadb();
     let r = bunker(
         &["restore", &format!("file://{}", got["shop"].display()), "--to-database", &dst.url(""), "--json"],
@@ -290,6 +297,20 @@ fn mariadb_databases_dump_verify_and_restore_with_triggers_and_routines() {
         None,
     );
     assert_eq!(r.ok_json()["database"], "shop");
+    let globals = format!("file://{}", got["globals"].display());
+    let g = bunker(&["restore", &globals, "--to-database", &dst.url(""), "--json"], &[dst.password_env()], None);
+    let g = g.ok_json();
+    assert!(g["own_role_statements_skipped"].as_u64().unwrap() >= 2, "admin's own lines are left out: {g:#}");
+    let grants = |s: &DbServer| s.sql("", "SHOW GRANTS FOR 'app'@'%'");
+    assert_eq!(grants(&dst), grants(&src), "the account, its password hash, its grants and its role");
+    assert!(dst.try_sql("", "SELECT 1").is_ok(), "admin still logs in with its own password");
+    let app = Command::new("mariadb")
+        .args(["--no-defaults", "-h", "127.0.0.1", "-P", &dst.port.to_string(), "-u", "app", "-N", "-B"])
+        .args(["-e", "SET ROLE reporting; SELECT COUNT(*) FROM shop.big_orders"])
+        .env("MYSQL_PWD", "app-password")
+        .output()
+        .unwrap();
+    assert!(app.status.success(), "app logs in with its password and uses its role: {app:?}");
     let checksum = |s: &DbServer, t: &str| {
         s.sql("shop", &format!("SET SESSION group_concat_max_len = 67108864; SELECT COUNT(*), MD5(GROUP_CONCAT(CONCAT_WS(',', id, {}) ORDER BY id SEPARATOR '|')) FROM {t}", if t == "orders" { "customer, total, placed, note, HEX(payload)" } else { "order_id, at" }))
     };
@@ -547,7 +568,7 @@ async fn a_killed_dump_resumes_on_the_same_instance_and_an_unsupported_engine_is
     assert_eq!(parameters(&a).await, Vec::<String>::new());
     let index: serde_json::Value =
         serde_json::from_slice(&a.get_object(&bucket, &format!("db/{snapshot}.dumps.json")).await).unwrap();
-    assert_eq!(index["archives"].as_array().unwrap().len(), 1, "{index:#}");
+    assert_eq!(index["archives"].as_array().unwrap().len(), 2, "the globals and shop: {index:#}");
 
     // An engine without a dump tool: refused before any instance is restored.
     let ora_snapshot = rds_snapshot_of(&a, &src, "ora", "oracle-ee").await;
@@ -655,7 +676,7 @@ fn tls_ca_verifies_the_server_and_a_stranger_certificate_is_refused() {
     let pg = DbServer::postgres_tls();
     pg.sql("postgres", "CREATE DATABASE shop");
     pg.sql("shop", PG_SEED_CRM);
-    for (src, archives_written) in [(&maria, 1), (&pg, 2)] {
+    for (src, archives_written) in [(&maria, 2), (&pg, 2)] {
         let (dir, to) = target();
         let ca = src.certificate().display().to_string();
         let args = ["export", "database", &src.url("shop"), "--tls-ca", &ca, "--to", &to, "--json"];

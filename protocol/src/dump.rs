@@ -333,12 +333,53 @@ pub fn is_own_role_line(line: &str, user: &str) -> bool {
     line == format!("CREATE ROLE {id};") || line.starts_with(&format!("ALTER ROLE {id} WITH "))
 }
 
+/// Whether a line of a MariaDB users dump (`mariadb-dump --system=users`) names the MySQL
+/// account `user` (any host) — its `CREATE USER`, `GRANT … TO`, `ALTER USER`, `SET DEFAULT
+/// ROLE` — which a restore leaves out so the connecting account keeps its own password and
+/// privileges.
+pub fn is_own_account_line(line: &str, user: &str) -> bool {
+    let quoted = |q: char| format!("{q}{}{q}@", user.replace(q, &format!("{q}{q}")));
+    line.contains(&quoted('`')) || line.contains(&quoted('\''))
+}
+
+/// Whether a line of a MariaDB users dump names the account `user`@`host` (either quoting).
+pub fn names_account(line: &str, user: &str, host: &str) -> bool {
+    let quoted = |q: char| {
+        let esc = |v: &str| v.replace(q, &format!("{q}{q}"));
+        format!("{q}{}{q}@{q}{}{q}", esc(user), esc(host))
+    };
+    line.contains(&quoted('`')) || line.contains(&quoted('\''))
+}
+
+/// Whether a server's `VERSION()` is MariaDB's (whose `mariadb-dump --system=users` writes
+/// its accounts, roles and grants as SQL).
+pub fn is_mariadb(server_version: &str) -> bool {
+    server_version.contains("MariaDB")
+}
+
 /// `pg_dump`'s custom format starts with these bytes.
 pub const PG_CUSTOM_MAGIC: &[u8] = b"PGDMP";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_account_lines_are_those_naming_the_connecting_user() {
+        assert!(is_own_account_line(
+            "GRANT ALL PRIVILEGES ON *.* TO `admin`@`%` IDENTIFIED BY PASSWORD '*D8';",
+            "admin"
+        ));
+        assert!(is_own_account_line("CREATE USER IF NOT EXISTS `admin`@`%` IDENTIFIED BY PASSWORD '*D8';", "admin"));
+        assert!(is_own_account_line("/*M!100005 SET DEFAULT ROLE NONE FOR 'admin'@'%' */;", "admin"));
+        assert!(!is_own_account_line("GRANT SELECT ON `shop`.* TO `app`@`%`;", "admin"));
+        assert!(!is_own_account_line("GRANT SELECT ON `admin`.* TO `app`@`%`;", "admin"), "a database named admin");
+        assert!(is_own_account_line("GRANT USAGE ON *.* TO `o``b`@`%`;", "o`b"));
+        assert!(is_mariadb("10.11.19-MariaDB-0+deb12u1") && !is_mariadb("8.0.39"));
+        let proxy = "GRANT PROXY ON ``@`%` TO `root`@`localhost` WITH GRANT OPTION;";
+        assert!(names_account(proxy, "root", "localhost") && !names_account(proxy, "root", "%"));
+        assert!(names_account("/*M!100005 GRANT 'reporting' TO 'root'@'localhost' */;", "root", "localhost"));
+    }
 
     #[test]
     fn urls_parse_and_refuse_passwords() {

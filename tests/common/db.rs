@@ -161,6 +161,13 @@ impl DbServer {
         let password = format!("pw-{:016x}", rand_u64());
         let mut s = DbServer { scheme: "mysql", port, user: "root".into(), password: String::new(), dir, child };
         s.wait_ready(|| s.socket_sql("SELECT 1").is_ok());
+        // mariadb-install-db adds root@<this host's name>, an account `--skip-name-resolve`
+        // cannot match: `SHOW CREATE USER` fails on it, and so would the users dump.
+        let named = "SELECT CONCAT(QUOTE(user), '@', QUOTE(host)) FROM mysql.user \
+                     WHERE host NOT IN ('localhost', '127.0.0.1', '::1', '%')";
+        for account in s.socket_sql(named).unwrap().lines().filter(|l| !l.is_empty()) {
+            s.socket_sql(&format!("DROP USER {account}")).unwrap();
+        }
         s.socket_sql(&format!(
             "CREATE USER 'admin'@'%' IDENTIFIED BY '{password}'; GRANT ALL ON *.* TO 'admin'@'%' WITH GRANT OPTION;"
         ))

@@ -83,7 +83,7 @@ pub async fn dump_server(
     metrics: Option<Arc<Metrics>>,
 ) -> Result<DumpSummary, StreamError> {
     let server_version = conn.server_version().await?;
-    let parts = plan(conn).await?;
+    let parts = plan(conn, &server_version).await?;
     let mut versions = std::collections::BTreeMap::new();
     for p in &parts {
         if !versions.contains_key(p.tool) {
@@ -107,8 +107,9 @@ pub async fn dump_server(
     Ok(DumpSummary { server: conn.server().url.display(), server_version, tls, archives })
 }
 
-/// The tool runs a dump of this server takes: globals first (PostgreSQL), then databases.
-async fn plan(conn: &Connection) -> Result<Vec<Part>, StreamError> {
+/// The tool runs a dump of this server takes: globals first (PostgreSQL's roles; MariaDB's
+/// accounts, roles and grants, with `mariadb-dump`), then databases.
+async fn plan(conn: &Connection, server_version: &str) -> Result<Vec<Part>, StreamError> {
     let url = &conn.server().url;
     let all = conn.databases().await?;
     let chosen: Vec<(String, u64)> = match &url.database {
@@ -131,7 +132,13 @@ async fn plan(conn: &Connection) -> Result<Vec<Part>, StreamError> {
             parts.push(Part { database: None, database_bytes: None, tool: "pg_dumpall", content: Content::Sql });
             ("pg_dump", Content::PgCustom)
         }
-        Family::Mysql => (conn.mysql_dump_tool(), Content::Sql),
+        Family::Mysql => {
+            let tool = conn.mysql_dump_tool();
+            if tool == "mariadb-dump" && dump::is_mariadb(server_version) {
+                parts.push(Part { database: None, database_bytes: None, tool, content: Content::Sql });
+            }
+            (tool, Content::Sql)
+        }
     };
     for (db, bytes) in chosen {
         parts.push(Part { database: Some(db), database_bytes: Some(bytes), tool, content });
@@ -180,6 +187,10 @@ fn tool_command(conn: &Connection, p: &Part, role_passwords: bool) -> tokio::pro
                 cmd.arg("--set-gtid-purged=OFF");
             }
             cmd.arg("--").arg(db);
+        }
+        ("mariadb-dump", None) => {
+            // Accounts, roles and grants as SQL; `IF NOT EXISTS` where the syntax has it.
+            cmd.args(["--system=users", "--insert-ignore"]);
         }
         (_, None) => {}
     }

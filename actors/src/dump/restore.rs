@@ -176,10 +176,21 @@ async fn pipe_restore(
 ) -> Result<DbRestoreReport, StreamError> {
     let family = info.family;
     let already = |line: &str| line.contains("already exists");
-    let filter = (family == Family::Postgres && info.database.is_none()).then(|| {
-        let user = conn.server().url.user.clone();
-        LineFilter::new(Box::new(move |line| dump::is_own_role_line(line, &user)))
-    });
+    let user = conn.server().url.user.clone();
+    let filter = match (family, info.database.is_none()) {
+        (_, false) => None,
+        (Family::Postgres, true) => Some(LineFilter::new(Box::new(move |line| dump::is_own_role_line(line, &user)))),
+        (Family::Mysql, true) => {
+            // The target's accounts keep their own definitions: only accounts and roles new
+            // to it are made (and the connecting one is never touched, whatever its host).
+            let existing = conn.query("SELECT user, host FROM mysql.user", None).await?;
+            let existing: Vec<(String, String)> =
+                existing.into_iter().filter_map(|r| Some((r.first()?.clone(), r.get(1)?.clone()))).collect();
+            Some(LineFilter::new(Box::new(move |line| {
+                dump::is_own_account_line(line, &user) || existing.iter().any(|(u, h)| dump::names_account(line, u, h))
+            })))
+        }
+    };
     let (verify, out) = pipe(archive, progress, cmd, tool, &conn.secrets(), already, filter).await?;
     Ok(DbRestoreReport {
         verify,
@@ -224,6 +235,10 @@ async fn client_command(
             let mut cmd = conn.command(client, None);
             cmd.arg("--").arg(db);
             Ok((client, cmd))
+        }
+        (Family::Mysql, Content::Sql, None) => {
+            let client = conn.mysql_client();
+            Ok((client, conn.command(client, None)))
         }
         (_, content, _) => Err(StreamError::Input(format!("{}: cannot restore a {content:?} dump", archive.url()))),
     }
