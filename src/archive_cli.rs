@@ -427,6 +427,7 @@ pub(crate) async fn prepare_ebs(
         tree: None,
         items: None,
         dump: None,
+        catalog: None,
     };
     Ok(PreparedExport { store, request, open: Box::new(move |start| reader.open(start, capacity)) })
 }
@@ -469,6 +470,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
                 tree: None,
                 items: None,
                 dump: None,
+                catalog: None,
             };
             (opts, req, Box::new(move |start| local::image_reader(path, size, chunk, start, capacity)))
         }
@@ -478,6 +480,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
             }
             let chunk = opts.chunk_mib << 20;
             let stats = Arc::new(Mutex::new(TreeStats::default()));
+            let catalog = Arc::new(Mutex::new(Vec::new()));
             let name = opts.name.clone().unwrap_or_else(|| file_name(&dir));
             let capacity = opts.channel_capacity;
             let req = ExportRequest {
@@ -493,8 +496,9 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
                 tree: Some(stats.clone()),
                 items: None,
                 dump: None,
+                catalog: Some(catalog.clone()),
             };
-            (opts, req, Box::new(move |_| local::tar_reader(dir, chunk, capacity, stats)))
+            (opts, req, Box::new(move |_| local::tar_reader(dir, chunk, capacity, stats, catalog)))
         }
     };
     let store = target_store(aws, region, &opts.to)?;
@@ -595,6 +599,31 @@ pub async fn verify(aws: &Aws, region: Option<&str>, url: &str, json: bool) -> R
             r.image_sha256.as_ref().map(|h| format!(", sha256 {h}")).unwrap_or_default()
         )
     });
+    Ok(0)
+}
+
+/// `bunker ls URL [PATH]`: the catalog's entries at or under PATH.
+pub async fn ls(aws: &Aws, region: Option<&str>, url: &str, path: Option<&str>, json: bool) -> Result<u8, Fatal> {
+    let (store, key) = object_store(aws, region, url)?;
+    let entries = async { Archive::open(store, &key).await?.catalog().await }.await.map_err(|e| Fatal {
+        code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
+        error: anyhow!("ls failed: {e}"),
+    })?;
+    let chosen = bunker_protocol::catalog::under(&entries, path);
+    if chosen.is_empty() {
+        if let Some(p) = path {
+            return Err(input(format!("{p}: no such path in {url}")));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&chosen).expect("entries serialize"));
+        return Ok(0);
+    }
+    for e in chosen {
+        let link = e.link.as_ref().map(|l| format!(" -> {l}")).unwrap_or_default();
+        let when = jiff::Timestamp::from_second(e.mtime).map(|t| t.to_string()).unwrap_or_default();
+        println!("{:?} {:04o} {}:{} {:>12} {when} {}{link}", e.kind, e.mode, e.uid, e.gid, e.size, e.path);
+    }
     Ok(0)
 }
 

@@ -87,6 +87,14 @@ enum Command {
         #[arg(long)]
         deep: bool,
     },
+    /// List a tar archive's entries from its catalog (one small object read; the archive
+    /// itself is not read).
+    Ls {
+        /// The archive, its manifest or its catalog: s3://bucket/key or file:///path.
+        url: String,
+        /// Only this path and what is under it (e.g. etc/nginx).
+        path: Option<String>,
+    },
     /// Restore an archive (and, for an incremental one, its bases) to a new file or a new
     /// EBS snapshot.
     Restore {
@@ -215,7 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         let region = cfg.regions.first().cloned().or_else(|| aws.default_region());
         // Exports to and from local files reach no AWS service: they need no region.
         match &cli.command {
-            Command::Export(_) | Command::Verify { .. } | Command::Restore { .. } => {}
+            Command::Export(_) | Command::Verify { .. } | Command::Restore { .. } | Command::Ls { .. } => {}
             _ if region.is_none() => {
                 return Err(usage(anyhow!(
                     "no region: set `regions` in the config file, pass --region, or set AWS_REGION"
@@ -242,6 +250,9 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Command::Verify { url, deep: true } => {
                 let (store, key) = crate::archive_cli::object_store(&aws, region, &url)?;
                 archive_result(crate::dump_cli::verify(store, &key, cli.json).await)
+            }
+            Command::Ls { url, path } => {
+                archive_result(crate::archive_cli::ls(&aws, region, &url, path.as_deref(), cli.json).await)
             }
             Command::Verify { url, deep: false } => {
                 archive_result(crate::archive_cli::verify(&aws, region, &url, cli.json).await)
@@ -310,7 +321,7 @@ fn reaches_aws(command: &Command) -> bool {
     let s3 = |url: &str| url.starts_with("s3://");
     match command {
         Command::Export(args) => args.reaches_aws(),
-        Command::Verify { url, .. } => s3(url),
+        Command::Verify { url, .. } | Command::Ls { url, .. } => s3(url),
         Command::Restore { url, to_snapshot, connect, .. } => s3(url) || *to_snapshot || connect.uses_aws(),
         _ => true,
     }

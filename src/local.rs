@@ -2,6 +2,7 @@
 //! files and block devices as sources, a directory tree as a tar stream, and restore files.
 //! Everything here blocks and runs on dedicated threads or `spawn_blocking`.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt};
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 use bunker_actors::ports::{ArchiveStore, ErrorKind, ImageWriter, PortError, StoredPart};
 use bunker_actors::stream::{crc32c, is_zero, SourceItem, StreamError};
 use bunker_protocol::archive::TreeStats;
+use bunker_protocol::catalog::{CatalogEntry, EntryKind};
 use tokio::sync::mpsc;
 
 use crate::files;
@@ -384,6 +386,11 @@ struct ChunkWriter<'a> {
 }
 
 impl ChunkWriter<'_> {
+    /// Bytes written so far (the offset of the next byte in the stream).
+    fn position(&self) -> u64 {
+        self.offset + self.buf.len() as u64
+    }
+
     fn flush_chunk(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -413,13 +420,16 @@ impl Write for ChunkWriter<'_> {
     }
 }
 
-/// Streams a tar of `dir` (sorted, symlinks stored as links, special files skipped and
-/// named in the stats) as chunks on a dedicated thread.
+/// Streams a tar of `dir` (sorted, symlinks stored as links, a file's further hard links as
+/// links to its first path, special files skipped and named in the stats) as chunks on a
+/// dedicated thread, listing every entry in `catalog`: its metadata, a regular file's
+/// SHA-256 and the offset of its first header in the stream.
 pub fn tar_reader(
     dir: PathBuf,
     chunk: u64,
     capacity: usize,
     stats: Arc<Mutex<TreeStats>>,
+    catalog: Arc<Mutex<Vec<CatalogEntry>>>,
 ) -> mpsc::Receiver<Result<SourceItem, StreamError>> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let spawned = std::thread::Builder::new().name("bunker-tar".into()).spawn({
@@ -431,7 +441,8 @@ pub fn tar_reader(
                 let mut b = tar::Builder::new(&mut w);
                 b.follow_symlinks(false);
                 b.mode(tar::HeaderMode::Complete);
-                walk(&mut b, &dir, Path::new("."), &stats)?;
+                let mut walker = Walker { stats: &stats, catalog: &catalog, links: HashMap::new() };
+                walker.walk(&mut b, &dir, Path::new("."))?;
                 b.into_inner()?.flush_chunk()
             })();
             if let Err(e) = result {
@@ -445,41 +456,109 @@ pub fn tar_reader(
     rx
 }
 
-fn walk<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path, stats: &Mutex<TreeStats>) -> io::Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let rel = name.join(e.file_name());
-        let ft = e.file_type()?;
-        let skip = |why: String| {
-            tracing::warn!(path = %path.display(), "skipped: {why}");
-            stats.lock().expect("tree stats").skip(format!("{}: {why}", rel.display()));
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: io::Read> io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The state of one directory walk: what it counted, listed, and the first path of each
+/// multiply linked file.
+struct Walker<'a> {
+    stats: &'a Mutex<TreeStats>,
+    catalog: &'a Mutex<Vec<CatalogEntry>>,
+    links: HashMap<(u64, u64), String>,
+}
+
+impl Walker<'_> {
+    fn walk(&mut self, b: &mut tar::Builder<&mut ChunkWriter<'_>>, dir: &Path, name: &Path) -> io::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let (path, rel) = (e.path(), name.join(e.file_name()));
+            if let Err(err) = self.entry(b, &path, &rel) {
+                tracing::warn!(path = %path.display(), "skipped: {err}");
+                self.stats.lock().expect("tree stats").skip(format!("{}: {err}", rel.display()));
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, b: &mut tar::Builder<&mut ChunkWriter<'_>>, path: &Path, rel: &Path) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::symlink_metadata(path)?;
+        let ft = meta.file_type();
+        let offset = b.get_ref().position();
+        let mut entry = CatalogEntry {
+            // As tar writes it: without the leading `./`.
+            path: rel.strip_prefix(".").unwrap_or(rel).to_string_lossy().into_owned(),
+            kind: EntryKind::File,
+            size: 0,
+            mode: meta.mode() & 0o7777,
+            uid: u64::from(meta.uid()),
+            gid: u64::from(meta.gid()),
+            mtime: meta.mtime(),
+            link: None,
+            sha256: None,
+            offset,
         };
         if ft.is_dir() {
-            b.append_dir(&rel, &path)?;
-            stats.lock().expect("tree stats").directories += 1;
-            if let Err(err) = walk(b, &path, &rel, stats) {
-                skip(err.to_string());
-            }
-        } else if ft.is_file() || ft.is_symlink() {
-            match File::open(&path) {
-                Err(err) if ft.is_file() => skip(err.to_string()),
-                _ => {
-                    let len = if ft.is_file() { e.metadata()?.len() } else { 0 };
-                    b.append_path_with_name(&path, &rel)?;
-                    let mut s = stats.lock().expect("tree stats");
-                    if ft.is_file() {
-                        s.files += 1;
-                        s.file_bytes += len;
-                    }
-                }
-            }
-        } else {
-            skip("not a regular file, directory or symlink".into());
+            b.append_dir(rel, path)?;
+            self.stats.lock().expect("tree stats").directories += 1;
+            self.list(CatalogEntry { kind: EntryKind::Dir, ..entry });
+            return self.walk(b, path, rel);
         }
+        if ft.is_symlink() {
+            let target = fs::read_link(path)?;
+            b.append_path_with_name(path, rel)?;
+            self.list(CatalogEntry {
+                kind: EntryKind::Symlink,
+                link: Some(target.to_string_lossy().into_owned()),
+                ..entry
+            });
+            return Ok(());
+        }
+        if !ft.is_file() {
+            return Err(io::Error::other("not a regular file, directory or symlink"));
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        if meta.nlink() > 1 {
+            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                b.append_link(&mut header, rel, first)?;
+                self.list(CatalogEntry { kind: EntryKind::Hardlink, link: Some(first.clone()), ..entry });
+                return Ok(());
+            }
+            self.links.insert((meta.dev(), meta.ino()), entry.path.clone());
+        }
+        let file = File::open(path)?;
+        let mut reader = Hashing { inner: io::Read::take(file, meta.len()), hasher: sha2::Sha256::default() };
+        b.append_data(&mut header, rel, &mut reader)?;
+        let digest = sha2::Digest::finalize(reader.hasher);
+        entry.size = meta.len();
+        entry.sha256 = Some(bunker_protocol::archive::hex(&digest));
+        let mut s = self.stats.lock().expect("tree stats");
+        s.files += 1;
+        s.file_bytes += meta.len();
+        drop(s);
+        self.list(entry);
+        Ok(())
     }
-    Ok(())
+
+    fn list(&self, entry: CatalogEntry) {
+        self.catalog.lock().expect("catalog").push(entry);
+    }
 }
 
 /// A restore target: `<path>.partial` until committed, then renamed to `path`. Dropped

@@ -326,3 +326,89 @@ async fn tiny_buffers_on_a_large_sparse_source_keep_memory_bounded() {
     assert_eq!(v["image_sha256"], out["image_sha256"]);
     assert_eq!(v["image_size"], 16u64 << 30);
 }
+
+/// `export path` writes a catalog beside the tar archive: every entry with its type, mode,
+/// owner, mtime, link target, a regular file's SHA-256 and the offset of its header in the
+/// stream (a tar reader started there reads that entry); `bunker ls` lists it without
+/// reading the archive; hard links are stored as links; a catalog that does not match its
+/// hash in the manifest is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tar_export_has_a_catalog_that_ls_lists_and_whose_offsets_and_hashes_hold() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let a = Account::new("410000000009").await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    let to = format!("file://{}", target.display());
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc/nginx/conf.d")).unwrap();
+    std::fs::write(tree.join("etc/nginx/nginx.conf"), b"worker_processes 2;\n").unwrap();
+    std::fs::write(tree.join("etc/nginx/conf.d/empty.conf"), b"").unwrap();
+    std::fs::write(tree.join("big.bin"), noise(9, 3 << 20)).unwrap();
+    std::fs::hard_link(tree.join("big.bin"), tree.join("etc/big-again.bin")).unwrap();
+    std::fs::write(tree.join("ünïcode ✓.txt"), "ü\n").unwrap();
+    std::os::unix::fs::symlink("nginx/nginx.conf", tree.join("etc/current.conf")).unwrap();
+    std::fs::set_permissions(tree.join("etc/nginx"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let out = a.bunker(&["--json", "export", "path", tree.to_str().unwrap(), "--to", &to]).ok_json();
+    let archive = out["archive"].as_str().unwrap().to_string();
+
+    let ls = a.bunker(&["--json", "ls", &archive]).ok_json();
+    let entries = ls.as_array().unwrap();
+    let by_path: BTreeMap<&str, &serde_json::Value> =
+        entries.iter().map(|e| (e["path"].as_str().unwrap(), e)).collect();
+    let want = [
+        "big.bin",
+        "etc",
+        "etc/big-again.bin",
+        "etc/current.conf",
+        "etc/nginx",
+        "etc/nginx/conf.d",
+        "etc/nginx/conf.d/empty.conf",
+        "etc/nginx/nginx.conf",
+        "ünïcode ✓.txt",
+    ];
+    assert_eq!(by_path.keys().copied().collect::<Vec<_>>(), want, "{ls:#}");
+    assert_eq!(by_path["etc/current.conf"]["type"], "symlink");
+    assert_eq!(by_path["etc/current.conf"]["link"], "nginx/nginx.conf");
+    assert_eq!(by_path["etc/big-again.bin"]["type"], "hardlink");
+    assert_eq!(by_path["etc/big-again.bin"]["link"], "big.bin");
+    assert_eq!(by_path["etc/nginx"]["mode"], 0o750);
+    let tar = common::zstd_decompress(&std::fs::read(target.join("tree.tar.zst")).unwrap());
+    for (path, e) in &by_path {
+        let meta = std::fs::symlink_metadata(tree.join(path)).unwrap();
+        assert_eq!(e["mtime"], meta.mtime(), "{path}");
+        assert_eq!(e["uid"], u64::from(meta.uid()), "{path}");
+        if e["type"] == "file" {
+            assert_eq!(e["sha256"], sha256_hex(&std::fs::read(tree.join(path)).unwrap()), "{path}");
+            assert_eq!(e["size"], meta.len(), "{path}");
+        }
+        let offset = e["offset"].as_u64().unwrap() as usize;
+        let mut from_here = tar::Archive::new(&tar[offset..]);
+        let first = from_here.entries().unwrap().next().unwrap().unwrap();
+        let name = first.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+        assert_eq!(name, *path, "the header at {offset} is the entry's");
+    }
+
+    // The plain tools restore it, hard link included.
+    let back = dir.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    let mut x = Command::new("tar").arg("-x").arg("-C").arg(&back).stdin(Stdio::piped()).spawn().unwrap();
+    x.stdin.take().unwrap().write_all(&tar).unwrap();
+    assert!(x.wait().unwrap().success());
+    let (one, two) =
+        (std::fs::metadata(back.join("big.bin")).unwrap(), std::fs::metadata(back.join("etc/big-again.bin")).unwrap());
+    assert_eq!(one.ino(), two.ino(), "a hard link comes back as one");
+
+    let sub = a.bunker(&["--json", "ls", &archive, "/etc/nginx"]).ok_json();
+    assert_eq!(sub.as_array().unwrap().len(), 4, "etc/nginx and what is under it: {sub:#}");
+    let none = a.bunker(&["ls", &archive, "nope"]);
+    assert_eq!(none.code, 2, "{none:#?}");
+    let catalog = target.join("tree.catalog.jsonl.zst");
+    let mut bytes = std::fs::read(&catalog).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&catalog, bytes).unwrap();
+    let tampered = a.bunker(&["ls", &archive]);
+    assert_eq!(tampered.code, 1, "{tampered:#?}");
+    assert!(tampered.stderr.contains("does not match its SHA-256"), "{}", tampered.stderr);
+}

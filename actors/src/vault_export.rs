@@ -479,6 +479,7 @@ impl VaultExports {
             tree: None,
             items: Some(stats.clone()),
             dump: None,
+            catalog: None,
         };
         let store = self.targets.store(&self.target(key), &key.region)?;
         let (temp, capacity, segments) = (temp.to_string(), self.tuning.channel_capacity, self.settings.scan_segments);

@@ -232,6 +232,9 @@ pub struct Manifest {
     /// Database dumps: engine, versions, database, the restore command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dump: Option<crate::dump::DumpInfo>,
+    /// Tar archives: the file catalog beside the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<crate::catalog::CatalogRef>,
     /// Every frame, in image order; together they cover the image exactly once.
     pub frames: Vec<Frame>,
 }

@@ -220,6 +220,7 @@ async fn dump_one(
         tree: None,
         items: None,
         dump: Some(info),
+        catalog: None,
     };
     let cmd = tool_command(conn, p, req.role_passwords);
     let (tool, secrets, capacity) = (p.tool.to_string(), conn.secrets(), tuning.channel_capacity);

@@ -100,10 +100,16 @@ pub enum RestoreTarget {
     },
 }
 
-/// The manifest key for an archive or manifest key given by the user.
+/// The largest catalog object read (compressed; about 40 bytes per entry).
+const CATALOG_LIMIT: u64 = 1 << 30;
+
+/// The manifest key for an archive, manifest or catalog key given by the user.
 pub fn manifest_key_for(key: &str) -> Result<String, StreamError> {
     if key.ends_with(".manifest.json") {
         return Ok(key.to_string());
+    }
+    if let Some(stem) = key.strip_suffix(".catalog.jsonl.zst") {
+        return Ok(format!("{stem}.manifest.json"));
     }
     for ext in Content::ALL.map(Content::extension) {
         if let Some(stem) = key.strip_suffix(ext) {
@@ -171,6 +177,42 @@ impl Archive {
             Some((dir, _)) => format!("{dir}/{}", key_name(&self.manifest.archive.key)),
             None => key_name(&self.manifest.archive.key).to_string(),
         }
+    }
+
+    /// The archive's file catalog (tar archives): read beside the manifest, checked against
+    /// the manifest's SHA-256 of it, decompressed (bounded) and parsed.
+    pub async fn catalog(&self) -> Result<Vec<bunker_protocol::catalog::CatalogEntry>, StreamError> {
+        use sha2::Digest;
+        let Some(cref) = &self.manifest.catalog else {
+            return Err(StreamError::Input(format!(
+                "{} has no file catalog: only tar archives made by this version have one",
+                self.url()
+            )));
+        };
+        let key = match self.manifest_key.rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/{}", key_name(&cref.key)),
+            None => key_name(&cref.key).to_string(),
+        };
+        let url = self.store.url(&key);
+        let port = |e| StreamError::port(format!("reading {url}"), e);
+        let size = self.store.size(&key).await.map_err(port)?;
+        let size = size.ok_or_else(|| StreamError::Corrupt(format!("{url} is missing (its manifest names it)")))?;
+        if size > CATALOG_LIMIT {
+            return Err(StreamError::Corrupt(format!("{url} is {size} bytes, more than a catalog may be")));
+        }
+        let body = self.store.read(&key, 0, size).await.map_err(port)?;
+        if archive::hex(&sha2::Sha256::digest(&body)) != cref.sha256 {
+            return Err(StreamError::Corrupt(format!("{url} does not match its SHA-256 in the manifest")));
+        }
+        let text = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let decoder = zstd::stream::read::Decoder::new(&body[..])?;
+            std::io::Read::read_to_end(&mut std::io::Read::take(decoder, CATALOG_LIMIT * 64), &mut out).map(|_| out)
+        })
+        .await
+        .map_err(|e| StreamError::Internal(e.to_string()))?
+        .map_err(|e| StreamError::Corrupt(format!("{url}: {e}")))?;
+        bunker_protocol::catalog::decode(&text).map_err(|e| StreamError::Corrupt(format!("{url}: {e}")))
     }
 
     async fn check_object(&self) -> Result<(), StreamError> {

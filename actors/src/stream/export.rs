@@ -68,6 +68,9 @@ pub struct ExportRequest {
     pub items: Option<Arc<Mutex<bunker_protocol::archive::ItemStats>>>,
     /// Database dumps: copied to the manifest.
     pub dump: Option<bunker_protocol::dump::DumpInfo>,
+    /// Tar streams: filled by the reader with every entry; stored beside the archive as its
+    /// catalog (`<name>.catalog.jsonl.zst`) before the manifest, which references it.
+    pub catalog: Option<Arc<Mutex<Vec<bunker_protocol::catalog::CatalogEntry>>>>,
 }
 
 /// Opens the source reader at a chunk-aligned image offset.
@@ -477,7 +480,8 @@ impl Exporter {
                     .complete_upload(&akey, &upload_id, &parts)
                     .await
                     .map_err(|e| StreamError::port(format!("completing the upload of {}", self.store.url(&akey)), e))?;
-                let manifest = build_manifest(&req, &akey, size, frames, image_sha, tree, self.clock.now());
+                let mut manifest = build_manifest(&req, &akey, size, frames, image_sha, tree, self.clock.now());
+                manifest.catalog = self.put_catalog(&req).await?;
                 self.store
                     .put(&mkey, manifest.to_json())
                     .await
@@ -757,6 +761,34 @@ impl Exporter {
         }
     }
 
+    /// Stores the catalog the reader filled (zstd, on a blocking thread); its reference for
+    /// the manifest.
+    async fn put_catalog(
+        &self,
+        req: &ExportRequest,
+    ) -> Result<Option<bunker_protocol::catalog::CatalogRef>, StreamError> {
+        let Some(entries) = &req.catalog else { return Ok(None) };
+        let entries = std::mem::take(&mut *entries.lock().expect("catalog"));
+        let count = entries.len() as u64;
+        let level = req.level;
+        let body = tokio::task::spawn_blocking(move || {
+            zstd::bulk::compress(&bunker_protocol::catalog::encode(&entries), level)
+        })
+        .await
+        .map_err(|e| StreamError::Internal(format!("catalog compression: {e}")))?
+        .map_err(|e| StreamError::Internal(format!("catalog compression: {e}")))?;
+        let sha256 = {
+            use sha2::Digest;
+            archive::hex(&sha2::Sha256::digest(&body))
+        };
+        let key = bunker_protocol::catalog::catalog_key(&req.name);
+        self.store
+            .put(&key, body)
+            .await
+            .map_err(|e| StreamError::port(format!("writing {}", self.store.url(&key)), e))?;
+        Ok(Some(bunker_protocol::catalog::CatalogRef { key, sha256, entries: count }))
+    }
+
     async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StreamError> {
         let bytes = serde_json::to_vec(value).expect("journal serializes");
         RetryPolicy::AWS
@@ -838,6 +870,7 @@ fn build_manifest(
         tree,
         items: req.items.as_ref().map(|i| i.lock().expect("item stats").clone()),
         dump: req.dump.clone(),
+        catalog: None,
         frames,
     }
 }

@@ -194,6 +194,7 @@ fn request(size: u64) -> ExportRequest {
         tree: None,
         items: None,
         dump: None,
+        catalog: None,
     }
 }
 
