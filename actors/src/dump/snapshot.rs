@@ -203,6 +203,14 @@ impl SnapshotDumps {
         Ok(Seen { done, cluster, instance: seen_instance, password })
     }
 
+    /// Removes what `seen` shows of this deployment's: the instance and cluster if they carry
+    /// its temporary tags, and the password parameter.
+    async fn remove_ours(&self, key: &DumpKey, seen: &Seen) -> Result<(), PortError> {
+        let ours = |r: &Option<(String, bool)>| r.as_ref().is_some_and(|(_, ours)| *ours);
+        let cluster = seen.cluster.as_ref().is_some_and(ours);
+        self.remove(key, ours(&seen.instance), cluster, seen.password).await
+    }
+
     /// Deletes the instance, then the cluster, then the parameter (each as asked; one
     /// already gone is fine).
     async fn remove(&self, key: &DumpKey, instance: bool, cluster: bool, parameter: bool) -> Result<(), PortError> {
@@ -452,12 +460,8 @@ impl Workflow for SnapshotDumps {
             },
             Step::Done => (Pass::Done, vec![]),
             Step::Refuse(why) => {
-                let ours = |r: &Option<(String, bool)>| r.as_ref().is_some_and(|(_, ours)| *ours);
-                let cluster = seen.cluster.as_ref().is_some_and(ours);
-                if ours(&seen.instance) || cluster {
-                    if let Err(e) = self.remove(key, ours(&seen.instance), cluster, seen.password).await {
-                        warn!(instance = %instance, error = %e, "temporary instance not removed; the next sweep removes it");
-                    }
+                if let Err(e) = self.remove_ours(key, &seen).await {
+                    warn!(instance = %instance, error = %e, "temporary instance not removed; the next sweep removes it");
                 }
                 (Pass::Failed(why.clone()), vec![entry(key, EntryStatus::Error, Some(why))])
             }
@@ -508,11 +512,7 @@ impl Workflow for SnapshotDumps {
         }
         let (instance, parameter) = self.names(key);
         let removed = match self.look(key, &instance, &parameter).await {
-            Ok(seen) => {
-                let ours = |r: &Option<(String, bool)>| r.as_ref().is_some_and(|(_, ours)| *ours);
-                let cluster = seen.cluster.as_ref().is_some_and(ours);
-                self.remove(key, ours(&seen.instance), cluster, seen.password).await
-            }
+            Ok(seen) => self.remove_ours(key, &seen).await,
             Err(e) => Err(e),
         };
         if let Err(e) = removed {
