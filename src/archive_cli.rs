@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::Actor;
 use anyhow::anyhow;
-use bunker_actors::ports::{ArchiveStore, ErrorKind};
+use bunker_actors::ports::{ArchiveStore, ErrorKind, SnapshotMeta};
 use bunker_actors::stream::archive_reader::{self, Archive, RestoreTarget};
 use bunker_actors::stream::ebs_reader::EbsReader;
 use bunker_actors::stream::export::{manifest_key, BaseExport, ExportRequest, OpenReader};
@@ -37,8 +37,13 @@ enum ExportWhat {
         snapshot: String,
         /// Export only the blocks changed since this snapshot, whose export must already be
         /// in the same target.
-        #[arg(long, value_name = "SNAPSHOT_ID")]
+        #[arg(long, value_name = "SNAPSHOT_ID", conflicts_with = "files")]
         base: Option<String>,
+        /// Archive the files instead of the image: each ext2/3/4 filesystem on the disk
+        /// (found through its GPT or MBR partition table, or on the whole disk) is read in
+        /// place from the snapshot and written as <name>[.p<N>].tar.zst with a catalog.
+        #[arg(long)]
+        files: bool,
         #[command(flatten)]
         opts: ExportOpts,
     },
@@ -120,32 +125,32 @@ pub enum RdsFormat {
 pub(crate) struct ExportOpts {
     /// Where to: s3://bucket/prefix or file:///directory.
     #[arg(long, value_name = "URL")]
-    to: String,
+    pub(crate) to: String,
     /// Name of the archive in the target (default: the snapshot id, or the file's or
     /// directory's name): <name>.img.zst (or .tar.zst) and <name>.manifest.json.
     #[arg(long)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// zstd level, 1–19.
     #[arg(long, default_value_t = Tuning::LEVEL)]
-    level: i32,
+    pub(crate) level: i32,
     /// Chunk size in MiB: the unit of random access and of per-chunk hashing.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CHUNK_SIZE >> 20)]
-    chunk_mib: u64,
+    pub(crate) chunk_mib: u64,
     /// Compressor threads (default: one per core).
     #[arg(long)]
-    threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Chunks in the pipeline at once: bounds memory (about 2 × this × chunk size).
     #[arg(long, default_value_t = Tuning::CHUNKS_IN_FLIGHT)]
-    chunks_in_flight: usize,
+    pub(crate) chunks_in_flight: usize,
     /// Capacity of each channel between stages.
     #[arg(long, default_value_t = Tuning::CHANNEL_CAPACITY)]
-    channel_capacity: usize,
+    pub(crate) channel_capacity: usize,
     /// Multipart parts uploading at once.
     #[arg(long, default_value_t = Tuning::PARTS_IN_FLIGHT)]
-    parts_in_flight: usize,
+    pub(crate) parts_in_flight: usize,
     /// Concurrent GetSnapshotBlock calls at most (adaptive below on throttling).
     #[arg(long, default_value_t = Tuning::BLOCK_REQUESTS)]
-    block_requests: usize,
+    pub(crate) block_requests: usize,
 }
 
 impl ExportArgs {
@@ -186,7 +191,7 @@ impl ExportArgs {
 }
 
 impl ExportOpts {
-    fn tuning(&self) -> Tuning {
+    pub(crate) fn tuning(&self) -> Tuning {
         let d = Tuning::default();
         Tuning {
             chunks_in_flight: self.chunks_in_flight,
@@ -198,7 +203,7 @@ impl ExportOpts {
     }
 }
 
-fn fail(e: StreamError) -> Fatal {
+pub(crate) fn fail(e: StreamError) -> Fatal {
     let code = match &e {
         StreamError::Input(_) => 2,
         _ => 1,
@@ -206,7 +211,7 @@ fn fail(e: StreamError) -> Fatal {
     Fatal { code, error: anyhow!(e) }
 }
 
-fn input(msg: String) -> Fatal {
+pub(crate) fn input(msg: String) -> Fatal {
     crate::exit::usage(anyhow!(msg))
 }
 
@@ -271,7 +276,7 @@ pub(crate) fn object_store(
 
 /// Live progress on stderr: a bar with bytes, rate and ETA when stderr is a terminal and
 /// the output is not JSON; nothing otherwise. Dropped (or [`Bar::done`]), it clears itself.
-struct Bar {
+pub(crate) struct Bar {
     bar: indicatif::ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
 }
@@ -287,7 +292,7 @@ impl Drop for Bar {
     }
 }
 
-fn progress_bar(progress: Arc<Progress>, json: bool) -> Bar {
+pub(crate) fn progress_bar(progress: Arc<Progress>, json: bool) -> Bar {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     let bar =
         if json { ProgressBar::hidden() } else { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) };
@@ -365,16 +370,28 @@ impl ExportOpts {
     }
 }
 
-/// An EBS snapshot export, ready to run: the snapshot looked up (it must be completed), the
-/// base's export loaded for an incremental one.
-pub(crate) async fn prepare_ebs(
+/// A completed snapshot, looked up, with its target and a reader of its blocks.
+pub(crate) struct OpenedSnapshot {
+    /// Where the export goes.
+    pub store: Arc<dyn ArchiveStore>,
+    /// What EBS says of the snapshot.
+    pub meta: SnapshotMeta,
+    /// Its blocks, through the EBS direct APIs.
+    pub reader: Arc<EbsReader>,
+    /// The manifest's source section.
+    pub source: Source,
+}
+
+/// Looks `snapshot` up (it must exist and be completed) and opens a reader of its blocks
+/// (only those changed since `base`, when given).
+pub(crate) async fn open_snapshot(
     aws: &Aws,
     region: &str,
     snapshot: &str,
     base: Option<&str>,
     opts: &ExportOpts,
     progress: Arc<Progress>,
-) -> Result<PreparedExport, StreamError> {
+) -> Result<OpenedSnapshot, StreamError> {
     let store = target_store(aws, Some(region), &opts.to).map_err(|f| StreamError::Input(format!("{:#}", f.error)))?;
     let port = aws.snapshot_blocks(region);
     let meta = match port.describe(snapshot).await {
@@ -389,38 +406,54 @@ pub(crate) async fn prepare_ebs(
     if !meta.completed {
         return Err(StreamError::Input(format!("snapshot {snapshot} is not completed yet; export it once it is")));
     }
-    let base_export = match base {
-        Some(b) => Some(load_base(store.clone(), b, meta.volume_size).await?),
-        None => None,
-    };
-    let chunk = opts.chunk_mib << 20;
     let reader = Arc::new(EbsReader::new(
         port,
         snapshot.to_string(),
         base.map(String::from),
         meta.volume_size,
         EBS_BLOCK_SIZE,
-        chunk,
+        opts.chunk_mib << 20,
         opts.block_requests,
         opts.chunks_in_flight,
         progress,
     ));
+    let source = Source {
+        kind: "ebs-snapshot".into(),
+        id: snapshot.to_string(),
+        volume_id: meta.volume_id.clone(),
+        account: meta.owner.clone(),
+        region: Some(region.to_string()),
+        tags: meta.tags.clone().into_iter().collect(),
+        recovery_point: None,
+        filesystem: None,
+    };
+    Ok(OpenedSnapshot { store, meta, reader, source })
+}
+
+/// An EBS snapshot export, ready to run: the snapshot looked up (it must be completed), the
+/// base's export loaded for an incremental one.
+pub(crate) async fn prepare_ebs(
+    aws: &Aws,
+    region: &str,
+    snapshot: &str,
+    base: Option<&str>,
+    opts: &ExportOpts,
+    progress: Arc<Progress>,
+) -> Result<PreparedExport, StreamError> {
+    let OpenedSnapshot { store, meta, reader, source } =
+        open_snapshot(aws, region, snapshot, base, opts, progress).await?;
+    let base_export = match base {
+        Some(b) => Some(load_base(store.clone(), b, meta.volume_size).await?),
+        None => None,
+    };
     let capacity = opts.channel_capacity;
     let request = ExportRequest {
         name: opts.name.clone().unwrap_or_else(|| snapshot.to_string()),
         content: Content::Image,
-        source: Source {
-            kind: "ebs-snapshot".into(),
-            id: snapshot.to_string(),
-            volume_id: meta.volume_id.clone(),
-            account: meta.owner.clone(),
-            region: Some(region.to_string()),
-            tags: meta.tags.clone().into_iter().collect(),
-            recovery_point: None,
-        },
+        source,
         image_size: Some(meta.volume_size),
         block_size: EBS_BLOCK_SIZE,
-        chunk_size: chunk,
+        chunk_size: opts.chunk_mib << 20,
         level: opts.level,
         base: base_export,
         resumable: true,
@@ -430,6 +463,32 @@ pub(crate) async fn prepare_ebs(
         catalog: None,
     };
     Ok(PreparedExport { store, request, open: Box::new(move |start| reader.open(start, capacity)) })
+}
+
+/// A tar export of `source` as `name` (not resumable: a tree need not read the same twice),
+/// counting into `stats` and listing into `catalog`.
+pub(crate) fn tar_request(
+    name: String,
+    source: Source,
+    opts: &ExportOpts,
+    stats: Arc<Mutex<TreeStats>>,
+    catalog: Arc<Mutex<Vec<bunker_protocol::catalog::CatalogEntry>>>,
+) -> ExportRequest {
+    ExportRequest {
+        name,
+        content: Content::Tar,
+        source,
+        image_size: None,
+        block_size: 512,
+        chunk_size: opts.chunk_mib << 20,
+        level: opts.level,
+        base: None,
+        resumable: false,
+        tree: Some(stats),
+        items: None,
+        dump: None,
+        catalog: Some(catalog),
+    }
 }
 
 /// `bunker export …`
@@ -446,7 +505,10 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
             let store = target_store(aws, region, args.target())?;
             return crate::dump_cli::export(aws, region, store, args, json).await;
         }
-        ExportWhat::Ebs { snapshot, base, opts } => {
+        ExportWhat::Ebs { snapshot, files: true, opts, .. } => {
+            return crate::ebs_files::export(aws, need(region)?, &snapshot, &opts, progress, json).await;
+        }
+        ExportWhat::Ebs { snapshot, base, opts, .. } => {
             let p = prepare_ebs(aws, need(region)?, &snapshot, base.as_deref(), &opts, progress.clone())
                 .await
                 .map_err(fail)?;
@@ -483,21 +545,8 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
             let catalog = Arc::new(Mutex::new(Vec::new()));
             let name = opts.name.clone().unwrap_or_else(|| file_name(&dir));
             let capacity = opts.channel_capacity;
-            let req = ExportRequest {
-                name,
-                content: Content::Tar,
-                source: Source { kind: "directory".into(), id: absolute(&dir), ..Source::default() },
-                image_size: None,
-                block_size: 512,
-                chunk_size: chunk,
-                level: opts.level,
-                base: None,
-                resumable: false,
-                tree: Some(stats.clone()),
-                items: None,
-                dump: None,
-                catalog: Some(catalog.clone()),
-            };
+            let source = Source { kind: "directory".into(), id: absolute(&dir), ..Source::default() };
+            let req = tar_request(name, source, &opts, stats.clone(), catalog.clone());
             (opts, req, Box::new(move |_| local::tar_reader(dir, chunk, capacity, stats, catalog)))
         }
     };

@@ -5,8 +5,11 @@
 pub mod archive_cli;
 pub mod aws;
 pub mod cli;
+pub mod disk;
 pub mod dump_cli;
+mod ebs_files;
 pub mod exit;
+pub mod ext4_tar;
 pub mod files;
 pub mod leases;
 pub mod local;

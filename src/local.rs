@@ -378,7 +378,7 @@ fn read_image(
 }
 
 /// Cuts a byte stream into chunks for the pipeline.
-struct ChunkWriter<'a> {
+pub(crate) struct ChunkWriter<'a> {
     tx: &'a mpsc::Sender<Result<SourceItem, StreamError>>,
     chunk: usize,
     buf: Vec<u8>,
@@ -386,12 +386,18 @@ struct ChunkWriter<'a> {
 }
 
 impl ChunkWriter<'_> {
+    /// A writer sending `chunk`-byte items to `tx`.
+    pub(crate) fn new(tx: &mpsc::Sender<Result<SourceItem, StreamError>>, chunk: u64) -> ChunkWriter<'_> {
+        ChunkWriter { tx, chunk: chunk as usize, buf: Vec::with_capacity(chunk as usize), offset: 0 }
+    }
+
     /// Bytes written so far (the offset of the next byte in the stream).
-    fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.offset + self.buf.len() as u64
     }
 
-    fn flush_chunk(&mut self) -> io::Result<()> {
+    /// Sends what is buffered (the last, short chunk at the end).
+    pub(crate) fn flush_chunk(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -431,35 +437,52 @@ pub fn tar_reader(
     stats: Arc<Mutex<TreeStats>>,
     catalog: Arc<Mutex<Vec<CatalogEntry>>>,
 ) -> mpsc::Receiver<Result<SourceItem, StreamError>> {
+    let what = dir.display().to_string();
+    tar_thread("bunker-tar", what, chunk, capacity, move |b| {
+        b.follow_symlinks(false);
+        b.mode(tar::HeaderMode::Complete);
+        let mut walker = Walker { stats: &stats, catalog: &catalog, links: HashMap::new() };
+        walker.walk(b, &dir, Path::new("."))
+    })
+}
+
+/// A tar builder writing chunks to the pipeline.
+pub(crate) type TarBuilder<'b, 'c> = tar::Builder<&'b mut ChunkWriter<'c>>;
+
+/// Runs `write` on a dedicated thread named `name`, into a tar stream cut into `chunk`-byte
+/// items; a failure ends the stream with an error naming `what`.
+pub(crate) fn tar_thread(
+    name: &str,
+    what: String,
+    chunk: u64,
+    capacity: usize,
+    write: impl FnOnce(&mut TarBuilder<'_, '_>) -> io::Result<()> + Send + 'static,
+) -> mpsc::Receiver<Result<SourceItem, StreamError>> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let spawned = std::thread::Builder::new().name("bunker-tar".into()).spawn({
+    let spawned = std::thread::Builder::new().name(name.into()).spawn({
         let tx = tx.clone();
         move || {
-            let mut w =
-                ChunkWriter { tx: &tx, chunk: chunk as usize, buf: Vec::with_capacity(chunk as usize), offset: 0 };
+            let mut w = ChunkWriter::new(&tx, chunk);
             let result = (|| {
                 let mut b = tar::Builder::new(&mut w);
-                b.follow_symlinks(false);
-                b.mode(tar::HeaderMode::Complete);
-                let mut walker = Walker { stats: &stats, catalog: &catalog, links: HashMap::new() };
-                walker.walk(&mut b, &dir, Path::new("."))?;
+                write(&mut b)?;
                 b.into_inner()?.flush_chunk()
             })();
             if let Err(e) = result {
-                let _closed = tx.blocking_send(Err(StreamError::Source(format!("{}: {e}", dir.display()))));
+                let _closed = tx.blocking_send(Err(StreamError::Source(format!("{what}: {e}"))));
             }
         }
     });
     if let Err(e) = spawned {
-        let _closed = tx.try_send(Err(StreamError::Internal(format!("cannot start the tar thread: {e}"))));
+        let _closed = tx.try_send(Err(StreamError::Internal(format!("cannot start the {name} thread: {e}"))));
     }
     rx
 }
 
 /// A reader that hashes what passes through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: sha2::Sha256,
+pub(crate) struct Hashing<R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: sha2::Sha256,
 }
 
 impl<R: io::Read> io::Read for Hashing<R> {
@@ -480,7 +503,7 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn walk(&mut self, b: &mut tar::Builder<&mut ChunkWriter<'_>>, dir: &Path, name: &Path) -> io::Result<()> {
+    fn walk(&mut self, b: &mut TarBuilder<'_, '_>, dir: &Path, name: &Path) -> io::Result<()> {
         let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
@@ -493,7 +516,7 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn entry(&mut self, b: &mut tar::Builder<&mut ChunkWriter<'_>>, path: &Path, rel: &Path) -> io::Result<()> {
+    fn entry(&mut self, b: &mut TarBuilder<'_, '_>, path: &Path, rel: &Path) -> io::Result<()> {
         use std::os::unix::fs::MetadataExt;
         let meta = fs::symlink_metadata(path)?;
         let ft = meta.file_type();

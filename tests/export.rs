@@ -412,3 +412,114 @@ async fn a_tar_export_has_a_catalog_that_ls_lists_and_whose_offsets_and_hashes_h
     assert_eq!(tampered.code, 1, "{tampered:#?}");
     assert!(tampered.stderr.contains("does not match its SHA-256"), "{}", tampered.stderr);
 }
+
+/// A GPT disk like a root volume: partition 1 an ext4 filesystem made by `mkfs.ext4 -d` from
+/// a tree, partition 2 (8 MiB at 42 MiB) random bytes that are no filesystem.
+fn partitioned_disk(dir: &std::path::Path, tree: &std::path::Path) -> BTreeMap<u64, Vec<u8>> {
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk).unwrap().set_len(1 << 30).unwrap();
+    let mut sfdisk = Command::new("sfdisk").arg("-q").arg(&disk).stdin(Stdio::piped()).spawn().unwrap();
+    let table = "label: gpt\nstart=2048, size=81920, type=L\nstart=86016, size=16384, type=L\n";
+    sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk");
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(tree)
+        .args(["-E", "offset=1048576"])
+        .arg(&disk)
+        .arg("40M")
+        .status()
+        .unwrap();
+    assert!(mkfs.success(), "mkfs.ext4");
+    let mut image = std::fs::read(&disk).unwrap();
+    image[86016 * 512..][..8 << 20].copy_from_slice(&noise(4, 8 << 20));
+    let blocks = image.chunks(BLOCK).enumerate().filter(|(_, b)| b.iter().any(|x| *x != 0));
+    blocks.map(|(i, b)| (i as u64, b.to_vec())).collect()
+}
+
+/// `export ebs --files` reads the ext4 filesystem of a partitioned snapshot in place (no
+/// volume): the tar the standard tools extract is the source tree (content, modes, owners,
+/// mtimes, symlinks, long names), the catalog lists it with each file's SHA-256, the manifest
+/// names the partition, a partition bunker does not read is reported and the exit is 1, and
+/// of that partition's 16 allocated blocks only the one holding its head is fetched.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ext4_partition_of_a_snapshot_is_archived_file_by_file_without_a_volume() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let a = Account::new("410000000010").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let deep = format!("srv/{}/{}", "d".repeat(90), "e".repeat(90));
+    std::fs::create_dir_all(tree.join(&deep)).unwrap();
+    std::fs::create_dir_all(tree.join("etc/nginx")).unwrap();
+    std::fs::write(tree.join("etc/nginx/nginx.conf"), b"worker_processes 2;\n").unwrap();
+    std::fs::write(tree.join(&deep).join("long.txt"), b"a path over 100 bytes\n").unwrap();
+    std::fs::write(tree.join("var.bin"), noise(3, 5 << 20)).unwrap();
+    std::fs::write(tree.join("empty"), b"").unwrap();
+    std::os::unix::fs::symlink("nginx/nginx.conf", tree.join("etc/current.conf")).unwrap();
+    std::fs::set_permissions(tree.join("etc/nginx/nginx.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(tree.join("var.bin"), Some(1234), Some(5678)).unwrap();
+    assert!(Command::new("mkfifo").arg(tree.join("fifo")).status().unwrap().success());
+    let blocks = partitioned_disk(dir.path(), &tree);
+    let snap = a.write_snapshot(1, None, &blocks).await;
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    let to = format!("file://{}", target.display());
+
+    let run = a.bunker(&["--json", "export", "ebs", &snap, "--files", "--to", &to]);
+    assert_eq!(run.code, 1, "partition 2 and the FIFO are not archived: {run:#?}");
+    let out = run.json();
+    assert_eq!(out["filesystems"].as_array().unwrap().len(), 1, "{out:#}");
+    let fs = &out["filesystems"][0];
+    assert_eq!(
+        (fs["partition"].as_u64(), fs["type"].as_str(), fs["start"].as_u64()),
+        (Some(1), Some("ext4"), Some(1 << 20))
+    );
+    assert_eq!(out["not_exported"][0]["partition"], 2);
+    assert!(run.stderr.contains("partition 2: no filesystem bunker recognises"), "{}", run.stderr);
+    assert!(run.stderr.contains("fifo: "), "skipped entries are named: {}", run.stderr);
+    assert_eq!(fs["tree"]["skipped"].as_array().unwrap().len(), 1, "{fs:#}");
+    assert!(fs["tree"]["skipped"][0].as_str().unwrap().starts_with("fifo: "), "{fs:#}");
+    let (fetched, allocated) = (out["blocks_fetched"].as_u64().unwrap(), out["blocks_allocated"].as_u64().unwrap());
+    assert_eq!(allocated, blocks.len() as u64);
+    assert!(fetched > 0 && fetched <= allocated - 15, "{fetched} of {allocated}");
+    eprintln!("blocks fetched: {fetched} of {allocated} allocated");
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join(format!("{snap}.p1.manifest.json"))).unwrap()).unwrap();
+    assert_eq!(manifest["source"]["filesystem"]["partition"], 1, "{manifest:#}");
+    assert_eq!(manifest["source"]["id"], snap.as_str());
+
+    // The standard tools extract exactly the source tree.
+    let tar = common::zstd_decompress(&std::fs::read(target.join(format!("{snap}.p1.tar.zst"))).unwrap());
+    let back = dir.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    let mut x = Command::new("tar").arg("-x").arg("-C").arg(&back).stdin(Stdio::piped()).spawn().unwrap();
+    x.stdin.take().unwrap().write_all(&tar).unwrap();
+    assert!(x.wait().unwrap().success());
+    let ls = a.bunker(&["--json", "ls", &format!("{to}/{snap}.p1.tar.zst")]).ok_json();
+    let mut listed = 0;
+    for e in ls.as_array().unwrap() {
+        let path = e["path"].as_str().unwrap();
+        if path.starts_with("lost+found") {
+            continue;
+        }
+        listed += 1;
+        let (src, got) = (tree.join(path), back.join(path));
+        let (m, g) = (std::fs::symlink_metadata(&src).unwrap(), std::fs::symlink_metadata(&got).unwrap());
+        assert_eq!((m.mode(), m.uid(), m.gid()), (g.mode(), g.uid(), g.gid()), "{path}");
+        assert_eq!(e["mtime"], m.mtime(), "{path}");
+        if m.is_file() {
+            let data = std::fs::read(&src).unwrap();
+            assert_eq!(std::fs::read(&got).unwrap(), data, "{path}");
+            assert_eq!(e["sha256"], sha256_hex(&data), "{path}");
+            assert_eq!(g.mtime(), m.mtime(), "{path}");
+        }
+        if m.file_type().is_symlink() {
+            assert_eq!(std::fs::read_link(&got).unwrap(), std::fs::read_link(&src).unwrap(), "{path}");
+            assert_eq!(e["link"], "nginx/nginx.conf");
+        }
+    }
+    // etc, etc/current.conf, etc/nginx, etc/nginx/nginx.conf, empty, srv, srv/d…, srv/d…/e…,
+    // srv/d…/e…/long.txt, var.bin: everything but the FIFO.
+    assert_eq!(listed, 10, "{ls:#}");
+}

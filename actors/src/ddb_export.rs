@@ -187,6 +187,7 @@ impl PitrExports {
                 id: job.point.arn.clone(),
                 region: Some(job.region.to_string()),
                 recovery_point: Some(job.point.clone()),
+                filesystem: None,
                 ..Source::default()
             },
             engine: None,

@@ -267,6 +267,7 @@ impl ParquetExports {
                 id: job.snapshot_id.to_string(),
                 region: Some(job.region.to_string()),
                 recovery_point: Some(job.point.clone()),
+                filesystem: None,
                 ..Source::default()
             },
             engine,

@@ -468,6 +468,7 @@ impl VaultExports {
                 id: backup_arn.to_string(),
                 region: Some(key.region.clone()),
                 recovery_point: Some(PointRef { arn: key.arn.clone(), vault: key.vault.clone() }),
+                filesystem: None,
                 ..Source::default()
             },
             image_size: None,

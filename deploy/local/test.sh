@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh machine: installs what the tests need (the emulator in a venv,
-# Debian's python3-venv, zstd, PostgreSQL and MariaDB if missing), then format check, clippy,
+# Debian's python3-venv, zstd, PostgreSQL, MariaDB, fdisk and e2fsprogs if missing), then format check, clippy,
 # and every test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,6 +18,9 @@ command -v pg_dump >/dev/null 2>&1 || missing+=(postgresql-client)
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v mariadb-dump >/dev/null 2>&1 || missing+=(mariadb-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the TLS test server's certificate
+# File-level EBS exports: test disks are partitioned with sfdisk and formatted with mkfs.ext4 -d.
+command -v sfdisk >/dev/null 2>&1 || missing+=(fdisk)
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} (Debian packages)" >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2

@@ -101,6 +101,25 @@ pub struct Source {
     /// The AWS Backup recovery point exported, when the source is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_point: Option<crate::vault::PointRef>,
+    /// For a file-level export of a disk: the filesystem archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemRef>,
+}
+
+/// Where on a disk the filesystem of a file-level export lies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesystemRef {
+    /// Its partition's number (1-based, as Linux numbers them); absent for a filesystem on
+    /// the whole disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// The filesystem ("ext4" for ext2, ext3 and ext4).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its first byte on the disk.
+    pub start: u64,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// The archive object the manifest describes.

@@ -152,7 +152,7 @@ impl EbsReader {
             Plan::Run { base: true, offset, length } => Ok(SourceItem::Base { offset, length }),
             Plan::Run { base: false, offset, length } => Ok(SourceItem::Zero { offset, length }),
             Plan::Chunk { offset, length, blocks } => {
-                let reads = blocks.iter().map(|(index, token)| self.block(*index, token));
+                let reads = blocks.iter().map(|(index, token)| self.verified_block(*index, token));
                 let fetched = futures::future::try_join_all(reads).await?;
                 let mut bytes = vec![0u8; length as usize];
                 for ((index, _), data) in blocks.iter().zip(fetched) {
@@ -165,8 +165,29 @@ impl EbsReader {
         }
     }
 
+    /// The volume's size in bytes.
+    pub fn volume_size(&self) -> u64 {
+        self.volume_size
+    }
+
+    /// The snapshot's block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// Every allocated block of the snapshot with its token (ListSnapshotBlocks, all pages).
+    pub async fn block_map(&self) -> Result<super::snapshot_device::BlockMap, StreamError> {
+        let mut all = Cursor::new(false);
+        let mut map = super::snapshot_device::BlockMap::new();
+        while all.peek(self).await?.is_some() {
+            let (index, token) = all.pop().expect("peeked");
+            map.insert(index, token);
+        }
+        Ok(map)
+    }
+
     /// One block, checksum-verified, retried on throttling and transient failures.
-    async fn block(&self, index: u64, token: &str) -> Result<Vec<u8>, StreamError> {
+    pub async fn verified_block(&self, index: u64, token: &str) -> Result<Vec<u8>, StreamError> {
         for attempt in 1..=CHECKSUM_ATTEMPTS {
             let b = self
                 .limiter

@@ -20,6 +20,7 @@ pub mod exporter_actor;
 mod hasher;
 pub mod items_reader;
 pub mod limiter;
+pub mod snapshot_device;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
