@@ -522,4 +522,13 @@ async fn an_ext4_partition_of_a_snapshot_is_archived_file_by_file_without_a_volu
     // etc, etc/current.conf, etc/nginx, etc/nginx/nginx.conf, empty, srv, srv/d…, srv/d…/e…,
     // srv/d…/e…/long.txt, var.bin: everything but the FIFO.
     assert_eq!(listed, 10, "{ls:#}");
+
+    // A disk without any ext filesystem is refused, naming what it holds and the fix.
+    let noise_only = a.write_snapshot(1, None, &BTreeMap::from([(0, noise(5, BLOCK))])).await;
+    let refused = a.bunker(&["export", "ebs", &noise_only, "--files", "--to", &to]);
+    assert_eq!(refused.code, 2, "{refused:#?}");
+    assert!(refused.stderr.contains("holds no ext2/3/4 filesystem"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("the whole disk (unknown)"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("without --files"), "{}", refused.stderr);
+    assert!(!target.join(format!("{noise_only}.manifest.json")).exists());
 }

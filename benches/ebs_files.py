@@ -1,0 +1,78 @@
+"""Driver of benches/ebs_files.sh (see there)."""
+import base64, hashlib, json, os, shutil, statistics, subprocess, sys, time, urllib.request
+
+import boto3
+
+from benchlib import creds
+
+bunker, runs, work, tree = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+endpoint = os.environ["AWS_ENDPOINT_URL"]
+REGION, ACCOUNT, BLOCK, GIB = "us-east-1", "730000000001", 524288, 4
+
+
+def disk():
+    """The disk image: GPT, partition 1 (1 MiB to 3 GiB + 1 MiB) ext4 made from `tree`."""
+    img = os.path.join(work, "files-disk.img")
+    with open(img, "wb") as f:
+        f.truncate(GIB << 30)
+    table = "label: gpt\nstart=2048, size=6291456, type=L\n"
+    subprocess.run(["sfdisk", "-q", img], input=table.encode(), check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", tree, "-E", "offset=1048576", img, "3G"], check=True)
+    return img
+
+
+def snapshot(ebs, img):
+    """Writes the image's non-zero blocks as a snapshot; returns (id, blocks written)."""
+    s = ebs.start_snapshot(VolumeSize=GIB)["SnapshotId"]
+    n, zero = 0, bytes(BLOCK)
+    with open(img, "rb") as f:
+        for i in range((GIB << 30) // BLOCK):
+            data = f.read(BLOCK)
+            if data == zero:
+                continue
+            ebs.put_snapshot_block(SnapshotId=s, BlockIndex=i, BlockData=data, DataLength=BLOCK,
+                                   Checksum=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                                   ChecksumAlgorithm="SHA256")
+            n += 1
+    ebs.complete_snapshot(SnapshotId=s, ChangedBlocksCount=n)
+    return s, n
+
+
+def export(env, snap, files, out):
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_bunker/stats", method="POST"))
+    args = [bunker, "--json", "export", "ebs", snap, "--to", f"file://{out}"] + (["--files"] if files else [])
+    t0 = time.monotonic()
+    p = subprocess.run(args, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    if p.returncode not in (0, 1):
+        sys.exit(f"export failed ({p.returncode}): {p.stderr}")
+    stats = json.load(urllib.request.urlopen(f"{endpoint}/_bunker/stats"))
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    rss = json.loads(p.stdout).get("peak_rss_bytes", 0)
+    return wall, stats["by_action"].get("ebs:GetSnapshotBlock", 0), size, rss, json.loads(p.stdout)
+
+
+c = creds(ACCOUNT, REGION)
+env = dict(os.environ, AWS_ACCESS_KEY_ID=c["aws_access_key_id"], AWS_SECRET_ACCESS_KEY=c["aws_secret_access_key"],
+           AWS_SESSION_TOKEN=c["aws_session_token"], AWS_REGION=REGION)
+img = disk()
+snap, written = snapshot(boto3.client("ebs", region_name=REGION, **c), img)
+os.remove(img)
+print(f"snapshot {snap}: {written} of {(GIB << 30) // BLOCK} blocks allocated ({tree})")
+results = {"image": [], "files": []}
+for run in range(runs):
+    for kind in ("image", "files"):
+        wall, gets, size, rss, out = export(env, snap, kind == "files", os.path.join(work, f"files-{kind}"))
+        extra = ""
+        if kind == "files":
+            t = out["filesystems"][0]["tree"]
+            extra = f", {t['files']} files, {t['directories']} directories, {t['file_bytes']} bytes of content"
+        print(f"run {run + 1} {kind}: {wall:.2f} s, {gets} GetSnapshotBlock, {size} bytes out, "
+              f"peak RSS {rss / 2**20:.1f} MiB{extra}")
+        results[kind].append((wall, gets, size, rss))
+for kind, rs in results.items():
+    print(f"median {kind}: {statistics.median(r[0] for r in rs):.2f} s, "
+          f"{statistics.median(r[1] for r in rs):.0f} GetSnapshotBlock, {statistics.median(r[2] for r in rs):.0f} bytes, "
+          f"peak RSS {statistics.median(r[3] for r in rs) / 2**20:.1f} MiB")
