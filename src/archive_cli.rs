@@ -729,3 +729,110 @@ pub async fn restore(
     });
     Ok(0)
 }
+
+/// `bunker restore URL --to-dir DIR [--path P]… [--overwrite]`
+pub async fn restore_dir(
+    aws: &Aws,
+    region: Option<&str>,
+    url: &str,
+    paths: &[String],
+    dir: &Path,
+    overwrite: bool,
+    json: bool,
+) -> Result<u8, Fatal> {
+    let (store, key) = object_store(aws, region, url)?;
+    let progress = Arc::new(Progress::default());
+    let bar = progress_bar(progress.clone(), json);
+    let result = async {
+        let archive = Archive::open(store, &key).await?;
+        crate::tree_restore::restore_to_dir(archive, paths, dir, overwrite, &progress).await
+    }
+    .await;
+    bar.done();
+    let report = result.map_err(|e| Fatal {
+        code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
+        error: anyhow!("restore failed: {e}"),
+    })?;
+    print(report, json, |r| {
+        format!(
+            "restored {} files ({} bytes), {} directories, {} symlinks, {} hard links into {}; read {} of the archive's {} bytes",
+            r.files, r.bytes_written, r.directories, r.symlinks, r.hardlinks, r.to_dir, r.archive_bytes_read, r.archive_size
+        )
+    });
+    Ok(0)
+}
+
+/// One `bunker find` hit.
+#[derive(Debug, Serialize)]
+struct Found {
+    /// The archive holding it.
+    archive: String,
+    /// When that archive was exported.
+    created_at: String,
+    #[serde(flatten)]
+    entry: bunker_protocol::catalog::CatalogEntry,
+}
+
+/// `bunker find URL GLOB [--since TIME]`: an archive's catalog, or every catalog under a
+/// prefix (S3: the whole prefix; a directory: its own files), searched for GLOB.
+pub async fn find(
+    aws: &Aws,
+    region: Option<&str>,
+    url: &str,
+    glob: &str,
+    since: Option<&str>,
+    json: bool,
+) -> Result<u8, Fatal> {
+    let pattern = bunker_protocol::catalog::Pattern::new(glob).map_err(input)?;
+    let since = since.map(parse_since).transpose()?;
+    let (store, key) = object_store(aws, region, url)?;
+    let (store, keys) = if archive_reader::manifest_key_for(&key).is_ok() {
+        (store, vec![key])
+    } else {
+        let store = target_store(aws, region, url)?;
+        let listed = store.list("").await.map_err(|e| fail(StreamError::port(format!("listing {url}"), e)))?;
+        let catalogs = listed.into_iter().filter(|k| k.ends_with(".catalog.jsonl.zst")).collect();
+        (store, catalogs)
+    };
+    let mut found = Vec::new();
+    let mut searched = 0;
+    for key in keys {
+        let archive = Archive::open(store.clone(), &key).await.map_err(fail)?;
+        let created = archive.manifest.created_at.parse::<jiff::Timestamp>().ok();
+        if since.is_some_and(|s| created.is_none_or(|c| c < s)) {
+            continue;
+        }
+        searched += 1;
+        let entries = archive.catalog().await.map_err(fail)?;
+        let (archive_url, created_at) = (archive.url(), archive.manifest.created_at.clone());
+        found.extend(entries.into_iter().filter(|e| pattern.matches(&e.path)).map(|entry| Found {
+            archive: archive_url.clone(),
+            created_at: created_at.clone(),
+            entry,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&found).expect("hits serialize"));
+    } else {
+        for f in &found {
+            let e = &f.entry;
+            println!("{}\t{}\t{:?}\t{}\t{}", f.archive, e.path, e.kind, e.size, f.created_at);
+        }
+        eprintln!("{} entries in {searched} archives", found.len());
+    }
+    Ok(0)
+}
+
+/// `--since`: RFC 3339, or a date (midnight UTC).
+fn parse_since(s: &str) -> Result<jiff::Timestamp, Fatal> {
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    s.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| {
+            input(format!("--since {s:?}: not an RFC 3339 time (2026-12-01T00:00:00Z) nor a date (2026-12-01)"))
+        })
+}

@@ -108,6 +108,17 @@ enum Command {
         /// print its id.
         #[arg(long, conflicts_with = "to_database")]
         to_snapshot: bool,
+        /// A tar archive: restore its entries (with --path, only those) into this directory,
+        /// reading only the frames that hold them; each file is checked against its SHA-256
+        /// in the catalog. Nothing is written through a symlink or outside DIR.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["to_file", "to_snapshot", "to_database"])]
+        to_dir: Option<PathBuf>,
+        /// With --to-dir: restore this path and what is under it (repeatable; e.g. etc/nginx).
+        #[arg(long = "path", value_name = "PATH", requires = "to_dir")]
+        paths: Vec<String>,
+        /// With --to-dir: replace existing files and symlinks (never a directory).
+        #[arg(long, requires = "to_dir")]
+        overwrite: bool,
         /// A database dump: pipe it into this server (postgres://USER@HOST:PORT/[DB],
         /// mysql://…), creating the database (the URL's, else the dumped one's name); a
         /// globals archive is applied to the server (restore it first).
@@ -115,6 +126,19 @@ enum Command {
         to_database: Option<String>,
         #[command(flatten)]
         connect: crate::dump_cli::ConnectOpts,
+    },
+    /// Find entries by glob in a tar archive's catalog, or in the catalogs of every archive
+    /// under a prefix (only catalogs and manifests are read).
+    Find {
+        /// An archive (s3://bucket/key.tar.zst, file:///path), or a prefix (s3://bucket/prefix,
+        /// file:///directory) whose archives are searched.
+        url: String,
+        /// A shell glob: without a `/` it matches names (*.conf), with one whole paths
+        /// (etc/**/nginx.conf).
+        glob: String,
+        /// Only archives exported at or after this time (RFC 3339, or a date: 2026-12-01).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
     },
     /// AWS Backup vaults: list recovery points and whether bunker exported them.
     Vault {
@@ -223,7 +247,11 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         let region = cfg.regions.first().cloned().or_else(|| aws.default_region());
         // Exports to and from local files reach no AWS service: they need no region.
         match &cli.command {
-            Command::Export(_) | Command::Verify { .. } | Command::Restore { .. } | Command::Ls { .. } => {}
+            Command::Export(_)
+            | Command::Verify { .. }
+            | Command::Restore { .. }
+            | Command::Ls { .. }
+            | Command::Find { .. } => {}
             _ if region.is_none() => {
                 return Err(usage(anyhow!(
                     "no region: set `regions` in the config file, pass --region, or set AWS_REGION"
@@ -260,6 +288,12 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Command::Restore { url, to_database: Some(target), connect, .. } => {
                 let (store, key) = crate::archive_cli::object_store(&aws, region, &url)?;
                 archive_result(crate::dump_cli::restore(&aws, region, store, &key, &target, &connect, cli.json).await)
+            }
+            Command::Restore { url, to_dir: Some(dir), paths, overwrite, .. } => archive_result(
+                crate::archive_cli::restore_dir(&aws, region, &url, &paths, &dir, overwrite, cli.json).await,
+            ),
+            Command::Find { url, glob, since } => {
+                archive_result(crate::archive_cli::find(&aws, region, &url, &glob, since.as_deref(), cli.json).await)
             }
             Command::Restore { url, to_file, to_snapshot, .. } => {
                 archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)
@@ -321,7 +355,7 @@ fn reaches_aws(command: &Command) -> bool {
     let s3 = |url: &str| url.starts_with("s3://");
     match command {
         Command::Export(args) => args.reaches_aws(),
-        Command::Verify { url, .. } | Command::Ls { url, .. } => s3(url),
+        Command::Verify { url, .. } | Command::Ls { url, .. } | Command::Find { url, .. } => s3(url),
         Command::Restore { url, to_snapshot, connect, .. } => s3(url) || *to_snapshot || connect.uses_aws(),
         _ => true,
     }

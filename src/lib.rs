@@ -16,4 +16,5 @@ pub mod local;
 pub mod serve;
 pub mod services;
 pub mod settings;
+pub mod tree_restore;
 pub mod vault_cli;

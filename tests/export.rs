@@ -523,6 +523,17 @@ async fn an_ext4_partition_of_a_snapshot_is_archived_file_by_file_without_a_volu
     // srv/d…/e…/long.txt, var.bin: everything but the FIFO.
     assert_eq!(listed, 10, "{ls:#}");
 
+    // bunker's own single-path restore of the long path and the owned file.
+    let mine = dir.path().join("mine");
+    let archive = format!("{to}/{snap}.p1.tar.zst");
+    for path in [deep.as_str(), "var.bin"] {
+        a.bunker(&["restore", &archive, "--path", path, "--to-dir", mine.to_str().unwrap()]).ok_json_or_code(0);
+    }
+    assert_eq!(std::fs::read(mine.join(&deep).join("long.txt")).unwrap(), b"a path over 100 bytes\n");
+    let owned = std::fs::metadata(mine.join("var.bin")).unwrap();
+    assert_eq!((owned.uid(), owned.gid(), owned.len()), (1234, 5678, 5 << 20));
+    assert_eq!(std::fs::read(mine.join("var.bin")).unwrap(), std::fs::read(tree.join("var.bin")).unwrap());
+
     // A disk without any ext filesystem is refused, naming what it holds and the fix.
     let noise_only = a.write_snapshot(1, None, &BTreeMap::from([(0, noise(5, BLOCK))])).await;
     let refused = a.bunker(&["export", "ebs", &noise_only, "--files", "--to", &to]);

@@ -58,7 +58,8 @@ What the plugin adds to stock moto (see README, "The local emulator"):
 * A request counter: ``GET /_bunker/stats`` answers
   ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}}`` and
   ``POST /_bunker/stats/reset`` zeroes it. Benchmarks use it to report HTTP
-  requests per backup. Its own requests are not counted.
+  requests per backup, and ``get_object_bytes`` (by bucket) the bytes a ranged restore
+  read. Its own requests are not counted.
 * Port 0: ``--port 0`` (the default) binds a free 127.0.0.1 port without a
   race and prints ``BUNKER_MOTO_PORT=<port>`` on stdout once it accepts
   connections (also written to ``--port-file`` if given).
@@ -451,7 +452,9 @@ class Faults:
       (the checksum header stays right), as a bad network path would;
     * ``s3_fail_parts``: that many UploadPart requests are answered ``500 InternalError``;
     * ``s3_part_delay_ms``: every UploadPart waits that long first (a slow link), so a test
-      can kill an export mid-upload. Stats count UploadPart bytes (``upload_part_bytes``).
+      can kill an export mid-upload. Stats count UploadPart bytes (``upload_part_bytes``) and
+      the bytes of GetObject answers by bucket (``get_object_bytes``: what a ranged restore
+      read).
 
     With no configuration nothing is injected."""
 
@@ -465,6 +468,7 @@ class Faults:
         self.max_pending = {}
         self.injected = collections.Counter()
         self.part_bytes = 0
+        self.get_bytes = collections.Counter()
 
     def take(self, name):
         """Consumes one of a counted fault (``ebs_corrupt``, ``s3_fail_parts``)."""
@@ -693,6 +697,9 @@ class Counter:
                 return fault_response(fault, key, start_response)
         if key == "s3:UploadPart":
             return self.upload_part(environ, start_response)
+        if key == "s3:GetObject":
+            bucket = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+            return self.counted(bucket, self.app(environ, start_response))
         if service == "backup":
             answered = self.backup(environ, start_response)
             if answered is not None:
@@ -746,15 +753,27 @@ class Counter:
             FAULTS.part_bytes += len(body)
         return self.app(environ, start_response)
 
+    def counted(self, bucket, body):
+        """Adds the bytes of a GetObject answer to ``get_object_bytes[bucket]`` (path-style
+        requests, as bunker and the tests make against the emulator)."""
+        for piece in body:
+            with FAULTS.lock:
+                FAULTS.get_bytes[bucket] += len(piece)
+            yield piece
+        close = getattr(body, "close", None)
+        if close:
+            close()
+
     def stats(self, environ, start_response):
         with self.lock:
             if environ.get("REQUEST_METHOD") == "POST":
                 self.by_action.clear()
                 with FAULTS.lock:
                     FAULTS.part_bytes = 0
+                    FAULTS.get_bytes.clear()
             with FAULTS.lock:
                 faults = {"max_pending_copies": dict(FAULTS.max_pending), "injected": dict(FAULTS.injected),
-                          "upload_part_bytes": FAULTS.part_bytes}
+                          "upload_part_bytes": FAULTS.part_bytes, "get_object_bytes": dict(FAULTS.get_bytes)}
             body = json.dumps(
                 {"requests": sum(self.by_action.values()), "by_action": dict(self.by_action), **faults}
             ).encode()

@@ -131,18 +131,51 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<CatalogEntry>, CatalogError> {
 /// The entries at or under `path` (`None` or `.`: all), by the tar path without a leading
 /// `./` or trailing `/`.
 pub fn under<'a>(entries: &'a [CatalogEntry], path: Option<&str>) -> Vec<&'a CatalogEntry> {
+    entries.iter().filter(|e| path.is_none_or(|w| at_or_under(&e.path, w))).collect()
+}
+
+/// Whether catalog path `path` is `want` or below it (both without a leading `./` or `/`
+/// or a trailing `/`; a `want` of `.` or nothing matches everything).
+pub fn at_or_under(path: &str, want: &str) -> bool {
     let norm = |p: &str| p.trim_start_matches("./").trim_matches('/').to_string();
-    let want = path.map(norm).filter(|p| !p.is_empty() && p != ".");
-    entries
-        .iter()
-        .filter(|e| match &want {
-            None => true,
-            Some(w) => {
-                let p = norm(&e.path);
-                p == *w || p.strip_prefix(w.as_str()).is_some_and(|rest| rest.starts_with('/'))
-            }
-        })
-        .collect()
+    let w = norm(want);
+    if w.is_empty() || w == "." {
+        return true;
+    }
+    let p = norm(path);
+    p == w || p.strip_prefix(w.as_str()).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// A `bunker find` pattern: a shell glob (`*`, `?`, `[…]`, `{a,b}`, `**`). Without a `/` it
+/// matches an entry's name (as `find -name` does); with one, the entry's whole path, where
+/// `*` stays within one component and `**` crosses them.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    matcher: globset::GlobMatcher,
+    whole_path: bool,
+}
+
+impl Pattern {
+    /// Parses a glob; the error names what is wrong with it.
+    pub fn new(glob: &str) -> Result<Pattern, String> {
+        let trimmed = glob.trim_start_matches('/');
+        let whole_path = trimmed.contains('/');
+        let g = globset::GlobBuilder::new(trimmed)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| format!("{glob:?} is not a glob: {}", e.kind()))?;
+        Ok(Pattern { matcher: g.compile_matcher(), whole_path })
+    }
+
+    /// Whether a catalog path matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let p = crate::file_restore::normalize(path);
+        if self.whole_path {
+            self.matcher.is_match(p)
+        } else {
+            self.matcher.is_match(p.rsplit('/').next().unwrap_or(p))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -187,5 +220,16 @@ mod tests {
         assert_eq!(paths(Some("etc/nginx/")).len(), 2);
         assert_eq!(paths(None).len(), 5);
         assert_eq!(paths(Some(".")).len(), 5);
+    }
+
+    #[test]
+    fn patterns_match_names_without_a_slash_and_paths_with_one() {
+        let name = Pattern::new("*.conf").unwrap();
+        assert!(name.matches("./etc/nginx/nginx.conf") && name.matches("a.conf"));
+        assert!(!name.matches("etc/nginx.conf.d"));
+        let path = Pattern::new("/etc/*/nginx.conf").unwrap();
+        assert!(path.matches("etc/nginx/nginx.conf") && !path.matches("etc/a/b/nginx.conf"));
+        assert!(Pattern::new("etc/**/nginx.conf").unwrap().matches("etc/a/b/nginx.conf"));
+        assert!(Pattern::new("[").unwrap_err().contains("not a glob"));
     }
 }

@@ -15,6 +15,7 @@ pub mod ddb_export;
 pub mod dump;
 pub mod dump_plan;
 pub mod events;
+pub mod file_restore;
 pub mod job;
 pub mod kind;
 pub mod naming;

@@ -356,6 +356,90 @@ impl Archive {
     }
 }
 
+/// A stretch of the uncompressed stream handed on by [`Archive::read_ranges`].
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// Bytes `at` of a checked frame.
+    Data {
+        /// The frame's bytes.
+        frame: Arc<Vec<u8>>,
+        /// The part of it in the stretch.
+        at: std::ops::Range<usize>,
+    },
+    /// This many zero bytes (a zero frame).
+    Zeros(u64),
+}
+
+impl Piece {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Piece::Data { at, .. } => at.len() as u64,
+            Piece::Zeros(n) => *n,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Archive {
+    /// Hands the bytes of the uncompressed stream in `ranges` (ascending, not overlapping),
+    /// in order, to `out`: only the frames holding them are read (ranged reads) and each is
+    /// checked against its hash first. A failure is handed on too, in its place, and ends
+    /// the reading. Returns the archive bytes read.
+    pub async fn read_ranges(
+        &self,
+        ranges: &[(u64, u64)],
+        progress: &Progress,
+        out: tokio::sync::mpsc::Sender<Result<Piece, StreamError>>,
+    ) -> Result<u64, StreamError> {
+        let m = &self.manifest;
+        if m.base.is_some() {
+            return Err(StreamError::Input(format!("{} is incremental; files come from full archives", self.url())));
+        }
+        let mut indexes: Vec<usize> = Vec::new();
+        for &(start, end) in ranges.iter().filter(|(s, e)| e > s) {
+            let mut i = m.frame_at(start).ok_or_else(|| {
+                StreamError::Corrupt(format!("{}: offset {start} is past the end of the stream", self.url()))
+            })?;
+            while i < m.frames.len() && m.frames[i].offset < end {
+                if indexes.last() != Some(&i) {
+                    indexes.push(i);
+                }
+                i += 1;
+            }
+        }
+        let ranges: Arc<Vec<(u64, u64)>> = Arc::new(ranges.to_vec());
+        let sink = out.clone();
+        let result = self
+            .frames(&indexes, progress, move |_, f, data| {
+                let (ranges, out) = (ranges.clone(), sink.clone());
+                let (from, to) = (f.offset, f.offset + f.length);
+                Box::pin(async move {
+                    for &(s, e) in ranges.iter().filter(|(s, e)| *s < to && *e > from) {
+                        let (a, b) = ((s.max(from) - from) as usize, (e.min(to) - from) as usize);
+                        let piece = match &data {
+                            Some(frame) => Piece::Data { frame: frame.clone(), at: a..b },
+                            None => Piece::Zeros((b - a) as u64),
+                        };
+                        if out.send(Ok(piece)).await.is_err() {
+                            return Err(StreamError::Target("the restore stopped reading".into()));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await;
+        if let Err(e) = &result {
+            let _gone = out.send(Err(e.clone())).await;
+        }
+        result
+    }
+}
+
 fn key_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
