@@ -39,7 +39,7 @@ enum ExportWhat {
         /// in the same target.
         #[arg(long, value_name = "SNAPSHOT_ID", conflicts_with = "files")]
         base: Option<String>,
-        /// Archive the files instead of the image: each ext2/3/4 filesystem on the disk
+        /// Archive the files instead of the image: each ext2/3/4 and FAT filesystem on the disk
         /// (found through its GPT or MBR partition table, or on the whole disk) is read in
         /// place from the snapshot and written as <name>[.p<N>].tar.zst with a catalog.
         #[arg(long)]

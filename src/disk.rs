@@ -41,9 +41,10 @@ pub struct Volume {
 }
 
 impl Volume {
-    /// Whether bunker reads this filesystem in user space.
+    /// Whether bunker reads this filesystem in user space (ext2/3/4 with `ext4-view`, FAT
+    /// with `fatfs`).
     pub fn readable(&self) -> bool {
-        self.filesystem == "ext4"
+        matches!(self.filesystem, "ext4" | "vfat")
     }
 
     /// "partition 2" or "the whole disk".

@@ -1,4 +1,4 @@
-//! `bunker export ebs SNAPSHOT --files`: each ext2/3/4 filesystem of a snapshot archived as
+//! `bunker export ebs SNAPSHOT --files`: each ext2/3/4 and FAT filesystem of a snapshot archived as
 //! a tar stream with a catalog, read in place through the EBS direct APIs: no volume, no
 //! mount, no privileges. Only the blocks the filesystem reader touches are fetched.
 
@@ -89,7 +89,7 @@ pub(crate) async fn export(
     if readable.is_empty() {
         let found: Vec<String> = other.iter().map(|v| format!("{} ({})", v.describe(), v.filesystem)).collect();
         return Err(input(format!(
-            "snapshot {snapshot} holds no ext2/3/4 filesystem that bunker reads in place (found: {}); \
+            "snapshot {snapshot} holds no filesystem that bunker reads in place (ext2/3/4, FAT; found: {}); \
              export it as an image instead (without --files)",
             found.join(", ")
         )));
@@ -130,7 +130,7 @@ fn not_read(v: &Volume) -> NotExported {
     let reason = match v.filesystem {
         "unknown" => format!("{}: no filesystem bunker recognises; not exported", v.describe()),
         fs => format!(
-            "{} ({fs}): not read in place (only ext2/3/4 is); export the snapshot as an image for it",
+            "{} ({fs}): not read in place (only ext2/3/4 and FAT are); export the snapshot as an image for it",
             v.describe()
         ),
     };
@@ -159,7 +159,7 @@ async fn export_one(
     let request = tar_request(name, source, opts, stats.clone(), catalog.clone());
     let capacity = opts.channel_capacity;
     let (s, c) = (stats.clone(), catalog.clone());
-    let open = Box::new(move |_| crate::ext4_tar::ext4_tar_reader(disk, volume.clone(), chunk, capacity, s, c));
+    let open = Box::new(move |_| crate::fs_tar::filesystem_tar_reader(disk, volume.clone(), chunk, capacity, s, c));
     let filesystem = request.source.filesystem.clone().expect("set above");
     let bar = progress_bar(progress.clone(), json);
     let result = actor

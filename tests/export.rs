@@ -417,22 +417,28 @@ async fn a_tar_export_has_a_catalog_that_ls_lists_and_whose_offsets_and_hashes_h
 /// a tree, partition 2 (8 MiB at 42 MiB) random bytes that are no filesystem.
 fn partitioned_disk(dir: &std::path::Path, tree: &std::path::Path) -> BTreeMap<u64, Vec<u8>> {
     let disk = dir.join("disk.img");
-    std::fs::File::create(&disk).unwrap().set_len(1 << 30).unwrap();
-    let mut sfdisk = Command::new("sfdisk").arg("-q").arg(&disk).stdin(Stdio::piped()).spawn().unwrap();
     let table = "label: gpt\nstart=2048, size=81920, type=L\nstart=86016, size=16384, type=L\n";
-    sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
-    assert!(sfdisk.wait().unwrap().success(), "sfdisk");
-    let mkfs = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(tree)
-        .args(["-E", "offset=1048576"])
-        .arg(&disk)
-        .arg("40M")
-        .status()
-        .unwrap();
-    assert!(mkfs.success(), "mkfs.ext4");
+    disk_with_ext4(&disk, table, tree, 2048);
     let mut image = std::fs::read(&disk).unwrap();
     image[86016 * 512..][..8 << 20].copy_from_slice(&noise(4, 8 << 20));
+    allocated(&image)
+}
+
+/// A 1 GiB disk image at `disk` partitioned by `sfdisk` from `table`, with a 40 MiB ext4
+/// filesystem made by `mkfs.ext4 -d` from `tree` at sector `sector`.
+fn disk_with_ext4(disk: &std::path::Path, table: &str, tree: &std::path::Path, sector: u64) {
+    std::fs::File::create(disk).unwrap().set_len(1 << 30).unwrap();
+    let mut sfdisk = Command::new("sfdisk").arg("-q").arg(disk).stdin(Stdio::piped()).spawn().unwrap();
+    sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk");
+    let offset = format!("offset={}", sector * 512);
+    let mut mkfs = Command::new("mkfs.ext4");
+    mkfs.args(["-q", "-F", "-d"]).arg(tree).args(["-E", &offset]).arg(disk).arg("40M");
+    assert!(mkfs.status().unwrap().success(), "mkfs.ext4");
+}
+
+/// The non-zero 512 KiB blocks of a disk image, as a snapshot holds them.
+fn allocated(image: &[u8]) -> BTreeMap<u64, Vec<u8>> {
     let blocks = image.chunks(BLOCK).enumerate().filter(|(_, b)| b.iter().any(|x| *x != 0));
     blocks.map(|(i, b)| (i as u64, b.to_vec())).collect()
 }
@@ -538,8 +544,93 @@ async fn an_ext4_partition_of_a_snapshot_is_archived_file_by_file_without_a_volu
     let noise_only = a.write_snapshot(1, None, &BTreeMap::from([(0, noise(5, BLOCK))])).await;
     let refused = a.bunker(&["export", "ebs", &noise_only, "--files", "--to", &to]);
     assert_eq!(refused.code, 2, "{refused:#?}");
-    assert!(refused.stderr.contains("holds no ext2/3/4 filesystem"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("holds no filesystem that bunker reads in place"), "{}", refused.stderr);
     assert!(refused.stderr.contains("the whole disk (unknown)"), "{}", refused.stderr);
     assert!(refused.stderr.contains("without --files"), "{}", refused.stderr);
     assert!(!target.join(format!("{noise_only}.manifest.json")).exists());
+}
+
+/// An EFI system partition's image: FAT32 made by `mkfs.vfat` and filled by `mcopy` (the
+/// dosfstools and mtools packages, not bunker's crates) from `tree`.
+fn fat_image(dir: &std::path::Path, tree: &std::path::Path) -> Vec<u8> {
+    let img = dir.join("efi.img");
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    let mkfs = Command::new("mkfs.vfat").args(["-F", "32", "-n", "EFI"]).arg(&img).output().unwrap();
+    assert!(mkfs.status.success(), "mkfs.vfat: {mkfs:?}");
+    let mut mcopy = Command::new("mcopy");
+    mcopy.env("TZ", "UTC").args(["-s", "-m", "-i"]).arg(&img);
+    for e in std::fs::read_dir(tree).unwrap() {
+        mcopy.arg(e.unwrap().path());
+    }
+    let out = mcopy.arg("::/").output().unwrap();
+    assert!(out.status.success(), "mcopy: {out:?}");
+    std::fs::read(&img).unwrap()
+}
+
+/// A GPT disk and an MBR disk, each with an EFI system partition (FAT32, `mkfs.vfat` +
+/// `mcopy`) and an ext4 partition (`mkfs.ext4 -d`): `export ebs --files` archives both
+/// filesystems of each, and the FAT partition's tar extracts with the standard tools to the
+/// source's files: contents, long names, mtimes; the catalog lists each with its SHA-256.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_efi_partition_and_an_ext4_one_are_both_exported_from_gpt_and_mbr_disks() {
+    use std::os::unix::fs::MetadataExt;
+    let a = Account::new("410000000012").await;
+    let dir = tempfile::tempdir().unwrap();
+    let efi = dir.path().join("efi");
+    std::fs::create_dir_all(efi.join("EFI/BOOT")).unwrap();
+    std::fs::create_dir_all(efi.join("EFI/debian")).unwrap();
+    std::fs::write(efi.join("EFI/BOOT/BOOTX64.EFI"), noise(31, 300_000)).unwrap();
+    std::fs::write(efi.join("EFI/debian/grub.cfg"), b"search --fs-uuid --set=root 1234\n").unwrap();
+    std::fs::write(efi.join("a long file name with spaces.txt"), b"vfat keeps long names\n").unwrap();
+    let tree = dir.path().join("root");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/fstab"), b"LABEL=EFI /boot/efi vfat umask=0077 0 1\n").unwrap();
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    for f in ["EFI/BOOT/BOOTX64.EFI", "EFI/debian/grub.cfg", "a long file name with spaces.txt"] {
+        std::fs::File::options().write(true).open(efi.join(f)).unwrap().set_modified(when).unwrap();
+    }
+    let fat = fat_image(dir.path(), &efi);
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    let to = format!("file://{}", target.display());
+    for (label, efi_type) in [("gpt", "U"), ("dos", "ef")] {
+        let disk = dir.path().join(format!("{label}.img"));
+        let table =
+            format!("label: {label}\nstart=2048, size=131072, type={efi_type}\nstart=133120, size=81920, type=L\n");
+        disk_with_ext4(&disk, &table, &tree, 133120);
+        let mut image = std::fs::read(&disk).unwrap();
+        image[2048 * 512..][..fat.len()].copy_from_slice(&fat);
+        let blocks = allocated(&image);
+        let snap = a.write_snapshot(1, None, &blocks).await;
+        let out = a.bunker(&["--json", "export", "ebs", &snap, "--files", "--to", &to]).ok_json();
+        let kinds: Vec<_> =
+            out["filesystems"].as_array().unwrap().iter().map(|f| f["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["vfat", "ext4"], "{label}: {out:#}");
+        assert!(out["not_exported"].as_array().unwrap().is_empty(), "{out:#}");
+
+        let tar = common::zstd_decompress(&std::fs::read(target.join(format!("{snap}.p1.tar.zst"))).unwrap());
+        let back = dir.path().join(format!("back-{label}"));
+        std::fs::create_dir(&back).unwrap();
+        let mut x = Command::new("tar").arg("-x").arg("-C").arg(&back).stdin(Stdio::piped()).spawn().unwrap();
+        x.stdin.take().unwrap().write_all(&tar).unwrap();
+        assert!(x.wait().unwrap().success());
+        let ls = a.bunker(&["--json", "ls", &format!("{to}/{snap}.p1.tar.zst")]).ok_json();
+        let files: Vec<_> = ls.as_array().unwrap().iter().filter(|e| e["type"] == "file").collect();
+        assert_eq!(files.len(), 3, "{ls:#}");
+        for e in files {
+            let path = e["path"].as_str().unwrap();
+            let data = std::fs::read(efi.join(path)).unwrap();
+            assert_eq!(std::fs::read(back.join(path)).unwrap(), data, "{label}: {path}");
+            assert_eq!(e["sha256"], sha256_hex(&data), "{path}");
+            assert_eq!(e["mtime"], 1_700_000_000, "{path}");
+            assert_eq!(std::fs::metadata(back.join(path)).unwrap().mtime(), 1_700_000_000, "{path}");
+        }
+        let ext = common::zstd_decompress(&std::fs::read(target.join(format!("{snap}.p2.tar.zst"))).unwrap());
+        let names: Vec<String> = tar::Archive::new(&ext[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().any(|n| n == "etc/fstab"), "{label}: {names:?}");
+    }
 }
