@@ -60,7 +60,8 @@ fn reference(v: &Volume) -> FilesystemRef {
 }
 
 /// Runs the export; exit 0 when every filesystem and entry was archived, 1 when some were
-/// not (named), 2 when the disk holds no filesystem bunker reads.
+/// not (named: a filesystem bunker does not read, or one it could not read), 2 when the disk
+/// holds no filesystem bunker reads.
 pub(crate) async fn export(
     aws: &Aws,
     region: &str,
@@ -104,8 +105,16 @@ pub(crate) async fn export(
     };
     for volume in readable {
         let disk = cached.take().unwrap_or_else(|| device().counting(fetched.clone()));
-        let done = export_one(&actor, &opened, opts, volume, disk, progress.clone(), json).await?;
-        report.filesystems.push(done);
+        let filesystem = reference(&volume);
+        match export_one(&actor, &opened, opts, volume, disk, progress.clone(), json).await {
+            Ok(done) => report.filesystems.push(done),
+            // A filesystem that cannot be read (a damaged superblock): named, the others go on;
+            // its upload was aborted, so nothing of it is left behind.
+            Err(StreamError::Source(why)) => {
+                report.not_exported.push(NotExported { filesystem, reason: format!("{why}; not exported") })
+            }
+            Err(e) => return Err(fail(e)),
+        }
     }
     report.blocks_fetched = fetched.load(Ordering::Relaxed);
     let incomplete = !report.not_exported.is_empty() || report.filesystems.iter().any(|f| !f.tree.skipped.is_empty());
@@ -145,7 +154,7 @@ async fn export_one(
     disk: SnapshotDevice,
     progress: Arc<Progress>,
     json: bool,
-) -> Result<Exported, Fatal> {
+) -> Result<Exported, StreamError> {
     let base = opts.name.clone().unwrap_or_else(|| opened.source.id.clone());
     let name = match volume.number {
         Some(n) => format!("{base}.p{n}"),
@@ -167,7 +176,7 @@ async fn export_one(
         .await
         .unwrap_or_else(|e| Err(StreamError::Internal(format!("exporter actor: {e}"))));
     drop(bar);
-    let export = result.map_err(fail)?;
+    let export = result?;
     let tree = stats.lock().expect("tree stats").clone();
     let catalog_entries = catalog.lock().expect("catalog").len();
     Ok(Exported { filesystem, export, tree, catalog_entries })

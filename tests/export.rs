@@ -634,3 +634,55 @@ async fn an_efi_partition_and_an_ext4_one_are_both_exported_from_gpt_and_mbr_dis
         assert!(names.iter().any(|n| n == "etc/fstab"), "{label}: {names:?}");
     }
 }
+
+/// A GPT disk whose ext4 partition has a damaged superblock (magic intact, block size
+/// garbled) beside an EFI partition: `export ebs --files` names the damaged partition and
+/// why, exports the FAT one, leaves nothing of the damaged one behind and exits 1; the image
+/// export of the same snapshot still succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_superblock_is_named_the_other_filesystem_exported_and_the_image_still_works() {
+    let a = Account::new("410000000013").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (efi, tree) = (dir.path().join("efi"), dir.path().join("root"));
+    std::fs::create_dir_all(efi.join("EFI/BOOT")).unwrap();
+    std::fs::write(efi.join("EFI/BOOT/BOOTX64.EFI"), noise(32, 100_000)).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), b"damaged\n").unwrap();
+    let fat = fat_image(dir.path(), &efi);
+    let disk = dir.path().join("disk.img");
+    let table = "label: gpt\nstart=2048, size=81920, type=L\nstart=86016, size=131072, type=U\n";
+    disk_with_ext4(&disk, table, &tree, 2048);
+    let mut image = std::fs::read(&disk).unwrap();
+    image[86016 * 512..][..fat.len()].copy_from_slice(&fat);
+    let superblock = 2048 * 512 + 1024;
+    assert_eq!(image[superblock + 0x38..superblock + 0x3A], [0x53, 0xEF], "the ext4 magic");
+    image[superblock + 24..superblock + 28].copy_from_slice(&[0x7F, 0, 0, 0]); // s_log_block_size
+    let snap = a.write_snapshot(1, None, &allocated(&image)).await;
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    let to = format!("file://{}", target.display());
+
+    let run = a.bunker(&["--json", "export", "ebs", &snap, "--files", "--to", &to]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let out = run.json();
+    assert_eq!(out["filesystems"].as_array().unwrap().len(), 1, "{out:#}");
+    assert_eq!(
+        (out["filesystems"][0]["partition"].as_u64(), out["filesystems"][0]["type"].as_str()),
+        (Some(2), Some("vfat"))
+    );
+    let reason = out["not_exported"][0]["reason"].as_str().unwrap();
+    assert_eq!(out["not_exported"][0]["partition"], 1, "{out:#}");
+    assert!(reason.starts_with("partition 1: not a readable ext2/3/4 filesystem"), "{reason}");
+    assert!(run.stderr.contains("partition 1: not a readable ext2/3/4 filesystem"), "{}", run.stderr);
+    let left: Vec<_> =
+        std::fs::read_dir(&target).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(left.iter().all(|n| !n.contains(".p1.")), "nothing of partition 1 is left: {left:?}");
+
+    let whole = a.bunker(&["--json", "export", "ebs", &snap, "--to", &to]).ok_json();
+    let restored = dir.path().join("restored.img");
+    a.bunker(&["restore", whole["archive"].as_str().unwrap(), "--to-file", restored.to_str().unwrap()])
+        .ok_json_or_code(0);
+    let mut want = image;
+    want.resize(1 << 30, 0);
+    assert!(std::fs::read(&restored).unwrap() == want, "the image export restores the damaged disk as it was");
+}
