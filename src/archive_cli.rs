@@ -774,7 +774,8 @@ struct Found {
 }
 
 /// `bunker find URL GLOB [--since TIME]`: an archive's catalog, or every catalog under a
-/// prefix (S3: the whole prefix; a directory: its own files), searched for GLOB.
+/// prefix (S3: the whole prefix; a directory: its own files), searched for GLOB. Exit 1 when
+/// an archive under the prefix could not be read (each named on stderr).
 pub async fn find(
     aws: &Aws,
     region: Option<&str>,
@@ -786,7 +787,8 @@ pub async fn find(
     let pattern = bunker_protocol::catalog::Pattern::new(glob).map_err(input)?;
     let since = since.map(parse_since).transpose()?;
     let (store, key) = object_store(aws, region, url)?;
-    let (store, keys) = if archive_reader::manifest_key_for(&key).is_ok() {
+    let one = archive_reader::manifest_key_for(&key).is_ok();
+    let (store, keys) = if one {
         (store, vec![key])
     } else {
         let store = target_store(aws, region, url)?;
@@ -794,22 +796,21 @@ pub async fn find(
         let catalogs = listed.into_iter().filter(|k| k.ends_with(".catalog.jsonl.zst")).collect();
         (store, catalogs)
     };
-    let mut found = Vec::new();
-    let mut searched = 0;
+    let (mut found, mut searched, mut unreadable) = (Vec::new(), 0, 0);
     for key in keys {
-        let archive = Archive::open(store.clone(), &key).await.map_err(fail)?;
-        let created = archive.manifest.created_at.parse::<jiff::Timestamp>().ok();
-        if since.is_some_and(|s| created.is_none_or(|c| c < s)) {
-            continue;
-        }
+        let hits = match catalog_hits(&store, &key, &pattern, since).await {
+            Ok(Some(hits)) => hits,
+            Ok(None) => continue,
+            Err(e) if one => return Err(fail(e)),
+            // One damaged archive does not stop a search of the others: named, exit 1.
+            Err(e) => {
+                eprintln!("bunker: {}: {e}", store.url(&key));
+                unreadable += 1;
+                continue;
+            }
+        };
         searched += 1;
-        let entries = archive.catalog().await.map_err(fail)?;
-        let (archive_url, created_at) = (archive.url(), archive.manifest.created_at.clone());
-        found.extend(entries.into_iter().filter(|e| pattern.matches(&e.path)).map(|entry| Found {
-            archive: archive_url.clone(),
-            created_at: created_at.clone(),
-            entry,
-        }));
+        found.extend(hits);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&found).expect("hits serialize"));
@@ -820,7 +821,26 @@ pub async fn find(
         }
         eprintln!("{} entries in {searched} archives", found.len());
     }
-    Ok(0)
+    Ok(u8::from(unreadable > 0))
+}
+
+/// The entries of `key`'s catalog matching `pattern`; `None` when the archive was exported
+/// before `since`.
+async fn catalog_hits(
+    store: &Arc<dyn ArchiveStore>,
+    key: &str,
+    pattern: &bunker_protocol::catalog::Pattern,
+    since: Option<jiff::Timestamp>,
+) -> Result<Option<Vec<Found>>, StreamError> {
+    let archive = Archive::open(store.clone(), key).await?;
+    let created = archive.manifest.created_at.parse::<jiff::Timestamp>().ok();
+    if since.is_some_and(|s| created.is_none_or(|c| c < s)) {
+        return Ok(None);
+    }
+    let entries = archive.catalog().await?;
+    let (url, created_at) = (archive.url(), archive.manifest.created_at.clone());
+    let hits = entries.into_iter().filter(|e| pattern.matches(&e.path));
+    Ok(Some(hits.map(|entry| Found { archive: url.clone(), created_at: created_at.clone(), entry }).collect()))
 }
 
 /// `--since`: RFC 3339, or a date (midnight UTC).

@@ -179,6 +179,16 @@ async fn a_tree_restores_exactly_and_nothing_existing_is_replaced_without_overwr
     let missing = a.bunker(&["restore", &archive, "--path", "nope", "--to-dir", trap.to_str().unwrap()]);
     assert_eq!(missing.code, 2, "{missing:#?}");
     assert!(missing.stderr.contains("nope: no such path"), "{}", missing.stderr);
+
+    // find over the directory: a stray catalog without its archive is named (exit 1), and
+    // the real archive is still searched.
+    std::fs::write(target.join("stray.catalog.jsonl.zst"), b"not a catalog").unwrap();
+    let found = a.bunker(&["--json", "find", &to, "nginx.conf"]);
+    assert_eq!(found.code, 1, "{found:#?}");
+    assert!(found.stderr.contains("stray"), "{}", found.stderr);
+    let hits = found.json();
+    assert_eq!(hits.as_array().unwrap().len(), 1, "{hits:#}");
+    assert_eq!(hits[0]["path"], "etc/nginx/nginx.conf");
 }
 
 /// One raw tar entry: the header's name bytes as given (no checks), then the contents.
