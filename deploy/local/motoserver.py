@@ -756,13 +756,15 @@ class Counter:
     def counted(self, bucket, body):
         """Adds the bytes of a GetObject answer to ``get_object_bytes[bucket]`` (path-style
         requests, as bunker and the tests make against the emulator)."""
-        for piece in body:
-            with FAULTS.lock:
-                FAULTS.get_bytes[bucket] += len(piece)
-            yield piece
-        close = getattr(body, "close", None)
-        if close:
-            close()
+        try:
+            for piece in body:
+                with FAULTS.lock:
+                    FAULTS.get_bytes[bucket] += len(piece)
+                yield piece
+        finally:
+            close = getattr(body, "close", None)
+            if close:
+                close()
 
     def stats(self, environ, start_response):
         with self.lock:
