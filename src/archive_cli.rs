@@ -211,6 +211,11 @@ pub(crate) fn fail(e: StreamError) -> Fatal {
     Fatal { code, error: anyhow!(e) }
 }
 
+/// [`fail`] for a whole command: the message says which (`verify failed: …`).
+fn failed(command: &'static str) -> impl Fn(StreamError) -> Fatal {
+    move |e| Fatal { error: anyhow!("{command} failed: {e}"), ..fail(e) }
+}
+
 pub(crate) fn input(msg: String) -> Fatal {
     crate::exit::usage(anyhow!(msg))
 }
@@ -634,10 +639,7 @@ pub async fn verify(aws: &Aws, region: Option<&str>, url: &str, json: bool) -> R
     let bar = progress_bar(progress.clone(), json);
     let result = async { archive_reader::verify(Archive::open(store, &key).await?, &progress).await }.await;
     bar.done();
-    let report = result.map_err(|e| Fatal {
-        code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
-        error: anyhow!("verify failed: {e}"),
-    })?;
+    let report = result.map_err(failed("verify"))?;
     print(report, json, |r| {
         format!(
             "ok: {} — {} frames ({} with data), {} image bytes{}",
@@ -654,10 +656,7 @@ pub async fn verify(aws: &Aws, region: Option<&str>, url: &str, json: bool) -> R
 /// `bunker ls URL [PATH]`: the catalog's entries at or under PATH.
 pub async fn ls(aws: &Aws, region: Option<&str>, url: &str, path: Option<&str>, json: bool) -> Result<u8, Fatal> {
     let (store, key) = object_store(aws, region, url)?;
-    let entries = async { Archive::open(store, &key).await?.catalog().await }.await.map_err(|e| Fatal {
-        code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
-        error: anyhow!("ls failed: {e}"),
-    })?;
+    let entries = async { Archive::open(store, &key).await?.catalog().await }.await.map_err(failed("ls"))?;
     let chosen = bunker_protocol::catalog::under(&entries, path);
     if chosen.is_empty() {
         if let Some(p) = path {
@@ -713,10 +712,7 @@ pub async fn restore(
     }
     .await;
     bar.done();
-    let report = result.map_err(|e| Fatal {
-        code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
-        error: anyhow!("restore failed: {e}"),
-    })?;
+    let report = result.map_err(failed("restore"))?;
     print(report, json, |r| match &r.snapshot_id {
         Some(id) => id.clone(),
         None => format!(
@@ -749,10 +745,7 @@ pub async fn restore_dir(
     }
     .await;
     bar.done();
-    let report = result.map_err(|e| Fatal {
-        code: if matches!(e, StreamError::Input(_)) { 2 } else { 1 },
-        error: anyhow!("restore failed: {e}"),
-    })?;
+    let report = result.map_err(failed("restore"))?;
     print(report, json, |r| {
         format!(
             "restored {} files ({} bytes), {} directories, {} symlinks, {} hard links into {}; read {} of the archive's {} bytes",

@@ -124,7 +124,7 @@ impl TreeWriter {
                 found.push(format!("{} (not a directory)", d.path));
             }
         }
-        for (path, _) in plan.outputs() {
+        for path in plan.outputs() {
             match self.kind_at(path)? {
                 Some(FileType::Directory) => found.push(format!("{path} (a directory)")),
                 Some(_) if !self.overwrite => found.push(path.to_string()),

@@ -56,11 +56,11 @@ impl RestorePlan {
         self.files.iter().map(|f| f.end - f.start).sum()
     }
 
-    /// Every relative path the restore creates, for the no-overwrite check.
-    pub fn outputs(&self) -> impl Iterator<Item = (&str, EntryKind)> {
-        let files = self.files.iter().flat_map(|f| f.outputs.iter().map(|o| (o.as_str(), EntryKind::File)));
-        let links = self.symlinks.iter().map(|s| (s.path.as_str(), EntryKind::Symlink));
-        let hard = self.hardlinks.iter().map(|(l, _)| (l.as_str(), EntryKind::Hardlink));
+    /// Every relative path the restore creates but a directory, for the no-overwrite check.
+    pub fn outputs(&self) -> impl Iterator<Item = &str> {
+        let files = self.files.iter().flat_map(|f| f.outputs.iter().map(String::as_str));
+        let links = self.symlinks.iter().map(|s| s.path.as_str());
+        let hard = self.hardlinks.iter().map(|(l, _)| l.as_str());
         files.chain(links).chain(hard)
     }
 }
