@@ -133,9 +133,13 @@ pub(crate) struct ExportOpts {
     /// zstd level, 1–19.
     #[arg(long, default_value_t = Tuning::LEVEL)]
     pub(crate) level: i32,
-    /// Chunk size in MiB: the unit of random access and of per-chunk hashing.
+    /// Chunk size in MiB, a power of two: the unit of random access and of per-chunk hashing.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CHUNK_SIZE >> 20)]
     pub(crate) chunk_mib: u64,
+    /// Also record the whole image's SHA-256 (`image_sha256`, for `sha256sum`) beside its
+    /// BLAKE3 (`image_blake3`, for `b3sum`): a second pass over every byte, on its own thread.
+    #[arg(long)]
+    pub(crate) sha256: bool,
     /// Compressor threads (default: one per core).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
@@ -366,6 +370,7 @@ impl ExportOpts {
             name: None,
             level: Tuning::LEVEL,
             chunk_mib: DEFAULT_CHUNK_SIZE >> 20,
+            sha256: false,
             threads: None,
             chunks_in_flight: Tuning::CHUNKS_IN_FLIGHT,
             channel_capacity: Tuning::CHANNEL_CAPACITY,
@@ -460,6 +465,7 @@ pub(crate) async fn prepare_ebs(
         block_size: EBS_BLOCK_SIZE,
         chunk_size: opts.chunk_mib << 20,
         level: opts.level,
+        sha256: opts.sha256,
         base: base_export,
         resumable: true,
         tree: None,
@@ -487,6 +493,7 @@ pub(crate) fn tar_request(
         block_size: 512,
         chunk_size: opts.chunk_mib << 20,
         level: opts.level,
+        sha256: opts.sha256,
         base: None,
         resumable: false,
         tree: Some(stats),
@@ -532,6 +539,7 @@ pub async fn export(aws: &Aws, region: Option<&str>, args: ExportArgs, json: boo
                 block_size: EBS_BLOCK_SIZE,
                 chunk_size: chunk,
                 level: opts.level,
+                sha256: opts.sha256,
                 base: None,
                 resumable: true,
                 tree: None,
@@ -627,6 +635,14 @@ async fn load_base(store: Arc<dyn ArchiveStore>, base: &str, size: u64) -> Resul
             archive.manifest.image_size
         )));
     }
+    if archive.manifest.version != bunker_protocol::archive::FORMAT_VERSION {
+        return Err(StreamError::Input(format!(
+            "--base {base}: {url} is archive format version {}, this bunker writes version {}; an incremental \
+             chain keeps one version: export the snapshot in full (without --base) to start a new chain",
+            archive.manifest.version,
+            bunker_protocol::archive::FORMAT_VERSION
+        )));
+    }
     let manifest = archive.manifest.clone();
     let chain = archive.chain().await?;
     Ok(BaseExport { manifest, manifest_key: key, chunk_hashes: archive_reader::resolved_hashes(&chain) })
@@ -647,10 +663,17 @@ pub async fn verify(aws: &Aws, region: Option<&str>, url: &str, json: bool) -> R
             r.frames,
             r.data_chunks,
             r.image_size,
-            r.image_sha256.as_ref().map(|h| format!(", sha256 {h}")).unwrap_or_default()
+            hashes_text(r.image_blake3.as_deref(), r.image_sha256.as_deref())
         )
     });
     Ok(0)
+}
+
+/// ", blake3 …, sha256 …" for the whole-image hashes there are.
+pub(crate) fn hashes_text(blake3: Option<&str>, sha256: Option<&str>) -> String {
+    let b = blake3.map(|h| format!(", blake3 {h}")).unwrap_or_default();
+    let s = sha256.map(|h| format!(", sha256 {h}")).unwrap_or_default();
+    format!("{b}{s}")
 }
 
 /// `bunker ls URL [PATH]`: the catalog's entries at or under PATH.
@@ -716,10 +739,10 @@ pub async fn restore(
     print(report, json, |r| match &r.snapshot_id {
         Some(id) => id.clone(),
         None => format!(
-            "restored {} ({} bytes, sha256 {}) from {}",
+            "restored {} ({} bytes{}) from {}",
             r.archive,
             r.image_size,
-            r.image_sha256.as_deref().unwrap_or("-"),
+            hashes_text(r.image.blake3.as_deref(), r.image.sha256.as_deref()),
             r.applied.join(" + ")
         ),
     });

@@ -192,10 +192,10 @@ pub async fn verify(store: Arc<dyn ArchiveStore>, key: &str, json: bool) -> Resu
         .map_err(|e| fail("verify failed", e))?;
     crate::archive_cli::print_value(&report, json, |r| {
         format!(
-            "ok: {} — {} bytes, sha256 {}; {}",
+            "ok: {} — {} bytes{}; {}",
             r.verify.archive,
             r.verify.image_size,
-            r.verify.image_sha256.as_deref().unwrap_or("-"),
+            crate::archive_cli::hashes_text(r.verify.image_blake3.as_deref(), r.verify.image_sha256.as_deref()),
             r.deep
         )
     });

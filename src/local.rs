@@ -222,7 +222,7 @@ impl ArchiveStore for DirStore {
         _upload: &str,
         number: u32,
         offset: u64,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         sum: &str,
     ) -> Result<StoredPart, PortError> {
         let dir = self.upload_dir(key);

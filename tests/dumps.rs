@@ -145,7 +145,7 @@ fn postgres_databases_dump_verify_and_restore_into_a_fresh_server_with_every_obj
     assert!(manifest["dump"]["tool_version"].as_str().unwrap().contains("pg_dump"));
     assert!(manifest["dump"]["database_bytes"].as_u64().unwrap() > 1_000_000);
     assert!(manifest["dump"]["restore_command"].as_str().unwrap().contains("pg_restore --create"));
-    assert_eq!(manifest["image_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(manifest["image_blake3"].as_str().unwrap().len(), 64);
 
     // verify --deep: hashes and pg_restore --list / the SQL trailer.
     for (db, path) in &got {

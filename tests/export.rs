@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{image, noise, sha256_hex, Account, BLOCK};
+use common::{blake3_hex, image, noise, sha256_hex, Account, BLOCK};
 
 /// ~320 of 2048 blocks of a 1 GiB volume: random, compressible and explicitly zero blocks,
 /// with holes between.
@@ -53,14 +53,14 @@ async fn snapshot_round_trips_through_s3_to_a_file_and_to_a_snapshot() {
     assert!(plain == expected, "zstd -d of the archive is the image");
     let manifest: serde_json::Value =
         serde_json::from_slice(&a.get_object(&bucket, &format!("exports/daily/{snap}.manifest.json")).await).unwrap();
-    assert_eq!(manifest["image_sha256"], sha256_hex(&expected));
+    assert_eq!(manifest["image_blake3"], blake3_hex(&expected));
     assert_eq!(manifest["source"]["id"], snap);
     assert_eq!(manifest["block_size"], BLOCK);
     assert_eq!(manifest["format"], "bunker-archive");
 
     let url = out["archive"].as_str().unwrap().to_string();
     let v = a.bunker(&["--json", "verify", &url]).ok_json();
-    assert_eq!(v["image_sha256"], sha256_hex(&expected));
+    assert_eq!(v["image_blake3"], blake3_hex(&expected));
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("disk.img");
@@ -154,7 +154,7 @@ async fn an_incremental_export_restores_to_the_later_snapshot() {
     let file = dir.path().join("later.img");
     let r = a.bunker(&["--json", "restore", &url, "--to-file", file.to_str().unwrap()]).ok_json();
     assert_eq!(r["applied"].as_array().unwrap().len(), 2, "base, then the increment");
-    assert_eq!(r["image_sha256"], sha256_hex(&expected));
+    assert_eq!(r["image_blake3"], blake3_hex(&expected));
     assert!(std::fs::read(&file).unwrap() == expected, "base + increment is the later snapshot");
 
     let r = a.bunker(&["--json", "restore", &url, "--to-snapshot"]).ok_json();
@@ -166,6 +166,28 @@ async fn an_incremental_export_restores_to_the_later_snapshot() {
     let e = a.bunker(&["export", "ebs", &s2, "--to", &other, "--base", &s1]);
     assert_eq!(e.code, 2, "{e:#?}");
     assert!(e.stderr.contains("export") && e.stderr.contains(&s1), "{}", e.stderr);
+
+    // A format-1 base (as an older bunker wrote it) starts no format-2 chain: refused, naming
+    // the fix, and nothing is written.
+    let mut v1: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("inc/{s1}.manifest.json")).await).unwrap();
+    v1["version"] = 1.into();
+    for (from, to) in [("image_blake3", "image_sha256"), ("chunks_blake3", "chunks_sha256")] {
+        let h = v1.as_object_mut().unwrap().remove(from).unwrap();
+        v1[to] = h;
+    }
+    for f in v1["frames"].as_array_mut().unwrap() {
+        if let Some(h) = f.as_object_mut().unwrap().remove("blake3") {
+            f["sha256"] = h;
+        }
+    }
+    a.put_object(&bucket, &format!("old/{s1}.manifest.json"), serde_json::to_vec(&v1).unwrap()).await;
+    a.put_object(&bucket, &format!("old/{s1}.img.zst"), a.get_object(&bucket, &format!("inc/{s1}.img.zst")).await)
+        .await;
+    let e = a.bunker(&["export", "ebs", &s2, "--to", &format!("s3://{bucket}/old"), "--base", &s1]);
+    assert_eq!(e.code, 2, "{e:#?}");
+    assert!(e.stderr.contains("format version 1") && e.stderr.contains("in full"), "{}", e.stderr);
+    assert_eq!(a.keys(&bucket, "old/").await.len(), 2, "nothing written beside the old base");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,7 +270,18 @@ async fn files_and_directories_export_to_a_directory_target() {
     assert_eq!(out["bytes_in"], data.len() as u64);
     let stored = std::fs::read(target.join("disk.raw.img.zst")).unwrap();
     assert!(common::zstd_decompress(&stored) == data);
-    assert_eq!(out["image_sha256"], sha256_hex(&data));
+    assert_eq!(out["image_blake3"], blake3_hex(&data));
+    assert!(out["image_sha256"].is_null(), "SHA-256 only on request");
+    // The standard tool agrees: `b3sum` of the file prints the manifest's image_blake3.
+    let b3 = Command::new("b3sum").arg("--no-names").arg(&img).output().expect("b3sum (apt-get install b3sum)");
+    assert_eq!(String::from_utf8(b3.stdout).unwrap().trim(), out["image_blake3"]);
+    // On request, SHA-256 too (for `sha256sum`), checked by verify beside BLAKE3.
+    let sha = a.bunker(&["--json", "export", "file", img.to_str().unwrap(), "--to", &to, "--name", "sha", "--sha256"]);
+    let sha = sha.ok_json();
+    assert_eq!(sha["image_sha256"], sha256_hex(&data));
+    assert_eq!(sha["image_blake3"], out["image_blake3"]);
+    let v = a.bunker(&["--json", "verify", sha["archive"].as_str().unwrap()]).ok_json();
+    assert_eq!((&v["image_sha256"], &v["image_blake3"]), (&sha["image_sha256"], &out["image_blake3"]));
     a.bunker(&["verify", out["archive"].as_str().unwrap()]).ok_json_or_code(0);
     let back = dir.path().join("back.raw");
     a.bunker(&["restore", out["archive"].as_str().unwrap(), "--to-file", back.to_str().unwrap()]).ok_json_or_code(0);
@@ -270,7 +303,7 @@ async fn files_and_directories_export_to_a_directory_target() {
     assert_eq!(manifest["tree"]["files"], 3);
     assert_eq!(manifest["tree"]["file_bytes"], 5 + 200_000 + 4);
     let tar = common::zstd_decompress(&std::fs::read(target.join("tree.tar.zst")).unwrap());
-    assert_eq!(out["image_sha256"], sha256_hex(&tar), "the manifest hashes the tar stream");
+    assert_eq!(out["image_blake3"], blake3_hex(&tar), "the manifest hashes the tar stream");
     let listing = Command::new("tar").args(["-t"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut listing = listing;
     listing.stdin.take().unwrap().write_all(&tar).unwrap();
@@ -323,7 +356,7 @@ async fn tiny_buffers_on_a_large_sparse_source_keep_memory_bounded() {
     assert!(out["archive_size"].as_u64().unwrap() > expected_data as u64, "random data does not compress");
     assert!(out["archive_size"].as_u64().unwrap() < expected_data as u64 + (4 << 20), "holes cost almost nothing");
     let v = a.bunker(&["--json", "verify", out["archive"].as_str().unwrap()]).ok_json();
-    assert_eq!(v["image_sha256"], out["image_sha256"]);
+    assert_eq!(v["image_blake3"], out["image_blake3"]);
     assert_eq!(v["image_size"], 16u64 << 30);
 }
 
@@ -685,4 +718,59 @@ async fn a_damaged_superblock_is_named_the_other_filesystem_exported_and_the_ima
     let mut want = image;
     want.resize(1 << 30, 0);
     assert!(std::fs::read(&restored).unwrap() == want, "the image export restores the damaged disk as it was");
+}
+
+/// The format-1 fixture's image (`tests/fixtures/format-v1/README.md` says how it was made).
+fn v1_fixture_image() -> Vec<u8> {
+    let text: Vec<u8> = (0..40_000).flat_map(|i| format!("bunker v1 fixture line {i:07}\n").into_bytes()).collect();
+    let mut img = text[..1 << 20].to_vec();
+    img.extend(vec![0u8; 1 << 20]);
+    img.extend(&text[1 << 20..]);
+    img
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn format_1_archives_written_by_an_older_bunker_stay_readable() {
+    let a = Account::new("410000000009").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("v1");
+    std::fs::create_dir(&store).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1");
+    for e in std::fs::read_dir(&fixtures).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "README.md" {
+            std::fs::copy(e.path(), store.join(e.file_name())).unwrap();
+        }
+    }
+    let url = |name: &str| format!("file://{}/{name}", store.display());
+    let expected = v1_fixture_image();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("disk.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["version"], 1);
+    assert_eq!(manifest["image_sha256"], sha256_hex(&expected), "the fixture is the image it says");
+
+    let v = a.bunker(&["--json", "verify", &url("disk.img.zst")]).ok_json();
+    assert_eq!(v["image_sha256"], sha256_hex(&expected));
+    assert!(v["image_blake3"].is_null());
+    let file = dir.path().join("disk.img");
+    let r = a.bunker(&["--json", "restore", &url("disk.img.zst"), "--to-file", file.to_str().unwrap()]).ok_json();
+    assert_eq!(r["image_sha256"], sha256_hex(&expected));
+    assert!(std::fs::read(&file).unwrap() == expected, "the v1 archive restores to its image");
+
+    // Its tar archive: listed and restored file by file from its catalog.
+    let ls = a.bunker(&["--json", "ls", &url("tree.tar.zst")]).ok_json();
+    assert!(ls.as_array().unwrap().iter().any(|e| e["path"] == "etc/motd"), "{ls}");
+    let out = dir.path().join("out");
+    a.bunker(&["restore", &url("tree.tar.zst"), "--to-dir", out.to_str().unwrap(), "--path", "etc/motd"])
+        .ok_json_or_code(0);
+    assert_eq!(std::fs::read_to_string(out.join("etc/motd")).unwrap(), "welcome to the v1 fixture\n".repeat(50));
+
+    // A v1 frame is still checked against its SHA-256.
+    let mut bytes = std::fs::read(store.join("disk.img.zst")).unwrap();
+    let frame = &manifest["frames"][0];
+    bytes[(frame["archive_offset"].as_u64().unwrap() + frame["archive_length"].as_u64().unwrap() / 2) as usize] ^= 1;
+    std::fs::write(store.join("disk.img.zst"), bytes).unwrap();
+    let bad = a.bunker(&["verify", &url("disk.img.zst")]);
+    assert_eq!(bad.code, 1, "{bad:#?}");
+    assert!(bad.stderr.contains("chunk 0"), "{}", bad.stderr);
 }

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{get_json, image, noise, post, sha256_hex, Account, BLOCK};
+use common::{blake3_hex, get_json, image, noise, post, Account, BLOCK};
 
 static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -66,7 +66,7 @@ async fn a_killed_export_resumes_from_the_first_missing_part() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("disk.img");
     let r = a.bunker(&["--json", "restore", &url, "--to-file", file.to_str().unwrap()]).ok_json();
-    assert_eq!(r["image_sha256"], sha256_hex(&expected));
+    assert_eq!(r["image_blake3"], blake3_hex(&expected));
     assert!(std::fs::read(&file).unwrap() == expected, "byte-identical after resume");
     // The journal is gone; the upload is complete (no multipart upload left behind).
     let s3 = a.s3().await;
@@ -94,7 +94,7 @@ async fn failed_parts_are_retried_and_corrupted_blocks_refetched() {
     assert_eq!(s["injected"]["ebs_corrupt"], 5, "{s}");
     // Every allocated block was read once, plus once more per corrupted answer; no hole was read.
     assert_eq!(s["by_action"]["ebs:GetSnapshotBlock"], blocks.len() as u64 + 5, "{s}");
-    assert_eq!(out["image_sha256"], sha256_hex(&expected), "no corrupted byte was archived");
+    assert_eq!(out["image_blake3"], blake3_hex(&expected), "no corrupted byte was archived");
     assert_eq!(out["refetched_blocks"], 5, "bunker reports each refetch");
 
     let dir = tempfile::tempdir().unwrap();
@@ -118,5 +118,5 @@ async fn throttled_block_reads_back_off_and_complete() {
     faults(&a, "{}");
     let out = out.ok_json();
     assert!(s["injected"]["throttle:ebs:GetSnapshotBlock"].as_u64().unwrap() > 10, "{s}");
-    assert_eq!(out["image_sha256"], sha256_hex(&expected));
+    assert_eq!(out["image_blake3"], blake3_hex(&expected));
 }

@@ -569,7 +569,7 @@ pub trait ArchiveStore: Send + Sync {
         upload: &str,
         number: u32,
         offset: u64,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         crc32c: &str,
     ) -> Result<StoredPart, PortError>;
     /// Assembles the parts, in order, into the object.

@@ -475,6 +475,7 @@ impl VaultExports {
             block_size: EBS_BLOCK_SIZE,
             chunk_size: DEFAULT_CHUNK_SIZE,
             level: Tuning::LEVEL,
+            sha256: false,
             base: None,
             resumable: false,
             tree: None,

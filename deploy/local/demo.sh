@@ -160,12 +160,14 @@ echo "  $snap: 1 GiB volume, 200 of 2048 blocks written (half random, half text)
 "$bunker" export ebs "$snap" --to s3://demo-archives/daily | sed 's/^/  /'
 echo "== verify: every chunk hash and the whole-image hash"
 "$bunker" verify "s3://demo-archives/daily/$snap.img.zst" | sed 's/^/  /'
-echo "== restore to a file with bunker, and without it (zstd -d | sha256sum against the manifest)"
+echo "== restore to a file with bunker, and without it (zstd -d | b3sum against the manifest)"
 "$bunker" restore "s3://demo-archives/daily/$snap.img.zst" --to-file "$work/disk.img" | sed 's/^/  /'
-want=$("$python" -c 'import boto3,json,sys; print(json.loads(boto3.client("s3").get_object(Bucket="demo-archives", Key=sys.argv[1])["Body"].read())["image_sha256"])' "daily/$snap.manifest.json")
-if command -v zstd >/dev/null; then
-  got=$("$python" -c 'import boto3,sys; sys.stdout.buffer.write(boto3.client("s3").get_object(Bucket="demo-archives", Key=sys.argv[1])["Body"].read())' "daily/$snap.img.zst" | zstd -d | sha256sum | cut -d' ' -f1)
-  echo "  aws s3 cp … - | zstd -d | sha256sum: $got ($( [ "$got" = "$want" ] && echo matches || echo DIFFERS) the manifest)"
+want=$("$python" -c 'import boto3,json,sys; print(json.loads(boto3.client("s3").get_object(Bucket="demo-archives", Key=sys.argv[1])["Body"].read())["image_blake3"])' "daily/$snap.manifest.json")
+if command -v zstd >/dev/null && command -v b3sum >/dev/null; then
+  got=$("$python" -c 'import boto3,sys; sys.stdout.buffer.write(boto3.client("s3").get_object(Bucket="demo-archives", Key=sys.argv[1])["Body"].read())' "daily/$snap.img.zst" | zstd -d | b3sum --no-names)
+  echo "  aws s3 cp … - | zstd -d | b3sum: $got ($( [ "$got" = "$want" ] && echo matches || echo DIFFERS) the manifest)"
+else
+  echo "  (the check without bunker needs the zstd and b3sum CLIs: apt-get install zstd b3sum)"
 fi
 echo "== incremental export of $later (only changed chunks), then restore base + increment to a new snapshot"
 "$bunker" export ebs "$later" --base "$snap" --to s3://demo-archives/daily | sed 's/^/  /'

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh machine: installs what the tests need (the emulator in a venv,
-# Debian's python3-venv, zstd, PostgreSQL, MariaDB, fdisk, e2fsprogs, dosfstools and mtools if missing), then format check, clippy,
+# Debian's python3-venv, zstd, b3sum, PostgreSQL, MariaDB, fdisk, e2fsprogs, dosfstools and mtools if missing), then format check, clippy,
 # and every test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -13,6 +13,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # their dump and client tools.
 missing=()
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+# Format 2's whole-image hash is checked with the standard BLAKE3 tool, as a user would.
+command -v b3sum >/dev/null 2>&1 || missing+=(b3sum)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v pg_dump >/dev/null 2>&1 || missing+=(postgresql-client)
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)

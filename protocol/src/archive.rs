@@ -1,6 +1,7 @@
-//! The archive format, version 1 (`docs/FORMAT.md` is the normative text; this module is its
-//! executable half): the JSON manifest, the zstd seekable-format seek table, and the frames
-//! that stand for unallocated ranges.
+//! The archive format, versions 1 and 2 (`docs/FORMAT.md` is the normative text; this module
+//! is its executable half): the JSON manifest, the zstd seekable-format seek table, and the
+//! frames that stand for unallocated ranges. Version 2 hashes with BLAKE3 where version 1
+//! used SHA-256; bunker writes version 2 and reads both.
 //!
 //! An archive is a concatenation of independent zstd frames, one per chunk of the image, and
 //! ends with a skippable frame holding the seek table. Plain `zstd -d` skips the seek table and
@@ -13,7 +14,37 @@ use serde::{Deserialize, Serialize};
 /// `format` field of every manifest.
 pub const FORMAT: &str = "bunker-archive";
 /// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The hash of a manifest's integrity fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlg {
+    /// Version 1: SHA-256 of each data chunk, of the whole image, of the chunk list.
+    Sha256,
+    /// Version 2: BLAKE3. A data chunk's hash is its BLAKE3 chaining value at its image
+    /// offset (a subtree of the whole image's BLAKE3 tree), so the whole-image hash — what
+    /// `b3sum` prints — is merged from the chunks' hashes instead of read a second time.
+    Blake3,
+}
+
+impl HashAlg {
+    /// The algorithm of a manifest `version`.
+    pub fn of_version(version: u32) -> HashAlg {
+        if version >= 2 {
+            HashAlg::Blake3
+        } else {
+            HashAlg::Sha256
+        }
+    }
+
+    /// Its name as the manifest's field names use it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlg::Sha256 => "sha256",
+            HashAlg::Blake3 => "blake3",
+        }
+    }
+}
 /// EBS block size (the direct APIs' unit).
 pub const EBS_BLOCK_SIZE: u64 = 512 * 1024;
 /// Default chunk size: 8 EBS blocks. Each data chunk is one zstd frame, the unit of random
@@ -140,8 +171,19 @@ pub struct BaseRef {
     pub snapshot_id: String,
     /// Key of the base's manifest, relative to the same target.
     pub manifest: String,
-    /// The base's `chunks_sha256`, to detect a base that was replaced.
-    pub chunks_sha256: String,
+    /// The base's `chunks_sha256` (a version-1 base), to detect a base that was replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks_sha256: Option<String>,
+    /// The base's `chunks_blake3` (a version-2 base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks_blake3: Option<String>,
+}
+
+impl BaseRef {
+    /// The base's chunk-list hash, whichever the base's version names it.
+    pub fn chunks_hash(&self) -> &str {
+        self.chunks_blake3.as_deref().or(self.chunks_sha256.as_deref()).unwrap_or_default()
+    }
 }
 
 /// File-level export statistics.
@@ -181,7 +223,7 @@ impl TreeStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FrameKind {
-    /// Compressed image data, hashed in `sha256`.
+    /// Compressed image data, hashed in `blake3` (version 2) or `sha256` (version 1).
     Data,
     /// Zeros (unallocated); no hash, the frame must decompress to zeros.
     Zero,
@@ -203,9 +245,20 @@ pub struct Frame {
     pub archive_length: u64,
     /// Data, zero or base.
     pub kind: FrameKind,
-    /// SHA-256 (hex) of the uncompressed data; data frames only.
+    /// Version 1: SHA-256 (hex) of the uncompressed data; data frames only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Version 2: BLAKE3 chaining value (hex) of the uncompressed data at `offset` (see
+    /// [`HashAlg::Blake3`]); data frames only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+}
+
+impl Frame {
+    /// The data frame's hash, in its manifest's algorithm.
+    pub fn hash(&self) -> Option<&str> {
+        self.blake3.as_deref().or(self.sha256.as_deref())
+    }
 }
 
 /// The manifest: a JSON object stored beside the archive.
@@ -229,14 +282,23 @@ pub struct Manifest {
     pub block_size: u64,
     /// Chunk size: every data frame covers one chunk (the last may be shorter).
     pub chunk_size: u64,
-    /// SHA-256 (hex) of the whole image, as `sha256sum` prints it; absent for incremental
-    /// archives, whose image is only whole with their base (see `chunks_sha256`).
+    /// SHA-256 (hex) of the whole image, as `sha256sum` prints it: always in version 1
+    /// (full archives), on request (`--sha256`) in version 2; absent for incremental
+    /// archives, whose image is only whole with their base (see the chunk-list hash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_sha256: Option<String>,
-    /// SHA-256 over the concatenated 32-byte SHA-256 digests of every `chunk_size` piece of
-    /// the full image, in order (zero pieces included): a whole-image hash that an
-    /// incremental export can compute without reading unchanged data.
-    pub chunks_sha256: String,
+    /// Version 2: BLAKE3 (hex) of the whole image, as `b3sum` prints it; full archives only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_blake3: Option<String>,
+    /// Version 1: SHA-256 over the concatenated 32-byte SHA-256 digests of every
+    /// `chunk_size` piece of the full image, in order (zero pieces included): a whole-image
+    /// hash that an incremental export can compute without reading unchanged data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks_sha256: Option<String>,
+    /// Version 2: BLAKE3 over the concatenated 32-byte entries of every `chunk_size` piece
+    /// (a data piece's chaining value, a zero piece's plain BLAKE3 of its zeros).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks_blake3: Option<String>,
     /// The archive object.
     pub archive: ArchiveObject,
     /// For incremental archives, the export they apply to.
@@ -293,6 +355,37 @@ impl Manifest {
         Ok(m)
     }
 
+    /// The algorithm of the integrity fields.
+    pub fn hash_alg(&self) -> HashAlg {
+        HashAlg::of_version(self.version)
+    }
+
+    /// The chunk-list hash (`chunks_blake3` or `chunks_sha256`; checked present by `check`).
+    pub fn chunks_hash(&self) -> &str {
+        match self.hash_alg() {
+            HashAlg::Blake3 => self.chunks_blake3.as_deref(),
+            HashAlg::Sha256 => self.chunks_sha256.as_deref(),
+        }
+        .unwrap_or_default()
+    }
+
+    /// The whole-image hash in the manifest's algorithm (full archives only).
+    pub fn image_hash(&self) -> Option<&str> {
+        match self.hash_alg() {
+            HashAlg::Blake3 => self.image_blake3.as_deref(),
+            HashAlg::Sha256 => self.image_sha256.as_deref(),
+        }
+    }
+
+    /// A reference to this manifest (at `key`) as an incremental archive's base.
+    pub fn as_base(&self, key: &str) -> BaseRef {
+        let (sha, blake) = match self.hash_alg() {
+            HashAlg::Blake3 => (None, self.chunks_blake3.clone()),
+            HashAlg::Sha256 => (self.chunks_sha256.clone(), None),
+        };
+        BaseRef { snapshot_id: self.source.id.clone(), manifest: key.into(), chunks_sha256: sha, chunks_blake3: blake }
+    }
+
     /// Pretty JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("manifest serializes")
@@ -308,6 +401,7 @@ impl Manifest {
                 self.chunk_size, self.block_size
             ));
         }
+        self.check_hashes()?;
         let (mut image, mut archive) = (0u64, 0u64);
         for (i, f) in self.frames.iter().enumerate() {
             if f.offset != image || f.archive_offset != archive {
@@ -319,9 +413,14 @@ impl Manifest {
             if !f.offset.is_multiple_of(self.chunk_size) {
                 return bad(format!("frame {i} does not start on a chunk boundary"));
             }
-            let bad_data = f.length > self.chunk_size || f.sha256.as_deref().is_none_or(|h| !is_hex_sha256(h));
+            let alg = self.hash_alg();
+            let own = match alg {
+                HashAlg::Blake3 => f.blake3.as_deref(),
+                HashAlg::Sha256 => f.sha256.as_deref(),
+            };
+            let bad_data = f.length > self.chunk_size || own.is_none_or(|h| !is_hex_sha256(h));
             if f.kind == FrameKind::Data && bad_data {
-                return bad(format!("data frame {i} is longer than a chunk or has no sha256"));
+                return bad(format!("data frame {i} is longer than a chunk or has no {}", alg.name()));
             }
             if f.kind == FrameKind::Base && self.base.is_none() {
                 return bad(format!("frame {i} refers to a base, none given"));
@@ -334,6 +433,29 @@ impl Manifest {
         }
         if archive >= self.archive.size {
             return bad("frames leave no room for the seek table".into());
+        }
+        Ok(())
+    }
+
+    /// The hash fields the version names are there, well formed; a version-2 chunk is a
+    /// power of two (a whole BLAKE3 subtree).
+    fn check_hashes(&self) -> Result<(), FormatError> {
+        let bad = |s: String| Err(FormatError::Inconsistent(s));
+        let hex_ok = |h: &Option<String>| h.as_deref().is_none_or(is_hex_sha256);
+        if ![&self.image_sha256, &self.image_blake3, &self.chunks_sha256, &self.chunks_blake3].into_iter().all(hex_ok) {
+            return bad("a whole-image or chunk-list hash is not 64 hex digits".into());
+        }
+        let (own, other) = match self.hash_alg() {
+            HashAlg::Blake3 => (&self.chunks_blake3, &self.chunks_sha256),
+            HashAlg::Sha256 => (&self.chunks_sha256, &self.chunks_blake3),
+        };
+        if own.is_none() || other.is_some() {
+            let (alg, version) = (self.hash_alg().name(), self.version);
+            return bad(format!("version {version} needs chunks_{alg} (and no other chunk-list hash)"));
+        }
+        let power = self.chunk_size.is_power_of_two() && self.chunk_size >= 1024;
+        if self.hash_alg() == HashAlg::Blake3 && !power {
+            return bad(format!("chunk size {} is not a power of two of at least 1024", self.chunk_size));
         }
         Ok(())
     }

@@ -231,7 +231,7 @@ impl ArchiveStore for S3Store {
         upload: &str,
         number: u32,
         _offset: u64,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         crc32c: &str,
     ) -> Result<StoredPart, PortError> {
         let size = data.len() as u64;

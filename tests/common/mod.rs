@@ -416,6 +416,12 @@ impl Account {
         out.body.collect().await.unwrap().into_bytes().to_vec()
     }
 
+    /// Keys under `prefix` (one page is enough for tests).
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let out = self.s3().await.list_objects_v2().bucket(bucket).prefix(prefix).send().await.expect("list");
+        out.contents().iter().filter_map(|o| o.key().map(String::from)).collect()
+    }
+
     pub async fn put_object(&self, bucket: &str, key: &str, data: Vec<u8>) {
         self.s3()
             .await
@@ -461,6 +467,11 @@ pub fn image(gib: usize, blocks: &BTreeMap<u64, Vec<u8>>) -> Vec<u8> {
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// BLAKE3 (hex) of `data`: what `b3sum` prints and format 2's `image_blake3` holds.
+pub fn blake3_hex(data: &[u8]) -> String {
+    blake3::hash(data).to_hex().to_string()
 }
 
 /// `zstd -d` of an archive, with the standard CLI (what a user without bunker runs).

@@ -215,6 +215,7 @@ async fn dump_one(
         block_size: 512,
         chunk_size: DEFAULT_CHUNK_SIZE,
         level: req.level,
+        sha256: false,
         base: None,
         resumable: false,
         tree: None,

@@ -2,21 +2,22 @@
 //! and restore to a file or to a new EBS snapshot, applying incremental chains base first.
 //!
 //! Frames are fetched in windows of consecutive frames (ranged reads, two ahead) and decoded
-//! on blocking threads; each data frame is checked against its manifest SHA-256 before its
-//! bytes are used.
+//! on blocking threads; each data frame is checked against its manifest hash (format 2: its
+//! BLAKE3 chaining value at its offset; format 1: its SHA-256) before its bytes are used.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bunker_protocol::archive::{
-    self, decode_seek_table, max_manifest_bytes, seek_footer_frames, zero_frame, Content, Frame, FrameKind, Manifest,
-    SEEK_FOOTER_LEN,
+    self, decode_seek_table, max_manifest_bytes, seek_footer_frames, zero_frame, Content, Frame, FrameKind, HashAlg,
+    Manifest, SEEK_FOOTER_LEN,
 };
 use bunker_protocol::tags::Tags;
 use futures::StreamExt;
 use serde::Serialize;
 use tracing::{info, warn};
 
+use super::blake::{self, ImageTree};
 use super::export::{chunk_hashes, chunks_root};
 use super::hasher::{HashItem, ImageHasher};
 use super::limiter::Limiter;
@@ -56,10 +57,12 @@ pub struct VerifyReport {
     pub image_size: u64,
     /// Archive bytes read.
     pub bytes_read: u64,
-    /// Whole-image SHA-256 (full archives).
+    /// Whole-image BLAKE3 (full format-2 archives).
+    pub image_blake3: Option<String>,
+    /// Whole-image SHA-256 (full format-1 archives, and format-2 ones made with `--sha256`).
     pub image_sha256: Option<String>,
-    /// Chunk-list hash.
-    pub chunks_sha256: String,
+    /// Chunk-list hash (in the manifest's algorithm).
+    pub chunks_hash: String,
     /// Seconds.
     pub seconds: f64,
 }
@@ -77,12 +80,25 @@ pub struct RestoreReport {
     pub bytes_written: u64,
     /// For `--to-snapshot`: the new snapshot.
     pub snapshot_id: Option<String>,
-    /// For `--to-file`: the SHA-256 of the file as written (read back).
-    pub image_sha256: Option<String>,
+    /// For `--to-file`: the file's hashes as written (read back): BLAKE3 for a format-2
+    /// archive, SHA-256 for a format-1 one or one made with `--sha256`.
+    #[serde(flatten)]
+    pub image: ImageHashes,
     /// Chunk-list hash of the result.
-    pub chunks_sha256: String,
+    pub chunks_hash: String,
     /// Seconds.
     pub seconds: f64,
+}
+
+/// Whole-image hashes, hex.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImageHashes {
+    /// BLAKE3, as `b3sum` prints it.
+    #[serde(rename = "image_blake3")]
+    pub blake3: Option<String>,
+    /// SHA-256, as `sha256sum` prints it.
+    #[serde(rename = "image_sha256")]
+    pub sha256: Option<String>,
 }
 
 /// Where a restore goes.
@@ -270,7 +286,16 @@ impl Archive {
                 StreamError::Input(m) => StreamError::Input(format!("base {} of {}: {m}", base.snapshot_id, top.url())),
                 e => e,
             })?;
-            if b.manifest.chunks_sha256 != base.chunks_sha256 || b.manifest.chunk_size != top.manifest.chunk_size {
+            if b.manifest.version != top.manifest.version {
+                return Err(StreamError::Corrupt(format!(
+                    "base {} is format version {}, the incremental {} version {}: a chain keeps one version",
+                    b.url(),
+                    b.manifest.version,
+                    top.url(),
+                    top.manifest.version
+                )));
+            }
+            if b.manifest.chunks_hash() != base.chunks_hash() || b.manifest.chunk_size != top.manifest.chunk_size {
                 return Err(StreamError::Corrupt(format!(
                     "base {} of {} was replaced after the incremental export (chunk hashes differ)",
                     b.url(),
@@ -306,6 +331,7 @@ impl Archive {
         }
         let store = self.store.clone();
         let frames = Arc::new(m.frames.clone());
+        let alg = m.hash_alg();
         let url = self.url();
         let mut decoded = futures::stream::iter(windows)
             .map(|(a, b)| {
@@ -331,7 +357,7 @@ impl Archive {
                             .map(|i| {
                                 let f = &frames[i];
                                 let at = (f.archive_offset - start) as usize;
-                                decode(i, f, &bytes[at..at + f.archive_length as usize], &mut dec)
+                                decode(i, f, alg, &bytes[at..at + f.archive_length as usize], &mut dec)
                             })
                             .collect::<Result<Vec<_>, _>>()
                     })
@@ -449,6 +475,7 @@ fn key_name(key: &str) -> &str {
 fn decode(
     i: usize,
     f: &Frame,
+    alg: HashAlg,
     bytes: &[u8],
     dec: &mut zstd::bulk::Decompressor<'_>,
 ) -> Result<Option<Vec<u8>>, StreamError> {
@@ -460,9 +487,13 @@ fn decode(
             if out.len() as u64 != f.length {
                 return Err(bad(format!("decompresses to {} bytes, the manifest says {}", out.len(), f.length)));
             }
-            let sum = archive::hex(&sha256(&out));
-            if Some(sum.as_str()) != f.sha256.as_deref() {
-                return Err(bad(format!("sha256 is {sum}, the manifest says {}", f.sha256.as_deref().unwrap_or("-"))));
+            let sum = archive::hex(&match alg {
+                HashAlg::Blake3 => blake::chaining_value(f.offset, &out),
+                HashAlg::Sha256 => sha256(&out),
+            });
+            if Some(sum.as_str()) != f.hash() {
+                let name = alg.name();
+                return Err(bad(format!("{name} is {sum}, the manifest says {}", f.hash().unwrap_or("-"))));
             }
             Ok(Some(out))
         }
@@ -499,7 +530,7 @@ pub fn resolved_hashes(chain: &[Archive]) -> Vec<[u8; 32]> {
     let mut hashes = Vec::new();
     for a in chain {
         let m = &a.manifest;
-        hashes = chunk_hashes(&m.frames, m.chunk_size, m.image_size, &hashes);
+        hashes = chunk_hashes(m.hash_alg(), &m.frames, m.chunk_size, m.image_size, &hashes);
     }
     hashes
 }
@@ -526,12 +557,9 @@ pub async fn verify_into(
     let m = &archive.manifest;
     progress.total.store(m.image_size, std::sync::atomic::Ordering::Relaxed);
     let base = resolved_hashes(&chain[..chain.len() - 1]);
-    let hasher = match m.image_sha256 {
-        Some(_) => Some(Arc::new(ImageHasher::start(0, None, 4)?)),
-        None => None,
-    };
+    let hashers = ImageHashers::for_manifest(m)?;
     let all: Vec<usize> = (0..m.frames.len()).collect();
-    let h = hasher.clone();
+    let h = hashers.clone();
     let read = archive
         .frames(&all, progress, move |_, f, data| {
             let (h, out) = (h.clone(), out.clone());
@@ -540,37 +568,19 @@ pub async fn verify_into(
                 if let Some(out) = out {
                     hand_on(&out, data.clone(), zero).await;
                 }
-                if let Some(h) = h {
-                    match data {
-                        Some(d) => h.feed(HashItem::Data(d)).await?,
-                        None => h.feed(HashItem::Zero(zero)).await?,
-                    }
-                }
-                Ok(())
+                h.feed(data, zero).await
             })
         })
         .await?;
-    let image_sha256 = match hasher {
-        Some(h) => {
-            let h = Arc::try_unwrap(h).map_err(|_| StreamError::Internal("hasher still shared".into()))?;
-            let got = archive::hex(&h.finish().await?);
-            if Some(got.as_str()) != m.image_sha256.as_deref() {
-                return Err(StreamError::Corrupt(format!(
-                    "{}: whole-image sha256 is {got}, the manifest says {}",
-                    archive.url(),
-                    m.image_sha256.as_deref().unwrap_or("-")
-                )));
-            }
-            Some(got)
-        }
-        None => None,
-    };
-    let root = archive::hex(&chunks_root(&chunk_hashes(&m.frames, m.chunk_size, m.image_size, &base)));
-    if root != m.chunks_sha256 {
+    let image = hashers.finish(m, &archive.url()).await?;
+    let alg = m.hash_alg();
+    let root = archive::hex(&chunks_root(alg, &chunk_hashes(alg, &m.frames, m.chunk_size, m.image_size, &base)));
+    if root != m.chunks_hash() {
         return Err(StreamError::Corrupt(format!(
-            "{}: chunk-list sha256 is {root}, the manifest says {}",
+            "{}: chunk-list {} is {root}, the manifest says {}",
             archive.url(),
-            m.chunks_sha256
+            alg.name(),
+            m.chunks_hash()
         )));
     }
     info!(archive = %archive.url(), frames = m.frames.len(), "verified");
@@ -580,10 +590,68 @@ pub async fn verify_into(
         data_chunks: m.frames.iter().filter(|f| f.kind == FrameKind::Data).count(),
         image_size: m.image_size,
         bytes_read: read,
-        image_sha256,
-        chunks_sha256: root,
+        image_blake3: image.blake3,
+        image_sha256: image.sha256,
+        chunks_hash: root,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The whole-image hashes a manifest records, each computed on its own thread while
+/// reading.
+#[derive(Clone)]
+struct ImageHashers {
+    blake3: Option<Arc<ImageHasher>>,
+    sha256: Option<Arc<ImageHasher>>,
+}
+
+impl ImageHashers {
+    fn for_manifest(m: &Manifest) -> Result<ImageHashers, StreamError> {
+        let blake3 = match m.image_blake3 {
+            Some(_) if m.hash_alg() == HashAlg::Blake3 => Some(Arc::new(ImageHasher::blake3(4)?)),
+            _ => None,
+        };
+        let sha256 = match m.image_sha256 {
+            Some(_) => Some(Arc::new(ImageHasher::start(0, None, 4)?)),
+            None => None,
+        };
+        Ok(ImageHashers { blake3, sha256 })
+    }
+
+    async fn feed(&self, data: Option<Arc<Vec<u8>>>, zeros: u64) -> Result<(), StreamError> {
+        for h in self.blake3.iter().chain(&self.sha256) {
+            match &data {
+                Some(d) => h.feed(HashItem::Data(d.clone())).await?,
+                None => h.feed(HashItem::Zero(zeros)).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The digests, each checked against the manifest's.
+    async fn finish(self, m: &Manifest, url: &str) -> Result<ImageHashes, StreamError> {
+        async fn one(
+            h: Option<Arc<ImageHasher>>,
+            want: Option<&str>,
+            name: &str,
+            url: &str,
+        ) -> Result<Option<String>, StreamError> {
+            let Some(h) = h else { return Ok(None) };
+            let h = Arc::try_unwrap(h).map_err(|_| StreamError::Internal("hasher still shared".into()))?;
+            let got = archive::hex(&h.finish().await?);
+            if Some(got.as_str()) != want {
+                return Err(StreamError::Corrupt(format!(
+                    "{url}: whole-image {name} is {got}, the manifest says {}",
+                    want.unwrap_or("-")
+                )));
+            }
+            Ok(Some(got))
+        }
+        Ok(ImageHashes {
+            blake3: one(self.blake3, m.image_blake3.as_deref(), "blake3", url).await?,
+            sha256: one(self.sha256, m.image_sha256.as_deref(), "sha256", url).await?,
+        })
+    }
 }
 
 /// Sends a frame's bytes (or its zeros, in [`ZERO_PIECE`]s) to `out`; a closed `out` is
@@ -646,23 +714,26 @@ pub async fn restore(
     let top = chain.last().expect("chain is never empty").clone();
     progress.total.store(top.manifest.image_size, std::sync::atomic::Ordering::Relaxed);
     let used = resolve(&chain)?;
-    let expected_root = archive::hex(&chunks_root(&resolved_hashes(&chain)));
-    if expected_root != top.manifest.chunks_sha256 {
+    let alg = top.manifest.hash_alg();
+    let expected = resolved_hashes(&chain);
+    let expected_root = archive::hex(&chunks_root(alg, &expected));
+    if expected_root != top.manifest.chunks_hash() {
         return Err(StreamError::Corrupt(format!(
-            "{}: its chain resolves to chunk-list sha256 {expected_root}, the manifest says {}",
+            "{}: its chain resolves to chunk-list {} {expected_root}, the manifest says {}",
             top.url(),
-            top.manifest.chunks_sha256
+            alg.name(),
+            top.manifest.chunks_hash()
         )));
     }
     let plan = Restore { chain: &chain, used: &used, top: &top, progress };
-    let (written, snapshot_id, image_sha256, chunks_sha256) = match target {
+    let (written, snapshot_id, image, chunks_hash) = match target {
         RestoreTarget::File(writer) => {
-            let (written, image, root) = plan.to_file(writer).await?;
-            (written, None, Some(image), root)
+            let (written, image, root) = plan.to_file(writer, expected).await?;
+            (written, None, image, root)
         }
         RestoreTarget::Snapshot { port, tags, max_requests } => {
             let (written, id) = plan.to_snapshot(port, tags, max_requests).await?;
-            (written, Some(id), None, expected_root)
+            (written, Some(id), ImageHashes::default(), expected_root)
         }
     };
     Ok(RestoreReport {
@@ -671,8 +742,8 @@ pub async fn restore(
         image_size: top.manifest.image_size,
         bytes_written: written,
         snapshot_id,
-        image_sha256,
-        chunks_sha256,
+        image,
+        chunks_hash,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -687,8 +758,13 @@ struct Restore<'a> {
 
 impl Restore<'_> {
     /// Writes every frame into `writer`, reads the file back and commits it only if its
-    /// hashes match; returns (bytes written, image sha256, chunk-list sha256).
-    async fn to_file(&self, writer: Box<dyn ImageWriter>) -> Result<(u64, String, String), StreamError> {
+    /// hashes match the manifest's (`expected`: the chunk list); returns (bytes written,
+    /// image hashes, chunk-list hash).
+    async fn to_file(
+        &self,
+        writer: Box<dyn ImageWriter>,
+        expected: Vec<[u8; 32]>,
+    ) -> Result<(u64, ImageHashes, String), StreamError> {
         let m = &self.top.manifest;
         let writer = Arc::new(Mutex::new(writer));
         let size = m.image_size;
@@ -710,17 +786,22 @@ impl Restore<'_> {
             written += idx.iter().map(|&i| a.manifest.frames[i].length).sum::<u64>();
         }
         // Read the file back: its hashes, not the archive's, decide success.
-        let (image, chunks) = read_back(&writer, m.image_size, m.chunk_size).await?;
-        let image_hex = archive::hex(&image);
-        let root = archive::hex(&chunks_root(&chunks));
-        if root != m.chunks_sha256 || m.image_sha256.as_ref().is_some_and(|h| *h != image_hex) {
+        let back = read_back(&writer, m, expected).await?;
+        let root = archive::hex(&chunks_root(m.hash_alg(), &back.chunks));
+        let mismatch = |mine: &Option<String>, theirs: &Option<String>| theirs.is_some() && mine != theirs;
+        if root != m.chunks_hash()
+            || mismatch(&back.image.blake3, &m.image_blake3)
+            || mismatch(&back.image.sha256, &m.image_sha256)
+        {
             return Err(StreamError::Corrupt(format!(
-                "the restored image does not match {}: sha256 {image_hex}, chunk-list sha256 {root}",
-                self.top.url()
+                "the restored image does not match {}: {} {}, chunk-list {root}",
+                self.top.url(),
+                m.hash_alg().name(),
+                back.image.blake3.as_ref().or(back.image.sha256.as_ref()).map(String::as_str).unwrap_or("-"),
             )));
         }
         blocking(&writer, |w| w.commit()).await?;
-        Ok((written, image_hex, root))
+        Ok((written, back.image, root))
     }
 
     /// Writes every frame into a new EBS snapshot (deleted again if anything fails);
@@ -833,33 +914,66 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StreamError::Target(e.to_string()))
 }
 
-/// Reads the written file back: its SHA-256 and its chunk hashes.
+/// A restored file's hashes, read back.
+struct ReadBack {
+    image: ImageHashes,
+    chunks: Vec<[u8; 32]>,
+}
+
+/// Reads the written file back: its whole-image hashes and its chunk-list entries, in the
+/// manifest's algorithm. In format 2 a zero piece's entry is the plain hash of its zeros, so
+/// a chunk the chain says is zero (`expected`) is entered that way when it reads as zeros.
 async fn read_back(
     writer: &Arc<Mutex<Box<dyn ImageWriter>>>,
-    size: u64,
-    chunk: u64,
-) -> Result<([u8; 32], Vec<[u8; 32]>), StreamError> {
+    m: &Manifest,
+    expected: Vec<[u8; 32]>,
+) -> Result<ReadBack, StreamError> {
+    let (size, chunk, alg, want_sha) = (m.image_size, m.chunk_size, m.hash_alg(), m.image_sha256.is_some());
     blocking(writer, move |w| {
         use sha2::Digest;
-        let mut image = sha2::Sha256::new();
+        let mut sha = (alg == HashAlg::Sha256 || want_sha).then(sha2::Sha256::new);
+        let mut tree = ImageTree::default();
+        let full_zero = blake::zero_hash(chunk);
         let mut chunks = Vec::new();
         let mut buf = vec![0u8; chunk as usize];
         let mut at = 0;
         while at < size {
             let n = chunk.min(size - at) as usize;
-            let mut got = 0;
-            while got < n {
-                let k = w.read_at(at + got as u64, &mut buf[got..n])?;
-                if k == 0 {
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "restored file is short"));
-                }
-                got += k;
+            read_exact_at(w, at, &mut buf[..n])?;
+            let piece = &buf[..n];
+            if let Some(h) = &mut sha {
+                h.update(piece);
             }
-            image.update(&buf[..n]);
-            chunks.push(sha256(&buf[..n]));
+            chunks.push(match alg {
+                HashAlg::Sha256 => sha256(piece),
+                HashAlg::Blake3 => {
+                    let cv = blake::chaining_value(at, piece);
+                    tree.push(cv, (at == 0).then(|| *blake3::hash(piece).as_bytes()));
+                    let zero = if n as u64 == chunk { full_zero } else { blake::zero_hash(n as u64) };
+                    if expected.get(chunks.len()) == Some(&zero) && is_zero(piece) {
+                        zero
+                    } else {
+                        cv
+                    }
+                }
+            });
             at += n as u64;
         }
-        Ok((image.finalize().into(), chunks))
+        let blake3 = (alg == HashAlg::Blake3).then(|| tree.finish().map(|h| archive::hex(&h))).flatten();
+        let sha256 = sha.map(|h| archive::hex(&h.finalize()));
+        Ok(ReadBack { image: ImageHashes { blake3, sha256 }, chunks })
     })
     .await
+}
+
+fn read_exact_at(w: &mut dyn ImageWriter, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        let k = w.read_at(at + got as u64, &mut buf[got..])?;
+        if k == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "restored file is short"));
+        }
+        got += k;
+    }
+    Ok(())
 }

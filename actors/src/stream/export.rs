@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bunker_protocol::archive::{
-    self, encode_seek_table, part_target, run_pieces, zero_frame, ArchiveObject, BaseRef, Content, Frame, FrameKind,
+    self, encode_seek_table, part_target, run_pieces, zero_frame, ArchiveObject, Content, Frame, FrameKind, HashAlg,
     Manifest, Source, TreeStats,
 };
 use futures::stream::FuturesUnordered;
@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
+use super::blake::{self, ImageTree};
 use super::hasher::{HashItem, ImageHasher};
-use super::{sha256, Progress, SourceItem, StreamError, Tuning};
+use super::{Progress, SourceItem, StreamError, Tuning};
 use crate::engine::{Clock, SystemClock};
 use crate::ports::{ArchiveStore, ErrorKind, PortError, StoredPart};
 use crate::retry::RetryPolicy;
@@ -36,7 +37,7 @@ pub struct BaseExport {
     pub manifest: Manifest,
     /// Its key.
     pub manifest_key: String,
-    /// SHA-256 of every chunk of the base image, in order.
+    /// The chunk-list entry of every chunk of the base image, in order (format 2: BLAKE3).
     pub chunk_hashes: Vec<[u8; 32]>,
 }
 
@@ -57,6 +58,9 @@ pub struct ExportRequest {
     pub chunk_size: u64,
     /// zstd level (1–19).
     pub level: i32,
+    /// Also hash the whole image with SHA-256 (`image_sha256`, for `sha256sum`), on its own
+    /// thread: full exports only; costs a second pass over every byte.
+    pub sha256: bool,
     /// For incremental exports.
     pub base: Option<BaseExport>,
     /// Whether a rerun may continue this export's upload (false for tar streams of a live
@@ -99,10 +103,13 @@ pub struct ExportSummary {
     pub already_exported: bool,
     /// Wall-clock seconds.
     pub seconds: f64,
-    /// SHA-256 of the image, when the archive is a full one.
+    /// BLAKE3 of the image (as `b3sum` prints it), when the archive is a full one.
+    pub image_blake3: Option<String>,
+    /// SHA-256 of the image, when asked for (`--sha256`) or the archive is format 1.
     pub image_sha256: Option<String>,
-    /// Whole-image chunk-list hash.
-    pub chunks_sha256: String,
+    /// Whole-image chunk-list hash (the manifest's `chunks_blake3`, or `chunks_sha256` in
+    /// format 1).
+    pub chunks_hash: String,
     /// EBS blocks read again after a checksum mismatch.
     pub refetched_blocks: u64,
     /// Block reads AWS throttled (each waited for and retried).
@@ -123,8 +130,9 @@ impl ExportSummary {
             resumed_bytes: Progress::get(&progress.resumed),
             already_exported: already,
             seconds: 0.0,
+            image_blake3: m.image_blake3.clone(),
             image_sha256: m.image_sha256.clone(),
-            chunks_sha256: m.chunks_sha256.clone(),
+            chunks_hash: m.chunks_hash().to_string(),
             refetched_blocks: Progress::get(&progress.refetched),
             throttled_requests: Progress::get(&progress.throttled),
         }
@@ -154,6 +162,8 @@ struct Header {
     chunk_size: u64,
     block_size: u64,
     level: i32,
+    #[serde(default)]
+    sha256: bool,
     base: Option<String>,
     upload_id: String,
 }
@@ -169,13 +179,19 @@ struct PartRecord {
     /// Archive offset after the part.
     archive_end: u64,
     frames: Vec<Frame>,
-    /// Hex of the serialized image-hash state at `end_offset`.
+    /// With `--sha256`: hex of the serialized image SHA-256 state at `end_offset`.
     hash_state: Option<String>,
+    /// The image's BLAKE3 tree at `end_offset` (full exports).
+    #[serde(default)]
+    tree: Option<ImageTree>,
     /// The part that ends with the seek table.
     last: bool,
-    /// On the last part: the whole-image SHA-256 (hex).
+    /// On the last part, with `--sha256`: the whole-image SHA-256 (hex).
     #[serde(default)]
     image_sha256: Option<String>,
+    /// On the last part: the whole-image BLAKE3 (hex).
+    #[serde(default)]
+    image_blake3: Option<String>,
 }
 
 impl PartRecord {
@@ -190,8 +206,10 @@ impl PartRecord {
             archive_end,
             frames,
             hash_state: None,
+            tree: None,
             last: false,
             image_sha256: None,
+            image_blake3: None,
         }
     }
 }
@@ -210,25 +228,46 @@ pub struct Exporter {
     clock: Arc<dyn Clock>,
 }
 
+/// A frame ready for its part.
 struct Ready {
     seq: u64,
     offset: u64,
     length: u64,
     kind: FrameKind,
-    sha256: Option<[u8; 32]>,
+    /// A data frame's BLAKE3 chaining value (its manifest hash).
+    hash: Option<[u8; 32]>,
+    /// Full exports: the chaining value of each chunk-size piece, for the image's tree.
+    pieces: Vec<[u8; 32]>,
+    /// The frame at offset 0, in a full export: its first piece's plain BLAKE3.
+    first_plain: Option<[u8; 32]>,
     bytes: Vec<u8>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What a compressor thread is given.
+enum Input {
+    /// Data to hash and compress.
+    Data(Arc<Vec<u8>>),
+    /// A zero run of this length, whose pieces' chaining values the image's tree needs.
+    Zero(u64),
 }
 
 struct Job {
     seq: u64,
     offset: u64,
-    bytes: Arc<Vec<u8>>,
+    input: Input,
     permit: OwnedSemaphorePermit,
 }
 
-/// What [`Exporter::run`] returns: every frame, the stored parts, the image hash, tar stats.
-type Outcome = (Vec<Frame>, Vec<StoredPart>, Option<[u8; 32]>, Option<TreeStats>);
+/// Whole-image hashes: BLAKE3 (full exports), SHA-256 (on request).
+#[derive(Debug, Clone, Copy, Default)]
+struct Digests {
+    blake3: Option<[u8; 32]>,
+    sha256: Option<[u8; 32]>,
+}
+
+/// What [`Exporter::run`] returns: every frame, the stored parts, the image hashes, tar stats.
+type Outcome = (Vec<Frame>, Vec<StoredPart>, Digests, Option<TreeStats>);
 
 /// Where a resumed export stands, from its journal's part records.
 struct Resumed {
@@ -240,8 +279,10 @@ struct Resumed {
     archive_start: u64,
     /// Every part is stored (only completion is missing).
     finished: bool,
-    /// The image hasher's state at `start`.
+    /// With `--sha256`: the image SHA-256's state at `start`.
     hash_state: Option<Vec<u8>>,
+    /// The image's BLAKE3 tree at `start`.
+    tree: Option<ImageTree>,
 }
 
 impl Resumed {
@@ -266,28 +307,37 @@ impl Resumed {
             archive_start: last.map(|r| r.archive_end).unwrap_or(0),
             finished: last.is_some_and(|r| r.last),
             hash_state,
+            tree: last.and_then(|r| r.tree.clone()),
         })
     }
 
-    /// Every part is stored, the seek table too; the last record carries the image hash.
+    /// Every part is stored, the seek table too; the last record carries the image hashes.
     fn finished_outcome(self, records: &[PartRecord], req: &ExportRequest, full: bool) -> Result<Outcome, StreamError> {
-        let digest = match records.last().and_then(|r| r.image_sha256.as_deref()) {
-            Some(h) => Some(unhex32(h).ok_or_else(|| StreamError::Corrupt("journal image hash is not hex".into()))?),
-            None if full => return Err(StreamError::Corrupt("journal has no image hash; remove the journal".into())),
-            None => None,
+        let last = records.last();
+        let read = |h: Option<&String>, wanted: bool| match h {
+            Some(h) => unhex32(h).map(Some).ok_or_else(|| StreamError::Corrupt("journal image hash is not hex".into())),
+            None if wanted => Err(StreamError::Corrupt("journal has no image hash; remove the journal".into())),
+            None => Ok(None),
         };
-        Ok((self.frames, self.parts, digest, req.tree.as_ref().map(|t| t.lock().expect("tree stats").clone())))
+        let digests = Digests {
+            blake3: read(last.and_then(|r| r.image_blake3.as_ref()), full)?,
+            sha256: read(last.and_then(|r| r.image_sha256.as_ref()), full && req.sha256)?,
+        };
+        Ok((self.frames, self.parts, digests, req.tree.as_ref().map(|t| t.lock().expect("tree stats").clone())))
     }
 }
 
-/// The dispatcher stage: reads the source in order, feeds the image hasher, sends data
-/// chunks to the compressors and zero / base runs (no compression needed) straight to the
+/// The dispatcher stage: reads the source in order, feeds the SHA-256 hasher (`--sha256`),
+/// sends data chunks — and, in a full export, zero runs, whose pieces the image's BLAKE3
+/// tree needs — to the compressors, and other runs (no work needed) straight to the
 /// assembler, each holding a permit so at most `chunks_in_flight` exist at once.
 struct Dispatcher<'a> {
     permits: Arc<Semaphore>,
     jobs: mpsc::Sender<Job>,
     ready: mpsc::Sender<Result<Ready, StreamError>>,
     hasher: Option<&'a ImageHasher>,
+    /// A full export: zero runs are hashed into the image's tree.
+    tree: bool,
     progress: &'a Progress,
 }
 
@@ -332,7 +382,7 @@ impl Dispatcher<'_> {
         if let Some(h) = self.hasher {
             h.feed(HashItem::Data(bytes.clone())).await?;
         }
-        let job = Job { seq, offset, bytes, permit };
+        let job = Job { seq, offset, input: Input::Data(bytes), permit };
         self.jobs.send(job).await.map_err(|_| StreamError::Internal("compressors stopped".into()))
     }
 
@@ -343,7 +393,23 @@ impl Dispatcher<'_> {
             if let (Some(h), FrameKind::Zero) = (self.hasher, kind) {
                 h.feed(HashItem::Zero(l)).await?;
             }
-            let ready = Ready { seq, offset: o, length: l, kind, sha256: None, bytes: zero_frame(l), _permit: permit };
+            if self.tree && kind == FrameKind::Zero {
+                let job = Job { seq, offset: o, input: Input::Zero(l), permit };
+                self.jobs.send(job).await.map_err(|_| StreamError::Internal("compressors stopped".into()))?;
+                seq += 1;
+                continue;
+            }
+            let ready = Ready {
+                seq,
+                offset: o,
+                length: l,
+                kind,
+                hash: None,
+                pieces: Vec::new(),
+                first_plain: None,
+                bytes: zero_frame(l),
+                _permit: permit,
+            };
             self.ready.send(Ok(ready)).await.map_err(|_| StreamError::Internal("assembler stopped".into()))?;
             seq += 1;
         }
@@ -367,11 +433,14 @@ struct Assembler {
     part_start: u64,
     /// Image offset the export started at (the end of an empty part).
     start: u64,
+    /// Full exports: the image's BLAKE3 tree, fed in image order.
+    tree: Option<ImageTree>,
 }
 
 impl Assembler {
-    fn new(number: u32, archive_start: u64, start: u64) -> Assembler {
+    fn new(number: u32, archive_start: u64, start: u64, tree: Option<ImageTree>) -> Assembler {
         Assembler {
+            tree,
             pending: BTreeMap::new(),
             next: 0,
             buf: Vec::new(),
@@ -398,9 +467,21 @@ impl Assembler {
             archive_offset: self.pos,
             archive_length: r.bytes.len() as u64,
             kind: r.kind,
-            sha256: r.sha256.map(|h| archive::hex(&h)),
+            sha256: None,
+            blake3: r.hash.map(|h| archive::hex(&h)),
         };
+        if let Some(tree) = &mut self.tree {
+            let mut first = r.first_plain;
+            for cv in &r.pieces {
+                tree.push(*cv, first.take());
+            }
+        }
         self.pos += r.bytes.len() as u64;
+        if self.buf.capacity() == 0 {
+            // One allocation per part: the part's target and one frame more, so appending
+            // never reallocates (and copies) a part that is being filled.
+            self.buf.reserve_exact((part_target(self.number) + (r.bytes.len() as u64).max(1 << 20) * 2) as usize);
+        }
         self.buf.extend_from_slice(&r.bytes);
         self.part_frames.push(frame);
         self.buf.len() as u64 >= part_target(self.number)
@@ -416,7 +497,11 @@ impl Assembler {
         let frames = std::mem::take(&mut self.part_frames);
         let end = frames.last().map(|f| f.offset + f.length).unwrap_or(self.start);
         let data = std::mem::take(&mut self.buf);
-        let rec = PartRecord { hash_state, ..PartRecord::new(self.number, data.len() as u64, end, self.pos, frames) };
+        let rec = PartRecord {
+            hash_state,
+            tree: self.tree.clone(),
+            ..PartRecord::new(self.number, data.len() as u64, end, self.pos, frames)
+        };
         let start = self.part_start;
         self.part_start = self.pos;
         self.number += 1;
@@ -441,10 +526,12 @@ impl Exporter {
     /// upload is aborted.
     pub async fn export(&self, req: ExportRequest, open: OpenReader) -> Result<ExportSummary, StreamError> {
         self.tuning.check()?;
-        if req.chunk_size == 0 || !req.chunk_size.is_multiple_of(req.block_size) || req.chunk_size > (1 << 30) {
+        let chunk = req.chunk_size;
+        if !chunk.is_power_of_two() || chunk < 1024 || !chunk.is_multiple_of(req.block_size) || chunk > (1 << 30) {
             return Err(StreamError::Input(format!(
-                "chunk size {} must be a multiple of the block size {} and at most 1 GiB",
-                req.chunk_size, req.block_size
+                "chunk size {chunk} must be a power of two, a multiple of the block size {} and at most 1 GiB \
+                 (--chunk-mib 1, 2, 4, …, 1024)",
+                req.block_size
             )));
         }
         if !(1..=19).contains(&req.level) {
@@ -474,13 +561,13 @@ impl Exporter {
             }
         };
         match self.run(&req, &akey, &upload_id, records, open).await {
-            Ok((frames, parts, image_sha, tree)) => {
+            Ok((frames, parts, digests, tree)) => {
                 let size = parts.iter().map(|p| p.size).sum::<u64>();
                 self.store
                     .complete_upload(&akey, &upload_id, &parts)
                     .await
                     .map_err(|e| StreamError::port(format!("completing the upload of {}", self.store.url(&akey)), e))?;
-                let mut manifest = build_manifest(&req, &akey, size, frames, image_sha, tree, self.clock.now());
+                let mut manifest = build_manifest(&req, &akey, size, frames, digests, tree, self.clock.now());
                 manifest.catalog = self.put_catalog(&req).await?;
                 self.store
                     .put(&mkey, manifest.to_json())
@@ -622,28 +709,37 @@ impl Exporter {
         if resumed.finished {
             return resumed.finished_outcome(&records, req, full);
         }
-        if full && resumed.start > 0 && resumed.hash_state.is_none() {
+        let lost_state =
+            resumed.tree.as_ref().is_none_or(|t| !t.is_valid()) || (req.sha256 && resumed.hash_state.is_none());
+        if full && resumed.start > 0 && lost_state {
             return Err(StreamError::Corrupt(
-                "journal has no image hash state; remove the journal to start over".into(),
+                "journal has no valid image hash state; remove the journal to start over".into(),
             ));
         }
-        let hasher = match full {
+        let hasher = match full && req.sha256 {
             true => {
                 Some(ImageHasher::start(resumed.start, resumed.hash_state.as_deref(), self.tuning.channel_capacity)?)
             }
             false => None,
         };
+        let tree = full.then(|| resumed.tree.clone().unwrap_or_default());
         let permits = Arc::new(Semaphore::new(self.tuning.chunks_in_flight));
         let (job_tx, job_rx) = mpsc::channel::<Job>(self.tuning.channel_capacity);
         let (out_tx, out_rx) = mpsc::channel::<Result<Ready, StreamError>>(self.tuning.chunks_in_flight + 1);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let threads = (0..self.tuning.compress_threads)
-            .map(|i| spawn_compressor(i, req.level, job_rx.clone(), out_tx.clone()))
+            .map(|i| spawn_compressor(i, req.level, (full, req.chunk_size), job_rx.clone(), out_tx.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let dispatcher =
-            Dispatcher { permits, jobs: job_tx, ready: out_tx, hasher: hasher.as_ref(), progress: &self.progress };
+        let dispatcher = Dispatcher {
+            permits,
+            jobs: job_tx,
+            ready: out_tx,
+            hasher: hasher.as_ref(),
+            tree: full,
+            progress: &self.progress,
+        };
         let dispatch = dispatcher.run(open(resumed.start), resumed.start, req.image_size);
-        let mut asm = Assembler::new(resumed.parts.len() as u32 + 1, resumed.archive_start, resumed.start);
+        let mut asm = Assembler::new(resumed.parts.len() as u32 + 1, resumed.archive_start, resumed.start, tree);
         let (mut frames, mut parts) = (resumed.frames, resumed.parts);
         let assemble = self.assemble(req, akey, upload_id, &mut asm, out_rx, hasher.as_ref(), &mut frames, &mut parts);
         let (end, mut uploads) = tokio::try_join!(dispatch, assemble)?;
@@ -653,15 +749,24 @@ impl Exporter {
             }
         }
         frames.extend(asm.part_frames.iter().cloned());
-        let digest = match hasher {
+        let sha256 = match hasher {
             Some(h) => Some(h.finish().await?),
             None => None,
         };
+        let blake3 = match &asm.tree {
+            Some(t) => {
+                Some(t.finish().ok_or_else(|| StreamError::Corrupt("journal lacks the first piece's hash".into()))?)
+            }
+            None => None,
+        };
+        let digests = Digests { blake3, sha256 };
         let table: Vec<(u32, u32)> = frames.iter().map(|f| (f.archive_length as u32, f.length as u32)).collect();
         asm.buf.extend(encode_seek_table(&table));
         let rec = PartRecord {
             last: true,
-            image_sha256: digest.map(|d| archive::hex(&d)),
+            image_sha256: sha256.map(|d| archive::hex(&d)),
+            image_blake3: blake3.map(|d| archive::hex(&d)),
+            tree: asm.tree.clone(),
             ..PartRecord::new(
                 asm.number,
                 asm.buf.len() as u64,
@@ -682,7 +787,7 @@ impl Exporter {
         parts.push(last?);
         parts.sort_by_key(|p| p.number);
         let tree = req.tree.as_ref().map(|t| t.lock().expect("tree stats").clone());
-        Ok((frames, parts, digest, tree))
+        Ok((frames, parts, digests, tree))
     }
 
     /// Puts compressed frames back in order into parts and uploads each full part (at most
@@ -739,7 +844,7 @@ impl Exporter {
         {
             let (data, sum) = tokio::task::spawn_blocking(move || {
                 let s = super::crc32c(&data);
-                (data, s)
+                (bytes::Bytes::from(data), s)
             })
             .await
             .map_err(|e| StreamError::Internal(e.to_string()))?;
@@ -747,6 +852,7 @@ impl Exporter {
             let warn_retry = |e: &PortError| warn!(part = number, error = %e, "part upload failed; retrying");
             let stored = RetryPolicy::AWS
                 .call("upload part", warn_retry, || {
+                    // A `Bytes` clone shares the part: a retry does not copy it.
                     self.store.upload_part(akey, upload_id, number, offset, data.clone(), &sum)
                 })
                 .await
@@ -832,7 +938,8 @@ fn header(req: &ExportRequest, upload_id: &str) -> Header {
         chunk_size: req.chunk_size,
         block_size: req.block_size,
         level: req.level,
-        base: req.base.as_ref().map(|b| b.manifest.chunks_sha256.clone()),
+        sha256: req.sha256,
+        base: req.base.as_ref().map(|b| b.manifest.chunks_hash().to_string()),
         upload_id: upload_id.to_string(),
     }
 }
@@ -842,13 +949,13 @@ fn build_manifest(
     akey: &str,
     size: u64,
     frames: Vec<Frame>,
-    image_sha: Option<[u8; 32]>,
+    digests: Digests,
     tree: Option<TreeStats>,
     created_at: jiff::Timestamp,
 ) -> Manifest {
     let image_size = frames.last().map(|f| f.offset + f.length).unwrap_or(0);
     let base_hashes = req.base.as_ref().map(|b| b.chunk_hashes.as_slice()).unwrap_or(&[]);
-    let chunks = chunk_hashes(&frames, req.chunk_size, image_size, base_hashes);
+    let chunks = chunk_hashes(HashAlg::Blake3, &frames, req.chunk_size, image_size, base_hashes);
     Manifest {
         format: archive::FORMAT.into(),
         version: archive::FORMAT_VERSION,
@@ -859,14 +966,12 @@ fn build_manifest(
         image_size,
         block_size: req.block_size,
         chunk_size: req.chunk_size,
-        image_sha256: image_sha.map(|h| archive::hex(&h)),
-        chunks_sha256: archive::hex(&chunks_root(&chunks)),
+        image_sha256: digests.sha256.map(|h| archive::hex(&h)),
+        image_blake3: digests.blake3.map(|h| archive::hex(&h)),
+        chunks_sha256: None,
+        chunks_blake3: Some(archive::hex(&chunks_root(HashAlg::Blake3, &chunks))),
         archive: ArchiveObject { key: akey.into(), size, zstd_level: req.level },
-        base: req.base.as_ref().map(|b| BaseRef {
-            snapshot_id: b.manifest.source.id.clone(),
-            manifest: b.manifest_key.clone(),
-            chunks_sha256: b.manifest.chunks_sha256.clone(),
-        }),
+        base: req.base.as_ref().map(|b| b.manifest.as_base(&b.manifest_key)),
         tree,
         items: req.items.as_ref().map(|i| i.lock().expect("item stats").clone()),
         dump: req.dump.clone(),
@@ -875,15 +980,25 @@ fn build_manifest(
     }
 }
 
-/// SHA-256 of every `chunk_size` piece of the image: data frames' own hashes, zero pieces'
-/// known hashes, base pieces' hashes from `base` (empty when there is no base, which a
-/// consistent manifest never needs).
-pub fn chunk_hashes(frames: &[Frame], chunk_size: u64, image_size: u64, base: &[[u8; 32]]) -> Vec<[u8; 32]> {
-    let full_zero = super::zero_sha256(chunk_size);
+/// The chunk-list entry of every `chunk_size` piece of the image: data frames' own hashes,
+/// zero pieces' plain hashes of their zeros (`alg`'s), base pieces' entries from `base`
+/// (empty when there is no base, which a consistent manifest never needs).
+pub fn chunk_hashes(
+    alg: HashAlg,
+    frames: &[Frame],
+    chunk_size: u64,
+    image_size: u64,
+    base: &[[u8; 32]],
+) -> Vec<[u8; 32]> {
+    let zero = |n: u64| match alg {
+        HashAlg::Sha256 => super::zero_sha256(n),
+        HashAlg::Blake3 => blake::zero_hash(n),
+    };
+    let full_zero = zero(chunk_size);
     let mut out = Vec::with_capacity(image_size.div_ceil(chunk_size) as usize);
     for f in frames {
         match f.kind {
-            FrameKind::Data => out.push(f.sha256.as_deref().and_then(unhex32).unwrap_or([0; 32])),
+            FrameKind::Data => out.push(f.hash().and_then(unhex32).unwrap_or([0; 32])),
             FrameKind::Zero | FrameKind::Base => {
                 let mut at = f.offset;
                 while at < f.offset + f.length {
@@ -892,7 +1007,7 @@ pub fn chunk_hashes(frames: &[Frame], chunk_size: u64, image_size: u64, base: &[
                     out.push(match f.kind {
                         FrameKind::Base => base.get(index).copied().unwrap_or([0; 32]),
                         _ if n == chunk_size => full_zero,
-                        _ => super::zero_sha256(n),
+                        _ => zero(n),
                     });
                     at += n;
                 }
@@ -902,14 +1017,25 @@ pub fn chunk_hashes(frames: &[Frame], chunk_size: u64, image_size: u64, base: &[
     out
 }
 
-/// The manifest's `chunks_sha256`: SHA-256 of the concatenated chunk hashes.
-pub fn chunks_root(hashes: &[[u8; 32]]) -> [u8; 32] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for c in hashes {
-        h.update(c);
+/// The manifest's chunk-list hash: `alg` over the concatenated entries.
+pub fn chunks_root(alg: HashAlg, hashes: &[[u8; 32]]) -> [u8; 32] {
+    match alg {
+        HashAlg::Sha256 => {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            for c in hashes {
+                h.update(c);
+            }
+            h.finalize().into()
+        }
+        HashAlg::Blake3 => {
+            let mut h = blake3::Hasher::new();
+            for c in hashes {
+                h.update(c);
+            }
+            h.finalize().into()
+        }
     }
-    h.finalize().into()
 }
 
 /// Bytes from lowercase or uppercase hex.
@@ -924,9 +1050,12 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
     unhex(s)?.try_into().ok()
 }
 
+/// One compressor thread: hashes and compresses data jobs, hashes zero runs' pieces for the
+/// image's tree (`hashing`: whether the export is full, and the chunk size).
 fn spawn_compressor(
     i: usize,
     level: i32,
+    hashing: (bool, u64),
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
     out: mpsc::Sender<Result<Ready, StreamError>>,
 ) -> Result<std::thread::JoinHandle<()>, StreamError> {
@@ -944,17 +1073,18 @@ fn spawn_compressor(
                 let job = jobs.lock().expect("job queue").blocking_recv();
                 let Some(job) = job else { return };
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let sum = sha256(&job.bytes);
-                    compressor.compress(&job.bytes).map(|bytes| (sum, bytes))
+                    work(&mut compressor, hashing, job.offset, &job.input)
                 }));
                 let ready = match result {
-                    Ok(Ok((sum, bytes))) => Ok(Ready {
+                    Ok(Ok(w)) => Ok(Ready {
                         seq: job.seq,
                         offset: job.offset,
-                        length: job.bytes.len() as u64,
-                        kind: FrameKind::Data,
-                        sha256: Some(sum),
-                        bytes,
+                        length: w.length,
+                        kind: w.kind,
+                        hash: w.hash,
+                        pieces: w.pieces,
+                        first_plain: w.first_plain,
+                        bytes: w.bytes,
                         _permit: job.permit,
                     }),
                     Ok(Err(e)) => Err(StreamError::Internal(format!("zstd: {e}"))),
@@ -967,6 +1097,47 @@ fn spawn_compressor(
             }
         })
         .map_err(|e| StreamError::Internal(format!("cannot start compressor thread: {e}")))
+}
+
+/// What a compressor made of one job.
+struct Worked {
+    length: u64,
+    kind: FrameKind,
+    hash: Option<[u8; 32]>,
+    pieces: Vec<[u8; 32]>,
+    first_plain: Option<[u8; 32]>,
+    bytes: Vec<u8>,
+}
+
+/// A data job: its chaining value (one pass of BLAKE3) and its zstd frame; a zero run: its
+/// pieces' chaining values. At offset 0 of a full export, the first piece's plain hash too.
+fn work(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    (full, chunk): (bool, u64),
+    offset: u64,
+    input: &Input,
+) -> std::io::Result<Worked> {
+    match input {
+        Input::Data(data) => {
+            let cv = blake::chaining_value(offset, data);
+            Ok(Worked {
+                length: data.len() as u64,
+                kind: FrameKind::Data,
+                hash: Some(cv),
+                pieces: if full { vec![cv] } else { Vec::new() },
+                first_plain: (full && offset == 0).then(|| *blake3::hash(data).as_bytes()),
+                bytes: compressor.compress(data)?,
+            })
+        }
+        Input::Zero(length) => Ok(Worked {
+            length: *length,
+            kind: FrameKind::Zero,
+            hash: None,
+            pieces: blake::zero_chaining_values(offset, *length, chunk),
+            first_plain: (offset == 0).then(|| blake::zero_hash((*length).min(chunk))),
+            bytes: zero_frame(*length),
+        }),
+    }
 }
 
 fn new_compressor(level: i32) -> Result<zstd::bulk::Compressor<'static>, StreamError> {

@@ -1,7 +1,8 @@
-//! The whole-image SHA-256, on its own thread: SHA-256 is sequential, so it runs beside the
-//! compressors (which hash each chunk in parallel) and never on the async runtime.
+//! A whole-image hash on its own thread, beside the pipeline and never on the async runtime:
+//! SHA-256 for exports asked for it (`--sha256`) and for reading format-1 archives, plain
+//! BLAKE3 for checking a format-2 archive's image hash while reading it.
 //!
-//! After each item it records the hash state at that image offset, so a part's journal can
+//! SHA-256 records its state after each item at that image offset, so a part's journal can
 //! carry the state at the part's end and a resumed export continues the hash from there.
 
 use std::collections::BTreeMap;
@@ -24,6 +25,38 @@ pub(crate) enum HashItem {
 /// Hash states by image offset, and a wake-up for whoever waits for one.
 type States = Arc<(Mutex<BTreeMap<u64, Vec<u8>>>, Notify)>;
 
+/// The hash being computed.
+enum Running {
+    Sha256(Sha256),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl Running {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Running::Sha256(h) => h.update(data),
+            Running::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    /// The resumable state (SHA-256 only: exports never resume a BLAKE3 stream).
+    fn state(&self) -> Option<Vec<u8>> {
+        match self {
+            Running::Sha256(h) => Some(h.serialize().to_vec()),
+            Running::Blake3(_) => None,
+        }
+    }
+
+    fn finish(self) -> [u8; 32] {
+        match self {
+            Running::Sha256(h) => h.finalize().into(),
+            Running::Blake3(h) => h.finalize().into(),
+        }
+    }
+}
+
 /// The running hasher.
 pub(crate) struct ImageHasher {
     tx: Option<mpsc::Sender<HashItem>>,
@@ -32,9 +65,9 @@ pub(crate) struct ImageHasher {
 }
 
 impl ImageHasher {
-    /// Starts at image `offset`, continuing `state` (from a journal) when resuming.
+    /// A SHA-256 starting at image `offset`, continuing `state` (from a journal) when resuming.
     pub(crate) fn start(offset: u64, state: Option<&[u8]>, capacity: usize) -> Result<ImageHasher, StreamError> {
-        let mut hash = match state {
+        let hash = match state {
             None => Sha256::new(),
             Some(s) => {
                 let arr =
@@ -42,11 +75,20 @@ impl ImageHasher {
                 Sha256::deserialize(arr).map_err(|_| StreamError::Corrupt("journal hash state is invalid".into()))?
             }
         };
+        ImageHasher::spawn(Running::Sha256(hash), offset, capacity)
+    }
+
+    /// A plain BLAKE3 of the whole image, from its start.
+    pub(crate) fn blake3(capacity: usize) -> Result<ImageHasher, StreamError> {
+        ImageHasher::spawn(Running::Blake3(Box::default()), 0, capacity)
+    }
+
+    fn spawn(mut hash: Running, offset: u64, capacity: usize) -> Result<ImageHasher, StreamError> {
         let (tx, mut rx) = mpsc::channel::<HashItem>(capacity);
         let states: States = Arc::default();
         let shared = states.clone();
         let thread = std::thread::Builder::new()
-            .name("bunker-sha256".into())
+            .name("bunker-image-hash".into())
             .spawn(move || {
                 let zeros = vec![0u8; 1 << 20];
                 let mut at = offset;
@@ -65,10 +107,12 @@ impl ImageHasher {
                             }
                         }
                     }
-                    shared.0.lock().expect("hash states").insert(at, hash.serialize().to_vec());
-                    shared.1.notify_waiters();
+                    if let Some(state) = hash.state() {
+                        shared.0.lock().expect("hash states").insert(at, state);
+                        shared.1.notify_waiters();
+                    }
                 }
-                hash.finalize().into()
+                hash.finish()
             })
             .map_err(|e| StreamError::Internal(format!("cannot start the hash thread: {e}")))?;
         Ok(ImageHasher { tx: Some(tx), states, thread: Some(thread) })
@@ -131,5 +175,10 @@ mod tests {
         let mut plain = vec![7u8; 100_000];
         plain.extend(vec![0u8; 5_000]);
         assert_eq!(whole, super::super::sha256(&plain));
+
+        let b = ImageHasher::blake3(2).unwrap();
+        b.feed(HashItem::Data(a)).await.unwrap();
+        b.feed(HashItem::Zero(5_000)).await.unwrap();
+        assert_eq!(b.finish().await.unwrap(), *blake3::hash(&plain).as_bytes());
     }
 }

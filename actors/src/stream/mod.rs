@@ -12,6 +12,7 @@
 //! volume size except 56 bytes of manifest per frame.
 
 pub mod archive_reader;
+pub mod blake;
 pub mod child_reader;
 pub mod ebs_reader;
 pub mod export;

@@ -79,7 +79,7 @@ impl ArchiveStore for MemoryStore {
         _upload: &str,
         number: u32,
         _offset: u64,
-        data: Vec<u8>,
+        data: bytes::Bytes,
         _crc32c: &str,
     ) -> Result<StoredPart, PortError> {
         let fail = self.fail_from.load(Ordering::Relaxed);
@@ -87,7 +87,7 @@ impl ArchiveStore for MemoryStore {
             return Err(PortError::new(ErrorKind::Transient, None, "link down"));
         }
         let size = data.len() as u64;
-        self.uploads.lock().unwrap().get_mut(key).unwrap().1.insert(number, data);
+        self.uploads.lock().unwrap().get_mut(key).unwrap().1.insert(number, data.to_vec());
         Ok(StoredPart { number, size, etag: format!("e{number}"), crc32c: None })
     }
     async fn complete_upload(&self, key: &str, _upload: &str, parts: &[StoredPart]) -> Result<(), PortError> {
@@ -189,6 +189,7 @@ fn request(size: u64) -> ExportRequest {
         block_size: CHUNK / 2,
         chunk_size: CHUNK,
         level: 1,
+        sha256: false,
         base: None,
         resumable: true,
         tree: None,
