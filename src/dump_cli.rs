@@ -50,6 +50,9 @@ pub struct DatabaseArgs {
     /// zstd level, 1–19.
     #[arg(long, default_value_t = Tuning::LEVEL)]
     level: i32,
+    /// Also record each archive's whole-image SHA-256 (for `sha256sum`) beside its BLAKE3.
+    #[arg(long)]
+    sha256: bool,
     #[command(flatten)]
     connect: ConnectOpts,
 }
@@ -164,7 +167,7 @@ pub async fn export(
     bunker_protocol::archive::check_name(&stem).map_err(input)?;
     let source = Source { kind: "database".into(), id: server.url.display(), ..Source::default() };
     let conn = Connection::open(server).await.map_err(|e| fail("export failed", e))?;
-    let req = DumpRequest { stem, source, level: args.level, role_passwords: true };
+    let req = DumpRequest { stem, source, level: args.level, sha256: args.sha256, role_passwords: true };
     let summary =
         dump_server(&conn, store, &req, Tuning::default(), None).await.map_err(|e| fail("export failed", e))?;
     crate::archive_cli::print_value(&summary, json, |s| {

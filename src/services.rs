@@ -87,6 +87,7 @@ pub fn vault_exports(
         rds_format: cfg.export_rds_format,
         scan_segments: cfg.export_scan_segments,
         delete_source: cfg.export_delete_source,
+        sha256: cfg.export_sha256,
         export_to,
         deployments: regions.iter().map(|r| (r.clone(), cfg.deployment_id(account, r))).collect(),
     };
@@ -100,7 +101,7 @@ pub fn vault_exports(
             first_poll: parquet_poll(cfg),
         },
     );
-    let targets = Arc::new(ServiceExports::new(aws.clone()));
+    let targets = Arc::new(ServiceExports::new(aws.clone(), cfg.export_sha256));
     let alerts = bunker_actors::engine::Alerts::new(notifier.clone(), cfg.error_sns_topic.clone());
     let tuning = bunker_actors::stream::Tuning::default();
     let pitr = PitrExports::new(regions.iter().map(|r| aws.table_exports(r)).collect(), parquet_poll(cfg));
@@ -139,23 +140,25 @@ pub fn snapshot_dumps(
         kms_key: cfg.export_kms_key.clone(),
         tls_ca: None,
         level: bunker_actors::stream::Tuning::LEVEL,
+        sha256: cfg.export_sha256,
         poll: parquet_poll(cfg),
     };
     let instances = regions.iter().map(|r| (r.clone(), aws.dump_instances(r))).collect();
     let secrets = regions.iter().map(|r| (r.clone(), aws.secrets(r))).collect();
-    let targets = Arc::new(ServiceExports::new(aws.clone()));
+    let targets = Arc::new(ServiceExports::new(aws.clone(), cfg.export_sha256));
     SnapshotDumps::new(settings, instances, secrets, targets, bunker_actors::stream::Tuning::default())
 }
 
 /// The service's exports: EBS snapshots with the default buffer sizes.
 pub struct ServiceExports {
     aws: Aws,
+    sha256: bool,
 }
 
 impl ServiceExports {
-    /// Exports through `aws`.
-    pub fn new(aws: Aws) -> ServiceExports {
-        ServiceExports { aws }
+    /// Exports through `aws`; `sha256`: `export.sha256`.
+    pub fn new(aws: Aws, sha256: bool) -> ServiceExports {
+        ServiceExports { aws, sha256 }
     }
 }
 
@@ -169,7 +172,8 @@ impl ExportTargets for ServiceExports {
     ) -> Result<PreparedExport, StreamError> {
         use crate::archive_cli::{prepare_ebs, ExportOpts};
         let (snapshot, base) = (&what.snapshot_id, what.base.as_deref());
-        prepare_ebs(&self.aws, &what.region, snapshot, base, &ExportOpts::service(to), progress).await
+        let opts = ExportOpts { sha256: self.sha256, ..ExportOpts::service(to) };
+        prepare_ebs(&self.aws, &what.region, snapshot, base, &opts, progress).await
     }
 
     fn store(&self, to: &str, region: &str) -> Result<Arc<dyn ArchiveStore>, StreamError> {

@@ -607,7 +607,7 @@ async fn an_rds_recovery_point_is_dumped_verified_and_only_then_deleted() {
         &cfg,
         format!(
             "regions = [\"{}\"]\ndeployment = \"vault-dumps\"\nexport.to = \"s3://{bucket}/v\"\nexport.vaults = [\"Default\"]\n\
-             export.delete_source = true\nexport.rds_format = \"dump\"\nexport.task_poll = \"1s\"\n[serve]\ncheck_interval = \"1s\"\n",
+             export.sha256 = true\nexport.delete_source = true\nexport.rds_format = \"dump\"\nexport.task_poll = \"1s\"\n[serve]\ncheck_interval = \"1s\"\n",
             common::REGION
         ),
     )
@@ -633,6 +633,11 @@ async fn an_rds_recovery_point_is_dumped_verified_and_only_then_deleted() {
     let m: serde_json::Value = serde_json::from_slice(&a.get_object(&bucket, shop).await).unwrap();
     assert_eq!(m["source"]["recovery_point"]["arn"], point.as_str());
     assert_eq!(m["dump"]["database"], "shop");
+    // `export.sha256`: the dump's SHA-256 too, the stream's as `zstd -d` gives it.
+    let archive = a.get_object(&bucket, &shop.replace(".manifest.json", ".pgdump.zst")).await;
+    let stream = common::zstd_decompress(&archive);
+    assert_eq!(m["image_sha256"], common::sha256_hex(&stream));
+    assert_eq!(m["image_blake3"], common::blake3_hex(&stream));
 }
 
 /// A server that offers TLS gets TLS: the dump tools are required to use it (`pg_hba.conf`

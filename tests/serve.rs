@@ -355,7 +355,7 @@ async fn the_service_exports_on_commands_and_events() {
         &cfg,
         format!(
             "regions = [\"{REGION}\"]\nexport.to = \"s3://{bucket}/auto\"\nexport.allowed_targets = [\"s3://{bucket}/cmd\"]\n\
-             schedule.create = \"\"\nschedule.clean = \"\"\n\
+             export.sha256 = true\nschedule.create = \"\"\nschedule.clean = \"\"\n\
              [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nqueue_url = \"{q}\"\n\
              dead_letter_queue_url = \"{d}\"\n"
         ),
@@ -392,9 +392,17 @@ async fn the_service_exports_on_commands_and_events() {
     assert!(!metrics.contains(&format!("archive=\"{s2}\"")), "finished exports leave no gauge: {metrics}");
     let (code, _, _) = serve.terminate();
     assert_eq!(code, 0);
-    // Both archives are whole and verifiable.
-    for url in [format!("s3://{bucket}/cmd/{s1}.img.zst"), format!("s3://{bucket}/auto/{s2}.img.zst")] {
-        a.bunker(&["verify", &url]).ok_json_or_code(0);
+    // Both archives are whole and verifiable, with both whole-image hashes (`export.sha256`).
+    let expected = common::image(1, &blocks);
+    for (url, manifest) in [
+        (format!("cmd/{s1}"), format!("cmd/{s1}.manifest.json")),
+        (format!("auto/{s2}"), format!("auto/{s2}.manifest.json")),
+    ] {
+        let m: serde_json::Value = serde_json::from_slice(&a.get_object(&bucket, &manifest).await).unwrap();
+        assert_eq!(m["image_sha256"], common::sha256_hex(&expected), "{manifest}");
+        assert_eq!(m["image_blake3"], common::blake3_hex(&expected), "{manifest}");
+        let v = a.bunker(&["--json", "verify", &format!("s3://{bucket}/{url}.img.zst")]).ok_json();
+        assert_eq!(v["image_sha256"], m["image_sha256"]);
     }
 }
 

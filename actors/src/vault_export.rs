@@ -80,6 +80,8 @@ pub struct VaultSettings {
     pub scan_segments: u32,
     /// `export.delete_source`.
     pub delete_source: bool,
+    /// `export.sha256`: archives also record their whole-image SHA-256.
+    pub sha256: bool,
     /// `export.to`.
     pub export_to: String,
     /// This deployment's id in each region (`bunker:deployment` of its temporary tables
@@ -475,7 +477,7 @@ impl VaultExports {
             block_size: EBS_BLOCK_SIZE,
             chunk_size: DEFAULT_CHUNK_SIZE,
             level: Tuning::LEVEL,
-            sha256: false,
+            sha256: self.settings.sha256,
             base: None,
             resumable: false,
             tree: None,

@@ -160,6 +160,7 @@ schema! {
     ExportAllowedTargets: "export.allowed_targets", None, false, Some(""), "comma-separated s3://bucket/prefix or file:///directory targets that queue export commands may name (besides export.to)", |c, v| set(&mut c.export_allowed_targets, list(v, is_target));
     ExportVaults: "export.vaults", None, false, Some(""), "comma-separated AWS Backup vault names (2-50 letters, digits, '-' or '_'), in each of regions: every completed recovery point there is exported to export.to", |c, v| set(&mut c.export_vaults, list(v, crate::vault::is_vault_name));
     ExportDeleteSource: "export.delete_source", None, false, Some("false"), BOOL, |c, v| set(&mut c.export_delete_source, parse_bool(v));
+    ExportSha256: "export.sha256", None, false, Some("false"), "true or false: every archive the service writes also records its whole-image SHA-256 (image_sha256, for sha256sum) beside its BLAKE3 (a second pass over every byte)", |c, v| set(&mut c.export_sha256, parse_bool(v));
     ExportKinds: "export.kinds", None, false, Some("ebs,rds,aurora,dynamodb"), "comma-separated recovery point kinds to export from export.vaults: ebs, rds, aurora, dynamodb", |c, v| {
         let mut kinds = Vec::new();
         for k in split_list(v) {
@@ -480,6 +481,8 @@ pub struct Config {
     pub export_vaults: Vec<String>,
     /// Delete a recovery point once its archive verifies (`export.delete_source`).
     pub export_delete_source: bool,
+    /// Archives also record their whole-image SHA-256 (`export.sha256`).
+    pub export_sha256: bool,
     /// Which recovery point kinds are exported (`export.kinds`).
     pub export_kinds: Vec<crate::vault::ExportKind>,
     /// The retention types whose own backups `bunker serve` exports (`export.retention_types`).
@@ -623,6 +626,7 @@ impl Config {
             export_allowed_targets: vec![],
             export_vaults: vec![],
             export_delete_source: false,
+            export_sha256: false,
             export_kinds: vec![],
             export_retention_types: vec![],
             export_dynamodb_mode: crate::vault::DynamoDbMode::Backup,

@@ -34,6 +34,8 @@ pub struct DumpRequest {
     pub source: Source,
     /// zstd level.
     pub level: i32,
+    /// Also record each archive's whole-image SHA-256.
+    pub sha256: bool,
     /// Whether PostgreSQL's globals carry role passwords (`pg_dumpall` reads `pg_authid`,
     /// which RDS does not let its master user read).
     pub role_passwords: bool,
@@ -215,7 +217,7 @@ async fn dump_one(
         block_size: 512,
         chunk_size: DEFAULT_CHUNK_SIZE,
         level: req.level,
-        sha256: false,
+        sha256: req.sha256,
         base: None,
         resumable: false,
         tree: None,

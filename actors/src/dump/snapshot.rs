@@ -92,6 +92,8 @@ pub struct DumpSettings {
     pub tls_ca: Option<PathBuf>,
     /// zstd level.
     pub level: i32,
+    /// `export.sha256`: archives also record their whole-image SHA-256.
+    pub sha256: bool,
     /// How long to wait before looking again at an instance AWS is making
     /// (`export.task_poll`).
     pub poll: Duration,
@@ -420,7 +422,8 @@ impl SnapshotDumps {
             recovery_point: key.point.clone(),
             ..Source::default()
         };
-        let req = DumpRequest { stem: Self::stem(key), source, level: self.settings.level, role_passwords: false };
+        let (level, sha256) = (self.settings.level, self.settings.sha256);
+        let req = DumpRequest { stem: Self::stem(key), source, level, sha256, role_passwords: false };
         let summary = dump_server(&conn, store.clone(), &req, self.tuning, None).await?;
         let index = DumpIndex {
             format: INDEX_FORMAT,

@@ -432,6 +432,7 @@ fn a_recovery_point_is_deleted_only_after_its_own_archive_verifies() {
         rds_format: bunker_protocol::vault::RdsFormat::Parquet,
         scan_segments: crate::vault_export::SCAN_SEGMENTS,
         delete_source: true,
+        sha256: false,
         export_to: "mem://x".into(),
         deployments: [("r".to_string(), "dep".to_string())].into(),
     };
@@ -513,6 +514,7 @@ async fn a_vault_missing_from_one_region_does_not_stop_the_others() {
         rds_format: bunker_protocol::vault::RdsFormat::Parquet,
         scan_segments: crate::vault_export::SCAN_SEGMENTS,
         delete_source: false,
+        sha256: false,
         export_to: "mem://x".into(),
         deployments: [("r".to_string(), "dep".to_string())].into(),
     };
