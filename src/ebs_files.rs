@@ -1,16 +1,21 @@
 //! `bunker export ebs SNAPSHOT --files`: each ext2/3/4 and FAT filesystem of a snapshot archived as
 //! a tar stream with a catalog, read in place through the EBS direct APIs: no volume, no
-//! mount, no privileges. Only the blocks the filesystem reader touches are fetched.
+//! mount, no privileges. Only the blocks the filesystem reader touches are fetched. Once
+//! every filesystem is archived, an index (`<name>.files.json`) names their archives and the
+//! filesystems not exported; the service (`export.ebs_format`) takes it as the mark of a
+//! finished file-level export.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use actix::Actor;
 use bunker_actors::stream::export::ExportSummary;
-use bunker_actors::stream::exporter_actor::{Export, ExporterActor};
+use bunker_actors::stream::exporter_actor::{run_export, PreparedExport};
 use bunker_actors::stream::snapshot_device::SnapshotDevice;
 use bunker_actors::stream::{Progress, StreamError};
-use bunker_protocol::archive::{FilesystemRef, TreeStats};
+use bunker_protocol::archive::{
+    files_index_key, FilesIndex, FilesystemRef, IndexedFilesystem, SkippedFilesystem, TreeStats, FILES_INDEX_FORMAT,
+};
+use bunker_protocol::vault::PointRef;
 use serde::Serialize;
 
 use crate::archive_cli::{
@@ -27,12 +32,12 @@ const READAHEAD_BLOCKS: usize = 8;
 
 /// What `export ebs --files` did.
 #[derive(Debug, Serialize)]
-struct FilesReport {
+pub(crate) struct FilesReport {
     snapshot: String,
     /// The filesystems archived, in partition order.
     filesystems: Vec<Exported>,
     /// Volumes whose filesystem bunker does not read in place.
-    not_exported: Vec<NotExported>,
+    pub(crate) not_exported: Vec<NotExported>,
     /// Snapshot blocks allocated, and those fetched (a block evicted from a filesystem's
     /// cache, or read for two filesystems, counts each time).
     blocks_allocated: u64,
@@ -49,10 +54,10 @@ struct Exported {
 }
 
 #[derive(Debug, Serialize)]
-struct NotExported {
+pub(crate) struct NotExported {
     #[serde(flatten)]
     filesystem: FilesystemRef,
-    reason: String,
+    pub(crate) reason: String,
 }
 
 fn reference(v: &Volume) -> FilesystemRef {
@@ -73,50 +78,10 @@ pub(crate) async fn export(
     if opts.chunk_mib == 0 || opts.chunk_mib > 1024 {
         return Err(input(format!("--chunk-mib {}: must be 1 to 1024", opts.chunk_mib)));
     }
-    let opened = open_snapshot(aws, region, snapshot, None, opts, progress.clone()).await.map_err(fail)?;
-    let blocks = Arc::new(opened.reader.block_map().await.map_err(fail)?);
-    let fetched = Arc::new(AtomicU64::new(0));
-    let device = || SnapshotDevice::new(opened.reader.clone(), blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS);
-    let mut probe = device().counting(fetched.clone());
-    let (volumes, probe) = tokio::task::spawn_blocking(move || (disk::volumes(&mut probe), probe))
-        .await
-        .map_err(|e| fail(StreamError::Internal(format!("partition reader: {e}"))))?;
-    let volumes =
-        volumes.map_err(|e| fail(StreamError::Source(format!("reading the partition table of {snapshot}: {e}"))))?;
-    // The first filesystem reuses what the probe cached (its superblock's block, at least).
-    let mut cached = Some(probe);
-    let (readable, other): (Vec<_>, Vec<_>) = volumes.into_iter().partition(Volume::readable);
-    let not_exported: Vec<NotExported> = other.iter().map(not_read).collect();
-    if readable.is_empty() {
-        let found: Vec<String> = other.iter().map(|v| format!("{} ({})", v.describe(), v.filesystem)).collect();
-        return Err(input(format!(
-            "snapshot {snapshot} holds no filesystem that bunker reads in place (ext2/3/4, FAT; found: {}); \
-             export it as an image instead (without --files)",
-            found.join(", ")
-        )));
-    }
-    let actor = ExporterActor::new(opts.tuning(), None).start();
-    let mut report = FilesReport {
-        snapshot: snapshot.to_string(),
-        filesystems: Vec::new(),
-        not_exported,
-        blocks_allocated: blocks.len() as u64,
-        blocks_fetched: 0,
-    };
-    for volume in readable {
-        let disk = cached.take().unwrap_or_else(|| device().counting(fetched.clone()));
-        let filesystem = reference(&volume);
-        match export_one(&actor, &opened, opts, volume, disk, progress.clone(), json).await {
-            Ok(done) => report.filesystems.push(done),
-            // A filesystem that cannot be read (a damaged superblock): named, the others go on;
-            // its upload was aborted, so nothing of it is left behind.
-            Err(StreamError::Source(why)) => {
-                report.not_exported.push(NotExported { filesystem, reason: format!("{why}; not exported") })
-            }
-            Err(e) => return Err(fail(e)),
-        }
-    }
-    report.blocks_fetched = fetched.load(Ordering::Relaxed);
+    let report = export_files(aws, region, snapshot, opts, None, progress, json).await.map_err(|e| match e {
+        StreamError::Input(m) => input(m),
+        e => fail(e),
+    })?;
     let incomplete = !report.not_exported.is_empty() || report.filesystems.iter().any(|f| !f.tree.skipped.is_empty());
     print_value(&report, json, human);
     for n in &report.not_exported {
@@ -135,6 +100,101 @@ pub(crate) async fn export(
     Ok(u8::from(incomplete))
 }
 
+/// Archives every filesystem of `snapshot` bunker reads in place to `opts.to` (each manifest
+/// naming `point`, when it is a recovery point), then writes the index. A disk with no such
+/// filesystem is an input error; a filesystem that cannot be read is named in
+/// `not_exported` and the others go on. `quiet`: no progress bar.
+pub(crate) async fn export_files(
+    aws: &Aws,
+    region: &str,
+    snapshot: &str,
+    opts: &ExportOpts,
+    point: Option<PointRef>,
+    progress: Arc<Progress>,
+    quiet: bool,
+) -> Result<FilesReport, StreamError> {
+    let mut opened = open_snapshot(aws, region, snapshot, None, opts, progress.clone()).await?;
+    opened.source.recovery_point = point.clone();
+    let blocks = Arc::new(opened.reader.block_map().await?);
+    let fetched = Arc::new(AtomicU64::new(0));
+    let device = || SnapshotDevice::new(opened.reader.clone(), blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS);
+    let mut probe = device().counting(fetched.clone());
+    let (volumes, probe) = tokio::task::spawn_blocking(move || (disk::volumes(&mut probe), probe))
+        .await
+        .map_err(|e| StreamError::Internal(format!("partition reader: {e}")))?;
+    let volumes =
+        volumes.map_err(|e| StreamError::Source(format!("reading the partition table of {snapshot}: {e}")))?;
+    // The first filesystem reuses what the probe cached (its superblock's block, at least).
+    let mut cached = Some(probe);
+    let (readable, other): (Vec<_>, Vec<_>) = volumes.into_iter().partition(Volume::readable);
+    let not_exported: Vec<NotExported> = other.iter().map(not_read).collect();
+    if readable.is_empty() {
+        let found: Vec<String> = other.iter().map(|v| format!("{} ({})", v.describe(), v.filesystem)).collect();
+        return Err(StreamError::Input(format!(
+            "snapshot {snapshot} holds no filesystem that bunker reads in place (ext2/3/4, FAT; found: {}); \
+             export it as an image instead (without --files, or export.ebs_format = image)",
+            found.join(", ")
+        )));
+    }
+    let mut report = FilesReport {
+        snapshot: snapshot.to_string(),
+        filesystems: Vec::new(),
+        not_exported,
+        blocks_allocated: blocks.len() as u64,
+        blocks_fetched: 0,
+    };
+    for volume in readable {
+        let disk = cached.take().unwrap_or_else(|| device().counting(fetched.clone()));
+        let filesystem = reference(&volume);
+        match export_one(&opened, opts, volume, disk, progress.clone(), quiet).await {
+            Ok(done) => report.filesystems.push(done),
+            // A filesystem that cannot be read (a damaged superblock): named, the others go on;
+            // its upload was aborted, so nothing of it is left behind.
+            Err(StreamError::Source(why)) => {
+                report.not_exported.push(NotExported { filesystem, reason: format!("{why}; not exported") })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    report.blocks_fetched = fetched.load(Ordering::Relaxed);
+    write_index(&opened, opts, point, &report).await?;
+    Ok(report)
+}
+
+/// Writes `<name>.files.json` beside the archives: the mark of a finished file-level export.
+async fn write_index(
+    opened: &OpenedSnapshot,
+    opts: &ExportOpts,
+    point: Option<PointRef>,
+    report: &FilesReport,
+) -> Result<(), StreamError> {
+    let name = opts.name.clone().unwrap_or_else(|| opened.source.id.clone());
+    let index = FilesIndex {
+        format: FILES_INDEX_FORMAT.into(),
+        version: 1,
+        snapshot: report.snapshot.clone(),
+        recovery_point: point,
+        filesystems: report
+            .filesystems
+            .iter()
+            .map(|f| IndexedFilesystem { filesystem: f.filesystem.clone(), manifest: key_name(&f.export.manifest) })
+            .collect(),
+        not_exported: report
+            .not_exported
+            .iter()
+            .map(|n| SkippedFilesystem { filesystem: n.filesystem.clone(), reason: n.reason.clone() })
+            .collect(),
+    };
+    let key = files_index_key(&name);
+    let body = serde_json::to_vec_pretty(&index).expect("index serializes");
+    opened.store.put(&key, body).await.map_err(|e| StreamError::port(format!("writing {}", opened.store.url(&key)), e))
+}
+
+/// The last path component of a URL: a manifest's key relative to its target.
+fn key_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or(url).to_string()
+}
+
 fn not_read(v: &Volume) -> NotExported {
     let reason = match v.filesystem {
         "unknown" => format!("{}: no filesystem bunker recognises; not exported", v.describe()),
@@ -147,7 +207,6 @@ fn not_read(v: &Volume) -> NotExported {
 }
 
 async fn export_one(
-    actor: &actix::Addr<ExporterActor>,
     opened: &OpenedSnapshot,
     opts: &ExportOpts,
     volume: Volume,
@@ -171,10 +230,10 @@ async fn export_one(
     let open = Box::new(move |_| crate::fs_tar::filesystem_tar_reader(disk, volume.clone(), chunk, capacity, s, c));
     let filesystem = request.source.filesystem.clone().expect("set above");
     let bar = progress_bar(progress.clone(), json);
-    let result = actor
-        .send(Export { store: opened.store.clone(), request, open, progress })
-        .await
-        .unwrap_or_else(|e| Err(StreamError::Internal(format!("exporter actor: {e}"))));
+    // The pipeline itself (no actor): this runs in the CLI and in the service's job passes,
+    // which are plain tokio tasks.
+    let prepared = PreparedExport { store: opened.store.clone(), request, open };
+    let result = run_export(prepared, opts.tuning(), progress, None).await;
     drop(bar);
     let export = result?;
     let tree = stats.lock().expect("tree stats").clone();

@@ -353,7 +353,7 @@ fn start_puller(p: &Parts<'_>) -> Option<Pulls> {
 /// announces; with `export.retention_types` too, a reconciler that finds this deployment's
 /// own backups of those types not exported yet, at start and every `serve.reconcile_interval`.
 fn start_exporter(p: &Parts<'_>) -> (Supervised<JobActor<Exports>>, Option<Supervised<ReconcilerActor<Exports>>>) {
-    let targets = Arc::new(services::ServiceExports::new(p.aws.clone(), p.cfg.export_sha256));
+    let targets = Arc::new(services::ServiceExports::new(p.aws.clone(), p.cfg));
     let to = p.cfg.export_to.clone();
     let mut logic = Exports::new(targets, to, Tuning::default(), p.metrics.clone());
     if !p.cfg.export_retention_types.is_empty() {

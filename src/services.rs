@@ -6,13 +6,16 @@
 use std::sync::Arc;
 
 use bunker_actors::metrics::Metrics;
-use bunker_actors::ports::{ArchiveStore, Leases};
+use bunker_actors::ports::{ArchiveStore, ErrorKind, Leases};
 use bunker_actors::replicator::Replicator;
 use bunker_actors::stream::export_job::{ExportSnapshot, ExportTargets};
 use bunker_actors::stream::exporter_actor::PreparedExport;
 use bunker_actors::stream::{Progress, StreamError};
 use bunker_protocol::config::Config;
+use bunker_protocol::tags::Tags;
+use bunker_protocol::vault::{EbsFormat, PointRef};
 use bunker_protocol::ResourceKind;
+use tracing::warn;
 
 use crate::aws::Aws;
 
@@ -101,7 +104,7 @@ pub fn vault_exports(
             first_poll: parquet_poll(cfg),
         },
     );
-    let targets = Arc::new(ServiceExports::new(aws.clone(), cfg.export_sha256));
+    let targets = Arc::new(ServiceExports::new(aws.clone(), cfg));
     let alerts = bunker_actors::engine::Alerts::new(notifier.clone(), cfg.error_sns_topic.clone());
     let tuning = bunker_actors::stream::Tuning::default();
     let pitr = PitrExports::new(regions.iter().map(|r| aws.table_exports(r)).collect(), parquet_poll(cfg));
@@ -145,20 +148,28 @@ pub fn snapshot_dumps(
     };
     let instances = regions.iter().map(|r| (r.clone(), aws.dump_instances(r))).collect();
     let secrets = regions.iter().map(|r| (r.clone(), aws.secrets(r))).collect();
-    let targets = Arc::new(ServiceExports::new(aws.clone(), cfg.export_sha256));
+    let targets = Arc::new(ServiceExports::new(aws.clone(), cfg));
     SnapshotDumps::new(settings, instances, secrets, targets, bunker_actors::stream::Tuning::default())
 }
 
-/// The service's exports: EBS snapshots with the default buffer sizes.
+/// The service's exports: EBS snapshots with the default buffer sizes, as images or files
+/// (`export.ebs_format`).
 pub struct ServiceExports {
     aws: Aws,
+    /// `export.sha256`.
     sha256: bool,
+    /// `export.ebs_format`.
+    ebs_format: EbsFormat,
 }
 
 impl ServiceExports {
-    /// Exports through `aws`; `sha256`: `export.sha256`.
-    pub fn new(aws: Aws, sha256: bool) -> ServiceExports {
-        ServiceExports { aws, sha256 }
+    /// Exports through `aws`, as `cfg`'s `export.sha256` and `export.ebs_format` say.
+    pub fn new(aws: Aws, cfg: &Config) -> ServiceExports {
+        ServiceExports { aws, sha256: cfg.export_sha256, ebs_format: cfg.export_ebs_format }
+    }
+
+    fn opts(&self, to: &str) -> crate::archive_cli::ExportOpts {
+        crate::archive_cli::ExportOpts { sha256: self.sha256, ..crate::archive_cli::ExportOpts::service(to) }
     }
 }
 
@@ -170,10 +181,40 @@ impl ExportTargets for ServiceExports {
         to: &str,
         progress: Arc<Progress>,
     ) -> Result<PreparedExport, StreamError> {
-        use crate::archive_cli::{prepare_ebs, ExportOpts};
         let (snapshot, base) = (&what.snapshot_id, what.base.as_deref());
-        let opts = ExportOpts { sha256: self.sha256, ..ExportOpts::service(to) };
-        prepare_ebs(&self.aws, &what.region, snapshot, base, &opts, progress).await
+        crate::archive_cli::prepare_ebs(&self.aws, &what.region, snapshot, base, &self.opts(to), progress).await
+    }
+
+    fn ebs_format_of(&self, tags: &Tags) -> Result<EbsFormat, StreamError> {
+        Ok(EbsFormat::from_tags(tags).map_err(StreamError::Input)?.unwrap_or(self.ebs_format))
+    }
+
+    async fn ebs_format(&self, what: &ExportSnapshot) -> Result<EbsFormat, StreamError> {
+        let port = self.aws.snapshot_blocks(&what.region);
+        let meta = match port.describe(&what.snapshot_id).await {
+            Ok(m) => m,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Err(StreamError::Input(format!(
+                    "snapshot {} does not exist in {}",
+                    what.snapshot_id, what.region
+                )))
+            }
+            Err(e) => return Err(StreamError::port(format!("describing {}", what.snapshot_id), e)),
+        };
+        let tags: Tags = meta.tags.into_iter().collect();
+        self.ebs_format_of(&tags).map_err(|e| StreamError::Input(format!("snapshot {}: {e}", what.snapshot_id)))
+    }
+
+    async fn export_files(&self, what: &ExportSnapshot, to: &str, point: Option<PointRef>) -> Result<(), StreamError> {
+        let progress = Arc::new(Progress::default());
+        let opts = self.opts(to);
+        let report =
+            crate::ebs_files::export_files(&self.aws, &what.region, &what.snapshot_id, &opts, point, progress, true)
+                .await?;
+        for n in &report.not_exported {
+            warn!(snapshot_id = %what.snapshot_id, reason = %n.reason, "filesystem not exported");
+        }
+        Ok(())
     }
 
     fn store(&self, to: &str, region: &str) -> Result<Arc<dyn ArchiveStore>, StreamError> {

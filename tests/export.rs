@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{blake3_hex, image, noise, sha256_hex, Account, BLOCK};
+use common::{allocated, blake3_hex, disk_with_ext4, image, noise, sha256_hex, Account, BLOCK};
 
 /// ~320 of 2048 blocks of a 1 GiB volume: random, compressible and explicitly zero blocks,
 /// with holes between.
@@ -457,25 +457,6 @@ fn partitioned_disk(dir: &std::path::Path, tree: &std::path::Path) -> BTreeMap<u
     allocated(&image)
 }
 
-/// A 1 GiB disk image at `disk` partitioned by `sfdisk` from `table`, with a 40 MiB ext4
-/// filesystem made by `mkfs.ext4 -d` from `tree` at sector `sector`.
-fn disk_with_ext4(disk: &std::path::Path, table: &str, tree: &std::path::Path, sector: u64) {
-    std::fs::File::create(disk).unwrap().set_len(1 << 30).unwrap();
-    let mut sfdisk = Command::new("sfdisk").arg("-q").arg(disk).stdin(Stdio::piped()).spawn().unwrap();
-    sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
-    assert!(sfdisk.wait().unwrap().success(), "sfdisk");
-    let offset = format!("offset={}", sector * 512);
-    let mut mkfs = Command::new("mkfs.ext4");
-    mkfs.args(["-q", "-F", "-d"]).arg(tree).args(["-E", &offset]).arg(disk).arg("40M");
-    assert!(mkfs.status().unwrap().success(), "mkfs.ext4");
-}
-
-/// The non-zero 512 KiB blocks of a disk image, as a snapshot holds them.
-fn allocated(image: &[u8]) -> BTreeMap<u64, Vec<u8>> {
-    let blocks = image.chunks(BLOCK).enumerate().filter(|(_, b)| b.iter().any(|x| *x != 0));
-    blocks.map(|(i, b)| (i as u64, b.to_vec())).collect()
-}
-
 /// `export ebs --files` reads the ext4 filesystem of a partitioned snapshot in place (no
 /// volume): the tar the standard tools extract is the source tree (content, modes, owners,
 /// mtimes, symlinks, long names), the catalog lists it with each file's SHA-256, the manifest
@@ -527,6 +508,12 @@ async fn an_ext4_partition_of_a_snapshot_is_archived_file_by_file_without_a_volu
         serde_json::from_slice(&std::fs::read(target.join(format!("{snap}.p1.manifest.json"))).unwrap()).unwrap();
     assert_eq!(manifest["source"]["filesystem"]["partition"], 1, "{manifest:#}");
     assert_eq!(manifest["source"]["id"], snap.as_str());
+    // The index names each filesystem's archive and why the other was not exported.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join(format!("{snap}.files.json"))).unwrap()).unwrap();
+    assert_eq!(index["format"], "bunker-files");
+    assert_eq!(index["filesystems"][0]["manifest"], format!("{snap}.p1.manifest.json"));
+    assert_eq!(index["not_exported"][0]["partition"], 2, "{index:#}");
 
     // The standard tools extract exactly the source tree.
     let tar = common::zstd_decompress(&std::fs::read(target.join(format!("{snap}.p1.tar.zst"))).unwrap());

@@ -502,3 +502,75 @@ async fn own_backups_of_the_listed_retention_types_are_exported_by_reconciliatio
     assert_eq!(code, 0);
     a.bunker(&["verify", &format!("s3://{bucket}/own/{monthly}.img.zst")]).ok_json_or_code(0);
 }
+
+/// `export.ebs_format` in the service: with `files` configured, an announced snapshot's ext4
+/// partition is archived file by file (no image), its index written; a snapshot whose tag
+/// `bunker:config:export.ebs_format` says `both` gets its image too, and one whose tag names
+/// no format fails at once naming the tag. One file comes back from the service's archive.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_exports_each_snapshot_in_its_format() {
+    let a = Account::new("430000000007").await;
+    let bucket = a.bucket("archives").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), b"files-host\n").unwrap();
+    let disk = dir.path().join("disk.img");
+    common::disk_with_ext4(&disk, "label: gpt\nstart=2048, size=81920, type=L\n", &tree, 2048);
+    let blocks = common::allocated(&std::fs::read(&disk).unwrap());
+    let ec2 = a.ec2().await;
+    let mut snaps = Vec::new();
+    for tag in [None, Some("both"), Some("tarball")] {
+        let snap = a.write_snapshot(1, None, &blocks).await;
+        if let Some(v) = tag {
+            let t = aws_sdk_ec2::types::Tag::builder().key("bunker:config:export.ebs_format").value(v).build();
+            ec2.create_tags().resources(&snap).tags(t).send().await.unwrap();
+        }
+        snaps.push(snap);
+    }
+    let (sqs, q, d) = queues(&a, "formats").await;
+    let cfg = dir.path().join("bunker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "regions = [\"{REGION}\"]\nexport.to = \"s3://{bucket}/auto\"\nexport.ebs_format = \"files\"\n\
+             schedule.create = \"\"\nschedule.clean = \"\"\n\
+             [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nqueue_url = \"{q}\"\n\
+             dead_letter_queue_url = \"{d}\"\n"
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&a, cfg.to_str().unwrap(), &dir.path().join("state"));
+    for snap in &snaps {
+        sqs.send_message().queue_url(&q).message_body(ebs_event(snap)).send().await.unwrap();
+    }
+    let (files, both, bad) = (&snaps[0], &snaps[1], &snaps[2]);
+    let t = Instant::now();
+    loop {
+        let keys = a.keys(&bucket, "auto/").await;
+        let has = |k: String| keys.contains(&k);
+        let failed = std::fs::read_to_string(&serve.log).unwrap().contains("expected image, files or both");
+        if has(format!("auto/{files}.files.json")) && has(format!("auto/{both}.files.json")) && failed {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{keys:?}\n{}", std::fs::read_to_string(&serve.log).unwrap());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let log = std::fs::read_to_string(&serve.log).unwrap();
+    let (code, _, _) = serve.terminate();
+    assert_eq!(code, 0);
+    let keys = a.keys(&bucket, "auto/").await;
+    assert!(!keys.contains(&format!("auto/{files}.img.zst")), "files only: {keys:?}");
+    assert!(keys.contains(&format!("auto/{both}.manifest.json")), "the tag asked for both: {keys:?}");
+    assert!(!keys.iter().any(|k| k.contains(bad.as_str())), "a bad tag exports nothing: {keys:?}");
+    assert!(log.contains("tag bunker:config:export.ebs_format"), "{log}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("auto/{files}.files.json")).await).unwrap();
+    assert_eq!(index["filesystems"][0]["manifest"], format!("{files}.p1.manifest.json"), "{index:#}");
+    assert_eq!(index["filesystems"][0]["type"], "ext4");
+
+    let out = dir.path().join("out");
+    let archive = format!("s3://{bucket}/auto/{files}.p1.tar.zst");
+    a.bunker(&["restore", &archive, "--path", "etc/hostname", "--to-dir", out.to_str().unwrap()]).ok_json_or_code(0);
+    assert_eq!(std::fs::read(out.join("etc/hostname")).unwrap(), b"files-host\n");
+}

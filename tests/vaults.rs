@@ -717,3 +717,63 @@ async fn a_dynamodb_point_in_time_export_is_verified_from_aws_manifests_before_t
     let key = format!("t/recovery-points/{VAULT}/{name}.manifest.json");
     assert!(s3.head_object().bucket(&bucket).key(key).send().await.is_err(), "no manifest for a failed export");
 }
+
+/// `export.ebs_format = "both"` for vault points: an EBS recovery point of a volume holding
+/// an ext4 partition is archived as its image and file by file (the index and the
+/// filesystem's manifest name the point), both read back, then the point deleted. With
+/// `files`, a point whose disk holds no filesystem bunker reads fails naming the fix, and the
+/// point is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ebs_point_is_exported_as_files_and_image_and_deleted_only_when_both_verify() {
+    let a = Account::new("430000000021").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/motd"), b"vault files\n").unwrap();
+    let disk = dir.path().join("disk.img");
+    common::disk_with_ext4(&disk, "label: gpt\nstart=2048, size=81920, type=L\n", &tree, 2048);
+    let blocks = common::allocated(&std::fs::read(&disk).unwrap());
+    let (backup, noise_volume, _) = vault_with_volume(&a, 41).await;
+    let snap = a.write_snapshot(1, None, &blocks).await;
+    let ec2 = a.ec2().await;
+    let vol = ec2.create_volume().snapshot_id(&snap).size(1).availability_zone(format!("{REGION}a")).send().await;
+    let volume = format!("arn:aws:ec2:{REGION}:{}:volume/{}", a.id, vol.unwrap().volume_id.unwrap());
+    let point = start_job(&backup, &volume).await;
+    let noise_point = start_job(&backup, &noise_volume).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bucket = a.bucket("vault-files").await;
+    let both = config(
+        dir.path(),
+        &format!("export.to = \"s3://{bucket}/f\"\nexport.delete_source = true\nexport.ebs_format = \"both\""),
+        "",
+    );
+    let r = a.bunker(&["--json", "--config", &both, "export", "recovery-point", &point, "--vault", VAULT]);
+    assert_eq!(r.json()["state"], "done", "{r:#?}");
+    assert_eq!(point_status(&backup, &point).await, None, "deleted once both verified");
+    let id = point.rsplit('/').next().unwrap();
+    let prefix = format!("f/recovery-points/{VAULT}/{id}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("{prefix}.files.json")).await).unwrap();
+    assert_eq!(index["recovery_point"]["arn"], point.as_str(), "{index:#}");
+    assert_eq!(index["filesystems"][0]["manifest"], format!("{id}.p1.manifest.json"));
+    let m: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("{prefix}.p1.manifest.json")).await).unwrap();
+    assert_eq!(m["source"]["recovery_point"]["arn"], point.as_str());
+    let image: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("{prefix}.manifest.json")).await).unwrap();
+    assert_eq!(image["image_blake3"], common::blake3_hex(&common::image(1, &blocks)));
+    let out = dir.path().join("out");
+    let archive = format!("s3://{bucket}/{prefix}.p1.tar.zst");
+    a.bunker(&["restore", &archive, "--path", "etc/motd", "--to-dir", out.to_str().unwrap()]).ok_json_or_code(0);
+    assert_eq!(std::fs::read(out.join("etc/motd")).unwrap(), b"vault files\n");
+
+    let files = config(
+        dir.path(),
+        &format!("export.to = \"s3://{bucket}/g\"\nexport.delete_source = true\nexport.ebs_format = \"files\""),
+        "",
+    );
+    let r = a.bunker(&["--json", "--config", &files, "export", "recovery-point", &noise_point, "--vault", VAULT]);
+    assert_ne!(r.code, 0, "{r:#?}");
+    assert!(r.stdout.contains("export.ebs_format = image") || r.stderr.contains("export.ebs_format = image"), "{r:#?}");
+    assert_eq!(point_status(&backup, &noise_point).await.as_deref(), Some("COMPLETED"), "kept");
+}

@@ -23,7 +23,7 @@ use bunker_protocol::events::RecoveryPointHint;
 use bunker_protocol::report::{Entry, EntryStatus, Operation, PointReport, RunStatus, POINT_REPORT_SCHEMA};
 use bunker_protocol::tags::{self, Tags};
 use bunker_protocol::vault::{
-    self, Archived, DynamoDbMode, ExportKind, Holds, PointRef, RdsFormat, RecoveryPoint, Seen, Step,
+    self, Archived, DynamoDbMode, EbsFormat, ExportKind, Holds, PointRef, RdsFormat, RecoveryPoint, Seen, Step,
 };
 use bunker_protocol::ResourceKind;
 use tracing::{info, warn};
@@ -34,13 +34,14 @@ use crate::ports::{ArchiveStore, ErrorKind, PortError, Tables, Vaults};
 use crate::rds_export::{ParquetExports, ParquetJob, Pending};
 use crate::stream::archive_reader::{self, Archive};
 use crate::stream::export::{manifest_key, ExportRequest, OpenReader};
-use crate::stream::export_job::{ExportSnapshot, ExportTargets};
+use crate::stream::export_job::ExportTargets;
 use crate::stream::exporter_actor::{run_export, PreparedExport};
 use crate::stream::items_reader::items_reader;
 use crate::stream::{Progress, StreamError, Tuning};
 use dumps::{dumped, parqueted};
 
 mod dumps;
+mod ebs;
 
 /// One recovery point to export.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -273,33 +274,20 @@ impl VaultExports {
         }
     }
 
-    async fn export(&self, key: &PointKey, snapshot: &str) -> Result<(), StreamError> {
-        let to = self.target(key);
-        let _turn = self.one_at_a_time.acquire().await.map_err(|e| StreamError::Internal(e.to_string()))?;
-        let progress = Arc::new(Progress::default());
-        let job = ExportSnapshot {
-            snapshot_id: snapshot.into(),
-            region: key.region.clone(),
-            to: Some(to.clone()),
-            base: None,
-        };
-        let mut p = self.targets.prepare(&job, &to, progress.clone()).await?;
-        p.request.source.recovery_point = Some(PointRef { arn: key.arn.clone(), vault: key.vault.clone() });
-        let summary = run_export(p, self.tuning, progress, Some(self.metrics.clone())).await?;
-        info!(recovery_point = %key.arn, archive = %summary.archive, "recovery point exported");
-        Ok(())
-    }
-
     /// [`Self::archived`], and for an RDS recovery point the formats `export.rds_format`
-    /// asks for: archived only when each is.
+    /// asks for, for an EBS one those `export.ebs_format` asks for: archived only when each
+    /// is.
     async fn archived_all(
         &self,
         key: &PointKey,
         store: &Arc<dyn ArchiveStore>,
         holds: &Holds,
         name: &str,
-        format: RdsFormat,
+        (format, ebs): (RdsFormat, EbsFormat),
     ) -> Result<Archived, StreamError> {
+        if let Holds::EbsSnapshot(id) = holds {
+            return self.ebs_archived(key, store, id, ebs).await;
+        }
         let parquet = if parqueted(holds, format) { self.archived(key, store, name).await? } else { Archived::Yes };
         let dump = match dumped(holds, format) {
             Some((id, _)) => self.dump_archived(key, store, id).await?,
@@ -316,11 +304,11 @@ impl VaultExports {
         point: Option<&RecoveryPoint>,
         holds: &Holds,
         name: &str,
-        format: RdsFormat,
+        (format, ebs): (RdsFormat, EbsFormat),
     ) -> Result<Option<Pending>, StreamError> {
         let waiting = |why: Option<String>| why.map(|why| Pending { why, next_check: None });
         match holds {
-            Holds::EbsSnapshot(id) => self.export(key, id).await.map(|()| None),
+            Holds::EbsSnapshot(id) => self.export_ebs(key, id, ebs).await.map(|()| None),
             Holds::DynamoDbBackup(_) if self.settings.dynamodb_mode == DynamoDbMode::Pitr => {
                 self.export_pitr(key, point, name).await
             }
@@ -525,7 +513,7 @@ impl VaultExports {
     async fn advance(&self, key: &PointKey, port: &dyn Vaults) -> Result<(Pass, Vec<Entry>), StreamError> {
         let store = self.targets.store(&self.target(key), &key.region)?;
         let (mut archived, mut delete_asked, mut entries) = (None, false, vec![]);
-        let mut formats = None;
+        let (mut formats, mut ebs_formats) = (None, None);
         for _ in 0..STEPS_PER_PASS {
             let point = port
                 .describe(&key.vault, &key.arn)
@@ -548,8 +536,12 @@ impl VaultExports {
                 Some(f) => f,
                 None => *formats.insert(self.rds_format(key, point.as_ref(), &holds).await?),
             };
+            let ebs = match ebs_formats {
+                Some(f) => f,
+                None => *ebs_formats.insert(self.ebs_format(key, point.as_ref(), &holds).await?),
+            };
             if archived.is_none() && kind.is_some() && !name.is_empty() {
-                archived = Some(self.archived_all(key, &store, &holds, &name, format).await?);
+                archived = Some(self.archived_all(key, &store, &holds, &name, (format, ebs)).await?);
             }
             let seen = Seen {
                 status: point.as_ref().map(|p| p.status.clone()),
@@ -561,7 +553,7 @@ impl VaultExports {
             match vault::plan(&seen) {
                 Step::Export => {
                     if let Some(Pending { why, next_check }) =
-                        self.export_holds(key, point.as_ref(), &holds, &name, format).await?
+                        self.export_holds(key, point.as_ref(), &holds, &name, (format, ebs)).await?
                     {
                         return Ok((Pass::Waiting { next_check, why }, entries));
                     }
@@ -569,7 +561,9 @@ impl VaultExports {
                     entries.push(entry(key, Operation::ExportBackup, EntryStatus::Ok, None));
                 }
                 Step::Verify => {
-                    if parqueted(&holds, format) {
+                    if let Holds::EbsSnapshot(id) = &holds {
+                        self.verify_ebs(key, &store, id, ebs).await?;
+                    } else if parqueted(&holds, format) {
                         self.verify(key, &store, &name).await?;
                     }
                     if let Some((id, _)) = dumped(&holds, format) {
@@ -581,7 +575,7 @@ impl VaultExports {
                     Ok(()) => delete_asked = true,
                     Err(e) if e.kind == ErrorKind::Invalid || e.kind == ErrorKind::AccessDenied => {
                         let kept = self.kept(key, &e);
-                        let archive = Some(store.url(&manifest_key(&name)));
+                        let archive = Some(report_url(&store, &holds, &name, ebs));
                         let why = match &kept {
                             Pass::NotOurs(why) => Some(why.clone()),
                             _ => None,
@@ -596,7 +590,7 @@ impl VaultExports {
                         entries.push(entry(key, Operation::DeleteBackup, EntryStatus::Ok, None));
                     }
                     if !entries.is_empty() {
-                        let archive = (!name.is_empty()).then(|| store.url(&manifest_key(&name)));
+                        let archive = (!name.is_empty()).then(|| report_url(&store, &holds, &name, ebs));
                         self.point_report(key, RunStatus::Ok, archive, None).await;
                     }
                     return Ok((Pass::Done, entries));
@@ -616,6 +610,15 @@ impl VaultExports {
         warn!(recovery_point = %key.arn, why = %why, "recovery point kept");
         self.report("bunker: recovery point kept", format!("{key}: {why}"));
         Pass::NotOurs(why)
+    }
+}
+
+/// The URL a point's report names: its archive's manifest (an EBS point's files index when
+/// only files are made).
+fn report_url(store: &Arc<dyn ArchiveStore>, holds: &Holds, name: &str, ebs: EbsFormat) -> String {
+    match holds {
+        Holds::EbsSnapshot(id) => VaultExports::ebs_report_url(store, id, ebs),
+        _ => store.url(&manifest_key(name)),
     }
 }
 

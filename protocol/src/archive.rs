@@ -519,6 +519,54 @@ pub fn check_name(name: &str) -> Result<(), String> {
 pub const MANIFEST_FIXED_BYTES: u64 = 8 << 20;
 /// Bytes one frame entry takes in a (pretty-printed) manifest at most; about 250 in practice.
 pub const MANIFEST_BYTES_PER_FRAME: u64 = 512;
+/// `format` field of a file-level export's index.
+pub const FILES_INDEX_FORMAT: &str = "bunker-files";
+
+/// Key of the index of a snapshot's file-level export: `<name>.files.json`, written once
+/// every filesystem's archive is (so it marks the export finished).
+pub fn files_index_key(name: &str) -> String {
+    format!("{name}.files.json")
+}
+
+/// The index of a snapshot's file-level export (`export.ebs_format = files | both`): which
+/// archive holds each filesystem, and which filesystems were not exported and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilesIndex {
+    /// Always [`FILES_INDEX_FORMAT`].
+    pub format: String,
+    /// 1.
+    pub version: u32,
+    /// The snapshot.
+    pub snapshot: String,
+    /// The AWS Backup recovery point it is, when exported from a vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_point: Option<crate::vault::PointRef>,
+    /// Each filesystem archived: where on the disk, and its archive's manifest key.
+    pub filesystems: Vec<IndexedFilesystem>,
+    /// Filesystems not archived (one bunker does not read in place, or a damaged one).
+    pub not_exported: Vec<SkippedFilesystem>,
+}
+
+/// One archived filesystem of a [`FilesIndex`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexedFilesystem {
+    /// Where on the disk.
+    #[serde(flatten)]
+    pub filesystem: FilesystemRef,
+    /// Its manifest's key, relative to the index's target.
+    pub manifest: String,
+}
+
+/// One filesystem of a [`FilesIndex`] that was not archived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedFilesystem {
+    /// Where on the disk.
+    #[serde(flatten)]
+    pub filesystem: FilesystemRef,
+    /// Why.
+    pub reason: String,
+}
+
 /// Skipped entries a file-level export names; the rest are counted in one last entry.
 pub const MAX_SKIPPED_NAMED: usize = 1000;
 /// Length of the seekable-format footer: frame count, descriptor, magic.

@@ -189,6 +189,10 @@ schema! {
         c.export_rds_format = crate::vault::RdsFormat::parse(v)?;
         Some(())
     };
+    ExportEbsFormat: "export.ebs_format", None, true, Some("image"), "image (the raw disk, restorable to a snapshot), files (each ext2/3/4 and FAT filesystem as a tar archive with a catalog, read in place through the EBS direct APIs) or both, for EBS backups and recovery points", |c, v| {
+        c.export_ebs_format = crate::vault::EbsFormat::parse(v)?;
+        Some(())
+    };
     ExportScanSegments: "export.scan_segments", None, false, Some("4"), "1 to 16: parallel Scan segments of a DynamoDB backup export (backup mode)", |c, v| set(&mut c.export_scan_segments, parse_whole(v).filter(|n| (1..=16).contains(n)));
     ExportRdsRoleArn: "export.rds_role_arn", None, false, None, "the ARN of the IAM role RDS assumes to write RDS and Aurora exports to export.to's bucket (arn:aws:iam::ACCOUNT:role/NAME)", |c, v| set(&mut c.export_rds_role_arn, optional(v, is_role_arn));
     ExportKmsKey: "export.kms_key", None, false, None, "the customer KMS key (id, ARN or alias/NAME) RDS encrypts RDS and Aurora exports with", |c, v| set(&mut c.export_kms_key, optional(v, |v| !v.contains(char::is_whitespace)));
@@ -491,6 +495,8 @@ pub struct Config {
     pub export_dynamodb_mode: crate::vault::DynamoDbMode,
     /// What RDS and Aurora recovery points are exported as (`export.rds_format`).
     pub export_rds_format: crate::vault::RdsFormat,
+    /// What EBS snapshots are exported as (`export.ebs_format`).
+    pub export_ebs_format: crate::vault::EbsFormat,
     /// Parallel scan segments of a DynamoDB backup export (`export.scan_segments`).
     pub export_scan_segments: u32,
     /// The role RDS assumes to write exports (`export.rds_role_arn`).
@@ -631,6 +637,7 @@ impl Config {
             export_retention_types: vec![],
             export_dynamodb_mode: crate::vault::DynamoDbMode::Backup,
             export_rds_format: crate::vault::RdsFormat::Parquet,
+            export_ebs_format: crate::vault::EbsFormat::Image,
             export_scan_segments: 4,
             export_rds_role_arn: None,
             export_kms_key: None,

@@ -105,6 +105,53 @@ impl RdsFormat {
     }
 }
 
+/// What an EBS snapshot is exported as (`export.ebs_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EbsFormat {
+    /// The raw disk image (restorable to a snapshot or a file).
+    #[default]
+    Image,
+    /// Each ext2/3/4 and FAT filesystem as a tar archive with a catalog, read in place.
+    Files,
+    /// Both.
+    Both,
+}
+
+impl EbsFormat {
+    /// Whether the image is wanted.
+    pub fn image(self) -> bool {
+        matches!(self, EbsFormat::Image | EbsFormat::Both)
+    }
+
+    /// Whether the filesystems' files are wanted.
+    pub fn files(self) -> bool {
+        matches!(self, EbsFormat::Files | EbsFormat::Both)
+    }
+
+    /// `image`, `files` or `both`.
+    pub fn parse(value: &str) -> Option<EbsFormat> {
+        match value {
+            "image" => Some(EbsFormat::Image),
+            "files" => Some(EbsFormat::Files),
+            "both" => Some(EbsFormat::Both),
+            _ => None,
+        }
+    }
+
+    /// What a snapshot's tag `bunker:config:export.ebs_format` (copied from its volume onto
+    /// bunker's backups, and by AWS Backup onto its recovery points) asks for, if it has one
+    /// (`Err` names the tag and the values it may take).
+    pub fn from_tags(tags: &crate::tags::Tags) -> Result<Option<EbsFormat>, String> {
+        let key = format!("{}export.ebs_format", crate::tags::CONFIG_PREFIX);
+        match tags.get(&key) {
+            None => Ok(None),
+            Some(v) => EbsFormat::parse(v.trim())
+                .map(Some)
+                .ok_or_else(|| format!("tag {key} = {v:?}: expected image, files or both")),
+        }
+    }
+}
+
 /// A recovery point's status (AWS's `RecoveryPointStatus`; read case-insensitively, and an
 /// unknown value is kept, never an error).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -491,3 +491,23 @@ pub fn zstd_decompress(archive: &[u8]) -> Vec<u8> {
     assert!(out.status.success(), "zstd -d failed");
     out.stdout
 }
+
+/// A 1 GiB disk image at `disk` partitioned by `sfdisk` from `table`, with a 40 MiB ext4
+/// filesystem made by `mkfs.ext4 -d` from `tree` at sector `sector`.
+pub fn disk_with_ext4(disk: &std::path::Path, table: &str, tree: &std::path::Path, sector: u64) {
+    use std::io::Write as _;
+    std::fs::File::create(disk).unwrap().set_len(1 << 30).unwrap();
+    let mut sfdisk = Command::new("sfdisk").arg("-q").arg(disk).stdin(Stdio::piped()).spawn().unwrap();
+    sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk");
+    let offset = format!("offset={}", sector * 512);
+    let mut mkfs = Command::new("mkfs.ext4");
+    mkfs.args(["-q", "-F", "-d"]).arg(tree).args(["-E", &offset]).arg(disk).arg("40M");
+    assert!(mkfs.status().unwrap().success(), "mkfs.ext4");
+}
+
+/// The non-zero 512 KiB blocks of a disk image, as a snapshot holds them.
+pub fn allocated(image: &[u8]) -> BTreeMap<u64, Vec<u8>> {
+    let blocks = image.chunks(BLOCK).enumerate().filter(|(_, b)| b.iter().any(|x| *x != 0));
+    blocks.map(|(i, b)| (i as u64, b.to_vec())).collect()
+}

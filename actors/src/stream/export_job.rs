@@ -8,15 +8,19 @@
 //! upload, nothing starts one. The queue message that asked stays in flight until the job
 //! ends, so the queue is the durable record. Reconciliation looks only for this
 //! deployment's own EBS backups of `export.retention_types` ([`OwnedBackups`]) whose
-//! manifest is not at `export.to` yet.
+//! export is not at `export.to` yet: the image's manifest, and with `export.ebs_format` =
+//! `files` or `both` the file-level export's index (`<snapshot>.files.json`), written once
+//! every filesystem's archive is.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bunker_protocol::archive::files_index_key;
 use bunker_protocol::report::Entry;
-use bunker_protocol::tags;
+use bunker_protocol::tags::{self, Tags};
+use bunker_protocol::vault::{EbsFormat, PointRef};
 use bunker_protocol::ResourceKind;
 use tracing::{info, warn};
 
@@ -70,6 +74,43 @@ pub trait ExportTargets: Send + Sync {
 
     /// The store at target `to` (archives of `region`'s snapshots).
     fn store(&self, to: &str, region: &str) -> Result<Arc<dyn ArchiveStore>, StreamError>;
+
+    /// What a snapshot with `tags` is exported as: its tag `bunker:config:export.ebs_format`,
+    /// else `export.ebs_format`; a tag naming no format is an input error.
+    fn ebs_format_of(&self, tags: &Tags) -> Result<EbsFormat, StreamError>;
+
+    /// What `what`'s snapshot is exported as ([`Self::ebs_format_of`] its tags).
+    async fn ebs_format(&self, what: &ExportSnapshot) -> Result<EbsFormat, StreamError>;
+
+    /// Archives every filesystem of `what`'s snapshot that bunker reads in place to `to`
+    /// (each manifest naming `point`, when it is a recovery point), then writes their index
+    /// (`<snapshot>.files.json`). A disk with none is an input error.
+    async fn export_files(&self, what: &ExportSnapshot, to: &str, point: Option<PointRef>) -> Result<(), StreamError>;
+}
+
+/// Exports `what` to `to` in `format`: the image, then the filesystems' files; each part
+/// already at the target (a manifest, an index) is not done again.
+pub(crate) async fn export_in_format(
+    targets: &dyn ExportTargets,
+    what: &ExportSnapshot,
+    to: &str,
+    format: EbsFormat,
+    point: Option<PointRef>,
+    image: impl std::future::Future<Output = Result<(), StreamError>>,
+) -> Result<(), StreamError> {
+    if format.image() {
+        image.await?;
+    }
+    if format.files() {
+        let store = targets.store(to, &what.region)?;
+        let key = files_index_key(&what.snapshot_id);
+        let indexed =
+            store.size(&key).await.map_err(|e| StreamError::port(format!("checking {}", store.url(&key)), e))?;
+        if indexed.is_none() {
+            targets.export_files(what, to, point).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The export workflow: prepares each job through [`ExportTargets`] and runs it through the
@@ -126,16 +167,25 @@ impl Exports {
         self
     }
 
-    async fn export(&self, job: &ExportSnapshot) -> Result<super::export::ExportSummary, StreamError> {
+    async fn export(&self, job: &ExportSnapshot) -> Result<String, StreamError> {
         let to = job
             .to
             .clone()
             .or_else(|| self.default_to.clone())
             .ok_or(StreamError::Input("no target: give \"to\" or set export.to".into()))?;
         let _turn = self.one_at_a_time.acquire().await.map_err(|e| StreamError::Internal(e.to_string()))?;
-        let progress = Arc::new(Progress::default());
-        let p = self.targets.prepare(job, &to, progress.clone()).await?;
-        run_export(p, self.tuning, progress, Some(self.metrics.clone())).await
+        // An incremental export is of the image alone.
+        let format = match job.base {
+            Some(_) => EbsFormat::Image,
+            None => self.targets.ebs_format(job).await?,
+        };
+        let image = async {
+            let progress = Arc::new(Progress::default());
+            let p = self.targets.prepare(job, &to, progress.clone()).await?;
+            run_export(p, self.tuning, progress, Some(self.metrics.clone())).await.map(|_| ())
+        };
+        export_in_format(self.targets.as_ref(), job, &to, format, None, image).await?;
+        Ok(to)
     }
 }
 
@@ -146,8 +196,8 @@ impl Workflow for Exports {
 
     async fn pass(&self, job: &ExportSnapshot) -> (Pass, Vec<Entry>) {
         let pass = match self.export(job).await {
-            Ok(summary) => {
-                info!(snapshot_id = %job.snapshot_id, archive = %summary.archive, "exported");
+            Ok(to) => {
+                info!(snapshot_id = %job.snapshot_id, to = %to, "exported");
                 Pass::Done
             }
             Err(e) if e.is_permanent() => {
@@ -159,8 +209,9 @@ impl Workflow for Exports {
         (pass, vec![])
     }
 
-    /// This deployment's EBS backups of `export.retention_types` without a manifest at
-    /// `export.to` (exported there as `<snapshot>.img.zst`, like an event's export).
+    /// This deployment's EBS backups of `export.retention_types` not exported to `export.to`
+    /// yet in their format (the image as `<snapshot>.img.zst`, like an event's export; the
+    /// files' index as `<snapshot>.files.json`).
     async fn owned(&self, kind: Option<ResourceKind>) -> Result<Vec<ExportSnapshot>, PortError> {
         let (Some(owned), Some(to)) = (&self.owned, &self.default_to) else { return Ok(vec![]) };
         if kind.is_some_and(|k| k != ResourceKind::Ebs) {
@@ -172,7 +223,11 @@ impl Workflow for Exports {
             let store =
                 self.targets.store(to, region).map_err(|e| PortError::new(ErrorKind::Invalid, None, e.to_string()))?;
             for b in ctl.list_backups(false).await?.into_iter().filter(|b| owned.wants(region, b)) {
-                if store.size(&super::export::manifest_key(&b.id)).await?.is_none() {
+                // A bad tag still makes a job: its pass fails naming the tag.
+                let format = self.targets.ebs_format_of(&b.tags).unwrap_or(EbsFormat::Both);
+                let image_done = !format.image() || store.size(&super::export::manifest_key(&b.id)).await?.is_some();
+                let files_done = !format.files() || store.size(&files_index_key(&b.id)).await?.is_some();
+                if !(image_done && files_done) {
                     out.push(ExportSnapshot { snapshot_id: b.id, region: region.to_string(), to: None, base: None });
                 }
             }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bunker_protocol::archive::{Content, Source};
+use bunker_protocol::vault::EbsFormat;
 use tokio::sync::mpsc;
 
 use super::archive_reader::{self, Archive, RestoreTarget};
@@ -289,6 +290,8 @@ struct MemoryTargets {
     store: Arc<MemoryStore>,
     image: Arc<Vec<u8>>,
     prepared: AtomicU32,
+    /// File-level exports made.
+    files: AtomicU32,
 }
 
 #[async_trait]
@@ -317,6 +320,34 @@ impl super::export_job::ExportTargets for MemoryTargets {
     fn store(&self, _to: &str, _region: &str) -> Result<Arc<dyn ArchiveStore>, StreamError> {
         Ok(self.store.clone())
     }
+
+    fn ebs_format_of(&self, tags: &bunker_protocol::tags::Tags) -> Result<EbsFormat, StreamError> {
+        Ok(EbsFormat::from_tags(tags).map_err(StreamError::Input)?.unwrap_or_default())
+    }
+
+    /// `snap-files-*` and `snap-both-*` are exported as files and as both.
+    async fn ebs_format(&self, what: &super::export_job::ExportSnapshot) -> Result<EbsFormat, StreamError> {
+        let id = what.snapshot_id.as_str();
+        Ok(if id.starts_with("snap-files") {
+            EbsFormat::Files
+        } else if id.starts_with("snap-both") {
+            EbsFormat::Both
+        } else {
+            EbsFormat::Image
+        })
+    }
+
+    /// Writes the index only (the filesystems' archives are `tests/serve.rs`'s business).
+    async fn export_files(
+        &self,
+        what: &super::export_job::ExportSnapshot,
+        _to: &str,
+        _point: Option<bunker_protocol::vault::PointRef>,
+    ) -> Result<(), StreamError> {
+        self.files.fetch_add(1, Ordering::SeqCst);
+        let key = bunker_protocol::archive::files_index_key(&what.snapshot_id);
+        self.store.put(&key, b"{}".to_vec()).await.map_err(|e| StreamError::port("index", e))
+    }
 }
 
 fn export_of(snapshot: &str) -> crate::engine::Run<super::export_job::ExportSnapshot> {
@@ -335,7 +366,12 @@ fn service_exports_join_retry_by_resuming_and_fail_permanently_at_once() {
     use actix::Actor;
     let img = Arc::new(image());
     let want = Arc::new(MemoryStore::default());
-    let targets = Arc::new(MemoryTargets { store: Arc::default(), image: img.clone(), prepared: AtomicU32::new(0) });
+    let targets = Arc::new(MemoryTargets {
+        store: Arc::default(),
+        image: img.clone(),
+        prepared: AtomicU32::new(0),
+        files: AtomicU32::new(0),
+    });
     targets.store.fail_from.store(3, Ordering::Relaxed);
     let metrics = Arc::new(Metrics::default());
     let (t, m, w) = (targets.clone(), metrics.clone(), want.clone());
@@ -359,6 +395,88 @@ fn service_exports_join_retry_by_resuming_and_fail_permanently_at_once() {
     assert_eq!(metrics.get(Metric::JobsTotal, &done), 1.0);
     assert_eq!(metrics.get(Metric::ExportsTotal, &[("status", "failed")]), 1.0, "the interrupted pass");
     assert_eq!(metrics.get(Metric::ExportsTotal, &[("status", "ok")]), 1.0);
+}
+
+/// `export.ebs_format`: a `files` snapshot gets its filesystems' index and no image, a
+/// `both` one both; a second request finds the index and does not export the files again.
+#[test]
+fn a_snapshot_is_exported_in_its_format_and_an_indexed_one_not_again() {
+    use crate::engine::{Alerts, JobActor, JobEnd};
+    use crate::metrics::Metrics;
+    use actix::Actor;
+    let targets = Arc::new(MemoryTargets {
+        store: Arc::default(),
+        image: Arc::new(image()),
+        prepared: AtomicU32::new(5),
+        files: AtomicU32::new(0),
+    });
+    let t = targets.clone();
+    let ends = crate::engine::tests::paused_system().block_on(async move {
+        let metrics = Arc::new(Metrics::default());
+        let exports = super::export_job::Exports::new(t, Some("mem://".into()), tuning(), metrics.clone());
+        let alerts = Alerts::new(Arc::new(crate::testkit::RecordingNotifier::default()), None);
+        let addr = JobActor::new(Arc::new(exports), std::time::Duration::from_secs(1), metrics, alerts).start();
+        let mut ends = Vec::new();
+        for snap in ["snap-files-1", "snap-both-1", "snap-files-1"] {
+            ends.push(addr.send(export_of(snap)).await.unwrap().unwrap().end);
+        }
+        ends
+    });
+    assert!(ends.iter().all(|e| *e == JobEnd::Done), "{ends:?}");
+    let objects = targets.store.objects.lock().unwrap();
+    let has = |k: &str| objects.contains_key(k);
+    assert!(has("snap-files-1.files.json") && !has("snap-files-1.img.zst") && !has("snap-files-1.manifest.json"));
+    assert!(has("snap-both-1.files.json") && has("snap-both-1.img.zst") && has("snap-both-1.manifest.json"));
+    assert_eq!(targets.files.load(Ordering::SeqCst), 2, "the indexed snapshot is not exported again");
+}
+
+/// Reconciliation with `export.ebs_format`: an own backup whose tag asks for files is done
+/// once its index is there (its image is not looked for), one in the configured image
+/// format once its manifest is; a backup of another deployment is never listed.
+#[tokio::test]
+async fn reconciliation_looks_for_each_backups_own_format() {
+    use crate::engine::Workflow;
+    use crate::ports::ListedBackup;
+    let ctl = Arc::new(crate::testkit::FakeControl::new(bunker_protocol::ResourceKind::Ebs, "r"));
+    let ours = |format: Option<&str>, deployment: &str| {
+        let mut tags: bunker_protocol::tags::Tags =
+            [("bunker:managed", "true"), ("bunker:deployment", deployment), ("bunker:retention", "monthly")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        if let Some(f) = format {
+            tags.insert("bunker:config:export.ebs_format".into(), f.into());
+        }
+        tags
+    };
+    for (id, tags) in
+        [("snap-f", ours(Some("files"), "d")), ("snap-i", ours(None, "d")), ("snap-x", ours(None, "other"))]
+    {
+        let listed = ListedBackup { id: id.into(), tags, available: true, aws_created_at: None, parts: vec![] };
+        ctl.state.lock().unwrap().backups.insert(id.into(), listed);
+    }
+    let targets = Arc::new(MemoryTargets {
+        store: Arc::default(),
+        image: Arc::new(vec![]),
+        prepared: AtomicU32::new(0),
+        files: AtomicU32::new(0),
+    });
+    let owned = super::export_job::OwnedBackups {
+        controls: vec![ctl],
+        deployments: [("r".to_string(), "d".to_string())].into(),
+        types: vec!["monthly".into()],
+    };
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let exports =
+        super::export_job::Exports::new(targets.clone(), Some("mem://".into()), tuning(), metrics).with_owned(owned);
+    let ids =
+        |jobs: Vec<super::export_job::ExportSnapshot>| jobs.into_iter().map(|j| j.snapshot_id).collect::<Vec<_>>();
+    assert_eq!(ids(exports.owned(None).await.unwrap()), ["snap-f", "snap-i"]);
+    targets.store.put("snap-f.manifest.json", b"{}".to_vec()).await.unwrap();
+    assert_eq!(ids(exports.owned(None).await.unwrap()), ["snap-f", "snap-i"], "files wanted, not an image");
+    targets.store.put("snap-f.files.json", b"{}".to_vec()).await.unwrap();
+    targets.store.put("snap-i.manifest.json", b"{}".to_vec()).await.unwrap();
+    assert!(exports.owned(None).await.unwrap().is_empty());
 }
 
 /// Recovery points in memory: `describe`, `list` and `delete` over one map, every call
@@ -423,8 +541,12 @@ fn a_recovery_point_is_deleted_only_after_its_own_archive_verifies() {
     let vaults = Arc::new(MemoryVaults::default());
     let (good, bad) = (ebs_point("snap-00000001"), ebs_point("snap-00000002"));
     vaults.points.lock().unwrap().extend([(good.arn.clone(), good.clone()), (bad.arn.clone(), bad.clone())]);
-    let targets =
-        Arc::new(MemoryTargets { store: Arc::default(), image: Arc::new(image()), prepared: AtomicU32::new(5) });
+    let targets = Arc::new(MemoryTargets {
+        store: Arc::default(),
+        image: Arc::new(image()),
+        prepared: AtomicU32::new(5),
+        files: AtomicU32::new(0),
+    });
     let settings = VaultSettings {
         vaults: vec!["Default".into()],
         kinds: bunker_protocol::vault::ExportKind::ALL.to_vec(),
@@ -505,8 +627,12 @@ async fn a_vault_missing_from_one_region_does_not_stop_the_others() {
     let point = ebs_point("snap-00000003");
     here.points.lock().unwrap().insert(point.arn.clone(), point.clone());
     let elsewhere = Arc::new(MemoryVaults { region: Some("r2"), ..MemoryVaults::default() });
-    let targets =
-        Arc::new(MemoryTargets { store: Arc::default(), image: Arc::new(vec![]), prepared: AtomicU32::new(5) });
+    let targets = Arc::new(MemoryTargets {
+        store: Arc::default(),
+        image: Arc::new(vec![]),
+        prepared: AtomicU32::new(5),
+        files: AtomicU32::new(0),
+    });
     let settings = VaultSettings {
         vaults: vec!["Default".into()],
         kinds: bunker_protocol::vault::ExportKind::ALL.to_vec(),
