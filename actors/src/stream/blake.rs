@@ -103,6 +103,11 @@ impl ImageTree {
         unreachable!("the loop returns at the stack's bottom")
     }
 
+    /// Pieces merged so far.
+    pub fn pieces(&self) -> u64 {
+        self.pieces
+    }
+
     /// Whether a deserialized tree is well formed (a journal is input).
     pub fn is_valid(&self) -> bool {
         let ok = |h: &String| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());

@@ -709,8 +709,11 @@ impl Exporter {
         if resumed.finished {
             return resumed.finished_outcome(&records, req, full);
         }
-        let lost_state =
-            resumed.tree.as_ref().is_none_or(|t| !t.is_valid()) || (req.sha256 && resumed.hash_state.is_none());
+        // The journal is read back from the target: its tree must be well formed and cover
+        // exactly the chunks before the resume point.
+        let pieces = resumed.start / req.chunk_size;
+        let lost_state = resumed.tree.as_ref().is_none_or(|t| !t.is_valid() || t.pieces() != pieces)
+            || (req.sha256 && resumed.hash_state.is_none());
         if full && resumed.start > 0 && lost_state {
             return Err(StreamError::Corrupt(
                 "journal has no valid image hash state; remove the journal to start over".into(),

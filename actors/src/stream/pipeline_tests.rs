@@ -265,6 +265,36 @@ async fn an_interrupted_export_resumes_to_the_same_archive() {
     assert!(store.objects.lock().unwrap()["img.img.zst"] == want, "byte-identical to an uninterrupted export");
 }
 
+/// A journal is read back from the target: a part record carrying an earlier part's image
+/// tree (well formed, but not covering the chunks before the resume point) is refused
+/// instead of resumed into a wrong whole-image hash. Paused time, as above.
+#[tokio::test(start_paused = true)]
+async fn a_journal_tree_that_does_not_cover_the_resume_point_is_refused() {
+    let img = Arc::new(image());
+    let store = Arc::new(MemoryStore::default());
+    store.fail_from.store(3, Ordering::Relaxed);
+    let err = Exporter::new(store.clone(), tuning(), Arc::default())
+        .export(request(img.len() as u64), reader(img.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    {
+        let mut objects = store.objects.lock().unwrap();
+        let record = |k: &str| serde_json::from_slice::<serde_json::Value>(&objects[k]).unwrap();
+        let (first, mut second) = (record("img.journal/part-00001.json"), record("img.journal/part-00002.json"));
+        assert_ne!(first["tree"], second["tree"]);
+        second["tree"] = first["tree"].clone();
+        objects.insert("img.journal/part-00002.json".into(), serde_json::to_vec(&second).unwrap());
+    }
+    store.fail_from.store(0, Ordering::Relaxed);
+    let err = Exporter::new(store.clone(), tuning(), Arc::default())
+        .export(request(img.len() as u64), reader(img.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, StreamError::Corrupt(m) if m.contains("journal")), "{err}");
+    assert!(!store.objects.lock().unwrap().contains_key("img.manifest.json"), "no manifest with a wrong hash");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fatal_error_aborts_the_upload_and_leaves_no_manifest() {
     let store = Arc::new(MemoryStore::default());
