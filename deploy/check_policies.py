@@ -37,6 +37,7 @@ DELETING = {
 # Temporary resources bunker removes: only its own (bunker:temporary and its deployment).
 TEMPORARY = {
     "dynamodb:deletetable",
+    "ec2:deletevolume",
     "rds:deletedbinstance",
     "rds:modifydbinstance",
     "rds:deletedbcluster",

@@ -44,6 +44,12 @@ enum ExportWhat {
         /// place from the snapshot and written as <name>[.p<N>].tar.zst with a catalog.
         #[arg(long)]
         files: bool,
+        /// With --files: read the filesystems through a temporary volume made from the
+        /// snapshot, attached to this EC2 instance and mounted read-only without journal
+        /// replay (XFS, Btrfs, and ext4/FAT too). Needs root (CAP_SYS_ADMIN); the volume is
+        /// detached and deleted afterwards, whatever happens.
+        #[arg(long, requires = "files")]
+        mount: bool,
         #[command(flatten)]
         opts: ExportOpts,
     },
@@ -177,6 +183,14 @@ impl ExportArgs {
         match &self.what {
             ExportWhat::Rds { snapshot, to, format: RdsFormat::Dump } => Some(dump(snapshot, to, false)),
             ExportWhat::RdsCluster { snapshot, to, format: RdsFormat::Dump } => Some(dump(snapshot, to, true)),
+            _ => None,
+        }
+    }
+
+    /// `export ebs --files --mount`'s snapshot and options, if that is the export asked for.
+    pub(crate) fn mounted_files(&self) -> Option<(String, ExportOpts)> {
+        match &self.what {
+            ExportWhat::Ebs { snapshot, files: true, mount: true, opts, .. } => Some((snapshot.clone(), opts.clone())),
             _ => None,
         }
     }

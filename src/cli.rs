@@ -270,7 +270,12 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
                     crate::vault_cli::export_point(&aws, &regions, cfg, arn, vault, to, cli.json).await
                 }
                 (None, Some(dump)) => crate::dump_cli::export_snapshot(&aws, region, cfg, dump, cli.json).await,
-                (None, None) => archive_result(crate::archive_cli::export(&aws, region, args, cli.json).await),
+                (None, None) => match args.mounted_files() {
+                    Some((snapshot, opts)) => {
+                        crate::mounted::export_cli(&aws, region, cfg, snapshot, opts, cli.json).await
+                    }
+                    None => archive_result(crate::archive_cli::export(&aws, region, args, cli.json).await),
+                },
             },
             Command::Vault { command } => {
                 crate::vault_cli::run(&aws, region.unwrap_or_default(), cfg, command, cli.json).await

@@ -266,14 +266,31 @@ pub async fn export_snapshot(
         .await
         .map_err(|e| crate::exit::runtime(anyhow!("job actor: {e}")))?
         .map_err(|e| crate::exit::runtime(anyhow!(e)))?;
+    let out = serde_json::json!({"snapshot": report.key.snapshot, "to": report.key.to});
+    Ok(print_job(&report, out, json))
+}
+
+/// Prints the end of a CLI-run job (`fields` and its state, reason and entries as JSON, or
+/// one line); exit 0 when it is done, 1 otherwise.
+pub(crate) fn print_job<K: bunker_actors::engine::JobKey>(
+    report: &bunker_actors::engine::JobReport<K>,
+    mut fields: serde_json::Value,
+    json: bool,
+) -> std::process::ExitCode {
     let (state, reason) = (report.end.state(), report.end.reason().map(String::from));
     if json {
-        let out = serde_json::json!({"snapshot": report.key.snapshot, "to": report.key.to, "state": state, "reason": reason, "entries": report.entries});
-        println!("{}", serde_json::to_string_pretty(&out).expect("report serializes"));
+        fields["state"] = state.into();
+        fields["reason"] = reason.into();
+        fields["entries"] = serde_json::to_value(&report.entries).expect("entries serialize");
+        println!("{}", serde_json::to_string_pretty(&fields).expect("report serializes"));
     } else {
         println!("{}: {state}{}", report.key, reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default());
     }
-    Ok(if report.done() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+    if report.done() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
 }
 
 #[cfg(test)]

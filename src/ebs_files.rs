@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex};
 use bunker_actors::stream::export::ExportSummary;
 use bunker_actors::stream::exporter_actor::{run_export, PreparedExport};
 use bunker_actors::stream::snapshot_device::SnapshotDevice;
-use bunker_actors::stream::{Progress, StreamError};
+use bunker_actors::stream::{Progress, SourceItem, StreamError};
 use bunker_protocol::archive::{
     files_index_key, FilesIndex, FilesystemRef, IndexedFilesystem, SkippedFilesystem, TreeStats, FILES_INDEX_FORMAT,
 };
+use bunker_protocol::catalog::CatalogEntry;
 use bunker_protocol::vault::PointRef;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::archive_cli::{
     fail, input, open_snapshot, print_value, progress_bar, tar_request, ExportOpts, OpenedSnapshot,
@@ -33,19 +35,19 @@ const READAHEAD_BLOCKS: usize = 8;
 /// What `export ebs --files` did.
 #[derive(Debug, Serialize)]
 pub(crate) struct FilesReport {
-    snapshot: String,
+    pub(crate) snapshot: String,
     /// The filesystems archived, in partition order.
-    filesystems: Vec<Exported>,
+    pub(crate) filesystems: Vec<Exported>,
     /// Volumes whose filesystem bunker does not read in place.
     pub(crate) not_exported: Vec<NotExported>,
     /// Snapshot blocks allocated, and those fetched (a block evicted from a filesystem's
     /// cache, or read for two filesystems, counts each time).
-    blocks_allocated: u64,
-    blocks_fetched: u64,
+    pub(crate) blocks_allocated: u64,
+    pub(crate) blocks_fetched: u64,
 }
 
 #[derive(Debug, Serialize)]
-struct Exported {
+pub(crate) struct Exported {
     #[serde(flatten)]
     filesystem: FilesystemRef,
     export: ExportSummary,
@@ -56,11 +58,11 @@ struct Exported {
 #[derive(Debug, Serialize)]
 pub(crate) struct NotExported {
     #[serde(flatten)]
-    filesystem: FilesystemRef,
+    pub(crate) filesystem: FilesystemRef,
     pub(crate) reason: String,
 }
 
-fn reference(v: &Volume) -> FilesystemRef {
+pub(crate) fn reference(v: &Volume) -> FilesystemRef {
     FilesystemRef { partition: v.number, kind: v.filesystem.to_string(), start: v.start, size: v.size }
 }
 
@@ -162,7 +164,7 @@ pub(crate) async fn export_files(
 }
 
 /// Writes `<name>.files.json` beside the archives: the mark of a finished file-level export.
-async fn write_index(
+pub(crate) async fn write_index(
     opened: &OpenedSnapshot,
     opts: &ExportOpts,
     point: Option<PointRef>,
@@ -214,21 +216,37 @@ async fn export_one(
     progress: Arc<Progress>,
     json: bool,
 ) -> Result<Exported, StreamError> {
+    let (chunk, capacity) = (opts.chunk_mib << 20, opts.channel_capacity);
+    let filesystem = reference(&volume);
+    let open = move |s, c| crate::fs_tar::filesystem_tar_reader(disk, volume, chunk, capacity, s, c);
+    export_tree(opened, opts, filesystem, open, progress, json).await
+}
+
+/// The stream of one filesystem's tar, given where to count and list its entries.
+pub(crate) type TreeReader = mpsc::Receiver<Result<SourceItem, StreamError>>;
+
+/// Archives one filesystem's tree as `<name>[.p<N>].tar.zst` with its catalog; `open` starts
+/// the tar stream (from the snapshot in place, or from a mount).
+pub(crate) async fn export_tree(
+    opened: &OpenedSnapshot,
+    opts: &ExportOpts,
+    filesystem: FilesystemRef,
+    open: impl FnOnce(Arc<Mutex<TreeStats>>, Arc<Mutex<Vec<CatalogEntry>>>) -> TreeReader + Send + 'static,
+    progress: Arc<Progress>,
+    json: bool,
+) -> Result<Exported, StreamError> {
     let base = opts.name.clone().unwrap_or_else(|| opened.source.id.clone());
-    let name = match volume.number {
+    let name = match filesystem.partition {
         Some(n) => format!("{base}.p{n}"),
         None => base,
     };
-    let chunk = opts.chunk_mib << 20;
     let stats = Arc::new(Mutex::new(TreeStats::default()));
     let catalog = Arc::new(Mutex::new(Vec::new()));
     let mut source = opened.source.clone();
-    source.filesystem = Some(reference(&volume));
+    source.filesystem = Some(filesystem.clone());
     let request = tar_request(name, source, opts, stats.clone(), catalog.clone());
-    let capacity = opts.channel_capacity;
     let (s, c) = (stats.clone(), catalog.clone());
-    let open = Box::new(move |_| crate::fs_tar::filesystem_tar_reader(disk, volume.clone(), chunk, capacity, s, c));
-    let filesystem = request.source.filesystem.clone().expect("set above");
+    let open = Box::new(move |_| open(s, c));
     let bar = progress_bar(progress.clone(), json);
     // The pipeline itself (no actor): this runs in the CLI and in the service's job passes,
     // which are plain tokio tasks.

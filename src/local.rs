@@ -442,7 +442,10 @@ pub fn tar_reader(
         b.follow_symlinks(false);
         b.mode(tar::HeaderMode::Complete);
         let mut walker = Walker { stats: &stats, catalog: &catalog, links: HashMap::new() };
-        walker.walk(b, &dir, Path::new("."))
+        // Entries are named relative to `dir` without a `./` prefix: the tar crate drops it
+        // from short names but keeps it in GNU long names, and GNU tar then misses a long
+        // directory's delayed mtime.
+        walker.walk(b, &dir, Path::new(""))
     })
 }
 
@@ -522,8 +525,7 @@ impl Walker<'_> {
         let ft = meta.file_type();
         let offset = b.get_ref().position();
         let mut entry = CatalogEntry {
-            // As tar writes it: without the leading `./`.
-            path: rel.strip_prefix(".").unwrap_or(rel).to_string_lossy().into_owned(),
+            path: rel.to_string_lossy().into_owned(),
             kind: EntryKind::File,
             size: 0,
             mode: meta.mode() & 0o7777,

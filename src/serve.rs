@@ -44,7 +44,7 @@ use tracing::{info, warn};
 use crate::aws::Aws;
 use crate::services::{self, all_regions, holder_id, puller, replicator};
 
-fn state_dir(cfg: &Config) -> PathBuf {
+pub(crate) fn state_dir(cfg: &Config) -> PathBuf {
     if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
         return PathBuf::from(d); // systemd's StateDirectory=
     }

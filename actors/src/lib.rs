@@ -23,6 +23,7 @@ pub mod system;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod vault_export;
+pub mod volume_files;
 pub mod watcher;
 
 pub use runner::{Runner, RunnerActor};

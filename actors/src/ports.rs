@@ -677,3 +677,42 @@ pub trait Secrets: Send + Sync {
     /// Every name under `path` (recursively).
     async fn under(&self, path: &str) -> Result<Vec<String>, PortError>;
 }
+
+/// A temporary EBS volume, as `DescribeVolumes` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// `vol-…`.
+    pub id: String,
+    /// `State`, lowercase.
+    pub state: String,
+    /// Its tags.
+    pub tags: Tags,
+    /// Its attachment, if any: the instance and the attachment's state (lowercase).
+    pub attachment: Option<(String, String)>,
+}
+
+/// Temporary EBS volumes made from snapshots (the restore actor's AWS side), in one region.
+#[async_trait]
+pub trait TempVolumes: Send + Sync {
+    /// Creates a gp3 volume from `snapshot` in `zone`, tagged `tags` at creation; its id.
+    async fn create(&self, snapshot: &str, zone: &str, tags: &Tags) -> Result<String, PortError>;
+    /// The volumes whose `Name` tag is `name`.
+    async fn named(&self, name: &str) -> Result<Vec<VolumeInfo>, PortError>;
+    /// The volumes tagged temporary by `deployment`.
+    async fn temporary(&self, deployment: &str) -> Result<Vec<VolumeInfo>, PortError>;
+    /// The device names (`/dev/sdf`, …) `instance` has in use.
+    async fn device_names(&self, instance: &str) -> Result<Vec<String>, PortError>;
+    /// Attaches `volume` to `instance` as `device` (`AlreadyExists` when the name is taken).
+    async fn attach(&self, volume: &str, instance: &str, device: &str) -> Result<(), PortError>;
+    /// Detaches `volume` from `instance`.
+    async fn detach(&self, volume: &str, instance: &str) -> Result<(), PortError>;
+    /// Deletes `volume` (`NotFound` when it is gone).
+    async fn delete(&self, volume: &str) -> Result<(), PortError>;
+}
+
+/// The instance bunker runs on (the instance metadata service, IMDSv2).
+#[async_trait]
+pub trait ThisInstance: Send + Sync {
+    /// Its instance id and availability zone.
+    async fn identity(&self) -> Result<(String, String), PortError>;
+}

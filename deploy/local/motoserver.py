@@ -49,6 +49,12 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   that server as the endpoint (``creating`` for ``restore_seconds``, then ``available``),
   ``ModifyDBInstance(MasterUserPassword)`` really changes the master password there, and
   deletes are recorded (``GET /_bunker/rds-servers?account=…``).
+* Volume attachment and the instance metadata service (``moto_volumes.py``; moto 5.2.5
+  attaches a record and has no IMDS): ``AttachVolume`` makes a read-only loop device of the
+  volume's snapshot blocks and the Nitro by-id symlink in a directory a test registers
+  (``POST /_bunker/devices``), ``DetachVolume`` removes both; IMDSv2 token, instance id and
+  availability zone of a registered instance (``POST /_bunker/imds``), also per account
+  under ``/_bunker/imds/<account>/``.
 * Outages for tests (``POST /_bunker/outage``): every request signed with one access key
   is answered 503, so one test's account sees AWS down while others run on.
 * Fault injection for tests (``POST /_bunker/faults``, see ``Faults``): throttling and
@@ -82,6 +88,7 @@ import moto_backup  # beside this file: AWS Backup jobs and recovery points
 import moto_ddb_export  # beside this file: DynamoDB exports in AWS's layout, at ExportTime
 import moto_rds_export  # beside this file: RDS snapshot exports that write AWS's layout
 import moto_rds_restore  # beside this file: restored DB instances that are real servers
+import moto_volumes  # beside this file: attached volumes as loop devices, and IMDSv2
 
 
 def patch_docdb() -> None:
@@ -655,6 +662,10 @@ class Counter:
                 body = json.dumps(moto_rds_restore.report(account)).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
+        if path.startswith("/_bunker/devices") or path == "/_bunker/imds":
+            return moto_volumes.control(environ, start_response, path)
+        if path.startswith("/_bunker/imds/") or path.startswith("/latest/"):
+            return moto_volumes.imds(environ, start_response, path)
         if path.startswith("/_bunker/outage"):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             ask = json.loads(environ["wsgi.input"].read(length) or b"{}")
@@ -804,6 +815,7 @@ def main() -> None:
     moto_rds_export.patch()
     moto_rds_restore.patch()
     moto_ddb_export.patch()
+    moto_volumes.patch()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

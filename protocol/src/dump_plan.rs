@@ -15,13 +15,21 @@ pub const INSTANCE_PREFIX: &str = "bunker-dump-";
 /// versions and hosts). Two targets of one snapshot get two instances, so neither job
 /// removes the other's while it dumps.
 pub fn instance_name(deployment: &str, snapshot: &str, target: &str) -> String {
+    format!("{INSTANCE_PREFIX}{:016x}", stable_hash(&[deployment, snapshot, target]))
+}
+
+/// FNV-1a over `parts`, each followed by a zero byte but the last: stable across versions
+/// and hosts, so a temporary resource's name is found again after a crash.
+pub fn stable_hash(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = deployment.bytes().chain([0]).chain(snapshot.bytes()).chain([0]).chain(target.bytes());
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    for (i, part) in parts.iter().enumerate() {
+        let sep = if i + 1 < parts.len() { Some(0u8) } else { None };
+        for b in part.bytes().chain(sep) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
     }
-    format!("{INSTANCE_PREFIX}{h:016x}")
+    h
 }
 
 /// The SSM parameter holding a temporary instance's master password.
@@ -242,6 +250,8 @@ mod tests {
         assert_ne!(a, instance_name("staging", "awsbackup:job-1234", "s3://b/p"));
         assert_ne!(a, instance_name("prod", "awsbackup:job-1234", "s3://b/other"));
         assert_eq!(a.len(), INSTANCE_PREFIX.len() + 16);
+        // Pinned: a new version must find the instances an older one made.
+        assert_eq!(a, "bunker-dump-4d69b23f3d1ad94c");
         assert!(a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
         assert_eq!(parameter_name("prod", &a), format!("/bunker/prod/dump/{a}"));
     }

@@ -25,6 +25,7 @@ pub mod report;
 pub mod retention;
 pub mod tags;
 pub mod vault;
+pub mod volume_plan;
 
 pub use backup::{Backup, Owner};
 pub use kind::ResourceKind;

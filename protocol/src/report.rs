@@ -73,6 +73,22 @@ pub struct Entry {
     pub message: Option<String>,
 }
 
+impl Entry {
+    /// An export of `backup` in `region` (a snapshot's dump, its files through a volume).
+    pub fn export(region: &str, backup: &str, status: EntryStatus, message: Option<String>) -> Entry {
+        Entry {
+            operation: Operation::ExportBackup,
+            status,
+            region: region.to_string(),
+            resource_id: None,
+            backup_id: Some(backup.to_string()),
+            backup_name: None,
+            retention: None,
+            message,
+        }
+    }
+}
+
 /// Overall outcome of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]

@@ -19,7 +19,7 @@ use bunker_protocol::ResourceKind;
 
 use super::{client, port_error, tag_map, CallHealth};
 
-fn ec2_tags(tags: &Tags) -> Vec<Tag> {
+pub(super) fn ec2_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
 }
 
@@ -27,7 +27,7 @@ fn tag_spec(kind: ResourceType, tags: &Tags) -> TagSpecification {
     TagSpecification::builder().resource_type(kind).set_tags(Some(ec2_tags(tags))).build()
 }
 
-fn from_ec2(tags: &[Tag]) -> Tags {
+pub(super) fn from_ec2(tags: &[Tag]) -> Tags {
     tag_map(tags.iter().map(|t| (t.key(), t.value())))
 }
 

@@ -110,6 +110,9 @@ mod sqs;
 mod ssm;
 mod table_exports;
 mod tables;
+mod volumes;
+
+pub use volumes::Imds;
 
 use std::sync::Arc;
 
@@ -288,6 +291,11 @@ impl Aws {
     /// AWS Backup's recovery points in `region`.
     pub fn vaults(&self, region: &str) -> Arc<dyn bunker_actors::ports::Vaults> {
         Arc::new(backup::BackupVaults::new(&self.regional(region), &self.calls, region.to_string()))
+    }
+
+    /// Temporary EBS volumes in `region` (file-level exports through a volume).
+    pub fn temp_volumes(&self, region: &str) -> Arc<dyn bunker_actors::ports::TempVolumes> {
+        Arc::new(volumes::Ec2Volumes::new(&self.regional(region), &self.calls))
     }
 
     /// The EBS direct APIs of `region`.

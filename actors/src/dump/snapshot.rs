@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bunker_protocol::archive::Source;
 use bunker_protocol::dump::{DbUrl, Family};
 use bunker_protocol::dump_plan::{self, Seen, Step};
-use bunker_protocol::report::{Entry, EntryStatus, Operation};
+use bunker_protocol::report::{Entry, EntryStatus};
 use bunker_protocol::tags::{self, Tags};
 use bunker_protocol::vault::PointRef;
 use bunker_protocol::ResourceKind;
@@ -238,16 +238,7 @@ impl SnapshotDumps {
 }
 
 fn entry(key: &DumpKey, status: EntryStatus, message: Option<String>) -> Entry {
-    Entry {
-        operation: Operation::ExportBackup,
-        status,
-        region: key.region.clone(),
-        resource_id: None,
-        backup_id: Some(key.snapshot.clone()),
-        backup_name: None,
-        retention: None,
-        message,
-    }
+    Entry::export(&key.region, &key.snapshot, status, message)
 }
 
 /// Whether `tags` carry a `bunker:expires_at` at or before `now`.

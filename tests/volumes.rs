@@ -1,0 +1,236 @@
+//! File-level exports through a temporary volume (the restore actor), against the emulator
+//! playing the hardware: `AttachVolume` makes a read-only loop device of the snapshot's
+//! blocks and the NVMe by-id link, IMDSv2 answers this instance's id and zone. Runs as root
+//! (loop devices, mount), as the test machines do.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{allocated, noise, post, Account};
+
+/// An XFS filesystem of 1 GiB (XFS needs 300 MB at least) holding `tree`: made with
+/// `mkfs.xfs` on a loop device, filled through a read-write mount (xfsprogs 6.1 cannot fill
+/// one from a directory), unmounted. The image's allocated blocks.
+fn xfs_image(dir: &Path, tree: &Path) -> BTreeMap<u64, Vec<u8>> {
+    let image = dir.join("xfs.img");
+    std::fs::File::create(&image).unwrap().set_len(1 << 30).unwrap();
+    assert!(Command::new("mkfs.xfs").arg("-q").arg(&image).status().unwrap().success());
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    assert!(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mnt).status().unwrap().success());
+    let copied = Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(&mnt).status();
+    let unmounted = Command::new("umount").arg(&mnt).status();
+    assert!(copied.unwrap().success() && unmounted.unwrap().success());
+    allocated(&std::fs::read(&image).unwrap())
+}
+
+/// A tree with what a root filesystem has: nested directories, a deep path, unicode names,
+/// an empty file, a sparse file, symlinks, a hard link, owners, modes and old mtimes.
+fn tree(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let tree = dir.join("tree");
+    let deep = format!("srv/{}/{}", "d".repeat(90), "e".repeat(90));
+    std::fs::create_dir_all(tree.join(&deep)).unwrap();
+    std::fs::create_dir_all(tree.join("etc/nginx")).unwrap();
+    std::fs::write(tree.join("etc/nginx/nginx.conf"), b"worker_processes 2;\n").unwrap();
+    std::fs::write(tree.join(&deep).join("long.txt"), b"a path over 100 bytes\n").unwrap();
+    std::fs::write(tree.join("donnée-ünïcödé.txt"), "é".repeat(1000)).unwrap();
+    std::fs::write(tree.join("var.bin"), noise(3, 6 << 20)).unwrap();
+    std::fs::write(tree.join("empty"), b"").unwrap();
+    let sparse = std::fs::File::create(tree.join("sparse")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"end", (64 << 20) - 3).unwrap();
+    std::os::unix::fs::symlink("nginx/nginx.conf", tree.join("etc/current.conf")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/absolute", tree.join("etc/dangling")).unwrap();
+    std::fs::hard_link(tree.join("var.bin"), tree.join("var.link")).unwrap();
+    std::fs::set_permissions(tree.join("etc/nginx/nginx.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(tree.join("var.bin"), Some(1234), Some(5678)).unwrap();
+    // mtimes last (writing into a directory changes its own), and older than the test.
+    let old = ["-exec", "touch", "-h", "-d", "2021-03-04 05:06:07", "{}", "+"];
+    assert!(Command::new("find").arg(&tree).args(old).status().unwrap().success());
+    tree
+}
+
+/// `tar -x` of `tar` into a new directory `back`, as a user without bunker restores.
+fn untar(tar: &[u8], back: &Path) -> PathBuf {
+    std::fs::create_dir(back).unwrap();
+    let mut x = Command::new("tar").arg("-x").arg("-C").arg(back).stdin(Stdio::piped()).spawn().unwrap();
+    x.stdin.take().unwrap().write_all(tar).unwrap();
+    assert!(x.wait().unwrap().success());
+    back.to_path_buf()
+}
+
+/// Every path under `root` (relative, sorted).
+fn paths(root: &Path) -> Vec<PathBuf> {
+    let out = Command::new("find").arg(".").current_dir(root).output().unwrap();
+    let mut all: Vec<PathBuf> = String::from_utf8(out.stdout).unwrap().lines().map(PathBuf::from).collect();
+    all.sort();
+    all
+}
+
+/// `got` is `want`: the same paths, types, modes, owners, mtimes, contents and link targets.
+fn assert_same_tree(want: &Path, got: &Path) {
+    assert_eq!(paths(want), paths(got));
+    // The root itself is DIR, not an entry of the archive.
+    for p in paths(want).into_iter().filter(|p| p != Path::new(".")) {
+        let (w, g) =
+            (std::fs::symlink_metadata(want.join(&p)).unwrap(), std::fs::symlink_metadata(got.join(&p)).unwrap());
+        assert_eq!((w.mode(), w.uid(), w.gid()), (g.mode(), g.uid(), g.gid()), "{}", p.display());
+        assert_eq!(w.mtime(), g.mtime(), "{}", p.display());
+        if w.is_file() {
+            assert_eq!(std::fs::read(want.join(&p)).unwrap(), std::fs::read(got.join(&p)).unwrap(), "{}", p.display());
+        }
+        if w.file_type().is_symlink() {
+            assert_eq!(std::fs::read_link(want.join(&p)).unwrap(), std::fs::read_link(got.join(&p)).unwrap());
+        }
+    }
+}
+
+/// The emulator plays this account's instance: IMDSv2 under the account's own prefix, and
+/// attached volumes' links in `devices`. The instance id.
+async fn this_instance(a: &Account, devices: &Path) -> String {
+    let instance = a.instance(&[("Name", "bunker")]).await;
+    let described = a.ec2().await.describe_instances().instance_ids(&instance).send().await.unwrap();
+    let zone = described.reservations()[0].instances()[0].placement().unwrap().availability_zone().unwrap().to_string();
+    let imds = serde_json::json!({"account": a.id, "instance_id": instance, "az": zone});
+    post(&a.endpoint, "/_bunker/imds", &imds.to_string());
+    let dirs = serde_json::json!({"account": a.id, "dir": devices});
+    post(&a.endpoint, "/_bunker/devices", &dirs.to_string());
+    instance
+}
+
+/// What the emulator did with this account's volumes: attached, detached, deleted (ids).
+fn device_history(a: &Account) -> serde_json::Value {
+    common::get_json(&a.endpoint, &format!("/_bunker/devices?account={}", a.id))
+}
+
+/// `export ebs --files --mount` of an XFS snapshot: a temporary volume in this instance's
+/// zone, attached, found by its NVMe serial link, mounted read-only without log recovery,
+/// archived; `zstd -d | tar -x` gives back the tree exactly; the volume is detached and
+/// deleted afterwards, and nothing stays mounted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_xfs_snapshot_is_exported_file_by_file_through_a_temporary_volume() {
+    let a = Account::new("410000000070").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = tree(dir.path());
+    let snap = a.write_snapshot(1, None, &xfs_image(dir.path(), &tree)).await;
+    let devices = dir.path().join("by-id");
+    this_instance(&a, &devices).await;
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    let to = format!("file://{}", target.display());
+    let state = dir.path().join("state");
+    let imds = format!("{}/_bunker/imds/{}", a.endpoint, a.id);
+    let env = [
+        ("AWS_EC2_METADATA_DISABLED", "false"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+        ("BUNKER_EXPORT_DEVICE_DIR", devices.to_str().unwrap()),
+        ("STATE_DIRECTORY", state.to_str().unwrap()),
+        ("BUNKER_SERVE_CHECK_INTERVAL", "1s"),
+    ];
+    let run = a.bunker_with(&["--json", "export", "ebs", &snap, "--files", "--mount", "--to", &to], &env);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let out = run.json();
+    assert_eq!(out["state"], "done", "{out:#}");
+
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join(format!("{snap}.files.json"))).unwrap()).unwrap();
+    assert_eq!(index["filesystems"][0]["type"], "xfs", "{index:#}");
+    let manifest = index["filesystems"][0]["manifest"].as_str().unwrap();
+    assert_eq!(manifest, format!("{snap}.manifest.json"), "the whole disk: no partition suffix");
+    let tar = common::zstd_decompress(&std::fs::read(target.join(format!("{snap}.tar.zst"))).unwrap());
+    let back = untar(&tar, &dir.path().join("back"));
+    assert_same_tree(&tree, &back);
+    let link = std::fs::metadata(back.join("var.link")).unwrap();
+    assert_eq!(link.ino(), std::fs::metadata(back.join("var.bin")).unwrap().ino(), "a hard link stays one");
+
+    // The temporary volume went: attached once, detached, deleted; no loop device or mount
+    // of it is left, and EC2 lists no volume of this deployment.
+    let history = device_history(&a);
+    assert_eq!(history["attached"].as_array().unwrap().len(), 1, "{history:#}");
+    assert_eq!(history["attached"], history["detached"], "{history:#}");
+    assert_eq!(history["attached"], history["deleted"], "{history:#}");
+    let volumes = a.ec2().await.describe_volumes().send().await.unwrap();
+    assert!(
+        volumes.volumes().iter().all(|v| v.tags().iter().all(|t| t.key() != Some("bunker:temporary"))),
+        "{volumes:#?}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(state.to_str().unwrap()), "{mounts}");
+    let links: Vec<_> = std::fs::read_dir(&devices).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(links.iter().all(|n| n.to_string_lossy().starts_with('.')), "{links:?}");
+}
+
+/// Whether anything is mounted under `dir`.
+fn mounted_under(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(dir.to_str().unwrap())
+}
+
+/// SIGKILL while the filesystem is mounted and its archive half uploaded (parts slowed by
+/// the emulator), then the same command again: the second run finds the volume still
+/// attached, removes the stale mount, exports once, then detaches and deletes the volume.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_export_is_finished_by_the_next_run_and_its_volume_removed() {
+    let a = Account::new("410000000071").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("data")).unwrap();
+    for i in 0..4 {
+        std::fs::write(tree.join(format!("data/{i}.bin")), noise(10 + i, 8 << 20)).unwrap();
+    }
+    let snap = a.write_snapshot(1, None, &xfs_image(dir.path(), &tree)).await;
+    let devices = dir.path().join("by-id");
+    this_instance(&a, &devices).await;
+    let bucket = a.bucket("files").await;
+    let to = format!("s3://{bucket}/x");
+    let state = dir.path().join("state");
+    let imds = format!("{}/_bunker/imds/{}", a.endpoint, a.id);
+    let command = |json: bool| {
+        let mut c = a.command();
+        if json {
+            c.arg("--json");
+        }
+        c.args(["export", "ebs", &snap, "--files", "--mount", "--to", &to, "--chunk-mib", "1"])
+            .env("AWS_EC2_METADATA_DISABLED", "false")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds)
+            .env("BUNKER_EXPORT_DEVICE_DIR", &devices)
+            .env("STATE_DIRECTORY", &state)
+            .env("BUNKER_SERVE_CHECK_INTERVAL", "1s");
+        c
+    };
+    post(&a.endpoint, "/_bunker/faults", r#"{"s3_part_delay_ms": 1500}"#);
+    let mut first = command(false).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !mounted_under(&state) {
+        assert!(std::time::Instant::now() < deadline, "never mounted");
+        assert!(first.try_wait().unwrap().is_none(), "the export ended before it was killed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    post(&a.endpoint, "/_bunker/faults", "{}");
+    assert!(mounted_under(&state), "a SIGKILL leaves the mount behind");
+    assert_eq!(device_history(&a)["detached"].as_array().unwrap().len(), 0);
+    let keys = a.keys(&bucket, "x/").await;
+    assert!(!keys.iter().any(|k| k.ends_with(".files.json") || k.ends_with(".manifest.json")), "{keys:?}");
+
+    let second = common::Run::from(command(true).output().unwrap());
+    assert_eq!(second.code, 0, "{second:#?}");
+    let history = device_history(&a);
+    assert_eq!(history["attached"].as_array().unwrap().len(), 1, "the volume was reused: {history:#}");
+    assert_eq!(history["attached"], history["deleted"], "{history:#}");
+    assert!(!mounted_under(&state), "the stale mount is gone");
+    let keys = a.keys(&bucket, "x/").await;
+    let manifests: Vec<_> = keys.iter().filter(|k| k.ends_with(".manifest.json")).collect();
+    assert_eq!(manifests, [&format!("x/{snap}.manifest.json")], "{keys:?}");
+    assert!(keys.contains(&format!("x/{snap}.files.json")), "{keys:?}");
+    let tar = common::zstd_decompress(&a.get_object(&bucket, &format!("x/{snap}.tar.zst")).await);
+    let back = untar(&tar, &dir.path().join("back"));
+    assert_same_tree(&tree, &back);
+}
