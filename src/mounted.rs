@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::archive_cli::{open_snapshot, ExportOpts};
 use crate::aws::Aws;
 use crate::disk::{self, Disk, Volume};
-use crate::ebs_files::{export_tree, reference, write_index, FilesReport, NotExported};
+use crate::ebs_files::{export_tree, reference, write_index, Exported, FilesReport, NotExported};
 
 /// The by-id link of `volume` (`vol-0abc…` → `nvme-Amazon_Elastic_Block_Store_vol0abc…`).
 pub fn link_name(volume: &str) -> String {
@@ -198,6 +198,40 @@ fn is_mount_point(point: &Path) -> bool {
     mount_points().iter().any(|p| p == point)
 }
 
+impl HostDevices {
+    /// Mounts, archives and unmounts one filesystem of the device; `Ok(Err(why))` when it is
+    /// not one bunker mounts, or the mount fails (named in the index, the others go on).
+    async fn export_volume(
+        &self,
+        what: &DeviceExport,
+        opened: &crate::archive_cli::OpenedSnapshot,
+        opts: &ExportOpts,
+        v: &Volume,
+        progress: Arc<Progress>,
+    ) -> Result<Result<Exported, String>, StreamError> {
+        if mount_options(v.filesystem).is_none() {
+            return Ok(Err(format!("{} ({}): no filesystem bunker mounts; not exported", v.describe(), v.filesystem)));
+        }
+        let point = self.mount_point(&what.volume, v.number);
+        let (device, vol) = (what.device.clone(), v.clone());
+        let mounted = tokio::task::spawn_blocking(move || mount(&device, &vol, &point))
+            .await
+            .map_err(|e| StreamError::Internal(format!("mount: {e}")))?;
+        let mounted = match mounted {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(format!("{} ({}): {e}; not exported", v.describe(), v.filesystem))),
+        };
+        info!(volume = %what.volume, partition = ?v.number, filesystem = v.filesystem, "mounted read-only");
+        let (dir, chunk, capacity) = (mounted.point.clone(), opts.chunk_mib << 20, opts.channel_capacity);
+        let open = move |s, c| crate::local::tar_reader(dir, chunk, capacity, s, c);
+        let done = export_tree(opened, opts, reference(v), open, progress, true).await;
+        tokio::task::spawn_blocking(move || drop(mounted))
+            .await
+            .map_err(|e| StreamError::Internal(format!("unmount: {e}")))?;
+        done.map(Ok)
+    }
+}
+
 #[async_trait]
 impl DeviceFiles for HostDevices {
     fn device(&self, volume: &str) -> Option<PathBuf> {
@@ -227,33 +261,10 @@ impl DeviceFiles for HostDevices {
             blocks_fetched: 0,
         };
         for v in volumes {
-            let filesystem = reference(&v);
-            if mount_options(v.filesystem).is_none() {
-                let reason = format!("{} ({}): no filesystem bunker mounts; not exported", v.describe(), v.filesystem);
-                report.not_exported.push(NotExported { filesystem, reason });
-                continue;
+            match self.export_volume(what, &opened, &opts, &v, progress.clone()).await? {
+                Ok(done) => report.filesystems.push(done),
+                Err(reason) => report.not_exported.push(NotExported { filesystem: reference(&v), reason }),
             }
-            let point = self.mount_point(&what.volume, v.number);
-            let (device, vol) = (what.device.clone(), v.clone());
-            let mounted = tokio::task::spawn_blocking(move || mount(&device, &vol, &point))
-                .await
-                .map_err(|e| StreamError::Internal(format!("mount: {e}")))?;
-            let mounted = match mounted {
-                Ok(m) => m,
-                Err(e) => {
-                    let reason = format!("{} ({}): {e}; not exported", v.describe(), v.filesystem);
-                    report.not_exported.push(NotExported { filesystem, reason });
-                    continue;
-                }
-            };
-            info!(volume = %what.volume, partition = ?v.number, filesystem = v.filesystem, "mounted read-only");
-            let (dir, chunk, capacity) = (mounted.point.clone(), opts.chunk_mib << 20, opts.channel_capacity);
-            let open = move |s, c| crate::local::tar_reader(dir, chunk, capacity, s, c);
-            let done = export_tree(&opened, &opts, filesystem, open, progress.clone(), true).await;
-            tokio::task::spawn_blocking(move || drop(mounted))
-                .await
-                .map_err(|e| StreamError::Internal(format!("unmount: {e}")))?;
-            report.filesystems.push(done?);
         }
         if report.filesystems.is_empty() {
             let why: Vec<String> = report.not_exported.iter().map(|n| n.reason.clone()).collect();

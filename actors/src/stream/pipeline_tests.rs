@@ -234,6 +234,20 @@ async fn export_verify_restore_round_trip_and_zstd_decodes_the_archive() {
     assert!(*done.lock().unwrap());
 }
 
+/// A store holding an export of `img` interrupted by upload failures from part 3 on (a
+/// retryable error, its upload and journal kept); the failures are off again.
+async fn interrupted(img: &Arc<Vec<u8>>) -> Arc<MemoryStore> {
+    let store = Arc::new(MemoryStore::default());
+    store.fail_from.store(3, Ordering::Relaxed);
+    let err = Exporter::new(store.clone(), tuning(), Arc::default())
+        .export(request(img.len() as u64), reader(img.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    store.fail_from.store(0, Ordering::Relaxed);
+    store
+}
+
 /// Paused time: the exporter's retry back-off (seconds) passes instantly.
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_export_resumes_to_the_same_archive() {
@@ -246,15 +260,8 @@ async fn an_interrupted_export_resumes_to_the_same_archive() {
     let want = clean.objects.lock().unwrap()["img.img.zst"].clone();
     assert!(want.len() > 3 * (8 << 20), "several parts");
 
-    let store = Arc::new(MemoryStore::default());
-    store.fail_from.store(3, Ordering::Relaxed);
-    let err = Exporter::new(store.clone(), tuning(), Arc::default())
-        .export(request(img.len() as u64), reader(img.clone()))
-        .await
-        .unwrap_err();
-    assert!(err.is_retryable(), "{err}");
+    let store = interrupted(&img).await;
     assert!(store.uploads.lock().unwrap().contains_key("img.img.zst"), "upload kept for resume");
-    store.fail_from.store(0, Ordering::Relaxed);
     let progress = Arc::new(Progress::default());
     let s = Exporter::new(store.clone(), tuning(), progress)
         .export(request(img.len() as u64), reader(img.clone()))
@@ -271,13 +278,7 @@ async fn an_interrupted_export_resumes_to_the_same_archive() {
 #[tokio::test(start_paused = true)]
 async fn a_journal_tree_that_does_not_cover_the_resume_point_is_refused() {
     let img = Arc::new(image());
-    let store = Arc::new(MemoryStore::default());
-    store.fail_from.store(3, Ordering::Relaxed);
-    let err = Exporter::new(store.clone(), tuning(), Arc::default())
-        .export(request(img.len() as u64), reader(img.clone()))
-        .await
-        .unwrap_err();
-    assert!(err.is_retryable(), "{err}");
+    let store = interrupted(&img).await;
     {
         let mut objects = store.objects.lock().unwrap();
         let record = |k: &str| serde_json::from_slice::<serde_json::Value>(&objects[k]).unwrap();
@@ -286,7 +287,6 @@ async fn a_journal_tree_that_does_not_cover_the_resume_point_is_refused() {
         second["tree"] = first["tree"].clone();
         objects.insert("img.journal/part-00002.json".into(), serde_json::to_vec(&second).unwrap());
     }
-    store.fail_from.store(0, Ordering::Relaxed);
     let err = Exporter::new(store.clone(), tuning(), Arc::default())
         .export(request(img.len() as u64), reader(img.clone()))
         .await
