@@ -47,6 +47,12 @@ impl Volume {
         matches!(self.filesystem, "ext4" | "vfat")
     }
 
+    /// Whether only the kernel reads this filesystem (XFS, Btrfs): bunker exports it through
+    /// a temporary volume, mounted read-only without journal replay.
+    pub fn needs_kernel(&self) -> bool {
+        matches!(self.filesystem, "xfs" | "btrfs")
+    }
+
     /// "partition 2" or "the whole disk".
     pub fn describe(&self) -> String {
         match self.number {

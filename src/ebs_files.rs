@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bunker_actors::stream::export::ExportSummary;
 use bunker_actors::stream::exporter_actor::{run_export, PreparedExport};
-use bunker_actors::stream::snapshot_device::SnapshotDevice;
+use bunker_actors::stream::snapshot_device::{BlockMap, SnapshotDevice};
 use bunker_actors::stream::{Progress, SourceItem, StreamError};
 use bunker_protocol::archive::{
     files_index_key, FilesIndex, FilesystemRef, IndexedFilesystem, SkippedFilesystem, TreeStats, FILES_INDEX_FORMAT,
@@ -102,6 +102,49 @@ pub(crate) async fn export(
     Ok(u8::from(incomplete))
 }
 
+/// A snapshot opened for a file-level export, with its partition table read.
+pub(crate) struct Probed {
+    opened: OpenedSnapshot,
+    blocks: Arc<BlockMap>,
+    fetched: Arc<AtomicU64>,
+    /// The disk's volumes, in partition order.
+    pub(crate) volumes: Vec<Volume>,
+    /// The reader that found them (its cache holds the first superblock, at least).
+    probe: Option<SnapshotDevice>,
+}
+
+impl Probed {
+    /// Whether a volume holds a filesystem only the kernel reads (XFS, Btrfs): exported
+    /// through a temporary volume when that is enabled.
+    pub(crate) fn needs_kernel(&self) -> bool {
+        self.volumes.iter().any(Volume::needs_kernel)
+    }
+}
+
+/// Opens `snapshot` (each manifest naming `point`, when it is a recovery point) and reads its
+/// partition table through the EBS direct APIs.
+pub(crate) async fn probe(
+    aws: &Aws,
+    region: &str,
+    snapshot: &str,
+    opts: &ExportOpts,
+    point: Option<PointRef>,
+    progress: Arc<Progress>,
+) -> Result<Probed, StreamError> {
+    let mut opened = open_snapshot(aws, region, snapshot, None, opts, progress).await?;
+    opened.source.recovery_point = point;
+    let blocks = Arc::new(opened.reader.block_map().await?);
+    let fetched = Arc::new(AtomicU64::new(0));
+    let mut probe = SnapshotDevice::new(opened.reader.clone(), blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS)
+        .counting(fetched.clone());
+    let (volumes, probe) = tokio::task::spawn_blocking(move || (disk::volumes(&mut probe), probe))
+        .await
+        .map_err(|e| StreamError::Internal(format!("partition reader: {e}")))?;
+    let volumes =
+        volumes.map_err(|e| StreamError::Source(format!("reading the partition table of {snapshot}: {e}")))?;
+    Ok(Probed { opened, blocks, fetched, volumes, probe: Some(probe) })
+}
+
 /// Archives every filesystem of `snapshot` bunker reads in place to `opts.to` (each manifest
 /// naming `point`, when it is a recovery point), then writes the index. A disk with no such
 /// filesystem is an input error; a filesystem that cannot be read is named in
@@ -115,40 +158,43 @@ pub(crate) async fn export_files(
     progress: Arc<Progress>,
     quiet: bool,
 ) -> Result<FilesReport, StreamError> {
-    let mut opened = open_snapshot(aws, region, snapshot, None, opts, progress.clone()).await?;
-    opened.source.recovery_point = point.clone();
-    let blocks = Arc::new(opened.reader.block_map().await?);
-    let fetched = Arc::new(AtomicU64::new(0));
-    let device = || SnapshotDevice::new(opened.reader.clone(), blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS);
-    let mut probe = device().counting(fetched.clone());
-    let (volumes, probe) = tokio::task::spawn_blocking(move || (disk::volumes(&mut probe), probe))
-        .await
-        .map_err(|e| StreamError::Internal(format!("partition reader: {e}")))?;
-    let volumes =
-        volumes.map_err(|e| StreamError::Source(format!("reading the partition table of {snapshot}: {e}")))?;
-    // The first filesystem reuses what the probe cached (its superblock's block, at least).
-    let mut cached = Some(probe);
-    let (readable, other): (Vec<_>, Vec<_>) = volumes.into_iter().partition(Volume::readable);
+    let probed = probe(aws, region, snapshot, opts, point, progress.clone()).await?;
+    export_in_place(probed, opts, progress, quiet).await
+}
+
+/// [`export_files`] once the snapshot is probed.
+pub(crate) async fn export_in_place(
+    mut p: Probed,
+    opts: &ExportOpts,
+    progress: Arc<Progress>,
+    quiet: bool,
+) -> Result<FilesReport, StreamError> {
+    let snapshot = p.opened.meta.id.clone();
+    let (readable, other): (Vec<_>, Vec<_>) = std::mem::take(&mut p.volumes).into_iter().partition(Volume::readable);
     let not_exported: Vec<NotExported> = other.iter().map(not_read).collect();
     if readable.is_empty() {
         let found: Vec<String> = other.iter().map(|v| format!("{} ({})", v.describe(), v.filesystem)).collect();
+        let kernel = if other.iter().any(Volume::needs_kernel) { MOUNT_FIX } else { "" };
         return Err(StreamError::Input(format!(
             "snapshot {snapshot} holds no filesystem that bunker reads in place (ext2/3/4, FAT; found: {}); \
-             export it as an image instead (without --files, or export.ebs_format = image)",
+             export it as an image instead (without --files, or export.ebs_format = image){kernel}",
             found.join(", ")
         )));
     }
     let mut report = FilesReport {
-        snapshot: snapshot.to_string(),
+        snapshot: snapshot.clone(),
         filesystems: Vec::new(),
         not_exported,
-        blocks_allocated: blocks.len() as u64,
+        blocks_allocated: p.blocks.len() as u64,
         blocks_fetched: 0,
     };
     for volume in readable {
-        let disk = cached.take().unwrap_or_else(|| device().counting(fetched.clone()));
+        let disk = p.probe.take().unwrap_or_else(|| {
+            SnapshotDevice::new(p.opened.reader.clone(), p.blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS)
+                .counting(p.fetched.clone())
+        });
         let filesystem = reference(&volume);
-        match export_one(&opened, opts, volume, disk, progress.clone(), quiet).await {
+        match export_one(&p.opened, opts, volume, disk, progress.clone(), quiet).await {
             Ok(done) => report.filesystems.push(done),
             // A filesystem that cannot be read (a damaged superblock): named, the others go on;
             // its upload was aborted, so nothing of it is left behind.
@@ -158,10 +204,15 @@ pub(crate) async fn export_files(
             Err(e) => return Err(e),
         }
     }
-    report.blocks_fetched = fetched.load(Ordering::Relaxed);
-    write_index(&opened, opts, point, &report).await?;
+    report.blocks_fetched = p.fetched.load(Ordering::Relaxed);
+    let point = p.opened.source.recovery_point.clone();
+    write_index(&p.opened, opts, point, &report).await?;
     Ok(report)
 }
+
+/// How a filesystem only the kernel reads gets exported.
+const MOUNT_FIX: &str = "; or, on an EC2 instance, through a temporary volume mounted read-only \
+     (export ebs --files --mount; in the service export.mount = true)";
 
 /// Writes `<name>.files.json` beside the archives: the mark of a finished file-level export.
 pub(crate) async fn write_index(
@@ -200,6 +251,10 @@ fn key_name(url: &str) -> String {
 fn not_read(v: &Volume) -> NotExported {
     let reason = match v.filesystem {
         "unknown" => format!("{}: no filesystem bunker recognises; not exported", v.describe()),
+        fs if v.needs_kernel() => format!(
+            "{} ({fs}): not read in place (only ext2/3/4 and FAT are); export the snapshot as an image for it{MOUNT_FIX}",
+            v.describe()
+        ),
         fs => format!(
             "{} ({fs}): not read in place (only ext2/3/4 and FAT are); export the snapshot as an image for it",
             v.describe()

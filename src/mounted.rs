@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bunker_actors::stream::{Progress, StreamError};
-use bunker_actors::volume_files::{DeviceExport, DeviceFiles};
+use bunker_actors::volume_files::{DeviceExport, DeviceFiles, VolumeFiles, VolumeKey, VolumeSettings};
+use bunker_protocol::config::Config;
 use sys_mount::{Mount, MountFlags, UnmountFlags};
 use tracing::{info, warn};
 
@@ -23,6 +24,33 @@ use crate::archive_cli::{open_snapshot, ExportOpts};
 use crate::aws::Aws;
 use crate::disk::{self, Disk, Volume};
 use crate::ebs_files::{export_tree, reference, write_index, Exported, FilesReport, NotExported};
+
+/// `CAP_SYS_ADMIN`'s bit in the capability sets of `/proc/<pid>/status`.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether an effective capability set (`CapEff:` of `/proc/self/status`, in hex) holds
+/// `CAP_SYS_ADMIN`, which `mount(2)` needs.
+fn has_sys_admin(status: &str) -> Option<bool> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let set = u64::from_str_radix(hex, 16).ok()?;
+    Some(set & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// Refuses to start a mounted export without `CAP_SYS_ADMIN`, naming the fix (a mount
+/// would fail much later, for each snapshot).
+pub(crate) fn check_can_mount(what: &str) -> anyhow::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match has_sys_admin(&status) {
+        Some(false) => Err(anyhow::anyhow!(
+            "{what} mounts temporary volumes, which needs CAP_SYS_ADMIN, and this process lacks it: \
+             under systemd install the drop-in deploy/systemd/bunker.service.d/mount.conf \
+             (/etc/systemd/system/bunker.service.d/) and run systemctl daemon-reload; \
+             otherwise run as root, or turn it off (export.mount = false)"
+        )),
+        // No /proc here: mount(2) will say.
+        _ => Ok(()),
+    }
+}
 
 /// The by-id link of `volume` (`vol-0abc…` → `nvme-Amazon_Elastic_Block_Store_vol0abc…`).
 pub fn link_name(volume: &str) -> String {
@@ -308,12 +336,37 @@ impl DeviceFiles for HostDevices {
 /// when shorter).
 const VOLUME_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The restore actor's workflow in `regions` (the snapshot's region must be this instance's):
+/// devices in `export.device_dir`, mounts under `<state>/mnt`, archives as `opts` say (the
+/// target and name come with each job).
+pub(crate) fn volume_files(
+    aws: &Aws,
+    account: &str,
+    cfg: &Config,
+    regions: &[String],
+    opts: ExportOpts,
+) -> VolumeFiles {
+    let settings = VolumeSettings {
+        deployments: regions.iter().map(|r| (r.clone(), cfg.deployment_id(account, r))).collect(),
+        poll: cfg.serve.check_interval.unsigned_abs().min(VOLUME_POLL),
+    };
+    let mount_root = crate::serve::state_dir(cfg).join("mnt");
+    let host = HostDevices::new(aws.clone(), PathBuf::from(&cfg.export_device_dir), mount_root, opts);
+    VolumeFiles::new(
+        settings,
+        regions.iter().map(|r| (r.clone(), aws.temp_volumes(r))).collect(),
+        Arc::new(crate::aws::Imds::new()),
+        Arc::new(host),
+        Arc::new(crate::services::ServiceExports::new(aws.clone(), cfg)),
+    )
+}
+
 /// `bunker export ebs SNAPSHOT --files --mount`: one job of the restore actor's workflow, to
 /// its end, on this EC2 instance.
 pub(crate) async fn export_cli(
     aws: &Aws,
     region: Option<&str>,
-    cfg: &bunker_protocol::config::Config,
+    cfg: &Config,
     snapshot: String,
     opts: ExportOpts,
     json: bool,
@@ -321,23 +374,11 @@ pub(crate) async fn export_cli(
     use actix::Actor;
     use anyhow::anyhow;
     use bunker_actors::engine::{Alerts, JobActor, Run};
-    use bunker_actors::volume_files::{VolumeFiles, VolumeKey, VolumeSettings};
     let fatal = |e: anyhow::Error| crate::exit::runtime(e);
     let region = region.ok_or_else(|| crate::exit::usage(anyhow!("no region: pass --region or set AWS_REGION")))?;
+    check_can_mount("export ebs --files --mount").map_err(crate::exit::usage)?;
     let account = aws.account_id().await.map_err(|e| fatal(anyhow!(e).context("cannot identify the AWS account")))?;
-    let settings = VolumeSettings {
-        deployments: [(region.to_string(), cfg.deployment_id(&account, region))].into(),
-        poll: cfg.serve.check_interval.unsigned_abs().min(VOLUME_POLL),
-    };
-    let mount_root = crate::serve::state_dir(cfg).join("mnt");
-    let host = HostDevices::new(aws.clone(), PathBuf::from(&cfg.export_device_dir), mount_root, opts.clone());
-    let logic = VolumeFiles::new(
-        settings,
-        [(region.to_string(), aws.temp_volumes(region))].into(),
-        Arc::new(crate::aws::Imds::new()),
-        Arc::new(host),
-        Arc::new(crate::services::ServiceExports::new(aws.clone(), cfg)),
-    );
+    let logic = volume_files(aws, &account, cfg, &[region.to_string()], opts.clone());
     let metrics = Arc::new(bunker_actors::metrics::Metrics::default());
     let alerts = Alerts::new(aws.notifier(), cfg.error_sns_topic.clone());
     let interval = cfg.serve.check_interval.unsigned_abs();
@@ -361,5 +402,17 @@ mod tests {
         assert_eq!(mount_options("xfs"), Some(("xfs", "norecovery,nouuid")));
         assert_eq!(mount_options("ext4"), Some(("ext4", "noload")));
         assert_eq!(mount_options("LVM2_member"), None);
+    }
+
+    #[test]
+    fn cap_sys_admin_is_read_from_the_effective_set() {
+        let status = |eff: &str| {
+            format!("Name:\tbunker\nCapInh:\t0000000000000000\nCapEff:\t{eff}\nCapBnd:\t000001ffffffffff\n")
+        };
+        assert_eq!(has_sys_admin(&status("000001ffffffffff")), Some(true));
+        assert_eq!(has_sys_admin(&status("0000000000200000")), Some(true));
+        assert_eq!(has_sys_admin(&status("00000000001fffff")), Some(false));
+        assert_eq!(has_sys_admin(&status("0000000000000000")), Some(false));
+        assert_eq!(has_sys_admin("Name:\tbunker\n"), None);
     }
 }

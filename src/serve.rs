@@ -9,6 +9,8 @@
 //! ├── supervise("exporter")    JobActor<Exports>: queue `export` commands, `export.to`
 //! ├── supervise("vault-exporter") JobActor<VaultExports>: recovery points of export.vaults
 //! ├── supervise("vault-reconciler") lists export.vaults at start + every reconcile_interval
+//! ├── supervise("volume-exporter") JobActor<VolumeFiles>: XFS/Btrfs through a temporary volume
+//! ├── supervise("volume-sweeper")  sweeps expired temporary volumes (export.mount only)
 //! ├── supervise("scheduler")   cron slots (leased) + queue commands → Executor → Runner
 //! └── WatcherActor             SQS long-poll task (restarted on panic) → Run / RunCommand
 //! ```
@@ -35,6 +37,7 @@ use bunker_actors::stream::export_job::{Exports, OwnedBackups};
 use bunker_actors::stream::Tuning;
 use bunker_actors::system::{FailureReporter, ReportFailure};
 use bunker_actors::vault_export::VaultExports;
+use bunker_actors::volume_files::{VolumeFiles, VolumeKey};
 use bunker_actors::watcher::{GetInFlight, StopIntake, Watcher, WatcherActor};
 use bunker_actors::Runner;
 use bunker_protocol::config::{Config, Resolved};
@@ -91,6 +94,8 @@ struct Tree {
     export_scan: Option<Supervised<ReconcilerActor<Exports>>>,
     puller: Option<Pulls>,
     vaults: Option<VaultPart>,
+    /// With `export.mount`: the restore actor and the sweep of its temporary volumes.
+    volumes: Option<VolumePart>,
     watcher: Option<(Arc<Watcher>, Addr<WatcherActor>)>,
 }
 
@@ -100,11 +105,18 @@ type Pulls = (Arc<Puller>, Supervised<JobActor<Puller>>);
 /// The vault exports (with `export.vaults`): logic, job actor, and its reconciler.
 type VaultPart = (Arc<VaultExports>, Supervised<JobActor<VaultExports>>, Supervised<ReconcilerActor<VaultExports>>);
 
+/// The restore actor (with `export.mount`): job actor, and the reconciler whose scans sweep
+/// expired temporary volumes.
+type VolumePart = (Supervised<JobActor<VolumeFiles>>, Supervised<ReconcilerActor<VolumeFiles>>);
+
 /// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
 pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> Result<()> {
     let cfg = &settings.config;
     if !cfg.export_vaults.is_empty() && cfg.export_to.is_none() {
         return Err(anyhow!("export.vaults is set but export.to is not: set export.to = \"s3://bucket/prefix\" (where the recovery points' archives go)"));
+    }
+    if cfg.export_mount {
+        crate::mounted::check_can_mount("export.mount = true")?;
     }
     let account = aws.account_id().await.context("cannot identify the AWS account (check credentials)")?;
     let holder = holder_id();
@@ -188,12 +200,14 @@ impl Tree {
             let make = move || ReconcilerActor::new(scan.clone(), every);
             supervise("reconciler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
         };
-        let (exporter, export_scan) = start_exporter(p);
+        let volumes = start_volumes(p);
+        let mount = volumes.as_ref().map(|(jobs, _)| jobs.recipient());
+        let (exporter, export_scan) = start_exporter(p, mount.clone());
         let puller = start_puller(p);
         let scheduler = start_scheduler(p, executor(p, &replicator, puller.as_ref()), &reconciler, &exporter);
-        let vaults = start_vault_exports(p);
+        let vaults = start_vault_exports(p, mount);
         let watcher = start_watcher(p, &replicator, &scheduler, &exporter, vaults.as_ref());
-        Tree { replicator, reconciler, scheduler, exporter, export_scan, puller, vaults, watcher }
+        Tree { replicator, reconciler, scheduler, exporter, export_scan, puller, vaults, volumes, watcher }
     }
 
     /// `/healthz` checks each actor (and the watcher's poll loop).
@@ -211,6 +225,10 @@ impl Tree {
         if let Some((_, jobs, scan)) = &self.vaults {
             watch_supervised(health, "vault-exporter", jobs);
             watch_supervised(health, "vault-reconciler", scan);
+        }
+        if let Some((jobs, scan)) = &self.volumes {
+            watch_supervised(health, "volume-exporter", jobs);
+            watch_supervised(health, "volume-sweeper", scan);
         }
         if let Some((logic, actor)) = &self.watcher {
             let logic = logic.clone();
@@ -236,6 +254,9 @@ impl Tree {
             r.send(StopReconciling).await.unwrap_or_default();
         }
         if let Some(r) = self.export_scan.as_ref().and_then(Supervised::addr) {
+            r.send(StopReconciling).await.unwrap_or_default();
+        }
+        if let Some(r) = self.volumes.as_ref().and_then(|(_, scan)| scan.addr()) {
             r.send(StopReconciling).await.unwrap_or_default();
         }
         for (drain, _) in self.job_actors() {
@@ -286,6 +307,7 @@ impl Tree {
         all.extend(self.exporter.addr().map(both));
         all.extend(self.puller.as_ref().and_then(|(_, p)| p.addr()).map(both));
         all.extend(self.vaults.as_ref().and_then(|(_, v, _)| v.addr()).map(both));
+        all.extend(self.volumes.as_ref().and_then(|(v, _)| v.addr()).map(both));
         all
     }
 }
@@ -352,8 +374,15 @@ fn start_puller(p: &Parts<'_>) -> Option<Pulls> {
 /// Exports: queue `export` commands and, with `export.to`, every EBS backup an event
 /// announces; with `export.retention_types` too, a reconciler that finds this deployment's
 /// own backups of those types not exported yet, at start and every `serve.reconcile_interval`.
-fn start_exporter(p: &Parts<'_>) -> (Supervised<JobActor<Exports>>, Option<Supervised<ReconcilerActor<Exports>>>) {
-    let targets = Arc::new(services::ServiceExports::new(p.aws.clone(), p.cfg));
+fn start_exporter(
+    p: &Parts<'_>,
+    mount: Option<Recipient<engine::Run<VolumeKey>>>,
+) -> (Supervised<JobActor<Exports>>, Option<Supervised<ReconcilerActor<Exports>>>) {
+    let mut targets = services::ServiceExports::new(p.aws.clone(), p.cfg);
+    if let Some(m) = mount {
+        targets = targets.with_volumes(m);
+    }
+    let targets = Arc::new(targets);
     let to = p.cfg.export_to.clone();
     let mut logic = Exports::new(targets, to, Tuning::default(), p.metrics.clone());
     if !p.cfg.export_retention_types.is_empty() {
@@ -380,9 +409,9 @@ fn start_exporter(p: &Parts<'_>) -> (Supervised<JobActor<Exports>>, Option<Super
 
 /// The vault exports, when `export.vaults` is set: a job per recovery point, and a
 /// reconciler that lists the vaults at start and every `serve.reconcile_interval`.
-fn start_vault_exports(p: &Parts<'_>) -> Option<VaultPart> {
-    let logic =
-        Arc::new(services::vault_exports(p.aws, &p.account, p.cfg, p.regions, p.metrics.clone(), p.notifier.clone())?);
+fn start_vault_exports(p: &Parts<'_>, mount: Option<Recipient<engine::Run<VolumeKey>>>) -> Option<VaultPart> {
+    let (metrics, notifier) = (p.metrics.clone(), p.notifier.clone());
+    let logic = Arc::new(services::vault_exports(p.aws, &p.account, p.cfg, p.regions, metrics, notifier, mount)?);
     let (l, m, check) = (logic.clone(), p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
     let alerts = Alerts::new(p.notifier.clone(), p.cfg.error_sns_topic.clone());
     let make = move || JobActor::new(l.clone(), check, m.clone(), alerts.clone());
@@ -392,6 +421,27 @@ fn start_vault_exports(p: &Parts<'_>) -> Option<VaultPart> {
     let make = move || ReconcilerActor::new(scan.clone(), every);
     let reconciler = supervise("vault-reconciler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()));
     Some((logic, jobs, reconciler))
+}
+
+/// The restore actor, when `export.mount` is on: file-level exports of XFS and Btrfs
+/// through a temporary volume on this instance; its sweeper removes expired temporary
+/// volumes at start and every `serve.reconcile_interval`.
+fn start_volumes(p: &Parts<'_>) -> Option<VolumePart> {
+    if !p.cfg.export_mount {
+        return None;
+    }
+    let opts =
+        crate::archive_cli::ExportOpts { sha256: p.cfg.export_sha256, ..crate::archive_cli::ExportOpts::service("") };
+    let logic = Arc::new(crate::mounted::volume_files(p.aws, &p.account, p.cfg, p.regions, opts));
+    let (l, m, check) = (logic.clone(), p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
+    let alerts = Alerts::new(p.notifier.clone(), p.cfg.error_sns_topic.clone());
+    let make = move || JobActor::new(l.clone(), check, m.clone(), alerts.clone());
+    let jobs = supervise("volume-exporter", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()));
+    let scan = Arc::new(Reconciler::new(logic, jobs.recipient(), vec![]));
+    let every = p.cfg.serve.reconcile_interval.unsigned_abs();
+    let make = move || ReconcilerActor::new(scan.clone(), every);
+    let sweeper = supervise("volume-sweeper", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()));
+    Some((jobs, sweeper))
 }
 
 fn start_scheduler(

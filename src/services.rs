@@ -5,13 +5,17 @@
 
 use std::sync::Arc;
 
+use actix::Recipient;
+use bunker_actors::engine::Run;
 use bunker_actors::metrics::Metrics;
 use bunker_actors::ports::{ArchiveStore, ErrorKind, Leases};
 use bunker_actors::replicator::Replicator;
 use bunker_actors::stream::export_job::{ExportSnapshot, ExportTargets};
 use bunker_actors::stream::exporter_actor::PreparedExport;
 use bunker_actors::stream::{Progress, StreamError};
+use bunker_actors::volume_files::VolumeKey;
 use bunker_protocol::config::Config;
+use bunker_protocol::job::JobEnd;
 use bunker_protocol::tags::Tags;
 use bunker_protocol::vault::{EbsFormat, PointRef};
 use bunker_protocol::ResourceKind;
@@ -78,6 +82,7 @@ pub fn vault_exports(
     regions: &[String],
     metrics: Arc<Metrics>,
     notifier: Arc<dyn bunker_actors::ports::Notifier>,
+    mount: Option<Recipient<Run<VolumeKey>>>,
 ) -> Option<bunker_actors::vault_export::VaultExports> {
     use bunker_actors::ddb_export::PitrExports;
     use bunker_actors::rds_export::{ParquetExports, ParquetSettings};
@@ -104,7 +109,11 @@ pub fn vault_exports(
             first_poll: parquet_poll(cfg),
         },
     );
-    let targets = Arc::new(ServiceExports::new(aws.clone(), cfg));
+    let mut targets = ServiceExports::new(aws.clone(), cfg);
+    if let Some(m) = mount {
+        targets = targets.with_volumes(m);
+    }
+    let targets = Arc::new(targets);
     let alerts = bunker_actors::engine::Alerts::new(notifier.clone(), cfg.error_sns_topic.clone());
     let tuning = bunker_actors::stream::Tuning::default();
     let pitr = PitrExports::new(regions.iter().map(|r| aws.table_exports(r)).collect(), parquet_poll(cfg));
@@ -160,12 +169,54 @@ pub struct ServiceExports {
     sha256: bool,
     /// `export.ebs_format`.
     ebs_format: EbsFormat,
+    /// The restore actor, when `export.mount` is on: disks holding XFS or Btrfs go through a
+    /// temporary volume.
+    volumes: Option<Recipient<Run<VolumeKey>>>,
 }
 
 impl ServiceExports {
     /// Exports through `aws`, as `cfg`'s `export.sha256` and `export.ebs_format` say.
     pub fn new(aws: Aws, cfg: &Config) -> ServiceExports {
-        ServiceExports { aws, sha256: cfg.export_sha256, ebs_format: cfg.export_ebs_format }
+        ServiceExports { aws, sha256: cfg.export_sha256, ebs_format: cfg.export_ebs_format, volumes: None }
+    }
+
+    /// File-level exports of disks holding a filesystem only the kernel reads go to the
+    /// restore actor `volumes` (`export.mount`).
+    pub fn with_volumes(mut self, volumes: Recipient<Run<VolumeKey>>) -> ServiceExports {
+        self.volumes = Some(volumes);
+        self
+    }
+
+    /// Runs the restore actor's job for the snapshot to its end.
+    async fn through_volume(
+        &self,
+        volumes: &Recipient<Run<VolumeKey>>,
+        what: &ExportSnapshot,
+        to: &str,
+        point: Option<PointRef>,
+    ) -> Result<(), StreamError> {
+        let key = VolumeKey {
+            region: what.region.clone(),
+            snapshot: what.snapshot_id.clone(),
+            to: to.to_string(),
+            name: None,
+            point,
+        };
+        let transient = |why: String| {
+            StreamError::port(format!("file-level export of {}", what.snapshot_id), {
+                bunker_actors::ports::PortError::new(ErrorKind::Transient, None, why)
+            })
+        };
+        let report = match volumes.send(Run(key)).await {
+            Ok(Ok(report)) => report,
+            Ok(Err(e)) => return Err(transient(e.to_string())),
+            Err(e) => return Err(transient(format!("restore actor: {e}"))),
+        };
+        match report.end {
+            JobEnd::Done => Ok(()),
+            JobEnd::GaveUp(why) => Err(transient(why)),
+            JobEnd::Failed(why) | JobEnd::NotOurs(why) => Err(StreamError::Input(why)),
+        }
     }
 
     fn opts(&self, to: &str) -> crate::archive_cli::ExportOpts {
@@ -208,9 +259,14 @@ impl ExportTargets for ServiceExports {
     async fn export_files(&self, what: &ExportSnapshot, to: &str, point: Option<PointRef>) -> Result<(), StreamError> {
         let progress = Arc::new(Progress::default());
         let opts = self.opts(to);
-        let report =
-            crate::ebs_files::export_files(&self.aws, &what.region, &what.snapshot_id, &opts, point, progress, true)
-                .await?;
+        let (region, snapshot) = (&what.region, &what.snapshot_id);
+        let probed =
+            crate::ebs_files::probe(&self.aws, region, snapshot, &opts, point.clone(), progress.clone()).await?;
+        if let Some(volumes) = self.volumes.as_ref().filter(|_| probed.needs_kernel()) {
+            drop(probed);
+            return self.through_volume(volumes, what, to, point).await;
+        }
+        let report = crate::ebs_files::export_in_place(probed, &opts, progress, true).await?;
         for n in &report.not_exported {
             warn!(snapshot_id = %what.snapshot_id, reason = %n.reason, "filesystem not exported");
         }

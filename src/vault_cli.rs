@@ -118,9 +118,17 @@ pub async fn export_point(
     let metrics = Arc::new(Metrics::default());
     let account = aws.account_id().await.map_err(|e| runtime(anyhow!(e).context("cannot identify the AWS account")))?;
     let regions = std::slice::from_ref(&region);
-    let logic = crate::services::vault_exports(aws, &account, &cfg, regions, metrics.clone(), aws.notifier())
-        .ok_or_else(|| usage(anyhow!("nothing to export")))?;
     let alerts = Alerts::new(aws.notifier(), cfg.error_sns_topic.clone());
+    // With export.mount, an XFS or Btrfs recovery point goes through a temporary volume.
+    let mount = cfg.export_mount.then(|| {
+        let opts =
+            crate::archive_cli::ExportOpts { sha256: cfg.export_sha256, ..crate::archive_cli::ExportOpts::service("") };
+        let volumes = Arc::new(crate::mounted::volume_files(aws, &account, &cfg, regions, opts));
+        let check = cfg.serve.check_interval.unsigned_abs();
+        JobActor::new(volumes, check, metrics.clone(), alerts.clone()).start().recipient()
+    });
+    let logic = crate::services::vault_exports(aws, &account, &cfg, regions, metrics.clone(), aws.notifier(), mount)
+        .ok_or_else(|| usage(anyhow!("nothing to export")))?;
     let jobs = JobActor::new(Arc::new(logic), cfg.serve.check_interval.unsigned_abs(), metrics, alerts).start();
     let key = PointKey { region, vault, arn };
     let report =

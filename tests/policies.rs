@@ -171,3 +171,66 @@ fn systemd_units_keep_files_private() {
         }
     }
 }
+
+/// systemd's own judgement of `deploy/systemd/bunker.service` (with its drop-ins, if
+/// `drop_ins`): `systemd-analyze verify`, then `security --offline` lines as (✓, setting).
+fn analyze_unit(drop_ins: bool) -> Vec<(bool, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(root().join("deploy/systemd/bunker.service")).unwrap();
+    // verify insists that ExecStart's program exists.
+    std::fs::write(dir.path().join("bunker.service"), unit.replace("/usr/local/bin/bunker", "/bin/true")).unwrap();
+    if drop_ins {
+        let d = dir.path().join("bunker.service.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::copy(root().join("deploy/systemd/bunker.service.d/mount.conf"), d.join("mount.conf")).unwrap();
+    }
+    let analyze = |args: &[&str]| {
+        let out = Command::new("systemd-analyze")
+            .args(args)
+            .arg(dir.path().join("bunker.service"))
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.path().display()))
+            .output()
+            .expect("run systemd-analyze");
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "systemd-analyze {args:?}: {text}");
+        text
+    };
+    analyze(&["verify"]);
+    let report = analyze(&["security", "--offline=true"]);
+    report
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let ok = l.starts_with('✓');
+            (ok || l.starts_with('✗')).then(|| (ok, l.chars().skip(1).collect::<String>().trim().to_string()))
+        })
+        .collect()
+}
+
+/// Issue 13 §2: the service holds no capability; the drop-in for `export.mount` grants
+/// `CAP_SYS_ADMIN` and nothing else — as `systemd-analyze security` reads the unit, where
+/// the machine has systemd (a text check otherwise).
+#[test]
+fn only_the_mount_drop_in_grants_a_capability() {
+    let drop_in = std::fs::read_to_string(root().join("deploy/systemd/bunker.service.d/mount.conf")).unwrap();
+    let lines: Vec<&str> = drop_in.lines().map(str::trim).collect();
+    assert!(lines.contains(&"CapabilityBoundingSet=CAP_SYS_ADMIN"), "{drop_in}");
+    assert!(lines.contains(&"AmbientCapabilities=CAP_SYS_ADMIN"), "{drop_in}");
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("no systemd-analyze on this machine: text checks only");
+        return;
+    }
+    let caps = |report: &[(bool, String)]| -> Vec<(bool, String)> {
+        report
+            .iter()
+            .filter(|(_, l)| l.starts_with("CapabilityBoundingSet=") || l.starts_with("AmbientCapabilities="))
+            .map(|(ok, l)| (*ok, l.split_whitespace().next().unwrap_or_default().to_string()))
+            .collect()
+    };
+    let base = caps(&analyze_unit(false));
+    assert!(base.len() > 20, "systemd-analyze judged too few capabilities: {base:?}");
+    assert!(base.iter().all(|(ok, _)| *ok), "the unit grants capabilities: {base:?}");
+    let with = caps(&analyze_unit(true));
+    let granted: Vec<&str> = with.iter().filter(|(ok, _)| !ok).map(|(_, l)| l.as_str()).collect();
+    assert_eq!(granted, ["AmbientCapabilities=", "CapabilityBoundingSet=~CAP_SYS_ADMIN"], "{with:?}");
+}

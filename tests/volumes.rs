@@ -234,3 +234,153 @@ async fn a_killed_export_is_finished_by_the_next_run_and_its_volume_removed() {
     let back = untar(&tar, &dir.path().join("back"));
     assert_same_tree(&tree, &back);
 }
+
+/// An XFS filesystem holding `tree` in partition 1 of a GPT disk, 1 MiB in (as installers
+/// lay it out): the disk's allocated blocks. The emulator's loop device has no partition
+/// nodes, so bunker reaches the partition through a read-only `losetup` range.
+fn gpt_xfs_disk(dir: &Path, tree: &Path) -> BTreeMap<u64, Vec<u8>> {
+    let xfs = xfs_image(dir, tree);
+    let disk = dir.join("gpt.img");
+    std::fs::File::create(&disk).unwrap().set_len((1 << 30) + (2 << 20)).unwrap();
+    let mut sfdisk = Command::new("sfdisk").arg("-q").arg(&disk).stdin(Stdio::piped()).spawn().unwrap();
+    sfdisk.stdin.take().unwrap().write_all(b"label: gpt\nstart=2048, size=2097152, type=L\n").unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk");
+    let mut blocks = allocated(&std::fs::read(&disk).unwrap());
+    // 1 MiB is two 512 KiB snapshot blocks; the table's blocks are before and after.
+    blocks.extend(xfs.into_iter().map(|(i, b)| (i + 2, b)));
+    blocks
+}
+
+/// The queue and its dead-letter queue.
+async fn queues(a: &Account, name: &str) -> (aws_sdk_sqs::Client, String, String) {
+    let sqs = aws_sdk_sqs::Client::new(&a.sdk(common::REGION).await);
+    let q = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
+    let d = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.unwrap().queue_url.unwrap();
+    (sqs, q, d)
+}
+
+/// EC2's "EBS Snapshot Notification" for a completed snapshot (AWS's documented example).
+fn snapshot_event(snapshot: &str) -> String {
+    let region = common::REGION;
+    serde_json::json!({
+        "version": "0", "id": format!("ev-{snapshot}"), "detail-type": "EBS Snapshot Notification",
+        "source": "aws.ec2", "account": "123456789012", "time": "2037-12-01T01:00:30Z", "region": region,
+        "resources": [format!("arn:aws:ec2::{region}:snapshot/{snapshot}")],
+        "detail": {"event": "createSnapshot", "result": "succeeded", "cause": "",
+                   "snapshot_id": format!("arn:aws:ec2::{region}:snapshot/{snapshot}"),
+                   "source": format!("arn:aws:ec2::{region}:volume/vol-1")}
+    })
+    .to_string()
+}
+
+/// `bunker serve` with `export.ebs_format = "files"` and `export.mount = true`: a snapshot
+/// whose GPT partition holds XFS goes through the restore actor (a temporary volume,
+/// attached, its partition reached through a read-only loop range, mounted, archived,
+/// removed); an ext4 snapshot is still read in place (no volume). Both trees come back with
+/// `zstd -d | tar -x`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_exports_xfs_through_a_temporary_volume_and_ext4_in_place() {
+    let a = Account::new("410000000072").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = tree(dir.path());
+    let xfs = a.write_snapshot(2, None, &gpt_xfs_disk(dir.path(), &tree)).await;
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(small.join("etc")).unwrap();
+    std::fs::write(small.join("etc/hostname"), b"in-place\n").unwrap();
+    let disk = dir.path().join("ext4.img");
+    common::disk_with_ext4(&disk, "label: gpt\nstart=2048, size=81920, type=L\n", &small, 2048);
+    let ext4 = a.write_snapshot(1, None, &allocated(&std::fs::read(&disk).unwrap())).await;
+    let devices = dir.path().join("by-id");
+    this_instance(&a, &devices).await;
+    let bucket = a.bucket("archives").await;
+    let (sqs, q, d) = queues(&a, "mounted").await;
+    let cfg = dir.path().join("bunker.toml");
+    let body = format!(
+        "regions = [\"{}\"]\nexport.to = \"s3://{bucket}/auto\"\nexport.ebs_format = \"files\"\nexport.mount = true\n\
+         export.device_dir = \"{}\"\nschedule.create = \"\"\nschedule.clean = \"\"\n\
+         [serve]\nkinds = \"ebs\"\nlisten = \"127.0.0.1:0\"\ncheck_interval = \"1s\"\nqueue_url = \"{q}\"\n\
+         dead_letter_queue_url = \"{d}\"\n",
+        common::REGION,
+        devices.display()
+    );
+    std::fs::write(&cfg, body).unwrap();
+    let state = dir.path().join("state");
+    let imds = format!("{}/_bunker/imds/{}", a.endpoint, a.id);
+    let env = [("AWS_EC2_METADATA_DISABLED", "false"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str())];
+    let (mut serve, _, log) = a.serve_with(cfg.to_str().unwrap(), &state, &env);
+    for snap in [&xfs, &ext4] {
+        sqs.send_message().queue_url(&q).message_body(snapshot_event(snap)).send().await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let keys = a.keys(&bucket, "auto/").await;
+        if [&xfs, &ext4].iter().all(|s| keys.contains(&format!("auto/{s}.files.json"))) {
+            break;
+        }
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(std::time::Instant::now() < deadline, "{keys:?}\n{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // Detach and delete come after the index: wait for the volume to go too.
+    while device_history(&a)["deleted"].as_array().map_or(0, Vec::len) < 1 {
+        assert!(std::time::Instant::now() < deadline, "{:#}", device_history(&a));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap().success());
+    assert_eq!(serve.wait().unwrap().code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+
+    let json = |body: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+    let x = json(a.get_object(&bucket, &format!("auto/{xfs}.files.json")).await);
+    assert_eq!(
+        (x["filesystems"][0]["type"].as_str(), x["filesystems"][0]["partition"].as_u64()),
+        (Some("xfs"), Some(1))
+    );
+    assert_eq!(x["filesystems"][0]["manifest"], format!("{xfs}.p1.manifest.json"), "{x:#}");
+    let tar = common::zstd_decompress(&a.get_object(&bucket, &format!("auto/{xfs}.p1.tar.zst")).await);
+    assert_same_tree(&tree, &untar(&tar, &dir.path().join("back")));
+    let e = json(a.get_object(&bucket, &format!("auto/{ext4}.files.json")).await);
+    assert_eq!(e["filesystems"][0]["type"], "ext4", "{e:#}");
+    let tar = common::zstd_decompress(&a.get_object(&bucket, &format!("auto/{ext4}.p1.tar.zst")).await);
+    let back = untar(&tar, &dir.path().join("back-ext4"));
+    assert_eq!(std::fs::read(back.join("etc/hostname")).unwrap(), b"in-place\n");
+
+    // One volume, for the XFS snapshot only: attached, detached, deleted; nothing mounted.
+    let history = device_history(&a);
+    assert_eq!(history["attached"].as_array().unwrap().len(), 1, "{history:#}");
+    assert_eq!(history["attached"], history["deleted"], "{history:#}");
+    assert!(!mounted_under(&state));
+}
+
+/// With `export.mount` (or `--mount`) and no `CAP_SYS_ADMIN`, bunker refuses to start and
+/// names the systemd drop-in, instead of failing each export at its mount.
+#[test]
+fn mounting_without_cap_sys_admin_is_refused_at_start_naming_the_drop_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    let body = "deployment = \"captest\"\nregions = [\"us-east-1\"]\nexport.mount = true\n[serve]\nlisten = \"127.0.0.1:0\"\nkinds = \"ebs\"\n";
+    std::fs::write(&cfg, body).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--bounding-set", "-sys_admin", env!("CARGO_BIN_EXE_bunker")])
+            .args(args)
+            .env_clear()
+            .env("AWS_REGION", "us-east-1")
+            .env("STATE_DIRECTORY", dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert_ne!(code, Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(stderr.contains("CAP_SYS_ADMIN") && stderr.contains("bunker.service.d/mount.conf"), "{stderr}");
+    assert!(stderr.contains("export.mount = false"), "{stderr}");
+    let (code, _, stderr) =
+        run(&["export", "ebs", "snap-0123456789abcdef0", "--files", "--mount", "--to", "file:///nonexistent"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("CAP_SYS_ADMIN") && stderr.contains("mount.conf"), "{stderr}");
+}

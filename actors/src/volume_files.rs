@@ -193,6 +193,13 @@ impl VolumeFiles {
             Ok((_, zone)) => zone.clone(),
             Err(e) => return Pass::Retry(e.into()),
         };
+        if !in_region(&zone, &key.region) {
+            return Pass::Failed(format!(
+                "snapshot {} is in {}, and this instance runs in {zone}: a volume attaches only in its own zone; \
+                 export it from an instance in {} (or as an image, or after a copy to this region)",
+                key.snapshot, key.region, key.region
+            ));
+        }
         match self.volumes[&key.region].create(&key.snapshot, &zone, &self.temp_tags(key)).await {
             Ok(id) => {
                 info!(volume = %id, snapshot = %key.snapshot, zone = %zone, "temporary volume created");
@@ -320,6 +327,12 @@ impl VolumeFiles {
     }
 }
 
+/// Whether availability zone `zone` (`us-east-1a`, `us-west-2-lax-1a`) is in `region`.
+fn in_region(zone: &str, region: &str) -> bool {
+    region.ends_with(|c: char| c.is_ascii_digit())
+        && zone.strip_prefix(region).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '-'))
+}
+
 fn entry(key: &VolumeKey, status: EntryStatus, message: Option<String>) -> Entry {
     Entry::export(&key.region, &key.snapshot, status, message)
 }
@@ -406,5 +419,19 @@ impl Workflow for VolumeFiles {
 
     fn gave_up_entry(&self, key: &VolumeKey, reason: &str) -> Option<Entry> {
         Some(entry(key, EntryStatus::Error, Some(reason.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_region;
+
+    #[test]
+    fn a_zone_is_in_its_region_only() {
+        assert!(in_region("us-east-1a", "us-east-1"));
+        assert!(in_region("us-west-2-lax-1a", "us-west-2"));
+        assert!(!in_region("us-east-1a", "eu-west-1"));
+        assert!(!in_region("us-east-1a", "us-east"));
+        assert!(!in_region("us-east-12a", "us-east-1"));
     }
 }

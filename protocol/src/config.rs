@@ -200,6 +200,7 @@ schema! {
     ExportDumpSubnetGroup: "export.dump_subnet_group", None, false, None, "the DB subnet group temporary dump instances are restored into (default: the account's default VPC)", |c, v| set(&mut c.export_dump_subnet_group, optional(v, |v| !v.is_empty() && !v.contains(char::is_whitespace)));
     ExportDumpSecurityGroup: "export.dump_security_group", None, false, None, "the VPC security group (sg-…) of temporary dump instances: it must let bunker reach the database port", |c, v| set(&mut c.export_dump_security_group, optional(v, |v| v.starts_with("sg-")));
     ExportDeviceDir: "export.device_dir", None, false, Some("/dev/disk/by-id"), "the directory where attached EBS volumes appear by their NVMe serial (nvme-Amazon_Elastic_Block_Store_vol…, made by AWS's udev rules): file-level exports through a temporary volume find its device there, never by a device letter", |c, v| set(&mut c.export_device_dir, Some(v.to_string()).filter(|v| v.starts_with('/')));
+    ExportMount: "export.mount", None, false, Some("false"), "true or false: file-level exports of disks holding XFS or Btrfs go through a temporary volume created from the snapshot in this instance's availability zone, attached here and mounted read-only without journal replay (needs CAP_SYS_ADMIN: the systemd drop-in bunker.service.d/mount.conf)", |c, v| set(&mut c.export_mount, parse_bool(v));
     ExportTaskPoll: "export.task_poll", None, false, Some("1m"), "how soon bunker first looks at a running RDS or Aurora export task (each look waits twice as long as the last, up to 15 times this): a duration such as 1m", |c, v| set(&mut c.export_task_poll, duration(v));
     SchedulePerKind: "schedule.per_kind", None, false, Some(""),
         "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)",
@@ -510,6 +511,9 @@ pub struct Config {
     pub export_dump_subnet_group: Option<String>,
     /// Where attached volumes' by-id links are (`export.device_dir`).
     pub export_device_dir: String,
+    /// Whether file-level exports of XFS and Btrfs go through a mounted temporary volume
+    /// (`export.mount`).
+    pub export_mount: bool,
     /// `export.dump_security_group`.
     pub export_dump_security_group: Option<String>,
     /// The first wait for a running export task (`export.task_poll`).
@@ -647,6 +651,7 @@ impl Config {
             export_dump_instance_class: None,
             export_dump_subnet_group: None,
             export_device_dir: String::new(),
+            export_mount: false,
             export_dump_security_group: None,
             export_task_poll: never,
             effective: vec![],

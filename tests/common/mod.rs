@@ -142,6 +142,11 @@ impl Account {
     /// file: a pipe nobody reads would fill and block the service) in `state`; returns the
     /// process, the `/healthz` + `/metrics` address and the log path.
     pub fn serve(&self, config: &str, state: &Path) -> (Child, String, PathBuf) {
+        self.serve_with(config, state, &[])
+    }
+
+    /// [`Account::serve`] with more environment variables.
+    pub fn serve_with(&self, config: &str, state: &Path, env: &[(&str, &str)]) -> (Child, String, PathBuf) {
         std::fs::create_dir_all(state).unwrap();
         let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let log = state.join(format!("serve-{n}.log"));
@@ -151,6 +156,9 @@ impl Account {
             .env("BUNKER_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd.spawn().expect("start bunker serve");
         let mut line = String::new();
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
