@@ -78,6 +78,7 @@ impl Lister<'_> {
             gid: meta.gid,
             mtime: meta.mtime,
             link: None,
+            blake3: None,
             sha256: None,
             offset: b.get_ref().position(),
         }
@@ -111,14 +112,14 @@ impl Lister<'_> {
         data: impl io::Read,
     ) -> io::Result<()> {
         let entry = Self::entry(b, rel, meta, EntryKind::File);
-        let mut reader = Hashing { inner: io::Read::take(data, size), hasher: sha2::Sha256::default() };
+        let mut reader = Hashing::catalog(io::Read::take(data, size));
         b.append_data(&mut Self::header(meta, tar::EntryType::Regular, size), rel, &mut reader)?;
-        let sha256 = Some(bunker_protocol::archive::hex(&sha2::Digest::finalize(reader.hasher)));
+        let blake3 = Some(reader.hasher.finish());
         let mut s = self.stats.lock().expect("tree stats");
         s.files += 1;
         s.file_bytes += size;
         drop(s);
-        self.list(CatalogEntry { size, sha256, ..entry });
+        self.list(CatalogEntry { size, blake3, ..entry });
         Ok(())
     }
 

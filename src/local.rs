@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bunker_actors::ports::{ArchiveStore, ErrorKind, ImageWriter, PortError, StoredPart};
 use bunker_actors::stream::{crc32c, is_zero, SourceItem, StreamError};
 use bunker_protocol::archive::TreeStats;
-use bunker_protocol::catalog::{CatalogEntry, EntryKind};
+use bunker_protocol::catalog::{CatalogEntry, ContentHash, EntryKind};
 use tokio::sync::mpsc;
 
 use crate::files;
@@ -482,15 +482,54 @@ pub(crate) fn tar_thread(
     rx
 }
 
+/// The hash of a file's contents a catalog entry records: BLAKE3 (written), or SHA-256 (to
+/// check entries of version 1 catalogs).
+pub(crate) enum ContentHasher {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(sha2::Sha256),
+}
+
+impl ContentHasher {
+    pub(crate) fn new(kind: ContentHash) -> ContentHasher {
+        match kind {
+            ContentHash::Blake3 => ContentHasher::Blake3(Box::default()),
+            ContentHash::Sha256 => ContentHasher::Sha256(sha2::Sha256::default()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            ContentHasher::Blake3(h) => {
+                h.update(data);
+            }
+            ContentHasher::Sha256(h) => sha2::Digest::update(h, data),
+        }
+    }
+
+    /// The digest, lowercase hex.
+    pub(crate) fn finish(self) -> String {
+        match self {
+            ContentHasher::Blake3(h) => h.finalize().to_hex().to_string(),
+            ContentHasher::Sha256(h) => bunker_protocol::archive::hex(&sha2::Digest::finalize(h)),
+        }
+    }
+}
+
 /// A reader that hashes what passes through it.
 pub(crate) struct Hashing<R> {
     pub(crate) inner: R,
-    pub(crate) hasher: sha2::Sha256,
+    pub(crate) hasher: ContentHasher,
+}
+
+impl<R: io::Read> Hashing<R> {
+    /// Hashes `inner` with the catalog's hash (BLAKE3).
+    pub(crate) fn catalog(inner: R) -> Hashing<R> {
+        Hashing { inner, hasher: ContentHasher::new(ContentHash::Blake3) }
+    }
 }
 
 impl<R: io::Read> io::Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use sha2::Digest;
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
@@ -533,6 +572,7 @@ impl Walker<'_> {
             gid: u64::from(meta.gid()),
             mtime: meta.mtime(),
             link: None,
+            blake3: None,
             sha256: None,
             offset,
         };
@@ -568,11 +608,10 @@ impl Walker<'_> {
             self.links.insert((meta.dev(), meta.ino()), entry.path.clone());
         }
         let file = File::open(path)?;
-        let mut reader = Hashing { inner: io::Read::take(file, meta.len()), hasher: sha2::Sha256::default() };
+        let mut reader = Hashing::catalog(io::Read::take(file, meta.len()));
         b.append_data(&mut header, rel, &mut reader)?;
-        let digest = sha2::Digest::finalize(reader.hasher);
         entry.size = meta.len();
-        entry.sha256 = Some(bunker_protocol::archive::hex(&digest));
+        entry.blake3 = Some(reader.hasher.finish());
         let mut s = self.stats.lock().expect("tree stats");
         s.files += 1;
         s.file_bytes += meta.len();

@@ -19,7 +19,7 @@ use std::time::Instant;
 use bunker_actors::stream::archive_reader::{Archive, Piece};
 use bunker_actors::stream::{Progress, StreamError};
 use bunker_protocol::archive::Content;
-use bunker_protocol::catalog::CatalogEntry;
+use bunker_protocol::catalog::{CatalogEntry, ContentHash};
 use bunker_protocol::file_restore::{self, normalize, FileJob, RestorePlan};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps};
 use serde::Serialize;
@@ -179,7 +179,8 @@ impl TreeWriter {
         })
     }
 
-    /// Writes `size` bytes of `data` to `rel`, checked against `sha256`; returns them.
+    /// Writes `size` bytes of `data` to `rel`, checked against the entry's content hash;
+    /// returns them.
     fn write_file(&self, rel: &str, data: &mut dyn Read, e: &CatalogEntry) -> Result<u64, Failure> {
         let (parent, name) = split(rel);
         let p = self.dir(parent).map_err(|err| Failure::Io(at("writing", rel, err)))?;
@@ -188,10 +189,12 @@ impl TreeWriter {
         let fd = rustix::fs::openat(&p, &tmp, flags, Mode::from_raw_mode(0o600))
             .map_err(|err| Failure::Io(at("writing", rel, err)))?;
         let mut file = std::fs::File::from(fd);
-        let written = copy_hashed(data, &mut file, e.size);
-        let checked = written.and_then(|(n, sum)| match &e.sha256 {
-            Some(want) if *want != sum => Err(Failure::Mismatch(format!(
-                "{rel}: its contents in the archive hash to sha256 {sum}, the catalog says {want}; not restored"
+        let want = e.content_hash();
+        let written = copy_hashed(data, &mut file, e.size, want.map_or(ContentHash::Blake3, |(k, _)| k));
+        let checked = written.and_then(|(n, sum)| match want {
+            Some((kind, want)) if want != sum => Err(Failure::Mismatch(format!(
+                "{rel}: its contents in the archive hash to {} {sum}, the catalog says {want}; not restored",
+                kind.name()
             ))),
             _ => Ok(n),
         });
@@ -258,10 +261,14 @@ fn times(mtime: i64) -> Timestamps {
     Timestamps { last_access: t, last_modification: t }
 }
 
-/// Copies exactly `size` bytes, returning them and their SHA-256 (hex).
-fn copy_hashed(data: &mut dyn Read, out: &mut std::fs::File, size: u64) -> Result<(u64, String), Failure> {
-    use sha2::Digest;
-    let mut hashing = crate::local::Hashing { inner: data.take(size), hasher: sha2::Sha256::default() };
+/// Copies exactly `size` bytes, returning them and their hash of `kind` (hex).
+fn copy_hashed(
+    data: &mut dyn Read,
+    out: &mut std::fs::File,
+    size: u64,
+    kind: ContentHash,
+) -> Result<(u64, String), Failure> {
+    let mut hashing = crate::local::Hashing { inner: data.take(size), hasher: crate::local::ContentHasher::new(kind) };
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
@@ -275,7 +282,7 @@ fn copy_hashed(data: &mut dyn Read, out: &mut std::fs::File, size: u64) -> Resul
     if n != size {
         return Err(Failure::Mismatch(format!("the archive holds {n} bytes of it, the catalog says {size}")));
     }
-    Ok((n, bunker_protocol::archive::hex(&hashing.hasher.finalize())))
+    Ok((n, hashing.hasher.finish()))
 }
 
 /// Why writing an entry failed.
@@ -489,6 +496,7 @@ mod tests {
             gid: 0,
             mtime: 1_600_000_000,
             link: None,
+            blake3: None,
             sha256: None,
             offset: 0,
         }

@@ -10,7 +10,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{get_json, noise, sha256_hex, Account};
+use common::{blake3_hex, get_json, noise, sha256_hex, Account};
+
+/// The hex of `data`'s `hash` (`blake3` or `sha256`), computed apart from bunker.
+fn content_hex(hash: &str, data: &[u8]) -> String {
+    if hash == "sha256" {
+        sha256_hex(data)
+    } else {
+        blake3_hex(data)
+    }
+}
 
 /// Every path below `root`, relative, sorted.
 fn walk(root: &Path) -> Vec<PathBuf> {
@@ -227,14 +236,21 @@ fn file<'a>(header: &'a str, path: &'a str, data: &'a [u8]) -> Crafted<'a> {
 /// its offset, self-consistent: every hash in its manifest holds, as an attacker who can
 /// write the bucket would make it.
 fn crafted_archive(a: &Account, target: &Path, name: &str, entries: &[Crafted<'_>]) -> String {
+    crafted_archive_hashed(a, target, name, entries, "blake3")
+}
+
+/// [`crafted_archive`] with a catalog of the version whose content hash is `hash`: `blake3`
+/// (version 2) or `sha256` (version 1, as older bunkers wrote it).
+fn crafted_archive_hashed(a: &Account, target: &Path, name: &str, entries: &[Crafted<'_>], hash: &str) -> String {
     let mut stream = Vec::new();
-    let mut catalog = String::from("{\"format\":\"bunker-catalog\",\"version\":1}\n");
+    let version = if hash == "sha256" { 1 } else { 2 };
+    let mut catalog = format!("{{\"format\":\"bunker-catalog\",\"version\":{version}}}\n");
     for c in entries {
         let kind = if c.kind == "symlink" { tar::EntryType::Symlink } else { tar::EntryType::Regular };
         let mut e = serde_json::json!({"path": c.path, "type": c.kind, "size": c.data.len(), "mode": 0o644, "uid": 0,
             "gid": 0, "mtime": 1_700_000_000, "offset": stream.len()});
         if c.kind == "file" {
-            e["sha256"] = sha256_hex(c.data).into();
+            e[hash] = content_hex(hash, c.data).into();
         }
         if let Some(l) = c.link {
             e["link"] = l.into();
@@ -266,8 +282,8 @@ fn crafted_archive(a: &Account, target: &Path, name: &str, entries: &[Crafted<'_
 /// Archives crafted to write outside the target directory are refused and write nothing
 /// there or anywhere else: a `..` path in the catalog, a header whose path is not the
 /// catalog's, a file under a symlink of the archive; a file whose contents do not hash to
-/// the catalog's SHA-256 fails naming it, and so does a flipped byte in its frame; no
-/// temporary file is left behind.
+/// the catalog's hash (BLAKE3, or SHA-256 in a version 1 catalog) fails naming it, and so
+/// does a flipped byte in its frame; no temporary file is left behind.
 #[tokio::test(flavor = "multi_thread")]
 async fn crafted_and_tampered_archives_write_nothing_outside_and_name_the_file() {
     let a = Account::new("410000000023").await;
@@ -304,28 +320,34 @@ async fn crafted_and_tampered_archives_write_nothing_outside_and_name_the_file()
     assert!(run.stderr.contains("a symlink or a file, not a directory"), "{}", run.stderr);
     assert!(walk(&outside).is_empty());
 
-    let two = [file("etc/motd", "etc/motd", b"hello\n"), file("etc/issue", "etc/issue", b"world\n")];
-    let url = crafted_archive(&a, &target, "hash", &two);
-    // The catalog's hash of etc/issue replaced, and the manifest's hash of the catalog with it.
-    let cpath = target.join("hash.catalog.jsonl.zst");
-    let text = String::from_utf8(common::zstd_decompress(&std::fs::read(&cpath).unwrap())).unwrap();
-    let text = text.replace(&sha256_hex(b"world\n"), &sha256_hex(b"WORLD\n"));
-    let mut zstd =
-        Command::new("zstd").args(["-q", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    zstd.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let compressed = zstd.wait_with_output().unwrap().stdout;
-    std::fs::write(&cpath, &compressed).unwrap();
-    let mpath = target.join("hash.manifest.json");
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
-    m["catalog"]["sha256"] = sha256_hex(&compressed).into();
-    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
-    let run = restore(&url);
-    assert_eq!(run.code, 1, "{run:#?}");
-    assert!(run.stderr.contains("etc/issue: its contents in the archive hash to"), "{}", run.stderr);
-    assert!(!dest.join("etc/issue").exists());
-    assert_eq!(std::fs::read(dest.join("etc/motd")).unwrap(), b"hello\n", "the file before it is whole");
+    // The catalog's hash of etc/issue replaced (and the manifest's hash of the catalog with
+    // it), in a version 2 catalog (BLAKE3) and a version 1 one (SHA-256).
+    for (name, hash) in [("hash-v1", "sha256"), ("hash", "blake3")] {
+        let two = [file("etc/motd", "etc/motd", b"hello\n"), file("etc/issue", "etc/issue", b"world\n")];
+        let url = crafted_archive_hashed(&a, &target, name, &two, hash);
+        let cpath = target.join(format!("{name}.catalog.jsonl.zst"));
+        let text = String::from_utf8(common::zstd_decompress(&std::fs::read(&cpath).unwrap())).unwrap();
+        let text = text.replace(&content_hex(hash, b"world\n"), &content_hex(hash, b"WORLD\n"));
+        let mut zstd =
+            Command::new("zstd").args(["-q", "-c"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        zstd.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let compressed = zstd.wait_with_output().unwrap().stdout;
+        std::fs::write(&cpath, &compressed).unwrap();
+        let mpath = target.join(format!("{name}.manifest.json"));
+        let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+        m["catalog"]["sha256"] = sha256_hex(&compressed).into();
+        std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+        let _fresh = std::fs::remove_dir_all(&dest);
+        let run = restore(&url);
+        assert_eq!(run.code, 1, "{run:#?}");
+        let said = format!("etc/issue: its contents in the archive hash to {hash} {}", content_hex(hash, b"world\n"));
+        assert!(run.stderr.contains(&said), "{}", run.stderr);
+        assert!(!dest.join("etc/issue").exists());
+        assert_eq!(std::fs::read(dest.join("etc/motd")).unwrap(), b"hello\n", "the file before it is whole");
+    }
 
     // A flipped byte in the frame: the restore fails naming the file it was reading.
+    let url = format!("file://{}/hash.tar.zst", target.display());
     let apath = target.join("hash.tar.zst");
     let mut bytes = std::fs::read(&apath).unwrap();
     bytes[20] ^= 0x40;

@@ -1,5 +1,6 @@
-//! The file catalog of a tar archive: every entry with its metadata, the SHA-256 of a regular
-//! file's contents, and the offset of its first tar header in the uncompressed stream, so a
+//! The file catalog of a tar archive: every entry with its metadata, the BLAKE3 of a regular
+//! file's contents (the archive format's hash; SHA-256 in version 1 catalogs, still read), and
+//! the offset of its first tar header in the uncompressed stream, so a
 //! listing reads one small object and a single-file restore reads only the frames that hold
 //! the entry. Stored beside the archive as `<name>.catalog.jsonl.zst` (zstd-compressed JSON
 //! lines: a header line, then one entry per line) and referenced, with the SHA-256 of the
@@ -9,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// `format` of a catalog's header line.
 pub const CATALOG_FORMAT: &str = "bunker-catalog";
-/// The catalog format version this build writes and reads.
-pub const CATALOG_VERSION: u32 = 1;
+/// The catalog format version this build writes (and the newest it reads): 2 hashes file
+/// contents with BLAKE3, 1 with SHA-256.
+pub const CATALOG_VERSION: u32 = 2;
 
 /// The catalog object of archive `name`.
 pub fn catalog_key(name: &str) -> String {
@@ -52,12 +54,45 @@ pub struct CatalogEntry {
     /// A symlink's target, or the path a hard link points to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
-    /// SHA-256 of a regular file's contents, lowercase hex.
+    /// BLAKE3 of a regular file's contents, lowercase hex (version 2; `b3sum` prints it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// SHA-256 of a regular file's contents, lowercase hex (version 1 catalogs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// Offset of the entry's first header block (long-name and pax headers included) in the
     /// uncompressed tar stream.
     pub offset: u64,
+}
+
+/// Which hash a catalog entry records of a file's contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentHash {
+    /// BLAKE3 (version 2 catalogs).
+    Blake3,
+    /// SHA-256 (version 1 catalogs).
+    Sha256,
+}
+
+impl ContentHash {
+    /// Its name, as `b3sum` / `sha256sum` users know it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContentHash::Blake3 => "blake3",
+            ContentHash::Sha256 => "sha256",
+        }
+    }
+}
+
+impl CatalogEntry {
+    /// The hash of the file's contents the entry records, and its hex (BLAKE3 when both are).
+    pub fn content_hash(&self) -> Option<(ContentHash, &str)> {
+        match (&self.blake3, &self.sha256) {
+            (Some(h), _) => Some((ContentHash::Blake3, h)),
+            (None, Some(h)) => Some((ContentHash::Sha256, h)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// The manifest's reference to the catalog.
@@ -192,6 +227,7 @@ mod tests {
             gid: 0,
             mtime: 1,
             link: None,
+            blake3: None,
             sha256: None,
             offset: 0,
         }
@@ -204,9 +240,24 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap(), entries);
         assert!(matches!(decode(b"{\"format\":\"other\",\"version\":1}\n"), Err(CatalogError::NotACatalog(_))));
         assert!(matches!(decode(b"{\"format\":\"bunker-catalog\",\"version\":9}\n"), Err(CatalogError::TooNew(9))));
+        assert!(String::from_utf8(bytes.clone()).unwrap().starts_with("{\"format\":\"bunker-catalog\",\"version\":2}"));
         let mut bad = bytes.clone();
         bad.extend_from_slice(b"{nope}\n");
         assert!(matches!(decode(&bad), Err(CatalogError::BadEntry { line: 4, .. })));
+    }
+
+    /// A version 1 catalog (SHA-256 of contents) still reads; a version 2 entry's hash is its
+    /// BLAKE3.
+    #[test]
+    fn version_1_catalogs_read_with_their_sha256() {
+        let v1 = b"{\"format\":\"bunker-catalog\",\"version\":1}\n\
+            {\"path\":\"a\",\"type\":\"file\",\"size\":1,\"mode\":420,\"uid\":0,\"gid\":0,\"mtime\":1,\"sha256\":\"ab\",\"offset\":0}\n";
+        let old = decode(v1).unwrap();
+        assert_eq!(old[0].content_hash(), Some((ContentHash::Sha256, "ab")));
+        let new = CatalogEntry { blake3: Some("cd".into()), ..entry("b", EntryKind::File) };
+        let back = decode(&encode(std::slice::from_ref(&new))).unwrap();
+        assert_eq!(back[0].content_hash(), Some((ContentHash::Blake3, "cd")));
+        assert!(!String::from_utf8(encode(&[new])).unwrap().contains("sha256"));
     }
 
     #[test]

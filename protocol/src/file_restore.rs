@@ -221,6 +221,7 @@ mod tests {
             gid: 0,
             mtime: 1,
             link: None,
+            blake3: None,
             sha256: None,
             offset,
         }
