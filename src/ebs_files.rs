@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bunker_actors::metrics::Metrics;
 use bunker_actors::stream::export::ExportSummary;
 use bunker_actors::stream::exporter_actor::{run_export, PreparedExport};
 use bunker_actors::stream::snapshot_device::{BlockMap, SnapshotDevice};
@@ -159,15 +160,17 @@ pub(crate) async fn export_files(
     quiet: bool,
 ) -> Result<FilesReport, StreamError> {
     let probed = probe(aws, region, snapshot, opts, point, progress.clone()).await?;
-    export_in_place(probed, opts, progress, quiet).await
+    export_in_place(probed, opts, progress, quiet, None).await
 }
 
-/// [`export_files`] once the snapshot is probed.
+/// [`export_files`] once the snapshot is probed; each archive's progress and end go to
+/// `metrics` (the service's), when given.
 pub(crate) async fn export_in_place(
     mut p: Probed,
     opts: &ExportOpts,
     progress: Arc<Progress>,
     quiet: bool,
+    metrics: Option<Arc<Metrics>>,
 ) -> Result<FilesReport, StreamError> {
     let snapshot = p.opened.meta.id.clone();
     let (readable, other): (Vec<_>, Vec<_>) = std::mem::take(&mut p.volumes).into_iter().partition(Volume::readable);
@@ -194,7 +197,7 @@ pub(crate) async fn export_in_place(
                 .counting(p.fetched.clone())
         });
         let filesystem = reference(&volume);
-        match export_one(&p.opened, opts, volume, disk, progress.clone(), quiet).await {
+        match export_one(&p.opened, opts, volume, disk, (progress.clone(), quiet, metrics.clone())).await {
             Ok(done) => report.filesystems.push(done),
             // A filesystem that cannot be read (a damaged superblock): named, the others go on;
             // its upload was aborted, so nothing of it is left behind.
@@ -268,14 +271,18 @@ async fn export_one(
     opts: &ExportOpts,
     volume: Volume,
     disk: SnapshotDevice,
-    progress: Arc<Progress>,
-    json: bool,
+    watch: Watch,
 ) -> Result<Exported, StreamError> {
     let (chunk, capacity) = (opts.chunk_mib << 20, opts.channel_capacity);
     let filesystem = reference(&volume);
     let open = move |s, c| crate::fs_tar::filesystem_tar_reader(disk, volume, chunk, capacity, s, c);
-    export_tree(opened, opts, filesystem, open, progress, json).await
+    export_tree(opened, opts, filesystem, open, watch).await
 }
+
+/// Who watches an export: its progress counters, whether it runs without a progress bar
+/// (the service, `--json`), and the service's metrics (progress gauges while it runs, bytes
+/// and status when it ends).
+pub(crate) type Watch = (Arc<Progress>, bool, Option<Arc<Metrics>>);
 
 /// The stream of one filesystem's tar, given where to count and list its entries.
 pub(crate) type TreeReader = mpsc::Receiver<Result<SourceItem, StreamError>>;
@@ -287,8 +294,7 @@ pub(crate) async fn export_tree(
     opts: &ExportOpts,
     filesystem: FilesystemRef,
     open: impl FnOnce(Arc<Mutex<TreeStats>>, Arc<Mutex<Vec<CatalogEntry>>>) -> TreeReader + Send + 'static,
-    progress: Arc<Progress>,
-    json: bool,
+    (progress, json, metrics): Watch,
 ) -> Result<Exported, StreamError> {
     let base = opts.name.clone().unwrap_or_else(|| opened.source.id.clone());
     let name = match filesystem.partition {
@@ -306,7 +312,7 @@ pub(crate) async fn export_tree(
     // The pipeline itself (no actor): this runs in the CLI and in the service's job passes,
     // which are plain tokio tasks.
     let prepared = PreparedExport { store: opened.store.clone(), request, open };
-    let result = run_export(prepared, opts.tuning(), progress, None).await;
+    let result = run_export(prepared, opts.tuning(), progress, metrics).await;
     drop(bar);
     let export = result?;
     let tree = stats.lock().expect("tree stats").clone();

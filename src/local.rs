@@ -536,6 +536,70 @@ impl<R: io::Read> io::Read for Hashing<R> {
     }
 }
 
+/// Writes `path`'s extended attributes (not followed through a symlink) as a pax header
+/// before its entry: `SCHILY.xattr.NAME` records, as GNU tar's `--xattrs` writes and
+/// restores them (ACLs, SELinux labels, file capabilities). Nothing where it has none, or
+/// the filesystem keeps none.
+fn append_xattrs(b: &mut TarBuilder<'_, '_>, path: &Path) -> io::Result<()> {
+    let records = xattrs(path)?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let data = pax_records(records.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice())));
+    let mut h = tar::Header::new_ustar();
+    h.set_path("././@PaxHeader")?;
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append(&h, data.as_slice())
+}
+
+/// `path`'s extended attributes, by name (names that are not UTF-8, which pax cannot carry,
+/// are left out with a warning).
+fn xattrs(path: &Path) -> io::Result<Vec<(String, Vec<u8>)>> {
+    use rustix::io::Errno;
+    let size = match rustix::fs::llistxattr_query(path) {
+        Ok(n) => n,
+        Err(e) if e == Errno::NOTSUP => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = vec![0u8; size];
+    let n = rustix::fs::llistxattr(path, names.as_mut_slice())?;
+    names.truncate(n);
+    let mut out = Vec::new();
+    for name in names.split(|c| *c == 0).filter(|n| !n.is_empty()) {
+        let Ok(key) = std::str::from_utf8(name) else {
+            tracing::warn!(path = %path.display(), "an extended attribute whose name is not UTF-8 was not archived");
+            continue;
+        };
+        let mut value = vec![0u8; rustix::fs::lgetxattr_query(path, key)?];
+        let n = rustix::fs::lgetxattr(path, key, value.as_mut_slice())?;
+        value.truncate(n);
+        out.push((key.to_string(), value));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A pax extended header's data: `"<len> <key>=<value>\n"` records, `len` counting the whole
+/// record, its own digits included.
+fn pax_records<'v>(records: impl Iterator<Item = (String, &'v [u8])>) -> Vec<u8> {
+    let mut data = Vec::new();
+    for (key, value) in records {
+        let base = key.len() + value.len() + 3; // the space, '=' and '\n'
+        let mut len = base + base.to_string().len();
+        if len.to_string().len() > base.to_string().len() {
+            len += 1;
+        }
+        data.extend_from_slice(format!("{len} {key}=").as_bytes());
+        data.extend_from_slice(value);
+        data.push(b'\n');
+    }
+    data
+}
+
 /// The state of one directory walk: what it counted, listed, and the first path of each
 /// multiply linked file.
 struct Walker<'a> {
@@ -576,6 +640,11 @@ impl Walker<'_> {
             sha256: None,
             offset,
         };
+        let is_other_link = ft.is_file() && meta.nlink() > 1 && self.links.contains_key(&(meta.dev(), meta.ino()));
+        if !is_other_link {
+            // A further hard link shares the inode's attributes, archived with its first name.
+            append_xattrs(b, path)?;
+        }
         if ft.is_dir() {
             b.append_dir(rel, path)?;
             self.stats.lock().expect("tree stats").directories += 1;
@@ -607,11 +676,19 @@ impl Walker<'_> {
             }
             self.links.insert((meta.dev(), meta.ino()), entry.path.clone());
         }
-        let file = File::open(path)?;
-        let mut reader = Hashing::catalog(io::Read::take(file, meta.len()));
-        b.append_data(&mut header, rel, &mut reader)?;
         entry.size = meta.len();
-        entry.blake3 = Some(reader.hasher.finish());
+        entry.blake3 = Some(if meta.blocks() * 512 < meta.len() {
+            // Holes: the tar crate writes a GNU sparse entry (SEEK_DATA / SEEK_HOLE), only the
+            // data on tape; the catalog hashes the whole contents in a pass of its own.
+            b.append_file(rel, &mut File::open(path)?)?;
+            let mut reader = Hashing::catalog(io::Read::take(File::open(path)?, meta.len()));
+            io::copy(&mut reader, &mut io::sink())?;
+            reader.hasher.finish()
+        } else {
+            let mut reader = Hashing::catalog(io::Read::take(File::open(path)?, meta.len()));
+            b.append_data(&mut header, rel, &mut reader)?;
+            reader.hasher.finish()
+        });
         let mut s = self.stats.lock().expect("tree stats");
         s.files += 1;
         s.file_bytes += meta.len();
@@ -687,6 +764,25 @@ impl Drop for RestoreFile {
     fn drop(&mut self) {
         if !self.committed {
             fs::remove_file(&self.partial).ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pax_records;
+
+    /// Every record's length counts the whole record, its own digits included, across the
+    /// lengths where the digit count rolls over (9 → 10, 99 → 100, 999 → 1000).
+    #[test]
+    fn pax_record_lengths_count_themselves() {
+        for n in 0..1100 {
+            let value = vec![b'v'; n];
+            let data = pax_records(std::iter::once(("SCHILY.xattr.user.a".to_string(), value.as_slice())));
+            let space = data.iter().position(|c| *c == b' ').unwrap();
+            let len: usize = std::str::from_utf8(&data[..space]).unwrap().parse().unwrap();
+            assert_eq!(len, data.len(), "value of {n} bytes");
+            assert!(data.ends_with(b"\n"));
         }
     }
 }

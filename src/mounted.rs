@@ -14,6 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bunker_actors::metrics::Metrics;
 use bunker_actors::stream::{Progress, StreamError};
 use bunker_actors::volume_files::{DeviceExport, DeviceFiles, VolumeFiles, VolumeKey, VolumeSettings};
 use bunker_protocol::config::Config;
@@ -75,13 +76,15 @@ pub(crate) struct HostDevices {
     device_dir: PathBuf,
     mount_root: PathBuf,
     opts: ExportOpts,
+    /// The service's metrics (each archive's progress and end), if any.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl HostDevices {
     /// Devices under `device_dir`, mounts under `mount_root` (made 0700), archives written
     /// with `opts` (its `to` and `name` are each export's own).
     pub(crate) fn new(aws: Aws, device_dir: PathBuf, mount_root: PathBuf, opts: ExportOpts) -> HostDevices {
-        HostDevices { aws, device_dir, mount_root, opts }
+        HostDevices { aws, device_dir, mount_root, opts, metrics: None }
     }
 
     fn mount_point(&self, volume: &str, part: Option<u32>) -> PathBuf {
@@ -252,7 +255,7 @@ impl HostDevices {
         info!(volume = %what.volume, partition = ?v.number, filesystem = v.filesystem, "mounted read-only");
         let (dir, chunk, capacity) = (mounted.point.clone(), opts.chunk_mib << 20, opts.channel_capacity);
         let open = move |s, c| crate::local::tar_reader(dir, chunk, capacity, s, c);
-        let done = export_tree(opened, opts, reference(v), open, progress, true).await;
+        let done = export_tree(opened, opts, reference(v), open, (progress, true, self.metrics.clone())).await;
         tokio::task::spawn_blocking(move || drop(mounted))
             .await
             .map_err(|e| StreamError::Internal(format!("unmount: {e}")))?;
@@ -338,20 +341,21 @@ const VOLUME_POLL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The restore actor's workflow in `regions` (the snapshot's region must be this instance's):
 /// devices in `export.device_dir`, mounts under `<state>/mnt`, archives as `opts` say (the
-/// target and name come with each job).
+/// target and name come with each job), their progress in `metrics` when given.
 pub(crate) fn volume_files(
     aws: &Aws,
     account: &str,
     cfg: &Config,
     regions: &[String],
-    opts: ExportOpts,
+    (opts, metrics): (ExportOpts, Option<Arc<Metrics>>),
 ) -> VolumeFiles {
     let settings = VolumeSettings {
         deployments: regions.iter().map(|r| (r.clone(), cfg.deployment_id(account, r))).collect(),
         poll: cfg.serve.check_interval.unsigned_abs().min(VOLUME_POLL),
     };
     let mount_root = crate::serve::state_dir(cfg).join("mnt");
-    let host = HostDevices::new(aws.clone(), PathBuf::from(&cfg.export_device_dir), mount_root, opts);
+    let mut host = HostDevices::new(aws.clone(), PathBuf::from(&cfg.export_device_dir), mount_root, opts);
+    host.metrics = metrics;
     VolumeFiles::new(
         settings,
         regions.iter().map(|r| (r.clone(), aws.temp_volumes(r))).collect(),
@@ -378,7 +382,7 @@ pub(crate) async fn export_cli(
     let region = region.ok_or_else(|| crate::exit::usage(anyhow!("no region: pass --region or set AWS_REGION")))?;
     check_can_mount("export ebs --files --mount").map_err(crate::exit::usage)?;
     let account = aws.account_id().await.map_err(|e| fatal(anyhow!(e).context("cannot identify the AWS account")))?;
-    let logic = volume_files(aws, &account, cfg, &[region.to_string()], opts.clone());
+    let logic = volume_files(aws, &account, cfg, &[region.to_string()], (opts.clone(), None));
     let metrics = Arc::new(bunker_actors::metrics::Metrics::default());
     let alerts = Alerts::new(aws.notifier(), cfg.error_sns_topic.clone());
     let interval = cfg.serve.check_interval.unsigned_abs();

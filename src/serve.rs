@@ -378,7 +378,7 @@ fn start_exporter(
     p: &Parts<'_>,
     mount: Option<Recipient<engine::Run<VolumeKey>>>,
 ) -> (Supervised<JobActor<Exports>>, Option<Supervised<ReconcilerActor<Exports>>>) {
-    let mut targets = services::ServiceExports::new(p.aws.clone(), p.cfg);
+    let mut targets = services::ServiceExports::new(p.aws.clone(), p.cfg).with_metrics(p.metrics.clone());
     if let Some(m) = mount {
         targets = targets.with_volumes(m);
     }
@@ -432,7 +432,8 @@ fn start_volumes(p: &Parts<'_>) -> Option<VolumePart> {
     }
     let opts =
         crate::archive_cli::ExportOpts { sha256: p.cfg.export_sha256, ..crate::archive_cli::ExportOpts::service("") };
-    let logic = Arc::new(crate::mounted::volume_files(p.aws, &p.account, p.cfg, p.regions, opts));
+    let host = (opts, Some(p.metrics.clone()));
+    let logic = Arc::new(crate::mounted::volume_files(p.aws, &p.account, p.cfg, p.regions, host));
     let (l, m, check) = (logic.clone(), p.metrics.clone(), p.cfg.serve.check_interval.unsigned_abs());
     let alerts = Alerts::new(p.notifier.clone(), p.cfg.error_sns_topic.clone());
     let make = move || JobActor::new(l.clone(), check, m.clone(), alerts.clone());

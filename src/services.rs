@@ -109,7 +109,7 @@ pub fn vault_exports(
             first_poll: parquet_poll(cfg),
         },
     );
-    let mut targets = ServiceExports::new(aws.clone(), cfg);
+    let mut targets = ServiceExports::new(aws.clone(), cfg).with_metrics(metrics.clone());
     if let Some(m) = mount {
         targets = targets.with_volumes(m);
     }
@@ -172,12 +172,27 @@ pub struct ServiceExports {
     /// The restore actor, when `export.mount` is on: disks holding XFS or Btrfs go through a
     /// temporary volume.
     volumes: Option<Recipient<Run<VolumeKey>>>,
+    /// The service's metrics: file-level archives' progress and ends (image exports report
+    /// through the export workflow's own).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ServiceExports {
     /// Exports through `aws`, as `cfg`'s `export.sha256` and `export.ebs_format` say.
     pub fn new(aws: Aws, cfg: &Config) -> ServiceExports {
-        ServiceExports { aws, sha256: cfg.export_sha256, ebs_format: cfg.export_ebs_format, volumes: None }
+        ServiceExports {
+            aws,
+            sha256: cfg.export_sha256,
+            ebs_format: cfg.export_ebs_format,
+            volumes: None,
+            metrics: None,
+        }
+    }
+
+    /// File-level archives publish their progress and ends in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> ServiceExports {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// File-level exports of disks holding a filesystem only the kernel reads go to the
@@ -266,7 +281,7 @@ impl ExportTargets for ServiceExports {
             drop(probed);
             return self.through_volume(volumes, what, to, point).await;
         }
-        let report = crate::ebs_files::export_in_place(probed, &opts, progress, true).await?;
+        let report = crate::ebs_files::export_in_place(probed, &opts, progress, true, self.metrics.clone()).await?;
         for n in &report.not_exported {
             warn!(snapshot_id = %what.snapshot_id, reason = %n.reason, "filesystem not exported");
         }

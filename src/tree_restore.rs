@@ -411,7 +411,8 @@ fn check_header<R: Read>(job: &FileJob, entry: &tar::Entry<'_, R>) -> Result<(),
         )));
     }
     let kind = entry.header().entry_type();
-    if !(kind.is_file() || kind.is_contiguous()) || entry.size() != job.entry.size {
+    // A sparse file (GNU sparse entry) reads back whole, its holes as zeros.
+    if !(kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse()) || entry.size() != job.entry.size {
         return Err(Failure::Mismatch(format!(
             "{want}: the archive holds a {kind:?} entry of {} bytes there, the catalog a file of {}",
             entry.size(),

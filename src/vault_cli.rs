@@ -123,7 +123,7 @@ pub async fn export_point(
     let mount = cfg.export_mount.then(|| {
         let opts =
             crate::archive_cli::ExportOpts { sha256: cfg.export_sha256, ..crate::archive_cli::ExportOpts::service("") };
-        let volumes = Arc::new(crate::mounted::volume_files(aws, &account, &cfg, regions, opts));
+        let volumes = Arc::new(crate::mounted::volume_files(aws, &account, &cfg, regions, (opts, None)));
         let check = cfg.serve.check_interval.unsigned_abs();
         JobActor::new(volumes, check, metrics.clone(), alerts.clone()).start().recipient()
     });

@@ -17,10 +17,17 @@ use common::{allocated, noise, post, Account};
 /// `mkfs.xfs` on a loop device, filled through a read-write mount (xfsprogs 6.1 cannot fill
 /// one from a directory), unmounted. The image's allocated blocks.
 fn xfs_image(dir: &Path, tree: &Path) -> BTreeMap<u64, Vec<u8>> {
-    let image = dir.join("xfs.img");
-    std::fs::File::create(&image).unwrap().set_len(1 << 30).unwrap();
-    assert!(Command::new("mkfs.xfs").arg("-q").arg(&image).status().unwrap().success());
-    let mnt = dir.join("mnt");
+    fs_image(dir, tree, &["mkfs.xfs", "-q"], 1 << 30)
+}
+
+/// A filesystem of `size` bytes made by `mkfs` (its arguments before the image) and filled
+/// with `tree` through a read-write loop mount, as a machine's volume is: the image's
+/// allocated blocks.
+fn fs_image(dir: &Path, tree: &Path, mkfs: &[&str], size: u64) -> BTreeMap<u64, Vec<u8>> {
+    let image = dir.join(format!("{}.img", mkfs[0]));
+    std::fs::File::create(&image).unwrap().set_len(size).unwrap();
+    assert!(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image).status().unwrap().success(), "{mkfs:?}");
+    let mnt = dir.join(format!("{}.mnt", mkfs[0]));
     std::fs::create_dir(&mnt).unwrap();
     assert!(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mnt).status().unwrap().success());
     let copied = Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(&mnt).status();
@@ -50,16 +57,36 @@ fn tree(dir: &Path) -> PathBuf {
     std::fs::hard_link(tree.join("var.bin"), tree.join("var.link")).unwrap();
     std::fs::set_permissions(tree.join("etc/nginx/nginx.conf"), std::fs::Permissions::from_mode(0o640)).unwrap();
     std::os::unix::fs::chown(tree.join("var.bin"), Some(1234), Some(5678)).unwrap();
+    // Extended attributes (as ACLs and SELinux labels are kept) on a file and a directory.
+    rustix::fs::setxattr(
+        tree.join("etc/nginx/nginx.conf"),
+        "user.origin",
+        b"bunker\0binary",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::setxattr(
+        tree.join("etc"),
+        "trusted.label",
+        b"system_u:object_r:etc_t",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     // mtimes last (writing into a directory changes its own), and older than the test.
     let old = ["-exec", "touch", "-h", "-d", "2021-03-04 05:06:07", "{}", "+"];
     assert!(Command::new("find").arg(&tree).args(old).status().unwrap().success());
     tree
 }
 
-/// `tar -x` of `tar` into a new directory `back`, as a user without bunker restores.
+/// `tar -x --xattrs` of `tar` into a new directory `back`, as a user without bunker restores.
 fn untar(tar: &[u8], back: &Path) -> PathBuf {
     std::fs::create_dir(back).unwrap();
-    let mut x = Command::new("tar").arg("-x").arg("-C").arg(back).stdin(Stdio::piped()).spawn().unwrap();
+    let mut x = Command::new("tar")
+        .args(["-x", "--xattrs", "--xattrs-include=*", "-C"])
+        .arg(back)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     x.stdin.take().unwrap().write_all(tar).unwrap();
     assert!(x.wait().unwrap().success());
     back.to_path_buf()
@@ -73,7 +100,22 @@ fn paths(root: &Path) -> Vec<PathBuf> {
     all
 }
 
-/// `got` is `want`: the same paths, types, modes, owners, mtimes, contents and link targets.
+/// The extended attributes of `path` (not followed), by name.
+fn xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut names = vec![0u8; 4096];
+    let n = rustix::fs::llistxattr(path, names.as_mut_slice()).unwrap();
+    let mut out = BTreeMap::new();
+    for name in names[..n].split(|c| *c == 0).filter(|n| !n.is_empty()) {
+        let name = std::str::from_utf8(name).unwrap();
+        let mut value = vec![0u8; 4096];
+        let n = rustix::fs::lgetxattr(path, name, value.as_mut_slice()).unwrap();
+        out.insert(name.to_string(), value[..n].to_vec());
+    }
+    out
+}
+
+/// `got` is `want`: the same paths, types, modes, owners, mtimes, contents, link targets and
+/// extended attributes.
 fn assert_same_tree(want: &Path, got: &Path) {
     assert_eq!(paths(want), paths(got));
     // The root itself is DIR, not an entry of the archive.
@@ -82,6 +124,7 @@ fn assert_same_tree(want: &Path, got: &Path) {
             (std::fs::symlink_metadata(want.join(&p)).unwrap(), std::fs::symlink_metadata(got.join(&p)).unwrap());
         assert_eq!((w.mode(), w.uid(), w.gid()), (g.mode(), g.uid(), g.gid()), "{}", p.display());
         assert_eq!(w.mtime(), g.mtime(), "{}", p.display());
+        assert_eq!(xattrs(&want.join(&p)), xattrs(&got.join(&p)), "{}", p.display());
         if w.is_file() {
             assert_eq!(std::fs::read(want.join(&p)).unwrap(), std::fs::read(got.join(&p)).unwrap(), "{}", p.display());
         }
@@ -118,13 +161,31 @@ async fn an_xfs_snapshot_is_exported_file_by_file_through_a_temporary_volume() {
     let a = Account::new("410000000070").await;
     let dir = tempfile::tempdir().unwrap();
     let tree = tree(dir.path());
-    let snap = a.write_snapshot(1, None, &xfs_image(dir.path(), &tree)).await;
-    let devices = dir.path().join("by-id");
-    this_instance(&a, &devices).await;
-    let target = dir.path().join("archives");
+    let blocks = xfs_image(dir.path(), &tree);
+    exported_through_a_volume(&a, dir.path(), &tree, &blocks, "xfs").await;
+}
+
+/// The same for Btrfs (mounted `ro,rescue=nologreplay`): the tree comes back exactly, the
+/// volume goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_btrfs_snapshot_is_exported_file_by_file_through_a_temporary_volume() {
+    let a = Account::new("410000000073").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = tree(dir.path());
+    let blocks = fs_image(dir.path(), &tree, &["mkfs.btrfs", "-q"], 256 << 20);
+    exported_through_a_volume(&a, dir.path(), &tree, &blocks, "btrfs").await;
+}
+
+/// Runs `export ebs --files --mount` of a snapshot of `blocks` (a whole-disk filesystem of
+/// type `fs` holding `tree`) and checks the round trip and the volume's removal.
+async fn exported_through_a_volume(a: &Account, dir: &Path, tree: &Path, blocks: &BTreeMap<u64, Vec<u8>>, fs: &str) {
+    let snap = a.write_snapshot(1, None, blocks).await;
+    let devices = dir.join("by-id");
+    this_instance(a, &devices).await;
+    let target = dir.join("archives");
     std::fs::create_dir(&target).unwrap();
     let to = format!("file://{}", target.display());
-    let state = dir.path().join("state");
+    let state = dir.join("state");
     let imds = format!("{}/_bunker/imds/{}", a.endpoint, a.id);
     let env = [
         ("AWS_EC2_METADATA_DISABLED", "false"),
@@ -140,18 +201,32 @@ async fn an_xfs_snapshot_is_exported_file_by_file_through_a_temporary_volume() {
 
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(target.join(format!("{snap}.files.json"))).unwrap()).unwrap();
-    assert_eq!(index["filesystems"][0]["type"], "xfs", "{index:#}");
+    assert_eq!(index["filesystems"][0]["type"], fs, "{index:#}");
     let manifest = index["filesystems"][0]["manifest"].as_str().unwrap();
     assert_eq!(manifest, format!("{snap}.manifest.json"), "the whole disk: no partition suffix");
     let tar = common::zstd_decompress(&std::fs::read(target.join(format!("{snap}.tar.zst"))).unwrap());
-    let back = untar(&tar, &dir.path().join("back"));
-    assert_same_tree(&tree, &back);
+    // The 64 MiB sparse file is stored as its data only (a GNU sparse entry), not as zeros.
+    assert!(tar.len() < 16 << 20, "{} bytes of tar", tar.len());
+    let back = untar(&tar, &dir.join("back"));
+    assert_same_tree(tree, &back);
+    assert!(xattrs(&back.join("etc")).contains_key("trusted.label"), "the test's own attributes exist");
+    let sparse = std::fs::metadata(back.join("sparse")).unwrap();
+    assert!(sparse.blocks() * 512 < 1 << 20, "tar restored the holes: {} blocks", sparse.blocks());
+    // bunker's own restore reads the sparse entry and the pax headers, each file checked
+    // against its catalog hash.
+    let restored = dir.join("restored");
+    let url = format!("{to}/{snap}.tar.zst");
+    let r = a.bunker(&["restore", &url, "--to-dir", restored.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    for f in ["sparse", "etc/nginx/nginx.conf", "var.bin"] {
+        assert_eq!(std::fs::read(restored.join(f)).unwrap(), std::fs::read(tree.join(f)).unwrap(), "{f}");
+    }
     let link = std::fs::metadata(back.join("var.link")).unwrap();
     assert_eq!(link.ino(), std::fs::metadata(back.join("var.bin")).unwrap().ino(), "a hard link stays one");
 
     // The temporary volume went: attached once, detached, deleted; no loop device or mount
     // of it is left, and EC2 lists no volume of this deployment.
-    let history = device_history(&a);
+    let history = device_history(a);
     assert_eq!(history["attached"].as_array().unwrap().len(), 1, "{history:#}");
     assert_eq!(history["attached"], history["detached"], "{history:#}");
     assert_eq!(history["attached"], history["deleted"], "{history:#}");
@@ -277,7 +352,7 @@ fn snapshot_event(snapshot: &str) -> String {
 /// whose GPT partition holds XFS goes through the restore actor (a temporary volume,
 /// attached, its partition reached through a read-only loop range, mounted, archived,
 /// removed); an ext4 snapshot is still read in place (no volume). Both trees come back with
-/// `zstd -d | tar -x`.
+/// `zstd -d | tar -x`, and both archives count in `/metrics`.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_service_exports_xfs_through_a_temporary_volume_and_ext4_in_place() {
     let a = Account::new("410000000072").await;
@@ -307,7 +382,7 @@ async fn the_service_exports_xfs_through_a_temporary_volume_and_ext4_in_place() 
     let state = dir.path().join("state");
     let imds = format!("{}/_bunker/imds/{}", a.endpoint, a.id);
     let env = [("AWS_EC2_METADATA_DISABLED", "false"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str())];
-    let (mut serve, _, log) = a.serve_with(cfg.to_str().unwrap(), &state, &env);
+    let (mut serve, addr, log) = a.serve_with(cfg.to_str().unwrap(), &state, &env);
     for snap in [&xfs, &ext4] {
         sqs.send_message().queue_url(&q).message_body(snapshot_event(snap)).send().await.unwrap();
     }
@@ -326,6 +401,11 @@ async fn the_service_exports_xfs_through_a_temporary_volume_and_ext4_in_place() 
         assert!(std::time::Instant::now() < deadline, "{:#}", device_history(&a));
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
+    // Each filesystem's archive is an export in /metrics, through the volume or in place.
+    let metrics = common::http_get(&addr, "/metrics");
+    assert!(metrics.contains("bunker_exports_total{status=\"ok\"} 2\n"), "{metrics}");
+    let out = metrics.lines().find_map(|l| l.strip_prefix("bunker_export_bytes_total{direction=\"out\"} "));
+    assert!(out.and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 1e6), "{metrics}");
     assert!(Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap().success());
     assert_eq!(serve.wait().unwrap().code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
 
