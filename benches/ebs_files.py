@@ -57,12 +57,28 @@ def export(env, snap, files, out):
 c = creds(ACCOUNT, REGION)
 env = dict(os.environ, AWS_ACCESS_KEY_ID=c["aws_access_key_id"], AWS_SECRET_ACCESS_KEY=c["aws_secret_access_key"],
            AWS_SESSION_TOKEN=c["aws_session_token"], AWS_REGION=REGION)
+def tar_zstd(mnt, out):
+    """The baseline: `tar -cf - . | zstd -3 -T2` of the same filesystem from a local mount."""
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    t0 = time.monotonic()
+    subprocess.run(["bash", "-o", "pipefail", "-c", f"tar -C {mnt} -cf - . | zstd -3 -T2 -q -o {out}/tree.tar.zst"],
+                   check=True)
+    return time.monotonic() - t0, os.path.getsize(f"{out}/tree.tar.zst")
+
+
 img = disk()
 snap, written = snapshot(boto3.client("ebs", region_name=REGION, **c), img)
-os.remove(img)
+mnt = os.path.join(work, "files-mnt")
+os.makedirs(mnt, exist_ok=True)
+subprocess.run(["mount", "-o", "ro,loop,offset=1048576,sizelimit=3221225472", img, mnt], check=True)
 print(f"snapshot {snap}: {written} of {(GIB << 30) // BLOCK} blocks allocated ({tree})")
 results = {"image": [], "files": []}
+baseline = []
 for run in range(runs):
+    wall, size = tar_zstd(mnt, os.path.join(work, "files-tar"))
+    print(f"run {run + 1} tar | zstd -3 -T2 (local mount): {wall:.2f} s, {size} bytes out")
+    baseline.append(wall)
     for kind in ("image", "files"):
         wall, gets, size, rss, out = export(env, snap, kind == "files", os.path.join(work, f"files-{kind}"))
         extra = ""
@@ -72,7 +88,11 @@ for run in range(runs):
         print(f"run {run + 1} {kind}: {wall:.2f} s, {gets} GetSnapshotBlock, {size} bytes out, "
               f"peak RSS {rss / 2**20:.1f} MiB{extra}")
         results[kind].append((wall, gets, size, rss))
+subprocess.run(["umount", mnt], check=True)
+os.remove(img)
 for kind, rs in results.items():
     print(f"median {kind}: {statistics.median(r[0] for r in rs):.2f} s, "
           f"{statistics.median(r[1] for r in rs):.0f} GetSnapshotBlock, {statistics.median(r[2] for r in rs):.0f} bytes, "
           f"peak RSS {statistics.median(r[3] for r in rs) / 2**20:.1f} MiB")
+files, tar = statistics.median(r[0] for r in results["files"]), statistics.median(baseline)
+print(f"median tar | zstd -3 -T2: {tar:.2f} s; export ebs --files / tar | zstd: {tar / files:.2f}x the baseline's speed")

@@ -3,7 +3,8 @@
 # holds a copy of /usr/share (tens of thousands of files; `mkfs.ext4 -d`), written to the
 # emulator as a snapshot with the EBS direct APIs. Interleaved, RUNS times (default 3):
 # `bunker export ebs SNAP --to file://` (the image) and `bunker export ebs SNAP --files --to
-# file://` (tar + catalog), each timed wall-clock, with the GetSnapshotBlock requests the
+# file://` (tar + catalog), and `tar -cf - . | zstd -3 -T2` of the same filesystem from a
+# read-only loop mount (the baseline), each timed wall-clock, with the GetSnapshotBlock requests the
 # emulator served, the output bytes and the peak RSS. Prints each run and the medians.
 #
 #   sudo benches/ebs_files.sh            # needs sfdisk (fdisk) and mkfs.ext4 (e2fsprogs)
