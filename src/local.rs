@@ -536,6 +536,29 @@ impl<R: io::Read> io::Read for Hashing<R> {
     }
 }
 
+/// Writes a regular file's entry; returns the BLAKE3 of its contents.
+fn append_regular(
+    b: &mut TarBuilder<'_, '_>,
+    rel: &Path,
+    meta: &fs::Metadata,
+    mut header: tar::Header,
+    mut file: File,
+) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.blocks() * 512 >= meta.len() {
+        let mut reader = Hashing::catalog(io::Read::take(file, meta.len()));
+        b.append_data(&mut header, rel, &mut reader)?;
+        return Ok(reader.hasher.finish());
+    }
+    // Holes: the tar crate writes a GNU sparse entry (SEEK_DATA / SEEK_HOLE), only the data
+    // on tape; the catalog hashes the whole contents in a pass of its own.
+    b.append_file(rel, &mut file)?;
+    io::Seek::rewind(&mut file)?;
+    let mut reader = Hashing::catalog(io::Read::take(file, meta.len()));
+    io::copy(&mut reader, &mut io::sink())?;
+    Ok(reader.hasher.finish())
+}
+
 /// Writes `path`'s extended attributes (not followed through a symlink) as a pax header
 /// before its entry: `SCHILY.xattr.NAME` records, as GNU tar's `--xattrs` writes and
 /// restores them (ACLs, SELinux labels, file capabilities). Nothing where it has none, or
@@ -640,7 +663,14 @@ impl Walker<'_> {
             sha256: None,
             offset,
         };
+        if !(ft.is_dir() || ft.is_symlink() || ft.is_file()) {
+            return Err(io::Error::other("not a regular file, directory or symlink"));
+        }
+        // What can fail for this entry alone comes before its first header: a pax header
+        // written for an entry that is then skipped would give its attributes to the next.
+        let target = if ft.is_symlink() { Some(fs::read_link(path)?) } else { None };
         let is_other_link = ft.is_file() && meta.nlink() > 1 && self.links.contains_key(&(meta.dev(), meta.ino()));
+        let file = if ft.is_file() && !is_other_link { Some(File::open(path)?) } else { None };
         if !is_other_link {
             // A further hard link shares the inode's attributes, archived with its first name.
             append_xattrs(b, path)?;
@@ -651,8 +681,7 @@ impl Walker<'_> {
             self.list(CatalogEntry { kind: EntryKind::Dir, ..entry });
             return self.walk(b, path, rel);
         }
-        if ft.is_symlink() {
-            let target = fs::read_link(path)?;
+        if let Some(target) = target {
             b.append_path_with_name(path, rel)?;
             self.list(CatalogEntry {
                 kind: EntryKind::Symlink,
@@ -660,9 +689,6 @@ impl Walker<'_> {
                 ..entry
             });
             return Ok(());
-        }
-        if !ft.is_file() {
-            return Err(io::Error::other("not a regular file, directory or symlink"));
         }
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
@@ -677,18 +703,7 @@ impl Walker<'_> {
             self.links.insert((meta.dev(), meta.ino()), entry.path.clone());
         }
         entry.size = meta.len();
-        entry.blake3 = Some(if meta.blocks() * 512 < meta.len() {
-            // Holes: the tar crate writes a GNU sparse entry (SEEK_DATA / SEEK_HOLE), only the
-            // data on tape; the catalog hashes the whole contents in a pass of its own.
-            b.append_file(rel, &mut File::open(path)?)?;
-            let mut reader = Hashing::catalog(io::Read::take(File::open(path)?, meta.len()));
-            io::copy(&mut reader, &mut io::sink())?;
-            reader.hasher.finish()
-        } else {
-            let mut reader = Hashing::catalog(io::Read::take(File::open(path)?, meta.len()));
-            b.append_data(&mut header, rel, &mut reader)?;
-            reader.hasher.finish()
-        });
+        entry.blake3 = Some(append_regular(b, rel, &meta, header, file.expect("opened above"))?);
         let mut s = self.stats.lock().expect("tree stats");
         s.files += 1;
         s.file_bytes += meta.len();

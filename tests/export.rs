@@ -313,6 +313,51 @@ async fn files_and_directories_export_to_a_directory_target() {
     }
 }
 
+/// `export path` keeps extended attributes with their own entry: a FIFO carrying one is
+/// skipped (named in `tree.skipped`) and the file after it does not inherit it; the file's
+/// own attribute comes back with `tar -x --xattrs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn attributes_stay_with_their_entry_when_one_before_is_skipped() {
+    let a = Account::new("410000000074").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("attrs");
+    std::fs::create_dir(&tree).unwrap();
+    let fifo = tree.join("a-fifo");
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0)
+        .unwrap();
+    let flags = rustix::fs::XattrFlags::empty();
+    rustix::fs::setxattr(&fifo, "trusted.fifo", b"not for the next entry", flags).unwrap();
+    std::fs::write(tree.join("b-file"), b"plain").unwrap();
+    std::fs::write(tree.join("c-file"), b"labelled").unwrap();
+    rustix::fs::setxattr(tree.join("c-file"), "user.label", b"mine", flags).unwrap();
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    let to = format!("file://{}", target.display());
+    let run = a.bunker(&["--json", "export", "path", tree.to_str().unwrap(), "--to", &to]);
+    assert_eq!(run.code, 1, "a skipped entry: {run:#?}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join("attrs.manifest.json")).unwrap()).unwrap();
+    assert!(manifest["tree"]["skipped"][0].as_str().unwrap().starts_with("a-fifo"), "{manifest:#}");
+    let tar = common::zstd_decompress(&std::fs::read(target.join("attrs.tar.zst")).unwrap());
+    let back = dir.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    let mut x = Command::new("tar")
+        .args(["-x", "--xattrs", "--xattrs-include=*", "-C"])
+        .arg(&back)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    x.stdin.take().unwrap().write_all(&tar).unwrap();
+    assert!(x.wait().unwrap().success());
+    let get = |f: &str, name: &str| {
+        let mut v = vec![0u8; 256];
+        rustix::fs::lgetxattr(back.join(f), name, v.as_mut_slice()).map(|n| v[..n].to_vec())
+    };
+    assert!(get("b-file", "trusted.fifo").is_err(), "the skipped FIFO's attribute went to the next entry");
+    assert_eq!(get("c-file", "user.label").unwrap(), b"mine");
+    assert_eq!(std::fs::read(back.join("b-file")).unwrap(), b"plain");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tiny_buffers_on_a_large_sparse_source_keep_memory_bounded() {
     let a = Account::new("410000000006").await;
