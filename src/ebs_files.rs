@@ -122,6 +122,11 @@ impl Probed {
     }
 }
 
+/// A cached reader of the snapshot's blocks whose fetches count in `fetched`.
+fn device(opened: &OpenedSnapshot, blocks: &Arc<BlockMap>, fetched: &Arc<AtomicU64>) -> SnapshotDevice {
+    SnapshotDevice::new(opened.reader.clone(), blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS).counting(fetched.clone())
+}
+
 /// Opens `snapshot` (each manifest naming `point`, when it is a recovery point) and reads its
 /// partition table through the EBS direct APIs.
 pub(crate) async fn probe(
@@ -136,8 +141,7 @@ pub(crate) async fn probe(
     opened.source.recovery_point = point;
     let blocks = Arc::new(opened.reader.block_map().await?);
     let fetched = Arc::new(AtomicU64::new(0));
-    let mut probe = SnapshotDevice::new(opened.reader.clone(), blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS)
-        .counting(fetched.clone());
+    let mut probe = device(&opened, &blocks, &fetched);
     let (volumes, probe) = tokio::task::spawn_blocking(move || (disk::volumes(&mut probe), probe))
         .await
         .map_err(|e| StreamError::Internal(format!("partition reader: {e}")))?;
@@ -192,10 +196,7 @@ pub(crate) async fn export_in_place(
         blocks_fetched: 0,
     };
     for volume in readable {
-        let disk = p.probe.take().unwrap_or_else(|| {
-            SnapshotDevice::new(p.opened.reader.clone(), p.blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS)
-                .counting(p.fetched.clone())
-        });
+        let disk = p.probe.take().unwrap_or_else(|| device(&p.opened, &p.blocks, &p.fetched));
         let filesystem = reference(&volume);
         match export_one(&p.opened, opts, volume, disk, (progress.clone(), quiet, metrics.clone())).await {
             Ok(done) => report.filesystems.push(done),

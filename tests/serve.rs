@@ -6,7 +6,7 @@ mod common;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{Account, REGION};
+use common::{ebs_event, queues, Account, REGION};
 
 const DR: &str = "us-west-2";
 const SHARE: &str = "111111111111";
@@ -64,13 +64,6 @@ impl Serve {
     }
 }
 
-async fn queues(a: &Account, name: &str) -> (aws_sdk_sqs::Client, String, String) {
-    let sqs = aws_sdk_sqs::Client::new(&a.sdk(REGION).await);
-    let q = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
-    let d = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.unwrap().queue_url.unwrap();
-    (sqs, q, d)
-}
-
 fn write_config(dir: &std::path::Path, extra: &str) -> String {
     let path = dir.join("bunker.toml");
     std::fs::write(
@@ -121,18 +114,6 @@ async fn wait_replicated(a: &Account, limit: Duration) -> Vec<String> {
         assert!(t.elapsed() < limit, "not replicated in {limit:?}: sources {sources:?}, copies {copies:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn ebs_event(snapshot: &str) -> String {
-    serde_json::json!({
-        "version": "0", "id": format!("ev-{snapshot}"), "detail-type": "EBS Snapshot Notification",
-        "source": "aws.ec2", "account": "123456789012", "time": "2037-12-01T01:00:30Z", "region": REGION,
-        "resources": [format!("arn:aws:ec2::{REGION}:snapshot/{snapshot}")],
-        "detail": {"event": "createSnapshot", "result": "succeeded", "cause": "",
-                   "snapshot_id": format!("arn:aws:ec2::{REGION}:snapshot/{snapshot}"),
-                   "source": format!("arn:aws:ec2::{REGION}:volume/vol-1")}
-    })
-    .to_string()
 }
 
 async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u32, u32) {

@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{allocated, noise, post, Account};
+use common::{allocated, ebs_event, noise, post, queues, Account};
 
 /// An XFS filesystem of 1 GiB (XFS needs 300 MB at least) holding `tree`: made with
 /// `mkfs.xfs` on a loop device, filled through a read-write mount (xfsprogs 6.1 cannot fill
@@ -326,28 +326,6 @@ fn gpt_xfs_disk(dir: &Path, tree: &Path) -> BTreeMap<u64, Vec<u8>> {
     blocks
 }
 
-/// The queue and its dead-letter queue.
-async fn queues(a: &Account, name: &str) -> (aws_sdk_sqs::Client, String, String) {
-    let sqs = aws_sdk_sqs::Client::new(&a.sdk(common::REGION).await);
-    let q = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
-    let d = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.unwrap().queue_url.unwrap();
-    (sqs, q, d)
-}
-
-/// EC2's "EBS Snapshot Notification" for a completed snapshot (AWS's documented example).
-fn snapshot_event(snapshot: &str) -> String {
-    let region = common::REGION;
-    serde_json::json!({
-        "version": "0", "id": format!("ev-{snapshot}"), "detail-type": "EBS Snapshot Notification",
-        "source": "aws.ec2", "account": "123456789012", "time": "2037-12-01T01:00:30Z", "region": region,
-        "resources": [format!("arn:aws:ec2::{region}:snapshot/{snapshot}")],
-        "detail": {"event": "createSnapshot", "result": "succeeded", "cause": "",
-                   "snapshot_id": format!("arn:aws:ec2::{region}:snapshot/{snapshot}"),
-                   "source": format!("arn:aws:ec2::{region}:volume/vol-1")}
-    })
-    .to_string()
-}
-
 /// `bunker serve` with `export.ebs_format = "files"` and `export.mount = true`: a snapshot
 /// whose GPT partition holds XFS goes through the restore actor (a temporary volume,
 /// attached, its partition reached through a read-only loop range, mounted, archived,
@@ -384,7 +362,7 @@ async fn the_service_exports_xfs_through_a_temporary_volume_and_ext4_in_place() 
     let env = [("AWS_EC2_METADATA_DISABLED", "false"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str())];
     let (mut serve, addr, log) = a.serve_with(cfg.to_str().unwrap(), &state, &env);
     for snap in [&xfs, &ext4] {
-        sqs.send_message().queue_url(&q).message_body(snapshot_event(snap)).send().await.unwrap();
+        sqs.send_message().queue_url(&q).message_body(ebs_event(snap)).send().await.unwrap();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     loop {

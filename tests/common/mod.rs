@@ -519,3 +519,24 @@ pub fn allocated(image: &[u8]) -> BTreeMap<u64, Vec<u8>> {
     let blocks = image.chunks(BLOCK).enumerate().filter(|(_, b)| b.iter().any(|x| *x != 0));
     blocks.map(|(i, b)| (i as u64, b.to_vec())).collect()
 }
+
+/// A queue and its dead-letter queue named after `name`: (client, queue URL, DLQ URL).
+pub async fn queues(a: &Account, name: &str) -> (aws_sdk_sqs::Client, String, String) {
+    let sqs = aws_sdk_sqs::Client::new(&a.sdk(REGION).await);
+    let q = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url.unwrap();
+    let d = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.unwrap().queue_url.unwrap();
+    (sqs, q, d)
+}
+
+/// EC2's "EBS Snapshot Notification" for a completed snapshot (AWS's documented example).
+pub fn ebs_event(snapshot: &str) -> String {
+    serde_json::json!({
+        "version": "0", "id": format!("ev-{snapshot}"), "detail-type": "EBS Snapshot Notification",
+        "source": "aws.ec2", "account": "123456789012", "time": "2037-12-01T01:00:30Z", "region": REGION,
+        "resources": [format!("arn:aws:ec2::{REGION}:snapshot/{snapshot}")],
+        "detail": {"event": "createSnapshot", "result": "succeeded", "cause": "",
+                   "snapshot_id": format!("arn:aws:ec2::{REGION}:snapshot/{snapshot}"),
+                   "source": format!("arn:aws:ec2::{REGION}:volume/vol-1")}
+    })
+    .to_string()
+}
