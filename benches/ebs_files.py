@@ -18,6 +18,18 @@ def disk():
     table = "label: gpt\nstart=2048, size=6291456, type=L\n"
     subprocess.run(["sfdisk", "-q", img], input=table.encode(), check=True)
     subprocess.run(["mkfs.ext4", "-q", "-F", "-d", tree, "-E", "offset=1048576", img, "3G"], check=True)
+    if os.environ.get("HTREE", "1") == "1":
+        # `mkfs.ext4 -d` leaves every directory a linear list; the kernel indexes a directory
+        # (htree) as it grows past one block, so a real volume's large directories are indexed.
+        # `e2fsck -D` builds those indexes (on a loop device over the partition).
+        loop = subprocess.run(["losetup", "--find", "--show", "--offset", "1048576", "--sizelimit", str(3 << 30), img],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        try:
+            fsck = subprocess.run(["e2fsck", "-fyD", loop], capture_output=True)
+            if fsck.returncode not in (0, 1):
+                sys.exit(f"e2fsck -D failed ({fsck.returncode}): {fsck.stdout}")
+        finally:
+            subprocess.run(["losetup", "-d", loop], check=True)
     return img
 
 
@@ -38,11 +50,11 @@ def snapshot(ebs, img):
     return s, n
 
 
-def export(env, snap, files, out):
+def export(env, snap, kind, out):
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_bunker/stats", method="POST"))
-    args = [bunker, "--json", "export", "ebs", snap, "--to", f"file://{out}"] + (["--files"] if files else [])
+    args = [bunker, "--json", "export", "ebs", snap, "--to", f"file://{out}"] + KINDS[kind]
     t0 = time.monotonic()
     p = subprocess.run(args, env=env, capture_output=True, text=True)
     wall = time.monotonic() - t0
@@ -67,29 +79,42 @@ def tar_zstd(mnt, out):
     return time.monotonic() - t0, os.path.getsize(f"{out}/tree.tar.zst")
 
 
+delay = int(os.environ.get("BLOCK_DELAY_MS", "0"))
+if delay:
+    # Every GetSnapshotBlock answered that much later, as across a real network.
+    faults = json.dumps({"ebs_block_delay_ms": delay}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_bunker/faults", data=faults, method="POST"))
 img = disk()
 snap, written = snapshot(boto3.client("ebs", region_name=REGION, **c), img)
 mnt = os.path.join(work, "files-mnt")
 os.makedirs(mnt, exist_ok=True)
 subprocess.run(["mount", "-o", "ro,loop,offset=1048576,sizelimit=3221225472", img, mnt], check=True)
-print(f"snapshot {snap}: {written} of {(GIB << 30) // BLOCK} blocks allocated ({tree})")
-results = {"image": [], "files": []}
+htree = "indexed directories (e2fsck -D)" if os.environ.get("HTREE", "1") == "1" else "linear directories (HTREE=0)"
+print(f"snapshot {snap}: {written} of {(GIB << 30) // BLOCK} blocks allocated ({tree}, {htree}); "
+      f"GetSnapshotBlock delayed {delay} ms")
+# The image; the files with the block cache on disk (room for every block: fetched in batches
+# of 32); the files with a cache too small for that (512 MiB: forward read-ahead only).
+KINDS = {"image": [], "files": ["--files"], "files-512": ["--files", "--cache-mib", "512"]}
+results = {k: [] for k in KINDS}
 baseline = []
-for run in range(runs):
-    wall, size = tar_zstd(mnt, os.path.join(work, "files-tar"))
-    print(f"run {run + 1} tar | zstd -3 -T2 (local mount): {wall:.2f} s, {size} bytes out")
-    baseline.append(wall)
-    for kind in ("image", "files"):
-        wall, gets, size, rss, out = export(env, snap, kind == "files", os.path.join(work, f"files-{kind}"))
-        extra = ""
-        if kind == "files":
-            t = out["filesystems"][0]["tree"]
-            extra = f", {t['files']} files, {t['directories']} directories, {t['file_bytes']} bytes of content"
-        print(f"run {run + 1} {kind}: {wall:.2f} s, {gets} GetSnapshotBlock, {size} bytes out, "
-              f"peak RSS {rss / 2**20:.1f} MiB{extra}")
-        results[kind].append((wall, gets, size, rss))
-subprocess.run(["umount", mnt], check=True)
-os.remove(img)
+try:
+    for run in range(runs):
+        wall, size = tar_zstd(mnt, os.path.join(work, "files-tar"))
+        print(f"run {run + 1} tar | zstd -3 -T2 (local mount): {wall:.2f} s, {size} bytes out")
+        baseline.append(wall)
+        for kind in KINDS:
+            wall, gets, size, rss, out = export(env, snap, kind, os.path.join(work, f"files-{kind}"))
+            extra = ""
+            if kind != "image":
+                t = out["filesystems"][0]["tree"]
+                extra = f", {t['files']} files, {t['directories']} directories, {t['file_bytes']} bytes of content"
+            print(f"run {run + 1} {kind}: {wall:.2f} s, {gets} GetSnapshotBlock, {size} bytes out, "
+                  f"peak RSS {rss / 2**20:.1f} MiB{extra}")
+            results[kind].append((wall, gets, size, rss))
+finally:
+    # Also when interrupted: no mount or loop device left behind.
+    subprocess.run(["umount", mnt], check=True)
+    os.remove(img)
 for kind, rs in results.items():
     print(f"median {kind}: {statistics.median(r[0] for r in rs):.2f} s, "
           f"{statistics.median(r[1] for r in rs):.0f} GetSnapshotBlock, {statistics.median(r[2] for r in rs):.0f} bytes, "

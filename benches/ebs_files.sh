@@ -10,7 +10,9 @@
 #   sudo benches/ebs_files.sh            # needs sfdisk (fdisk) and mkfs.ext4 (e2fsprogs)
 #
 # Builds bunker in release mode; BUNKER_PROFILE=debug uses the debug build (say so when
-# quoting figures). TREE=/some/dir archives another tree.
+# quoting figures). TREE=/some/dir archives another tree. Directories are indexed (htree, as
+# the kernel makes them; `e2fsck -D` after `mkfs.ext4 -d`); HTREE=0 leaves them linear lists.
+# BLOCK_DELAY_MS=20 makes the emulator answer each GetSnapshotBlock 20 ms late (a far network).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -161,7 +161,18 @@ pub(crate) struct ExportOpts {
     /// Concurrent GetSnapshotBlock calls at most (adaptive below on throttling).
     #[arg(long, default_value_t = Tuning::BLOCK_REQUESTS)]
     pub(crate) block_requests: usize,
+    /// `--files` in place: snapshot blocks kept on local disk once fetched, so a filesystem
+    /// read in path order fetches each block once (at most half the free space there; 0: none).
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CACHE_MIB)]
+    pub(crate) cache_mib: u64,
+    /// Where that cache lives: an unnamed 0600 file, gone when the export ends (default:
+    /// $TMPDIR, else /var/tmp).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache_dir: Option<std::path::PathBuf>,
 }
+
+/// `--cache-mib`'s default: 4 GiB of local disk.
+pub(crate) const DEFAULT_CACHE_MIB: u64 = 4096;
 
 impl ExportArgs {
     /// `export recovery-point`'s (ARN, vault, target), if that is the export asked for.
@@ -390,6 +401,8 @@ impl ExportOpts {
             channel_capacity: Tuning::CHANNEL_CAPACITY,
             parts_in_flight: Tuning::PARTS_IN_FLIGHT,
             block_requests: Tuning::BLOCK_REQUESTS,
+            cache_mib: DEFAULT_CACHE_MIB,
+            cache_dir: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
+pub use crate::lvm::Run;
+
 /// Random, exact reads of a disk.
 pub trait Disk {
     /// The disk's size in bytes.
@@ -26,45 +28,96 @@ impl Disk for Vec<u8> {
     }
 }
 
-/// One region of the disk that may hold a filesystem.
+/// One region of the disk that may hold a filesystem: a partition, the whole disk, or a
+/// logical volume of an LVM physical volume on either.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
     /// The partition's number (1-based, as Linux numbers them), or None for the whole disk.
     pub number: Option<u32>,
-    /// Its first byte on the disk.
+    /// Its first byte on the disk (a logical volume's first run's).
     pub start: u64,
     /// Its size in bytes.
     pub size: u64,
     /// The filesystem its superblock names: "ext4", "xfs", "ntfs", "vfat", "btrfs",
     /// "LVM2_member", "swap", or "unknown".
     pub filesystem: &'static str,
+    /// The logical volume ("vg/lv") it is, with the runs of disk bytes holding it.
+    pub lv: Option<(String, Vec<Run>)>,
+    /// Why bunker does not read it, when its layout (not its filesystem) is the reason.
+    pub unread: Option<String>,
 }
 
 impl Volume {
+    /// A partition or whole disk holding `filesystem`.
+    pub fn plain(number: Option<u32>, start: u64, size: u64, filesystem: &'static str) -> Volume {
+        Volume { number, start, size, filesystem, lv: None, unread: None }
+    }
+
     /// Whether bunker reads this filesystem in user space (ext2/3/4 with `ext4-view`, FAT
     /// with `fatfs`).
     pub fn readable(&self) -> bool {
-        matches!(self.filesystem, "ext4" | "vfat")
+        self.unread.is_none() && matches!(self.filesystem, "ext4" | "vfat")
     }
 
     /// Whether only the kernel reads this filesystem (XFS, Btrfs): bunker exports it through
     /// a temporary volume, mounted read-only without journal replay.
     pub fn needs_kernel(&self) -> bool {
-        matches!(self.filesystem, "xfs" | "btrfs")
+        self.unread.is_none() && matches!(self.filesystem, "xfs" | "btrfs")
     }
 
-    /// "partition 2" or "the whole disk".
+    /// "partition 2", "the whole disk", "logical volume vg/root on partition 2".
     pub fn describe(&self) -> String {
-        match self.number {
+        let on = match self.number {
             Some(n) => format!("partition {n}"),
             None => "the whole disk".into(),
+        };
+        match &self.lv {
+            Some((name, _)) => format!("logical volume {name} on {on}"),
+            None => on,
         }
+    }
+
+    /// The first disk byte the volume holds.
+    pub fn first(&self) -> u64 {
+        match &self.lv {
+            Some((_, runs)) => runs.iter().map(|r| r.disk).min().unwrap_or(self.start),
+            None => self.start,
+        }
+    }
+
+    /// One past the last disk byte the volume holds (read-ahead stops there).
+    pub fn end(&self) -> u64 {
+        match &self.lv {
+            Some((_, runs)) => runs.iter().map(|r| r.disk + r.len).max().unwrap_or(self.start),
+            None => self.start + self.size,
+        }
+    }
+
+    /// Fills `buf` from byte `at` of the volume (through its runs, for a logical volume).
+    pub fn read_at(&self, disk: &mut dyn Disk, at: u64, buf: &mut [u8]) -> io::Result<()> {
+        if at.checked_add(buf.len() as u64).is_none_or(|e| e > self.size) {
+            let what = format!("read at {at} is past the end of the {}-byte {}", self.size, self.describe());
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, what));
+        }
+        let Some((_, runs)) = &self.lv else { return disk.read_at(self.start + at, buf) };
+        let mut done = 0;
+        while done < buf.len() {
+            let pos = at + done as u64;
+            let run = runs.iter().find(|r| pos >= r.at && pos < r.at + r.len).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("byte {pos} of {} is in no run", self.describe()))
+            })?;
+            let n = ((run.at + run.len - pos) as usize).min(buf.len() - done);
+            disk.read_at(run.disk + pos - run.at, &mut buf[done..done + n])?;
+            done += n;
+        }
+        Ok(())
     }
 }
 
 const SECTOR: u64 = 512;
 
-/// The disk's volumes in partition order, each with its filesystem named.
+/// The disk's volumes in partition order (an LVM physical volume's logical volumes by name,
+/// in its place), each with its filesystem named.
 pub fn volumes(disk: &mut dyn Disk) -> io::Result<Vec<Volume>> {
     let mut regions = partitions(disk)?;
     if regions.is_empty() {
@@ -72,10 +125,55 @@ pub fn volumes(disk: &mut dyn Disk) -> io::Result<Vec<Volume>> {
     }
     let mut out = Vec::new();
     for (number, start, size) in regions {
-        let filesystem = identify(disk, start, size)?;
-        out.push(Volume { number, start, size, filesystem });
+        let mut v = Volume::plain(number, start, size, "unknown");
+        v.filesystem = identify(&head(disk, &v)?);
+        if v.filesystem == "LVM2_member" {
+            match crate::lvm::logical_volumes(disk, start, size) {
+                Ok(lvs) if !lvs.is_empty() => {
+                    for lv in lvs {
+                        out.push(logical(disk, number, lv)?);
+                    }
+                    continue;
+                }
+                Ok(_) => v.unread = Some("an LVM physical volume holding no logical volume".into()),
+                Err(why) => v.unread = Some(why),
+            }
+        }
+        out.push(v);
     }
     Ok(out)
+}
+
+/// A logical volume as a volume of the disk, its filesystem named; one only the kernel reads
+/// is left unread unless it lies in one piece (bunker mounts a range of the disk, and never
+/// activates LVM to join pieces).
+fn logical(disk: &mut dyn Disk, number: Option<u32>, lv: crate::lvm::LogicalVolume) -> io::Result<Volume> {
+    let (runs, unread) = match lv.runs {
+        Ok(runs) => (runs, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
+    let start = runs.first().map_or(0, |r| r.disk);
+    let mut v = Volume { number, start, size: lv.size, filesystem: "unknown", lv: Some((lv.name, runs)), unread };
+    if v.unread.is_some() || v.size == 0 {
+        return Ok(v);
+    }
+    v.filesystem = identify(&head(disk, &v)?);
+    let pieces = v.lv.as_ref().map_or(0, |(_, r)| r.len());
+    if matches!(v.filesystem, "xfs" | "btrfs") && pieces > 1 {
+        v.unread = Some(format!(
+            "{} lies in {pieces} pieces on the disk; bunker mounts a logical volume only when it lies in one \
+             (it never activates LVM)",
+            v.filesystem
+        ));
+    }
+    Ok(v)
+}
+
+/// The first bytes of a volume, where filesystems keep their signatures.
+fn head(disk: &mut dyn Disk, v: &Volume) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; 0x11000.min(v.size) as usize];
+    v.read_at(disk, 0, &mut head)?;
+    Ok(head)
 }
 
 /// (number, start, size) of each partition; empty when the disk has no partition table.
@@ -119,12 +217,10 @@ fn is_boot_sector(sector: &[u8; 512]) -> bool {
         || &sector[82..87] == b"FAT32"
 }
 
-/// The filesystem whose signature the region carries.
-fn identify(disk: &mut dyn Disk, start: u64, size: u64) -> io::Result<&'static str> {
-    let mut head = vec![0u8; 0x11000.min(size) as usize];
-    disk.read_at(start, &mut head)?;
+/// The filesystem whose signature a volume's first bytes carry.
+fn identify(head: &[u8]) -> &'static str {
     let at = |o: usize, sig: &[u8]| head.get(o..o + sig.len()) == Some(sig);
-    Ok(if at(1024 + 0x38, &[0x53, 0xEF]) {
+    if at(1024 + 0x38, &[0x53, 0xEF]) {
         "ext4"
     } else if at(0, b"XFSB") {
         "xfs"
@@ -140,7 +236,7 @@ fn identify(disk: &mut dyn Disk, start: u64, size: u64) -> io::Result<&'static s
         "swap"
     } else {
         "unknown"
-    })
+    }
 }
 
 /// A read-only `Read + Seek` view of a disk for the partition crates.
@@ -212,12 +308,12 @@ mod tests {
         disk[6144 * 512..6144 * 512 + 4].copy_from_slice(b"XFSB");
         let found = volumes(&mut disk).unwrap();
         assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(found[0], Volume { number: Some(1), start: 1 << 20, size: 2 << 20, filesystem: "ext4" });
+        assert_eq!(found[0], Volume::plain(Some(1), 1 << 20, 2 << 20, "ext4"));
         assert_eq!((found[1].number, found[1].filesystem, found[1].readable()), (Some(2), "xfs", false));
 
         let mut bare = vec![0u8; 4 << 20];
         ext_superblock(&mut bare, 0);
-        assert_eq!(volumes(&mut bare).unwrap(), [Volume { number: None, start: 0, size: 4 << 20, filesystem: "ext4" }]);
+        assert_eq!(volumes(&mut bare).unwrap(), [Volume::plain(None, 0, 4 << 20, "ext4")]);
         let mut blank = vec![0u8; 1 << 20];
         assert_eq!(volumes(&mut blank).unwrap()[0].filesystem, "unknown");
     }

@@ -64,7 +64,13 @@ pub(crate) struct NotExported {
 }
 
 pub(crate) fn reference(v: &Volume) -> FilesystemRef {
-    FilesystemRef { partition: v.number, kind: v.filesystem.to_string(), start: v.start, size: v.size }
+    FilesystemRef {
+        partition: v.number,
+        kind: v.filesystem.to_string(),
+        start: v.start,
+        size: v.size,
+        lv: v.lv.as_ref().map(|(name, _)| name.clone()),
+    }
 }
 
 /// Runs the export; exit 0 when every filesystem and entry was archived, 1 when some were
@@ -122,9 +128,51 @@ impl Probed {
     }
 }
 
-/// A cached reader of the snapshot's blocks whose fetches count in `fetched`.
-fn device(opened: &OpenedSnapshot, blocks: &Arc<BlockMap>, fetched: &Arc<AtomicU64>) -> SnapshotDevice {
-    SnapshotDevice::new(opened.reader.clone(), blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS).counting(fetched.clone())
+/// A cached reader of the snapshot's blocks whose fetches count in `fetched`, keeping the
+/// blocks it fetched on local disk too (`--cache-mib`).
+fn device(
+    opened: &OpenedSnapshot,
+    blocks: &Arc<BlockMap>,
+    fetched: &Arc<AtomicU64>,
+    opts: &ExportOpts,
+) -> Result<SnapshotDevice, StreamError> {
+    let dev = SnapshotDevice::new(opened.reader.clone(), blocks.clone(), CACHE_BLOCKS, READAHEAD_BLOCKS)
+        .counting(fetched.clone());
+    Ok(match spill_file(opts, opened.reader.block_size())? {
+        Some((file, n)) => dev.spilling_to(file, n),
+        None => dev,
+    })
+}
+
+/// An unnamed 0600 file in the cache directory, and the blocks it may hold: `--cache-mib`, and
+/// at most half the space free there. A directory the user named must work; the default one
+/// (`$TMPDIR`, else `/var/tmp`) failing only costs requests, with a warning.
+fn spill_file(opts: &ExportOpts, block_size: u64) -> Result<Option<(std::fs::File, u64)>, StreamError> {
+    if opts.cache_mib == 0 {
+        return Ok(None);
+    }
+    let named = opts.cache_dir.clone();
+    let dir = named
+        .clone()
+        .or_else(|| std::env::var_os("TMPDIR").map(std::path::PathBuf::from))
+        .unwrap_or_else(|| "/var/tmp".into());
+    let opened = rustix::fs::statvfs(&dir)
+        .map_err(std::io::Error::from)
+        .and_then(|fs| Ok((tempfile::tempfile_in(&dir)?, fs.f_bavail.saturating_mul(fs.f_frsize))));
+    match opened {
+        Ok((file, free)) => {
+            let blocks = opts.cache_mib.saturating_mul(1 << 20).min(free / 2) / block_size.max(1);
+            Ok((blocks > 0).then_some((file, blocks)))
+        }
+        Err(e) if named.is_some() => Err(StreamError::Input(format!(
+            "--cache-dir {}: {e}; name a writable directory, or --cache-mib 0 for no block cache on disk",
+            dir.display()
+        ))),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "no block cache on disk; blocks read again are fetched again");
+            Ok(None)
+        }
+    }
 }
 
 /// Opens `snapshot` (each manifest naming `point`, when it is a recovery point) and reads its
@@ -141,7 +189,7 @@ pub(crate) async fn probe(
     opened.source.recovery_point = point;
     let blocks = Arc::new(opened.reader.block_map().await?);
     let fetched = Arc::new(AtomicU64::new(0));
-    let mut probe = device(&opened, &blocks, &fetched);
+    let mut probe = device(&opened, &blocks, &fetched, opts)?;
     let (volumes, probe) = tokio::task::spawn_blocking(move || (disk::volumes(&mut probe), probe))
         .await
         .map_err(|e| StreamError::Internal(format!("partition reader: {e}")))?;
@@ -196,7 +244,10 @@ pub(crate) async fn export_in_place(
         blocks_fetched: 0,
     };
     for volume in readable {
-        let disk = p.probe.take().unwrap_or_else(|| device(&p.opened, &p.blocks, &p.fetched));
+        let disk = match p.probe.take() {
+            Some(d) => d,
+            None => device(&p.opened, &p.blocks, &p.fetched, opts)?,
+        };
         let filesystem = reference(&volume);
         match export_one(&p.opened, opts, volume, disk, (progress.clone(), quiet, metrics.clone())).await {
             Ok(done) => report.filesystems.push(done),
@@ -254,6 +305,9 @@ fn key_name(url: &str) -> String {
 
 fn not_read(v: &Volume) -> NotExported {
     let reason = match v.filesystem {
+        _ if v.unread.is_some() => {
+            format!("{} ({}): {}; not exported", v.describe(), v.filesystem, v.unread.as_deref().unwrap_or_default())
+        }
         "unknown" => format!("{}: no filesystem bunker recognises; not exported", v.describe()),
         fs if v.needs_kernel() => format!(
             "{} ({fs}): not read in place (only ext2/3/4 and FAT are); export the snapshot as an image for it{MOUNT_FIX}",
@@ -280,6 +334,19 @@ async fn export_one(
     export_tree(opened, opts, filesystem, open, watch).await
 }
 
+/// `<base>.p<N>` for a partition, `<base>` for the whole disk, and `.lv-<vg>-<lv>` after
+/// either for a logical volume on it.
+fn archive_name(base: String, fs: &FilesystemRef) -> String {
+    let mut name = match fs.partition {
+        Some(n) => format!("{base}.p{n}"),
+        None => base,
+    };
+    if let Some(lv) = &fs.lv {
+        name = format!("{name}.lv-{}", lv.replace('/', "-"));
+    }
+    name
+}
+
 /// Who watches an export: its progress counters, whether it runs without a progress bar
 /// (the service, `--json`), and the service's metrics (progress gauges while it runs, bytes
 /// and status when it ends).
@@ -298,10 +365,7 @@ pub(crate) async fn export_tree(
     (progress, json, metrics): Watch,
 ) -> Result<Exported, StreamError> {
     let base = opts.name.clone().unwrap_or_else(|| opened.source.id.clone());
-    let name = match filesystem.partition {
-        Some(n) => format!("{base}.p{n}"),
-        None => base,
-    };
+    let name = archive_name(base, &filesystem);
     let stats = Arc::new(Mutex::new(TreeStats::default()));
     let catalog = Arc::new(Mutex::new(Vec::new()));
     let mut source = opened.source.clone();

@@ -30,16 +30,12 @@ impl Disk for SnapshotDevice {
 /// One volume of a disk, as ext4-view reads it.
 struct Part {
     disk: SnapshotDevice,
-    start: u64,
-    size: u64,
+    volume: Volume,
 }
 
 impl ext4_view::Ext4Read for Part {
     fn read(&mut self, at: u64, dst: &mut [u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        if at.saturating_add(dst.len() as u64) > self.size {
-            return Err(format!("read at {at} is past the end of the {}-byte partition", self.size).into());
-        }
-        Ok(self.disk.read_at(self.start + at, dst)?)
+        Ok(self.volume.read_at(&mut self.disk, at, dst)?)
     }
 }
 
@@ -50,7 +46,7 @@ pub(crate) fn write_tar(
     out: Lister<'_>,
     b: &mut TarBuilder<'_, '_>,
 ) -> io::Result<()> {
-    let fs = Ext4::load(Box::new(Part { disk, start: volume.start, size: volume.size }))
+    let fs = Ext4::load(Box::new(Part { disk, volume: volume.clone() }))
         .map_err(|e| io::Error::other(format!("not a readable ext2/3/4 filesystem: {e}")))?;
     Walker { fs, out }.walk(b, ext4_view::PathBuf::new("/"))
 }

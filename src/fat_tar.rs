@@ -17,18 +17,17 @@ use crate::disk::Volume;
 use crate::fs_tar::{Lister, Meta};
 use crate::local::TarBuilder;
 
-/// A partition as a `Read + Seek` device; `Write` fails (bunker never writes a disk).
+/// A volume as a `Read + Seek` device; `Write` fails (bunker never writes a disk).
 struct PartIo {
     disk: SnapshotDevice,
-    start: u64,
-    size: u64,
+    volume: Volume,
     pos: u64,
 }
 
 impl Read for PartIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.size.saturating_sub(self.pos)) as usize;
-        self.disk.read_at(self.start + self.pos, &mut buf[..n]).map_err(io::Error::other)?;
+        let n = (buf.len() as u64).min(self.volume.size.saturating_sub(self.pos)) as usize;
+        self.volume.read_at(&mut self.disk, self.pos, &mut buf[..n])?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -38,7 +37,7 @@ impl Seek for PartIo {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         let pos = match to {
             SeekFrom::Start(p) => i128::from(p),
-            SeekFrom::End(d) => i128::from(self.size) + i128::from(d),
+            SeekFrom::End(d) => i128::from(self.volume.size) + i128::from(d),
             SeekFrom::Current(d) => i128::from(self.pos) + i128::from(d),
         };
         self.pos = u64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -65,7 +64,7 @@ pub(crate) fn write_tar(
     out: Lister<'_>,
     b: &mut TarBuilder<'_, '_>,
 ) -> io::Result<()> {
-    let part = PartIo { disk, start: volume.start, size: volume.size, pos: 0 };
+    let part = PartIo { disk, volume: volume.clone(), pos: 0 };
     let options = fatfs::FsOptions::new().update_accessed_date(false);
     let fs = Fs::new(part, options).map_err(|e| io::Error::other(format!("not a readable FAT filesystem: {e}")))?;
     walk(&out, b, fs.root_dir(), Path::new(""))

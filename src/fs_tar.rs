@@ -28,7 +28,7 @@ pub(crate) fn filesystem_tar_reader(
 ) -> mpsc::Receiver<Result<SourceItem, StreamError>> {
     let (what, thread) = (volume.describe(), format!("bunker-{}", volume.filesystem));
     crate::local::tar_thread(&thread, what, chunk, capacity, move |b| {
-        let disk = disk.reading_ahead_until(volume.start + volume.size);
+        let disk = disk.reading_within(volume.first(), volume.end());
         let out = Lister { stats: &stats, catalog: &catalog };
         match volume.filesystem {
             "vfat" => crate::fat_tar::write_tar(disk, &volume, out, b),

@@ -15,6 +15,7 @@ pub mod files;
 mod fs_tar;
 pub mod leases;
 pub mod local;
+pub mod lvm;
 pub mod mounted;
 pub mod serve;
 pub mod services;

@@ -87,11 +87,15 @@ impl HostDevices {
         HostDevices { aws, device_dir, mount_root, opts, metrics: None }
     }
 
-    fn mount_point(&self, volume: &str, part: Option<u32>) -> PathBuf {
-        match part {
-            Some(n) => self.mount_root.join(format!("{volume}-p{n}")),
-            None => self.mount_root.join(volume),
+    fn mount_point(&self, volume: &str, v: &Volume) -> PathBuf {
+        let mut name = match v.number {
+            Some(n) => format!("{volume}-p{n}"),
+            None => volume.to_string(),
+        };
+        if let Some((lv, _)) = &v.lv {
+            name = format!("{name}-lv-{}", lv.replace('/', "-"));
         }
+        self.mount_root.join(name)
     }
 }
 
@@ -182,6 +186,11 @@ impl Drop for Mounted {
 fn mount(device: &Path, v: &Volume, point: &Path) -> io::Result<Mounted> {
     let (fstype, data) = mount_options(v.filesystem).ok_or_else(|| io::Error::other("not mountable"))?;
     let (source, loop_dev) = match v.number {
+        // A logical volume: the range of the disk it lies in (one piece: `Volume::needs_kernel`).
+        _ if v.lv.is_some() => {
+            let l = partition_loop(device, v)?;
+            (l.clone(), Some(l))
+        }
         None => (device.to_path_buf(), None),
         Some(n) => match partition_node(device, n) {
             Some(node) => (node, None),
@@ -240,10 +249,17 @@ impl HostDevices {
         v: &Volume,
         progress: Arc<Progress>,
     ) -> Result<Result<Exported, String>, StreamError> {
+        if let Some(why) = &v.unread {
+            return Ok(Err(format!("{} ({}): {why}; not exported", v.describe(), v.filesystem)));
+        }
         if mount_options(v.filesystem).is_none() {
             return Ok(Err(format!("{} ({}): no filesystem bunker mounts; not exported", v.describe(), v.filesystem)));
         }
-        let point = self.mount_point(&what.volume, v.number);
+        if v.lv.as_ref().is_some_and(|(_, runs)| runs.len() != 1) {
+            let why = "lies in pieces on the disk; bunker mounts a logical volume only when it lies in one";
+            return Ok(Err(format!("{} ({}): {why}; not exported", v.describe(), v.filesystem)));
+        }
+        let point = self.mount_point(&what.volume, v);
         let (device, vol) = (what.device.clone(), v.clone());
         let mounted = tokio::task::spawn_blocking(move || mount(&device, &vol, &point))
             .await

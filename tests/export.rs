@@ -531,8 +531,17 @@ async fn an_ext4_partition_of_a_snapshot_is_archived_file_by_file_without_a_volu
     std::fs::create_dir(&target).unwrap();
     let to = format!("file://{}", target.display());
 
-    let run = a.bunker(&["--json", "export", "ebs", &snap, "--files", "--to", &to]);
+    // The block cache on disk: a directory that is not there is named; the one given is
+    // empty again afterwards (the cache file has no name).
+    let cache = dir.path().join("cache");
+    let missing = a.bunker(&["export", "ebs", &snap, "--files", "--to", &to, "--cache-dir", cache.to_str().unwrap()]);
+    assert_eq!(missing.code, 2, "{missing:#?}");
+    assert!(missing.stderr.contains(&format!("--cache-dir {}", cache.display())), "{}", missing.stderr);
+    std::fs::create_dir(&cache).unwrap();
+    let run =
+        a.bunker(&["--json", "export", "ebs", &snap, "--files", "--to", &to, "--cache-dir", cache.to_str().unwrap()]);
     assert_eq!(run.code, 1, "partition 2 and the FIFO are not archived: {run:#?}");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "nothing left in the cache directory");
     let out = run.json();
     assert_eq!(out["filesystems"].as_array().unwrap().len(), 1, "{out:#}");
     let fs = &out["filesystems"][0];

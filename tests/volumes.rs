@@ -24,6 +24,11 @@ fn xfs_image(dir: &Path, tree: &Path) -> BTreeMap<u64, Vec<u8>> {
 /// with `tree` through a read-write loop mount, as a machine's volume is: the image's
 /// allocated blocks.
 fn fs_image(dir: &Path, tree: &Path, mkfs: &[&str], size: u64) -> BTreeMap<u64, Vec<u8>> {
+    allocated(&fs_image_bytes(dir, tree, mkfs, size))
+}
+
+/// [`fs_image`]'s whole image.
+fn fs_image_bytes(dir: &Path, tree: &Path, mkfs: &[&str], size: u64) -> Vec<u8> {
     let image = dir.join(format!("{}.img", mkfs[0]));
     std::fs::File::create(&image).unwrap().set_len(size).unwrap();
     assert!(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image).status().unwrap().success(), "{mkfs:?}");
@@ -33,7 +38,7 @@ fn fs_image(dir: &Path, tree: &Path, mkfs: &[&str], size: u64) -> BTreeMap<u64, 
     let copied = Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(&mnt).status();
     let unmounted = Command::new("umount").arg(&mnt).status();
     assert!(copied.unwrap().success() && unmounted.unwrap().success());
-    allocated(&std::fs::read(&image).unwrap())
+    std::fs::read(&image).unwrap()
 }
 
 /// A tree with what a root filesystem has: nested directories, a deep path, unicode names,
@@ -441,4 +446,211 @@ fn mounting_without_cap_sys_admin_is_refused_at_start_naming_the_drop_in() {
         run(&["export", "ebs", "snap-0123456789abcdef0", "--files", "--mount", "--to", "file:///nonexistent"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("CAP_SYS_ADMIN") && stderr.contains("mount.conf"), "{stderr}");
+}
+
+/// Runs an LVM tool on loop device `pv` only, the way a machine without device-mapper can
+/// (`--driverloaded n`: nothing is activated), without touching the host's other devices or
+/// its metadata backups; its output.
+fn lvm(pv: &str, args: &[&str]) -> String {
+    let config = format!(
+        r#"devices {{ filter=["a|^{pv}$|","r|.*|"] obtain_device_list_from_udev=0 }}
+        activation {{ udev_sync=0 udev_rules=0 }} backup {{ backup=0 archive=0 }}"#
+    );
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .args(["--config", &config, "--driverloaded", "n"])
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Where LVM put each logical volume's pieces, by name: (start in the volume, size, disk
+/// offset).
+type Pieces = BTreeMap<String, Vec<(usize, usize, usize)>>;
+
+/// A loop device, detached when dropped (a failing test leaves none behind).
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        if let Err(e) = Command::new("losetup").arg("-d").arg(&self.0).status() {
+            eprintln!("losetup -d {}: {e}", self.0);
+        }
+    }
+}
+
+/// A number LVM printed (`--units b --nosuffix`).
+fn lvm_number(text: &str) -> u64 {
+    text.trim().parse().unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+/// A 1 GiB GPT disk whose partition 1 (`pv_mib` MiB at 1 MiB) is an LVM physical volume
+/// made by the LVM tools (volume group `vg`, 4 MiB extents), then shaped by `steps`
+/// (`lvcreate` …, nothing activated). The image and, per logical volume, where LVM itself
+/// says each piece lies: (start in the volume, size, disk offset).
+fn lvm_disk(dir: &Path, vg: &str, pv_mib: u64, steps: &[&[&str]]) -> (Vec<u8>, Pieces) {
+    let disk = dir.join("lvm-disk.img");
+    std::fs::File::create(&disk).unwrap().set_len(1 << 30).unwrap();
+    let mut sfdisk = Command::new("sfdisk").arg("-q").arg(&disk).stdin(Stdio::piped()).spawn().unwrap();
+    let table = format!("label: gpt\nstart=2048, size={}, type=V\n", pv_mib * 2048);
+    sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk");
+    let out = Command::new("losetup")
+        .args(["--find", "--show", "--offset", "1048576", "--sizelimit", &(pv_mib << 20).to_string()])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "losetup: {out:?}");
+    let pv = Loop(String::from_utf8(out.stdout).unwrap().trim().to_string());
+    let lvm = |args: &[&str]| lvm(&pv.0, args);
+    lvm(&["pvcreate", "-q", &pv.0]);
+    lvm(&["vgcreate", "-q", "-s", "4M", vg, &pv.0]);
+    for step in steps {
+        lvm(step);
+    }
+    let pe_start = lvm_number(&lvm(&["pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", &pv.0]));
+    let extent = lvm_number(&lvm(&["vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", vg]));
+    let segments = lvm(&[
+        "lvs",
+        "--segments",
+        "--noheadings",
+        "--separator",
+        ",",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        "lv_name,seg_start,seg_size,seg_pe_ranges",
+        vg,
+    ]);
+    drop(pv);
+    let mut pieces = Pieces::new();
+    for line in segments.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        // <lv>,<start>,<size>,/dev/loopN:<first>-<last>
+        let f: Vec<&str> = line.split(',').collect();
+        let first = lvm_number(f[3].rsplit(':').next().unwrap().split('-').next().unwrap());
+        let at = (1 << 20) + (pe_start + first * extent) as usize;
+        pieces.entry(f[0].to_string()).or_default().push((lvm_number(f[1]) as usize, lvm_number(f[2]) as usize, at));
+    }
+    (std::fs::read(&disk).unwrap(), pieces)
+}
+
+/// Writes filesystem image `fs` into `image` where LVM put each piece of its volume.
+fn place(image: &mut [u8], pieces: &[(usize, usize, usize)], fs: &[u8]) {
+    for (start, size, at) in pieces {
+        image[*at..at + size].copy_from_slice(&fs[*start..start + size]);
+    }
+}
+
+/// `export ebs --files` of a disk with LVM, read in place (no volume, nothing activated):
+/// the ext4 filesystem of a logical volume lying in two pieces comes back as the tree it was
+/// made from, in an archive named after the logical volume; the blank logical volume is
+/// named as not exported.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ext4_logical_volume_in_two_pieces_is_read_in_place() {
+    let a = Account::new("410000000074").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc/nginx")).unwrap();
+    std::fs::write(tree.join("etc/nginx/nginx.conf"), b"worker_processes 2;\n").unwrap();
+    // Large enough to cross from the first piece into the second.
+    std::fs::write(tree.join("big.bin"), noise(21, 20 << 20)).unwrap();
+    std::fs::write(tree.join("small.bin"), noise(22, 100_000)).unwrap();
+    // root: created, then extended after data was made, so it lies in two pieces.
+    let (mut image, pieces) = lvm_disk(
+        dir.path(),
+        "bunkervg",
+        200,
+        &[
+            &["lvcreate", "-q", "-an", "-Zn", "-L", "16M", "-n", "root", "bunkervg"],
+            &["lvcreate", "-q", "-an", "-Zn", "-L", "8M", "-n", "data", "bunkervg"],
+            &["lvextend", "-q", "-L", "+16M", "bunkervg/root"],
+        ],
+    );
+    assert_eq!(pieces["root"].len(), 2, "LVM put root in two pieces: {pieces:?}");
+    let root = dir.path().join("root.img");
+    let mut mkfs = Command::new("mkfs.ext4");
+    mkfs.args(["-q", "-F", "-d"]).arg(&tree).arg(&root).arg("32M");
+    assert!(mkfs.status().unwrap().success(), "mkfs.ext4");
+    place(&mut image, &pieces["root"], &std::fs::read(&root).unwrap());
+    let blocks = allocated(&image);
+    let snap = a.write_snapshot(1, None, &blocks).await;
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    let to = format!("file://{}", target.display());
+
+    let run = a.bunker(&["--json", "export", "ebs", &snap, "--files", "--to", &to]);
+    assert_eq!(run.code, 1, "the blank logical volume is not exported: {run:#?}");
+    let out = run.json();
+    let fs = &out["filesystems"][0];
+    assert_eq!(
+        (fs["lv"].as_str(), fs["type"].as_str(), fs["partition"].as_u64()),
+        (Some("bunkervg/root"), Some("ext4"), Some(1))
+    );
+    assert_eq!(out["not_exported"][0]["lv"], "bunkervg/data", "{out:#}");
+    assert!(
+        run.stderr.contains("logical volume bunkervg/data on partition 1: no filesystem bunker recognises"),
+        "{}",
+        run.stderr
+    );
+    let tar =
+        common::zstd_decompress(&std::fs::read(target.join(format!("{snap}.p1.lv-bunkervg-root.tar.zst"))).unwrap());
+    let back = dir.path().join("back");
+    std::fs::create_dir(&back).unwrap();
+    let mut x = Command::new("tar").arg("-x").arg("-C").arg(&back).stdin(Stdio::piped()).spawn().unwrap();
+    x.stdin.take().unwrap().write_all(&tar).unwrap();
+    assert!(x.wait().unwrap().success());
+    for f in ["etc/nginx/nginx.conf", "big.bin", "small.bin"] {
+        assert_eq!(std::fs::read(back.join(f)).unwrap(), std::fs::read(tree.join(f)).unwrap(), "{f}");
+    }
+    // Nothing was activated (on a machine with device-mapper, activation makes this node).
+    assert!(!Path::new("/dev/mapper/bunkervg-root").exists());
+}
+
+/// `export ebs --files --mount` of a disk whose XFS filesystem is on a logical volume in one
+/// piece: the temporary volume's range holding it is looped read-only and mounted (LVM is
+/// never activated), and the tree comes back exactly in the logical volume's archive.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_xfs_logical_volume_in_one_piece_is_exported_through_a_temporary_volume() {
+    let a = Account::new("410000000075").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = tree(dir.path());
+    let (mut image, pieces) = lvm_disk(
+        dir.path(),
+        "bunkerxfs",
+        400,
+        &[&["lvcreate", "-q", "-an", "-Zn", "-L", "320M", "-n", "root", "bunkerxfs"]],
+    );
+    assert_eq!(pieces["root"].len(), 1, "{pieces:?}");
+    place(&mut image, &pieces["root"], &fs_image_bytes(dir.path(), &tree, &["mkfs.xfs", "-q"], 320 << 20));
+    let snap = a.write_snapshot(1, None, &allocated(&image)).await;
+    drop(image);
+    let devices = dir.path().join("by-id");
+    this_instance(&a, &devices).await;
+    let target = dir.path().join("archives");
+    std::fs::create_dir(&target).unwrap();
+    let to = format!("file://{}", target.display());
+    let (state, imds) = (dir.path().join("state"), format!("{}/_bunker/imds/{}", a.endpoint, a.id));
+    let env = [
+        ("AWS_EC2_METADATA_DISABLED", "false"),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+        ("BUNKER_EXPORT_DEVICE_DIR", devices.to_str().unwrap()),
+        ("STATE_DIRECTORY", state.to_str().unwrap()),
+    ];
+    let run = a.bunker_with(&["--json", "export", "ebs", &snap, "--files", "--mount", "--to", &to], &env);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join(format!("{snap}.files.json"))).unwrap()).unwrap();
+    assert_eq!(
+        (index["filesystems"][0]["type"].as_str(), index["filesystems"][0]["lv"].as_str()),
+        (Some("xfs"), Some("bunkerxfs/root"))
+    );
+    let tar =
+        common::zstd_decompress(&std::fs::read(target.join(format!("{snap}.p1.lv-bunkerxfs-root.tar.zst"))).unwrap());
+    assert_same_tree(&tree, &untar(&tar, &dir.path().join("back")));
+    assert!(!mounted_under(&state), "nothing left mounted");
+    let history = device_history(&a);
+    assert_eq!(history["attached"], history["deleted"], "{history:#}");
 }

@@ -383,6 +383,10 @@ def patch_ebs_direct() -> None:
         if found is None or found.block_token != self._get_param("BlockToken"):
             raise Invalid(f"Block {index} has no such token.", "INVALID_BLOCK_TOKEN")
         data = FAULTS.maybe_corrupt(found.block_data)
+        delay = FAULTS.config.get("ebs_block_delay_ms", 0)
+        if delay:
+            import time
+            time.sleep(delay / 1000)
         from moto.core.responses import ActionResult
         return ActionResult({"DataLength": len(data), "BlockData": data, "Checksum": found.checksum,
                              "ChecksumAlgorithm": "SHA256"})
@@ -457,6 +461,8 @@ class Faults:
       most copies ever pending at once per account and region (``max_pending_copies``);
     * ``ebs_corrupt``: that many GetSnapshotBlock answers get one byte of their data flipped
       (the checksum header stays right), as a bad network path would;
+    * ``ebs_block_delay_ms``: every GetSnapshotBlock waits that long first (a network round
+      trip to a far service), so benchmarks show what serial reads cost;
     * ``s3_fail_parts``: that many UploadPart requests are answered ``500 InternalError``;
     * ``s3_part_delay_ms``: every UploadPart waits that long first (a slow link), so a test
       can kill an export mid-upload. Stats count UploadPart bytes (``upload_part_bytes``) and

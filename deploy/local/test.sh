@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh machine: installs what the tests need (the emulator in a venv,
-# Debian's python3-venv, zstd, b3sum, PostgreSQL, MariaDB, fdisk, e2fsprogs, dosfstools, mtools, xfsprogs and btrfs-progs if missing), then format check, clippy,
+# Debian's python3-venv, zstd, b3sum, PostgreSQL, MariaDB, fdisk, e2fsprogs, dosfstools, mtools, xfsprogs, btrfs-progs and lvm2 if missing), then format check, clippy,
 # and every test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -30,6 +30,8 @@ command -v mcopy >/dev/null 2>&1 || missing+=(mtools)
 # as root), which the emulator attaches as a read-only loop device.
 command -v mkfs.xfs >/dev/null 2>&1 || missing+=(xfsprogs)
 command -v mkfs.btrfs >/dev/null 2>&1 || missing+=(btrfs-progs)
+# LVM test disks: pvcreate/vgcreate/lvcreate on a loop device, nothing activated.
+command -v lvcreate >/dev/null 2>&1 || missing+=(lvm2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} (Debian packages)" >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2

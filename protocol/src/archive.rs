@@ -151,6 +151,10 @@ pub struct FilesystemRef {
     pub start: u64,
     /// Its size in bytes.
     pub size: u64,
+    /// The LVM logical volume ("vg/lv") holding it, on that partition; `start` is then its
+    /// first piece's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lv: Option<String>,
 }
 
 /// The archive object the manifest describes.

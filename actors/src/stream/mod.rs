@@ -22,6 +22,7 @@ mod hasher;
 pub mod items_reader;
 pub mod limiter;
 pub mod snapshot_device;
+mod spill;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
