@@ -9,7 +9,7 @@
 //! and mtime and renamed into place — without `--overwrite` with `RENAME_NOREPLACE`, so an
 //! existing file is never replaced. A file whose hash differs is removed and named.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -261,28 +261,54 @@ fn times(mtime: i64) -> Timestamps {
     Timestamps { last_access: t, last_modification: t }
 }
 
-/// Copies exactly `size` bytes, returning them and their hash of `kind` (hex).
+/// Zero stretches this long (and aligned) are left as holes in a restored file.
+const HOLE: usize = 4096;
+
+/// Copies exactly `size` bytes into `out` (a new, empty file), returning them and their hash
+/// of `kind` (hex). Aligned 4 KiB stretches of zeros are not written: the file gets holes
+/// there, as `cp --sparse=always` makes them (a sparse file comes back sparse).
 fn copy_hashed(
     data: &mut dyn Read,
     out: &mut std::fs::File,
     size: u64,
     kind: ContentHash,
 ) -> Result<(u64, String), Failure> {
+    use std::os::unix::fs::FileExt;
     let mut hashing = crate::local::Hashing { inner: data.take(size), hasher: crate::local::ContentHasher::new(kind) };
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = hashing.read(&mut buf).map_err(Failure::Io)?;
+        let k = read_full(&mut hashing, &mut buf).map_err(Failure::Io)?;
         if k == 0 {
             break;
         }
-        out.write_all(&buf[..k]).map_err(Failure::Io)?;
+        for (i, piece) in buf[..k].chunks(HOLE).enumerate() {
+            if piece.iter().any(|b| *b != 0) {
+                out.write_all_at(piece, n + (i * HOLE) as u64).map_err(Failure::Io)?;
+            }
+        }
         n += k as u64;
     }
     if n != size {
         return Err(Failure::Mismatch(format!("the archive holds {n} bytes of it, the catalog says {size}")));
     }
+    out.set_len(n).map_err(Failure::Io)?;
     Ok((n, hashing.hasher.finish()))
+}
+
+/// Fills `buf` as far as the reader goes (short only at its end), so 4 KiB stretches stay
+/// aligned to the file.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut k = 0;
+    while k < buf.len() {
+        match r.read(&mut buf[k..]) {
+            Ok(0) => break,
+            Ok(m) => k += m,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(k)
 }
 
 /// Why writing an entry failed.

@@ -777,3 +777,52 @@ async fn an_ebs_point_is_exported_as_files_and_image_and_deleted_only_when_both_
     assert!(r.stdout.contains("export.ebs_format = image") || r.stderr.contains("export.ebs_format = image"), "{r:#?}");
     assert_eq!(point_status(&backup, &noise_point).await.as_deref(), Some("COMPLETED"), "kept");
 }
+
+/// `export.mount = true` for vault points: an EBS recovery point of an XFS volume is exported
+/// through a temporary volume (created from the point's snapshot in this instance's zone,
+/// attached, mounted read-only, archived, removed), the archive extracts to the tree, and only
+/// then is the point deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_xfs_point_is_exported_through_a_temporary_volume_then_deleted() {
+    let a = Account::new("430000000022").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/motd"), b"xfs in a vault\n").unwrap();
+    std::fs::write(tree.join("data.bin"), common::noise(43, 3 << 20)).unwrap();
+    let blocks = common::xfs_image(dir.path(), &tree);
+    let (backup, _, _) = vault_with_volume(&a, 42).await;
+    let snap = a.write_snapshot(1, None, &blocks).await;
+    let vol = a.ec2().await.create_volume().snapshot_id(&snap).size(1).availability_zone(format!("{REGION}a")).send();
+    let volume = format!("arn:aws:ec2:{REGION}:{}:volume/{}", a.id, vol.await.unwrap().volume_id.unwrap());
+    let point = start_job(&backup, &volume).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let devices = dir.path().join("by-id");
+    common::this_instance(&a, &devices).await;
+    let bucket = a.bucket("vault-xfs").await;
+    let extra = format!(
+        "export.to = \"s3://{bucket}/x\"\nexport.delete_source = true\nexport.ebs_format = \"files\"\nexport.mount = true"
+    );
+    let cfg = config(dir.path(), &extra, "");
+    let args = ["--json", "--config", &cfg, "export", "recovery-point", &point, "--vault", VAULT];
+    let r = a.bunker_on_instance(&args, &devices, &dir.path().join("state"));
+    assert_eq!(r.json()["state"], "done", "{r:#?}");
+    assert_eq!(point_status(&backup, &point).await, None, "deleted once the files verified");
+    let id = point.rsplit('/').next().unwrap();
+    let prefix = format!("x/recovery-points/{VAULT}/{id}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&a.get_object(&bucket, &format!("{prefix}.files.json")).await).unwrap();
+    assert_eq!(
+        (index["filesystems"][0]["type"].as_str(), index["recovery_point"]["arn"].as_str()),
+        (Some("xfs"), Some(point.as_str()))
+    );
+    let out = dir.path().join("out");
+    let archive = format!("s3://{bucket}/{prefix}.tar.zst");
+    a.bunker(&["restore", &archive, "--to-dir", out.to_str().unwrap()]).ok_json_or_code(0);
+    for f in ["etc/motd", "data.bin"] {
+        assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(tree.join(f)).unwrap(), "{f}");
+    }
+    let history = common::device_history(&a);
+    assert_eq!(history["attached"].as_array().unwrap().len(), 1, "{history:#}");
+    assert_eq!(history["attached"], history["deleted"], "the temporary volume went: {history:#}");
+}

@@ -11,35 +11,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{allocated, ebs_event, noise, post, queues, Account};
-
-/// An XFS filesystem of 1 GiB (XFS needs 300 MB at least) holding `tree`: made with
-/// `mkfs.xfs` on a loop device, filled through a read-write mount (xfsprogs 6.1 cannot fill
-/// one from a directory), unmounted. The image's allocated blocks.
-fn xfs_image(dir: &Path, tree: &Path) -> BTreeMap<u64, Vec<u8>> {
-    fs_image(dir, tree, &["mkfs.xfs", "-q"], 1 << 30)
-}
-
-/// A filesystem of `size` bytes made by `mkfs` (its arguments before the image) and filled
-/// with `tree` through a read-write loop mount, as a machine's volume is: the image's
-/// allocated blocks.
-fn fs_image(dir: &Path, tree: &Path, mkfs: &[&str], size: u64) -> BTreeMap<u64, Vec<u8>> {
-    allocated(&fs_image_bytes(dir, tree, mkfs, size))
-}
-
-/// [`fs_image`]'s whole image.
-fn fs_image_bytes(dir: &Path, tree: &Path, mkfs: &[&str], size: u64) -> Vec<u8> {
-    let image = dir.join(format!("{}.img", mkfs[0]));
-    std::fs::File::create(&image).unwrap().set_len(size).unwrap();
-    assert!(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image).status().unwrap().success(), "{mkfs:?}");
-    let mnt = dir.join(format!("{}.mnt", mkfs[0]));
-    std::fs::create_dir(&mnt).unwrap();
-    assert!(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mnt).status().unwrap().success());
-    let copied = Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(&mnt).status();
-    let unmounted = Command::new("umount").arg(&mnt).status();
-    assert!(copied.unwrap().success() && unmounted.unwrap().success());
-    std::fs::read(&image).unwrap()
-}
+use common::{
+    allocated, device_history, ebs_event, fs_image, fs_image_bytes, noise, post, queues, this_instance, xfs_image,
+    Account,
+};
 
 /// A tree with what a root filesystem has: nested directories, a deep path, unicode names,
 /// an empty file, a sparse file, symlinks, a hard link, owners, modes and old mtimes.
@@ -139,24 +114,6 @@ fn assert_same_tree(want: &Path, got: &Path) {
     }
 }
 
-/// The emulator plays this account's instance: IMDSv2 under the account's own prefix, and
-/// attached volumes' links in `devices`. The instance id.
-async fn this_instance(a: &Account, devices: &Path) -> String {
-    let instance = a.instance(&[("Name", "bunker")]).await;
-    let described = a.ec2().await.describe_instances().instance_ids(&instance).send().await.unwrap();
-    let zone = described.reservations()[0].instances()[0].placement().unwrap().availability_zone().unwrap().to_string();
-    let imds = serde_json::json!({"account": a.id, "instance_id": instance, "az": zone});
-    post(&a.endpoint, "/_bunker/imds", &imds.to_string());
-    let dirs = serde_json::json!({"account": a.id, "dir": devices});
-    post(&a.endpoint, "/_bunker/devices", &dirs.to_string());
-    instance
-}
-
-/// What the emulator did with this account's volumes: attached, detached, deleted (ids).
-fn device_history(a: &Account) -> serde_json::Value {
-    common::get_json(&a.endpoint, &format!("/_bunker/devices?account={}", a.id))
-}
-
 /// `export ebs --files --mount` of an XFS snapshot: a temporary volume in this instance's
 /// zone, attached, found by its NVMe serial link, mounted read-only without log recovery,
 /// archived; `zstd -d | tar -x` gives back the tree exactly; the volume is detached and
@@ -191,15 +148,8 @@ async fn exported_through_a_volume(a: &Account, dir: &Path, tree: &Path, blocks:
     std::fs::create_dir(&target).unwrap();
     let to = format!("file://{}", target.display());
     let state = dir.join("state");
-    let imds = format!("{}/_bunker/imds/{}", a.endpoint, a.id);
-    let env = [
-        ("AWS_EC2_METADATA_DISABLED", "false"),
-        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
-        ("BUNKER_EXPORT_DEVICE_DIR", devices.to_str().unwrap()),
-        ("STATE_DIRECTORY", state.to_str().unwrap()),
-        ("BUNKER_SERVE_CHECK_INTERVAL", "1s"),
-    ];
-    let run = a.bunker_with(&["--json", "export", "ebs", &snap, "--files", "--mount", "--to", &to], &env);
+    let run =
+        a.bunker_on_instance(&["--json", "export", "ebs", &snap, "--files", "--mount", "--to", &to], &devices, &state);
     assert_eq!(run.code, 0, "{run:#?}");
     let out = run.json();
     assert_eq!(out["state"], "done", "{out:#}");
@@ -226,6 +176,8 @@ async fn exported_through_a_volume(a: &Account, dir: &Path, tree: &Path, blocks:
     for f in ["sparse", "etc/nginx/nginx.conf", "var.bin"] {
         assert_eq!(std::fs::read(restored.join(f)).unwrap(), std::fs::read(tree.join(f)).unwrap(), "{f}");
     }
+    let sparse = std::fs::metadata(restored.join("sparse")).unwrap();
+    assert!(sparse.blocks() * 512 < 1 << 20, "bunker restored the holes too: {} blocks", sparse.blocks());
     let link = std::fs::metadata(back.join("var.link")).unwrap();
     assert_eq!(link.ino(), std::fs::metadata(back.join("var.bin")).unwrap().ino(), "a hard link stays one");
 
@@ -632,14 +584,9 @@ async fn an_xfs_logical_volume_in_one_piece_is_exported_through_a_temporary_volu
     let target = dir.path().join("archives");
     std::fs::create_dir(&target).unwrap();
     let to = format!("file://{}", target.display());
-    let (state, imds) = (dir.path().join("state"), format!("{}/_bunker/imds/{}", a.endpoint, a.id));
-    let env = [
-        ("AWS_EC2_METADATA_DISABLED", "false"),
-        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
-        ("BUNKER_EXPORT_DEVICE_DIR", devices.to_str().unwrap()),
-        ("STATE_DIRECTORY", state.to_str().unwrap()),
-    ];
-    let run = a.bunker_with(&["--json", "export", "ebs", &snap, "--files", "--mount", "--to", &to], &env);
+    let state = dir.path().join("state");
+    let run =
+        a.bunker_on_instance(&["--json", "export", "ebs", &snap, "--files", "--mount", "--to", &to], &devices, &state);
     assert_eq!(run.code, 0, "{run:#?}");
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(target.join(format!("{snap}.files.json"))).unwrap()).unwrap();

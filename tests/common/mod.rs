@@ -182,6 +182,21 @@ impl Account {
         Run::from(c.output().expect("run bunker"))
     }
 
+    /// Runs bunker as on the instance [`this_instance`] made: IMDSv2 at the emulator, attached
+    /// volumes' links in `devices`, its state directory (mount points) `state`, the engine
+    /// checking its jobs every second.
+    pub fn bunker_on_instance(&self, args: &[&str], devices: &Path, state: &Path) -> Run {
+        let imds = format!("{}/_bunker/imds/{}", self.endpoint, self.id);
+        let env = [
+            ("AWS_EC2_METADATA_DISABLED", "false"),
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+            ("BUNKER_EXPORT_DEVICE_DIR", devices.to_str().unwrap()),
+            ("STATE_DIRECTORY", state.to_str().unwrap()),
+            ("BUNKER_SERVE_CHECK_INTERVAL", "1s"),
+        ];
+        self.bunker_with(args, &env)
+    }
+
     /// Creates a volume with tags; returns its id.
     pub async fn volume(&self, tags: &[(&str, &str)]) -> String {
         let tags: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect();
@@ -539,4 +554,50 @@ pub fn ebs_event(snapshot: &str) -> String {
                    "source": format!("arn:aws:ec2::{REGION}:volume/vol-1")}
     })
     .to_string()
+}
+
+/// The emulator plays this account's instance: IMDSv2 under the account's own prefix, and
+/// attached volumes' links in `devices`. The instance id.
+pub async fn this_instance(a: &Account, devices: &Path) -> String {
+    let instance = a.instance(&[("Name", "bunker")]).await;
+    let described = a.ec2().await.describe_instances().instance_ids(&instance).send().await.unwrap();
+    let zone = described.reservations()[0].instances()[0].placement().unwrap().availability_zone().unwrap().to_string();
+    let imds = serde_json::json!({"account": a.id, "instance_id": instance, "az": zone});
+    post(&a.endpoint, "/_bunker/imds", &imds.to_string());
+    let dirs = serde_json::json!({"account": a.id, "dir": devices});
+    post(&a.endpoint, "/_bunker/devices", &dirs.to_string());
+    instance
+}
+
+/// What the emulator did with this account's volumes: attached, detached, deleted (ids).
+pub fn device_history(a: &Account) -> serde_json::Value {
+    get_json(&a.endpoint, &format!("/_bunker/devices?account={}", a.id))
+}
+
+/// An XFS filesystem of 1 GiB (XFS needs 300 MB at least) holding `tree`: made with
+/// `mkfs.xfs` on a loop device, filled through a read-write mount (xfsprogs 6.1 cannot fill
+/// one from a directory), unmounted. The image's allocated blocks.
+pub fn xfs_image(dir: &Path, tree: &Path) -> BTreeMap<u64, Vec<u8>> {
+    fs_image(dir, tree, &["mkfs.xfs", "-q"], 1 << 30)
+}
+
+/// A filesystem of `size` bytes made by `mkfs` (its arguments before the image) and filled
+/// with `tree` through a read-write loop mount, as a machine's volume is: the image's
+/// allocated blocks.
+pub fn fs_image(dir: &Path, tree: &Path, mkfs: &[&str], size: u64) -> BTreeMap<u64, Vec<u8>> {
+    allocated(&fs_image_bytes(dir, tree, mkfs, size))
+}
+
+/// [`fs_image`]'s whole image.
+pub fn fs_image_bytes(dir: &Path, tree: &Path, mkfs: &[&str], size: u64) -> Vec<u8> {
+    let image = dir.join(format!("{}.img", mkfs[0]));
+    std::fs::File::create(&image).unwrap().set_len(size).unwrap();
+    assert!(Command::new(mkfs[0]).args(&mkfs[1..]).arg(&image).status().unwrap().success(), "{mkfs:?}");
+    let mnt = dir.join(format!("{}.mnt", mkfs[0]));
+    std::fs::create_dir(&mnt).unwrap();
+    assert!(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&mnt).status().unwrap().success());
+    let copied = Command::new("cp").arg("-a").arg(format!("{}/.", tree.display())).arg(&mnt).status();
+    let unmounted = Command::new("umount").arg(&mnt).status();
+    assert!(copied.unwrap().success() && unmounted.unwrap().success());
+    std::fs::read(&image).unwrap()
 }
