@@ -51,7 +51,14 @@ pub fn logical_volumes(disk: &mut dyn Disk, start: u64, size: u64) -> Result<Vec
         let name = format!("{}/{}", lvm.vg_name(), lv.name());
         let lv_size = lv.size_in_extents().saturating_mul(extent);
         let runs = if valid_name(lvm.vg_name()) && valid_name(lv.name()) {
-            runs(&desc.segments.0, lvm.pv_name(), extent, start + data, start + size)
+            runs(&desc.segments.0, lvm.pv_name(), extent, start + data, start + size).and_then(|r| {
+                let covered: u64 = r.iter().map(|r| r.len).sum();
+                if covered == lv_size {
+                    Ok(r)
+                } else {
+                    Err(format!("its segments cover {covered} of its {lv_size} bytes"))
+                }
+            })
         } else {
             // Names become archive names and mount points: only what LVM itself allows.
             Err(format!("{name:?} is not a name LVM allows"))
@@ -93,13 +100,20 @@ fn runs(
         if on != pv {
             return Err(format!("{name} lies on another physical volume ({on}) than this disk's"));
         }
-        let run = Run { at: s.start_extent * extent, disk: data + pe * extent, len: s.extent_count * extent };
+        // The metadata is the snapshot's, so untrusted: no arithmetic may wrap.
+        let bytes = |n: u64| n.checked_mul(extent);
+        let run = match (bytes(s.start_extent), bytes(*pe).and_then(|b| b.checked_add(data)), bytes(s.extent_count)) {
+            (Some(at), Some(disk), Some(len)) if at.checked_add(len).is_some() => Run { at, disk, len },
+            _ => return Err(format!("{name} has extents out of any disk's range")),
+        };
         if run.disk.checked_add(run.len).is_none_or(|e| e > end) {
             return Err(format!("{name} lies past the end of the physical volume"));
         }
+        if run.at != out.last().map_or(0, |l| l.at + l.len) {
+            return Err(format!("{name} leaves a gap in the volume"));
+        }
         match out.last_mut() {
-            Some(l) if l.at + l.len == run.at && l.disk + l.len == run.disk => l.len += run.len,
-            Some(l) if l.at + l.len != run.at => return Err(format!("{name} leaves a gap in the volume")),
+            Some(l) if l.disk + l.len == run.disk => l.len += run.len,
             _ => out.push(run),
         }
     }
@@ -204,6 +218,12 @@ mod tests {
         assert_eq!(got, [Run { at: 0, disk: 1000, len: 200 }, Run { at: 200, disk: 1400, len: 40 }]);
         assert!(runs(&segs, "pv1", 10, 1000, 10_000).unwrap_err().contains("another physical volume (pv0)"));
         assert!(runs(&segs, "pv0", 10, 1000, 1300).unwrap_err().contains("past the end"));
+        let mut late = BTreeMap::new();
+        late.insert("segment1".to_string(), seg(2, 4, "striped", Some(("pv0", 0))));
+        assert!(runs(&late, "pv0", 10, 1000, 10_000).unwrap_err().contains("leaves a gap"));
+        let mut huge = BTreeMap::new();
+        huge.insert("segment1".to_string(), seg(0, u64::MAX / 4, "striped", Some(("pv0", 0))));
+        assert!(runs(&huge, "pv0", 10, 1000, 10_000).unwrap_err().contains("out of any disk's range"));
         segs.insert("segment4".to_string(), seg(24, 4, "thin", None));
         assert!(runs(&segs, "pv0", 10, 1000, 10_000).unwrap_err().contains("segment4 is a thin segment"));
     }
