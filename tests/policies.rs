@@ -234,3 +234,44 @@ fn only_the_mount_drop_in_grants_a_capability() {
     let granted: Vec<&str> = with.iter().filter(|(ok, _)| !ok).map(|(_, l)| l.as_str()).collect();
     assert_eq!(granted, ["AmbientCapabilities=", "CapabilityBoundingSet=~CAP_SYS_ADMIN"], "{with:?}");
 }
+
+/// `deploy/prometheus/alerts.yml` is valid (`promtool check rules`) and each alert fires on
+/// the series that should page and stays quiet on healthy ones (`promtool test rules`:
+/// `alerts_test.yml`, with the annotations' text rendered).
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = root().join("deploy/prometheus");
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]] {
+        let out =
+            Command::new("promtool").args(args).current_dir(&dir).output().expect("run promtool (Debian: prometheus)");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool {args:?}: {text}");
+        assert!(text.contains("SUCCESS"), "{text}");
+    }
+}
+
+/// The alerts and the Grafana dashboard name only metrics `/metrics` exports: a renamed
+/// metric breaks this test, not a silent panel or an alert that can never fire.
+#[test]
+fn alerts_and_dashboard_name_only_metrics_bunker_exports() {
+    let known: Vec<&str> = bunker_actors::metrics::Metric::ALL.iter().map(|m| m.name()).collect();
+    let alerts = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("deploy/grafana/bunker.json")).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let mut named = 0;
+    for text in exprs.iter().map(String::as_str).chain([alerts.as_str()]) {
+        for (i, _) in text.match_indices("bunker_") {
+            let word: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            assert!(known.contains(&word.as_str()), "{word} is not a metric bunker exports ({known:?})");
+            named += 1;
+        }
+    }
+    assert!(named >= 16, "{named} metric names found");
+}

@@ -209,6 +209,13 @@ async fn events_replayed_malformed_and_commands_then_sigterm() {
     assert!(metrics.contains("bunker_messages_total{outcome=\"dead_lettered\"} 2"), "{metrics}");
     assert!(metrics.contains("bunker_jobs_total{workflow=\"replicator\",kind=\"ebs\",state=\"done\"} "), "{metrics}");
     assert!(metrics.contains("bunker_runs_total{action=\"create-backups\",kind=\"ebs\",status=\"OK\"} 1"), "{metrics}");
+    // The alert "no successful backup in 26 h" reads this (deploy/prometheus/alerts.yml).
+    let last = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bunker_last_success_timestamp_seconds{action=\"create-backups\",kind=\"ebs\"} "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - last.parse::<f64>().unwrap()).abs() < 600.0, "{last} vs {now}");
 
     let (code, stderr, took) = serve.terminate();
     assert_eq!(code, 0, "{stderr}");

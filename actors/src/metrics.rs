@@ -37,6 +37,8 @@ pub enum Metric {
     ExportsTotal,
     /// Damaged lease files rebuilt.
     LeaseFileRebuiltTotal,
+    /// When a run of an action and kind last ended OK.
+    LastSuccess,
 }
 
 /// Whether a metric only grows or goes up and down.
@@ -50,7 +52,7 @@ pub enum Kind {
 
 impl Metric {
     /// Every metric, in the order `/metrics` lists them.
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 13] = [
         Metric::JobsTotal,
         Metric::CopiesInFlight,
         Metric::DeferralsTotal,
@@ -63,6 +65,7 @@ impl Metric {
         Metric::ExportBytesTotal,
         Metric::ExportsTotal,
         Metric::LeaseFileRebuiltTotal,
+        Metric::LastSuccess,
     ];
 
     /// Name, type and help text.
@@ -110,6 +113,11 @@ impl Metric {
                 "bunker_lease_file_rebuilt_total",
                 C,
                 "damaged lease files moved aside (kept as <file>.corrupt-<time>) and rebuilt",
+            ),
+            Metric::LastSuccess => (
+                "bunker_last_success_timestamp_seconds",
+                G,
+                "when a run of an action (create, clean) and kind last ended OK, seconds since the epoch",
             ),
         }
     }

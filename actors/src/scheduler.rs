@@ -230,6 +230,14 @@ impl Executor {
             crate::metrics::Metric::RunsTotal,
             &[("action", action.as_str()), ("kind", kind.as_str()), ("status", report.status.as_str())],
         );
+        if report.status == bunker_protocol::report::RunStatus::Ok {
+            let at = self.clock.now().as_second() as f64;
+            self.metrics.set(
+                crate::metrics::Metric::LastSuccess,
+                &[("action", action.as_str()), ("kind", kind.as_str())],
+                at,
+            );
+        }
         info!(run_id = %report.run_id, status = report.status.as_str(), "{}", report.headline());
         Ok(report)
     }

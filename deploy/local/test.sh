@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh machine: installs what the tests need (the emulator in a venv,
-# Debian's python3-venv, zstd, b3sum, PostgreSQL, MariaDB, fdisk, e2fsprogs, dosfstools, mtools, xfsprogs, btrfs-progs and lvm2 if missing), then format check, clippy,
+# Debian's python3-venv, zstd, b3sum, PostgreSQL, MariaDB, fdisk, e2fsprogs, dosfstools, mtools, xfsprogs, btrfs-progs, lvm2 and prometheus (for promtool) if missing), then format check, clippy,
 # and every test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,6 +32,8 @@ command -v mkfs.xfs >/dev/null 2>&1 || missing+=(xfsprogs)
 command -v mkfs.btrfs >/dev/null 2>&1 || missing+=(btrfs-progs)
 # LVM test disks: pvcreate/vgcreate/lvcreate on a loop device, nothing activated.
 command -v lvcreate >/dev/null 2>&1 || missing+=(lvm2)
+# The alert rules are checked and unit-tested with promtool (Debian's prometheus package).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} (Debian packages)" >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
