@@ -77,6 +77,13 @@ impl Volume {
         }
     }
 
+    /// How many pieces of the disk hold it: 1 for a partition or the whole disk; a logical
+    /// volume's runs (0 when it is not read). Only a volume in one piece can be mounted as a
+    /// range of the disk.
+    pub fn pieces(&self) -> usize {
+        self.lv.as_ref().map_or(1, |(_, runs)| runs.len())
+    }
+
     /// The first disk byte the volume holds.
     pub fn first(&self) -> u64 {
         match &self.lv {
@@ -158,7 +165,7 @@ fn logical(disk: &mut dyn Disk, number: Option<u32>, lv: crate::lvm::LogicalVolu
         return Ok(v);
     }
     v.filesystem = identify(&head(disk, &v)?);
-    let pieces = v.lv.as_ref().map_or(0, |(_, r)| r.len());
+    let pieces = v.pieces();
     if matches!(v.filesystem, "xfs" | "btrfs") && pieces > 1 {
         v.unread = Some(format!(
             "{} lies in {pieces} pieces on the disk; bunker mounts a logical volume only when it lies in one \

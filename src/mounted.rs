@@ -255,8 +255,11 @@ impl HostDevices {
         if mount_options(v.filesystem).is_none() {
             return Ok(Err(format!("{} ({}): no filesystem bunker mounts; not exported", v.describe(), v.filesystem)));
         }
-        if v.lv.as_ref().is_some_and(|(_, runs)| runs.len() != 1) {
-            let why = "lies in pieces on the disk; bunker mounts a logical volume only when it lies in one";
+        if v.pieces() != 1 {
+            let why = format!(
+                "lies in {} pieces on the disk; bunker mounts a logical volume only when it lies in one",
+                v.pieces()
+            );
             return Ok(Err(format!("{} ({}): {why}; not exported", v.describe(), v.filesystem)));
         }
         let point = self.mount_point(&what.volume, v);
