@@ -145,6 +145,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::vault_cli::VaultCommand,
     },
+    /// Check everything the service will need before trusting it: credentials, regions, the
+    /// queues, topics, lease table, vaults, export bucket and KMS keys of the config, the
+    /// deployment id, the dump tools, and a dry run of today's create-backups. A table of
+    /// OK/WARN/FAIL with the fix for each; exit 1 on any FAIL.
+    Doctor,
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -244,6 +249,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         // A purely local export, verify or restore (files in, files out) touches no AWS
         // endpoint at all: no credential chain, no instance metadata, no region lookup.
         let aws = if reaches_aws(&cli.command) { Aws::load().await } else { Aws::offline() };
+        let aws = expect_bucket_owner(aws, &cli.command, cfg).await?;
         let region = cfg.regions.first().cloned().or_else(|| aws.default_region());
         // Exports to and from local files reach no AWS service: they need no region.
         match &cli.command {
@@ -302,6 +308,11 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             }
             Command::Restore { url, to_file, to_snapshot, .. } => {
                 archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)
+            }
+            Command::Doctor => {
+                let report = crate::doctor::run(&aws, &regions, &set, now).await;
+                crate::doctor::print(&report, cli.json);
+                Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
             }
             Command::Serve => {
                 crate::serve::serve(&aws, set.clone(), regions).await.map_err(runtime)?;
@@ -366,11 +377,37 @@ fn reaches_aws(command: &Command) -> bool {
     }
 }
 
+/// Requests to `export.to`'s bucket carry its expected owner (`export.bucket_owner`, else
+/// this account) for the commands that read or write archives there.
+async fn expect_bucket_owner(aws: Aws, command: &Command, cfg: &config::Config) -> Result<Aws, Fatal> {
+    let Some(bucket) = cfg.export_to.as_deref().and_then(bunker_protocol::doctor::s3_bucket) else { return Ok(aws) };
+    let uses_archives = matches!(
+        command,
+        Command::Export(_)
+            | Command::Verify { .. }
+            | Command::Restore { .. }
+            | Command::Ls { .. }
+            | Command::Find { .. }
+            | Command::Serve
+            | Command::Vault { .. }
+    );
+    if !uses_archives || !reaches_aws(command) {
+        return Ok(aws);
+    }
+    let owner = match &cfg.export_bucket_owner {
+        Some(owner) => owner.clone(),
+        None => aws.account_id().await.map_err(|e| {
+            runtime(anyhow!(e).context("cannot identify the AWS account that must own export.to's bucket"))
+        })?,
+    };
+    Ok(aws.expecting_owner(bucket, &owner))
+}
+
 fn archive_result(r: Result<u8, Fatal>) -> Result<ExitCode, Fatal> {
     r.map(ExitCode::from)
 }
 
-async fn runner(
+pub(crate) async fn runner(
     aws: &Aws,
     regions: &[String],
     kind: ResourceKind,

@@ -6,6 +6,7 @@ pub mod archive_cli;
 pub mod aws;
 pub mod cli;
 pub mod disk;
+pub mod doctor;
 pub mod dump_cli;
 mod ebs_files;
 pub mod exit;

@@ -109,6 +109,34 @@ type VaultPart = (Arc<VaultExports>, Supervised<JobActor<VaultExports>>, Supervi
 /// expired temporary volumes.
 type VolumePart = (Supervised<JobActor<VolumeFiles>>, Supervised<ReconcilerActor<VolumeFiles>>);
 
+/// Records this install under its deployment id in the lease table; another install's record
+/// with a different configuration is reported (log and error topic) — `bunker doctor` names it
+/// as a FAIL. A lease table that cannot be read here is left to the leases' own errors.
+async fn check_deployment(
+    aws: &Aws,
+    table: &str,
+    account: &str,
+    regions: &[String],
+    cfg: &bunker_protocol::config::Config,
+    reporter: &Addr<FailureReporter>,
+) {
+    let id = cfg.deployment_id(account, regions.first().map(String::as_str).unwrap_or_default());
+    let now = jiff::Timestamp::now();
+    match crate::doctor::record_install(aws, table, &id, cfg, now).await {
+        Ok((mine, found)) => {
+            let row = bunker_protocol::doctor::deployment_row(&id, &mine, found.as_ref(), now);
+            if row.status != bunker_protocol::doctor::Status::Ok {
+                warn!(deployment = %id, detail = %row.detail, "deployment id shared with another configuration");
+                let message = format!("{}; {}", row.detail, row.fix.unwrap_or_default());
+                if reporter.send(ReportFailure { actor: "serve", message }).await.is_err() {
+                    warn!("failure reporter stopped before the deployment clash was reported");
+                }
+            }
+        }
+        Err(e) => warn!(deployment = %id, error = %e, "cannot record this install in the lease table"),
+    }
+}
+
 /// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
 pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> Result<()> {
     let cfg = &settings.config;
@@ -131,6 +159,9 @@ pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> 
             crate::leases::FileLeases::reporting(path, metrics.clone(), reporter.clone().recipient())
         }
     };
+    if let Some(table) = &cfg.serve.lease_table {
+        check_deployment(aws, table, &account, &regions, cfg, &reporter).await;
+    }
     // Listen first: a bad address is a start-up error, before any work.
     let listener = tokio::net::TcpListener::bind(&cfg.serve.listen)
         .await

@@ -114,6 +114,30 @@ async fn a_flipped_byte_fails_verify_and_restore_naming_the_chunk() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file is left claiming success");
 }
 
+/// Requests to export.to's bucket carry ExpectedBucketOwner: a bucket another account owns
+/// (one deleted and re-created by someone else, say) is refused before a byte is written,
+/// unless export.bucket_owner names that account.
+#[tokio::test(flavor = "multi_thread")]
+async fn export_to_a_bucket_another_account_owns_is_refused_unless_named_as_its_owner() {
+    let a = Account::new("410000000007").await;
+    let other = Account::new("410000000008").await;
+    let bucket = other.bucket("not-ours").await;
+    let snap = a.write_snapshot(1, None, &mixed_blocks(7)).await;
+    let to = format!("s3://{bucket}/p");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bunker.toml");
+    std::fs::write(&config, format!("export.to = \"{to}\"\n")).unwrap();
+    let cfg = config.to_str().unwrap();
+    let r = a.bunker(&["--config", cfg, "export", "ebs", &snap, "--to", &to]);
+    assert_ne!(r.code, 0, "{r:#?}");
+    assert!(r.stderr.contains("AccessDenied") || r.stderr.contains("denied"), "{}", r.stderr);
+    assert!(other.keys(&bucket, "").await.is_empty(), "nothing written to a bucket of another owner");
+    // Named as the owner (a central archive account), the same export goes through.
+    std::fs::write(&config, format!("export.to = \"{to}\"\nexport.bucket_owner = \"{}\"\n", other.id)).unwrap();
+    let out = a.bunker(&["--json", "--config", cfg, "export", "ebs", &snap, "--to", &to]).ok_json();
+    assert!(out["archive"].as_str().unwrap().starts_with(&to), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_incremental_export_restores_to_the_later_snapshot() {
     let a = Account::new("410000000003").await;

@@ -266,7 +266,9 @@ async fn three_instances_one_queue_every_job_once_and_one_slot_fired() {
     let dir = tempfile::tempdir().unwrap();
     let (sqs, q, dlq) = queues(&a, "bunker-fleet").await;
     let ddb = aws_sdk_dynamodb::Client::new(&a.sdk(REGION).await);
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
     ddb.create_table()
         .table_name("bunker-leases")
         .billing_mode(BillingMode::PayPerRequest)
@@ -294,6 +296,16 @@ async fn three_instances_one_queue_every_job_once_and_one_slot_fired() {
     let fleet: Vec<Serve> = (0..3).map(|i| Serve::start(&a, &cfg, &dir.path().join(format!("state-{i}")))).collect();
     let sources = wait_replicated(&a, Duration::from_secs(60)).await;
     assert_eq!(sources.len(), 5, "one scheduled create for the fleet, not three");
+    // Each instance recorded its install under the deployment id (bunker doctor compares them).
+    let install = ddb
+        .get_item()
+        .table_name("bunker-leases")
+        .key("pk", AttributeValue::S(format!("install#bunker-{}-{REGION}", a.id)))
+        .send()
+        .await
+        .unwrap();
+    let install = install.item().expect("install record");
+    assert!(install.get("fingerprint").and_then(|f| f.as_s().ok()).is_some_and(|f| f.len() == 16), "{install:?}");
 
     // Every event handled once: 5 events, 3 instances; still one copy each.
     for s in &sources {

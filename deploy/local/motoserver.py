@@ -432,6 +432,21 @@ def patch_ebs_direct() -> None:
     EBSResponse.list_changed_blocks = list_changed_blocks
 
 
+def patch_s3_versioning() -> None:
+    """GetBucketVersioning answers with S3's root element, VersioningConfiguration (moto 5.2.5
+    serializes it as GetBucketVersioningResponse, which the Rust SDK rejects)."""
+    from moto.s3.responses import S3Response
+
+    def get_bucket_versioning(self):
+        status = self.backend.get_bucket_versioning(self.bucket_name)
+        inner = f"<Status>{status}</Status>" if status else ""
+        body = ('<?xml version="1.0" encoding="UTF-8"?><VersioningConfiguration '
+                f'xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{inner}</VersioningConfiguration>')
+        return 200, {"Content-Type": "application/xml"}, body
+
+    S3Response.get_bucket_versioning = get_bucket_versioning
+
+
 def patch_s3_list_parts() -> None:
     from moto.s3.responses import S3Response
 
@@ -599,6 +614,24 @@ def fault_response(kind, action, start_response):
     return [data]
 
 
+def expected_owner_refusal(environ, start_response):
+    """S3's ExpectedBucketOwner, which moto ignores: a request naming an owner other than the
+    bucket's account is refused with 403 AccessDenied, as S3 does (path-style requests)."""
+    from moto.s3.models import s3_backends
+
+    bucket = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+    owner = s3_backends.bucket_accounts.get(bucket)
+    expected = environ["HTTP_X_AMZ_EXPECTED_BUCKET_OWNER"]
+    if owner is None or owner[1] == expected:
+        return None
+    data = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+            b"<Message>Access Denied</Message><RequestId>bunker-expected-owner</RequestId></Error>")
+    if environ.get("REQUEST_METHOD") == "HEAD":  # HEAD answers carry no body
+        data = b""
+    start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
 def rest_action(service, environ):
     """Operation names of the REST services bunker's tests watch (EBS direct, S3 parts)."""
     method = environ.get("REQUEST_METHOD")
@@ -712,6 +745,10 @@ class Counter:
             fault = FAULTS.pick(key)
             if fault:
                 return fault_response(fault, key, start_response)
+        if service == "s3" and environ.get("HTTP_X_AMZ_EXPECTED_BUCKET_OWNER"):
+            refused = expected_owner_refusal(environ, start_response)
+            if refused is not None:
+                return refused
         if key == "s3:UploadPart":
             return self.upload_part(environ, start_response)
         if key == "s3:GetObject":
@@ -817,6 +854,7 @@ def main() -> None:
     patch_copy_snapshot_pending()
     patch_ebs_direct()
     patch_s3_list_parts()
+    patch_s3_versioning()
     moto_backup.patch_ec2_delete_snapshot()
     moto_rds_export.patch()
     moto_rds_restore.patch()

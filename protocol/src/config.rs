@@ -201,6 +201,8 @@ schema! {
     ExportDumpSecurityGroup: "export.dump_security_group", None, false, None, "the VPC security group (sg-…) of temporary dump instances: it must let bunker reach the database port", |c, v| set(&mut c.export_dump_security_group, optional(v, |v| v.starts_with("sg-")));
     ExportDeviceDir: "export.device_dir", None, false, Some("/dev/disk/by-id"), "the directory where attached EBS volumes appear by their NVMe serial (nvme-Amazon_Elastic_Block_Store_vol…, made by AWS's udev rules): file-level exports through a temporary volume find its device there, never by a device letter", |c, v| set(&mut c.export_device_dir, Some(v.to_string()).filter(|v| v.starts_with('/')));
     ExportMount: "export.mount", None, false, Some("false"), "true or false: file-level exports of disks holding XFS or Btrfs go through a temporary volume created from the snapshot in this instance's availability zone, attached here and mounted read-only without journal replay (needs CAP_SYS_ADMIN: the systemd drop-in bunker.service.d/mount.conf)", |c, v| set(&mut c.export_mount, parse_bool(v));
+    ExportBucketOwner: "export.bucket_owner", None, false, None, "the 12-digit account that owns export.to's bucket (default: this account): every request to the bucket carries it as ExpectedBucketOwner, so S3 refuses a bucket owned by anyone else", |c, v| set(&mut c.export_bucket_owner, optional(v, is_account));
+    ExportObjectLockDays: "export.object_lock_days", None, false, Some("0"), "the shortest default Object Lock retention (days) bunker doctor accepts on export.to's bucket; 0: not checked", |c, v| set(&mut c.export_object_lock_days, parse_whole(v));
     ExportTaskPoll: "export.task_poll", None, false, Some("1m"), "how soon bunker first looks at a running RDS or Aurora export task (each look waits twice as long as the last, up to 15 times this): a duration such as 1m", |c, v| set(&mut c.export_task_poll, duration(v));
     SchedulePerKind: "schedule.per_kind", None, false, Some(""),
         "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)",
@@ -518,6 +520,10 @@ pub struct Config {
     pub export_dump_security_group: Option<String>,
     /// The first wait for a running export task (`export.task_poll`).
     pub export_task_poll: SignedDuration,
+    /// The account that owns the export bucket (`export.bucket_owner`); `None` = this one.
+    pub export_bucket_owner: Option<String>,
+    /// The shortest default Object Lock retention doctor accepts (`export.object_lock_days`).
+    pub export_object_lock_days: u32,
     /// The winning setting of each key that has a value, in key order.
     pub effective: Vec<Setting>,
 }
@@ -654,6 +660,8 @@ impl Config {
             export_mount: false,
             export_dump_security_group: None,
             export_task_poll: never,
+            export_bucket_owner: None,
+            export_object_lock_days: 0,
             effective: vec![],
         }
     }

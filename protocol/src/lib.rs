@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod config;
 pub mod cron;
 pub mod ddb_export;
+pub mod doctor;
 pub mod dump;
 pub mod dump_plan;
 pub mod events;

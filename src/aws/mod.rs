@@ -97,6 +97,7 @@ macro_rules! cluster_snapshot_ops {
 
 mod backup;
 mod docdb;
+mod doctor;
 mod dynamodb;
 mod ebs;
 mod ec2;
@@ -178,6 +179,8 @@ impl Intercept for CallHealth {
 pub struct Aws {
     sdk: SdkConfig,
     calls: CallHealth,
+    /// Bucket → the account that must own it (sent as ExpectedBucketOwner).
+    owners: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl Aws {
@@ -185,14 +188,20 @@ impl Aws {
     /// `region` is the fallback when neither the config nor the environment names one.
     pub async fn load() -> Aws {
         let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Aws { sdk, calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))) }
+        Aws { sdk, calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))), owners: Arc::default() }
     }
 
     /// An `Aws` that loaded nothing (no credentials, no region, no metadata lookup), for
     /// commands that stay on this machine; any AWS call through it fails.
     pub fn offline() -> Aws {
         let sdk = SdkConfig::builder().behavior_version(BehaviorVersion::latest()).build();
-        Aws { sdk, calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))) }
+        Aws { sdk, calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))), owners: Arc::default() }
+    }
+
+    /// The same, with every request to `bucket` made only while `owner` owns it.
+    pub fn expecting_owner(mut self, bucket: &str, owner: &str) -> Aws {
+        Arc::make_mut(&mut self.owners).insert(bucket.to_string(), owner.to_string());
+        self
     }
 
     /// How AWS calls have been going (for `/healthz`).
@@ -310,7 +319,8 @@ impl Aws {
         bucket: String,
         prefix: String,
     ) -> Arc<dyn bunker_actors::ports::ArchiveStore> {
-        Arc::new(s3::S3Store::new(&self.regional(region), &self.calls, bucket, prefix))
+        let owner = self.owners.get(&bucket).cloned();
+        Arc::new(s3::S3Store::new(&self.regional(region), &self.calls, bucket, prefix, owner))
     }
 
     /// The event queue (and its dead-letter queue).

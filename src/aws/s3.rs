@@ -16,17 +16,25 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
+    /// Sent as ExpectedBucketOwner on every request: S3 refuses the request (403) when
+    /// another account owns the bucket — one deleted and re-created by someone else included.
+    owner: Option<String>,
+}
+
+/// An S3 client for `conf`. Path-style addressing when an endpoint override is set
+/// (emulators resolve no bucket host names).
+pub(crate) fn client(conf: &SdkConfig, calls: &CallHealth) -> aws_sdk_s3::Client {
+    let path_style =
+        std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).interceptor(calls.clone()).build(),
+    )
 }
 
 impl S3Store {
-    /// A store under `s3://bucket/prefix`. Path-style addressing when an endpoint override is
-    /// set (emulators resolve no bucket host names).
-    pub fn new(conf: &SdkConfig, calls: &CallHealth, bucket: String, prefix: String) -> Self {
-        let path_style =
-            std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-        let s3 =
-            aws_sdk_s3::config::Builder::from(conf).force_path_style(path_style).interceptor(calls.clone()).build();
-        S3Store { client: aws_sdk_s3::Client::from_conf(s3), bucket, prefix: prefix.trim_matches('/').to_string() }
+    /// A store under `s3://bucket/prefix`; with `owner`, only while that account owns the bucket.
+    pub fn new(conf: &SdkConfig, calls: &CallHealth, bucket: String, prefix: String, owner: Option<String>) -> Self {
+        S3Store { client: client(conf, calls), bucket, prefix: prefix.trim_matches('/').to_string(), owner }
     }
 
     fn full(&self, key: &str) -> String {
@@ -53,7 +61,15 @@ impl ArchiveStore for S3Store {
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>, PortError> {
-        match self.client.head_object().bucket(&self.bucket).key(self.full(key)).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
+            .key(self.full(key))
+            .send()
+            .await
+        {
             Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) => {
                 let e = port_error("s3:HeadObject", e);
@@ -75,6 +91,7 @@ impl ArchiveStore for S3Store {
             .client
             .get_object()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(self.full(key))
             .range(format!("bytes={offset}-{}", offset + len - 1))
             .send()
@@ -92,6 +109,7 @@ impl ArchiveStore for S3Store {
         self.client
             .put_object()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(self.full(key))
             .body(ByteStream::from(data))
             .send()
@@ -115,6 +133,7 @@ impl ArchiveStore for S3Store {
             self.client
                 .delete_objects()
                 .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
                 .delete(delete)
                 .send()
                 .await
@@ -135,6 +154,7 @@ impl ArchiveStore for S3Store {
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
                 .prefix(self.full(prefix))
                 .set_continuation_token(token.take())
                 .send()
@@ -166,6 +186,7 @@ impl ArchiveStore for S3Store {
             .client
             .list_multipart_uploads()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .prefix(&full)
             .send()
             .await
@@ -184,6 +205,7 @@ impl ArchiveStore for S3Store {
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(self.full(key))
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .content_type("application/zstd")
@@ -203,6 +225,7 @@ impl ArchiveStore for S3Store {
                 .client
                 .list_parts()
                 .bucket(&self.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
                 .key(self.full(key))
                 .upload_id(upload)
                 .set_part_number_marker(marker.take())
@@ -239,6 +262,7 @@ impl ArchiveStore for S3Store {
             .client
             .upload_part()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(self.full(key))
             .upload_id(upload)
             .part_number(number as i32)
@@ -269,6 +293,7 @@ impl ArchiveStore for S3Store {
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(self.full(key))
             .upload_id(upload)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
@@ -282,6 +307,7 @@ impl ArchiveStore for S3Store {
         self.client
             .abort_multipart_upload()
             .bucket(&self.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(self.full(key))
             .upload_id(upload)
             .send()
