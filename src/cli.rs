@@ -150,6 +150,19 @@ enum Command {
     /// deployment id, the dump tools, and a dry run of today's create-backups. A table of
     /// OK/WARN/FAIL with the fix for each; exit 1 on any FAIL.
     Doctor,
+    /// Print shell completions for bash, zsh, fish, elvish or powershell (the .deb installs
+    /// them).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages — bunker(1) and one per subcommand, generated from this help —
+    /// into a directory (the .deb installs them).
+    Man {
+        /// Where to write them (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// Configuration.
     Config {
         #[command(subcommand)]
@@ -201,12 +214,38 @@ enum ConfigCommand {
 /// Parses the command line, runs it, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => return print_completions(*shell),
+        Command::Man { out_dir } => return print_man(out_dir),
+        _ => {}
+    }
     init_logging();
     match run(cli) {
         Ok(code) => code,
         Err(Fatal { code, error }) => {
             eprintln!("bunker: {error:#}");
             ExitCode::from(code)
+        }
+    }
+}
+
+/// Writes `shell`'s completion script for every command and flag to stdout.
+fn print_completions(shell: clap_complete::Shell) -> ExitCode {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "bunker", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// Writes bunker(1) and one page per subcommand (bunker-export(1), …) into `dir`, with
+/// clap_mangen: the pages are the commands' own help, so they cannot drift from the binary.
+fn print_man(dir: &std::path::Path) -> ExitCode {
+    use clap::CommandFactory;
+    let written = std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bunker: man --out-dir {}: cannot write the pages there ({e})", dir.display());
+            ExitCode::from(2)
         }
     }
 }
@@ -309,6 +348,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             Command::Restore { url, to_file, to_snapshot, .. } => {
                 archive_result(crate::archive_cli::restore(&aws, region, &url, to_file, to_snapshot, cli.json).await)
             }
+            Command::Completions { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS), // handled in `main`
             Command::Doctor => {
                 let report = crate::doctor::run(&aws, &regions, &set, now).await;
                 crate::doctor::print(&report, cli.json);
@@ -373,6 +413,7 @@ fn reaches_aws(command: &Command) -> bool {
         Command::Export(args) => args.reaches_aws(),
         Command::Verify { url, .. } | Command::Ls { url, .. } | Command::Find { url, .. } => s3(url),
         Command::Restore { url, to_snapshot, connect, .. } => s3(url) || *to_snapshot || connect.uses_aws(),
+        Command::Completions { .. } | Command::Man { .. } => false,
         _ => true,
     }
 }

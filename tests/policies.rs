@@ -179,7 +179,7 @@ fn analyze_unit(drop_ins: bool) -> (Vec<(bool, String)>, f64) {
     let dir = tempfile::tempdir().unwrap();
     let unit = std::fs::read_to_string(root().join("deploy/systemd/bunker.service")).unwrap();
     // verify insists that ExecStart's program exists.
-    std::fs::write(dir.path().join("bunker.service"), unit.replace("/usr/local/bin/bunker", "/bin/true")).unwrap();
+    std::fs::write(dir.path().join("bunker.service"), unit.replace("/usr/bin/bunker", "/bin/true")).unwrap();
     if drop_ins {
         let d = dir.path().join("bunker.service.d");
         std::fs::create_dir(&d).unwrap();

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite, from a fresh machine: installs what the tests need (the emulator in a venv,
-# Debian's python3-venv, zstd, b3sum, PostgreSQL, MariaDB, fdisk, e2fsprogs, dosfstools, mtools, xfsprogs, btrfs-progs, lvm2 and prometheus (for promtool) if missing), then format check, clippy,
+# Debian's python3-venv, zstd, b3sum, PostgreSQL, MariaDB, fdisk, e2fsprogs, dosfstools, mtools, xfsprogs, btrfs-progs, lvm2 and prometheus (for promtool) if missing, and cargo-deb), then format check, clippy,
 # and every test.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -37,6 +37,13 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} (Debian packages)" >&2
   apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+fi
+# The package test builds the .deb with cargo-deb (a cargo subcommand from crates.io, built
+# once into ~/.cargo/bin: about 1.5 minutes on a fresh 2-core machine).
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $CARGO_DEB_VERSION"; then
+  echo "test.sh: installing cargo-deb $CARGO_DEB_VERSION" >&2
+  cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION" --target-dir "$CARGO_TARGET_DIR/cargo-deb" >&2
 fi
 BUNKER_TEST_PYTHON=$(bash deploy/local/setup-emulator.sh | tail -n 1)
 export BUNKER_TEST_PYTHON
