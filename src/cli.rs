@@ -459,7 +459,8 @@ pub(crate) async fn runner(
         .await
         .map_err(|e| runtime(anyhow!(e).context("cannot identify the AWS account (check credentials)")))?;
     let targets = regions.iter().map(|r| aws.backup_control(kind, r)).collect();
-    let runner = Runner::new(account, kind, targets, aws.notifier(), set.clone());
+    let events = crate::services::outcomes(aws, &set.config, regions, None);
+    let runner = Runner::new(account, kind, targets, aws.notifier(), set.clone()).with_outcomes(events);
     Ok(RunnerActor::new(Arc::new(runner)).start())
 }
 

@@ -92,6 +92,12 @@ async fn check(
             Ok(f) => doctor::key_row(&region, use_, &f, &cfg.replication.share_accounts),
             Err(e) => failed(&format!("key {}.{region}", use_.setting()), &e, "kms:DescribeKey"),
         }),
+        Probe::EventBus(bus) => {
+            one(match aws.event_bus_arn(regions.first().map(String::as_str).unwrap_or_default(), &bus).await {
+                Ok(arn) => Row::ok("event bus events.bus", arn),
+                Err(e) => failed("event bus events.bus", &e, "events:DescribeEventBus and events:PutEvents"),
+            })
+        }
         Probe::DumpTool(tool) => one(dump_tool(tool).await),
         Probe::CreateDryRun(kind) => one(dry_run(aws, regions, kind, set, now).await),
     }

@@ -351,8 +351,11 @@ fn executor(p: &Parts<'_>, replicator: &Supervised<ReplicatorActor>, pulls: Opti
     for &kind in &p.cfg.serve.kinds {
         let create_targets = p.regions.iter().map(|r| p.aws.backup_control(kind, r)).collect();
         let clean_targets = all_regions(p.regions, p.cfg).iter().map(|r| p.aws.backup_control(kind, r)).collect();
-        let create = Runner::new(p.account.clone(), kind, create_targets, notifier.clone(), p.settings.clone());
-        let clean = Runner::new(p.account.clone(), kind, clean_targets, notifier.clone(), p.settings.clone());
+        let events = services::outcomes(p.aws, p.cfg, p.regions, Some(p.metrics.clone()));
+        let create = Runner::new(p.account.clone(), kind, create_targets, notifier.clone(), p.settings.clone())
+            .with_outcomes(events.clone());
+        let clean = Runner::new(p.account.clone(), kind, clean_targets, notifier.clone(), p.settings.clone())
+            .with_outcomes(events);
         runners.insert(kind, KindRunners { create: Arc::new(create), clean: Arc::new(clean) });
     }
     let mut executor = Executor::new(runners, replicator.recipient(), p.metrics.clone());
@@ -415,7 +418,9 @@ fn start_exporter(
     }
     let targets = Arc::new(targets);
     let to = p.cfg.export_to.clone();
-    let mut logic = Exports::new(targets, to, Tuning::default(), p.metrics.clone());
+    let events = services::outcomes(p.aws, p.cfg, p.regions, Some(p.metrics.clone()));
+    let mut logic =
+        Exports::new(targets, to, Tuning::default(), p.metrics.clone()).with_outcomes(events, p.account.clone());
     if !p.cfg.export_retention_types.is_empty() {
         logic = logic.with_owned(OwnedBackups {
             controls: p.regions.iter().map(|r| p.aws.backup_control(ResourceKind::Ebs, r)).collect(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix::Recipient;
 use bunker_actors::engine::Run;
 use bunker_actors::metrics::Metrics;
+use bunker_actors::outcomes::Outcomes;
 use bunker_actors::ports::{ArchiveStore, ErrorKind, Leases};
 use bunker_actors::replicator::Replicator;
 use bunker_actors::stream::export_job::{ExportSnapshot, ExportTargets};
@@ -39,6 +40,13 @@ pub fn all_regions(regions: &[String], cfg: &Config) -> Vec<String> {
     all
 }
 
+/// bunker's own events: on `events.bus` (a name in the first region, or an ARN) when set,
+/// nowhere otherwise; failed puts counted in `metrics`.
+pub fn outcomes(aws: &Aws, cfg: &Config, regions: &[String], metrics: Option<Arc<Metrics>>) -> Outcomes {
+    let home = regions.first().map(String::as_str).unwrap_or_default();
+    Outcomes::new(cfg.events_bus.as_deref().map(|bus| aws.event_bus(home, bus)), metrics)
+}
+
 /// The replicator over every kind of `kinds` that replicates, in every region (source and DR).
 #[allow(clippy::too_many_arguments)] // wiring: each argument is a distinct, already-built part
 pub fn replicator(
@@ -57,7 +65,9 @@ pub fn replicator(
     }
     let mut cfg = cfg.clone();
     cfg.regions = regions.to_vec();
+    let events = outcomes(aws, &cfg, regions, Some(metrics.clone()));
     Replicator::new(account.to_string(), cfg, controls, leases, aws.notifier(), holder.to_string(), metrics)
+        .with_outcomes(events)
 }
 
 /// The data-bunker puller over every kind of `kinds` that can pull, in the bunker's regions.
@@ -118,8 +128,9 @@ pub fn vault_exports(
     let tuning = bunker_actors::stream::Tuning::default();
     let pitr = PitrExports::new(regions.iter().map(|r| aws.table_exports(r)).collect(), parquet_poll(cfg));
     let reports = bunker_actors::engine::Alerts::new(notifier, cfg.status_sns_topic.clone());
+    let events = outcomes(aws, cfg, regions, Some(metrics.clone()));
     let logic = VaultExports::new(settings, ports, tables, parquet, targets, tuning, metrics, alerts);
-    let logic = logic.with_pitr(pitr).with_reports(reports);
+    let logic = logic.with_pitr(pitr).with_reports(reports).with_outcomes(events);
     // Wired whatever export.rds_format says: a resource's tag may ask for a dump.
     Some(logic.with_dumps(snapshot_dumps(aws, account, cfg, regions)))
 }

@@ -169,6 +169,7 @@ fn config(s: &Setup, changes: &[(&str, String)]) -> String {
         ("export.vaults", "[\"doctor-vault\"]".into()),
         ("export.kms_key", format!("\"{}\"", s.archive_key)),
         ("export.object_lock_days", "30".into()),
+        ("events.bus", "\"default\"".into()),
     ]
     .into_iter()
     .collect();
@@ -219,6 +220,7 @@ async fn doctor_passes_a_good_setup_and_names_each_injected_fault() {
         "key share_kms_keys.us-east-1",
         "key export.kms_key.us-east-1",
         "create-backups ebs (dry run)",
+        "event bus events.bus",
     ] {
         assert!(rows.contains_key(check), "no row {check}: {rows:#?}");
     }
@@ -343,6 +345,7 @@ async fn faults(a: &Account, s: &Setup) -> Vec<Fault> {
             vec![("dr_regions", "[\"ap-nowhere-9\"]".into()), ("dr_kms_keys", q(""))],
             vec![("region ap-nowhere-9".into(), "FAIL")],
         ),
+        ("a missing event bus", vec![("events.bus", q("nope"))], vec![("event bus events.bus".into(), "FAIL")]),
         ("dump tools on PATH", vec![("export.rds_format", q("dump"))], vec![]),
         (
             "missing tools",

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod health;
 pub mod leases;
 pub mod metrics;
+pub mod outcomes;
 pub mod ports;
 pub mod puller;
 pub mod rds_export;

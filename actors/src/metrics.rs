@@ -39,6 +39,8 @@ pub enum Metric {
     LeaseFileRebuiltTotal,
     /// When a run of an action and kind last ended OK.
     LastSuccess,
+    /// Puts of bunker's own events that failed.
+    EventsFailedTotal,
 }
 
 /// Whether a metric only grows or goes up and down.
@@ -52,7 +54,7 @@ pub enum Kind {
 
 impl Metric {
     /// Every metric, in the order `/metrics` lists them.
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 14] = [
         Metric::JobsTotal,
         Metric::CopiesInFlight,
         Metric::DeferralsTotal,
@@ -66,6 +68,7 @@ impl Metric {
         Metric::ExportsTotal,
         Metric::LeaseFileRebuiltTotal,
         Metric::LastSuccess,
+        Metric::EventsFailedTotal,
     ];
 
     /// Name, type and help text.
@@ -118,6 +121,11 @@ impl Metric {
                 "bunker_last_success_timestamp_seconds",
                 G,
                 "when a run of an action (create, clean) and kind last ended OK, seconds since the epoch",
+            ),
+            Metric::EventsFailedTotal => (
+                "bunker_events_failed_total",
+                C,
+                "puts of bunker's own events on events.bus that EventBridge refused or that failed",
             ),
         }
     }

@@ -192,6 +192,14 @@ pub trait Leases: Send + Sync {
     async fn release(&self, key: &str, holder: &str) -> Result<(), PortError>;
 }
 
+/// Puts bunker's own events on an EventBridge bus (`events.bus`).
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Puts `events` (any number: the adapter batches them as the API allows); `Err` when
+    /// any of them was not accepted.
+    async fn put(&self, events: &[bunker_protocol::bus::BusEvent]) -> Result<(), PortError>;
+}
+
 /// Publishes notifications.
 #[async_trait]
 pub trait Notifier: Send + Sync {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bunker_protocol::bus;
 use bunker_protocol::config::Config;
 use bunker_protocol::events::BackupRef;
 use bunker_protocol::replication::{self, BackupState, Step, Targets};
@@ -62,6 +63,7 @@ pub struct Replicator {
     /// How long a copy claim lasts unless renewed ([`COPY_LEASE`]).
     copy_lease: Duration,
     clock: Arc<dyn Clock>,
+    outcomes: crate::outcomes::Outcomes,
 }
 
 fn entry(operation: Operation, status: EntryStatus, region: &str, id: &str) -> Entry {
@@ -101,7 +103,15 @@ impl Replicator {
             in_flight: Mutex::new(HashMap::new()),
             copy_lease: COPY_LEASE,
             clock: Arc::new(SystemClock),
+            outcomes: Default::default(),
         }
+    }
+
+    /// Puts `bunker Copy Completed` on the bus (`events.bus`) when a DR copy this process
+    /// waited for is seen available.
+    pub fn with_outcomes(mut self, outcomes: crate::outcomes::Outcomes) -> Self {
+        self.outcomes = outcomes;
+        self
     }
 
     /// Lease times come from `clock`.
@@ -142,13 +152,16 @@ impl Replicator {
         }
     }
 
-    fn update_in_flight(&self, kind: ResourceKind, region: &str, key: &str, pending: bool) {
+    /// Records whether the copy `key` into (kind, region) is still pending; `true` when a copy
+    /// this process counted as in flight has just become available.
+    fn update_in_flight(&self, kind: ResourceKind, region: &str, key: &str, pending: bool) -> bool {
         let mut m = self.in_flight.lock().expect("in-flight lock");
         let set = m.entry((kind, region.to_string())).or_default();
         let changed = if pending { set.insert(key.to_string()) } else { set.remove(key) };
         if changed {
             self.publish_in_flight(kind, region, set.len());
         }
+        changed && !pending
     }
 
     fn publish_in_flight(&self, kind: ResourceKind, region: &str, n: usize) {
@@ -208,7 +221,9 @@ impl Replicator {
                 };
                 match dst.find_copy(tags::COPY_OF, &copy_of, &name).await {
                     Ok(Some(c)) => {
-                        self.update_in_flight(b.kind, region, &copy_of, !c.available);
+                        if self.update_in_flight(b.kind, region, &copy_of, !c.available) {
+                            self.copy_completed(b, region, &c.id).await;
+                        }
                         copies.insert(region.clone(), state(c));
                     }
                     Ok(None) => {}
@@ -223,6 +238,7 @@ impl Replicator {
             match src.find_copy(tags::REENCRYPTED_OF, &copy_of, &replication::reencrypted_name(&name)).await {
                 Ok(found) => {
                     if let Some(c) = &found {
+                        // A re-encrypted copy is a step towards a share, not a DR copy: no event.
                         self.update_in_flight(b.kind, &b.region, &format!("re:{copy_of}"), !c.available);
                     }
                     reencrypted = found.map(state);
@@ -256,6 +272,20 @@ impl Replicator {
         } else {
             (Pass::Waiting { next_check: None, why: waiting.join(", ") }, entries)
         }
+    }
+
+    async fn copy_completed(&self, b: &BackupRef, region: &str, copy_id: &str) {
+        let detail = bus::CopyCompleted {
+            schema: bus::COPY_COMPLETED_SCHEMA,
+            account: self.account.clone(),
+            kind: b.kind,
+            source_region: b.region.clone(),
+            source_backup_id: b.id.clone(),
+            region: region.to_string(),
+            backup_id: copy_id.to_string(),
+            time: self.clock.now(),
+        };
+        self.outcomes.emit(vec![bus::copy_completed(&detail)]).await;
     }
 
     fn retry(&self, e: PortError) -> Pass {
@@ -354,6 +384,7 @@ impl Replicator {
         }
         let started = self.claim_and_copy(kind, region, key, request, base).await;
         if started.is_err() {
+            // The slot reserved for a copy that did not start: freed, not completed.
             self.update_in_flight(kind, region, key, false);
         }
         started

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use bunker_protocol::backup::{Backup, Listed, Owner, Ownership, Unreadable};
+use bunker_protocol::bus;
 use bunker_protocol::config::{self, Config, ConfigError, Resolved, Setting};
 use bunker_protocol::report::{Entry, EntryStatus, Operation, OperationEvent, RunReport, OPERATION_SCHEMA};
 use bunker_protocol::retention::{self, Action, Candidate, Policy, Reason};
@@ -92,6 +93,7 @@ pub struct Runner {
     notifier: Arc<dyn Notifier>,
     settings: Arc<Resolved>,
     concurrency: usize,
+    outcomes: crate::outcomes::Outcomes,
 }
 
 impl Runner {
@@ -104,7 +106,21 @@ impl Runner {
         notifier: Arc<dyn Notifier>,
         settings: Arc<Resolved>,
     ) -> Runner {
-        Runner { account, kind, targets, notifier, settings, concurrency: DEFAULT_CONCURRENCY }
+        Runner {
+            account,
+            kind,
+            targets,
+            notifier,
+            settings,
+            concurrency: DEFAULT_CONCURRENCY,
+            outcomes: Default::default(),
+        }
+    }
+
+    /// Puts each created backup and each published run report on the bus (`events.bus`).
+    pub fn with_outcomes(mut self, outcomes: crate::outcomes::Outcomes) -> Runner {
+        self.outcomes = outcomes;
+        self
     }
 
     /// The run-level configuration.
@@ -442,6 +458,8 @@ impl Runner {
         deployments.dedup();
         if !opts.dry_run {
             self.notify_operations(opts, &entries).await;
+            let created = bus::backups_created(&opts.run_id, &self.account, self.kind, opts.now, &entries);
+            self.outcomes.emit(created).await;
         }
         let report = RunReport::new(
             opts.run_id.clone(),
@@ -463,8 +481,10 @@ impl Runner {
         report
     }
 
-    /// Publishes a run report to `status_sns_topic`; a failed publish is logged only.
+    /// Publishes a run report to `status_sns_topic` and the bus; a failed publish is logged
+    /// only.
     pub async fn publish_report(&self, report: &RunReport) {
+        self.outcomes.emit(vec![bus::run_report(report)]).await;
         if let Some(topic) = &self.settings.config.status_sns_topic {
             let body = serde_json::to_string(report).expect("reports serialize");
             if let Err(e) = self.notifier.publish(topic, &report.headline(), &body).await {

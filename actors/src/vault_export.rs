@@ -135,6 +135,8 @@ pub struct VaultExports {
     dumps: Option<crate::dump::snapshot::SnapshotDumps>,
     /// Where each recovery point's report goes (`status_sns_topic`).
     reports: Option<Alerts>,
+    /// bunker's own events (`events.bus`).
+    outcomes: crate::outcomes::Outcomes,
     clock: Arc<dyn Clock>,
     targets: Arc<dyn ExportTargets>,
     tuning: Tuning,
@@ -175,6 +177,7 @@ impl VaultExports {
             pitr: None,
             dumps: None,
             reports: None,
+            outcomes: Default::default(),
             clock: Arc::new(SystemClock),
             targets,
             tuning,
@@ -193,9 +196,27 @@ impl VaultExports {
         self
     }
 
-    /// Publishes `key`'s report (awaited: a report is never lost to a shutdown; a failed
-    /// publish is logged by [`Alerts`] and never fails the job).
+    /// Puts `bunker Export Completed` / `Failed` on the bus (`events.bus`) as each recovery
+    /// point's job ends (completed: exported and verified, the delete's outcome aside).
+    pub fn with_outcomes(mut self, outcomes: crate::outcomes::Outcomes) -> VaultExports {
+        self.outcomes = outcomes;
+        self
+    }
+
+    /// Publishes `key`'s report and its event (awaited: a report is never lost to a shutdown;
+    /// a failed publish is logged and never fails the job).
     async fn point_report(&self, key: &PointKey, status: RunStatus, archive: Option<String>, message: Option<String>) {
+        let outcome = bunker_protocol::bus::ExportOutcome {
+            schema: bunker_protocol::bus::EXPORT_SCHEMA,
+            account: key.arn.split(':').nth(4).unwrap_or_default().to_string(),
+            source: key.arn.clone(),
+            target: self.settings.export_to.clone(),
+            archives: archive.iter().cloned().collect(),
+            manifest: None,
+            error: (status == RunStatus::Failed).then(|| message.clone().unwrap_or_default()),
+            time: self.clock.now(),
+        };
+        self.outcomes.emit(vec![outcome.event()]).await;
         let Some(reports) = &self.reports else { return };
         let deleted = self.settings.delete_source.then_some(status == RunStatus::Ok);
         let report = PointReport {

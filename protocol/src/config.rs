@@ -203,6 +203,7 @@ schema! {
     ExportMount: "export.mount", None, false, Some("false"), "true or false: file-level exports of disks holding XFS or Btrfs go through a temporary volume created from the snapshot in this instance's availability zone, attached here and mounted read-only without journal replay (needs CAP_SYS_ADMIN: the systemd drop-in bunker.service.d/mount.conf)", |c, v| set(&mut c.export_mount, parse_bool(v));
     ExportBucketOwner: "export.bucket_owner", None, false, None, "the 12-digit account that owns export.to's bucket (default: this account): every request to the bucket carries it as ExpectedBucketOwner, so S3 refuses a bucket owned by anyone else", |c, v| set(&mut c.export_bucket_owner, optional(v, is_account));
     ExportObjectLockDays: "export.object_lock_days", None, false, Some("0"), "the shortest default Object Lock retention (days) bunker doctor accepts on export.to's bucket; 0: not checked", |c, v| set(&mut c.export_object_lock_days, parse_whole(v));
+    EventsBus: "events.bus", None, false, None, "an EventBridge event bus (its name, such as default, or its ARN): bunker puts its outcomes there (bunker Backup Created, Copy Completed, Export Completed/Failed, Run Report)", |c, v| set(&mut c.events_bus, optional(v, is_event_bus));
     ExportTaskPoll: "export.task_poll", None, false, Some("1m"), "how soon bunker first looks at a running RDS or Aurora export task (each look waits twice as long as the last, up to 15 times this): a duration such as 1m", |c, v| set(&mut c.export_task_poll, duration(v));
     SchedulePerKind: "schedule.per_kind", None, false, Some(""),
         "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)",
@@ -254,6 +255,23 @@ fn cron(v: &str) -> Option<Option<crate::cron::Cron>> {
         "" => Some(None),
         c => c.parse().ok().map(Some),
     }
+}
+
+/// An event bus name (1-256 of letters, digits, `.`, `_`, `-`, `/`) or its ARN.
+fn is_event_bus(v: &str) -> bool {
+    let name = match v.strip_prefix("arn:") {
+        Some(rest) => match rest.split(':').collect::<Vec<_>>()[..] {
+            [_partition, "events", region, account, resource] if is_region(region) && is_account(account) => {
+                match resource.strip_prefix("event-bus/") {
+                    Some(n) => n,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        },
+        None => v,
+    };
+    (1..=256).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
 }
 
 fn is_account(a: &str) -> bool {
@@ -520,6 +538,8 @@ pub struct Config {
     pub export_dump_security_group: Option<String>,
     /// The first wait for a running export task (`export.task_poll`).
     pub export_task_poll: SignedDuration,
+    /// Where bunker puts its own events (`events.bus`); `None`: nowhere.
+    pub events_bus: Option<String>,
     /// The account that owns the export bucket (`export.bucket_owner`); `None` = this one.
     pub export_bucket_owner: Option<String>,
     /// The shortest default Object Lock retention doctor accepts (`export.object_lock_days`).
@@ -661,6 +681,7 @@ impl Config {
             export_dump_security_group: None,
             export_task_poll: never,
             export_bucket_owner: None,
+            events_bus: None,
             export_object_lock_days: 0,
             effective: vec![],
         }

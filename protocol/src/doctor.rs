@@ -174,6 +174,8 @@ pub enum Probe {
         /// What it is for.
         use_: KeyUse,
     },
+    /// `events.bus` (in the service's first region unless an ARN names another).
+    EventBus(String),
     /// A dump tool on `PATH` (`export.rds_format = dump`).
     DumpTool(&'static str),
     /// A dry run of today's create-backups for a kind.
@@ -213,6 +215,7 @@ pub fn probes(config: &Config, regions: &[String]) -> Vec<Probe> {
         out.push(Probe::Bucket { region: home.clone(), bucket: bucket.to_string() });
     }
     out.extend(key_probes(config, &home));
+    out.extend(config.events_bus.iter().map(|b| Probe::EventBus(b.clone())));
     if config.export_rds_format == crate::vault::RdsFormat::Dump {
         out.extend(["pg_dump", "mariadb-dump"].map(Probe::DumpTool));
     }

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod bus;
 pub mod catalog;
 pub mod config;
 pub mod cron;

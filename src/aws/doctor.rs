@@ -125,6 +125,18 @@ impl Aws {
         Ok(())
     }
 
+    /// An event bus's ARN (`bus`: a name in `region`, or an ARN).
+    pub async fn event_bus_arn(&self, region: &str, bus: &str) -> Result<String, PortError> {
+        let region = bus.strip_prefix("arn:").and_then(|r| r.split(':').nth(2)).unwrap_or(region);
+        let out = client!(aws_sdk_eventbridge, &self.regional(region), self.calls)
+            .describe_event_bus()
+            .name(bus)
+            .send()
+            .await
+            .map_err(|e| port_error("events:DescribeEventBus", e))?;
+        Ok(out.arn().unwrap_or(bus).to_string())
+    }
+
     /// An AWS Backup vault's ARN.
     pub async fn vault_arn(&self, region: &str, name: &str) -> Result<String, PortError> {
         let out = client!(aws_sdk_backup, &self.regional(region), self.calls)

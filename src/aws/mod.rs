@@ -101,6 +101,7 @@ mod doctor;
 mod dynamodb;
 mod ebs;
 mod ec2;
+mod eventbridge;
 mod rds;
 mod rds_dumps;
 mod rds_exports;
@@ -331,6 +332,15 @@ impl Aws {
     /// Leases in a DynamoDB table.
     pub fn leases(&self, table: String) -> Arc<dyn Leases> {
         Arc::new(dynamodb::DynamoLeases::new(&self.sdk, &self.calls, table))
+    }
+
+    /// bunker's own events on `bus` (a name in `region`, or an ARN, whose region wins).
+    pub fn event_bus(&self, region: &str, bus: &str) -> Arc<dyn bunker_actors::ports::EventBus> {
+        let region = match bus.strip_prefix("arn:") {
+            Some(rest) => rest.split(':').nth(2).unwrap_or(region),
+            None => region,
+        };
+        Arc::new(eventbridge::Bus::new(&self.regional(region), &self.calls, bus.to_string()))
     }
 
     /// The notifier (publishes to a topic's own region).

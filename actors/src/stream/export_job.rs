@@ -123,6 +123,21 @@ pub struct Exports {
     metrics: Arc<Metrics>,
     one_at_a_time: tokio::sync::Semaphore,
     owned: Option<OwnedBackups>,
+    outcomes: crate::outcomes::Outcomes,
+    /// This account (in the bus events).
+    account: String,
+    /// The last transient error of each job still retrying (the reason when it gives up).
+    last_error: std::sync::Mutex<HashMap<String, String>>,
+}
+
+/// What one export wrote.
+struct Exported {
+    /// The target.
+    to: String,
+    /// The image archive, when the format has one.
+    archives: Vec<String>,
+    /// The image's manifest, else the files' index.
+    manifest: Option<String>,
 }
 
 /// This deployment's own EBS backups that reconciliation exports (`export.retention_types`).
@@ -158,7 +173,42 @@ impl Exports {
         tuning: Tuning,
         metrics: Arc<Metrics>,
     ) -> Exports {
-        Exports { targets, default_to, tuning, metrics, one_at_a_time: tokio::sync::Semaphore::new(1), owned: None }
+        Exports {
+            targets,
+            default_to,
+            tuning,
+            metrics,
+            one_at_a_time: tokio::sync::Semaphore::new(1),
+            owned: None,
+            outcomes: Default::default(),
+            account: String::new(),
+            last_error: Default::default(),
+        }
+    }
+
+    /// Puts `bunker Export Completed` / `Failed` on the bus (`events.bus`) as each job ends.
+    pub fn with_outcomes(mut self, outcomes: crate::outcomes::Outcomes, account: String) -> Exports {
+        self.outcomes = outcomes;
+        self.account = account;
+        self
+    }
+
+    async fn emit(&self, job: &ExportSnapshot, to: Option<&str>, done: Result<&Exported, String>) {
+        let (target, archives, manifest, error) = match done {
+            Ok(e) => (e.to.clone(), e.archives.clone(), e.manifest.clone(), None),
+            Err(why) => (to.or(self.default_to.as_deref()).unwrap_or_default().to_string(), vec![], None, Some(why)),
+        };
+        let outcome = bunker_protocol::bus::ExportOutcome {
+            schema: bunker_protocol::bus::EXPORT_SCHEMA,
+            account: self.account.clone(),
+            source: job.snapshot_id.clone(),
+            target,
+            archives,
+            manifest,
+            error,
+            time: jiff::Timestamp::now(),
+        };
+        self.outcomes.emit(vec![outcome.event()]).await;
     }
 
     /// Also exports `owned` backups, found by reconciliation.
@@ -167,7 +217,7 @@ impl Exports {
         self
     }
 
-    async fn export(&self, job: &ExportSnapshot) -> Result<String, StreamError> {
+    async fn export(&self, job: &ExportSnapshot) -> Result<Exported, StreamError> {
         let to = job
             .to
             .clone()
@@ -179,13 +229,23 @@ impl Exports {
             Some(_) => EbsFormat::Image,
             None => self.targets.ebs_format(job).await?,
         };
+        let mut summary = None;
         let image = async {
             let progress = Arc::new(Progress::default());
             let p = self.targets.prepare(job, &to, progress.clone()).await?;
-            run_export(p, self.tuning, progress, Some(self.metrics.clone())).await.map(|_| ())
+            summary = Some(run_export(p, self.tuning, progress, Some(self.metrics.clone())).await?);
+            Ok(())
         };
         export_in_format(self.targets.as_ref(), job, &to, format, None, image).await?;
-        Ok(to)
+        let index = match format.files() {
+            true => Some(self.targets.store(&to, &job.region)?.url(&files_index_key(&job.snapshot_id))),
+            false => None,
+        };
+        let (archives, manifest) = match summary {
+            Some(s) => (vec![s.archive], Some(s.manifest)),
+            None => (vec![], index),
+        };
+        Ok(Exported { to, archives, manifest })
     }
 }
 
@@ -196,15 +256,22 @@ impl Workflow for Exports {
 
     async fn pass(&self, job: &ExportSnapshot) -> (Pass, Vec<Entry>) {
         let pass = match self.export(job).await {
-            Ok(to) => {
-                info!(snapshot_id = %job.snapshot_id, to = %to, "exported");
+            Ok(exported) => {
+                info!(snapshot_id = %job.snapshot_id, to = %exported.to, "exported");
+                self.last_error.lock().expect("last error lock").remove(&job.snapshot_id);
+                self.emit(job, None, Ok(&exported)).await;
                 Pass::Done
             }
             Err(e) if e.is_permanent() => {
                 warn!(snapshot_id = %job.snapshot_id, error = %e, "export failed");
+                self.last_error.lock().expect("last error lock").remove(&job.snapshot_id);
+                self.emit(job, job.to.as_deref(), Err(e.to_string())).await;
                 Pass::Failed(e.to_string())
             }
-            Err(e) => Pass::Retry(e.into()),
+            Err(e) => {
+                self.last_error.lock().expect("last error lock").insert(job.snapshot_id.clone(), e.to_string());
+                Pass::Retry(e.into())
+            }
         };
         (pass, vec![])
     }
@@ -237,6 +304,13 @@ impl Workflow for Exports {
 
     fn enabled(&self) -> bool {
         self.default_to.is_some() && self.owned.as_ref().is_some_and(|o| !o.types.is_empty())
+    }
+
+    /// A job that gave up after its retries is a failed export on the bus, with its last error.
+    async fn abandon(&self, job: &ExportSnapshot) {
+        let last = self.last_error.lock().expect("last error lock").remove(&job.snapshot_id);
+        let why = format!("gave up after its retries: {}", last.unwrap_or_else(|| "no error recorded".into()));
+        self.emit(job, job.to.as_deref(), Err(why)).await;
     }
 
     fn gave_up_entry(&self, _job: &ExportSnapshot, _reason: &str) -> Option<Entry> {
