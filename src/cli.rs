@@ -496,9 +496,6 @@ async fn kind_action(
             if cfg.replication.source_accounts.is_empty() {
                 return Err(usage(anyhow!("nothing to pull: set source_accounts in the config")));
             }
-            if !Aws::replicates(kind) {
-                return Err(usage(anyhow!("pull of {kind} backups is not implemented yet")));
-            }
             let account = aws
                 .account_id()
                 .await
@@ -539,8 +536,11 @@ async fn replicate(
     if !cfg.replication.is_enabled() {
         return Err(usage(anyhow!("nothing to do: set dr_regions and/or share_accounts in the config")));
     }
-    if !Aws::replicates(kind) {
-        return Err(usage(anyhow!("copy and share of {kind} backups are not implemented yet")));
+    if !kind.copies_per_backup() && cfg.replication.share_accounts.is_empty() {
+        return Err(usage(anyhow!(
+            "nothing to do for {kind}: its DR copies are a cluster setting bunker does not reconcile yet; \
+             set share_accounts to share its backups"
+        )));
     }
     let account = aws
         .account_id()

@@ -100,6 +100,7 @@ async fn check(
         }
         Probe::DumpTool(tool) => one(dump_tool(tool).await),
         Probe::CreateDryRun(kind) => one(dry_run(aws, regions, kind, set, now).await),
+        Probe::Limits => doctor::limit_rows(cfg),
     }
 }
 

@@ -203,10 +203,9 @@ impl Tree {
     /// scheduling, then the watcher that feeds them.
     fn start(p: &Parts<'_>) -> Tree {
         let kinds = &p.cfg.serve.kinds;
-        let replicable = services::replicable(kinds);
-        if p.cfg.replication.is_enabled() {
-            for k in kinds.iter().filter(|k| !replicable.contains(k)) {
-                warn!(kind = %k, "copy and share of this kind are not implemented yet: its backups stay in their region");
+        if !p.cfg.replication.dr_regions.is_empty() {
+            for k in kinds.iter().filter(|k| !k.copies_per_backup()) {
+                warn!(kind = %k, "dr_regions: this kind is copied by a cluster setting bunker does not reconcile yet; its backups stay in their region (shares are made)");
             }
         }
         let logic = Arc::new(replicator(
@@ -214,7 +213,7 @@ impl Tree {
             &p.account,
             p.cfg,
             p.regions,
-            &replicable,
+            kinds,
             p.leases.clone(),
             &p.holder,
             p.metrics.clone(),
@@ -226,7 +225,7 @@ impl Tree {
             supervise("replicator", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
         };
         let reconciler = {
-            let scan = Arc::new(Reconciler::new(logic, replicator.recipient(), replicable));
+            let scan = Arc::new(Reconciler::new(logic, replicator.recipient(), kinds.clone()));
             let every = p.cfg.serve.reconcile_interval.unsigned_abs();
             let make = move || ReconcilerActor::new(scan.clone(), every);
             supervise("reconciler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))

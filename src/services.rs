@@ -24,11 +24,6 @@ use tracing::warn;
 
 use crate::aws::Aws;
 
-/// The kinds of `kinds` that copy and share, by the catalog.
-pub fn replicable(kinds: &[ResourceKind]) -> Vec<ResourceKind> {
-    kinds.iter().copied().filter(|k| Aws::replicates(*k)).collect()
-}
-
 /// The regions a run or the service touches: source regions, then DR regions.
 pub fn all_regions(regions: &[String], cfg: &Config) -> Vec<String> {
     let mut all = regions.to_vec();
@@ -47,21 +42,21 @@ pub fn outcomes(aws: &Aws, cfg: &Config, regions: &[String], metrics: Option<Arc
     Outcomes::new(cfg.events_bus.as_deref().map(|bus| aws.event_bus(home, bus)), metrics)
 }
 
-/// The replicator over every kind of `kinds` that replicates, in every region (source and DR).
+/// The replicator over every kind of `kinds`, in every region (source and DR).
 #[allow(clippy::too_many_arguments)] // wiring: each argument is a distinct, already-built part
 pub fn replicator(
     aws: &Aws,
     account: &str,
     cfg: &Config,
     regions: &[String],
-    kinds: &[bunker_protocol::ResourceKind],
+    kinds: &[ResourceKind],
     leases: Arc<dyn Leases>,
     holder: &str,
     metrics: Arc<Metrics>,
 ) -> Replicator {
     let mut controls = Vec::new();
     for &kind in kinds {
-        controls.extend(all_regions(regions, cfg).iter().filter_map(|r| aws.replication(kind, r)));
+        controls.extend(all_regions(regions, cfg).iter().map(|r| aws.replication(kind, r)));
     }
     let mut cfg = cfg.clone();
     cfg.regions = regions.to_vec();
@@ -76,10 +71,10 @@ pub fn puller(
     account: &str,
     cfg: &Config,
     regions: &[String],
-    kinds: &[bunker_protocol::ResourceKind],
+    kinds: &[ResourceKind],
     metrics: Arc<Metrics>,
 ) -> bunker_actors::puller::Puller {
-    let controls = kinds.iter().flat_map(|&k| regions.iter().filter_map(move |r| aws.pull(k, r))).collect();
+    let controls = kinds.iter().flat_map(|&k| regions.iter().map(move |r| aws.pull(k, r))).collect();
     bunker_actors::puller::Puller::new(account.to_string(), cfg.clone(), controls, metrics)
 }
 

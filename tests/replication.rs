@@ -325,3 +325,133 @@ async fn encrypted_backups_are_shared_as_copies_under_the_share_key() {
     assert_eq!(re_snap.encrypted(), Some(true));
     assert_eq!(re_snap.kms_key_id(), Some(share_key.as_str()));
 }
+
+/// Issue 14 §6: AWS requires a `PreSignedUrl` (a SigV4 request of the same copy, signed for
+/// the source region) to copy an encrypted DocumentDB cluster snapshot across regions; the
+/// emulator refuses one without it. bunker's DR copy carries it and lands, encrypted under
+/// the DR key.
+#[tokio::test]
+async fn docdb_encrypted_copies_carry_a_presigned_url_for_the_source_region() {
+    let a = Account::new("500000000008").await;
+    let kms = |region: &'static str| {
+        let a = a.clone();
+        async move {
+            let out = aws_sdk_kms::Client::new(&a.sdk(region).await).create_key().send().await.unwrap();
+            out.key_metadata().unwrap().arn().unwrap().to_string()
+        }
+    };
+    let (home_key, dr_key) = (kms(REGION).await, kms(DR[0]).await);
+    aws_sdk_docdb::Client::new(&a.sdk(REGION).await)
+        .create_db_cluster()
+        .db_cluster_identifier("sealed")
+        .engine("docdb")
+        .master_username("u")
+        .master_user_password("password1")
+        .storage_encrypted(true)
+        .kms_key_id(&home_key)
+        .tags(aws_sdk_docdb::types::Tag::builder().key(SELECT.0).value(SELECT.1).build())
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    std::fs::write(
+        &cfg,
+        format!("regions = [\"{REGION}\"]\ndr_regions = [\"{}\"]\ndr_kms_keys = [\"{}={dr_key}\"]\n", DR[0], DR[0]),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    a.bunker(&["docdb", "create-backups", "--config", cfg, "--json"]).ok_json();
+    let home = inspect(&a, "docdb", REGION).await;
+    let source_id = home.keys().next().unwrap().clone();
+
+    // Without the URL the emulator says what AWS says.
+    let dr = aws_sdk_docdb::Client::new(&a.sdk(DR[0]).await);
+    let source_arn = format!("arn:aws:rds:{REGION}:{}:cluster-snapshot:{source_id}", a.id);
+    let bare = dr
+        .copy_db_cluster_snapshot()
+        .source_db_cluster_snapshot_identifier(&source_arn)
+        .target_db_cluster_snapshot_identifier("by-hand")
+        .kms_key_id(&dr_key)
+        .send()
+        .await
+        .unwrap_err();
+    let message = format!("{}", aws_smithy_types::error::display::DisplayErrorContext(&bare));
+    assert!(message.contains("PreSignedUrl is required"), "{message}");
+
+    let report = a.bunker(&["docdb", "replicate-backups", "--config", cfg, "--json"]).ok_json();
+    assert_eq!(report["status"], "OK", "{report:#}");
+    let copies = inspect(&a, "docdb", DR[0]).await;
+    assert_eq!(copies.len(), 1, "{copies:#?}");
+    let copy = dr.describe_db_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
+    let copy = copy.db_cluster_snapshots().iter().find(|s| s.db_cluster_snapshot_identifier() != Some("by-hand"));
+    let copy = copy.expect("the copy");
+    assert_eq!(copy.storage_encrypted(), Some(true));
+    assert_eq!(copy.kms_key_id(), Some(dr_key.as_str()), "encrypted under the DR key");
+}
+
+/// Issue 14 §5: Redshift shares the Redshift way. `AuthorizeSnapshotAccess` per account (at
+/// most 20 per snapshot: the 21st is left out, not retried forever); the account it is shared
+/// with lists it in its pull report as restorable, not copyable (AWS lets it restore a shared
+/// snapshot, never copy it); clean revokes every authorization before the delete AWS would
+/// otherwise refuse.
+#[tokio::test]
+async fn redshift_shares_pull_lists_them_as_restorable_and_clean_revokes_first() {
+    let a = Account::new("500000000009").await;
+    let redshift = aws_sdk_redshift::Client::new(&a.sdk(REGION).await);
+    redshift
+        .create_cluster()
+        .cluster_identifier("warehouse")
+        .node_type("dc2.large")
+        .master_username("u")
+        .master_user_password("Password1")
+        .cluster_type("single-node")
+        .tags(aws_sdk_redshift::types::Tag::builder().key(SELECT.0).value(SELECT.1).build())
+        .send()
+        .await
+        .unwrap();
+    let accounts: Vec<String> = (1..=21).map(|i| format!("5100000000{i:02}")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    let list = accounts.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    std::fs::write(&cfg, format!("regions = [\"{REGION}\"]\nshare_accounts = [{list}]\n")).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let first = "2037-03-10T01:00:00Z"; // a daily backup (not the first of a week, month or year)
+    a.bunker(&["redshift", "create-backups", "--config", cfg, "--now", first, "--json"]).ok_json();
+    let report = a.bunker(&["redshift", "replicate-backups", "--config", cfg, "--json"]).ok_json();
+    assert_eq!(report["status"], "OK", "{report:#}");
+    assert_eq!(report["summary"]["succeeded"], 20, "20 authorizations: {report:#}");
+    let snapshots = redshift.describe_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
+    let snapshot = &snapshots.snapshots()[0];
+    let id = snapshot.snapshot_identifier().unwrap().to_string();
+    let shared = snapshot.accounts_with_restore_access().iter().filter_map(|x| x.account_id().map(String::from));
+    assert_eq!(sorted(shared.collect()), accounts[..20].to_vec(), "the first 20 of share_accounts");
+    let again = a.bunker(&["redshift", "replicate-backups", "--config", cfg, "--json"]).ok_json();
+    assert_eq!(again["summary"]["succeeded"], 0, "replaying shares nothing again: {again:#}");
+
+    // The data bunker sees the share, reports it as restorable, copies nothing.
+    let bunker = Account::new(&accounts[0]).await;
+    let bcfg = dir.path().join("bunker-account.toml");
+    std::fs::write(&bcfg, format!("regions = [\"{REGION}\"]\nsource_accounts = [\"{}\"]\n", a.id)).unwrap();
+    let pulled = bunker.bunker(&["redshift", "pull-backups", "--config", bcfg.to_str().unwrap(), "--json"]).ok_json();
+    let entry = &pulled["entries"][0];
+    assert_eq!(entry["status"], "SKIPPED", "{pulled:#}");
+    assert!(entry["message"].as_str().unwrap().starts_with("restorable, not copyable"), "{pulled:#}");
+    assert_eq!(entry["backup_id"], format!("{}:{id}", a.id));
+    let own = aws_sdk_redshift::Client::new(&bunker.sdk(REGION).await);
+    assert!(own.describe_cluster_snapshots().send().await.unwrap().snapshots().is_empty(), "nothing copied in");
+
+    // Clean: every authorization revoked, then the snapshot deleted (a newer backup of the
+    // live cluster stays, as it always does).
+    let second = "2037-03-11T01:00:00Z";
+    a.bunker(&["redshift", "create-backups", "--config", cfg, "--now", second, "--json"]).ok_json();
+    let far = "2041-01-01T00:00:00Z";
+    let clean = a.bunker(&["redshift", "clean-backups", "--config", cfg, "--now", far, "--json"]);
+    let clean = clean.ok_json();
+    assert_eq!(clean["status"], "OK", "{clean:#}");
+    let left = redshift.describe_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
+    assert!(
+        left.snapshots().iter().all(|s| s.snapshot_identifier() != Some(&id)),
+        "deleted after the revokes: {clean:#}"
+    );
+}

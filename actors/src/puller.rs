@@ -188,6 +188,17 @@ impl Puller {
 
     async fn pull_one(&self, ctl: &dyn Pull, s: SharedBackup) -> Step {
         let region = ctl.region();
+        if !ctl.kind().shared_copyable() {
+            let why = format!(
+                "restorable, not copyable: a shared {} snapshot can only be restored by this account \
+                 (RestoreFromClusterSnapshot with OwnerAccount {}), never copied; restore it here and \
+                 back the restored cluster up to keep it",
+                ctl.kind(),
+                s.account
+            );
+            let e = entry(EntryStatus::Skipped, region, &s, why.clone());
+            return Step::Left(why, Some(e));
+        }
         let Some((created_at, retention)) = s.name.as_deref().and_then(naming::parse_backup_name) else {
             let e = entry(EntryStatus::Skipped, region, &s, "not a bunker backup name: left alone".into());
             return Step::Left("not a bunker backup".into(), Some(e));

@@ -213,8 +213,10 @@ impl Replicator {
         let copy_of = replication::copy_of(&b.region, &b.id);
         let name = detail.tags.get("Name").cloned().unwrap_or_else(|| b.id.clone());
         let mut copies = BTreeMap::new();
+        let share_key = r.share_kms_keys.get(&b.region).map(String::as_str);
+        let targets = Targets::for_kind(b.kind, &r.dr_regions, &r.share_accounts, share_key);
         if detail.available {
-            for region in r.dr_regions.iter().filter(|x| **x != b.region) {
+            for region in targets.dr_regions.iter().filter(|x| **x != b.region) {
                 let dst = match self.control(b.kind, region) {
                     Ok(c) => c,
                     Err(e) => return (Pass::Retry(e), entries),
@@ -232,9 +234,11 @@ impl Replicator {
             }
         }
         let source = state(detail.clone());
-        let share_key = r.share_kms_keys.get(&b.region).map(String::as_str);
         let mut reencrypted = None;
-        if detail.available && !r.share_accounts.is_empty() && replication::needs_reencryption(&source, share_key) {
+        if detail.available
+            && !targets.share_accounts.is_empty()
+            && replication::needs_reencryption(&source, targets.share_key)
+        {
             match src.find_copy(tags::REENCRYPTED_OF, &copy_of, &replication::reencrypted_name(&name)).await {
                 Ok(found) => {
                     if let Some(c) = &found {
@@ -246,7 +250,6 @@ impl Replicator {
                 Err(e) => return (self.retry(e), entries),
             }
         }
-        let targets = Targets { dr_regions: &r.dr_regions, share_accounts: &r.share_accounts, share_key };
         let plan = replication::plan(targets, &b.region, &source, &copies, reencrypted.as_ref());
         if plan.is_done() {
             return (Pass::Done, entries);

@@ -89,6 +89,7 @@ import moto_ddb_export  # beside this file: DynamoDB exports in AWS's layout, at
 import moto_rds_export  # beside this file: RDS snapshot exports that write AWS's layout
 import moto_rds_restore  # beside this file: restored DB instances that are real servers
 import moto_volumes  # beside this file: attached volumes as loop devices, and IMDSv2
+import moto_redshift  # beside this file: Redshift snapshot sharing (authorize, revoke, visibility)
 
 
 def patch_docdb() -> None:
@@ -632,6 +633,69 @@ def expected_owner_refusal(environ, start_response):
     return [data]
 
 
+def presigned_url_problem(url, source_region, source_arn):
+    """What is wrong with a CopyDBClusterSnapshot PreSignedUrl for a copy out of
+    ``source_region`` (None when it is a well-formed, unexpired SigV4 query-string request of
+    that call, for that snapshot, signed for rds in that region). The signature itself is not
+    recomputed: the emulator accepts any credentials."""
+    import datetime
+
+    if not url:
+        return "PreSignedUrl is required to copy an encrypted cluster snapshot from another region"
+    parsed = urllib.parse.urlsplit(url)
+    q = {k: v[0] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
+    credential = re.fullmatch(r"[^/]+/(\d{8})/([^/]+)/([^/]+)/aws4_request", q.get("X-Amz-Credential", ""))
+    checks = [
+        (parsed.scheme == "https" and parsed.netloc.startswith(f"rds.{source_region}."), f"not a request to rds in {source_region}: {parsed.netloc}"),
+        (q.get("Action") == "CopyDBClusterSnapshot", "not a CopyDBClusterSnapshot request"),
+        (q.get("SourceDBClusterSnapshotIdentifier") == source_arn, "signed for another snapshot"),
+        (q.get("X-Amz-Algorithm") == "AWS4-HMAC-SHA256", "not signed with SigV4"),
+        (credential is not None and credential.group(2) == source_region and credential.group(3) == "rds",
+         f"not signed for rds in {source_region}"),
+        (re.fullmatch(r"[0-9a-f]{64}", q.get("X-Amz-Signature", "")) is not None, "no signature"),
+        ("host" in q.get("X-Amz-SignedHeaders", "").split(";"), "the host is not signed"),
+    ]
+    for ok, why in checks:
+        if not ok:
+            return f"PreSignedUrl: {why}"
+    try:
+        signed = datetime.datetime.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+        expires = datetime.timedelta(seconds=int(q["X-Amz-Expires"]))
+    except (KeyError, ValueError):
+        return "PreSignedUrl: no valid X-Amz-Date and X-Amz-Expires"
+    if datetime.datetime.now(datetime.timezone.utc) > signed + expires:
+        return "PreSignedUrl: expired"
+    return None
+
+
+def presigned_url_refusal(environ, start_response, region_match):
+    """AWS refuses a cross-region copy of an encrypted DocumentDB cluster snapshot without a
+    valid PreSignedUrl for the source region (moto 5.2.5 ignores the parameter)."""
+    import io
+    from moto.rds.models import rds_backends
+
+    body = environ["wsgi.input"].read()
+    environ["wsgi.input"] = io.BytesIO(body)
+    params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
+    source = params.get("SourceDBClusterSnapshotIdentifier", "")
+    parts = source.split(":")
+    if not source.startswith("arn:") or len(parts) < 7 or region_match is None:
+        return None
+    source_region, source_account, snapshot_id = parts[3], parts[4], parts[-1]
+    if source_region == region_match.group(1):
+        return None
+    snapshot = rds_backends[source_account][source_region].cluster_snapshots.get(snapshot_id.lower())
+    if snapshot is None or snapshot.engine != "docdb" or not snapshot.encrypted:
+        return None
+    problem = presigned_url_problem(params.get("PreSignedUrl"), source_region, source)
+    if problem is None:
+        return None
+    data = ('<ErrorResponse><Error><Type>Sender</Type><Code>InvalidParameterValue</Code>'
+            f"<Message>{problem}</Message></Error><RequestId>bunker-presigned-url</RequestId></ErrorResponse>").encode()
+    start_response("400 Bad Request", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
 def rest_action(service, environ):
     """Operation names of the REST services bunker's tests watch (EBS direct, S3 parts)."""
     method = environ.get("REQUEST_METHOD")
@@ -741,6 +805,10 @@ class Counter:
         key = f"{service}:{action or '?'}"
         with self.lock:
             self.by_action[key] += 1
+        if key == "rds:CopyDBClusterSnapshot":
+            refused = presigned_url_refusal(environ, start_response, self._region.search(environ.get("HTTP_AUTHORIZATION", "")))
+            if refused is not None:
+                return refused
         if service in ("ec2", "rds", "ebs"):
             fault = FAULTS.pick(key)
             if fault:
@@ -860,6 +928,7 @@ def main() -> None:
     moto_rds_restore.patch()
     moto_ddb_export.patch()
     moto_volumes.patch()
+    moto_redshift.patch()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

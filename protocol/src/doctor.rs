@@ -180,6 +180,8 @@ pub enum Probe {
     DumpTool(&'static str),
     /// A dry run of today's create-backups for a kind.
     CreateDryRun(ResourceKind),
+    /// What the served kinds cannot do with this config ([`limit_rows`]).
+    Limits,
 }
 
 /// What `config` calls for, given the regions the service works in.
@@ -220,7 +222,34 @@ pub fn probes(config: &Config, regions: &[String]) -> Vec<Probe> {
         out.extend(["pg_dump", "mariadb-dump"].map(Probe::DumpTool));
     }
     out.extend(serve.kinds.iter().map(|k| Probe::CreateDryRun(*k)));
+    out.push(Probe::Limits);
     out
+}
+
+/// Warnings for what a served kind cannot do as configured: more share accounts than a
+/// backup of the kind can be shared with, DR regions for a kind copied by a cluster setting.
+pub fn limit_rows(config: &Config) -> Vec<Row> {
+    let r = &config.replication;
+    let mut rows = Vec::new();
+    for kind in &config.serve.kinds {
+        let check = format!("limits {kind}");
+        if let Some(max) = kind.max_share_accounts().filter(|m| r.share_accounts.len() > *m) {
+            let left: Vec<&str> = r.share_accounts[max..].iter().map(String::as_str).collect();
+            rows.push(Row::warn(
+                check.clone(),
+                format!("a {kind} backup can be shared with {max} accounts; left out: {}", left.join(", ")),
+                format!("share {kind} backups with at most {max} accounts (share_accounts lists them in order)"),
+            ));
+        }
+        if !kind.copies_per_backup() && !r.dr_regions.is_empty() {
+            rows.push(Row::warn(
+                check,
+                format!("{kind} backups are not copied to dr_regions: a cluster setting copies them, which bunker does not reconcile yet"),
+                format!("enable the cluster's cross-region snapshot copy yourself, or accept {kind} backups in their region only"),
+            ));
+        }
+    }
+    rows
 }
 
 fn key_probes(config: &Config, home: &str) -> Vec<Probe> {
@@ -734,5 +763,19 @@ mod tests {
         assert_eq!(s3_bucket("s3://b/p/q"), Some("b"));
         assert_eq!(s3_bucket("s3://b"), Some("b"));
         assert_eq!(s3_bucket("file:///x"), None);
+    }
+
+    #[test]
+    fn redshift_limits_are_warnings_only_when_they_bite() {
+        let mut c = crate::config::resolve(&crate::config::defaults()).unwrap();
+        assert!(limit_rows(&c).is_empty());
+        c.replication.share_accounts = (0..21).map(|i| format!("{i:012}")).collect();
+        c.replication.dr_regions = vec!["eu-west-1".into()];
+        let rows = limit_rows(&c);
+        assert_eq!(rows.len(), 2, "{rows:#?}");
+        assert!(rows.iter().all(|r| r.status == Status::Warn && r.check == "limits redshift"));
+        assert!(rows[0].detail.contains("000000000020"), "{rows:#?}");
+        c.serve.kinds = vec![ResourceKind::Ebs];
+        assert!(limit_rows(&c).is_empty());
     }
 }

@@ -53,6 +53,25 @@ impl ResourceKind {
     pub fn identifier_is_name(self) -> bool {
         matches!(self, ResourceKind::Rds | ResourceKind::RdsCluster | ResourceKind::Docdb | ResourceKind::Redshift)
     }
+
+    /// Whether a backup of this kind is copied to another region by a copy of that backup.
+    /// Redshift's are not: a cluster setting (`EnableSnapshotCopy`) copies every snapshot of
+    /// the cluster to one region.
+    pub fn copies_per_backup(self) -> bool {
+        self != ResourceKind::Redshift
+    }
+
+    /// Whether the account a backup of this kind is shared with can copy it (the data-bunker
+    /// pull). A shared Redshift snapshot can only be restored, never copied or deleted.
+    pub fn shared_copyable(self) -> bool {
+        self != ResourceKind::Redshift
+    }
+
+    /// The most accounts one backup of this kind can be shared with (Redshift: 20 per
+    /// snapshot); `None`: no limit bunker needs to know.
+    pub fn max_share_accounts(self) -> Option<usize> {
+        (self == ResourceKind::Redshift).then_some(20)
+    }
 }
 
 impl fmt::Display for ResourceKind {

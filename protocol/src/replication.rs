@@ -77,6 +77,27 @@ pub struct Targets<'a> {
     pub share_key: Option<&'a str>,
 }
 
+impl<'a> Targets<'a> {
+    /// The targets of a backup of `kind`: no DR copies where a kind is not copied backup by
+    /// backup (Redshift: a cluster setting copies), at most the kind's share limit of accounts
+    /// (the rest are left out, named by `bunker doctor`), and no re-encryption where the kind
+    /// cannot copy.
+    pub fn for_kind(
+        kind: crate::ResourceKind,
+        dr_regions: &'a [String],
+        share_accounts: &'a [String],
+        share_key: Option<&'a str>,
+    ) -> Targets<'a> {
+        let per_backup = kind.copies_per_backup();
+        let max = kind.max_share_accounts().unwrap_or(usize::MAX).min(share_accounts.len());
+        Targets {
+            dr_regions: if per_backup { dr_regions } else { &[] },
+            share_accounts: &share_accounts[..max],
+            share_key: share_key.filter(|_| per_backup),
+        }
+    }
+}
+
 /// One effect still needed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
@@ -227,5 +248,16 @@ mod tests {
         assert_eq!(t[tags::DEPLOYMENT], "bunker-1-us-west-2");
         assert_eq!(t[tags::COPY_OF], "us-east-1:snap-1");
         assert_eq!(t["Name"], "n");
+    }
+
+    #[test]
+    fn redshift_targets_have_no_per_backup_copies_and_at_most_twenty_accounts() {
+        let regions = vec!["us-west-2".to_string()];
+        let accounts: Vec<String> = (0..25).map(|i| format!("{:012}", i)).collect();
+        let t = Targets::for_kind(crate::ResourceKind::Redshift, &regions, &accounts, Some("k"));
+        assert!(t.dr_regions.is_empty() && t.share_key.is_none());
+        assert_eq!(t.share_accounts.len(), 20);
+        let t = Targets::for_kind(crate::ResourceKind::Ebs, &regions, &accounts, Some("k"));
+        assert_eq!((t.dr_regions.len(), t.share_accounts.len(), t.share_key), (1, 25, Some("k")));
     }
 }

@@ -24,11 +24,13 @@ const TAG_LOOKUPS: usize = 8;
 pub struct DocdbControl {
     client: Client,
     region: String,
+    /// For the presigned URL every cross-region copy needs.
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl DocdbControl {
     pub fn new(conf: &SdkConfig, calls: &CallHealth, region: String) -> Self {
-        DocdbControl { client: client!(aws_sdk_docdb, conf, calls), region }
+        DocdbControl { client: client!(aws_sdk_docdb, conf, calls), region, credentials: conf.credentials_provider() }
     }
 
     async fn tags_of(&self, arn: &str) -> Result<Tags, PortError> {
@@ -191,4 +193,4 @@ impl Pull for DocdbControl {
     }
 }
 
-cluster_snapshot_ops!(DocdbControl, "docdb", Tag, |e: &str| e == "docdb");
+cluster_snapshot_ops!(DocdbControl, "docdb", Tag, |e: &str| e == "docdb", true);

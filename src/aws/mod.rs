@@ -7,9 +7,10 @@
 /// The cluster-snapshot calls of copy, share, find and pull are the same in the RDS and the
 /// DocumentDB APIs (one control plane), but the two SDK crates have distinct types: this
 /// writes them once for both. `$service` names the API in errors, `$tag` is the crate's
-/// `Tag`, `$engine_ok` selects the snapshots of the kind by engine.
+/// `Tag`, `$engine_ok` selects the snapshots of the kind by engine, `$docdb` says whether
+/// every cross-region copy needs a presigned URL (DocumentDB; RDS only in GovCloud).
 macro_rules! cluster_snapshot_ops {
-    ($control:ty, $service:literal, $tag:ty, $engine_ok:expr) => {
+    ($control:ty, $service:literal, $tag:ty, $engine_ok:expr, $docdb:expr) => {
         impl $control {
             async fn cluster_find_copy(
                 &self,
@@ -23,12 +24,29 @@ macro_rules! cluster_snapshot_ops {
 
             async fn cluster_copy(&self, request: &CopyRequest) -> Result<String, PortError> {
                 let tags = request.tags.iter().map(|(k, v)| <$tag>::builder().key(k).value(v).build()).collect();
+                let source_arn = super::rds::snapshot_arn(request, "cluster-snapshot");
+                let kms_key = super::rds::copy_key(request)?;
+                let presigned = match super::presign::needs_presigned_url($docdb, &request.source_region, &self.region)
+                {
+                    true => {
+                        let copy = super::presign::ClusterCopy {
+                            source_region: &request.source_region,
+                            destination_region: &self.region,
+                            source_arn: &source_arn,
+                            target: &request.name,
+                            kms_key,
+                        };
+                        Some(super::presign::cluster_copy_url(self.credentials.as_ref(), &copy).await?)
+                    }
+                    false => None,
+                };
                 let out = self
                     .client
                     .copy_db_cluster_snapshot()
-                    .source_db_cluster_snapshot_identifier(super::rds::snapshot_arn(request, "cluster-snapshot"))
+                    .source_db_cluster_snapshot_identifier(&source_arn)
                     .target_db_cluster_snapshot_identifier(&request.name)
-                    .set_kms_key_id(super::rds::copy_key(request)?.map(String::from))
+                    .set_kms_key_id(kms_key.map(String::from))
+                    .set_pre_signed_url(presigned)
                     .set_tags(Some(tags))
                     .send()
                     .await
@@ -102,6 +120,7 @@ mod dynamodb;
 mod ebs;
 mod ec2;
 mod eventbridge;
+mod presign;
 mod rds;
 mod rds_dumps;
 mod rds_exports;
@@ -232,44 +251,35 @@ impl Aws {
     }
 
     /// The catalog of what each kind can do: every kind creates, lists and deletes
-    /// ([`BackupControl`]); these also copy, share ([`Replication`]) and pull ([`Pull`]).
-    /// Redshift's copy settings and sharing are not implemented yet.
-    fn full(&self, kind: ResourceKind, region: &str) -> Option<Arc<dyn Pull>> {
-        if !Aws::replicates(kind) {
-            return None;
-        }
+    /// ([`BackupControl`]), shares ([`Replication`]) and lists what others shared ([`Pull`]).
+    /// Redshift's DR copies are a cluster setting, so the replicator plans none for it, and
+    /// its shared snapshots are restorable but not copyable, so the puller copies none
+    /// (`ResourceKind::copies_per_backup`, `shared_copyable`).
+    fn full(&self, kind: ResourceKind, region: &str) -> Arc<dyn Pull> {
         let conf = self.regional(region);
         let region = region.to_string();
-        Some(match kind {
+        match kind {
             ResourceKind::Ebs => Arc::new(ec2::EbsControl::new(&conf, &self.calls, region)),
             ResourceKind::Ec2ami => Arc::new(ec2::AmiControl::new(&conf, &self.calls, region)),
             ResourceKind::Rds => Arc::new(rds::RdsInstanceControl::new(&conf, &self.calls, region)),
             ResourceKind::RdsCluster => Arc::new(rds::RdsClusterControl::new(&conf, &self.calls, region)),
             ResourceKind::Docdb => Arc::new(docdb::DocdbControl::new(&conf, &self.calls, region)),
-            ResourceKind::Redshift => return None, // not in the catalog (`replicates`)
-        })
-    }
-
-    /// Whether `kind` copies and shares (and pulls): the catalog, without building clients.
-    pub fn replicates(kind: ResourceKind) -> bool {
-        kind != ResourceKind::Redshift
+            ResourceKind::Redshift => Arc::new(redshift::RedshiftControl::new(&conf, &self.calls, region)),
+        }
     }
 
     /// Create, list and delete `kind`'s backups in `region`.
     pub fn backup_control(&self, kind: ResourceKind, region: &str) -> Arc<dyn BackupControl> {
-        match self.full(kind, region) {
-            Some(p) => p,
-            None => Arc::new(redshift::RedshiftControl::new(&self.regional(region), &self.calls, region.to_string())),
-        }
+        self.full(kind, region)
     }
 
-    /// Copy and share `kind`'s backups in `region`, when the kind can.
-    pub fn replication(&self, kind: ResourceKind, region: &str) -> Option<Arc<dyn Replication>> {
-        self.full(kind, region).map(|p| p as Arc<dyn Replication>)
+    /// Copy and share `kind`'s backups in `region`.
+    pub fn replication(&self, kind: ResourceKind, region: &str) -> Arc<dyn Replication> {
+        self.full(kind, region)
     }
 
-    /// Pull `kind`'s backups shared with this account in `region`, when the kind can.
-    pub fn pull(&self, kind: ResourceKind, region: &str) -> Option<Arc<dyn Pull>> {
+    /// List `kind`'s backups shared with this account in `region` (and copy them in).
+    pub fn pull(&self, kind: ResourceKind, region: &str) -> Arc<dyn Pull> {
         self.full(kind, region)
     }
 

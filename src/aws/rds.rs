@@ -309,11 +309,17 @@ impl Pull for RdsInstanceControl {
 pub struct RdsClusterControl {
     client: Client,
     region: String,
+    /// For presigned cross-region copies (GovCloud).
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl RdsClusterControl {
     pub fn new(conf: &SdkConfig, calls: &CallHealth, region: String) -> Self {
-        RdsClusterControl { client: client!(aws_sdk_rds, conf, calls), region }
+        RdsClusterControl {
+            client: client!(aws_sdk_rds, conf, calls),
+            region,
+            credentials: conf.credentials_provider(),
+        }
     }
 
     async fn latest_automated(&self, cluster: &str) -> Result<Option<String>, PortError> {
@@ -483,4 +489,4 @@ impl Pull for RdsClusterControl {
     }
 }
 
-cluster_snapshot_ops!(RdsClusterControl, "rds", Tag, is_rds_cluster_engine);
+cluster_snapshot_ops!(RdsClusterControl, "rds", Tag, is_rds_cluster_engine, false);

@@ -1,11 +1,18 @@
 //! Redshift clusters → manual cluster snapshots (fresh ones, not copies of automated
-//! snapshots: those would silently back up day-old data).
+//! snapshots: those would silently back up day-old data). Sharing is `AuthorizeSnapshotAccess`
+//! (revoked before a delete, which AWS refuses otherwise); a snapshot shared with this account
+//! is listed with `OwnerAccount` (restorable here, never copyable). Cross-region copies are a
+//! cluster setting, not a call per snapshot: `copy_backup` refuses.
 
 use async_trait::async_trait;
 use aws_config::SdkConfig;
-use aws_sdk_redshift::types::Tag;
+use aws_sdk_redshift::types::{Snapshot, Tag};
 use aws_sdk_redshift::Client;
-use bunker_actors::ports::{BackupControl, CreateRequest, Created, ListedBackup, PortError, Resource};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use bunker_actors::ports::{
+    BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Pull,
+    Replication, Resource, SharedBackup,
+};
 use bunker_protocol::backup::Backup;
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
@@ -101,7 +108,13 @@ impl BackupControl for RedshiftControl {
             .collect())
     }
 
+    /// Revokes every account's access first: AWS refuses to delete a shared snapshot.
     async fn delete_backup(&self, backup: &Backup) -> Result<(), PortError> {
+        if let Some(detail) = self.describe_backup(&backup.id).await? {
+            for account in &detail.shared_with {
+                self.revoke(&backup.id, account).await?;
+            }
+        }
         self.client
             .delete_cluster_snapshot()
             .snapshot_identifier(&backup.id)
@@ -110,5 +123,125 @@ impl BackupControl for RedshiftControl {
             .await
             .map_err(|e| port_error("redshift:DeleteClusterSnapshot", e))?;
         Ok(())
+    }
+}
+
+impl RedshiftControl {
+    async fn revoke(&self, id: &str, account: &str) -> Result<(), PortError> {
+        let out = self
+            .client
+            .revoke_snapshot_access()
+            .snapshot_identifier(id)
+            .account_with_restore_access(account)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            // Revoked meanwhile (another instance, a retry): what was wanted.
+            Err(e) if e.code() == Some("AuthorizationNotFound") => Ok(()),
+            Err(e) => Err(port_error("redshift:RevokeSnapshotAccess", e)),
+        }
+    }
+
+    async fn snapshots(&self, id: Option<&str>, owner: Option<&str>) -> Result<Vec<Snapshot>, PortError> {
+        let out = self
+            .client
+            .describe_cluster_snapshots()
+            .set_snapshot_identifier(id.map(String::from))
+            .set_owner_account(owner.map(String::from))
+            .snapshot_type("manual")
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await;
+        match out {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let e = port_error("redshift:DescribeClusterSnapshots", e);
+                if e.kind == ErrorKind::NotFound {
+                    Ok(vec![])
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+fn not_per_backup() -> PortError {
+    PortError::new(
+        ErrorKind::Invalid,
+        None,
+        "Redshift copies snapshots to another region by the cluster's cross-region copy setting, not one by one",
+    )
+}
+
+#[async_trait]
+impl Replication for RedshiftControl {
+    async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
+        let found = self.snapshots(Some(id), None).await?;
+        Ok(found.into_iter().find(|s| s.snapshot_identifier() == Some(id)).map(|s| BackupDetail {
+            id: id.to_string(),
+            tags: from_redshift(s.tags()),
+            available: s.status() == Some("available"),
+            shared_with: s
+                .accounts_with_restore_access()
+                .iter()
+                .filter_map(|a| a.account_id().map(String::from))
+                .collect(),
+            encrypted: s.encrypted().unwrap_or(false),
+            kms_key: s.kms_key_id().map(String::from),
+        }))
+    }
+
+    async fn find_copy(&self, _tag: &str, _value: &str, _name: &str) -> Result<Option<BackupDetail>, PortError> {
+        Err(not_per_backup())
+    }
+
+    async fn copy_backup(&self, _request: &CopyRequest) -> Result<String, PortError> {
+        Err(not_per_backup())
+    }
+
+    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+        let out = self
+            .client
+            .authorize_snapshot_access()
+            .snapshot_identifier(id)
+            .account_with_restore_access(account)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("AuthorizationAlreadyExists") => Ok(()),
+            // Not a quota to wait out: 20 accounts per snapshot is a hard limit.
+            Err(e) if e.code() == Some("AuthorizationQuotaExceeded") => {
+                let e = port_error("redshift:AuthorizeSnapshotAccess", e);
+                Err(PortError::new(ErrorKind::Invalid, e.code.as_deref(), e.message))
+            }
+            Err(e) => Err(port_error("redshift:AuthorizeSnapshotAccess", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Pull for RedshiftControl {
+    /// Snapshots the source accounts shared with this one (restorable here, not copyable).
+    async fn list_shared(&self, accounts: &[String]) -> Result<Vec<SharedBackup>, PortError> {
+        let mut found = Vec::new();
+        for account in accounts {
+            for s in self.snapshots(None, Some(account)).await? {
+                let Some(id) = s.snapshot_identifier() else { continue };
+                found.push(SharedBackup {
+                    id: id.to_string(),
+                    account: account.clone(),
+                    name: Some(id.to_string()),
+                    source: s.cluster_identifier().map(String::from),
+                    available: s.status() == Some("available"),
+                    encrypted: s.encrypted().unwrap_or(false),
+                });
+            }
+        }
+        Ok(found)
     }
 }
