@@ -13,6 +13,8 @@ says:
 - pass a role other than the one named, or to a service other than the one named
   (iam:PassRole needs a Resource and an iam:PassedToService condition);
 - accept queue messages from EventBridge without aws:SourceArn and aws:SourceAccount;
+- leave the archive bucket without SSE-KMS and S3 Bucket Key, versioning, a full public access
+  block, or a bucket policy denying every request without TLS;
 - allow a wildcard action.
 It also checks that the template's BackupPolicy says what deploy/iam/bunker-backup-policy.json
 says (same statements, actions and condition keys), so the two cannot drift apart.
@@ -142,6 +144,32 @@ def check_queue_policy(name, doc):
     return found
 
 
+def check_archive_bucket(name, bucket, policies):
+    """The archive bucket: SSE-KMS with S3 Bucket Key, versioned, no public access, and a bucket
+    policy that denies every request without TLS."""
+    found = []
+    props = bucket.get("Properties", {})
+    rules = props.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+    if not any(r.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") == "aws:kms" and r.get("BucketKeyEnabled") is True for r in rules):
+        found.append(f"{name}: not SSE-KMS with BucketKeyEnabled")
+    if props.get("VersioningConfiguration", {}).get("Status") != "Enabled":
+        found.append(f"{name}: not versioned")
+    block = props.get("PublicAccessBlockConfiguration", {})
+    for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        if block.get(k) is not True:
+            found.append(f"{name}: {k} is not true")
+    tls = False
+    for doc in policies:
+        for st in statements(doc):
+            cond = conditions(st)
+            if (st.get("Effect") == "Deny" and "s3:*" in actions(st) and st.get("Principal") == "*"
+                    and cond.get("aws:securetransport") == ("Bool", "false")):
+                tls = True
+    if not tls:
+        found.append(f"{name}: no bucket policy statement denies s3:* without TLS (aws:SecureTransport false)")
+    return found
+
+
 def shape(doc):
     """What a policy says, placeholders aside: Sid -> (effect, actions, condition keys)."""
     return {
@@ -172,6 +200,12 @@ def main():
                 backup = props["PolicyDocument"]
         if r.get("Type") == "AWS::SQS::QueuePolicy":
             found += check_queue_policy(f"{args.template} {rid}", props["PolicyDocument"])
+    resources = template.get("Resources", {})
+    bucket_policies = [r["Properties"]["PolicyDocument"] for r in resources.values() if r.get("Type") == "AWS::S3::BucketPolicy"]
+    if "Archive" in resources:
+        found += check_archive_bucket(f"{args.template} Archive", resources["Archive"], bucket_policies)
+    else:
+        found.append(f"{args.template}: no Archive bucket")
     if backup is None:
         found.append(f"{args.template}: no BackupPolicy resource")
     elif shape(backup) != shape(policy):

@@ -156,6 +156,45 @@ fn every_regression_is_caught() {
     let (code, out) = check(&root().join(POLICY), &file);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("without an aws:sourcearn condition"), "{out}");
+    // Issue 14 §1: the archive bucket's TLS-only statement, Bucket Key and public access block
+    // (the emulator test deploys the stack with EnforceTls=false, so the text is checked here).
+    for (what, from, to, expected) in [
+        ("TLS allowed", "{\"aws:SecureTransport\": \"false\"}", "{\"aws:SecureTransport\": \"true\"}", "without TLS"),
+        ("no Bucket Key", "BucketKeyEnabled: true", "BucketKeyEnabled: false", "BucketKeyEnabled"),
+        ("public policies", "BlockPublicPolicy: true", "BlockPublicPolicy: false", "BlockPublicPolicy is not true"),
+    ] {
+        let changed = template.replace(from, to);
+        assert_ne!(changed, template, "{what}: the template no longer has {from}");
+        std::fs::write(&file, changed).unwrap();
+        let (code, out) = check(&root().join(POLICY), &file);
+        assert_eq!(code, 1, "{what}: not caught: {out}");
+        assert!(out.contains(expected), "{what}: {out}");
+    }
+}
+
+/// Issue 14 §1: checkov finds nothing in the template but what it skips, and every skip
+/// carries its reason (`Metadata: checkov: skip: - id, comment`).
+#[test]
+fn checkov_passes_the_template_with_justified_skips_only() {
+    let checkov = common::python()
+        .parent()
+        .and_then(|bin| bin.parent())
+        .and_then(|venv| venv.parent())
+        .map(|root| root.join(".venv-checkov/bin/checkov"))
+        .expect("the checkov venv beside the emulator's");
+    let out = Command::new(&checkov)
+        .current_dir(root())
+        .args(["-f", TEMPLATE, "--compact", "--quiet", "-o", "json"])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (deploy/local/setup-emulator.sh installs it)", checkov.display()));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("checkov's JSON");
+    let summary = &report["summary"];
+    assert_eq!(summary["failed"], 0, "{report:#}");
+    assert!(summary["passed"].as_u64().unwrap() > 30, "{summary}");
+    let template = std::fs::read_to_string(root().join(TEMPLATE)).unwrap();
+    let skips = template.matches("- id: CKV_").count();
+    assert_eq!(summary["skipped"].as_u64().unwrap() as usize, skips, "{summary}");
+    assert_eq!(template.matches("            comment: >-").count(), skips, "every skip says why");
 }
 
 /// Issue 9.8: the units keep what the service writes private (files 0600 by bunker itself,

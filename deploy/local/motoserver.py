@@ -90,6 +90,7 @@ import moto_rds_export  # beside this file: RDS snapshot exports that write AWS'
 import moto_rds_restore  # beside this file: restored DB instances that are real servers
 import moto_volumes  # beside this file: attached volumes as loop devices, and IMDSv2
 import moto_redshift  # beside this file: Redshift snapshot sharing (authorize, revoke, visibility)
+import moto_cfn  # beside this file: CloudFormation's NoValue in lists, S3 buckets' lock, versioning, lifecycle
 
 
 def patch_docdb() -> None:
@@ -929,6 +930,7 @@ def main() -> None:
     moto_ddb_export.patch()
     moto_volumes.patch()
     moto_redshift.patch()
+    moto_cfn.patch()
 
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,

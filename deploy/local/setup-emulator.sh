@@ -29,4 +29,11 @@ fi
 if ! "$venv/bin/python" -c 'import crc32c, moto, sys; from importlib.metadata import version as v; sys.exit(0 if moto.__version__ == "5.2.5" and v("cfn-lint") == "1.58.0" and v("pyarrow") == "26.0.1" else 1)' >/dev/null 2>&1; then
   "$venv/bin/pip" install -q --disable-pip-version-check "$pin" "$crc" "$lint" "$arrow" >&2
 fi
+# checkov checks the CloudFormation template (tests/policies.rs), in a venv of its own: its
+# pinned dependencies would fight moto's.
+checkov_venv="${BUNKER_CHECKOV_VENV:-$root/.venv-checkov}"
+if ! "$checkov_venv/bin/checkov" --version 2>/dev/null | grep -qx "3.2.533"; then
+  python3 -m venv "$checkov_venv" >&2
+  "$checkov_venv/bin/pip" install -q --disable-pip-version-check "checkov==3.2.533" >&2
+fi
 echo "$venv/bin/python"
