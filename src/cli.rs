@@ -538,8 +538,8 @@ async fn replicate(
     }
     if !kind.copies_per_backup() && cfg.replication.share_accounts.is_empty() {
         return Err(usage(anyhow!(
-            "nothing to do for {kind}: its DR copies are a cluster setting bunker does not reconcile yet; \
-             set share_accounts to share its backups"
+            "nothing to replicate for {kind}: its DR copies are made by the cluster's cross-region copy, \
+             which create-backups sets from dr_regions; set share_accounts to share its backups"
         )));
     }
     let account = aws

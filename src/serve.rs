@@ -203,9 +203,9 @@ impl Tree {
     /// scheduling, then the watcher that feeds them.
     fn start(p: &Parts<'_>) -> Tree {
         let kinds = &p.cfg.serve.kinds;
-        if !p.cfg.replication.dr_regions.is_empty() {
+        if p.cfg.replication.dr_regions.len() > 1 {
             for k in kinds.iter().filter(|k| !k.copies_per_backup()) {
-                warn!(kind = %k, "dr_regions: this kind is copied by a cluster setting bunker does not reconcile yet; its backups stay in their region (shares are made)");
+                warn!(kind = %k, destination = %p.cfg.replication.dr_regions[0], "dr_regions: a cluster copies its snapshots to one region, the first listed");
             }
         }
         let logic = Arc::new(replicator(

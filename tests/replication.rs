@@ -455,3 +455,93 @@ async fn redshift_shares_pull_lists_them_as_restorable_and_clean_revokes_first()
         "deleted after the revokes: {clean:#}"
     );
 }
+
+/// Issue 14 §5: a Redshift cluster's DR copies come from its cross-region copy setting, which
+/// bunker sets before it makes the cluster's backup: the first other `dr_regions` region (AWS
+/// copies to one), a snapshot copy grant there for an encrypted cluster (its `dr_kms_keys`
+/// key), and a manual retention as long as the longest-kept DR copy. A cluster already copying
+/// elsewhere is someone's setting: left alone and reported.
+#[tokio::test]
+async fn redshift_dr_copies_come_from_the_cluster_copy_setting_bunker_sets() {
+    let a = Account::new("500000000010").await;
+    let key = |region: &'static str| {
+        let a = a.clone();
+        async move {
+            let out = aws_sdk_kms::Client::new(&a.sdk(region).await).create_key().send().await.unwrap();
+            out.key_metadata().unwrap().arn().unwrap().to_string()
+        }
+    };
+    let (home_key, dr_key) = (key(REGION).await, key(DR[0]).await);
+    let redshift = aws_sdk_redshift::Client::new(&a.sdk(REGION).await);
+    for (name, encrypted) in [("vault", true), ("elsewhere", false)] {
+        let mut create = redshift
+            .create_cluster()
+            .cluster_identifier(name)
+            .node_type("dc2.large")
+            .master_username("u")
+            .master_user_password("Password1")
+            .cluster_type("single-node")
+            .tags(aws_sdk_redshift::types::Tag::builder().key(SELECT.0).value(SELECT.1).build());
+        if encrypted {
+            create = create.encrypted(true).kms_key_id(&home_key);
+        }
+        create.send().await.unwrap();
+    }
+    // Someone's own setting on the second cluster.
+    redshift.enable_snapshot_copy().cluster_identifier("elsewhere").destination_region(DR[1]).send().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "regions = [\"{REGION}\"]\ndr_regions = [\"{}\", \"{}\"]\ndr_kms_keys = [\"{}={dr_key}\"]\n\
+             keep_daily_dr = 7\nkeep_weekly_dr = 4\nkeep_monthly_dr = 3\nkeep_yearly_dr = 0\n",
+            DR[0], DR[1], DR[0]
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let run = |now: &str| a.bunker(&["redshift", "create-backups", "--config", cfg, "--now", now, "--json"]).ok_json();
+    let first = run("2037-03-10T01:00:00Z");
+    let message = |report: &serde_json::Value, cluster: &str| -> String {
+        let entries = report["entries"].as_array().unwrap();
+        let e = entries.iter().find(|e| e["resource_id"] == cluster).unwrap();
+        e["message"].as_str().unwrap_or_default().to_string()
+    };
+    assert!(message(&first, "vault").contains(&format!("{} only, not {}", DR[0], DR[1])), "{first:#}");
+    assert!(message(&first, "elsewhere").contains(&format!("already copies its snapshots to {}", DR[1])), "{first:#}");
+
+    let clusters = redshift.describe_clusters().send().await.unwrap();
+    let status = |name: &str| {
+        let c = clusters.clusters().iter().find(|c| c.cluster_identifier() == Some(name)).unwrap();
+        c.cluster_snapshot_copy_status().cloned().expect("copy status")
+    };
+    let vault = status("vault");
+    assert_eq!(vault.destination_region(), Some(DR[0]));
+    assert_eq!(vault.manual_snapshot_retention_period(), Some(93), "3 monthly DR copies, 31 days each");
+    let grant = vault.snapshot_copy_grant_name().expect("a grant for the encrypted cluster").to_string();
+    assert_eq!(status("elsewhere").destination_region(), Some(DR[1]), "someone's setting left alone");
+    let there = aws_sdk_redshift::Client::new(&a.sdk(DR[0]).await);
+    let grants = there.describe_snapshot_copy_grants().snapshot_copy_grant_name(&grant).send().await.unwrap();
+    assert_eq!(grants.snapshot_copy_grants()[0].kms_key_id(), Some(dr_key.as_str()));
+
+    let second = run("2037-03-11T01:00:00Z");
+    assert!(!message(&second, "vault").contains("not set"), "{second:#}");
+    let ids = |report: &serde_json::Value| {
+        report["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource_id"] == "vault")
+            .map(|e| e["backup_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let copies = there.describe_cluster_snapshots().snapshot_type("manual").send().await.unwrap();
+    let copied: Vec<&str> = copies.snapshots().iter().filter_map(|s| s.snapshot_identifier()).collect();
+    for id in ids(&first).iter().chain(&ids(&second)) {
+        assert!(copied.contains(&id.as_str()), "{id} copied to {}: {copied:?}", DR[0]);
+    }
+    let copy = copies.snapshots().iter().find(|s| Some(ids(&first)[0].as_str()) == s.snapshot_identifier()).unwrap();
+    assert_eq!(copy.source_region(), Some(REGION));
+    assert_eq!(copy.manual_snapshot_retention_period(), Some(93));
+}

@@ -29,6 +29,9 @@ pub struct CreateRequest {
     pub tags: Tags,
     /// RDS instances and clusters only.
     pub rds_mode: RdsBackupMode,
+    /// Kinds copied by a cluster setting (Redshift): the copy the cluster should make of
+    /// this backup, set before the backup is created.
+    pub cluster_copy: Option<bunker_protocol::replication::ClusterCopy>,
 }
 
 /// A backup just created.

@@ -237,7 +237,9 @@ impl Runner {
         if opts.dry_run {
             return Entry { status: EntryStatus::Planned, ..base };
         }
-        let request = CreateRequest { resource: r.clone(), name, tags: backup_tags, rds_mode: cfg.rds_backup_mode };
+        let cluster_copy = bunker_protocol::replication::cluster_copy(self.kind, &cfg, region, deployment);
+        let request =
+            CreateRequest { resource: r.clone(), name, tags: backup_tags, rds_mode: cfg.rds_backup_mode, cluster_copy };
         match target.create_backup(&request).await {
             Ok(created) => {
                 info!(region, resource_id = %r.id, backup_id = %created.id, retention = %retention, "backup created");

@@ -7,7 +7,12 @@
   ``OwnerAccount`` set to the owner (it may describe or restore it, never copy or delete it);
 - ``DeleteClusterSnapshot`` refused while the snapshot has authorizations ("revoke first");
 - ``DescribeClusterSnapshots`` honours ``SnapshotType`` (moto returns automated snapshots for
-  ``SnapshotType=manual`` when no cluster or snapshot is named).
+  ``SnapshotType=manual`` when no cluster or snapshot is named);
+- a cluster's cross-region snapshot copy does what AWS's does: ``EnableSnapshotCopy`` keeps
+  ``ManualSnapshotRetentionPeriod`` and refuses a ``SnapshotCopyGrantName`` that does not
+  exist in the destination region; ``ModifySnapshotCopyRetentionPeriod`` with ``Manual`` changes
+  it; every manual snapshot created afterwards appears in the destination region with its
+  ``SourceRegion`` and that retention (tags are not carried over).
 """
 
 MAX_ACCOUNTS = 20
@@ -15,7 +20,12 @@ MAX_ACCOUNTS = 20
 
 def patch() -> None:
     from moto.redshift import models, responses
-    from moto.redshift.exceptions import InvalidClusterSnapshotStateFaultError, RedshiftClientError
+    from moto.redshift.exceptions import (
+        InvalidClusterSnapshotStateFaultError,
+        RedshiftClientError,
+        SnapshotCopyDisabledFaultError,
+        SnapshotCopyGrantNotFoundFaultError,
+    )
     from moto.core.responses import ActionResult
 
     class AuthorizationQuotaExceeded(RedshiftClientError):
@@ -93,3 +103,48 @@ def patch() -> None:
         return ActionResult({"Snapshots": visible})
 
     responses.RedshiftResponse.describe_cluster_snapshots = describe_cluster_snapshots
+
+    original_enable = responses.RedshiftResponse.enable_snapshot_copy
+
+    def enable_snapshot_copy(self):
+        destination = self._get_param("DestinationRegion")
+        grant = self._get_param("SnapshotCopyGrantName")
+        if grant and grant not in models.redshift_backends[self.current_account][destination].snapshot_copy_grants:
+            raise SnapshotCopyGrantNotFoundFaultError(grant)
+        result = original_enable(self)
+        cluster = self.redshift_backend.clusters[self._get_param("ClusterIdentifier")]
+        manual = self._get_param("ManualSnapshotRetentionPeriod")
+        cluster.cluster_snapshot_copy_status["ManualSnapshotRetentionPeriod"] = int(manual) if manual else -1
+        return result
+
+    responses.RedshiftResponse.enable_snapshot_copy = enable_snapshot_copy
+
+    original_modify = responses.RedshiftResponse.modify_snapshot_copy_retention_period
+
+    def modify_snapshot_copy_retention_period(self):
+        if str(self._get_param("Manual")).lower() != "true":
+            return original_modify(self)
+        identifier = self._get_param("ClusterIdentifier")
+        cluster = self.redshift_backend.clusters[identifier]
+        if cluster.cluster_snapshot_copy_status is None:
+            raise SnapshotCopyDisabledFaultError(identifier)
+        cluster.cluster_snapshot_copy_status["ManualSnapshotRetentionPeriod"] = int(self._get_param("RetentionPeriod"))
+        return ActionResult({"Cluster": cluster})
+
+    responses.RedshiftResponse.modify_snapshot_copy_retention_period = modify_snapshot_copy_retention_period
+
+    original_create = models.RedshiftBackend.create_cluster_snapshot
+
+    def create_cluster_snapshot(self, cluster_identifier, snapshot_identifier, region_name, tags, snapshot_type="manual"):
+        snapshot = original_create(self, cluster_identifier, snapshot_identifier, region_name, tags, snapshot_type)
+        cluster = self.clusters[cluster_identifier]
+        status = cluster.cluster_snapshot_copy_status
+        if status and snapshot_type == "manual":
+            destination = status["DestinationRegion"]
+            copy = models.Snapshot(cluster, snapshot_identifier, self.account_id, destination, tags=None)
+            copy.source_region = self.region_name
+            copy.manual_snapshot_retention_period = status.get("ManualSnapshotRetentionPeriod", -1)
+            models.redshift_backends[self.account_id][destination].snapshots[snapshot_identifier] = copy
+        return snapshot
+
+    models.RedshiftBackend.create_cluster_snapshot = create_cluster_snapshot

@@ -227,7 +227,8 @@ pub fn probes(config: &Config, regions: &[String]) -> Vec<Probe> {
 }
 
 /// Warnings for what a served kind cannot do as configured: more share accounts than a
-/// backup of the kind can be shared with, DR regions for a kind copied by a cluster setting.
+/// backup of the kind can be shared with, several DR regions for a kind a cluster setting
+/// copies to one region.
 pub fn limit_rows(config: &Config) -> Vec<Row> {
     let r = &config.replication;
     let mut rows = Vec::new();
@@ -241,11 +242,15 @@ pub fn limit_rows(config: &Config) -> Vec<Row> {
                 format!("share {kind} backups with at most {max} accounts (share_accounts lists them in order)"),
             ));
         }
-        if !kind.copies_per_backup() && !r.dr_regions.is_empty() {
+        if !kind.copies_per_backup() && r.dr_regions.len() > 1 {
             rows.push(Row::warn(
                 check,
-                format!("{kind} backups are not copied to dr_regions: a cluster setting copies them, which bunker does not reconcile yet"),
-                format!("enable the cluster's cross-region snapshot copy yourself, or accept {kind} backups in their region only"),
+                format!(
+                    "a {kind} cluster copies its snapshots to one region: {} only, not {}",
+                    r.dr_regions[0],
+                    r.dr_regions[1..].join(", ")
+                ),
+                format!("list the region {kind} copies should go to first in dr_regions"),
             ));
         }
     }
@@ -770,7 +775,7 @@ mod tests {
         let mut c = crate::config::resolve(&crate::config::defaults()).unwrap();
         assert!(limit_rows(&c).is_empty());
         c.replication.share_accounts = (0..21).map(|i| format!("{i:012}")).collect();
-        c.replication.dr_regions = vec!["eu-west-1".into()];
+        c.replication.dr_regions = vec!["eu-west-1".into(), "us-west-2".into()];
         let rows = limit_rows(&c);
         assert_eq!(rows.len(), 2, "{rows:#?}");
         assert!(rows.iter().all(|r| r.status == Status::Warn && r.check == "limits redshift"));

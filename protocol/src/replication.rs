@@ -98,6 +98,79 @@ impl<'a> Targets<'a> {
     }
 }
 
+/// How a kind copied by a cluster setting (Redshift: `EnableSnapshotCopy`) should copy one
+/// cluster's snapshots: AWS copies every snapshot of the cluster to one region, and keeps each
+/// manual snapshot's copy there for one retention period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterCopy {
+    /// The destination: the first of `dr_regions` other than the source region.
+    pub destination: String,
+    /// Days AWS keeps each copied manual snapshot: the longest a DR copy of any retention type
+    /// is kept (`keep_*_dr`), since one period applies to every copy; 1 to 3,653.
+    pub manual_retention_days: i32,
+    /// The key in the destination for an encrypted cluster's copies (`dr_kms_keys`).
+    pub kms_key: Option<String>,
+    /// The snapshot copy grant for that key, in the destination (one per deployment).
+    pub grant_name: String,
+    /// Further `dr_regions` AWS cannot copy this cluster's snapshots to.
+    pub ignored: Vec<String>,
+}
+
+/// What a cluster's copy setting needs, given what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterCopyStep {
+    /// Copying as wanted.
+    Done,
+    /// Not copying: create the grant (encrypted clusters) and enable the copy.
+    Enable,
+    /// Copying to the right region, with another manual retention: change it.
+    Retention(i32),
+    /// Copying somewhere else (someone's own setting): left alone, reported.
+    Conflict(String),
+}
+
+/// The copy a backup of `kind` in `source_region` asks of its cluster, if the kind copies by
+/// a cluster setting and `dr_regions` names another region. `deployment` names the grant.
+pub fn cluster_copy(
+    kind: crate::ResourceKind,
+    config: &crate::config::Config,
+    source_region: &str,
+    deployment: &str,
+) -> Option<ClusterCopy> {
+    if kind.copies_per_backup() {
+        return None;
+    }
+    let r = &config.replication;
+    let mut others = r.dr_regions.iter().filter(|d| *d != source_region).cloned();
+    let destination = others.next()?;
+    let keep = r.dr_keep(config.keep);
+    let longest = [keep.daily, keep.weekly * 7, keep.monthly * 31, keep.yearly * 366].into_iter().max().unwrap_or(1);
+    let grant: String =
+        deployment.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let grant = format!("bunker-{}", grant.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-"));
+    Some(ClusterCopy {
+        kms_key: r.dr_kms_keys.get(&destination).cloned(),
+        destination,
+        manual_retention_days: longest.clamp(1, 3653) as i32,
+        grant_name: grant.chars().take(63).collect::<String>().trim_end_matches('-').to_string(),
+        ignored: others.collect(),
+    })
+}
+
+/// What to do about a cluster whose copy setting is `actual` (destination, manual retention).
+pub fn plan_cluster_copy(want: &ClusterCopy, actual: Option<(&str, i32)>) -> ClusterCopyStep {
+    match actual {
+        None => ClusterCopyStep::Enable,
+        Some((dest, _)) if dest != want.destination => ClusterCopyStep::Conflict(format!(
+            "the cluster already copies its snapshots to {dest}, not {} (dr_regions): left as it is; disable \
+             its cross-region snapshot copy to let bunker set it",
+            want.destination
+        )),
+        Some((_, days)) if days != want.manual_retention_days => ClusterCopyStep::Retention(want.manual_retention_days),
+        Some(_) => ClusterCopyStep::Done,
+    }
+}
+
 /// One effect still needed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
@@ -259,5 +332,29 @@ mod tests {
         assert_eq!(t.share_accounts.len(), 20);
         let t = Targets::for_kind(crate::ResourceKind::Ebs, &regions, &accounts, Some("k"));
         assert_eq!((t.dr_regions.len(), t.share_accounts.len(), t.share_key), (1, 25, Some("k")));
+    }
+
+    #[test]
+    fn a_redshift_cluster_copies_to_the_first_other_dr_region_for_the_longest_keep() {
+        let mut c = crate::config::resolve(&crate::config::defaults()).unwrap();
+        c.replication.dr_regions = vec!["us-east-1".into(), "us-west-2".into(), "eu-west-1".into()];
+        c.replication.dr_kms_keys.insert("us-west-2".into(), "k".into());
+        c.replication.keep_dr = [Some(7), Some(4), Some(3), Some(0)];
+        let want = cluster_copy(crate::ResourceKind::Redshift, &c, "us-east-1", "Prod_123456789012-us-east-1").unwrap();
+        assert_eq!(want.destination, "us-west-2");
+        assert_eq!(want.ignored, ["eu-west-1"]);
+        assert_eq!(want.manual_retention_days, 93, "3 monthly copies outlive 4 weekly and 7 daily");
+        assert_eq!(want.kms_key.as_deref(), Some("k"));
+        assert_eq!(want.grant_name, "bunker-prod-123456789012-us-east-1");
+        assert!(cluster_copy(crate::ResourceKind::Ebs, &c, "us-east-1", "d").is_none());
+        c.replication.keep_dr = [Some(0), Some(0), Some(0), Some(20)];
+        let want = cluster_copy(crate::ResourceKind::Redshift, &c, "us-east-1", "d").unwrap();
+        assert_eq!(want.manual_retention_days, 3653, "capped at AWS's 10 years");
+        assert_eq!(plan_cluster_copy(&want, None), ClusterCopyStep::Enable);
+        assert_eq!(plan_cluster_copy(&want, Some(("us-west-2", 3653))), ClusterCopyStep::Done);
+        assert_eq!(plan_cluster_copy(&want, Some(("us-west-2", -1))), ClusterCopyStep::Retention(3653));
+        assert!(
+            matches!(plan_cluster_copy(&want, Some(("eu-west-1", 7))), ClusterCopyStep::Conflict(m) if m.contains("eu-west-1"))
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! The AWS side of `bunker doctor`: read-only questions (and one aborted upload) whose answers
-//! become `bunker_protocol::doctor` facts. Nothing here judges them.
+//! The AWS side of `bunker doctor`: read-only questions whose answers become
+//! `bunker_protocol::doctor` facts (nothing here judges them), and the only two writes doctor
+//! makes: a multipart upload aborted at once (the write probe) and this install's record in
+//! the lease table.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;

@@ -14,6 +14,7 @@ use bunker_actors::ports::{
     Replication, Resource, SharedBackup,
 };
 use bunker_protocol::backup::Backup;
+use bunker_protocol::replication::{plan_cluster_copy, ClusterCopy, ClusterCopyStep};
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
@@ -67,7 +68,14 @@ impl BackupControl for RedshiftControl {
             .collect())
     }
 
+    /// Sets the cluster's cross-region copy first (`request.cluster_copy`), so that this
+    /// snapshot is copied; a copy that cannot be set is reported with the backup, which is
+    /// made all the same.
     async fn create_backup(&self, request: &CreateRequest) -> Result<Created, PortError> {
+        let note = match &request.cluster_copy {
+            Some(want) => self.ensure_copy(&request.resource.id, want).await,
+            None => None,
+        };
         let tags = request.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
         let out = self
             .client
@@ -79,7 +87,7 @@ impl BackupControl for RedshiftControl {
             .await
             .map_err(|e| port_error("redshift:CreateClusterSnapshot", e))?;
         let id = out.snapshot().and_then(|s| s.snapshot_identifier()).unwrap_or(&request.name);
-        Ok(Created { id: id.to_string(), note: None })
+        Ok(Created { id: id.to_string(), note })
     }
 
     async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError> {
@@ -127,6 +135,95 @@ impl BackupControl for RedshiftControl {
 }
 
 impl RedshiftControl {
+    /// Brings the cluster's cross-region snapshot copy to `want`; what could not be done (or
+    /// was left alone) as a note for the report.
+    async fn ensure_copy(&self, cluster: &str, want: &ClusterCopy) -> Option<String> {
+        let mut notes = Vec::new();
+        if !want.ignored.is_empty() {
+            notes.push(format!(
+                "Redshift copies a cluster's snapshots to one region: {} only, not {}",
+                want.destination,
+                want.ignored.join(", ")
+            ));
+        }
+        match self.apply_copy(cluster, want).await {
+            Ok(Some(note)) => notes.push(note),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(cluster, error = %e, "cross-region snapshot copy not set");
+                notes.push(format!("cross-region snapshot copy to {} not set: {e}", want.destination));
+            }
+        }
+        (!notes.is_empty()).then(|| notes.join("; "))
+    }
+
+    async fn apply_copy(&self, cluster: &str, want: &ClusterCopy) -> Result<Option<String>, PortError> {
+        let out = self
+            .client
+            .describe_clusters()
+            .cluster_identifier(cluster)
+            .send()
+            .await
+            .map_err(|e| port_error("redshift:DescribeClusters", e))?;
+        let c = out.clusters().first();
+        let encrypted = c.and_then(|c| c.encrypted()).unwrap_or(false);
+        let actual = c.and_then(|c| c.cluster_snapshot_copy_status());
+        let actual = actual
+            .map(|s| (s.destination_region().unwrap_or_default(), s.manual_snapshot_retention_period().unwrap_or(-1)));
+        match plan_cluster_copy(want, actual) {
+            ClusterCopyStep::Done => Ok(None),
+            ClusterCopyStep::Conflict(why) => Ok(Some(why)),
+            ClusterCopyStep::Retention(days) => {
+                self.client
+                    .modify_snapshot_copy_retention_period()
+                    .cluster_identifier(cluster)
+                    .retention_period(days)
+                    .manual(true)
+                    .send()
+                    .await
+                    .map_err(|e| port_error("redshift:ModifySnapshotCopyRetentionPeriod", e))?;
+                Ok(None)
+            }
+            ClusterCopyStep::Enable => {
+                let grant = match (encrypted, &want.kms_key) {
+                    (false, _) => None,
+                    (true, Some(key)) => Some(self.copy_grant(want, key).await?),
+                    (true, None) => {
+                        return Err(PortError::new(
+                            ErrorKind::Invalid,
+                            None,
+                            format!("the cluster is encrypted: set dr_kms_keys = [\"{}=KEY\"]", want.destination),
+                        ))
+                    }
+                };
+                self.client
+                    .enable_snapshot_copy()
+                    .cluster_identifier(cluster)
+                    .destination_region(&want.destination)
+                    .manual_snapshot_retention_period(want.manual_retention_days)
+                    .set_snapshot_copy_grant_name(grant)
+                    .send()
+                    .await
+                    .map_err(|e| port_error("redshift:EnableSnapshotCopy", e))?;
+                tracing::info!(cluster, destination = %want.destination, days = want.manual_retention_days, "cross-region snapshot copy enabled");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The snapshot copy grant for `key` in the destination region (made once per deployment).
+    async fn copy_grant(&self, want: &ClusterCopy, key: &str) -> Result<String, PortError> {
+        let conf = self.client.config().to_builder().region(aws_config::Region::new(want.destination.clone())).build();
+        let there = Client::from_conf(conf);
+        let out =
+            there.create_snapshot_copy_grant().snapshot_copy_grant_name(&want.grant_name).kms_key_id(key).send().await;
+        match out {
+            Ok(_) => Ok(want.grant_name.clone()),
+            Err(e) if e.code() == Some("SnapshotCopyGrantAlreadyExistsFault") => Ok(want.grant_name.clone()),
+            Err(e) => Err(port_error("redshift:CreateSnapshotCopyGrant", e)),
+        }
+    }
+
     async fn revoke(&self, id: &str, account: &str) -> Result<(), PortError> {
         let out = self
             .client
