@@ -171,7 +171,8 @@ async fn deployment(aws: &Aws, set: &Arc<Resolved>, regions: &[String], account:
 }
 
 /// This install's record and the one found under its deployment id; this install's record is
-/// written where there was none or this host's own (`bunker serve` writes it at start).
+/// written where there was none, this host's own or a gone install's (`bunker serve` writes it
+/// at start and refreshes it every `INSTALL_RECORD_REFRESH_MINUTES`).
 pub async fn record_install(
     aws: &Aws,
     table: &str,
@@ -183,7 +184,7 @@ pub async fn record_install(
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
     let mine = InstallRecord { fingerprint: doctor::fingerprint(cfg), host, seen: now.to_string() };
     let found = aws.install_record(table, &key).await?;
-    if found.as_ref().is_none_or(|r| r.host == mine.host) {
+    if doctor::may_record(&mine, found.as_ref(), now) {
         aws.put_install_record(table, &key, &mine).await?;
     }
     Ok((mine, found))

@@ -137,6 +137,32 @@ async fn check_deployment(
     }
 }
 
+/// Refreshes this install's record every `INSTALL_RECORD_REFRESH_MINUTES`, so that it stays
+/// fresh while this instance runs and lapses within the hour once it is gone (a replaced
+/// instance is then no clash for its successor). The first refresh is the start's check.
+fn refresh_install(
+    aws: &Aws,
+    table: &str,
+    account: &str,
+    regions: &[String],
+    cfg: &bunker_protocol::config::Config,
+) -> tokio::task::JoinHandle<()> {
+    let (aws, table, cfg) = (aws.clone(), table.to_string(), cfg.clone());
+    let id = cfg.deployment_id(account, regions.first().map(String::as_str).unwrap_or_default());
+    tokio::spawn(async move {
+        let minutes = bunker_protocol::doctor::INSTALL_RECORD_REFRESH_MINUTES;
+        let mut every = tokio::time::interval(Duration::from_secs(60 * minutes));
+        every.tick().await; // immediate: the start's check records it
+        loop {
+            every.tick().await;
+            let now = jiff::Timestamp::now();
+            if let Err(e) = crate::doctor::record_install(&aws, &table, &id, &cfg, now).await {
+                warn!(deployment = %id, error = %e, "cannot refresh this install's record in the lease table");
+            }
+        }
+    })
+}
+
 /// Runs the service until SIGTERM / SIGINT. Returns after an orderly shutdown.
 pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> Result<()> {
     let cfg = &settings.config;
@@ -159,6 +185,7 @@ pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> 
             crate::leases::FileLeases::reporting(path, metrics.clone(), reporter.clone().recipient())
         }
     };
+    let refresh = cfg.serve.lease_table.as_ref().map(|table| refresh_install(aws, table, &account, &regions, cfg));
     if let Some(table) = &cfg.serve.lease_table {
         check_deployment(aws, table, &account, &regions, cfg, &reporter).await;
     }
@@ -194,6 +221,9 @@ pub async fn serve(aws: &Aws, settings: Arc<Resolved>, regions: Vec<String>) -> 
     wait_for_signal().await?;
     info!("shutting down: intake stopped, finishing in-flight work");
     tree.shutdown(cfg.serve.shutdown_deadline.unsigned_abs()).await;
+    if let Some(task) = refresh {
+        task.abort();
+    }
     http.abort();
     Ok(())
 }

@@ -361,11 +361,11 @@ async fn doctor_names_a_clashing_install_a_failing_dry_run_and_missing_credentia
     let s = setup(&a).await;
     let dir = tempfile::tempdir().unwrap();
     let good = config(&s, &[]);
-    // Another host recorded this deployment id with another configuration yesterday.
+    // Another host, running, recorded this deployment id with another configuration 10 minutes ago.
     let ddb = aws_sdk_dynamodb::Client::new(&a.sdk(REGION).await);
     // The harness sets BUNKER_DEPLOYMENT=bunker-{account}-{region}.
     let id = format!("install#bunker-{}-{REGION}", a.id);
-    let seen = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24);
+    let seen = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(10);
     ddb.put_item()
         .table_name(&s.table)
         .item("pk", AttributeValue::S(id.clone()))
@@ -379,6 +379,22 @@ async fn doctor_names_a_clashing_install_a_failing_dry_run_and_missing_credentia
     assert_eq!(not_ok(&rows), BTreeMap::from([("deployment id", "FAIL")]), "{}", r.stdout);
     assert_eq!(r.code, 1);
     assert!(r.json()["rows"].to_string().contains("other-host"), "{}", r.stdout);
+    // Gone for two hours (a replaced instance): no clash, and this install takes the record.
+    let old = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2)).to_string();
+    ddb.put_item()
+        .table_name(&s.table)
+        .item("pk", AttributeValue::S(id.clone()))
+        .item("fingerprint", AttributeValue::S("0000000000000000".into()))
+        .item("host", AttributeValue::S("other-host".into()))
+        .item("seen", AttributeValue::S(old))
+        .send()
+        .await
+        .unwrap();
+    let (r, rows) = doctor(&a, dir.path(), &good, &[]);
+    assert_eq!(rows["deployment id"], "OK", "{}", r.stdout);
+    let record = ddb.get_item().table_name(&s.table).key("pk", AttributeValue::S(id.clone())).send().await.unwrap();
+    let host = record.item().unwrap()["host"].as_s().unwrap().clone();
+    assert_ne!(host, "other-host", "the gone install's record was replaced");
     ddb.delete_item().table_name(&s.table).key("pk", AttributeValue::S(id)).send().await.unwrap();
 
     // A resource whose tag today's create would refuse.

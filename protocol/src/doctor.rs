@@ -599,12 +599,32 @@ pub fn fingerprint(config: &Config) -> String {
     format!("{hash:016x}")
 }
 
-/// How long another host's record under this deployment id counts as a live install.
-pub const INSTALL_RECORD_FRESH_DAYS: i64 = 7;
+/// How long another host's record under this deployment id counts as a live install: a
+/// running `bunker serve` refreshes its record every [`INSTALL_RECORD_REFRESH_MINUTES`], so a
+/// record older than this is of an install that is gone (a replaced instance).
+pub const INSTALL_RECORD_FRESH_MINUTES: i64 = 60;
 
-/// The verdict on the deployment id: `found` is what the lease table holds under it, `mine`
+/// How often `bunker serve` refreshes its install record.
+pub const INSTALL_RECORD_REFRESH_MINUTES: u64 = 15;
+
+/// Whether `record` was written within [`INSTALL_RECORD_FRESH_MINUTES`] of `now`.
+pub fn is_fresh(record: &InstallRecord, now: jiff::Timestamp) -> bool {
+    record
+        .seen
+        .parse::<jiff::Timestamp>()
+        .is_ok_and(|t| now.duration_since(t) < jiff::SignedDuration::from_mins(INSTALL_RECORD_FRESH_MINUTES))
+}
+
+/// Whether this install may write its record over `found`: none yet, its own (a changed
+/// config included), or a gone install's.
+pub fn may_record(mine: &InstallRecord, found: Option<&InstallRecord>, now: jiff::Timestamp) -> bool {
+    found.is_none_or(|r| r.host == mine.host || !is_fresh(r, now))
+}
+
+/// The verdict on the deployment id: `found` is what the lease table held under it, `mine`
 /// this install's record. A record of this host is this install's own (a changed config
-/// included); another host with the same fingerprint is another instance of this deployment.
+/// included); another host with the same fingerprint is another instance of this deployment;
+/// another host with another configuration is a clash while its record is fresh.
 pub fn deployment_row(id: &str, mine: &InstallRecord, found: Option<&InstallRecord>, now: jiff::Timestamp) -> Row {
     let check = "deployment id";
     let r = match found {
@@ -613,25 +633,27 @@ pub fn deployment_row(id: &str, mine: &InstallRecord, found: Option<&InstallReco
         Some(r) if r.fingerprint == mine.fingerprint => {
             return Row::ok(check, format!("{id}: same configuration as the install on {} ({})", r.host, r.seen))
         }
+        Some(r) if !is_fresh(r, now) => {
+            return Row::ok(
+                check,
+                format!(
+                    "{id}: the install on {} (another configuration) was last seen {}: gone, replaced",
+                    r.host, r.seen
+                ),
+            )
+        }
         Some(r) => r,
     };
-    let fresh = r
-        .seen
-        .parse::<jiff::Timestamp>()
-        .is_ok_and(|t| now.duration_since(t) < jiff::SignedDuration::from_hours(24 * INSTALL_RECORD_FRESH_DAYS));
-    let detail =
-        format!("{id} is also used by the install on {} with a different configuration (seen {})", r.host, r.seen);
-    let fix = format!(
-        "give this install its own `deployment` id, or the other one's configuration (two configurations under \
-         one id delete each other's backups by their own retention); if that install is gone, delete item {} \
-         from the lease table",
-        install_key(id)
-    );
-    if fresh {
-        Row::fail(check, detail, fix)
-    } else {
-        Row::warn(check, format!("{detail}, not in the last {INSTALL_RECORD_FRESH_DAYS} days"), fix)
-    }
+    Row::fail(
+        check,
+        format!("{id} is also used by the install on {} with a different configuration (seen {})", r.host, r.seen),
+        format!(
+            "give this install its own `deployment` id, or the other one's configuration (two configurations under \
+             one id delete each other's backups by their own retention); if that install is gone, its record \
+             ({}) lapses {INSTALL_RECORD_FRESH_MINUTES} minutes after it was last seen",
+            install_key(id)
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -734,22 +756,26 @@ mod tests {
     }
 
     #[test]
-    fn another_configuration_under_the_same_deployment_id_fails_while_its_install_is_recent() {
+    fn another_configuration_under_the_same_deployment_id_fails_while_its_install_is_live() {
         let now: jiff::Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
         let rec =
             |f: &str, h: &str, seen: &str| InstallRecord { fingerprint: f.into(), host: h.into(), seen: seen.into() };
         let mine = rec("a", "me", "2026-12-07T12:00:00Z");
         assert_eq!(deployment_row("d", &mine, None, now).status, Status::Ok);
         assert_eq!(
-            deployment_row("d", &mine, Some(&rec("a", "other", "2026-12-07T00:00:00Z")), now).status,
+            deployment_row("d", &mine, Some(&rec("a", "other", "2026-12-07T11:50:00Z")), now).status,
             Status::Ok
         );
         // This host's own record with an older configuration: a config change, not a clash.
         assert_eq!(deployment_row("d", &mine, Some(&rec("b", "me", "2026-12-01T00:00:00Z")), now).status, Status::Ok);
-        let other = deployment_row("d", &mine, Some(&rec("b", "other", "2026-12-06T00:00:00Z")), now);
+        let live = rec("b", "other", "2026-12-07T11:30:00Z");
+        let other = deployment_row("d", &mine, Some(&live), now);
         assert!(other.status == Status::Fail && other.fix.unwrap().contains("install#d"));
-        let stale = deployment_row("d", &mine, Some(&rec("b", "other", "2026-11-01T00:00:00Z")), now);
-        assert_eq!(stale.status, Status::Warn);
+        assert!(!may_record(&mine, Some(&live), now), "a live install's record is not overwritten");
+        // A replaced instance's record lapses: the new one is no clash and takes the record.
+        let gone = rec("b", "other", "2026-12-07T10:30:00Z");
+        assert_eq!(deployment_row("d", &mine, Some(&gone), now).status, Status::Ok);
+        assert!(may_record(&mine, Some(&gone), now) && may_record(&mine, None, now));
     }
 
     #[test]
