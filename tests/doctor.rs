@@ -45,12 +45,6 @@ async fn table(a: &Account, name: &str, key: &str) {
         .unwrap();
 }
 
-async fn key(a: &Account, region: &str, policy: Option<String>) -> String {
-    let kms = aws_sdk_kms::Client::new(&a.sdk(region).await);
-    let out = kms.create_key().set_policy(policy).send().await.unwrap();
-    out.key_metadata().unwrap().arn().unwrap().to_string()
-}
-
 fn share_policy(owner: &str, share: &str) -> String {
     serde_json::json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{owner}:root")}, "Action": "kms:*", "Resource": "*"},
@@ -131,7 +125,7 @@ async fn setup(a: &Account) -> Setup {
         .unwrap()
         .queue_url
         .unwrap();
-    let archive_key = key(a, REGION, None).await;
+    let archive_key = a.kms_key(REGION, None).await;
     let sns = aws_sdk_sns::Client::new(&a.sdk(REGION).await);
     let topic = sns
         .create_topic()
@@ -147,8 +141,8 @@ async fn setup(a: &Account) -> Setup {
     backup.create_backup_vault().backup_vault_name("doctor-vault").send().await.unwrap();
     let bucket = format!("doctor-archive-{}", a.id);
     locked_bucket(a, &bucket, &archive_key).await;
-    let dr_key = key(a, DR, None).await;
-    let share_key = key(a, REGION, Some(share_policy(&a.id, SHARE))).await;
+    let dr_key = a.kms_key(DR, None).await;
+    let share_key = a.kms_key(REGION, Some(share_policy(&a.id, SHARE))).await;
     a.volume(&[("bunker:create_backup", "true")]).await;
     Setup { queue, dlq, topic, table: "doctor-leases".into(), bucket, archive_key, dr_key, share_key }
 }
@@ -256,14 +250,14 @@ async fn faults(a: &Account, s: &Setup) -> Vec<Fault> {
     let foreign = other.bucket("doctor-foreign").await;
     let plain = format!("doctor-plain-{}", a.id);
     a.s3().await.create_bucket().bucket(&plain).send().await.unwrap();
-    let disabled = key(a, DR, None).await;
+    let disabled = a.kms_key(DR, None).await;
     aws_sdk_kms::Client::new(&a.sdk(DR).await)
         .disable_key()
         .key_id(disabled.rsplit('/').next().unwrap())
         .send()
         .await
         .unwrap();
-    let unshared = key(a, REGION, None).await;
+    let unshared = a.kms_key(REGION, None).await;
     table(a, "doctor-wrong-key", "id").await;
     let q = |v: &str| format!("\"{v}\"");
     vec![

@@ -333,14 +333,7 @@ async fn encrypted_backups_are_shared_as_copies_under_the_share_key() {
 #[tokio::test]
 async fn docdb_encrypted_copies_carry_a_presigned_url_for_the_source_region() {
     let a = Account::new("500000000008").await;
-    let kms = |region: &'static str| {
-        let a = a.clone();
-        async move {
-            let out = aws_sdk_kms::Client::new(&a.sdk(region).await).create_key().send().await.unwrap();
-            out.key_metadata().unwrap().arn().unwrap().to_string()
-        }
-    };
-    let (home_key, dr_key) = (kms(REGION).await, kms(DR[0]).await);
+    let (home_key, dr_key) = (a.kms_key(REGION, None).await, a.kms_key(DR[0], None).await);
     aws_sdk_docdb::Client::new(&a.sdk(REGION).await)
         .create_db_cluster()
         .db_cluster_identifier("sealed")
@@ -399,17 +392,7 @@ async fn docdb_encrypted_copies_carry_a_presigned_url_for_the_source_region() {
 async fn redshift_shares_pull_lists_them_as_restorable_and_clean_revokes_first() {
     let a = Account::new("500000000009").await;
     let redshift = aws_sdk_redshift::Client::new(&a.sdk(REGION).await);
-    redshift
-        .create_cluster()
-        .cluster_identifier("warehouse")
-        .node_type("dc2.large")
-        .master_username("u")
-        .master_user_password("Password1")
-        .cluster_type("single-node")
-        .tags(aws_sdk_redshift::types::Tag::builder().key(SELECT.0).value(SELECT.1).build())
-        .send()
-        .await
-        .unwrap();
+    a.redshift_cluster("warehouse", None).await;
     let accounts: Vec<String> = (1..=21).map(|i| format!("5100000000{i:02}")).collect();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bunker.toml");
@@ -464,29 +447,10 @@ async fn redshift_shares_pull_lists_them_as_restorable_and_clean_revokes_first()
 #[tokio::test]
 async fn redshift_dr_copies_come_from_the_cluster_copy_setting_bunker_sets() {
     let a = Account::new("500000000010").await;
-    let key = |region: &'static str| {
-        let a = a.clone();
-        async move {
-            let out = aws_sdk_kms::Client::new(&a.sdk(region).await).create_key().send().await.unwrap();
-            out.key_metadata().unwrap().arn().unwrap().to_string()
-        }
-    };
-    let (home_key, dr_key) = (key(REGION).await, key(DR[0]).await);
+    let (home_key, dr_key) = (a.kms_key(REGION, None).await, a.kms_key(DR[0], None).await);
     let redshift = aws_sdk_redshift::Client::new(&a.sdk(REGION).await);
-    for (name, encrypted) in [("vault", true), ("elsewhere", false)] {
-        let mut create = redshift
-            .create_cluster()
-            .cluster_identifier(name)
-            .node_type("dc2.large")
-            .master_username("u")
-            .master_user_password("Password1")
-            .cluster_type("single-node")
-            .tags(aws_sdk_redshift::types::Tag::builder().key(SELECT.0).value(SELECT.1).build());
-        if encrypted {
-            create = create.encrypted(true).kms_key_id(&home_key);
-        }
-        create.send().await.unwrap();
-    }
+    a.redshift_cluster("vault", Some(&home_key)).await;
+    a.redshift_cluster("elsewhere", None).await;
     // Someone's own setting on the second cluster.
     redshift.enable_snapshot_copy().cluster_identifier("elsewhere").destination_region(DR[1]).send().await.unwrap();
     let dir = tempfile::tempdir().unwrap();

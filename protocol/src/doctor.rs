@@ -587,16 +587,16 @@ pub fn install_key(deployment: &str) -> String {
 
 /// A digest of what makes two installs the same deployment: every effective setting except
 /// those that legitimately differ between instances of one deployment (listen address, device
-/// directory, one-run narrowing). FNV-1a 64 of `key=value` lines, in hex.
+/// directory, one-run narrowing), as `key=value` parts of [`crate::dump_plan::stable_hash`], in hex.
 pub fn fingerprint(config: &Config) -> String {
     const PER_HOST: [&str; 4] = ["serve.listen", "export.device_dir", "select", "retention"];
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for s in config.effective.iter().filter(|s| !PER_HOST.contains(&s.key.name())) {
-        for b in format!("{}={}\n", s.key.name(), s.value).bytes() {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
+    let parts: Vec<String> = config
+        .effective
+        .iter()
+        .filter(|s| !PER_HOST.contains(&s.key.name()))
+        .map(|s| format!("{}={}", s.key.name(), s.value))
+        .collect();
+    format!("{:016x}", crate::dump_plan::stable_hash(&parts.iter().map(String::as_str).collect::<Vec<_>>()))
 }
 
 /// How long another host's record under this deployment id counts as a live install: a

@@ -201,6 +201,8 @@ pub struct Aws {
     calls: CallHealth,
     /// Bucket → the account that must own it (sent as ExpectedBucketOwner).
     owners: Arc<std::collections::BTreeMap<String, String>>,
+    /// The credentials' account, asked of STS once.
+    account: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl Aws {
@@ -208,14 +210,24 @@ impl Aws {
     /// `region` is the fallback when neither the config nor the environment names one.
     pub async fn load() -> Aws {
         let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Aws { sdk, calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))), owners: Arc::default() }
+        Aws {
+            sdk,
+            calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))),
+            owners: Arc::default(),
+            account: Arc::default(),
+        }
     }
 
     /// An `Aws` that loaded nothing (no credentials, no region, no metadata lookup), for
     /// commands that stay on this machine; any AWS call through it fails.
     pub fn offline() -> Aws {
         let sdk = SdkConfig::builder().behavior_version(BehaviorVersion::latest()).build();
-        Aws { sdk, calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))), owners: Arc::default() }
+        Aws {
+            sdk,
+            calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))),
+            owners: Arc::default(),
+            account: Arc::default(),
+        }
     }
 
     /// The same, with every request to `bucket` made only while `owner` owns it.
@@ -236,14 +248,17 @@ impl Aws {
 
     /// The account the credentials belong to (one STS call per process).
     pub async fn account_id(&self) -> Result<String, PortError> {
-        let out = client!(aws_sdk_sts, &self.sdk, self.calls)
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| port_error("sts:GetCallerIdentity", e))?;
-        out.account()
-            .map(String::from)
-            .ok_or_else(|| PortError::new(ErrorKind::Internal, None, "sts returned no account"))
+        let ask = || async {
+            let out = client!(aws_sdk_sts, &self.sdk, self.calls)
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| port_error("sts:GetCallerIdentity", e))?;
+            out.account()
+                .map(String::from)
+                .ok_or_else(|| PortError::new(ErrorKind::Internal, None, "sts returned no account"))
+        };
+        self.account.get_or_try_init(ask).await.cloned()
     }
 
     fn regional(&self, region: &str) -> SdkConfig {

@@ -197,6 +197,30 @@ impl Account {
         self.bunker_with(args, &env)
     }
 
+    /// Creates a KMS key in `region` (with `policy`, else KMS's default); returns its ARN.
+    pub async fn kms_key(&self, region: &str, policy: Option<String>) -> String {
+        let out = aws_sdk_kms::Client::new(&self.sdk(region).await).create_key().set_policy(policy).send().await;
+        out.expect("create key").key_metadata().unwrap().arn().unwrap().to_string()
+    }
+
+    /// Creates a single-node Redshift cluster tagged for backup (encrypted under `key`, if
+    /// given) in the tests' region.
+    pub async fn redshift_cluster(&self, name: &str, key: Option<&str>) {
+        aws_sdk_redshift::Client::new(&self.sdk(REGION).await)
+            .create_cluster()
+            .cluster_identifier(name)
+            .node_type("dc2.large")
+            .master_username("u")
+            .master_user_password("Password1")
+            .cluster_type("single-node")
+            .set_encrypted(key.map(|_| true))
+            .set_kms_key_id(key.map(String::from))
+            .tags(aws_sdk_redshift::types::Tag::builder().key("bunker:create_backup").value("true").build())
+            .send()
+            .await
+            .expect("create cluster");
+    }
+
     /// Creates a volume with tags; returns its id.
     pub async fn volume(&self, tags: &[(&str, &str)]) -> String {
         let tags: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect();
