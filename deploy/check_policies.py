@@ -16,10 +16,14 @@ says:
 - leave the archive bucket without SSE-KMS and S3 Bucket Key, versioning, a full public access
   block, or a bucket policy denying every request without TLS;
 - allow a wildcard action.
-It also checks that the template's BackupPolicy says what deploy/iam/bunker-backup-policy.json
-says (same statements, actions and condition keys), so the two cannot drift apart.
+It also checks that each policy of the template says what its file in deploy/iam says (same
+statements, actions and condition keys), so the two cannot drift apart: the function roles'
+LifecyclePolicy, ReplicationPolicy, ExportPolicy and TemporaryPolicy
+(bunker-<function>-policy.json) and the instance role's ServicePolicy
+(bunker-service-policy.json); and that the service policy lets the instances do nothing with
+backups, archives or temporary resources themselves (only assume the function roles).
 
-Usage: check_policies.py [--policy FILE] [--template FILE]
+Usage: check_policies.py [--policies DIR] [--template FILE]
 """
 
 import argparse
@@ -178,26 +182,53 @@ def shape(doc):
     }
 
 
+# Template resource -> its policy file in the policies directory.
+POLICIES = {
+    "LifecyclePolicy": "bunker-lifecycle-policy.json",
+    "ReplicationPolicy": "bunker-replication-policy.json",
+    "ExportPolicy": "bunker-export-policy.json",
+    "TemporaryPolicy": "bunker-temporary-policy.json",
+    "ServicePolicy": "bunker-service-policy.json",
+}
+# What the instance role may do itself: no action on backups, archives or temporary resources.
+SERVICE_PREFIXES = ("sts:", "sqs:", "sns:", "events:", "dynamodb:putitem", "dynamodb:deleteitem",
+                    "dynamodb:getitem", "dynamodb:describetable", "ec2:describeavailabilityzones")
+
+
+def check_service(name, doc):
+    """The instance role's own policy: the service's plumbing and sts:AssumeRole, nothing else."""
+    found = []
+    for st in statements(doc):
+        extra = sorted(a for a in actions(st) if not a.startswith(SERVICE_PREFIXES))
+        if st.get("Effect") == "Allow" and extra:
+            found.append(f"{name}: statement {st.get('Sid', '?')}: the instance role itself may {extra}"
+                         " (that belongs in a function role)")
+    return found
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--policy", default="deploy/iam/bunker-backup-policy.json")
+    ap.add_argument("--policies", default="deploy/iam")
     ap.add_argument("--template", default="deploy/cloudformation/bunker.yaml")
     args = ap.parse_args()
     found = []
-    with open(args.policy) as f:
-        policy = json.load(f)
-    found += check_document(args.policy, policy)
+    files = {}
+    for rid, fname in POLICIES.items():
+        path = f"{args.policies}/{fname}"
+        with open(path) as f:
+            files[rid] = (path, json.load(f))
+        found += check_document(path, files[rid][1])
+    found += check_service(files["ServicePolicy"][0], files["ServicePolicy"][1])
     template, errors = decode(args.template)
     if errors or template is None:
         print(f"{args.template}: cannot be read: {errors}")
         return 1
-    backup = None
+    in_template = {}
     for rid, r in template.get("Resources", {}).items():
         props = r.get("Properties", {})
         if r.get("Type") in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
             found += check_document(f"{args.template} {rid}", props["PolicyDocument"])
-            if rid == "BackupPolicy":
-                backup = props["PolicyDocument"]
+            in_template[rid] = props["PolicyDocument"]
         if r.get("Type") == "AWS::SQS::QueuePolicy":
             found += check_queue_policy(f"{args.template} {rid}", props["PolicyDocument"])
     resources = template.get("Resources", {})
@@ -206,17 +237,21 @@ def main():
         found += check_archive_bucket(f"{args.template} Archive", resources["Archive"], bucket_policies)
     else:
         found.append(f"{args.template}: no Archive bucket")
-    if backup is None:
-        found.append(f"{args.template}: no BackupPolicy resource")
-    elif shape(backup) != shape(policy):
-        a, b = shape(policy), shape(backup)
-        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        found.append(f"{args.template} BackupPolicy differs from {args.policy} in {differ}")
+    for rid, (path, policy) in files.items():
+        if rid not in in_template:
+            found.append(f"{args.template}: no {rid} resource")
+            continue
+        a, b = shape(policy), shape(in_template[rid])
+        if a != b:
+            differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            found.append(f"{args.template} {rid} differs from {path} in {differ}")
+    if "ServicePolicy" in in_template:
+        found += check_service(f"{args.template} ServicePolicy", in_template["ServicePolicy"])
     for line in found:
         print(line)
     if found:
         return 1
-    print(f"policies ok: {args.policy}, {args.template}")
+    print(f"policies ok: {args.policies}, {args.template}")
     return 0
 
 

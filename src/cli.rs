@@ -287,7 +287,10 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         let cfg = &set.config;
         // A purely local export, verify or restore (files in, files out) touches no AWS
         // endpoint at all: no credential chain, no instance metadata, no region lookup.
-        let aws = if reaches_aws(&cli.command) { Aws::load().await } else { Aws::offline() };
+        let aws = match reaches_aws(&cli.command) {
+            true => Aws::load().await.with_roles(&cfg.roles, cfg.deployment.as_deref().unwrap_or(&cfg.name)).await,
+            false => Aws::offline(),
+        };
         let aws = expect_bucket_owner(aws, &cli.command, cfg).await?;
         let region = cfg.regions.first().cloned().or_else(|| aws.default_region());
         // Exports to and from local files reach no AWS service: they need no region.

@@ -8,6 +8,7 @@ use bunker_actors::runner::{CreateBackups, RunOptions};
 use bunker_protocol::config::Resolved;
 use bunker_protocol::doctor::{self, BucketExpect, InstallRecord, Probe, Report, Row};
 use bunker_protocol::report::{EntryStatus, RunReport, RunStatus};
+use bunker_protocol::roles::Function;
 use bunker_protocol::ResourceKind;
 use jiff::Timestamp;
 
@@ -58,6 +59,7 @@ async fn check(
     let one = |r: Row| vec![r];
     match probe {
         Probe::Credentials => vec![],
+        Probe::Role(function) => one(role(aws, function, regions).await),
         Probe::Region(r) => one(match aws.zones(&r).await {
             Ok(n) => Row::ok(format!("region {r}"), format!("{n} availability zones")),
             Err(e) => Row::fail(
@@ -88,7 +90,7 @@ async fn check(
             };
             doctor::bucket_rows(&bucket, &expect, &facts)
         }
-        Probe::Key { region, key, use_ } => one(match aws.key_facts(&region, &key).await {
+        Probe::Key { region, key, use_ } => one(match aws.key_facts(&region, &key, use_).await {
             Ok(f) => doctor::key_row(&region, use_, &f, &cfg.replication.share_accounts),
             Err(e) => failed(&format!("key {}.{region}", use_.setting()), &e, "kms:DescribeKey"),
         }),
@@ -101,6 +103,23 @@ async fn check(
         Probe::DumpTool(tool) => one(dump_tool(tool).await),
         Probe::CreateDryRun(kind) => one(dry_run(aws, regions, kind, set, now).await),
         Probe::Limits => doctor::limit_rows(cfg),
+    }
+}
+
+/// Whether `function`'s role can be assumed (and who the calls then run as).
+async fn role(aws: &Aws, function: Function, regions: &[String]) -> Row {
+    let check = format!("role roles.{function}");
+    match aws.caller_as(function, regions.first().map(String::as_str).unwrap_or_default()).await {
+        Ok(arn) => Row::ok(check, format!("assumed as {arn}")),
+        Err(e) => Row::fail(
+            check,
+            e.message,
+            format!(
+                "let this instance's role sts:AssumeRole the role, and the role's trust policy trust it \
+                 (the CloudFormation stack's {} role does both)",
+                function.name()
+            ),
+        ),
     }
 }
 

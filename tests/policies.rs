@@ -9,20 +9,20 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-const POLICY: &str = "deploy/iam/bunker-backup-policy.json";
+const POLICIES: &str = "deploy/iam";
 const TEMPLATE: &str = "deploy/cloudformation/bunker.yaml";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs the check; returns (exit code, output).
-fn check(policy: &Path, template: &Path) -> (i32, String) {
+/// Runs the check on a directory of policy files; returns (exit code, output).
+fn check(policies: &Path, template: &Path) -> (i32, String) {
     let out = Command::new(common::python())
         .current_dir(root())
         .arg("deploy/check_policies.py")
-        .arg("--policy")
-        .arg(policy)
+        .arg("--policies")
+        .arg(policies)
         .arg("--template")
         .arg(template)
         .output()
@@ -35,7 +35,7 @@ fn check(policy: &Path, template: &Path) -> (i32, String) {
 
 #[test]
 fn the_policy_and_template_pass_the_check_and_cfn_lint() {
-    let (code, out) = check(&root().join(POLICY), &root().join(TEMPLATE));
+    let (code, out) = check(&root().join(POLICIES), &root().join(TEMPLATE));
     assert_eq!(code, 0, "{out}");
     let lint = common::python().with_file_name("cfn-lint");
     let out = Command::new(lint).current_dir(root()).arg(TEMPLATE).output().expect("run cfn-lint");
@@ -47,15 +47,35 @@ fn the_policy_and_template_pass_the_check_and_cfn_lint() {
     );
 }
 
-fn statement<'a>(policy: &'a mut Value, sid: &str) -> &'a mut Value {
-    policy["Statement"].as_array_mut().unwrap().iter_mut().find(|s| s["Sid"] == sid).unwrap()
+/// Every policy file of `deploy/iam`, by file name.
+type Policies = std::collections::BTreeMap<String, Value>;
+
+fn policies() -> Policies {
+    std::fs::read_dir(root().join(POLICIES))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), serde_json::from_str(&text).unwrap())
+        })
+        .collect()
+}
+
+/// Statement `sid` of the first policy file that has it.
+fn statement<'a>(policies: &'a mut Policies, sid: &str) -> &'a mut Value {
+    policies
+        .values_mut()
+        .flat_map(|p| p["Statement"].as_array_mut().unwrap().iter_mut())
+        .find(|s| s["Sid"] == sid)
+        .unwrap_or_else(|| panic!("no statement {sid}"))
 }
 
 #[test]
 fn every_regression_is_caught() {
-    let original: Value = serde_json::from_str(&std::fs::read_to_string(root().join(POLICY)).unwrap()).unwrap();
-    type Mutation = fn(&mut Value);
-    let mutations: [(&str, Mutation, &str); 12] = [
+    let original = policies();
+    type Mutation = fn(&mut Policies);
+    let mutations: [(&str, Mutation, &str); 13] = [
         (
             "tag after creation",
             |p| {
@@ -66,14 +86,28 @@ fn every_regression_is_caught() {
         (
             "rds tags without bunker's values",
             |p| {
-                statement(p, "CreateAndCopyOnlyBornTagged")["Condition"].as_object_mut().unwrap().remove("StringLike");
+                statement(p, "CreateOnlyBornTagged")["Condition"].as_object_mut().unwrap().remove("StringLike");
             },
             "aws:requesttag/bunker:deployment",
         ),
         (
             "retag existing backups",
-            |p| p["Statement"].as_array_mut().unwrap().retain(|s| s["Sid"] != "NeverRetagManagedResources"),
+            |p| {
+                for policy in p.values_mut() {
+                    policy["Statement"].as_array_mut().unwrap().retain(|s| s["Sid"] != "NeverRetagManagedResources");
+                }
+            },
             "no Deny on aws:TagKeys",
+        ),
+        (
+            "the instance role snapshots by itself",
+            |p| {
+                let service = p.get_mut("bunker-service-policy.json").unwrap();
+                service["Statement"].as_array_mut().unwrap().push(json!({
+                    "Sid": "Shortcut", "Effect": "Allow", "Action": ["ec2:CreateSnapshot"], "Resource": "*"
+                }));
+            },
+            "the instance role itself may ['ec2:createsnapshot']",
         ),
         (
             "delete any managed backup",
@@ -141,9 +175,10 @@ fn every_regression_is_caught() {
     for (what, mutate, expected) in mutations {
         let mut p = original.clone();
         mutate(&mut p);
-        let file = dir.path().join("policy.json");
-        std::fs::write(&file, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
-        let (code, out) = check(&file, &root().join(TEMPLATE));
+        for (name, policy) in &p {
+            std::fs::write(dir.path().join(name), serde_json::to_vec_pretty(policy).unwrap()).unwrap();
+        }
+        let (code, out) = check(dir.path(), &root().join(TEMPLATE));
         assert_eq!(code, 1, "{what}: not caught: {out}");
         assert!(out.contains(expected), "{what}: {out}");
     }
@@ -153,7 +188,7 @@ fn every_regression_is_caught() {
     assert_ne!(open, template);
     let file = dir.path().join("bunker.yaml");
     std::fs::write(&file, open).unwrap();
-    let (code, out) = check(&root().join(POLICY), &file);
+    let (code, out) = check(&root().join(POLICIES), &file);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("without an aws:sourcearn condition"), "{out}");
     // Issue 14 §1: the archive bucket's TLS-only statement, Bucket Key and public access block
@@ -166,7 +201,7 @@ fn every_regression_is_caught() {
         let changed = template.replace(from, to);
         assert_ne!(changed, template, "{what}: the template no longer has {from}");
         std::fs::write(&file, changed).unwrap();
-        let (code, out) = check(&root().join(POLICY), &file);
+        let (code, out) = check(&root().join(POLICIES), &file);
         assert_eq!(code, 1, "{what}: not caught: {out}");
         assert!(out.contains(expected), "{what}: {out}");
     }
@@ -353,4 +388,182 @@ fn alerts_and_dashboard_name_only_metrics_bunker_exports() {
         }
     }
     assert!(named >= 16, "{named} metric names found");
+}
+
+/// The IAM action a recorded API operation needs (S3 names most of its operations after
+/// another action; every other service bunker calls uses the operation's own name).
+fn iam_action(call: &str) -> String {
+    let mapped = match call {
+        "s3:UploadPart" | "s3:CreateMultipartUpload" | "s3:CompleteMultipartUpload" => "s3:PutObject",
+        "s3:HeadObject" => "s3:GetObject",
+        "s3:DeleteObjects" => "s3:DeleteObject",
+        "s3:ListParts" => "s3:ListMultipartUploadParts",
+        "s3:ListMultipartUploads" => "s3:ListBucketMultipartUploads",
+        "s3:ListObjects" | "s3:HeadBucket" => "s3:ListBucket",
+        "s3:GetBucketEncryption" => "s3:GetEncryptionConfiguration",
+        "s3:GetObjectLockConfiguration" => "s3:GetBucketObjectLockConfiguration",
+        "s3:GetBucketLifecycleConfiguration" => "s3:GetLifecycleConfiguration",
+        other => other,
+    };
+    mapped.to_string()
+}
+
+/// Whether an IAM action pattern (`*` matches any run of characters) matches `action`,
+/// case-insensitively as IAM compares actions.
+fn action_matches(pattern: &str, action: &str) -> bool {
+    let (pattern, action) = (pattern.to_ascii_lowercase(), action.to_ascii_lowercase());
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = action.strip_prefix(first) else { return false };
+    let pieces: Vec<&str> = parts.collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        if i + 1 == pieces.len() {
+            return rest.ends_with(piece);
+        }
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
+/// The actions a policy file's Allow statements allow (patterns).
+fn allowed_actions(file: &str) -> Vec<String> {
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(POLICIES).join(file)).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for st in policy["Statement"].as_array().unwrap().iter().filter(|s| s["Effect"] == "Allow") {
+        match &st["Action"] {
+            Value::String(a) => out.push(a.clone()),
+            Value::Array(all) => out.extend(all.iter().map(|a| a.as_str().unwrap().to_string())),
+            other => panic!("{file}: action {other}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn action_patterns_match_as_iam_does() {
+    assert!(action_matches("kms:ReEncrypt*", "kms:ReEncryptFrom"));
+    assert!(action_matches("kms:GenerateDataKey*", "kms:GenerateDataKey"));
+    assert!(action_matches("ec2:CreateSnapshot", "ec2:createsnapshot"));
+    assert!(!action_matches("ec2:CreateSnapshot", "ec2:CreateSnapshots"));
+    assert!(!action_matches("s3:Get*Lock", "s3:GetObject"));
+    assert!(action_matches("s3:Get*Lock*", "s3:GetBucketObjectLockConfiguration"));
+    assert_eq!(iam_action("s3:UploadPart"), "s3:PutObject");
+}
+
+/// Issue 14 §1 (IAM split by function): with `roles.*` set, every AWS call bunker makes in a
+/// run of each function — create, DR copy and share, exports of a snapshot and of a DynamoDB
+/// recovery point (through a temporary table), clean — is made under that function's role
+/// (the emulator records which assumed role signed each request), the process's own
+/// credentials make only service calls (`sts:AssumeRole`, identity), and each role's policy
+/// file allows every action its role was seen making. moto evaluates no IAM resources or
+/// conditions, so this proves the actions per role; `check_policies.py` checks the
+/// resources and conditions of the same files.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_function_calls_aws_only_under_its_own_role_which_allows_every_call() {
+    let a = common::Account::new("470000000001").await;
+    let share = "470000000099";
+    let conf = a.sdk(common::REGION).await;
+    let volume = a.volume(&[("bunker:create_backup", "true")]).await;
+    let bucket = a.bucket("roles").await;
+    let blocks: std::collections::BTreeMap<u64, Vec<u8>> = [(0, common::noise(7, common::BLOCK))].into();
+    let data = a.write_snapshot(1, None, &blocks).await;
+    // A DynamoDB table backed up by AWS Backup: its export restores a temporary table.
+    let (backup, ddb) = (aws_sdk_backup::Client::new(&conf), aws_sdk_dynamodb::Client::new(&conf));
+    backup.create_backup_vault().backup_vault_name("Default").send().await.unwrap();
+    use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, KeySchemaElement};
+    let key = KeySchemaElement::builder().attribute_name("k").key_type("HASH".into()).build().unwrap();
+    let attr = AttributeDefinition::builder().attribute_name("k").attribute_type("S".into()).build().unwrap();
+    let table = ddb.create_table().table_name("orders").key_schema(key).attribute_definitions(attr);
+    table.billing_mode("PAY_PER_REQUEST".into()).send().await.unwrap();
+    ddb.put_item().table_name("orders").item("k", AttributeValue::S("one".into())).send().await.unwrap();
+    let job = backup
+        .start_backup_job()
+        .backup_vault_name("Default")
+        .resource_arn(format!("arn:aws:dynamodb:{}:{}:table/orders", common::REGION, a.id))
+        .iam_role_arn(format!("arn:aws:iam::{}:role/service-role/AWSBackupDefaultServiceRole", a.id));
+    let point = job.send().await.unwrap().recovery_point_arn.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    let role = |f: &str| format!("arn:aws:iam::{}:role/bunker-{f}", a.id);
+    std::fs::write(
+        &cfg,
+        format!(
+            "regions = [\"{}\"]\ndeployment = \"roles-test\"\ndr_regions = [\"us-west-2\"]\nshare_accounts = [\"{share}\"]\n\
+             export.to = \"s3://{bucket}/r\"\nexport.delete_source = true\nroles.lifecycle = \"{}\"\n\
+             roles.replication = \"{}\"\nroles.export = \"{}\"\nroles.temporary = \"{}\"\n",
+            common::REGION,
+            role("lifecycle"),
+            role("replication"),
+            role("export"),
+            role("temporary")
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    // The test's own calls are signed with the process's base role too: they are taken out.
+    let mut own = a.calls_by_role().remove("bunker-test").unwrap_or_default();
+    a.bunker(&["ebs", "create-backups", "--config", cfg, "--json"]).ok_json();
+    let r = a.bunker(&["ebs", "replicate-backups", "--config", cfg, "--json"]).ok_json();
+    assert!(r["summary"]["succeeded"].as_u64().unwrap() >= 2, "copied and shared: {r:#}");
+    a.bunker(&["--json", "--config", cfg, "export", "ebs", &data, "--to", &format!("s3://{bucket}/r")]).ok_json();
+    let r = a.bunker(&["--json", "--config", cfg, "export", "recovery-point", &point, "--vault", "Default"]);
+    assert_eq!(r.code, 0, "{r:#?}");
+    // Gone, so its backup is not the newest of a live volume: it expires.
+    let before = a.calls_by_role().remove("bunker-test").unwrap_or_default();
+    a.ec2().await.delete_volume().volume_id(&volume).send().await.unwrap();
+    for (call, n) in a.calls_by_role().remove("bunker-test").unwrap_or_default() {
+        *own.entry(call.clone()).or_default() += n - before.get(&call).copied().unwrap_or(0);
+    }
+    let far = "2040-01-01T00:00:00Z";
+    let r = a.bunker(&["ebs", "clean-backups", "--config", cfg, "--now", far, "--json"]).ok_json();
+    assert!(r["summary"]["succeeded"].as_u64().unwrap() >= 1, "deleted: {r:#}");
+
+    let mut calls = a.calls_by_role();
+    let base = calls.get_mut("bunker-test").unwrap();
+    for (call, n) in own {
+        *base.get_mut(&call).unwrap() -= n;
+    }
+    base.retain(|_, n| *n > 0);
+    eprintln!("calls by role: {calls:#?}");
+    let roles: Vec<&str> = calls.keys().map(String::as_str).collect();
+    assert_eq!(
+        roles,
+        ["bunker-export", "bunker-lifecycle", "bunker-replication", "bunker-temporary", "bunker-test"],
+        "{calls:#?}"
+    );
+    // Each function's defining calls, under its own role only.
+    for (call, owner) in [
+        ("ec2:CreateSnapshot", "bunker-lifecycle"),
+        ("ec2:DeleteSnapshot", "bunker-lifecycle"),
+        ("backup:DeleteRecoveryPoint", "bunker-lifecycle"),
+        ("ec2:CopySnapshot", "bunker-replication"),
+        ("ec2:ModifySnapshotAttribute", "bunker-replication"),
+        ("ebs:GetSnapshotBlock", "bunker-export"),
+        ("s3:UploadPart", "bunker-export"),
+        ("dynamodb:RestoreTableFromBackup", "bunker-temporary"),
+        ("dynamodb:Scan", "bunker-temporary"),
+        ("dynamodb:DeleteTable", "bunker-temporary"),
+    ] {
+        let made_by: Vec<&str> = calls.iter().filter(|(_, c)| c.contains_key(call)).map(|(r, _)| r.as_str()).collect();
+        assert_eq!(made_by, [owner], "{call}: {calls:#?}");
+    }
+    // Every call allowed by the policy file of the role that made it.
+    for (role, made) in &calls {
+        let file = match role.as_str() {
+            "bunker-test" => "bunker-service-policy.json".to_string(),
+            r => format!("{r}-policy.json"),
+        };
+        let allowed = allowed_actions(&file);
+        for call in made.keys() {
+            let action = iam_action(call);
+            let ok = allowed.iter().any(|p| action_matches(p, &action));
+            assert!(ok, "{role} made {call}, which {file} does not allow: {made:#?}");
+        }
+    }
 }

@@ -83,11 +83,18 @@ async fn the_stack_deploys_and_the_service_runs_on_what_it_made() {
          dead_letter_queue_url = \"{}\"\nlease_table = \"{}\"\n",
         out["ErrorTopic"], out["StatusTopic"], out["QueueUrl"], out["DeadLetterQueueUrl"], out["LeaseTable"]
     );
+    // The function roles, as the user data writes them (top-level keys, before [serve]).
+    let roles: String = ["lifecycle", "replication", "export", "temporary"]
+        .iter()
+        .map(|f| format!("roles.{f} = \"{}\"\n", out[&format!("{}RoleArn", capitalized(f))]))
+        .collect();
+    let config = roles + &config;
     std::fs::write(&cfg, config).unwrap();
     let cfg = cfg.to_str().unwrap();
     let doctor = a.bunker(&["doctor", "--config", cfg]);
     assert_eq!(doctor.code, 0, "doctor on the stack's config:\n{}\n{}", doctor.stdout, doctor.stderr);
     assert!(!doctor.stdout.contains("FAIL  "), "{}", doctor.stdout);
+    assert_eq!(doctor.stdout.matches("role roles.").count(), 4, "each function role assumed: {}", doctor.stdout);
 
     a.volume(&[("bunker:create_backup", "true")]).await;
     let created = a.bunker(&["ebs", "create-backups", "--config", cfg, "--json"]).ok_json();
@@ -130,6 +137,23 @@ async fn the_stack_deploys_and_the_service_runs_on_what_it_made() {
     assert!(refused.contains("AccessDenied"), "Object Lock refuses the delete: {refused}");
     assert!(doctor.stdout.contains("COMPLIANCE 1 days"), "doctor saw the lock: {}", doctor.stdout);
     assert!(s3.head_object().bucket(&bucket).key(&archive).version_id(&version).send().await.is_ok());
+
+    // Each function ran under the stack's role for it (the emulator records the signer).
+    let calls = a.calls_by_role();
+    for (call, role) in [
+        ("ec2:CreateSnapshot", "LifecycleRole"),
+        ("ec2:CopySnapshot", "ReplicationRole"),
+        ("s3:UploadPart", "ExportRole"),
+        ("ebs:ListSnapshotBlocks", "ExportRole"),
+    ] {
+        let by: Vec<&String> = calls.iter().filter(|(_, c)| c.contains_key(call)).map(|(r, _)| r).collect();
+        assert!(by.len() == 1 && by[0].contains(role), "{call} by {by:?}, not the stack's {role}: {calls:#?}");
+    }
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
 }
 
 /// Stops the service when the test ends.

@@ -62,7 +62,9 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   corrupted GetSnapshotBlock bodies, failed and slowed S3 part uploads.
   Off unless a test turns it on.
 * A request counter: ``GET /_bunker/stats`` answers
-  ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}}`` and
+  ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}, "by_role": {...}}`` (``by_role``:
+  the same per assumed role, ``"<account>:<role name>"``, so a test can see which role made
+  which call) and
   ``POST /_bunker/stats/reset`` zeroes it. Benchmarks use it to report HTTP
   requests per backup, and ``get_object_bytes`` (by bucket) the bytes a ranged restore
   read. Its own requests are not counted.
@@ -727,6 +729,15 @@ def rest_action(service, environ):
             return {"GET": "ListParts", "POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload"}.get(method)
         if "uploads" in query:
             return "CreateMultipartUpload" if method == "POST" else "ListMultipartUploads"
+        if path.strip("/").count("/") == 0:  # the bucket itself
+            for sub, name in (("versioning", "GetBucketVersioning"), ("encryption", "GetBucketEncryption"),
+                              ("object-lock", "GetObjectLockConfiguration"), ("lifecycle", "GetBucketLifecycleConfiguration"),
+                              ("location", "GetBucketLocation"), ("policy", "GetBucketPolicy")):
+                if sub in query and method == "GET":
+                    return name
+            if "delete" in query and method == "POST":
+                return "DeleteObjects"
+            return {"GET": "ListObjects", "HEAD": "HeadBucket", "PUT": "CreateBucket", "DELETE": "DeleteBucket"}.get(method)
         return {"GET": "GetObject", "PUT": "PutObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(method)
     return None
 
@@ -741,6 +752,27 @@ class Counter:
         self.app = app
         self.lock = threading.Lock()
         self.by_action = collections.Counter()
+        # "<account>:<role name>" -> Counter of actions made with that role's credentials.
+        self.by_role = collections.defaultdict(collections.Counter)
+        self.roles = {}  # access key -> "<account>:<role name>" (None: not an assumed role)
+
+    def role_of(self, key):
+        """The assumed role an access key belongs to, as "<account>:<role name>"."""
+        if key in self.roles:
+            return self.roles[key]
+        from moto.iam.models import get_account_id_from
+        from moto.sts.models import sts_backends
+
+        account = get_account_id_from(key)
+        role = None
+        try:
+            found = sts_backends[account]["aws"].get_assumed_role_from_access_key(key)
+            role = f"{account}:{found.role_arn.split('/')[-1]}" if found else None
+        except Exception:
+            role = None
+        if role is not None:
+            self.roles[key] = role
+        return role
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -800,12 +832,16 @@ class Counter:
             import io
 
             environ["wsgi.input"] = io.BytesIO(body)
-            action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", ["?"])[0]
+            action = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action", [None])[0]
         if action is None:
             action = rest_action(service, environ)
         key = f"{service}:{action or '?'}"
+        signer = self._key.search(environ.get("HTTP_AUTHORIZATION", ""))
+        role = self.role_of(signer.group(1)) if signer else None
         with self.lock:
             self.by_action[key] += 1
+            if role is not None:
+                self.by_role[role][key] += 1
         if key == "rds:CopyDBClusterSnapshot":
             refused = presigned_url_refusal(environ, start_response, self._region.search(environ.get("HTTP_AUTHORIZATION", "")))
             if refused is not None:
@@ -893,6 +929,7 @@ class Counter:
         with self.lock:
             if environ.get("REQUEST_METHOD") == "POST":
                 self.by_action.clear()
+                self.by_role.clear()
                 with FAULTS.lock:
                     FAULTS.part_bytes = 0
                     FAULTS.get_bytes.clear()
@@ -900,7 +937,8 @@ class Counter:
                 faults = {"max_pending_copies": dict(FAULTS.max_pending), "injected": dict(FAULTS.injected),
                           "upload_part_bytes": FAULTS.part_bytes, "get_object_bytes": dict(FAULTS.get_bytes)}
             body = json.dumps(
-                {"requests": sum(self.by_action.values()), "by_action": dict(self.by_action), **faults}
+                {"requests": sum(self.by_action.values()), "by_action": dict(self.by_action),
+                 "by_role": {r: dict(c) for r, c in self.by_role.items()}, **faults}
             ).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]

@@ -203,12 +203,28 @@ schema! {
     ExportMount: "export.mount", None, false, Some("false"), "true or false: file-level exports of disks holding XFS or Btrfs go through a temporary volume created from the snapshot in this instance's availability zone, attached here and mounted read-only without journal replay (needs CAP_SYS_ADMIN: the systemd drop-in bunker.service.d/mount.conf)", |c, v| set(&mut c.export_mount, parse_bool(v));
     ExportBucketOwner: "export.bucket_owner", None, false, None, "the 12-digit account that owns export.to's bucket (default: this account): every request to the bucket carries it as ExpectedBucketOwner, so S3 refuses a bucket owned by anyone else", |c, v| set(&mut c.export_bucket_owner, optional(v, is_account));
     ExportObjectLockDays: "export.object_lock_days", None, false, Some("0"), "the shortest default Object Lock retention (days) bunker doctor accepts on export.to's bucket; 0: not checked", |c, v| set(&mut c.export_object_lock_days, parse_whole(v));
+    RolesLifecycle: "roles.lifecycle", None, false, None, ROLE_FOR_FUNCTION, |c, v| set_role(c, crate::roles::Function::Lifecycle, v);
+    RolesReplication: "roles.replication", None, false, None, ROLE_FOR_FUNCTION, |c, v| set_role(c, crate::roles::Function::Replication, v);
+    RolesExport: "roles.export", None, false, None, ROLE_FOR_FUNCTION, |c, v| set_role(c, crate::roles::Function::Export, v);
+    RolesTemporary: "roles.temporary", None, false, None, ROLE_FOR_FUNCTION, |c, v| set_role(c, crate::roles::Function::Temporary, v);
     EventsBus: "events.bus", None, false, None, "an EventBridge event bus (its name, such as default, or its ARN): bunker puts its outcomes there (bunker Backup Created, Copy Completed, Export Completed/Failed, Run Report)", |c, v| set(&mut c.events_bus, optional(v, is_event_bus));
     ExportTaskPoll: "export.task_poll", None, false, Some("1m"), "how soon bunker first looks at a running RDS or Aurora export task (each look waits twice as long as the last, up to 15 times this): a duration such as 1m", |c, v| set(&mut c.export_task_poll, duration(v));
     SchedulePerKind: "schedule.per_kind", None, false, Some(""),
         "semicolon-separated KIND.ACTION=CRON entries overriding one kind's schedule, such as \"rds.create=30 1 * * *; docdb.clean=\" (ACTION create, clean or pull; an empty CRON disables it for that kind)",
         |c, v| set(&mut c.serve.schedule_per_kind, parse_per_kind(v));
     ShareKmsKeys: "share_kms_keys", None, false, Some(""), "comma-separated REGION=KEY entries: the customer KMS key (granted to the share accounts) under which encrypted backups of that region are shared", |c, v| set(&mut c.replication.share_kms_keys, key_map(v));
+}
+
+/// What a `roles.*` key takes.
+const ROLE_FOR_FUNCTION: &str = "the ARN of the IAM role bunker assumes for this function's AWS calls (arn:aws:iam::ACCOUNT:role/NAME, with deploy/iam/bunker-FUNCTION-policy.json); unset: the process's own credentials";
+
+/// Stores `roles.<function>` (an empty value unsets it).
+fn set_role(c: &mut Config, function: crate::roles::Function, v: &str) -> Option<()> {
+    match optional(v, is_role_arn)? {
+        Some(arn) => c.roles.insert(function, arn),
+        None => c.roles.remove(&function),
+    };
+    Some(())
 }
 
 /// Stores a parsed value; `None` (invalid) stores nothing.
@@ -544,6 +560,9 @@ pub struct Config {
     pub export_bucket_owner: Option<String>,
     /// The shortest default Object Lock retention doctor accepts (`export.object_lock_days`).
     pub export_object_lock_days: u32,
+    /// The role each function's AWS calls are made under (`roles.*`); a function not named
+    /// here uses the process's own credentials.
+    pub roles: BTreeMap<crate::roles::Function, String>,
     /// The winning setting of each key that has a value, in key order.
     pub effective: Vec<Setting>,
 }
@@ -683,6 +702,7 @@ impl Config {
             export_bucket_owner: None,
             events_bus: None,
             export_object_lock_days: 0,
+            roles: BTreeMap::new(),
             effective: vec![],
         }
     }

@@ -122,6 +122,14 @@ impl KeyUse {
             KeyUse::Export => "export.kms_key",
         }
     }
+
+    /// The function whose role uses the key (and so must be able to read it).
+    pub fn function(self) -> crate::roles::Function {
+        match self {
+            KeyUse::Dr | KeyUse::Share | KeyUse::Pull => crate::roles::Function::Replication,
+            KeyUse::Export => crate::roles::Function::Export,
+        }
+    }
 }
 
 /// One thing to check.
@@ -129,6 +137,8 @@ impl KeyUse {
 pub enum Probe {
     /// Credentials resolve to an account.
     Credentials,
+    /// The role of `roles.<function>` can be assumed.
+    Role(crate::roles::Function),
     /// The region answers (the service regions and the DR regions).
     Region(String),
     /// `serve.queue_url` (with the dead-letter queue it should redrive to).
@@ -187,6 +197,7 @@ pub enum Probe {
 /// What `config` calls for, given the regions the service works in.
 pub fn probes(config: &Config, regions: &[String]) -> Vec<Probe> {
     let mut out = vec![Probe::Credentials];
+    out.extend(config.roles.keys().map(|f| Probe::Role(*f)));
     let mut all_regions: Vec<&String> = regions.iter().chain(&config.replication.dr_regions).collect();
     all_regions.dedup();
     out.extend(all_regions.into_iter().map(|r| Probe::Region(r.clone())));

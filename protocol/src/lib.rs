@@ -25,6 +25,7 @@ pub mod rds_export;
 pub mod replication;
 pub mod report;
 pub mod retention;
+pub mod roles;
 pub mod tags;
 pub mod vault;
 pub mod volume_plan;

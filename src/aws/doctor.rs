@@ -6,7 +6,8 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
 use bunker_actors::ports::PortError;
-use bunker_protocol::doctor::{BucketFacts, InstallRecord, KeyFacts, QueueFacts};
+use bunker_protocol::doctor::{BucketFacts, InstallRecord, KeyFacts, KeyUse, QueueFacts};
+use bunker_protocol::roles::Function;
 
 use super::{client, port_error, Aws};
 
@@ -34,6 +35,16 @@ impl Aws {
             .await
             .map_err(|e| port_error("sts:GetCallerIdentity", e))?;
         Ok((out.account().unwrap_or_default().to_string(), out.arn().unwrap_or_default().to_string()))
+    }
+
+    /// The ARN the calls of `function` run as in `region` (its role's session, once assumed).
+    pub async fn caller_as(&self, function: Function, region: &str) -> Result<String, PortError> {
+        let out = client!(aws_sdk_sts, &self.conf(function, region), self.calls)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| port_error("sts:GetCallerIdentity", e))?;
+        Ok(out.arn().unwrap_or_default().to_string())
     }
 
     /// How many availability zones `region` reports (proves it answers these credentials).
@@ -141,7 +152,7 @@ impl Aws {
 
     /// An AWS Backup vault's ARN.
     pub async fn vault_arn(&self, region: &str, name: &str) -> Result<String, PortError> {
-        let out = client!(aws_sdk_backup, &self.regional(region), self.calls)
+        let out = client!(aws_sdk_backup, &self.conf(Function::Lifecycle, region), self.calls)
             .describe_backup_vault()
             .backup_vault_name(name)
             .send()
@@ -151,8 +162,8 @@ impl Aws {
     }
 
     /// A KMS key's ARN, state, default policy (if readable) and grants (if listable).
-    pub async fn key_facts(&self, region: &str, key: &str) -> Result<KeyFacts, PortError> {
-        let kms = client!(aws_sdk_kms, &self.regional(region), self.calls);
+    pub async fn key_facts(&self, region: &str, key: &str, use_: KeyUse) -> Result<KeyFacts, PortError> {
+        let kms = client!(aws_sdk_kms, &self.conf(use_.function(), region), self.calls);
         let out = kms.describe_key().key_id(key).send().await.map_err(|e| port_error("kms:DescribeKey", e))?;
         let meta = out.key_metadata();
         let arn = meta.and_then(|m| m.arn()).unwrap_or(key).to_string();
@@ -173,7 +184,7 @@ impl Aws {
 
     /// What S3 says about `bucket`, every request carrying `owner` as ExpectedBucketOwner.
     pub async fn bucket_facts(&self, region: &str, bucket: &str, owner: &str) -> BucketFacts {
-        let s3 = super::s3::client(&self.regional(region), &self.calls);
+        let s3 = super::s3::client(&self.conf(Function::Export, region), &self.calls);
         let owned = s3.head_bucket().bucket(bucket).expected_bucket_owner(owner).send().await;
         let owner_fact = owned.map(|_| ()).map_err(|e| port_error("s3:HeadBucket", e).message);
         let encryption = s3.get_bucket_encryption().bucket(bucket).expected_bucket_owner(owner).send().await.map(|o| {

@@ -1,7 +1,9 @@
 //! The only place the AWS SDK appears: implementations of the actor ports.
 //!
 //! One [`SdkConfig`] (credentials, HTTP client, retry policy) is loaded per process and shared
-//! by every client; per-region clients are built from it. `AWS_ENDPOINT_URL` (and the
+//! by every client; per-region clients are built from it. A function configured to run under
+//! its own role (`roles.*`, [`Function`]) gets the same configuration with that role's
+//! credentials: each port below is built for exactly one function. `AWS_ENDPOINT_URL` (and the
 //! per-service variants) point every client at an emulator for the demo and the tests.
 
 /// The cluster-snapshot calls of copy, share, find and pull are the same in the RDS and the
@@ -149,6 +151,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use bunker_actors::health::FailureStreak;
 use bunker_actors::ports::{BackupControl, ErrorKind, EventQueue, Leases, Notifier, PortError, Pull, Replication};
+use bunker_protocol::roles::Function;
 use bunker_protocol::tags::Tags;
 use bunker_protocol::ResourceKind;
 
@@ -203,6 +206,9 @@ pub struct Aws {
     owners: Arc<std::collections::BTreeMap<String, String>>,
     /// The credentials' account, asked of STS once.
     account: Arc<tokio::sync::OnceCell<String>>,
+    /// Each function's configuration when it runs under its own role (`roles.*`): the same
+    /// settings with credentials from `AssumeRole`, refreshed before they expire.
+    roles: Arc<std::collections::BTreeMap<Function, SdkConfig>>,
 }
 
 impl Aws {
@@ -215,6 +221,7 @@ impl Aws {
             calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))),
             owners: Arc::default(),
             account: Arc::default(),
+            roles: Arc::default(),
         }
     }
 
@@ -227,6 +234,7 @@ impl Aws {
             calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))),
             owners: Arc::default(),
             account: Arc::default(),
+            roles: Arc::default(),
         }
     }
 
@@ -234,6 +242,33 @@ impl Aws {
     pub fn expecting_owner(mut self, bucket: &str, owner: &str) -> Aws {
         Arc::make_mut(&mut self.owners).insert(bucket.to_string(), owner.to_string());
         self
+    }
+
+    /// The same, with each function of `roles` making its calls under that role (assumed
+    /// with the process's own credentials, session `bunker-<function>-<deployment>`).
+    pub async fn with_roles(mut self, roles: &std::collections::BTreeMap<Function, String>, deployment: &str) -> Aws {
+        let mut assumed = std::collections::BTreeMap::new();
+        for (&function, arn) in roles {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(arn)
+                .session_name(function.session_name(deployment))
+                .configure(&self.sdk)
+                .build()
+                .await;
+            let conf = self
+                .sdk
+                .to_builder()
+                .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+                .build();
+            assumed.insert(function, conf);
+        }
+        self.roles = Arc::new(assumed);
+        self
+    }
+
+    /// The configuration of `function`'s calls in `region`: its role's, or the process's own.
+    fn conf(&self, function: Function, region: &str) -> SdkConfig {
+        let base = self.roles.get(&function).unwrap_or(&self.sdk);
+        base.to_builder().region(Region::new(region.to_string())).build()
     }
 
     /// How AWS calls have been going (for `/healthz`).
@@ -270,8 +305,8 @@ impl Aws {
     /// Redshift's DR copies are a cluster setting, so the replicator plans none for it, and
     /// its shared snapshots are restorable but not copyable, so the puller copies none
     /// (`ResourceKind::copies_per_backup`, `shared_copyable`).
-    fn full(&self, kind: ResourceKind, region: &str) -> Arc<dyn Pull> {
-        let conf = self.regional(region);
+    fn full(&self, function: Function, kind: ResourceKind, region: &str) -> Arc<dyn Pull> {
+        let conf = self.conf(function, region);
         let region = region.to_string();
         match kind {
             ResourceKind::Ebs => Arc::new(ec2::EbsControl::new(&conf, &self.calls, region)),
@@ -285,57 +320,61 @@ impl Aws {
 
     /// Create, list and delete `kind`'s backups in `region`.
     pub fn backup_control(&self, kind: ResourceKind, region: &str) -> Arc<dyn BackupControl> {
-        self.full(kind, region)
+        self.full(Function::Lifecycle, kind, region)
     }
 
     /// Copy and share `kind`'s backups in `region`.
     pub fn replication(&self, kind: ResourceKind, region: &str) -> Arc<dyn Replication> {
-        self.full(kind, region)
+        self.full(Function::Replication, kind, region)
     }
 
     /// List `kind`'s backups shared with this account in `region` (and copy them in).
     pub fn pull(&self, kind: ResourceKind, region: &str) -> Arc<dyn Pull> {
-        self.full(kind, region)
+        self.full(Function::Replication, kind, region)
     }
 
     /// DynamoDB tables in `region` (temporary tables of backup exports).
     pub fn tables(&self, region: &str) -> Arc<dyn bunker_actors::ports::Tables> {
-        Arc::new(tables::DynamoTables::new(&self.regional(region), &self.calls, region.to_string()))
+        Arc::new(tables::DynamoTables::new(&self.conf(Function::Temporary, region), &self.calls, region.to_string()))
     }
 
     /// RDS's snapshot exports to S3 in `region`.
     pub fn snapshot_exports(&self, region: &str) -> Arc<dyn bunker_actors::ports::SnapshotExports> {
-        Arc::new(rds_exports::RdsExports::new(&self.regional(region), &self.calls, region.to_string()))
+        Arc::new(rds_exports::RdsExports::new(&self.conf(Function::Export, region), &self.calls, region.to_string()))
     }
 
     /// Temporary DB instances for dumps in `region`.
     pub fn dump_instances(&self, region: &str) -> Arc<dyn bunker_actors::ports::DumpInstances> {
-        Arc::new(rds_dumps::RdsDumps::new(&self.regional(region), &self.calls, region.to_string()))
+        Arc::new(rds_dumps::RdsDumps::new(&self.conf(Function::Temporary, region), &self.calls, region.to_string()))
     }
 
     /// SSM Parameter Store SecureStrings in `region`.
     pub fn secrets(&self, region: &str) -> Arc<dyn bunker_actors::ports::Secrets> {
-        Arc::new(ssm::SsmSecrets::new(&self.regional(region), &self.calls))
+        Arc::new(ssm::SsmSecrets::new(&self.conf(Function::Temporary, region), &self.calls))
     }
 
     /// DynamoDB's exports to S3 in `region`.
     pub fn table_exports(&self, region: &str) -> Arc<dyn bunker_actors::ports::TableExports> {
-        Arc::new(table_exports::DynamoExports::new(&self.regional(region), &self.calls, region.to_string()))
+        Arc::new(table_exports::DynamoExports::new(
+            &self.conf(Function::Export, region),
+            &self.calls,
+            region.to_string(),
+        ))
     }
 
     /// AWS Backup's recovery points in `region`.
     pub fn vaults(&self, region: &str) -> Arc<dyn bunker_actors::ports::Vaults> {
-        Arc::new(backup::BackupVaults::new(&self.regional(region), &self.calls, region.to_string()))
+        Arc::new(backup::BackupVaults::new(&self.conf(Function::Lifecycle, region), &self.calls, region.to_string()))
     }
 
     /// Temporary EBS volumes in `region` (file-level exports through a volume).
     pub fn temp_volumes(&self, region: &str) -> Arc<dyn bunker_actors::ports::TempVolumes> {
-        Arc::new(volumes::Ec2Volumes::new(&self.regional(region), &self.calls))
+        Arc::new(volumes::Ec2Volumes::new(&self.conf(Function::Temporary, region), &self.calls))
     }
 
     /// The EBS direct APIs of `region`.
     pub fn snapshot_blocks(&self, region: &str) -> Arc<dyn bunker_actors::ports::SnapshotBlocks> {
-        Arc::new(ebs::EbsBlocks::new(&self.regional(region), &self.calls))
+        Arc::new(ebs::EbsBlocks::new(&self.conf(Function::Export, region), &self.calls))
     }
 
     /// Archives under `s3://bucket/prefix` (the bucket's region is the SDK's region).
@@ -346,7 +385,7 @@ impl Aws {
         prefix: String,
     ) -> Arc<dyn bunker_actors::ports::ArchiveStore> {
         let owner = self.owners.get(&bucket).cloned();
-        Arc::new(s3::S3Store::new(&self.regional(region), &self.calls, bucket, prefix, owner))
+        Arc::new(s3::S3Store::new(&self.conf(Function::Export, region), &self.calls, bucket, prefix, owner))
     }
 
     /// The event queue (and its dead-letter queue).

@@ -625,3 +625,22 @@ pub fn fs_image_bytes(dir: &Path, tree: &Path, mkfs: &[&str], size: u64) -> Vec<
     assert!(copied.unwrap().success() && unmounted.unwrap().success());
     std::fs::read(&image).unwrap()
 }
+
+impl Account {
+    /// The calls the emulator saw made under each role of this account (the plugin's
+    /// `by_role` counter): role name → `service:Operation` → count.
+    pub fn calls_by_role(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let stats = get_json(&self.endpoint, "/_bunker/stats");
+        let prefix = format!("{}:", self.id);
+        stats["by_role"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter_map(|(role, calls)| {
+                let name = role.strip_prefix(&prefix)?;
+                let calls = calls.as_object()?.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect();
+                Some((name.to_string(), calls))
+            })
+            .collect()
+    }
+}
