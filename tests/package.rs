@@ -59,6 +59,8 @@ fn the_deb_installs_a_working_binary_unit_config_man_pages_and_completions() {
         ("./lib/systemd/system/bunker.service", "-rw-r--r--"),
         ("./lib/systemd/system/bunker-backup@.service", "-rw-r--r--"),
         ("./usr/share/bunker/systemd/bunker.service.d/mount.conf", "-rw-r--r--"),
+        ("./usr/share/bunker/iam/bunker-lifecycle-policy.json", "-rw-r--r--"),
+        ("./usr/share/bunker/iam/bunker-service-policy.json", "-rw-r--r--"),
         ("./usr/share/man/man1/bunker.1.gz", "-rw-r--r--"),
         ("./usr/share/man/man1/bunker-doctor.1.gz", "-rw-r--r--"),
         ("./usr/share/bash-completion/completions/bunker", "-rw-r--r--"),
