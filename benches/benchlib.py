@@ -5,10 +5,11 @@ import os, subprocess, time, urllib.request
 import boto3
 
 
-def creds(account, region):
-    """AssumeRole into `account`: moto maps the returned keys to it."""
+def creds(account, region, role="bench"):
+    """AssumeRole into `account` (as `role`): moto maps the returned keys to it, and the
+    emulator counts each role's requests apart (`/_bunker/stats` `by_role`)."""
     c = boto3.client("sts", aws_access_key_id="x", aws_secret_access_key="x", region_name=region).assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/bench", RoleSessionName="bench")["Credentials"]
+        RoleArn=f"arn:aws:iam::{account}:role/{role}", RoleSessionName=role)["Credentials"]
     return {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"],
             "aws_session_token": c["SessionToken"]}
 

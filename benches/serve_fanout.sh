@@ -2,7 +2,9 @@
 # Benchmark of the serve issue: N tagged volumes; `bunker serve` catches up the day's create
 # slot at start, then copies every new backup to 1 DR region and shares it (and the copy)
 # with 1 account. Measures wall time from process start until every copy and share exists
-# (polled from outside with boto3), peak RSS of the service (VmHWM), and HTTP requests.
+# (polled from outside with boto3 every POLL seconds, default 1.5, under its own role so the
+# emulator counts its requests apart), peak RSS of the service (VmHWM), and bunker's own
+# HTTP requests per backup, by action.
 # Runs RUNS times (default 3), each in a fresh account, and prints each run and the median.
 #
 #   benches/serve_fanout.sh 50

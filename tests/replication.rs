@@ -509,3 +509,60 @@ async fn redshift_dr_copies_come_from_the_cluster_copy_setting_bunker_sets() {
     assert_eq!(copy.source_region(), Some(REGION));
     assert_eq!(copy.manual_snapshot_retention_period(), Some(93));
 }
+
+/// Issue 15: a fleet's copies and shares look at AWS in batches. 45 backups (more than the
+/// copy cap of 20, so some copies wait for a slot and are woken when one frees): every copy
+/// and share exists afterwards, the effects are one call each, and the looks — who exists,
+/// which copies, who each is shared with — are batched `DescribeSnapshots` per region
+/// (`snapshot-id` / `tag:bunker:copy_of` filters, `RestorableByUserIds` for the shares), not
+/// one describe and one attribute read per backup and pass. Counted by the emulator per
+/// signing role.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_is_copied_and_shared_with_batched_looks() {
+    const N: usize = 45;
+    let a = Account::new("500000000020").await;
+    for _ in 0..N {
+        a.volume(&[SELECT]).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bunker.toml");
+    let text = format!("regions = [\"{REGION}\"]\ndr_regions = [\"{}\"]\nshare_accounts = [\"{}\"]\n", DR[0], SHARE[0]);
+    std::fs::write(&cfg, text).unwrap();
+    let cfg = cfg.display().to_string();
+    a.bunker(&["ebs", "create-backups", "--config", &cfg, "--json"]).ok_json();
+    let before = a.calls_by_role().remove("bunker-test").unwrap_or_default();
+    let r = a.bunker(&["ebs", "replicate-backups", "--config", &cfg, "--json"]).ok_json();
+    assert_eq!(r["summary"]["failed"], 0, "{r:#}");
+    let made: BTreeMap<String, u64> = a
+        .calls_by_role()
+        .remove("bunker-test")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.clone(), v - before.get(&k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    eprintln!("replicate-backups of {N} backups: {made:#?}");
+
+    let dr = aws_sdk_ec2::Client::new(&a.sdk(DR[0]).await);
+    let copies = dr.describe_snapshots().owner_ids("self").send().await.unwrap().snapshots.unwrap_or_default();
+    assert_eq!(copies.len(), N, "one copy each");
+    // Checked one by one through DescribeSnapshotAttribute, not the batched read bunker used.
+    let sources = a.snapshots().await;
+    assert_eq!(sources.len(), N);
+    for id in sources.keys() {
+        assert_eq!(a.snapshot_shared_with(REGION, id).await, [SHARE[0]], "backup {id} shared");
+    }
+    for c in &copies {
+        assert_eq!(a.snapshot_shared_with(DR[0], c.snapshot_id().unwrap()).await, [SHARE[0]], "copy shared");
+    }
+    assert_eq!(a.snapshot_ids_restorable_by(REGION, SHARE[0]).await.len(), N, "the batched read agrees");
+    let n = N as u64;
+    assert_eq!(made.get("ec2:CopySnapshot"), Some(&n), "{made:#?}");
+    assert_eq!(made.get("ec2:ModifySnapshotAttribute"), Some(&(2 * n)), "{made:#?}");
+    assert_eq!(made.get("ec2:DescribeSnapshotAttribute"), None, "shares read in batches: {made:#?}");
+    // Unbatched, each backup took ~6 DescribeSnapshots and ~4 DescribeSnapshotAttribute.
+    let looks = made.get("ec2:DescribeSnapshots").copied().unwrap_or(0);
+    assert!(2 * looks <= 3 * n, "{looks} DescribeSnapshots for {N} backups: not batched");
+    let total: u64 = made.values().sum();
+    assert!(2 * total <= 9 * n, "{total} requests for {N} backups' copy and two shares: {made:#?}");
+}

@@ -145,6 +145,42 @@ pub trait Replication: BackupControl {
     async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError>;
     /// Lets `account` use backup `id` (restore / create volume / launch).
     async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError>;
+
+    /// Many backups at once: those of `ids` that exist, each with `shared_with` limited to
+    /// `accounts`. Kinds whose API lists many backups in one request override this (one
+    /// listing per chunk of ids, and one per account for the shares); the default describes
+    /// them one by one.
+    async fn describe_backups(&self, ids: &[String], accounts: &[String]) -> Result<Vec<BackupDetail>, PortError> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.describe_backup(id).await?.map(|d| only_shared_with(d, accounts)));
+        }
+        Ok(out)
+    }
+
+    /// Many copies at once: for each `(value, name)` of `wanted`, the copy tagged
+    /// `tag = value` (as [`Replication::find_copy`]), with `shared_with` limited to
+    /// `accounts`, keyed by `value`. Overridden like [`Replication::describe_backups`].
+    async fn find_copies(
+        &self,
+        tag: &str,
+        wanted: &[(String, String)],
+        accounts: &[String],
+    ) -> Result<Vec<(String, BackupDetail)>, PortError> {
+        let mut out = Vec::new();
+        for (value, name) in wanted {
+            if let Some(d) = self.find_copy(tag, value, name).await? {
+                out.push((value.clone(), only_shared_with(d, accounts)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `d` with `shared_with` limited to `accounts` (what a batched look reports).
+pub fn only_shared_with(mut d: BackupDetail, accounts: &[String]) -> BackupDetail {
+    d.shared_with.retain(|a| accounts.contains(a));
+    d
 }
 
 /// The data-bunker pull: finding what other accounts shared with this one (then copying it

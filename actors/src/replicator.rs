@@ -23,6 +23,7 @@ use bunker_protocol::{tags, ResourceKind};
 use futures::future::join_all;
 use tracing::{error, info, warn};
 
+use crate::engine::batch::{Batcher, Load};
 use crate::engine::{Alerts, Clock, JobActor, JobError, Pass, Run, SystemClock, Workflow};
 use crate::metrics::Metrics;
 use crate::ports::{BackupDetail, CopyRequest, ErrorKind, Leases, Notifier, PortError, Replication};
@@ -43,6 +44,11 @@ pub fn copy_cap(kind: ResourceKind) -> usize {
 /// what stops a second one). So a killed holder's claim frees itself within this time.
 pub const COPY_LEASE: Duration = Duration::from_secs(30);
 
+/// How long a batched look at backups or copies gathers the jobs asking for it: passes that
+/// end within this of each other share one `DescribeSnapshots` (a job's pass waits this much
+/// longer; AWS's own answers take longer than that).
+pub const LOOK_WINDOW: Duration = Duration::from_millis(50);
+
 /// The engine's shell over the replicator: send it [`Replicate`] (`Run(backup)`).
 pub type ReplicatorActor = JobActor<Replicator>;
 
@@ -53,13 +59,22 @@ pub type Replicate = Run<BackupRef>;
 pub struct Replicator {
     account: String,
     config: Config,
-    controls: HashMap<(ResourceKind, String), Arc<dyn Replication>>,
+    controls: Arc<HashMap<(ResourceKind, String), Arc<dyn Replication>>>,
+    /// Backups looked at together by id, per (kind, region) (batched observation).
+    sources: Batcher<(ResourceKind, String), String, BackupDetail>,
+    /// Copies looked at together by (tag value, name), per (kind, region, tag).
+    copies: Batcher<(ResourceKind, String, &'static str), (String, String), BackupDetail>,
     leases: Arc<dyn Leases>,
     notifier: Arc<dyn Notifier>,
     holder: String,
     metrics: Arc<Metrics>,
     /// Copies started and not yet seen available, per (kind, destination region).
     in_flight: Mutex<HashMap<(ResourceKind, String), BTreeSet<String>>>,
+    /// Jobs whose copy into (kind, region) the cap deferred, oldest first: a freed slot wakes
+    /// the first of them ([`Workflow::woken`]) instead of leaving it to its next timer.
+    deferred: Mutex<HashMap<(ResourceKind, String), std::collections::VecDeque<BackupRef>>>,
+    /// Jobs to look at now.
+    woken: Mutex<Vec<BackupRef>>,
     /// How long a copy claim lasts unless renewed ([`COPY_LEASE`]).
     copy_lease: Duration,
     clock: Arc<dyn Clock>,
@@ -91,16 +106,22 @@ impl Replicator {
         holder: String,
         metrics: Arc<Metrics>,
     ) -> Replicator {
-        let controls = controls.into_iter().map(|c| ((c.kind(), c.region().to_string()), c)).collect();
+        let controls: Arc<HashMap<_, _>> =
+            Arc::new(controls.into_iter().map(|c| ((c.kind(), c.region().to_string()), c)).collect());
+        let accounts = Arc::new(config.replication.share_accounts.clone());
         Replicator {
             account,
             config,
+            sources: Batcher::new(load_sources(controls.clone(), accounts.clone())).gathering(LOOK_WINDOW),
+            copies: Batcher::new(load_copies(controls.clone(), accounts)).gathering(LOOK_WINDOW),
             controls,
             leases,
             notifier,
             holder,
             metrics,
             in_flight: Mutex::new(HashMap::new()),
+            deferred: Mutex::default(),
+            woken: Mutex::default(),
             copy_lease: COPY_LEASE,
             clock: Arc::new(SystemClock),
             outcomes: Default::default(),
@@ -161,7 +182,34 @@ impl Replicator {
         if changed {
             self.publish_in_flight(kind, region, set.len());
         }
+        drop(m);
+        if changed && !pending {
+            self.wake_deferred(kind, region);
+        }
         changed && !pending
+    }
+
+    /// Queues `job` (`wait`) as waiting for a copy slot in (its kind, `region`), or takes it
+    /// off that queue (it got its slot).
+    fn defer(&self, region: &str, job: BackupRef, wait: bool) {
+        let mut deferred = self.deferred.lock().expect("deferred lock");
+        let queue = deferred.entry((job.kind, region.to_string())).or_default();
+        match wait {
+            true if !queue.contains(&job) => queue.push_back(job),
+            true => {}
+            false => queue.retain(|j| *j != job),
+        }
+    }
+
+    /// A copy slot in (kind, region) was freed: the job deferred longest is looked at now.
+    fn wake_deferred(&self, kind: ResourceKind, region: &str) {
+        let next = self
+            .deferred
+            .lock()
+            .expect("deferred lock")
+            .get_mut(&(kind, region.to_string()))
+            .and_then(|q| q.pop_front());
+        self.woken.lock().expect("woken lock").extend(next);
     }
 
     fn publish_in_flight(&self, kind: ResourceKind, region: &str, n: usize) {
@@ -197,11 +245,10 @@ impl Replicator {
     /// effects made in this pass and how the job stands.
     pub async fn advance(&self, b: &BackupRef) -> (Pass, Vec<Entry>) {
         let mut entries = Vec::new();
-        let src = match self.control(b.kind, &b.region) {
-            Ok(c) => c,
-            Err(e) => return (Pass::NotOurs(e.to_string()), entries),
-        };
-        let detail = match src.describe_backup(&b.id).await {
+        if let Err(e) = self.control(b.kind, &b.region) {
+            return (Pass::NotOurs(e.to_string()), entries);
+        }
+        let detail = match self.sources.get((b.kind, b.region.clone()), b.id.clone()).await {
             Ok(Some(d)) => d,
             Ok(None) => return (Pass::NotOurs("no longer exists".into()), entries),
             Err(e) => return (self.retry(e), entries),
@@ -217,11 +264,11 @@ impl Replicator {
         let targets = Targets::for_kind(b.kind, &r.dr_regions, &r.share_accounts, share_key);
         if detail.available {
             for region in targets.dr_regions.iter().filter(|x| **x != b.region) {
-                let dst = match self.control(b.kind, region) {
-                    Ok(c) => c,
-                    Err(e) => return (Pass::Retry(e), entries),
-                };
-                match dst.find_copy(tags::COPY_OF, &copy_of, &name).await {
+                if let Err(e) = self.control(b.kind, region) {
+                    return (Pass::Retry(e), entries);
+                }
+                let group = (b.kind, region.clone(), tags::COPY_OF);
+                match self.copies.get(group, (copy_of.clone(), name.clone())).await {
                     Ok(Some(c)) => {
                         if self.update_in_flight(b.kind, region, &copy_of, !c.available) {
                             self.copy_completed(b, region, &c.id).await;
@@ -239,7 +286,8 @@ impl Replicator {
             && !targets.share_accounts.is_empty()
             && replication::needs_reencryption(&source, targets.share_key)
         {
-            match src.find_copy(tags::REENCRYPTED_OF, &copy_of, &replication::reencrypted_name(&name)).await {
+            let group = (b.kind, b.region.clone(), tags::REENCRYPTED_OF);
+            match self.copies.get(group, (copy_of.clone(), replication::reencrypted_name(&name))).await {
                 Ok(found) => {
                     if let Some(c) = &found {
                         // A re-encrypted copy is a step towards a share, not a DR copy: no event.
@@ -381,10 +429,13 @@ impl Replicator {
         request: &CopyRequest,
         base: &Entry,
     ) -> Result<String, (StepResult, Option<Entry>)> {
+        let job = BackupRef { kind, region: request.source_region.clone(), id: request.source_id.clone() };
         if !self.reserve(kind, region, key) {
             self.metrics.inc(crate::metrics::Metric::DeferralsTotal, &[("reason", "concurrency_cap")]);
+            self.defer(region, job, true);
             return Err((StepResult::Deferred(format!("copy into {region}: concurrency cap")), None));
         }
+        self.defer(region, job, false);
         let started = self.claim_and_copy(kind, region, key, request, base).await;
         if started.is_err() {
             // The slot reserved for a copy that did not start: freed, not completed.
@@ -518,6 +569,10 @@ impl Workflow for Replicator {
         self.config.replication.is_enabled()
     }
 
+    fn woken(&self) -> Vec<BackupRef> {
+        std::mem::take(&mut *self.woken.lock().expect("woken lock"))
+    }
+
     fn gave_up_entry(&self, b: &BackupRef, reason: &str) -> Option<Entry> {
         Some(Entry {
             message: Some(reason.into()),
@@ -528,6 +583,44 @@ impl Workflow for Replicator {
     fn gave_up_subject(&self, b: &BackupRef) -> String {
         format!("bunker {} copy/share failed", b.kind)
     }
+}
+
+/// The batched look at backups by id: one [`Replication::describe_backups`] per (kind, region)
+/// for every job asking at once.
+fn load_sources(
+    controls: Arc<HashMap<(ResourceKind, String), Arc<dyn Replication>>>,
+    accounts: Arc<Vec<String>>,
+) -> Load<(ResourceKind, String), String, BackupDetail> {
+    Arc::new(move |(kind, region), ids| {
+        let (ctl, accounts) = (controls.get(&(kind, region.clone())).cloned(), accounts.clone());
+        Box::pin(async move {
+            let ctl = ctl.ok_or_else(|| not_served(kind, &region))?;
+            let found = ctl.describe_backups(&ids, &accounts).await?;
+            Ok(found.into_iter().map(|d| (d.id.clone(), d)).collect())
+        })
+    })
+}
+
+/// The batched look at copies by tag value: one [`Replication::find_copies`] per (kind,
+/// region, tag) for every job asking at once.
+fn load_copies(
+    controls: Arc<HashMap<(ResourceKind, String), Arc<dyn Replication>>>,
+    accounts: Arc<Vec<String>>,
+) -> Load<(ResourceKind, String, &'static str), (String, String), BackupDetail> {
+    Arc::new(move |(kind, region, tag), wanted: Vec<(String, String)>| {
+        let (ctl, accounts) = (controls.get(&(kind, region.clone())).cloned(), accounts.clone());
+        Box::pin(async move {
+            let ctl = ctl.ok_or_else(|| not_served(kind, &region))?;
+            let mut found: HashMap<String, BackupDetail> =
+                ctl.find_copies(tag, &wanted, &accounts).await?.into_iter().collect();
+            Ok(wanted.into_iter().filter_map(|w| Some((w.clone(), found.remove(&w.0)?))).collect())
+        })
+    })
+}
+
+/// A (kind, region) without a port: the job that asked is told as a permanent error.
+fn not_served(kind: ResourceKind, region: &str) -> PortError {
+    PortError::new(ErrorKind::Invalid, None, format!("{kind} in {region} is not served"))
 }
 
 fn state(d: BackupDetail) -> BackupState {

@@ -23,6 +23,7 @@ use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
 use tracing::{error, info, warn};
 
+use crate::engine::FAN_OUT;
 use crate::engine::{Clock, Run, SystemClock};
 use crate::metrics::Metrics;
 use crate::ports::Leases;
@@ -213,8 +214,11 @@ impl Executor {
                     .filter(|e| e.operation == Operation::CreateBackup && e.status == EntryStatus::Ok)
                     .filter_map(|e| Some(BackupRef { kind, region: e.region.clone(), id: e.backup_id.clone()? }))
                     .collect();
-                let results: Vec<_> =
-                    stream::iter(created).map(|b| self.replicator.send(Run(b))).buffer_unordered(16).collect().await;
+                let results: Vec<_> = stream::iter(created)
+                    .map(|b| self.replicator.send(Run(b)))
+                    .buffer_unordered(FAN_OUT)
+                    .collect()
+                    .await;
                 let mut extra = Vec::new();
                 for res in results {
                     match res {

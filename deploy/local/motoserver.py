@@ -18,7 +18,10 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   list it (``DescribeSnapshots`` with ``RestorableByUserIds`` / ``OwnerIds``, ``DescribeImages``
   with ``ExecutableUsers`` and ``Owners``; RDS ``SnapshotType=shared`` already works) and copy
   it (``CopySnapshot``, ``CopyImage``, ``CopyDB[Cluster]Snapshot`` with the source ARN), as on
-  AWS; moto 5.2.5 refuses both. Used by the data-bunker pull.
+  AWS; moto 5.2.5 refuses both. Used by the data-bunker pull. The owner's side too:
+  ``DescribeSnapshots`` with ``OwnerIds=self`` and ``RestorableByUserIds=[account]`` lists the
+  caller's snapshots shared with that account (moto ignores the parameter), which bunker's
+  batched share checks read.
 * EBS direct APIs as AWS answers them (moto 5.2.5: 512-byte blocks, no parent snapshots,
   ListChangedBlocks missing blocks only in the second snapshot, HTTP 500 for snapshots made
   through EC2, no checksum validation): 524288-byte blocks, ``ParentSnapshotId`` (the new
@@ -194,6 +197,13 @@ def patch_cross_account_sharing() -> None:
     def describe_snapshots(self):
         owners = [o for o in self._get_param("OwnerIds", []) if o not in ("self", self.current_account)]
         restorable = self._get_param("RestorableByUserIds", [])
+        others = [r for r in restorable if r not in ("self", self.current_account)]
+        if others and not owners:
+            # The caller's own snapshots these accounts may create volumes from (shared with
+            # them), as AWS answers OwnerIds=self with RestorableByUserIds=[account].
+            own = self.ec2_backend.describe_snapshots(filters=self._filters_from_querystring())
+            given = [s for s in own if set(others) & set(s.create_volume_permission_userids)]
+            return ActionResult({"Snapshots": given})
         if restorable or owners:
             return ActionResult({"Snapshots": shared_with(self.current_account, self.region, owners)})
         return original_describe(self)

@@ -191,7 +191,33 @@ impl Replication for EbsControl {
     async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
         share_snapshot(&self.client, id, account).await
     }
+
+    /// One `DescribeSnapshots` per chunk of ids (filter `snapshot-id`, which, unlike
+    /// `SnapshotIds`, does not fail the whole request for one gone snapshot), and one per
+    /// share account (`RestorableByUserIds`) for who each is shared with.
+    async fn describe_backups(&self, ids: &[String], accounts: &[String]) -> Result<Vec<BackupDetail>, PortError> {
+        self.batch_details("snapshot-id", ids, accounts).await.map(|found| found.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// One `DescribeSnapshots` per chunk of tag values (filter `tag:<tag>`), and one per
+    /// share account.
+    async fn find_copies(
+        &self,
+        tag: &str,
+        wanted: &[(String, String)],
+        accounts: &[String],
+    ) -> Result<Vec<(String, BackupDetail)>, PortError> {
+        let values: Vec<String> = wanted.iter().map(|(v, _)| v.clone()).collect();
+        let found = self.batch_details(&format!("tag:{tag}"), &values, accounts).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(s, d)| Some((s.tags().iter().find(|t| t.key() == Some(tag))?.value()?.to_string(), d)))
+            .collect())
+    }
 }
+
+/// Values per filter in one EC2 describe call (AWS's limit for a filter's values).
+const FILTER_VALUES: usize = 200;
 
 #[async_trait]
 impl Pull for EbsControl {
@@ -232,6 +258,61 @@ impl Pull for EbsControl {
 }
 
 impl EbsControl {
+    /// This account's snapshots whose `filter` is one of `values`, each with its detail and
+    /// `shared_with` limited to `accounts`: per chunk of values, one paged listing, and one
+    /// more per account of those it may restore.
+    async fn batch_details(
+        &self,
+        filter: &str,
+        values: &[String],
+        accounts: &[String],
+    ) -> Result<Vec<(aws_sdk_ec2::types::Snapshot, BackupDetail)>, PortError> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(FILTER_VALUES) {
+            let by = Filter::builder().name(filter).set_values(Some(chunk.to_vec())).build();
+            let mut shared: HashMap<String, Vec<String>> = HashMap::new();
+            for account in accounts {
+                for s in self.snapshots(by.clone(), Some(account)).await? {
+                    shared.entry(s.snapshot_id().unwrap_or_default().to_string()).or_default().push(account.clone());
+                }
+            }
+            for s in self.snapshots(by, None).await? {
+                let id = s.snapshot_id().unwrap_or_default().to_string();
+                let detail = BackupDetail {
+                    shared_with: shared.remove(&id).unwrap_or_default(),
+                    tags: from_ec2(s.tags()),
+                    available: s.state() == Some(&SnapshotState::Completed),
+                    encrypted: s.encrypted().unwrap_or(false),
+                    kms_key: s.kms_key_id().map(String::from),
+                    id,
+                };
+                out.push((s, detail));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every snapshot of this account matching `filter` (all pages), or only those
+    /// `restorable_by` that account.
+    async fn snapshots(
+        &self,
+        filter: Filter,
+        restorable_by: Option<&str>,
+    ) -> Result<Vec<aws_sdk_ec2::types::Snapshot>, PortError> {
+        self.client
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(filter)
+            .set_restorable_by_user_ids(restorable_by.map(|a| vec![a.to_string()]))
+            .max_results(1000)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| port_error("ec2:DescribeSnapshots", e))
+    }
+
     async fn snapshot_detail(&self, s: aws_sdk_ec2::types::Snapshot) -> Result<BackupDetail, PortError> {
         let id = s.snapshot_id().unwrap_or_default().to_string();
         Ok(BackupDetail {

@@ -644,3 +644,13 @@ impl Account {
             .collect()
     }
 }
+
+impl Account {
+    /// This account's snapshots in `region` that `account` may create volumes from (shared
+    /// with it): one `DescribeSnapshots` with `RestorableByUserIds`.
+    pub async fn snapshot_ids_restorable_by(&self, region: &str, account: &str) -> Vec<String> {
+        let ec2 = aws_sdk_ec2::Client::new(&self.sdk(region).await);
+        let out = ec2.describe_snapshots().owner_ids("self").restorable_by_user_ids(account).send().await.unwrap();
+        out.snapshots().iter().filter_map(|s| s.snapshot_id().map(String::from)).collect()
+    }
+}

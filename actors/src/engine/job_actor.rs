@@ -121,6 +121,9 @@ impl<W: Workflow> JobActor<W> {
             Err(end @ JobEnd::GaveUp(_)) => self.abandon(key, end, ctx),
             Err(end) => self.end(key, end),
         }
+        for woken in self.workflow.woken() {
+            self.run_pass(woken, ctx);
+        }
     }
 
     /// [`Workflow::abandon`], then the end. The job stays open (and "running") meanwhile, so

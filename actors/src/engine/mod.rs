@@ -10,10 +10,14 @@
 //! [`Reconciler`] is generic over `owned()`, and [`supervise`] re-creates a dead actor from
 //! its factory.
 //!
+//! Jobs that look at AWS at about the same time share one look through a
+//! [`batch::Batcher`] (one describe per kind and region for a whole batch of jobs).
+//!
 //! Adding a workflow is one plan file in `protocol` (what remains, as a pure function of what
 //! AWS reports) and one file here implementing [`Workflow`]; `replicator.rs` is the worked
 //! example.
 
+pub mod batch;
 mod job_actor;
 mod reconciler;
 mod supervisor;
@@ -36,6 +40,13 @@ pub use reconciler::{Reconcile, Reconciler, ReconcilerActor, StopReconciling};
 pub use supervisor::{supervise, Relay, Relayed, Supervised};
 
 use crate::ports::{Notifier, PortError};
+
+/// Jobs a scheduler or a reconciliation scan hands to a workflow at once (each `send`
+/// awaits its job's end). Large enough that jobs looking at AWS together share one batched
+/// look ([`batch::Batcher`]) and that AWS's own limits (the replicator's copy caps), not
+/// this, bound a fleet's fan-out; small enough that a scan of tens of thousands of backups
+/// holds a bounded number of jobs.
+pub const FAN_OUT: usize = 256;
 
 /// Where time comes from. Actors never read the system clock themselves, so timers, leases
 /// and backoff can be tested on tokio's paused time.
@@ -216,6 +227,13 @@ pub trait Workflow: Send + Sync + 'static {
     /// Removes temporary resources left by jobs that died; returns how many were removed.
     async fn sweep(&self) -> Result<usize, PortError> {
         Ok(0)
+    }
+
+    /// Jobs the workflow wants looked at now rather than at their next timer, asked after
+    /// every pass: a copy slot one job freed lets a job the cap deferred start its copy at
+    /// once. A woken job that is not open, or is in a pass, is left as it is.
+    fn woken(&self) -> Vec<Self::Key> {
+        vec![]
     }
 
     /// Whether the workflow has anything to do in this configuration (reconciliation skips
