@@ -22,6 +22,9 @@ def start_serve(bunker, cfg, c, region, state):
                AWS_SESSION_TOKEN=c["aws_session_token"], AWS_REGION=region, STATE_DIRECTORY=state)
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/_bunker/stats", method="POST"))
     t0 = time.monotonic()
-    p = subprocess.Popen([bunker, "serve", "--config", cfg], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    # The service's log goes beside its state (BUNKER_LOG=info for more than warnings).
+    os.makedirs(state, exist_ok=True)
+    log = open(os.path.join(state, "bunker.log"), "w")
+    p = subprocess.Popen([bunker, "serve", "--config", cfg], env=env, stdout=subprocess.PIPE, stderr=log)
     p.stdout.readline()
     return p, t0

@@ -703,6 +703,14 @@ mod tests {
         BackupRef { kind: ResourceKind::Ebs, region: "us-east-1".into(), id: id.into() }
     }
 
+    impl Replicator {
+        /// A pass, with the job it was for.
+        async fn advance_owned(&self, b: BackupRef) -> (BackupRef, (Pass, Vec<Entry>)) {
+            let out = self.advance(&b).await;
+            (b, out)
+        }
+    }
+
     #[tokio::test]
     async fn converges_in_passes_and_never_copies_twice() {
         let w = world();
@@ -722,6 +730,33 @@ mod tests {
         assert_eq!(copy.tags[tags::DEPLOYMENT], "bunker-123456789012-us-west-2");
         assert_eq!(dr.shared[&copy.id], ["111111111111"]);
         assert_eq!(w.home.state.lock().unwrap().shared["snap-1"], ["111111111111"]);
+    }
+
+    /// Issue 15: a copy the cap deferred is woken as soon as a slot frees — the engine asks
+    /// `woken()` after every pass — instead of waiting for its job's next timer.
+    #[tokio::test]
+    async fn a_freed_copy_slot_wakes_the_job_the_cap_deferred() {
+        let w = world();
+        let n = copy_cap(ResourceKind::Ebs) + 1;
+        for i in 0..n {
+            add_backup(&w.home, &format!("snap-{i}"), "bunker-123456789012-us-east-1");
+        }
+        let passes = futures::future::join_all((0..n).map(|i| w.logic.advance_owned(snap(&format!("snap-{i}")))));
+        let deferred: Vec<BackupRef> = passes
+            .await
+            .into_iter()
+            .filter(|(_, (pass, _))| matches!(pass, Pass::Waiting { why, .. } if why.contains("cap")))
+            .map(|(b, _)| b)
+            .collect();
+        assert_eq!(deferred.len(), 1, "one copy over the cap");
+        assert!(w.logic.woken().is_empty(), "no slot freed yet");
+        let first = (0..n).map(|i| snap(&format!("snap-{i}"))).find(|b| *b != deferred[0]).unwrap();
+        assert_eq!(w.logic.advance(&first).await.0, Pass::Progress, "its copy is available: shared now");
+        assert_eq!(w.logic.woken(), deferred, "the freed slot wakes the deferred job");
+        assert!(w.logic.woken().is_empty(), "once");
+        let (pass, entries) = w.logic.advance(&deferred[0]).await;
+        assert_eq!(pass, Pass::Progress);
+        assert!(entries.iter().any(|e| e.operation == Operation::CopyBackup), "{entries:?}");
     }
 
     /// 9.11: a copy claim is short and renewed while the copy call runs, freed at once when

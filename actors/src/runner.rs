@@ -12,6 +12,7 @@ use actix::prelude::*;
 use bunker_protocol::backup::{Backup, Listed, Owner, Ownership, Unreadable};
 use bunker_protocol::bus;
 use bunker_protocol::config::{self, Config, ConfigError, Resolved, Setting};
+use bunker_protocol::events::BackupRef;
 use bunker_protocol::report::{Entry, EntryStatus, Operation, OperationEvent, RunReport, OPERATION_SCHEMA};
 use bunker_protocol::retention::{self, Action, Candidate, Policy, Reason};
 use bunker_protocol::tags::{self, BackupTagInput};
@@ -155,7 +156,24 @@ impl Runner {
 
     /// As [`Runner::create_backups`], narrowed to one resource when `select` is given.
     pub async fn create_backups_of(&self, opts: &RunOptions, select: Option<String>) -> RunReport {
+        self.create_and_list(opts, select).await.0
+    }
+
+    /// As [`Runner::create_backups_of`], with every backup made: the report keeps at most
+    /// `report::MAX_ENTRIES` entries, and a fleet's run makes more backups than that.
+    pub async fn create_and_list(&self, opts: &RunOptions, select: Option<String>) -> (RunReport, Vec<BackupRef>) {
         let clock = Instant::now();
+        let (collected, entries) = self.create_entries(opts, select).await;
+        let made = entries
+            .iter()
+            .filter(|e| e.operation == Operation::CreateBackup && e.status == EntryStatus::Ok)
+            .filter_map(|e| Some(BackupRef { kind: self.kind, region: e.region.clone(), id: e.backup_id.clone()? }))
+            .collect();
+        (self.finish("create-backups", opts, clock, collected, entries).await, made)
+    }
+
+    /// Creates the backups; returns how many resources were selected and an entry for each.
+    async fn create_entries(&self, opts: &RunOptions, select: Option<String>) -> (usize, Vec<Entry>) {
         let mut entries = Vec::new();
         let mut collected = 0;
         for target in &self.targets {
@@ -191,7 +209,7 @@ impl Runner {
                 });
             }
         }
-        self.finish("create-backups", opts, clock, collected, entries).await
+        (collected, entries)
     }
 
     async fn create_one(&self, target: &dyn BackupControl, r: &Resource, deployment: &str, opts: &RunOptions) -> Entry {
@@ -666,6 +684,24 @@ mod tests {
         assert_eq!(published.len(), 1, "exactly one run report");
         assert_eq!(published[0].0, topic);
         assert!(published[0].2.contains("\"status\":\"PARTIAL\""));
+    }
+
+    /// Issue 15: a fleet's run makes more backups than a report keeps entries; every one of
+    /// them is handed on (the scheduler replicates what `create_and_list` returns).
+    #[tokio::test]
+    async fn every_backup_a_fleet_run_makes_is_listed_beyond_the_report_entries() {
+        let fake = Arc::new(FakeControl::new(ResourceKind::Ebs, "us-east-1"));
+        let n = bunker_protocol::report::MAX_ENTRIES + 20;
+        for i in 0..n {
+            fake.add_resource(&format!("vol-{i}"), &[("bunker:create_backup", "true")]);
+        }
+        let r = runner(fake.clone(), Arc::new(RecordingNotifier::default()), &[]);
+        let (report, made) = r.create_and_list(&opts("2026-11-18T01:00:00Z"), None).await;
+        assert_eq!(report.entries.len(), bunker_protocol::report::MAX_ENTRIES, "the report is bounded");
+        assert_eq!(report.summary.succeeded, n);
+        let mut ids: Vec<String> = made.into_iter().map(|b| b.id).collect();
+        ids.sort();
+        assert_eq!(ids, fake.backup_ids(), "every backup made is listed");
     }
 
     #[tokio::test]

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bunker_protocol::cron::Cron;
-use bunker_protocol::events::{BackupRef, Command};
-use bunker_protocol::report::{EntryStatus, Operation, RunReport};
+use bunker_protocol::events::Command;
+use bunker_protocol::report::RunReport;
 use bunker_protocol::ResourceKind;
 use futures::stream::{self, StreamExt};
 use jiff::Timestamp;
@@ -207,13 +207,9 @@ impl Executor {
             },
             Action::Create => {
                 let select = select.or_else(|| r.create.config().select.clone());
-                let report = r.create.create_backups_of(&opts, select).await;
-                let created: Vec<BackupRef> = report
-                    .entries
-                    .iter()
-                    .filter(|e| e.operation == Operation::CreateBackup && e.status == EntryStatus::Ok)
-                    .filter_map(|e| Some(BackupRef { kind, region: e.region.clone(), id: e.backup_id.clone()? }))
-                    .collect();
+                // Every backup made, not the report's entries: a report keeps at most
+                // MAX_ENTRIES, and the backups past them would wait for reconciliation.
+                let (report, created) = r.create.create_and_list(&opts, select).await;
                 let results: Vec<_> = stream::iter(created)
                     .map(|b| self.replicator.send(Run(b)))
                     .buffer_unordered(FAN_OUT)
@@ -466,6 +462,7 @@ mod tests {
     use super::*;
     use crate::ports::PortError;
     use bunker_protocol::config::defaults;
+    use bunker_protocol::events::BackupRef;
     use bunker_protocol::report::Entry;
 
     #[test]

@@ -64,6 +64,8 @@ What the plugin adds to stock moto (see README, "The local emulator"):
   quota errors at a given rate per action, EBS copies that stay ``pending`` for a while,
   corrupted GetSnapshotBlock bodies, failed and slowed S3 part uploads.
   Off unless a test turns it on.
+* EC2 resources' tags by direct lookup (``patch_ec2_tag_lookup``): moto scans every tag of
+  the region per resource, which made describing a thousand snapshots take seconds.
 * A request counter: ``GET /_bunker/stats`` answers
   ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}, "by_role": {...}}`` (``by_role``:
   the same per assumed role, ``"<account>:<role name>"``, so a test can see which role made
@@ -444,6 +446,24 @@ def patch_ebs_direct() -> None:
     EBSResponse.get_snapshot_block = get_snapshot_block
     EBSResponse.list_snapshot_blocks = list_snapshot_blocks
     EBSResponse.list_changed_blocks = list_changed_blocks
+
+
+def patch_ec2_tag_lookup() -> None:
+    """An EC2 resource's own tags by direct lookup. moto 5.2.5 finds them by scanning every tag
+    of the region with a regular expression per resource, so describing N snapshots costs N
+    times all the region's tags: at 1,000 volumes one DescribeSnapshots took seconds, and the
+    fan-out benchmark measured moto. The same answer, in the same order."""
+    from moto.ec2.models.core import TaggedEC2Resource
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    def get_tags(self):
+        if not self.id:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+        own = self.ec2_backend.tags.get(self.id, {})
+        return [{"resource_id": self.id, "key": k, "value": v, "resource_type": kind} for k, v in own.items()]
+
+    TaggedEC2Resource.get_tags = get_tags
 
 
 def patch_s3_versioning() -> None:
@@ -972,6 +992,7 @@ def main() -> None:
     patch_ebs_direct()
     patch_s3_list_parts()
     patch_s3_versioning()
+    patch_ec2_tag_lookup()
     moto_backup.patch_ec2_delete_snapshot()
     moto_rds_export.patch()
     moto_rds_restore.patch()
