@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 
 const POLICIES: &str = "deploy/iam";
 const TEMPLATE: &str = "deploy/cloudformation/bunker.yaml";
+/// The DR regions' stack (forwards finished EBS copies to the service region).
+const DR_TEMPLATE: &str = "deploy/cloudformation/bunker-dr-events.yaml";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -38,7 +40,7 @@ fn the_policy_and_template_pass_the_check_and_cfn_lint() {
     let (code, out) = check(&root().join(POLICIES), &root().join(TEMPLATE));
     assert_eq!(code, 0, "{out}");
     let lint = common::python().with_file_name("cfn-lint");
-    let out = Command::new(lint).current_dir(root()).arg(TEMPLATE).output().expect("run cfn-lint");
+    let out = Command::new(lint).current_dir(root()).args([TEMPLATE, DR_TEMPLATE]).output().expect("run cfn-lint");
     assert!(
         out.status.success(),
         "cfn-lint: {}{}",
@@ -217,6 +219,13 @@ fn checkov_passes_the_template_with_justified_skips_only() {
         .and_then(|venv| venv.parent())
         .map(|root| root.join(".venv-checkov/bin/checkov"))
         .expect("the checkov venv beside the emulator's");
+    let dr = Command::new(&checkov)
+        .current_dir(root())
+        .args(["-f", DR_TEMPLATE, "--compact", "--quiet", "-o", "json"])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", checkov.display()));
+    let dr: serde_json::Value = serde_json::from_slice(&dr.stdout).expect("checkov's JSON");
+    assert_eq!((&dr["summary"]["failed"], &dr["summary"]["skipped"]), (&0.into(), &0.into()), "{dr:#}");
     let out = Command::new(&checkov)
         .current_dir(root())
         .args(["-f", TEMPLATE, "--compact", "--quiet", "-o", "json"])

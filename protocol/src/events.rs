@@ -414,6 +414,12 @@ fn ebs_notification(detail: &Value) -> Result<Intake, IntakeError> {
     if result != "succeeded" {
         return Ok(Intake::Nothing(format!("ebs {event} {result}")));
     }
+    // A finished copy is news for its source's job (the copy's own job would only find a
+    // copy): it frees a copy slot and lets the copy be shared now, not at the next timer.
+    let source = detail.get("source").and_then(Value::as_str).filter(|_| event == "copySnapshot");
+    if let Some(source) = source.and_then(|arn| backup_from_arn(arn, Some("EBS"), "")) {
+        return Ok(Intake::BackupReady(source));
+    }
     let arn = detail
         .get("snapshot_id")
         .and_then(Value::as_str)
@@ -495,7 +501,8 @@ mod tests {
     fn real_shaped_fixtures() {
         let cases = [
             ("ebs-create-snapshot.json", ready(ResourceKind::Ebs, "us-east-1", "snap-01234567890abcdef")),
-            ("ebs-copy-snapshot.json", ready(ResourceKind::Ebs, "us-west-2", "snap-0fedcba9876543210")),
+            // The copy's source: its job frees the slot and shares the copy.
+            ("ebs-copy-snapshot.json", ready(ResourceKind::Ebs, "us-east-1", "snap-01234567890abcdef")),
             (
                 "rds-snapshot-created.json",
                 ready(ResourceKind::Rds, "us-east-1", "orders-db-20261201-010000-monthly-4d2ef6"),

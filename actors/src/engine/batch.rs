@@ -76,15 +76,24 @@ where
     K: Clone + Eq + Hash + Send + 'static,
     V: Clone + Send + 'static,
 {
+    // A load that panics ends this task: the group is reset on the way out, so its waiters
+    // hear "lost" (and retry) and the next question starts a new leader instead of waiting
+    // for this one forever.
+    let mut reset = Reset { groups: groups.clone(), group: group.clone(), armed: true };
     loop {
         if !window.is_zero() {
             tokio::time::sleep(window).await;
         }
         let batch = {
             let mut all = groups.lock().expect("batch lock");
-            let Some(g) = all.get_mut(&group) else { return };
+            let Some(g) = all.get_mut(&group) else {
+                reset.armed = false;
+                return;
+            };
             if g.pending.is_empty() {
+                // Under the lock: a question asked from now on finds no group and leads.
                 all.remove(&group);
+                reset.armed = false;
                 return;
             }
             std::mem::take(&mut g.pending)
@@ -99,6 +108,24 @@ where
         for (k, tx) in batch {
             // A requester that went away needs no answer.
             drop(tx.send(answer.as_ref().map(|m| m.get(&k).cloned()).map_err(Clone::clone)));
+        }
+    }
+}
+
+/// Removes a group's state when its drain task dies in a load (a panic); disarmed when the
+/// task ends normally, having removed the group itself under the lock.
+struct Reset<G: Eq + Hash, K, V> {
+    groups: Arc<Mutex<HashMap<G, Group<K, V>>>>,
+    group: G,
+    armed: bool,
+}
+
+impl<G: Eq + Hash, K, V> Drop for Reset<G, K, V> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Poisoned or not, the map is consistent: no lock is held across a load.
+            let mut all = self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            all.remove(&self.group);
         }
     }
 }
@@ -141,6 +168,22 @@ mod tests {
         assert_eq!(loads.len(), 2, "one load for the first question, one for the 50 asked meanwhile: {loads:?}");
         assert_eq!(loads[1].len(), 25, "each key loaded once per batch");
         assert!(b.groups.lock().unwrap().is_empty(), "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_load_loses_its_batch_and_the_next_question_loads_again() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let n = calls.clone();
+        let load: Load<u8, u8, u8> = Arc::new(move |_g, keys: Vec<u8>| {
+            let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+            Box::pin(async move {
+                assert!(!first, "a bug in the first load");
+                Ok(keys.into_iter().map(|k| (k, k)).collect())
+            })
+        });
+        let b = Batcher::new(load);
+        assert_eq!(b.get(1, 7).await.unwrap_err().kind, ErrorKind::Transient, "lost, to be retried");
+        assert_eq!(b.get(1, 7).await.unwrap(), Some(7), "not stuck behind the dead leader");
     }
 
     #[tokio::test]
