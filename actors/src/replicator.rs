@@ -552,6 +552,9 @@ impl Replicator {
 impl Workflow for Replicator {
     type Key = BackupRef;
     const NAME: &'static str = "replicator";
+    /// A job holds no resource but a copy slot under the cap: a fleet's jobs go at once and
+    /// share batched looks.
+    const FAN_OUT: usize = crate::engine::FAN_OUT;
 
     async fn pass(&self, b: &BackupRef) -> (Pass, Vec<Entry>) {
         self.advance(b).await

@@ -41,11 +41,12 @@ pub use supervisor::{supervise, Relay, Relayed, Supervised};
 
 use crate::ports::{Notifier, PortError};
 
-/// Jobs a scheduler or a reconciliation scan hands to a workflow at once (each `send`
-/// awaits its job's end). Large enough that jobs looking at AWS together share one batched
-/// look ([`batch::Batcher`]) and that AWS's own limits (the replicator's copy caps), not
-/// this, bound a fleet's fan-out; small enough that a scan of tens of thousands of backups
-/// holds a bounded number of jobs.
+/// Jobs a scheduler or a reconciliation scan hands to the replicator at once (each `send`
+/// awaits its job's end): large enough that jobs looking at AWS together share one batched
+/// look ([`batch::Batcher`]) and that AWS's own limits (the copy caps), not this, bound a
+/// fleet's fan-out; small enough that a scan of tens of thousands of backups holds a bounded
+/// number of jobs. Workflows whose jobs hold heavy resources (exports stream data, dumps
+/// restore instances) keep [`Workflow::FAN_OUT`]'s default.
 pub const FAN_OUT: usize = 256;
 
 /// Where time comes from. Actors never read the system clock themselves, so timers, leases
@@ -211,6 +212,9 @@ pub trait Workflow: Send + Sync + 'static {
 
     /// Names the workflow in logs, notifications and the `actor` label of restarts.
     const NAME: &'static str;
+
+    /// Jobs a reconciliation scan hands over at once.
+    const FAN_OUT: usize = 16;
 
     /// The `kind` label of `bunker_jobs_total` for a job (read by the job actor itself).
     fn kind_label(&self, key: &Self::Key) -> &'static str {

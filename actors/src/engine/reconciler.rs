@@ -74,11 +74,11 @@ impl<W: Workflow> Reconciler<W> {
             }
         }
         let total = keys.len();
-        // Jobs are bounded here, not by the job actor's mailbox: at most FAN_OUT open at once
+        // Jobs are bounded here, not by the job actor's mailbox: at most W::FAN_OUT open at once
         // from a scan (send().await, never do_send).
         let done = stream::iter(keys)
             .map(|k| self.addr.send(Run(k)))
-            .buffer_unordered(super::FAN_OUT)
+            .buffer_unordered(W::FAN_OUT)
             .filter(|r| std::future::ready(matches!(r, Ok(Ok(j)) if j.done())))
             .count()
             .await;
