@@ -26,25 +26,25 @@ fn absent_is_none<T>(r: Result<T, PortError>) -> Result<Option<T>, String> {
     }
 }
 
+/// The account and ARN `conf`'s credentials resolve to (`sts:GetCallerIdentity`).
+async fn identity(conf: &aws_config::SdkConfig, calls: &super::CallHealth) -> Result<(String, String), PortError> {
+    let out = client!(aws_sdk_sts, conf, calls)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| port_error("sts:GetCallerIdentity", e))?;
+    Ok((out.account().unwrap_or_default().to_string(), out.arn().unwrap_or_default().to_string()))
+}
+
 impl Aws {
     /// The account and ARN the credentials resolve to.
     pub async fn caller(&self) -> Result<(String, String), PortError> {
-        let out = client!(aws_sdk_sts, &self.sdk, self.calls)
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| port_error("sts:GetCallerIdentity", e))?;
-        Ok((out.account().unwrap_or_default().to_string(), out.arn().unwrap_or_default().to_string()))
+        identity(&self.sdk, &self.calls).await
     }
 
     /// The ARN the calls of `function` run as in `region` (its role's session, once assumed).
     pub async fn caller_as(&self, function: Function, region: &str) -> Result<String, PortError> {
-        let out = client!(aws_sdk_sts, &self.conf(function, region), self.calls)
-            .get_caller_identity()
-            .send()
-            .await
-            .map_err(|e| port_error("sts:GetCallerIdentity", e))?;
-        Ok(out.arn().unwrap_or_default().to_string())
+        Ok(identity(&self.conf(function, region), &self.calls).await?.1)
     }
 
     /// How many availability zones `region` reports (proves it answers these credentials).

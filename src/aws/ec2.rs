@@ -103,19 +103,7 @@ impl BackupControl for EbsControl {
     async fn list_backups(&self, shelvery: bool) -> Result<Vec<ListedBackup>, PortError> {
         let mut out = HashMap::new();
         for filters in backup_filters(ResourceKind::Ebs, shelvery) {
-            let snapshots = self
-                .client
-                .describe_snapshots()
-                .owner_ids("self")
-                .set_filters(Some(filters))
-                .max_results(1000)
-                .into_paginator()
-                .items()
-                .send()
-                .try_collect()
-                .await
-                .map_err(|e| port_error("ec2:DescribeSnapshots", e))?;
-            for s in snapshots {
+            for s in self.snapshots(filters, None).await? {
                 let Some(id) = s.snapshot_id() else { continue };
                 let tags = from_ec2(s.tags());
                 // Shelvery tags an AMI's snapshots like the AMI: they are not EBS backups.
@@ -272,37 +260,30 @@ impl EbsControl {
             let by = Filter::builder().name(filter).set_values(Some(chunk.to_vec())).build();
             let mut shared: HashMap<String, Vec<String>> = HashMap::new();
             for account in accounts {
-                for s in self.snapshots(by.clone(), Some(account)).await? {
+                for s in self.snapshots(vec![by.clone()], Some(account)).await? {
                     shared.entry(s.snapshot_id().unwrap_or_default().to_string()).or_default().push(account.clone());
                 }
             }
-            for s in self.snapshots(by, None).await? {
-                let id = s.snapshot_id().unwrap_or_default().to_string();
-                let detail = BackupDetail {
-                    shared_with: shared.remove(&id).unwrap_or_default(),
-                    tags: from_ec2(s.tags()),
-                    available: s.state() == Some(&SnapshotState::Completed),
-                    encrypted: s.encrypted().unwrap_or(false),
-                    kms_key: s.kms_key_id().map(String::from),
-                    id,
-                };
+            for s in self.snapshots(vec![by], None).await? {
+                let shared_with = shared.remove(s.snapshot_id().unwrap_or_default()).unwrap_or_default();
+                let detail = detail_of(&s, shared_with);
                 out.push((s, detail));
             }
         }
         Ok(out)
     }
 
-    /// Every snapshot of this account matching `filter` (all pages), or only those
+    /// Every snapshot of this account matching `filters` (all pages), or only those
     /// `restorable_by` that account.
     async fn snapshots(
         &self,
-        filter: Filter,
+        filters: Vec<Filter>,
         restorable_by: Option<&str>,
     ) -> Result<Vec<aws_sdk_ec2::types::Snapshot>, PortError> {
         self.client
             .describe_snapshots()
             .owner_ids("self")
-            .filters(filter)
+            .set_filters(Some(filters))
             .set_restorable_by_user_ids(restorable_by.map(|a| vec![a.to_string()]))
             .max_results(1000)
             .into_paginator()
@@ -314,15 +295,20 @@ impl EbsControl {
     }
 
     async fn snapshot_detail(&self, s: aws_sdk_ec2::types::Snapshot) -> Result<BackupDetail, PortError> {
-        let id = s.snapshot_id().unwrap_or_default().to_string();
-        Ok(BackupDetail {
-            shared_with: snapshot_shared_with(&self.client, &id).await?,
-            tags: from_ec2(s.tags()),
-            available: s.state() == Some(&SnapshotState::Completed),
-            encrypted: s.encrypted().unwrap_or(false),
-            kms_key: s.kms_key_id().map(String::from),
-            id,
-        })
+        let shared_with = snapshot_shared_with(&self.client, s.snapshot_id().unwrap_or_default()).await?;
+        Ok(detail_of(&s, shared_with))
+    }
+}
+
+/// A snapshot as the replicator sees it, shared with `shared_with`.
+fn detail_of(s: &aws_sdk_ec2::types::Snapshot, shared_with: Vec<String>) -> BackupDetail {
+    BackupDetail {
+        id: s.snapshot_id().unwrap_or_default().to_string(),
+        shared_with,
+        tags: from_ec2(s.tags()),
+        available: s.state() == Some(&SnapshotState::Completed),
+        encrypted: s.encrypted().unwrap_or(false),
+        kms_key: s.kms_key_id().map(String::from),
     }
 }
 

@@ -215,20 +215,16 @@ impl Aws {
     /// Loads credentials and settings the usual way (environment, profile, instance role).
     /// `region` is the fallback when neither the config nor the environment names one.
     pub async fn load() -> Aws {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Aws {
-            sdk,
-            calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))),
-            owners: Arc::default(),
-            account: Arc::default(),
-            roles: Arc::default(),
-        }
+        Aws::over(aws_config::defaults(BehaviorVersion::latest()).load().await)
     }
 
     /// An `Aws` that loaded nothing (no credentials, no region, no metadata lookup), for
     /// commands that stay on this machine; any AWS call through it fails.
     pub fn offline() -> Aws {
-        let sdk = SdkConfig::builder().behavior_version(BehaviorVersion::latest()).build();
+        Aws::over(SdkConfig::builder().behavior_version(BehaviorVersion::latest()).build())
+    }
+
+    fn over(sdk: SdkConfig) -> Aws {
         Aws {
             sdk,
             calls: CallHealth(Arc::new(FailureStreak::new(FAILED_CALLS_UNHEALTHY))),
