@@ -73,6 +73,8 @@ pub struct BackupDetail {
     pub encrypted: bool,
     /// The KMS key that encrypts it (ARN as AWS reports it).
     pub kms_key: Option<String>,
+    /// The snapshots an AMI is made of (shared with it); empty for other kinds.
+    pub parts: Vec<String>,
 }
 
 /// A backup another account shared with this one. Its tags are the other account's and
@@ -143,8 +145,24 @@ pub trait Replication: BackupControl {
     /// Copies a backup into this region (called on the destination region's port); returns
     /// the copy's id. Tags go into the copy call itself.
     async fn copy_backup(&self, request: &CopyRequest) -> Result<String, PortError>;
-    /// Lets `account` use backup `id` (restore / create volume / launch).
-    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError>;
+    /// Lets `account` use `backup` (restore / create volume / launch), as a look reported it:
+    /// an AMI shares its `parts` too, without describing itself again. Adding an account that
+    /// already has access succeeds, so success is the state.
+    async fn share_backup(&self, backup: &BackupDetail, account: &str) -> Result<(), PortError>;
+
+    /// Whether [`Replication::describe_backups`] and [`Replication::find_copies`] report who
+    /// each backup is shared with. Kinds whose API reads shares one backup at a time (RDS:
+    /// `DescribeDBSnapshotAttributes`) answer `false`: their batched looks leave `shared_with`
+    /// empty, and the replicator takes the shares it made itself as the state and reads the
+    /// others with [`Replication::shared_with`] only where it does not know them.
+    fn looks_report_shares(&self) -> bool {
+        true
+    }
+
+    /// Who backup `id` is shared with (empty when it does not exist).
+    async fn shared_with(&self, id: &str) -> Result<Vec<String>, PortError> {
+        Ok(self.describe_backup(id).await?.map(|d| d.shared_with).unwrap_or_default())
+    }
 
     /// Many backups at once: those of `ids` that exist, each with `shared_with` limited to
     /// `accounts`. Kinds whose API lists many backups in one request override this (one

@@ -75,6 +75,10 @@ pub struct Replicator {
     deferred: Mutex<HashMap<(ResourceKind, String), std::collections::VecDeque<BackupRef>>>,
     /// Jobs to look at now.
     woken: Mutex<Vec<BackupRef>>,
+    /// Who each backup of an open job is shared with, per (kind, region, id), for ports whose
+    /// looks do not report shares: learnt from this process's own effects (a share made, a
+    /// copy made and so shared with nobody) and from reads where it knew nothing.
+    shares: Mutex<HashMap<(ResourceKind, String, String), BTreeSet<String>>>,
     /// How long a copy claim lasts unless renewed ([`COPY_LEASE`]).
     copy_lease: Duration,
     clock: Arc<dyn Clock>,
@@ -122,6 +126,7 @@ impl Replicator {
             in_flight: Mutex::new(HashMap::new()),
             deferred: Mutex::default(),
             woken: Mutex::default(),
+            shares: Mutex::default(),
             copy_lease: COPY_LEASE,
             clock: Arc::new(SystemClock),
             outcomes: Default::default(),
@@ -244,67 +249,28 @@ impl Replicator {
     /// One pass over the job for backup `b`: look, plan, act. Returns the entries of the
     /// effects made in this pass and how the job stands.
     pub async fn advance(&self, b: &BackupRef) -> (Pass, Vec<Entry>) {
-        let mut entries = Vec::new();
-        if let Err(e) = self.control(b.kind, &b.region) {
-            return (Pass::NotOurs(e.to_string()), entries);
-        }
-        let detail = match self.sources.get((b.kind, b.region.clone()), b.id.clone()).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return (Pass::NotOurs("no longer exists".into()), entries),
-            Err(e) => return (self.retry(e), entries),
+        let look = match self.look(b).await {
+            Ok(look) => look,
+            Err(pass) => {
+                self.forget_shares(b.kind, &[(b.region.clone(), b.id.clone())]);
+                return (pass, vec![]);
+            }
         };
-        if let Err(why) = self.owned(&b.region, &detail) {
-            return (Pass::NotOurs(why), entries);
-        }
         let r = &self.config.replication;
-        let copy_of = replication::copy_of(&b.region, &b.id);
-        let name = detail.tags.get("Name").cloned().unwrap_or_else(|| b.id.clone());
-        let mut copies = BTreeMap::new();
         let share_key = r.share_kms_keys.get(&b.region).map(String::as_str);
         let targets = Targets::for_kind(b.kind, &r.dr_regions, &r.share_accounts, share_key);
-        if detail.available {
-            for region in targets.dr_regions.iter().filter(|x| **x != b.region) {
-                if let Err(e) = self.control(b.kind, region) {
-                    return (Pass::Retry(e), entries);
-                }
-                let group = (b.kind, region.clone(), tags::COPY_OF);
-                match self.copies.get(group, (copy_of.clone(), name.clone())).await {
-                    Ok(Some(c)) => {
-                        if self.update_in_flight(b.kind, region, &copy_of, !c.available) {
-                            self.copy_completed(b, region, &c.id).await;
-                        }
-                        copies.insert(region.clone(), state(c));
-                    }
-                    Ok(None) => {}
-                    Err(e) => return (self.retry(e), entries),
-                }
-            }
-        }
-        let source = state(detail.clone());
-        let mut reencrypted = None;
-        if detail.available
-            && !targets.share_accounts.is_empty()
-            && replication::needs_reencryption(&source, targets.share_key)
-        {
-            let group = (b.kind, b.region.clone(), tags::REENCRYPTED_OF);
-            match self.copies.get(group, (copy_of.clone(), replication::reencrypted_name(&name))).await {
-                Ok(found) => {
-                    if let Some(c) = &found {
-                        // A re-encrypted copy is a step towards a share, not a DR copy: no event.
-                        self.update_in_flight(b.kind, &b.region, &format!("re:{copy_of}"), !c.available);
-                    }
-                    reencrypted = found.map(state);
-                }
-                Err(e) => return (self.retry(e), entries),
-            }
-        }
-        let plan = replication::plan(targets, &b.region, &source, &copies, reencrypted.as_ref());
+        let copies: BTreeMap<String, BackupState> =
+            look.copies.iter().map(|(region, c)| (region.clone(), state(c.clone()))).collect();
+        let source = state(look.detail.clone());
+        let plan =
+            replication::plan(targets, &b.region, &source, &copies, look.reencrypted.clone().map(state).as_ref());
         if plan.is_done() {
-            return (Pass::Done, entries);
+            self.forget_shares(b.kind, &look.backups(&b.region));
+            return (Pass::Done, vec![]);
         }
-        let results = join_all(plan.steps.iter().map(|s| self.step(b, &detail, &name, &copy_of, s))).await;
+        let results = join_all(plan.steps.iter().map(|s| self.step(b, &look, s))).await;
         let mut waiting: Vec<String> = plan.waiting.iter().map(|w| format!("{w} pending")).collect();
-        let mut retry = None;
+        let (mut retry, mut entries) = (None, Vec::new());
         for (res, e) in results {
             match res {
                 StepResult::Made => {}
@@ -322,6 +288,105 @@ impl Replicator {
             (Pass::Progress, entries)
         } else {
             (Pass::Waiting { next_check: None, why: waiting.join(", ") }, entries)
+        }
+    }
+
+    /// The look of a pass: the backup (batched), its DR copies and its re-encrypted copy
+    /// (batched by tag), each with the shares this process knows where the port's looks do
+    /// not report them. `Err` is how the pass ends instead.
+    async fn look(&self, b: &BackupRef) -> Result<Look, Pass> {
+        if let Err(e) = self.control(b.kind, &b.region) {
+            return Err(Pass::NotOurs(e.to_string()));
+        }
+        let detail = match self.sources.get((b.kind, b.region.clone()), b.id.clone()).await {
+            Ok(Some(d)) => self.with_known_shares(b.kind, &b.region, d),
+            Ok(None) => return Err(Pass::NotOurs("no longer exists".into())),
+            Err(e) => return Err(self.retry(e)),
+        };
+        self.owned(&b.region, &detail).map_err(Pass::NotOurs)?;
+        let r = &self.config.replication;
+        let copy_of = replication::copy_of(&b.region, &b.id);
+        let name = detail.tags.get("Name").cloned().unwrap_or_else(|| b.id.clone());
+        let mut look = Look { detail, name, copy_of, copies: BTreeMap::new(), reencrypted: None };
+        if !look.detail.available {
+            return Ok(look);
+        }
+        let share_key = r.share_kms_keys.get(&b.region).map(String::as_str);
+        let targets = Targets::for_kind(b.kind, &r.dr_regions, &r.share_accounts, share_key);
+        for region in targets.dr_regions.iter().filter(|x| **x != b.region) {
+            self.control(b.kind, region).map_err(Pass::Retry)?;
+            let group = (b.kind, region.clone(), tags::COPY_OF);
+            match self.copies.get(group, (look.copy_of.clone(), look.name.clone())).await {
+                Ok(Some(c)) => {
+                    if self.update_in_flight(b.kind, region, &look.copy_of, !c.available) {
+                        self.copy_completed(b, region, &c.id).await;
+                    }
+                    look.copies.insert(region.clone(), self.with_known_shares(b.kind, region, c));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.retry(e)),
+            }
+        }
+        let source = state(look.detail.clone());
+        if !targets.share_accounts.is_empty() && replication::needs_reencryption(&source, targets.share_key) {
+            let group = (b.kind, b.region.clone(), tags::REENCRYPTED_OF);
+            let wanted = (look.copy_of.clone(), replication::reencrypted_name(&look.name));
+            let found = self.copies.get(group, wanted).await.map_err(|e| self.retry(e))?;
+            if let Some(c) = &found {
+                // A re-encrypted copy is a step towards a share, not a DR copy: no event.
+                self.update_in_flight(b.kind, &b.region, &format!("re:{}", look.copy_of), !c.available);
+            }
+            look.reencrypted = found.map(|c| self.with_known_shares(b.kind, &b.region, c));
+        }
+        Ok(look)
+    }
+
+    /// `d` with the shares this process made or read, where its port's looks do not report
+    /// shares (RDS); as it is otherwise.
+    fn with_known_shares(&self, kind: ResourceKind, region: &str, mut d: BackupDetail) -> BackupDetail {
+        if self.control(kind, region).is_ok_and(|c| !c.looks_report_shares()) {
+            let known = self.shares.lock().expect("shares lock");
+            d.shared_with =
+                known.get(&(kind, region.to_string(), d.id.clone())).into_iter().flatten().cloned().collect();
+        }
+        d
+    }
+
+    /// Who backup `id` in (kind, region) is shared with, for a port whose looks do not say:
+    /// what this process knows, else one read (then known).
+    async fn shares_of(
+        &self,
+        ctl: &dyn Replication,
+        kind: ResourceKind,
+        region: &str,
+        id: &str,
+    ) -> Result<BTreeSet<String>, PortError> {
+        let key = (kind, region.to_string(), id.to_string());
+        if let Some(known) = self.shares.lock().expect("shares lock").get(&key) {
+            return Ok(known.clone());
+        }
+        let read: BTreeSet<String> = ctl.shared_with(id).await?.into_iter().collect();
+        self.shares.lock().expect("shares lock").entry(key).or_default().extend(read.iter().cloned());
+        Ok(read)
+    }
+
+    /// Records what an effect made known: `account` (if any) now shares backup `id`, or a
+    /// backup this process just made is shared with nobody. Only for ports whose looks do not
+    /// report shares.
+    fn learn_share(&self, kind: ResourceKind, region: &str, id: &str, account: Option<&str>) {
+        if self.control(kind, region).is_ok_and(|c| !c.looks_report_shares()) {
+            let mut known = self.shares.lock().expect("shares lock");
+            let set = known.entry((kind, region.to_string(), id.to_string())).or_default();
+            set.extend(account.map(String::from));
+        }
+    }
+
+    /// A job ended: what it knew of its backups' shares goes (a later scan reads them again,
+    /// so a share removed by hand is made again).
+    fn forget_shares(&self, kind: ResourceKind, backups: &[(String, String)]) {
+        let mut known = self.shares.lock().expect("shares lock");
+        for (region, id) in backups {
+            known.remove(&(kind, region.clone(), id.clone()));
         }
     }
 
@@ -344,76 +409,99 @@ impl Replicator {
         Pass::Retry(e.into())
     }
 
-    async fn step(
-        &self,
-        b: &BackupRef,
-        detail: &BackupDetail,
-        name: &str,
-        copy_of: &str,
-        step: &Step,
-    ) -> (StepResult, Option<Entry>) {
+    async fn step(&self, b: &BackupRef, look: &Look, step: &Step) -> (StepResult, Option<Entry>) {
         match step {
-            Step::Reencrypt => {
-                let mut t = detail.tags.clone();
-                t.insert(tags::REENCRYPTED_OF.into(), copy_of.to_string());
-                let name = replication::reencrypted_name(name);
-                t.insert("Name".into(), name.clone());
-                let request = CopyRequest {
-                    source_region: b.region.clone(),
-                    source_account: self.account.clone(),
-                    source_id: b.id.clone(),
-                    name,
-                    tags: t,
-                    kms_key: self.config.replication.share_kms_keys.get(&b.region).cloned(),
-                    encrypted: true,
-                };
-                let base = entry(Operation::CopyBackup, EntryStatus::Ok, &b.region, &b.id);
-                match self.start_copy(b.kind, &b.region, &format!("re:{copy_of}"), &request, &base).await {
-                    Ok(id) => {
-                        info!(region = %b.region, backup_id = %b.id, copy_id = %id, "re-encrypted for sharing");
-                        let msg = format!("re-encrypted copy {id} under the share key (shared instead)");
-                        (StepResult::Made, Some(Entry { message: Some(msg), ..base }))
-                    }
-                    Err(not_started) => not_started,
+            Step::Reencrypt => self.reencrypt(b, look).await,
+            Step::Share { region, id, account } => match look.find(region, id, &b.region) {
+                Some(backup) => self.share(b.kind, region, backup, account).await,
+                None => {
+                    let e =
+                        PortError::new(ErrorKind::Internal, None, format!("planned a share of {id}, not looked at"));
+                    (StepResult::Failed(e.into()), None)
                 }
-            }
-            Step::Share { region, id, account } => {
-                let ctl = match self.control(b.kind, region) {
-                    Ok(c) => c,
-                    Err(e) => return (StepResult::Failed(e), None),
-                };
-                let base = Entry {
-                    message: Some(format!("shared with {account}")),
-                    ..entry(Operation::ShareBackup, EntryStatus::Ok, region, id)
-                };
-                match ctl.share_backup(id, account).await {
-                    Ok(()) => {
-                        info!(region = %region, backup_id = %id, account = %account, "backup shared");
-                        (StepResult::Made, Some(base))
-                    }
-                    Err(e) => self.failed(e, base),
-                }
-            }
+            },
             Step::Copy { to_region } => {
                 let deployment = self.config.deployment_id(&self.account, to_region);
                 let request = CopyRequest {
                     source_region: b.region.clone(),
                     source_account: self.account.clone(),
                     source_id: b.id.clone(),
-                    name: name.to_string(),
-                    tags: replication::copy_tags(&detail.tags, &b.region, &b.id, &deployment),
+                    name: look.name.clone(),
+                    tags: replication::copy_tags(&look.detail.tags, &b.region, &b.id, &deployment),
                     kms_key: self.config.replication.dr_kms_keys.get(to_region).cloned(),
-                    encrypted: detail.encrypted,
+                    encrypted: look.detail.encrypted,
                 };
                 let base = entry(Operation::CopyBackup, EntryStatus::Ok, to_region, &b.id);
-                match self.start_copy(b.kind, to_region, copy_of, &request, &base).await {
+                match self.start_copy(b.kind, to_region, &look.copy_of, &request, &base).await {
                     Ok(id) => {
                         info!(region = %b.region, backup_id = %b.id, to_region = %to_region, copy_id = %id, "copy started");
-                        (StepResult::Made, Some(Entry { message: Some(format!("copy {id} of {copy_of}")), ..base }))
+                        let msg = format!("copy {id} of {}", look.copy_of);
+                        (StepResult::Made, Some(Entry { message: Some(msg), ..base }))
                     }
                     Err(not_started) => not_started,
                 }
             }
+        }
+    }
+
+    /// Copies the source in its own region under the share key (it is shared instead).
+    async fn reencrypt(&self, b: &BackupRef, look: &Look) -> (StepResult, Option<Entry>) {
+        let mut t = look.detail.tags.clone();
+        t.insert(tags::REENCRYPTED_OF.into(), look.copy_of.clone());
+        let name = replication::reencrypted_name(&look.name);
+        t.insert("Name".into(), name.clone());
+        let request = CopyRequest {
+            source_region: b.region.clone(),
+            source_account: self.account.clone(),
+            source_id: b.id.clone(),
+            name,
+            tags: t,
+            kms_key: self.config.replication.share_kms_keys.get(&b.region).cloned(),
+            encrypted: true,
+        };
+        let base = entry(Operation::CopyBackup, EntryStatus::Ok, &b.region, &b.id);
+        match self.start_copy(b.kind, &b.region, &format!("re:{}", look.copy_of), &request, &base).await {
+            Ok(id) => {
+                info!(region = %b.region, backup_id = %b.id, copy_id = %id, "re-encrypted for sharing");
+                let msg = format!("re-encrypted copy {id} under the share key (shared instead)");
+                (StepResult::Made, Some(Entry { message: Some(msg), ..base }))
+            }
+            Err(not_started) => not_started,
+        }
+    }
+
+    /// Shares `backup` in `region` with `account`. Where the port's looks do not report shares,
+    /// the shares are first taken from what this process knows, or read once (a replayed job),
+    /// and an account that already has access is left as it is.
+    async fn share(
+        &self,
+        kind: ResourceKind,
+        region: &str,
+        backup: &BackupDetail,
+        account: &str,
+    ) -> (StepResult, Option<Entry>) {
+        let ctl = match self.control(kind, region) {
+            Ok(c) => c,
+            Err(e) => return (StepResult::Failed(e), None),
+        };
+        let base = Entry {
+            message: Some(format!("shared with {account}")),
+            ..entry(Operation::ShareBackup, EntryStatus::Ok, region, &backup.id)
+        };
+        if !ctl.looks_report_shares() {
+            match self.shares_of(ctl.as_ref(), kind, region, &backup.id).await {
+                Ok(known) if known.contains(account) => return (StepResult::Made, None),
+                Ok(_) => {}
+                Err(e) => return self.failed(e, base),
+            }
+        }
+        match ctl.share_backup(backup, account).await {
+            Ok(()) => {
+                info!(region = %region, backup_id = %backup.id, account = %account, "backup shared");
+                self.learn_share(kind, region, &backup.id, Some(account));
+                (StepResult::Made, Some(base))
+            }
+            Err(e) => self.failed(e, base),
         }
     }
 
@@ -437,9 +525,13 @@ impl Replicator {
         }
         self.defer(region, job, false);
         let started = self.claim_and_copy(kind, region, key, request, base).await;
-        if started.is_err() {
+        match &started {
+            // A copy made just now is shared with nobody.
+            Ok(id) => self.learn_share(kind, region, id, None),
             // The slot reserved for a copy that did not start: freed, not completed.
-            self.update_in_flight(kind, region, key, false);
+            Err(_) => {
+                self.update_in_flight(kind, region, key, false);
+            }
         }
         started
     }
@@ -636,6 +728,37 @@ fn state(d: BackupDetail) -> BackupState {
     }
 }
 
+/// What one pass saw of a job's backups.
+struct Look {
+    /// The source backup.
+    detail: BackupDetail,
+    /// Its `Name` tag, else its id: the name of its copies.
+    name: String,
+    /// The `bunker:copy_of` value of its copies.
+    copy_of: String,
+    /// Its DR copies found, by region.
+    copies: BTreeMap<String, BackupDetail>,
+    /// Its re-encrypted copy (for sharing), if found.
+    reencrypted: Option<BackupDetail>,
+}
+
+impl Look {
+    /// The backup `id` in `region` among those looked at (the source is in `source_region`).
+    fn find(&self, region: &str, id: &str, source_region: &str) -> Option<&BackupDetail> {
+        let here = (region == source_region).then_some(&self.detail).into_iter().chain(&self.reencrypted);
+        here.chain(self.copies.get(region)).find(|d| d.id == id)
+    }
+
+    /// (region, id) of every backup looked at.
+    fn backups(&self, source_region: &str) -> Vec<(String, String)> {
+        let at = |region: &str, d: &BackupDetail| (region.to_string(), d.id.clone());
+        let mut out = vec![at(source_region, &self.detail)];
+        out.extend(self.reencrypted.iter().map(|d| at(source_region, d)));
+        out.extend(self.copies.iter().map(|(region, d)| at(region, d)));
+        out
+    }
+}
+
 enum StepResult {
     Made,
     Deferred(String),
@@ -668,22 +791,42 @@ mod tests {
         let home = Arc::new(FakeControl::new(ResourceKind::Ebs, "us-east-1"));
         let dr = Arc::new(FakeControl::new(ResourceKind::Ebs, "us-west-2"));
         let notifier = Arc::new(RecordingNotifier::default());
+        let logic = Arc::new(replicator(&home, &dr, notifier.clone()));
+        World { home, dr, logic, notifier }
+    }
+
+    /// A replicator (a process) over `home` and its DR region `dr`, sharing with one account.
+    fn replicator(home: &Arc<FakeControl>, dr: &Arc<FakeControl>, notifier: Arc<RecordingNotifier>) -> Replicator {
         let config = cfg(&[
             (Key::Regions, "us-east-1"),
             (Key::DrRegions, "us-west-2"),
             (Key::ShareAccounts, "111111111111"),
             (Key::ErrorSnsTopic, "arn:aws:sns:us-east-1:123456789012:errors"),
         ]);
-        let logic = Arc::new(Replicator::new(
+        Replicator::new(
             "123456789012".into(),
             config,
             vec![home.clone(), dr.clone()],
             Arc::new(MemoryLeases::default()),
-            notifier.clone(),
+            notifier,
             "test".into(),
             Arc::new(Metrics::default()),
-        ));
-        World { home, dr, logic, notifier }
+        )
+    }
+
+    /// Passes over `b` until its job is done (at most 5); the entries of all of them.
+    async fn until_done(logic: &Replicator, b: &BackupRef) -> Vec<Entry> {
+        let mut entries = vec![];
+        for _ in 0..5 {
+            let (pass, e) = logic.advance(b).await;
+            entries.extend(e);
+            match pass {
+                Pass::Done => return entries,
+                Pass::Progress => {}
+                other => panic!("pass ended {other:?}"),
+            }
+        }
+        panic!("not done in 5 passes: {entries:?}")
     }
 
     fn add_backup(c: &FakeControl, id: &str, deployment: &str) {
@@ -733,6 +876,40 @@ mod tests {
         assert_eq!(copy.tags[tags::DEPLOYMENT], "bunker-123456789012-us-west-2");
         assert_eq!(dr.shared[&copy.id], ["111111111111"]);
         assert_eq!(w.home.state.lock().unwrap().shared["snap-1"], ["111111111111"]);
+    }
+
+    /// Issue 15: where looks do not report shares (RDS reads them one snapshot at a time), a
+    /// job takes the shares it made as the state. A new backup and its copy are each shared
+    /// once, with one read — of the source, which this process did not make — and none of the
+    /// copy it made; what it knew goes when the job ends. A replayed job (another process)
+    /// reads each once and shares nothing again; a share removed by hand is made again.
+    #[tokio::test]
+    async fn shares_the_looks_cannot_see_are_inferred_and_read_only_where_unknown() {
+        let w = world();
+        for c in [&w.home, &w.dr] {
+            c.state.lock().unwrap().looks_hide_shares = true;
+        }
+        add_backup(&w.home, "snap-1", "bunker-123456789012-us-east-1");
+        let shares = |e: &[Entry]| e.iter().filter(|e| e.operation == Operation::ShareBackup).count();
+        let reads = |c: &FakeControl| c.state.lock().unwrap().share_reads;
+        let first = until_done(&w.logic, &snap("snap-1")).await;
+        assert_eq!(shares(&first), 2, "the backup and its copy: {first:?}");
+        assert_eq!((reads(&w.home), reads(&w.dr)), (1, 0), "the source read once, the copy never");
+        let copy_id = w.dr.backup_ids()[0].clone();
+        assert_eq!(w.dr.state.lock().unwrap().shared[&copy_id], ["111111111111"]);
+        assert_eq!(w.home.state.lock().unwrap().shared["snap-1"], ["111111111111"]);
+        assert!(w.logic.shares.lock().unwrap().is_empty(), "forgotten when the job ended");
+
+        let replay = replicator(&w.home, &w.dr, w.notifier.clone());
+        assert_eq!(shares(&until_done(&replay, &snap("snap-1")).await), 0, "nothing shared twice");
+        assert_eq!((reads(&w.home), reads(&w.dr)), (2, 1), "a replay reads each backup once");
+
+        w.dr.state.lock().unwrap().shared.clear();
+        let repair = replicator(&w.home, &w.dr, w.notifier.clone());
+        let again = until_done(&repair, &snap("snap-1")).await;
+        assert_eq!(shares(&again), 1, "{again:?}");
+        assert_eq!(again[0].backup_id.as_deref(), Some(copy_id.as_str()));
+        assert_eq!(w.dr.state.lock().unwrap().shared[&copy_id], ["111111111111"]);
     }
 
     /// Issue 15: a copy the cap deferred is woken as soon as a slot frees — the engine asks

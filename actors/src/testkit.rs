@@ -37,6 +37,10 @@ pub struct FakeState {
     pub copy_delay: std::time::Duration,
     /// Backups other accounts shared with this one (what `list_shared` finds).
     pub shared_in: Vec<SharedBackup>,
+    /// Looks do not report shares (as RDS): `shared_with` reads them one backup at a time.
+    pub looks_hide_shares: bool,
+    /// `shared_with` calls made.
+    pub share_reads: u32,
 }
 
 impl FakeState {
@@ -146,7 +150,8 @@ impl Replication for FakeControl {
         Ok(id)
     }
 
-    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+    async fn share_backup(&self, backup: &BackupDetail, account: &str) -> Result<(), PortError> {
+        let id = backup.id.as_str();
         let mut s = self.state.lock().unwrap();
         if !s.backups.contains_key(id) {
             return Err(PortError::new(ErrorKind::NotFound, Some("InvalidSnapshot.NotFound"), id.to_string()));
@@ -156,6 +161,16 @@ impl Replication for FakeControl {
             list.push(account.to_string());
         }
         Ok(())
+    }
+
+    fn looks_report_shares(&self) -> bool {
+        !self.state.lock().unwrap().looks_hide_shares
+    }
+
+    async fn shared_with(&self, id: &str) -> Result<Vec<String>, PortError> {
+        let mut s = self.state.lock().unwrap();
+        s.share_reads += 1;
+        Ok(s.shared.get(id).cloned().unwrap_or_default())
     }
 }
 
@@ -172,9 +187,10 @@ fn detail(s: &FakeState, b: &ListedBackup) -> BackupDetail {
         id: b.id.clone(),
         tags: b.tags.clone(),
         available: b.available,
-        shared_with: s.shared.get(&b.id).cloned().unwrap_or_default(),
+        shared_with: if s.looks_hide_shares { vec![] } else { s.shared.get(&b.id).cloned().unwrap_or_default() },
         encrypted: b.tags.contains_key("test:kms_key"),
         kms_key: b.tags.get("test:kms_key").cloned(),
+        parts: vec![],
     }
 }
 

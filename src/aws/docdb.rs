@@ -170,6 +170,7 @@ impl Replication for DocdbControl {
             shared_with: restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))),
             encrypted: s.storage_encrypted().unwrap_or(false),
             kms_key: s.kms_key_id().map(String::from),
+            parts: vec![],
         }))
     }
 
@@ -181,8 +182,8 @@ impl Replication for DocdbControl {
         self.cluster_copy(request).await
     }
 
-    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
-        self.cluster_share(id, account).await
+    async fn share_backup(&self, backup: &BackupDetail, account: &str) -> Result<(), PortError> {
+        self.cluster_share(&backup.id, account).await
     }
 }
 

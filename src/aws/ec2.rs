@@ -176,8 +176,8 @@ impl Replication for EbsControl {
         out.snapshot_id.ok_or_else(|| PortError::new(ErrorKind::Internal, None, "ec2:CopySnapshot returned no id"))
     }
 
-    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
-        share_snapshot(&self.client, id, account).await
+    async fn share_backup(&self, backup: &BackupDetail, account: &str) -> Result<(), PortError> {
+        share_snapshot(&self.client, &backup.id, account).await
     }
 
     /// One `DescribeSnapshots` per chunk of ids (filter `snapshot-id`, which, unlike
@@ -247,30 +247,24 @@ impl Pull for EbsControl {
 
 impl EbsControl {
     /// This account's snapshots whose `filter` is one of `values`, each with its detail and
-    /// `shared_with` limited to `accounts`: per chunk of values, one paged listing, and one
-    /// more per account of those it may restore.
+    /// `shared_with` limited to `accounts` ([`batched_look`]).
     async fn batch_details(
         &self,
         filter: &str,
         values: &[String],
         accounts: &[String],
     ) -> Result<Vec<(aws_sdk_ec2::types::Snapshot, BackupDetail)>, PortError> {
-        let mut out = Vec::new();
-        for chunk in values.chunks(FILTER_VALUES) {
-            let by = Filter::builder().name(filter).set_values(Some(chunk.to_vec())).build();
-            let mut shared: HashMap<String, Vec<String>> = HashMap::new();
-            for account in accounts {
-                for s in self.snapshots(vec![by.clone()], Some(account)).await? {
-                    shared.entry(s.snapshot_id().unwrap_or_default().to_string()).or_default().push(account.clone());
-                }
-            }
-            for s in self.snapshots(vec![by], None).await? {
-                let shared_with = shared.remove(s.snapshot_id().unwrap_or_default()).unwrap_or_default();
-                let detail = detail_of(&s, shared_with);
-                out.push((s, detail));
-            }
-        }
-        Ok(out)
+        let list =
+            |by: Filter, account: Option<String>| async move { self.snapshots(vec![by], account.as_deref()).await };
+        let found =
+            batched_look(filter, values, accounts, list, |s: &aws_sdk_ec2::types::Snapshot| s.snapshot_id()).await?;
+        Ok(found
+            .into_iter()
+            .map(|(s, shared_with)| {
+                let d = detail_of(&s, shared_with);
+                (s, d)
+            })
+            .collect())
     }
 
     /// Every snapshot of this account matching `filters` (all pages), or only those
@@ -300,6 +294,38 @@ impl EbsControl {
     }
 }
 
+/// Per chunk of `values` (AWS's limit of a filter's values): one listing of this account's
+/// items whose `filter` is one of them (`list(filter, None)`), and one per account of
+/// `accounts` of those it may use (`list(filter, Some(account))`, EC2's `RestorableByUserIds`
+/// / `ExecutableUsers`). Each item comes with the accounts of `accounts` that may use it: no
+/// attribute read per item.
+async fn batched_look<T, Fut>(
+    filter: &str,
+    values: &[String],
+    accounts: &[String],
+    list: impl Fn(Filter, Option<String>) -> Fut,
+    id_of: impl Fn(&T) -> Option<&str>,
+) -> Result<Vec<(T, Vec<String>)>, PortError>
+where
+    Fut: std::future::Future<Output = Result<Vec<T>, PortError>>,
+{
+    let mut out = Vec::new();
+    for chunk in values.chunks(FILTER_VALUES) {
+        let by = Filter::builder().name(filter).set_values(Some(chunk.to_vec())).build();
+        let mut shared: HashMap<String, Vec<String>> = HashMap::new();
+        for account in accounts {
+            for item in list(by.clone(), Some(account.clone())).await? {
+                shared.entry(id_of(&item).unwrap_or_default().to_string()).or_default().push(account.clone());
+            }
+        }
+        for item in list(by, None).await? {
+            let shared_with = shared.remove(id_of(&item).unwrap_or_default()).unwrap_or_default();
+            out.push((item, shared_with));
+        }
+    }
+    Ok(out)
+}
+
 /// A snapshot as the replicator sees it, shared with `shared_with`.
 fn detail_of(s: &aws_sdk_ec2::types::Snapshot, shared_with: Vec<String>) -> BackupDetail {
     BackupDetail {
@@ -309,6 +335,7 @@ fn detail_of(s: &aws_sdk_ec2::types::Snapshot, shared_with: Vec<String>) -> Back
         available: s.state() == Some(&SnapshotState::Completed),
         encrypted: s.encrypted().unwrap_or(false),
         kms_key: s.kms_key_id().map(String::from),
+        parts: vec![],
     }
 }
 
@@ -552,23 +579,15 @@ impl Replication for AmiControl {
         out.image_id.ok_or_else(|| PortError::new(ErrorKind::Internal, None, "ec2:CopyImage returned no id"))
     }
 
-    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
-        // The AMI's snapshots too: without them the other account can launch but not copy it.
-        let image = self
-            .client
-            .describe_images()
-            .image_ids(id)
-            .send()
-            .await
-            .map_err(|e| port_error("ec2:DescribeImages", e))?;
-        for i in image.images() {
-            for s in i.block_device_mappings().iter().filter_map(|m| m.ebs()?.snapshot_id()) {
-                share_snapshot(&self.client, s, account).await?;
-            }
+    async fn share_backup(&self, backup: &BackupDetail, account: &str) -> Result<(), PortError> {
+        // The AMI's snapshots too (as the look found them): without them the other account
+        // can launch but not copy it.
+        for snapshot in &backup.parts {
+            share_snapshot(&self.client, snapshot, account).await?;
         }
         self.client
             .modify_image_attribute()
-            .image_id(id)
+            .image_id(&backup.id)
             .launch_permission(
                 LaunchPermissionModifications::builder()
                     .add(LaunchPermission::builder().user_id(account).build())
@@ -578,6 +597,28 @@ impl Replication for AmiControl {
             .await
             .map_err(|e| port_error("ec2:ModifyImageAttribute", e))?;
         Ok(())
+    }
+
+    /// One `DescribeImages` per chunk of ids (filter `image-id`), and one per share account
+    /// (`ExecutableUsers`) for who each is shared with: no `DescribeImageAttribute`.
+    async fn describe_backups(&self, ids: &[String], accounts: &[String]) -> Result<Vec<BackupDetail>, PortError> {
+        self.batch_details("image-id", ids, accounts).await.map(|found| found.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// One `DescribeImages` per chunk of tag values (filter `tag:<tag>`), and one per share
+    /// account.
+    async fn find_copies(
+        &self,
+        tag: &str,
+        wanted: &[(String, String)],
+        accounts: &[String],
+    ) -> Result<Vec<(String, BackupDetail)>, PortError> {
+        let values: Vec<String> = wanted.iter().map(|(v, _)| v.clone()).collect();
+        let found = self.batch_details(&format!("tag:{tag}"), &values, accounts).await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(i, d)| Some((i.tags().iter().find(|t| t.key() == Some(tag))?.value()?.to_string(), d)))
+            .collect())
     }
 }
 
@@ -619,22 +660,61 @@ impl Pull for AmiControl {
 
 impl AmiControl {
     async fn image_detail(&self, i: aws_sdk_ec2::types::Image) -> Result<BackupDetail, PortError> {
-        let id = i.image_id().unwrap_or_default().to_string();
         let attr = self
             .client
             .describe_image_attribute()
-            .image_id(&id)
+            .image_id(i.image_id().unwrap_or_default())
             .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
             .send()
             .await
             .map_err(|e| port_error("ec2:DescribeImageAttribute", e))?;
-        Ok(BackupDetail {
-            shared_with: attr.launch_permissions().iter().filter_map(|p| p.user_id().map(String::from)).collect(),
-            tags: from_ec2(i.tags()),
-            available: i.state() == Some(&ImageState::Available),
-            encrypted: i.block_device_mappings().iter().any(|m| m.ebs().and_then(|e| e.encrypted()).unwrap_or(false)),
-            kms_key: i.block_device_mappings().iter().find_map(|m| m.ebs()?.kms_key_id().map(String::from)),
-            id,
-        })
+        let shared_with = attr.launch_permissions().iter().filter_map(|p| p.user_id().map(String::from)).collect();
+        Ok(image_detail_of(&i, shared_with))
+    }
+
+    /// This account's AMIs whose `filter` is one of `values`, each with its detail and
+    /// `shared_with` limited to `accounts` ([`batched_look`]).
+    async fn batch_details(
+        &self,
+        filter: &str,
+        values: &[String],
+        accounts: &[String],
+    ) -> Result<Vec<(aws_sdk_ec2::types::Image, BackupDetail)>, PortError> {
+        let list = |by: Filter, account: Option<String>| async move {
+            self.client
+                .describe_images()
+                .owners("self")
+                .filters(by)
+                .set_executable_users(account.map(|a| vec![a]))
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| port_error("ec2:DescribeImages", e))
+        };
+        let found = batched_look(filter, values, accounts, list, |i: &aws_sdk_ec2::types::Image| i.image_id()).await?;
+        Ok(found
+            .into_iter()
+            .map(|(i, shared_with)| {
+                let d = image_detail_of(&i, shared_with);
+                (i, d)
+            })
+            .collect())
+    }
+}
+
+/// An AMI as the replicator sees it, shared with `shared_with`; its parts are the snapshots of
+/// its block device mappings.
+fn image_detail_of(i: &aws_sdk_ec2::types::Image, shared_with: Vec<String>) -> BackupDetail {
+    let ebs = || i.block_device_mappings().iter().filter_map(|m| m.ebs());
+    BackupDetail {
+        id: i.image_id().unwrap_or_default().to_string(),
+        shared_with,
+        tags: from_ec2(i.tags()),
+        available: i.state() == Some(&ImageState::Available),
+        encrypted: ebs().any(|e| e.encrypted().unwrap_or(false)),
+        kms_key: ebs().find_map(|e| e.kms_key_id().map(String::from)),
+        parts: ebs().filter_map(|e| e.snapshot_id().map(String::from)).collect(),
     }
 }

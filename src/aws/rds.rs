@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_rds::primitives::DateTime;
-use aws_sdk_rds::types::Tag;
+use aws_sdk_rds::types::{Filter, Tag};
 use aws_sdk_rds::Client;
 use bunker_actors::ports::{
     BackupControl, BackupDetail, CopyRequest, CreateRequest, Created, ErrorKind, ListedBackup, PortError, Pull,
@@ -76,6 +76,52 @@ pub(crate) fn copy_key(request: &CopyRequest) -> Result<Option<&str>, PortError>
     }
 }
 
+/// Identifiers per `db-snapshot-id` filter in one describe call.
+const FILTER_VALUES: usize = 100;
+
+/// `look` over `ids` in chunks of [`FILTER_VALUES`], its answers concatenated.
+async fn in_chunks<T, Fut>(ids: &[String], look: impl Fn(Vec<String>) -> Fut) -> Result<Vec<T>, PortError>
+where
+    Fut: std::future::Future<Output = Result<Vec<T>, PortError>>,
+{
+    let mut out = Vec::new();
+    for chunk in ids.chunks(FILTER_VALUES) {
+        out.extend(look(chunk.to_vec()).await?);
+    }
+    Ok(out)
+}
+
+/// A DB (cluster) snapshot as a look reports it: who it is shared with is not read.
+fn snapshot_detail(
+    id: Option<&str>,
+    tags: &[Tag],
+    status: Option<&str>,
+    encrypted: Option<bool>,
+    kms_key: Option<&str>,
+) -> BackupDetail {
+    BackupDetail {
+        id: id.unwrap_or_default().to_string(),
+        tags: from_rds(tags),
+        available: status == Some("available"),
+        shared_with: vec![],
+        encrypted: encrypted.unwrap_or(false),
+        kms_key: kms_key.map(String::from),
+        parts: vec![],
+    }
+}
+
+/// Of the snapshots `found` by name, the copies `wanted` (tag value, name): those named so and
+/// tagged `tag = value`, keyed by value.
+fn copies_among(tag: &str, wanted: &[(String, String)], found: Vec<BackupDetail>) -> Vec<(String, BackupDetail)> {
+    found
+        .into_iter()
+        .filter_map(|d| {
+            let value = d.tags.get(tag)?.clone();
+            wanted.iter().any(|(v, n)| *v == value && *n == d.id).then_some((value, d))
+        })
+        .collect()
+}
+
 /// Engines whose clusters are "rds-cluster" (not DocumentDB or Neptune).
 fn is_rds_cluster_engine(engine: &str) -> bool {
     engine.starts_with("aurora") || engine == "mysql" || engine == "postgres"
@@ -108,6 +154,29 @@ impl RdsInstanceControl {
         Ok(newest_available(
             snapshots.iter().map(|s| (s.status(), s.snapshot_create_time(), s.db_snapshot_identifier())),
         ))
+    }
+
+    /// The DB snapshots of `ids` that exist, shares not read.
+    async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<BackupDetail>, PortError> {
+        in_chunks(ids, |chunk| async move {
+            let found: Vec<_> = self
+                .client
+                .describe_db_snapshots()
+                .filters(Filter::builder().name("db-snapshot-id").set_values(Some(chunk)).build())
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| port_error("rds:DescribeDBSnapshots", e))?;
+            Ok(found
+                .iter()
+                .map(|s| {
+                    snapshot_detail(s.db_snapshot_identifier(), s.tag_list(), s.status(), s.encrypted(), s.kms_key_id())
+                })
+                .collect())
+        })
+        .await
     }
 }
 
@@ -212,27 +281,9 @@ impl BackupControl for RdsInstanceControl {
 #[async_trait]
 impl Replication for RdsInstanceControl {
     async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
-        let out = match self.client.describe_db_snapshots().db_snapshot_identifier(id).send().await {
-            Ok(o) => o,
-            Err(e) => return none_if_missing(port_error("rds:DescribeDBSnapshots", e)),
-        };
-        let Some(s) = out.db_snapshots.unwrap_or_default().into_iter().next() else { return Ok(None) };
-        let attrs = self
-            .client
-            .describe_db_snapshot_attributes()
-            .db_snapshot_identifier(id)
-            .send()
-            .await
-            .map_err(|e| port_error("rds:DescribeDBSnapshotAttributes", e))?;
-        let list = attrs.db_snapshot_attributes_result().map(|r| r.db_snapshot_attributes()).unwrap_or_default();
-        Ok(Some(BackupDetail {
-            id: id.to_string(),
-            tags: from_rds(s.tag_list()),
-            available: s.status() == Some("available"),
-            shared_with: restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))),
-            encrypted: s.encrypted().unwrap_or(false),
-            kms_key: s.kms_key_id().map(String::from),
-        }))
+        let Some(mut d) = self.snapshots_by_id(&[id.to_string()]).await?.pop() else { return Ok(None) };
+        d.shared_with = self.shared_with(id).await?;
+        Ok(Some(d))
     }
 
     async fn find_copy(&self, tag: &str, value: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
@@ -255,16 +306,48 @@ impl Replication for RdsInstanceControl {
         Ok(out.db_snapshot().and_then(|s| s.db_snapshot_identifier()).unwrap_or(&request.name).to_string())
     }
 
-    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+    async fn share_backup(&self, backup: &BackupDetail, account: &str) -> Result<(), PortError> {
         self.client
             .modify_db_snapshot_attribute()
-            .db_snapshot_identifier(id)
+            .db_snapshot_identifier(&backup.id)
             .attribute_name("restore")
             .values_to_add(account)
             .send()
             .await
             .map_err(|e| port_error("rds:ModifyDBSnapshotAttribute", e))?;
         Ok(())
+    }
+
+    /// RDS reads shares one snapshot at a time (`DescribeDBSnapshotAttributes`): looks leave
+    /// them to the replicator.
+    fn looks_report_shares(&self) -> bool {
+        false
+    }
+
+    async fn shared_with(&self, id: &str) -> Result<Vec<String>, PortError> {
+        let attrs = match self.client.describe_db_snapshot_attributes().db_snapshot_identifier(id).send().await {
+            Ok(a) => a,
+            Err(e) => return none_if_missing::<()>(port_error("rds:DescribeDBSnapshotAttributes", e)).map(|_| vec![]),
+        };
+        let list = attrs.db_snapshot_attributes_result().map(|r| r.db_snapshot_attributes()).unwrap_or_default();
+        Ok(restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))))
+    }
+
+    /// One `DescribeDBSnapshots` per chunk of identifiers (filter `db-snapshot-id`; the tags
+    /// come in `TagList`); shares are not read.
+    async fn describe_backups(&self, ids: &[String], _accounts: &[String]) -> Result<Vec<BackupDetail>, PortError> {
+        self.snapshots_by_id(ids).await
+    }
+
+    /// DR copies keep the source's identifier: one `DescribeDBSnapshots` per chunk of names.
+    async fn find_copies(
+        &self,
+        tag: &str,
+        wanted: &[(String, String)],
+        _accounts: &[String],
+    ) -> Result<Vec<(String, BackupDetail)>, PortError> {
+        let names: Vec<String> = wanted.iter().map(|(_, n)| n.clone()).collect();
+        Ok(copies_among(tag, wanted, self.snapshots_by_id(&names).await?))
     }
 }
 
@@ -337,6 +420,30 @@ impl RdsClusterControl {
         Ok(newest_available(
             snapshots.iter().map(|s| (s.status(), s.snapshot_create_time(), s.db_cluster_snapshot_identifier())),
         ))
+    }
+
+    /// The cluster snapshots of `ids` that exist, shares not read.
+    async fn snapshots_by_id(&self, ids: &[String]) -> Result<Vec<BackupDetail>, PortError> {
+        in_chunks(ids, |chunk| async move {
+            let found: Vec<_> = self
+                .client
+                .describe_db_cluster_snapshots()
+                .filters(Filter::builder().name("db-cluster-snapshot-id").set_values(Some(chunk)).build())
+                .into_paginator()
+                .items()
+                .send()
+                .try_collect()
+                .await
+                .map_err(|e| port_error("rds:DescribeDBClusterSnapshots", e))?;
+            Ok(found
+                .iter()
+                .map(|s| {
+                    let id = s.db_cluster_snapshot_identifier();
+                    snapshot_detail(id, s.tag_list(), s.status(), s.storage_encrypted(), s.kms_key_id())
+                })
+                .collect())
+        })
+        .await
     }
 }
 
@@ -443,30 +550,9 @@ impl BackupControl for RdsClusterControl {
 #[async_trait]
 impl Replication for RdsClusterControl {
     async fn describe_backup(&self, id: &str) -> Result<Option<BackupDetail>, PortError> {
-        let out = match self.client.describe_db_cluster_snapshots().db_cluster_snapshot_identifier(id).send().await {
-            Ok(o) => o,
-            Err(e) => return none_if_missing(port_error("rds:DescribeDBClusterSnapshots", e)),
-        };
-        let Some(s) = out.db_cluster_snapshots.unwrap_or_default().into_iter().next() else { return Ok(None) };
-        let attrs = self
-            .client
-            .describe_db_cluster_snapshot_attributes()
-            .db_cluster_snapshot_identifier(id)
-            .send()
-            .await
-            .map_err(|e| port_error("rds:DescribeDBClusterSnapshotAttributes", e))?;
-        let list = attrs
-            .db_cluster_snapshot_attributes_result()
-            .map(|r| r.db_cluster_snapshot_attributes())
-            .unwrap_or_default();
-        Ok(Some(BackupDetail {
-            id: id.to_string(),
-            tags: from_rds(s.tag_list()),
-            available: s.status() == Some("available"),
-            shared_with: restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))),
-            encrypted: s.storage_encrypted().unwrap_or(false),
-            kms_key: s.kms_key_id().map(String::from),
-        }))
+        let Some(mut d) = self.snapshots_by_id(&[id.to_string()]).await?.pop() else { return Ok(None) };
+        d.shared_with = self.shared_with(id).await?;
+        Ok(Some(d))
     }
 
     async fn find_copy(&self, tag: &str, value: &str, name: &str) -> Result<Option<BackupDetail>, PortError> {
@@ -477,8 +563,43 @@ impl Replication for RdsClusterControl {
         self.cluster_copy(request).await
     }
 
-    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
-        self.cluster_share(id, account).await
+    async fn share_backup(&self, backup: &BackupDetail, account: &str) -> Result<(), PortError> {
+        self.cluster_share(&backup.id, account).await
+    }
+
+    /// As for DB snapshots: shares are read one snapshot at a time.
+    fn looks_report_shares(&self) -> bool {
+        false
+    }
+
+    async fn shared_with(&self, id: &str) -> Result<Vec<String>, PortError> {
+        let out = self.client.describe_db_cluster_snapshot_attributes().db_cluster_snapshot_identifier(id).send().await;
+        let attrs = match out {
+            Ok(a) => a,
+            Err(e) => {
+                return none_if_missing::<()>(port_error("rds:DescribeDBClusterSnapshotAttributes", e)).map(|_| vec![])
+            }
+        };
+        let result = attrs.db_cluster_snapshot_attributes_result();
+        let list = result.map(|r| r.db_cluster_snapshot_attributes()).unwrap_or_default();
+        Ok(restore_accounts(list.iter().map(|a| (a.attribute_name(), a.attribute_values()))))
+    }
+
+    /// One `DescribeDBClusterSnapshots` per chunk of identifiers (filter
+    /// `db-cluster-snapshot-id`); shares are not read.
+    async fn describe_backups(&self, ids: &[String], _accounts: &[String]) -> Result<Vec<BackupDetail>, PortError> {
+        self.snapshots_by_id(ids).await
+    }
+
+    /// DR copies keep the source's identifier: one `DescribeDBClusterSnapshots` per chunk.
+    async fn find_copies(
+        &self,
+        tag: &str,
+        wanted: &[(String, String)],
+        _accounts: &[String],
+    ) -> Result<Vec<(String, BackupDetail)>, PortError> {
+        let names: Vec<String> = wanted.iter().map(|(_, n)| n.clone()).collect();
+        Ok(copies_among(tag, wanted, self.snapshots_by_id(&names).await?))
     }
 }
 

@@ -289,6 +289,7 @@ impl Replication for RedshiftControl {
                 .collect(),
             encrypted: s.encrypted().unwrap_or(false),
             kms_key: s.kms_key_id().map(String::from),
+            parts: vec![],
         }))
     }
 
@@ -300,11 +301,11 @@ impl Replication for RedshiftControl {
         Err(not_per_backup())
     }
 
-    async fn share_backup(&self, id: &str, account: &str) -> Result<(), PortError> {
+    async fn share_backup(&self, backup: &BackupDetail, account: &str) -> Result<(), PortError> {
         let out = self
             .client
             .authorize_snapshot_access()
-            .snapshot_identifier(id)
+            .snapshot_identifier(&backup.id)
             .account_with_restore_access(account)
             .send()
             .await;
