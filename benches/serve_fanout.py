@@ -33,30 +33,69 @@ def stats():
 POLL = float(os.environ.get("POLL", "1.5"))
 
 
+KIND = os.environ.get("KIND", "ebs")
+NOUN = {"ebs": "volumes", "ec2ami": "instances", "rds": "DB instances"}[KIND]
+
+
+def seed(c, n):
+    """n resources of KIND selected for backups, made as bunker's account."""
+    tag = [{"Key": "bunker:create_backup", "Value": "true"}]
+    if KIND == "rds":
+        rds = boto3.client("rds", region_name=SRC, **c)
+        for i in range(n):
+            rds.create_db_instance(DBInstanceIdentifier=f"db-{i}", Engine="postgres", DBInstanceClass="db.t3.micro",
+                                   MasterUsername="u", MasterUserPassword="password1", AllocatedStorage=20, Tags=tag)
+        return
+    ec2 = boto3.client("ec2", region_name=SRC, **c)
+    if KIND == "ec2ami":
+        ec2.run_instances(ImageId="ami-12c6146b", MinCount=n, MaxCount=n,
+                          TagSpecifications=[{"ResourceType": "instance", "Tags": tag}])
+        return
+    for i in range(n):
+        ec2.create_volume(AvailabilityZone=f"{SRC}a", Size=1, TagSpecifications=[{"ResourceType": "volume",
+            "Tags": tag + [{"Key": "Name", "Value": f"vol-{i}"}]}])
+
+
+def watcher(account):
+    """A check, as the poller's own role, that all n backups and copies exist and the share
+    account was given each (seen from its side: one listing per region)."""
+    watch, give = creds(account, SRC, role="poller"), creds(SHARE, SRC, role="poller")
+    if KIND == "rds":
+        mine = [boto3.client("rds", region_name=r, **watch) for r in (SRC, DR)]
+        theirs = [boto3.client("rds", region_name=r, **give) for r in (SRC, DR)]
+        def done(n):
+            if any(len(m.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]) != n for m in mine):
+                return False
+            given = [s for t in theirs for s in t.describe_db_snapshots(SnapshotType="shared", IncludeShared=True)["DBSnapshots"]
+                     if f":{account}:" in s["DBSnapshotArn"]]
+            return len(given) == 2 * n
+        return done
+    mine = [boto3.client("ec2", region_name=r, **watch) for r in (SRC, DR)]
+    theirs = [boto3.client("ec2", region_name=r, **give) for r in (SRC, DR)]
+    def done(n):
+        if KIND == "ec2ami":
+            if any(len(m.describe_images(Owners=["self"])["Images"]) != n for m in mine):
+                return False
+            images = sum(len(t.describe_images(Owners=[account], ExecutableUsers=["self"])["Images"]) for t in theirs)
+            # An AMI's snapshot is shared with it (else it cannot be copied by the account).
+            return images == 2 * n and sum(len(t.describe_snapshots(OwnerIds=[account])["Snapshots"]) for t in theirs) == 2 * n
+        if any(len(m.describe_snapshots(OwnerIds=["self"])["Snapshots"]) != n for m in mine):
+            return False
+        return sum(len(t.describe_snapshots(OwnerIds=[account])["Snapshots"]) for t in theirs) == 2 * n
+    return done
+
+
 def one_run(label, bunker, account, run):
     c = creds(account, SRC)  # bunker's role: "bench"
-    watch = creds(account, SRC, role="poller")
-    give = creds(SHARE, SRC, role="poller")
-    src, dr = boto3.client("ec2", region_name=SRC, **watch), boto3.client("ec2", region_name=DR, **watch)
-    src_in, dr_in = boto3.client("ec2", region_name=SRC, **give), boto3.client("ec2", region_name=DR, **give)
-    setup = boto3.client("ec2", region_name=SRC, **c)
-    for i in range(n):
-        setup.create_volume(AvailabilityZone=f"{SRC}a", Size=1, TagSpecifications=[{"ResourceType": "volume",
-            "Tags": [{"Key": "bunker:create_backup", "Value": "true"}, {"Key": "Name", "Value": f"vol-{i}"}]}])
+    seed(c, n)
+    done = watcher(account)
     cfg = os.path.join(work, f"bench-{account}.toml")
     with open(cfg, "w") as f:
         f.write(f'regions = ["{SRC}"]\ndr_regions = ["{DR}"]\nshare_accounts = ["{SHARE}"]\n'
                 'schedule.create = "0 0 * * *"\nschedule.clean = ""\n'
-                '[serve]\nkinds = "ebs"\nlisten = "127.0.0.1:0"\ncheck_interval = "1s"\nreconcile_interval = "1h"\n')
+                f'[serve]\nkinds = "{KIND}"\nlisten = "127.0.0.1:0"\ncheck_interval = "1s"\nreconcile_interval = "1h"\n')
     p, t0 = start_serve(bunker, cfg, c, SRC, os.path.join(work, f"state-{account}"))
-    while True:
-        sources = src.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-        copies = dr.describe_snapshots(OwnerIds=["self"])["Snapshots"]
-        if len(sources) == n and len(copies) == n:
-            given = len(src_in.describe_snapshots(OwnerIds=[account])["Snapshots"])
-            given += len(dr_in.describe_snapshots(OwnerIds=[account])["Snapshots"])
-            if given == 2 * n:
-                break
+    while not done(n):
         if time.monotonic() - t0 > 3600:
             sys.exit("timed out")
         time.sleep(POLL)
@@ -69,8 +108,8 @@ def one_run(label, bunker, account, run):
     p.terminate()
     p.wait(timeout=30)
     by_action = ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(made.items(), key=lambda kv: -kv[1]))
-    print(f"run {run + 1} ({label}): {n} volumes -> {n} backups, {n} copies in {DR}, {2 * n} shares: "
-          f"{wall:.2f} s ({1000 * wall / n:.0f} ms per volume), peak RSS {hwm:.1f} MiB, "
+    print(f"run {run + 1} ({label}, {KIND}): {n} {NOUN} -> {n} backups, {n} copies in {DR}, {2 * n} shares: "
+          f"{wall:.2f} s ({1000 * wall / n:.0f} ms per backup), peak RSS {hwm:.1f} MiB, "
           f"bunker's requests per backup {reqs / n:.2f}: {by_action}")
     return wall, hwm, reqs / n
 
@@ -84,7 +123,7 @@ for run in range(runs):
         results[label].append(one_run(label, path, f"7{k}00000000{run:02d}", run))
 for label, rs in results.items():
     wall = statistics.median(r[0] for r in rs)
-    print(f"{label} median of {runs}: {wall:.2f} s ({1000 * wall / n:.0f} ms per volume), "
+    print(f"{label} median of {runs} ({KIND}): {wall:.2f} s ({1000 * wall / n:.0f} ms per backup), "
           f"peak RSS {statistics.median(r[1] for r in rs):.1f} MiB, {statistics.median(r[2] for r in rs):.2f} requests per backup")
 if len(binaries) > 1:
     (a, ra), (b, rb) = list(results.items())[:2]

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Benchmark of the serve issue: N tagged volumes; `bunker serve` catches up the day's create
-# slot at start, then copies every new backup to 1 DR region and shares it (and the copy)
-# with 1 account. Measures wall time from process start until every copy and share exists
+# Benchmark of the serve issue: N tagged volumes (KIND=ebs, the default), instances
+# (KIND=ec2ami) or DB instances (KIND=rds); `bunker serve` catches up the day's create slot at
+# start, then copies every new backup to 1 DR region and shares it (and the copy) with 1
+# account (an AMI's snapshot too). Measures wall time from process start until every copy and share exists
 # (polled from outside with boto3 every POLL seconds, default 1.5, under its own role so the
 # emulator counts its requests apart), peak RSS of the service (VmHWM), and bunker's own
 # HTTP requests per backup, by action.
 # Runs RUNS times (default 3), each in a fresh account, and prints each run and the median.
 #
 #   benches/serve_fanout.sh 50
+#   KIND=rds benches/serve_fanout.sh 200
 #   BUNKER_BEFORE=/tmp/bunker-old benches/serve_fanout.sh 50   # old vs this build, side by side
 #   SHELVERY_VENV=/path/to/venv-with-shelvery-0.10.1 benches/serve_fanout.sh 50   # side by side
 #

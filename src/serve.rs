@@ -255,7 +255,7 @@ impl Tree {
             supervise("replicator", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
         };
         let reconciler = {
-            let scan = Arc::new(Reconciler::new(logic, replicator.recipient(), kinds.clone()));
+            let scan = Arc::new(Reconciler::new(logic.clone(), replicator.recipient(), kinds.clone()));
             let every = p.cfg.serve.reconcile_interval.unsigned_abs();
             let make = move || ReconcilerActor::new(scan.clone(), every);
             supervise("reconciler", make, RESTARTS, p.metrics.clone(), Some(p.failures.clone()))
@@ -264,7 +264,7 @@ impl Tree {
         let mount = volumes.as_ref().map(|(jobs, _)| jobs.recipient());
         let (exporter, export_scan) = start_exporter(p, mount.clone());
         let puller = start_puller(p);
-        let scheduler = start_scheduler(p, executor(p, &replicator, puller.as_ref()), &reconciler, &exporter);
+        let scheduler = start_scheduler(p, executor(p, (&replicator, logic), puller.as_ref()), &reconciler, &exporter);
         let vaults = start_vault_exports(p, mount);
         let watcher = start_watcher(p, &replicator, &scheduler, &exporter, vaults.as_ref());
         Tree { replicator, reconciler, scheduler, exporter, export_scan, puller, vaults, volumes, watcher }
@@ -373,8 +373,12 @@ impl Tree {
 }
 
 /// The executor: each kind's create and clean runners, the puller with `source_accounts`;
-/// new backups go to `replicator`.
-fn executor(p: &Parts<'_>, replicator: &Supervised<ReplicatorActor>, pulls: Option<&Pulls>) -> Arc<Executor> {
+/// new backups go to `replicator` (its actor, and its logic told first).
+fn executor(
+    p: &Parts<'_>,
+    replicator: (&Supervised<ReplicatorActor>, Arc<Replicator>),
+    pulls: Option<&Pulls>,
+) -> Arc<Executor> {
     let mut runners = HashMap::new();
     let notifier = p.notifier.clone();
     for &kind in &p.cfg.serve.kinds {
@@ -387,7 +391,7 @@ fn executor(p: &Parts<'_>, replicator: &Supervised<ReplicatorActor>, pulls: Opti
             .with_outcomes(events);
         runners.insert(kind, KindRunners { create: Arc::new(create), clean: Arc::new(clean) });
     }
-    let mut executor = Executor::new(runners, replicator.recipient(), p.metrics.clone());
+    let mut executor = Executor::new(runners, replicator.0.recipient(), p.metrics.clone()).telling(replicator.1);
     if let Some(pulls) = pulls {
         executor = executor.with_puller(pulls.0.clone(), pulls.1.recipient());
     }

@@ -341,6 +341,14 @@ impl Replicator {
         Ok(look)
     }
 
+    /// This process has just made backup `b` (a scheduled create): nobody shares it yet, so its
+    /// job need not read that where looks do not report shares. Call before handing `b` over.
+    pub fn made(&self, b: &BackupRef) {
+        if !self.config.replication.share_accounts.is_empty() {
+            self.learn_share(b.kind, &b.region, &b.id, None);
+        }
+    }
+
     /// `d` with the shares this process made or read, where its port's looks do not report
     /// shares (RDS); as it is otherwise.
     fn with_known_shares(&self, kind: ResourceKind, region: &str, mut d: BackupDetail) -> BackupDetail {
@@ -881,7 +889,7 @@ mod tests {
     /// Issue 15: where looks do not report shares (RDS reads them one snapshot at a time), a
     /// job takes the shares it made as the state. A new backup and its copy are each shared
     /// once, with one read — of the source, which this process did not make — and none of the
-    /// copy it made; what it knew goes when the job ends. A replayed job (another process)
+    /// copy it made, nor of a backup its scheduler made; what it knew goes when the job ends. A replayed job (another process)
     /// reads each once and shares nothing again; a share removed by hand is made again.
     #[tokio::test]
     async fn shares_the_looks_cannot_see_are_inferred_and_read_only_where_unknown() {
@@ -899,6 +907,11 @@ mod tests {
         assert_eq!(w.dr.state.lock().unwrap().shared[&copy_id], ["111111111111"]);
         assert_eq!(w.home.state.lock().unwrap().shared["snap-1"], ["111111111111"]);
         assert!(w.logic.shares.lock().unwrap().is_empty(), "forgotten when the job ended");
+        // A backup this process made (a scheduled create) is shared with nobody: no read.
+        add_backup(&w.home, "snap-2", "bunker-123456789012-us-east-1");
+        w.logic.made(&snap("snap-2"));
+        assert_eq!(shares(&until_done(&w.logic, &snap("snap-2")).await), 2);
+        assert_eq!((reads(&w.home), reads(&w.dr)), (1, 0), "nothing read for a backup made here");
 
         let replay = replicator(&w.home, &w.dr, w.notifier.clone());
         assert_eq!(shares(&until_done(&replay, &snap("snap-1")).await), 0, "nothing shared twice");

@@ -145,6 +145,8 @@ pub struct Executor {
     runners: HashMap<ResourceKind, KindRunners>,
     puller: Option<(Arc<crate::puller::Puller>, Recipient<Run<crate::puller::PullRef>>)>,
     replicator: Recipient<Replicate>,
+    /// Told of each backup a create makes before it is handed over.
+    told: Option<Arc<crate::replicator::Replicator>>,
     metrics: Arc<Metrics>,
     running: Arc<AtomicUsize>,
     clock: Arc<dyn Clock>,
@@ -161,6 +163,7 @@ impl Executor {
             runners,
             puller: None,
             replicator,
+            told: None,
             metrics,
             running: Arc::new(AtomicUsize::new(0)),
             clock: Arc::new(SystemClock),
@@ -170,6 +173,13 @@ impl Executor {
     /// Runs, slots and leases take their time from `clock`.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Tells `logic` (the replicator behind the job actor) of every backup a create makes
+    /// before handing it over ([`Replicator::made`](crate::replicator::Replicator::made)).
+    pub fn telling(mut self, logic: Arc<crate::replicator::Replicator>) -> Self {
+        self.told = Some(logic);
         self
     }
 
@@ -210,6 +220,9 @@ impl Executor {
                 // Every backup made, not the report's entries: a report keeps at most
                 // MAX_ENTRIES, and the backups past them would wait for reconciliation.
                 let (report, created) = r.create.create_and_list(&opts, select).await;
+                if let Some(logic) = &self.told {
+                    created.iter().for_each(|b| logic.made(b));
+                }
                 let results: Vec<_> = stream::iter(created)
                     .map(|b| self.replicator.send(Run(b)))
                     .buffer_unordered(FAN_OUT)
