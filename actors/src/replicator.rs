@@ -75,15 +75,19 @@ pub struct Replicator {
     deferred: Mutex<HashMap<(ResourceKind, String), std::collections::VecDeque<BackupRef>>>,
     /// Jobs to look at now.
     woken: Mutex<Vec<BackupRef>>,
-    /// Who each backup of an open job is shared with, per (kind, region, id), for ports whose
-    /// looks do not report shares: learnt from this process's own effects (a share made, a
-    /// copy made and so shared with nobody) and from reads where it knew nothing.
-    shares: Mutex<HashMap<(ResourceKind, String, String), BTreeSet<String>>>,
+    /// Per open job, who each of its backups is shared with, by (region, id), for ports whose
+    /// looks do not report shares: learnt from the job's own effects (a share made, a copy
+    /// made and so shared with nobody), from [`Replicator::made`], and from reads where it
+    /// knew nothing.
+    shares: Mutex<HashMap<BackupRef, JobShares>>,
     /// How long a copy claim lasts unless renewed ([`COPY_LEASE`]).
     copy_lease: Duration,
     clock: Arc<dyn Clock>,
     outcomes: crate::outcomes::Outcomes,
 }
+
+/// Who each backup of one job is shared with, by (region, id).
+type JobShares = HashMap<(String, String), BTreeSet<String>>;
 
 fn entry(operation: Operation, status: EntryStatus, region: &str, id: &str) -> Entry {
     Entry {
@@ -252,7 +256,9 @@ impl Replicator {
         let look = match self.look(b).await {
             Ok(look) => look,
             Err(pass) => {
-                self.forget_shares(b.kind, &[(b.region.clone(), b.id.clone())]);
+                if matches!(pass, Pass::NotOurs(_)) {
+                    self.forget_shares(b);
+                }
                 return (pass, vec![]);
             }
         };
@@ -265,7 +271,7 @@ impl Replicator {
         let plan =
             replication::plan(targets, &b.region, &source, &copies, look.reencrypted.clone().map(state).as_ref());
         if plan.is_done() {
-            self.forget_shares(b.kind, &look.backups(&b.region));
+            self.forget_shares(b);
             return (Pass::Done, vec![]);
         }
         let results = join_all(plan.steps.iter().map(|s| self.step(b, &look, s))).await;
@@ -299,7 +305,7 @@ impl Replicator {
             return Err(Pass::NotOurs(e.to_string()));
         }
         let detail = match self.sources.get((b.kind, b.region.clone()), b.id.clone()).await {
-            Ok(Some(d)) => self.with_known_shares(b.kind, &b.region, d),
+            Ok(Some(d)) => self.with_known_shares(b, &b.region, d),
             Ok(None) => return Err(Pass::NotOurs("no longer exists".into())),
             Err(e) => return Err(self.retry(e)),
         };
@@ -321,7 +327,7 @@ impl Replicator {
                     if self.update_in_flight(b.kind, region, &look.copy_of, !c.available) {
                         self.copy_completed(b, region, &c.id).await;
                     }
-                    look.copies.insert(region.clone(), self.with_known_shares(b.kind, region, c));
+                    look.copies.insert(region.clone(), self.with_known_shares(b, region, c));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(self.retry(e)),
@@ -336,7 +342,7 @@ impl Replicator {
                 // A re-encrypted copy is a step towards a share, not a DR copy: no event.
                 self.update_in_flight(b.kind, &b.region, &format!("re:{}", look.copy_of), !c.available);
             }
-            look.reencrypted = found.map(|c| self.with_known_shares(b.kind, &b.region, c));
+            look.reencrypted = found.map(|c| self.with_known_shares(b, &b.region, c));
         }
         Ok(look)
     }
@@ -345,57 +351,55 @@ impl Replicator {
     /// job need not read that where looks do not report shares. Call before handing `b` over.
     pub fn made(&self, b: &BackupRef) {
         if !self.config.replication.share_accounts.is_empty() {
-            self.learn_share(b.kind, &b.region, &b.id, None);
+            self.learn_share(b, &b.region, &b.id, None);
         }
     }
 
-    /// `d` with the shares this process made or read, where its port's looks do not report
-    /// shares (RDS); as it is otherwise.
-    fn with_known_shares(&self, kind: ResourceKind, region: &str, mut d: BackupDetail) -> BackupDetail {
-        if self.control(kind, region).is_ok_and(|c| !c.looks_report_shares()) {
+    /// `d` (in `region`, looked at by `job`) with the shares the job knows, where its port's
+    /// looks do not report shares (RDS); as it is otherwise.
+    fn with_known_shares(&self, job: &BackupRef, region: &str, mut d: BackupDetail) -> BackupDetail {
+        if self.control(job.kind, region).is_ok_and(|c| !c.looks_report_shares()) {
             let known = self.shares.lock().expect("shares lock");
-            d.shared_with =
-                known.get(&(kind, region.to_string(), d.id.clone())).into_iter().flatten().cloned().collect();
+            let of_job = known.get(job).and_then(|k| k.get(&(region.to_string(), d.id.clone())));
+            d.shared_with = of_job.into_iter().flatten().cloned().collect();
         }
         d
     }
 
-    /// Who backup `id` in (kind, region) is shared with, for a port whose looks do not say:
-    /// what this process knows, else one read (then known).
+    /// Who backup `id` in `region` is shared with, for a port whose looks do not say: what
+    /// `job` knows, else one read (then known).
     async fn shares_of(
         &self,
+        job: &BackupRef,
         ctl: &dyn Replication,
-        kind: ResourceKind,
         region: &str,
         id: &str,
     ) -> Result<BTreeSet<String>, PortError> {
-        let key = (kind, region.to_string(), id.to_string());
-        if let Some(known) = self.shares.lock().expect("shares lock").get(&key) {
+        let at = (region.to_string(), id.to_string());
+        if let Some(known) = self.shares.lock().expect("shares lock").get(job).and_then(|k| k.get(&at)) {
             return Ok(known.clone());
         }
         let read: BTreeSet<String> = ctl.shared_with(id).await?.into_iter().collect();
-        self.shares.lock().expect("shares lock").entry(key).or_default().extend(read.iter().cloned());
+        let mut known = self.shares.lock().expect("shares lock");
+        known.entry(job.clone()).or_default().entry(at).or_default().extend(read.iter().cloned());
         Ok(read)
     }
 
-    /// Records what an effect made known: `account` (if any) now shares backup `id`, or a
-    /// backup this process just made is shared with nobody. Only for ports whose looks do not
-    /// report shares.
-    fn learn_share(&self, kind: ResourceKind, region: &str, id: &str, account: Option<&str>) {
-        if self.control(kind, region).is_ok_and(|c| !c.looks_report_shares()) {
+    /// Records what an effect of `job` made known: `account` (if any) now shares backup `id`
+    /// in `region`, or a backup just made is shared with nobody. Only for ports whose looks do
+    /// not report shares.
+    fn learn_share(&self, job: &BackupRef, region: &str, id: &str, account: Option<&str>) {
+        if self.control(job.kind, region).is_ok_and(|c| !c.looks_report_shares()) {
             let mut known = self.shares.lock().expect("shares lock");
-            let set = known.entry((kind, region.to_string(), id.to_string())).or_default();
+            let set = known.entry(job.clone()).or_default().entry((region.to_string(), id.to_string())).or_default();
             set.extend(account.map(String::from));
         }
     }
 
-    /// A job ended: what it knew of its backups' shares goes (a later scan reads them again,
-    /// so a share removed by hand is made again).
-    fn forget_shares(&self, kind: ResourceKind, backups: &[(String, String)]) {
-        let mut known = self.shares.lock().expect("shares lock");
-        for (region, id) in backups {
-            known.remove(&(kind, region.clone(), id.clone()));
-        }
+    /// `job` ended (done, not ours, gave up): what it knew of its backups' shares goes, so a
+    /// later scan reads them again (and re-makes a share removed by hand).
+    fn forget_shares(&self, job: &BackupRef) {
+        self.shares.lock().expect("shares lock").remove(job);
     }
 
     async fn copy_completed(&self, b: &BackupRef, region: &str, copy_id: &str) {
@@ -421,7 +425,7 @@ impl Replicator {
         match step {
             Step::Reencrypt => self.reencrypt(b, look).await,
             Step::Share { region, id, account } => match look.find(region, id, &b.region) {
-                Some(backup) => self.share(b.kind, region, backup, account).await,
+                Some(backup) => self.share(b, region, backup, account).await,
                 None => {
                     let e =
                         PortError::new(ErrorKind::Internal, None, format!("planned a share of {id}, not looked at"));
@@ -478,17 +482,17 @@ impl Replicator {
         }
     }
 
-    /// Shares `backup` in `region` with `account`. Where the port's looks do not report shares,
+    /// Shares `backup` in `region` (of job `b`) with `account`. Where the port's looks do not report shares,
     /// the shares are first taken from what this process knows, or read once (a replayed job),
     /// and an account that already has access is left as it is.
     async fn share(
         &self,
-        kind: ResourceKind,
+        b: &BackupRef,
         region: &str,
         backup: &BackupDetail,
         account: &str,
     ) -> (StepResult, Option<Entry>) {
-        let ctl = match self.control(kind, region) {
+        let ctl = match self.control(b.kind, region) {
             Ok(c) => c,
             Err(e) => return (StepResult::Failed(e), None),
         };
@@ -497,7 +501,7 @@ impl Replicator {
             ..entry(Operation::ShareBackup, EntryStatus::Ok, region, &backup.id)
         };
         if !ctl.looks_report_shares() {
-            match self.shares_of(ctl.as_ref(), kind, region, &backup.id).await {
+            match self.shares_of(b, ctl.as_ref(), region, &backup.id).await {
                 Ok(known) if known.contains(account) => return (StepResult::Made, None),
                 Ok(_) => {}
                 Err(e) => return self.failed(e, base),
@@ -506,7 +510,7 @@ impl Replicator {
         match ctl.share_backup(backup, account).await {
             Ok(()) => {
                 info!(region = %region, backup_id = %backup.id, account = %account, "backup shared");
-                self.learn_share(kind, region, &backup.id, Some(account));
+                self.learn_share(b, region, &backup.id, Some(account));
                 (StepResult::Made, Some(base))
             }
             Err(e) => self.failed(e, base),
@@ -531,11 +535,11 @@ impl Replicator {
             self.defer(region, job, true);
             return Err((StepResult::Deferred(format!("copy into {region}: concurrency cap")), None));
         }
-        self.defer(region, job, false);
+        self.defer(region, job.clone(), false);
         let started = self.claim_and_copy(kind, region, key, request, base).await;
         match &started {
             // A copy made just now is shared with nobody.
-            Ok(id) => self.learn_share(kind, region, id, None),
+            Ok(id) => self.learn_share(&job, region, id, None),
             // The slot reserved for a copy that did not start: freed, not completed.
             Err(_) => {
                 self.update_in_flight(kind, region, key, false);
@@ -676,6 +680,11 @@ impl Workflow for Replicator {
         std::mem::take(&mut *self.woken.lock().expect("woken lock"))
     }
 
+    /// A job that gave up forgets what it knew of shares (its next run reads them again).
+    async fn abandon(&self, b: &BackupRef) {
+        self.forget_shares(b);
+    }
+
     fn gave_up_entry(&self, b: &BackupRef, reason: &str) -> Option<Entry> {
         Some(Entry {
             message: Some(reason.into()),
@@ -755,15 +764,6 @@ impl Look {
     fn find(&self, region: &str, id: &str, source_region: &str) -> Option<&BackupDetail> {
         let here = (region == source_region).then_some(&self.detail).into_iter().chain(&self.reencrypted);
         here.chain(self.copies.get(region)).find(|d| d.id == id)
-    }
-
-    /// (region, id) of every backup looked at.
-    fn backups(&self, source_region: &str) -> Vec<(String, String)> {
-        let at = |region: &str, d: &BackupDetail| (region.to_string(), d.id.clone());
-        let mut out = vec![at(source_region, &self.detail)];
-        out.extend(self.reencrypted.iter().map(|d| at(source_region, d)));
-        out.extend(self.copies.iter().map(|(region, d)| at(region, d)));
-        out
     }
 }
 
