@@ -2,10 +2,11 @@
 # Benchmark of the serve issue: N tagged volumes (KIND=ebs, the default), instances
 # (KIND=ec2ami) or DB instances (KIND=rds); `bunker serve` catches up the day's create slot at
 # start, then copies every new backup to 1 DR region and shares it (and the copy) with 1
-# account (an AMI's snapshot too). Measures wall time from process start until every copy and share exists
-# (polled from outside with boto3 every POLL seconds, default 1.5, under its own role so the
-# emulator counts its requests apart), peak RSS of the service (VmHWM), and bunker's own
-# HTTP requests per backup, by action.
+# account (an AMI's snapshot too). Measures wall time from process start until bunker's last
+# request (its last share), as the emulator timed it, once every copy and share exists (polled
+# from outside with boto3 every POLL seconds, default 1.5, under its own role so the emulator
+# counts its requests apart; the time the poller saw it is printed too), peak RSS of the
+# service (VmHWM), and bunker's own HTTP requests per backup, by action.
 # Runs RUNS times (default 3), each in a fresh account, and prints each run and the median.
 #
 #   benches/serve_fanout.sh 50

@@ -925,6 +925,52 @@ mod tests {
         assert_eq!(w.dr.state.lock().unwrap().shared[&copy_id], ["111111111111"]);
     }
 
+    /// Issue 15: a scheduled create tells the replicator what it made
+    /// ([`Executor::telling`](crate::scheduler::Executor::telling)), so where looks do not
+    /// report shares (RDS) the new backups' jobs read none: every share is made, none read.
+    #[test]
+    fn a_scheduled_create_tells_the_replicator_what_it_made() {
+        use crate::scheduler::{Action, Executor, KindRunners};
+        let w = world();
+        for c in [&w.home, &w.dr] {
+            c.state.lock().unwrap().looks_hide_shares = true;
+        }
+        for i in 0..3 {
+            w.home.add_resource(&format!("vol-{i}"), &[("bunker:create_backup", "true")]);
+        }
+        let settings = Arc::new(bunker_protocol::config::Resolved::new(defaults()).unwrap());
+        let home: Arc<dyn crate::ports::BackupControl> = w.home.clone();
+        let runner = Arc::new(crate::runner::Runner::new(
+            "123456789012".into(),
+            ResourceKind::Ebs,
+            vec![home],
+            w.notifier.clone(),
+            settings,
+        ));
+        let logic = w.logic.clone();
+        let sys = actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+        });
+        let report = sys.block_on(async move {
+            let (metrics, alerts) = (logic.metrics.clone(), logic.alerts());
+            let addr = ReplicatorActor::new(logic.clone(), Duration::from_millis(10), metrics, alerts).start();
+            let runners = HashMap::from([(ResourceKind::Ebs, KindRunners { create: runner.clone(), clean: runner })]);
+            let exec = Executor::new(runners, addr.recipient(), Arc::default()).telling(logic);
+            exec.run(Action::Create, ResourceKind::Ebs, None).await.unwrap()
+        });
+        assert_eq!(report.summary.failed, 0, "{report:?}");
+        let (home, dr) = (w.home.state.lock().unwrap(), w.dr.state.lock().unwrap());
+        assert_eq!((home.backups.len(), dr.backups.len()), (3, 3), "three backups, three copies");
+        for id in home.backups.keys() {
+            assert_eq!(home.shared.get(id).map(Vec::as_slice), Some(&["111111111111".to_string()][..]), "{id}");
+        }
+        for id in dr.backups.keys() {
+            assert_eq!(dr.shared.get(id).map(Vec::as_slice), Some(&["111111111111".to_string()][..]), "{id}");
+        }
+        assert_eq!((home.share_reads, dr.share_reads), (0, 0), "no share read for backups made here");
+        assert!(w.logic.shares.lock().unwrap().is_empty(), "forgotten when the jobs ended");
+    }
+
     /// Issue 15: a copy the cap deferred is woken as soon as a slot frees — the engine asks
     /// `woken()` after every pass — instead of waiting for its job's next timer.
     #[tokio::test]

@@ -69,7 +69,7 @@ What the plugin adds to stock moto (see README, "The local emulator"):
 * A request counter: ``GET /_bunker/stats`` answers
   ``{"requests": N, "by_action": {"ec2:CreateSnapshot": n, ...}, "by_role": {...}}`` (``by_role``:
   the same per assumed role, ``"<account>:<role name>"``, so a test can see which role made
-  which call) and
+  which call; ``last_by_role``: when each role's last request came, Unix time) and
   ``POST /_bunker/stats/reset`` zeroes it. Benchmarks use it to report HTTP
   requests per backup, and ``get_object_bytes`` (by bucket) the bytes a ranged restore
   read. Its own requests are not counted.
@@ -89,6 +89,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import urllib.parse
 
 import moto_backup  # beside this file: AWS Backup jobs and recovery points
@@ -785,6 +786,7 @@ class Counter:
         # "<account>:<role name>" -> Counter of actions made with that role's credentials.
         self.by_role = collections.defaultdict(collections.Counter)
         self.roles = {}  # access key -> "<account>:<role name>" (None: not an assumed role)
+        self.last_by_role = {}  # "<account>:<role name>" -> when its last request came (Unix time)
 
     def role_of(self, key):
         """The assumed role an access key belongs to, as "<account>:<role name>"."""
@@ -872,6 +874,7 @@ class Counter:
             self.by_action[key] += 1
             if role is not None:
                 self.by_role[role][key] += 1
+                self.last_by_role[role] = time.time()
         if key == "rds:CopyDBClusterSnapshot":
             refused = presigned_url_refusal(environ, start_response, self._region.search(environ.get("HTTP_AUTHORIZATION", "")))
             if refused is not None:
@@ -960,6 +963,7 @@ class Counter:
             if environ.get("REQUEST_METHOD") == "POST":
                 self.by_action.clear()
                 self.by_role.clear()
+                self.last_by_role.clear()
                 with FAULTS.lock:
                     FAULTS.part_bytes = 0
                     FAULTS.get_bytes.clear()
@@ -968,7 +972,8 @@ class Counter:
                           "upload_part_bytes": FAULTS.part_bytes, "get_object_bytes": dict(FAULTS.get_bytes)}
             body = json.dumps(
                 {"requests": sum(self.by_action.values()), "by_action": dict(self.by_action),
-                 "by_role": {r: dict(c) for r, c in self.by_role.items()}, **faults}
+                 "by_role": {r: dict(c) for r, c in self.by_role.items()}, "last_by_role": dict(self.last_by_role),
+                 **faults}
             ).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
