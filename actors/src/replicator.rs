@@ -482,9 +482,9 @@ impl Replicator {
         }
     }
 
-    /// Shares `backup` in `region` (of job `b`) with `account`. Where the port's looks do not report shares,
-    /// the shares are first taken from what this process knows, or read once (a replayed job),
-    /// and an account that already has access is left as it is.
+    /// Shares `backup` in `region` (of job `b`) with `account`. Where the port's looks do not
+    /// report shares, they are first taken from what the job knows, or read once (a replayed
+    /// job), and an account that already has access is left as it is.
     async fn share(
         &self,
         b: &BackupRef,
