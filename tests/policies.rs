@@ -576,3 +576,53 @@ async fn each_function_calls_aws_only_under_its_own_role_which_allows_every_call
         }
     }
 }
+
+/// Which rules match each event file: `deploy/check_event_rules.py`, moto's own EventBridge
+/// pattern matcher over `deploy/eventbridge/rules.json` and the two templates' rules.
+fn rules_matching(files: &[std::path::PathBuf]) -> Value {
+    let out = Command::new(common::python())
+        .current_dir(root())
+        .arg("deploy/check_event_rules.py")
+        .args(files)
+        .output()
+        .expect("run check_event_rules.py");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("check_event_rules.py's JSON")
+}
+
+/// Every AWS event bunker acts on (the protocol's fixtures: AWS's documented examples and
+/// real-shaped ones) is routed to its queue by `deploy/eventbridge/rules.json` and by the
+/// stack's rules alike, and none it ignores is; copies finished in a DR region (an EBS
+/// `copySnapshot`, an AMI becoming available, RDS `RDS-EVENT-0060`) are forwarded by the DR
+/// stack. The one event bunker reads but does not route is AWS Backup's "Recovery Point State
+/// Change": the backup job's COMPLETED event names the same recovery point.
+#[test]
+fn the_event_rules_route_what_bunker_acts_on() {
+    use bunker_protocol::events::{parse_message, Intake};
+    let fixtures = root().join("protocol/tests/fixtures/events");
+    let work = tempfile::tempdir().unwrap();
+    // RDS's copy-finished event: the created one's shape with the copy's event id, in the DR region.
+    let created = std::fs::read_to_string(fixtures.join("rds-snapshot-created.json")).unwrap();
+    let copied = created.replace("RDS-EVENT-0042", "RDS-EVENT-0060").replace("us-east-1", "us-west-2");
+    std::fs::write(work.path().join("rds-snapshot-copied.json"), copied).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&fixtures).unwrap().map(|e| e.unwrap().path()).collect();
+    files.push(work.path().join("rds-snapshot-copied.json"));
+    let matched = rules_matching(&files);
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy();
+        let event: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        if event.get("source").is_none() {
+            continue; // a bunker command, sent by an operator or a schedule
+        }
+        let routed = |set: &str| !matched[name.as_ref()][set].as_array().unwrap().is_empty();
+        assert_eq!(routed("rules.json"), routed("bunker.yaml"), "{name}: rules.json and the stack disagree");
+        let acts = matches!(parse_message(&event.to_string()), Ok(Intake::BackupReady(_) | Intake::RecoveryPoint(_)));
+        let expected = acts && name != "aws-doc-recovery-point-completed.json";
+        let intake = parse_message(&event.to_string());
+        assert_eq!(routed("rules.json"), expected, "{name}: bunker reads it as {intake:?}; routed: {matched:#}");
+        let copy_finished = ["ebs-copy-snapshot.json", "aws-doc-ami-available.json", "rds-snapshot-copied.json"];
+        if copy_finished.contains(&name.as_ref()) {
+            assert!(routed("bunker-dr-events.yaml"), "{name}: not forwarded from a DR region");
+        }
+    }
+}

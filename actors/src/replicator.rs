@@ -309,7 +309,10 @@ impl Replicator {
             Ok(None) => return Err(Pass::NotOurs("no longer exists".into())),
             Err(e) => return Err(self.retry(e)),
         };
-        self.owned(&b.region, &detail).map_err(Pass::NotOurs)?;
+        if let Err(why) = self.owned(&b.region, &detail) {
+            self.wake_source_of(b.kind, &detail);
+            return Err(Pass::NotOurs(why));
+        }
         let r = &self.config.replication;
         let copy_of = replication::copy_of(&b.region, &b.id);
         let name = detail.tags.get("Name").cloned().unwrap_or_else(|| b.id.clone());
@@ -345,6 +348,17 @@ impl Replicator {
             look.reencrypted = found.map(|c| self.with_known_shares(b, &b.region, c));
         }
         Ok(look)
+    }
+
+    /// A copy was looked at as if it were a job of its own (an event said it became available:
+    /// an AMI's or RDS snapshot's copy names no source): its source's job, if open, looks now
+    /// — the copy's slot frees and the copy is shared without waiting for the timer.
+    fn wake_source_of(&self, kind: ResourceKind, copy: &BackupDetail) {
+        let of = copy.tags.get(tags::COPY_OF).or_else(|| copy.tags.get(tags::REENCRYPTED_OF));
+        if let Some((region, id)) = of.and_then(|v| v.split_once(':')) {
+            let source = BackupRef { kind, region: region.into(), id: id.into() };
+            self.woken.lock().expect("woken lock").push(source);
+        }
     }
 
     /// This process has just made backup `b` (a scheduled create): nobody shares it yet, so its
@@ -969,6 +983,24 @@ mod tests {
         }
         assert_eq!((home.share_reads, dr.share_reads), (0, 0), "no share read for backups made here");
         assert!(w.logic.shares.lock().unwrap().is_empty(), "forgotten when the jobs ended");
+    }
+
+    /// Issue 15: an event for a finished AMI or RDS copy names the copy, not its source: the
+    /// copy's pass ends "not ours" and wakes the source's job, which frees the slot and shares
+    /// the copy now.
+    #[tokio::test]
+    async fn a_pass_over_a_copy_wakes_its_sources_job() {
+        let w = world();
+        add_backup(&w.home, "snap-1", "bunker-123456789012-us-east-1");
+        assert_eq!(w.logic.advance(&snap("snap-1")).await.0, Pass::Progress, "copy started");
+        let copy = BackupRef { kind: ResourceKind::Ebs, region: "us-west-2".into(), id: w.dr.backup_ids()[0].clone() };
+        let (pass, _) = w.logic.advance(&copy).await;
+        assert!(matches!(&pass, Pass::NotOurs(why) if why.contains("us-east-1:snap-1")), "{pass:?}");
+        assert_eq!(w.logic.woken(), [snap("snap-1")]);
+        let foreign = BackupRef { id: "snap-9".into(), ..snap("snap-1") };
+        add_backup(&w.home, "snap-9", "someone-else");
+        assert!(matches!(w.logic.advance(&foreign).await.0, Pass::NotOurs(_)));
+        assert!(w.logic.woken().is_empty(), "a backup not ours and no copy wakes nothing");
     }
 
     /// Issue 15: a copy the cap deferred is woken as soon as a slot frees — the engine asks

@@ -5,6 +5,7 @@
 //! - an AWS Backup "Backup Job State Change" or "Copy Job State Change" event, or the
 //!   CloudTrail-delivered `BackupJobCompleted` shape;
 //! - an EC2 "EBS Snapshot Notification" (`createSnapshot`, `createSnapshots`, `copySnapshot`);
+//! - an EC2 "EC2 AMI State Change" (an AMI made or copied became `available`);
 //! - an RDS "DB Snapshot Event" or "DB Cluster Snapshot Event";
 //! - a bunker command, `{"action": "create-backups", "kind": "ebs"}`, so that an EventBridge
 //!   schedule can drive a fleet of bunker instances.
@@ -203,6 +204,7 @@ pub fn parse_message(body: &str) -> Result<Intake, IntakeError> {
             Ok(recovery_point(&inner, Fields::BACKUP_JOB, None, &region))
         }
         (Some("aws.ec2"), Some("EBS Snapshot Notification")) => ebs_notification(&detail),
+        (Some("aws.ec2"), Some("EC2 AMI State Change")) => ami_state(&detail, &region),
         (Some("aws.rds"), Some("RDS DB Snapshot Event" | "RDS DB Cluster Snapshot Event")) => rds_event(&detail),
         (Some(s), Some(t)) => Ok(Intake::Nothing(format!("event {s} / {t} is not one bunker acts on"))),
         _ => Err(IntakeError::Unrecognised(
@@ -433,6 +435,23 @@ fn ebs_notification(detail: &Value) -> Result<Intake, IntakeError> {
     })
 }
 
+/// An AMI that became `available` (CreateImage, CopyImage): its job looks now. The event's
+/// own region is the AMI's (a DR copy's comes from the DR region, forwarded).
+fn ami_state(detail: &Value, region: &str) -> Result<Intake, IntakeError> {
+    let state = detail.get("State").and_then(Value::as_str).unwrap_or_default();
+    if state != "available" {
+        return Ok(Intake::Nothing(format!("ami state {state}")));
+    }
+    let id = detail.get("ImageId").and_then(Value::as_str).unwrap_or_default();
+    if !id.starts_with("ami-") || region.is_empty() {
+        return Err(IntakeError::Invalid {
+            field: "detail.ImageId",
+            problem: format!("{id:?} in region {region:?} is not an AMI"),
+        });
+    }
+    Ok(Intake::BackupReady(BackupRef { kind: ResourceKind::Ec2ami, region: region.into(), id: id.into() }))
+}
+
 fn rds_event(detail: &Value) -> Result<Intake, IntakeError> {
     let event_id = detail.get("EventID").and_then(Value::as_str).unwrap_or_default();
     // RDS-EVENT-0042 manual snapshot created, -0075 manual cluster snapshot created,
@@ -515,6 +534,9 @@ mod tests {
                 "command-create-backups.json",
                 Intake::Command(Command::CreateBackups { kind: ResourceKind::Ebs, select: None }),
             ),
+            // AWS's own example (the EC2 user guide, "Monitor AMI events using EventBridge"),
+            // whose `time` is a placeholder bunker does not read.
+            ("aws-doc-ami-available.json", ready(ResourceKind::Ec2ami, "us-east-1", "ami-0123456789example")),
         ];
         for (name, want) in cases {
             assert_eq!(parse_message(&fixture(name)), Ok(want), "{name}");
@@ -548,6 +570,10 @@ mod tests {
         }
         assert!(matches!(parse_message(&fixture("backup-job-running.json")), Ok(Intake::Nothing(_))));
         assert!(matches!(parse_message(&fixture("ebs-create-snapshot-failed.json")), Ok(Intake::Nothing(_))));
+        let failed = fixture("aws-doc-ami-available.json").replace("\"available\"", "\"failed\"");
+        assert_eq!(parse_message(&failed), Ok(Intake::Nothing("ami state failed".into())));
+        let bad = fixture("aws-doc-ami-available.json").replace("\"ami-0123456789example\"", "\"i-0123\"");
+        assert!(matches!(parse_message(&bad), Err(IntakeError::Invalid { field: "detail.ImageId", .. })), "{bad}");
     }
 
     fn hint(name: &str) -> RecoveryPointHint {
