@@ -534,11 +534,16 @@ struct Budget {
     /// The share calls: one each per backup and copy (an AMI: its launch permission and its
     /// snapshot's).
     shares: &'static [&'static str],
-    /// The batched look: at most 1.5 per backup.
+    /// The batched look (unbatched: 6 to 8 per backup over all passes).
     look: &'static str,
+    /// At most this many looks per 2 backups. How many jobs share a look depends on timing
+    /// (tests run side by side on two cores; jobs the copy cap deferred are woken a few at a
+    /// time as slots free, RDS's cap being 5), so this bounds batching, not its best case
+    /// (about one per backup: `benches/serve_fanout.sh`).
+    looks_per_2: u64,
     /// Per-backup share reads bunker must not make, with how many per backup it may.
     reads: (&'static str, u64),
-    /// All requests, per 2 backups.
+    /// All requests, per 2 backups: the effects, the reads allowed and the looks.
     total_per_2: u64,
 }
 
@@ -589,7 +594,8 @@ async fn fleet(account: &str, n: usize, budget: Budget) {
     let (read, per_backup) = budget.reads;
     assert!(count(read) <= per_backup * n, "{} {read}: shares not read in batches or inferred", count(read));
     // Unbatched, each backup took ~6 looks (and ~4 attribute reads).
-    assert!(2 * count(budget.look) <= 3 * n, "{} {} for {n} backups: not batched", count(budget.look), budget.look);
+    let looks = count(budget.look);
+    assert!(2 * looks <= budget.looks_per_2 * n, "{looks} {} for {n} backups: not batched", budget.look);
     let total: u64 = made.values().sum();
     assert!(2 * total <= budget.total_per_2 * n, "{total} requests for {n} backups' copy and two shares: {made:#?}");
 }
@@ -601,8 +607,9 @@ async fn a_fleet_is_copied_and_shared_with_batched_looks() {
         copy: "ec2:CopySnapshot",
         shares: &["ec2:ModifySnapshotAttribute"],
         look: "ec2:DescribeSnapshots",
+        looks_per_2: 4,
         reads: ("ec2:DescribeSnapshotAttribute", 0),
-        total_per_2: 9,
+        total_per_2: 11,
     };
     fleet("500000000020", 45, budget).await;
 }
@@ -617,8 +624,9 @@ async fn a_fleet_of_amis_is_copied_and_shared_with_batched_looks() {
         copy: "ec2:CopyImage",
         shares: &["ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"],
         look: "ec2:DescribeImages",
+        looks_per_2: 4,
         reads: ("ec2:DescribeImageAttribute", 0),
-        total_per_2: 13,
+        total_per_2: 15,
     };
     fleet("500000000021", 30, budget).await;
 }
@@ -634,8 +642,9 @@ async fn a_fleet_of_rds_snapshots_is_copied_and_shared_with_batched_looks() {
         copy: "rds:CopyDBSnapshot",
         shares: &["rds:ModifyDBSnapshotAttribute"],
         look: "rds:DescribeDBSnapshots",
+        looks_per_2: 5,
         reads: ("rds:DescribeDBSnapshotAttributes", 1),
-        total_per_2: 11,
+        total_per_2: 14,
     };
     fleet("500000000022", 30, budget).await;
 }

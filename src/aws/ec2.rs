@@ -184,7 +184,7 @@ impl Replication for EbsControl {
     /// `SnapshotIds`, does not fail the whole request for one gone snapshot), and one per
     /// share account (`RestorableByUserIds`) for who each is shared with.
     async fn describe_backups(&self, ids: &[String], accounts: &[String]) -> Result<Vec<BackupDetail>, PortError> {
-        self.batch_details("snapshot-id", ids, accounts).await.map(|found| found.into_iter().map(|(_, d)| d).collect())
+        self.batch_details("snapshot-id", ids, accounts).await
     }
 
     /// One `DescribeSnapshots` per chunk of tag values (filter `tag:<tag>`), and one per
@@ -196,11 +196,7 @@ impl Replication for EbsControl {
         accounts: &[String],
     ) -> Result<Vec<(String, BackupDetail)>, PortError> {
         let values: Vec<String> = wanted.iter().map(|(v, _)| v.clone()).collect();
-        let found = self.batch_details(&format!("tag:{tag}"), &values, accounts).await?;
-        Ok(found
-            .into_iter()
-            .filter_map(|(s, d)| Some((s.tags().iter().find(|t| t.key() == Some(tag))?.value()?.to_string(), d)))
-            .collect())
+        Ok(by_tag(tag, self.batch_details(&format!("tag:{tag}"), &values, accounts).await?))
     }
 }
 
@@ -246,25 +242,19 @@ impl Pull for EbsControl {
 }
 
 impl EbsControl {
-    /// This account's snapshots whose `filter` is one of `values`, each with its detail and
+    /// This account's snapshots whose `filter` is one of `values`, as details with
     /// `shared_with` limited to `accounts` ([`batched_look`]).
     async fn batch_details(
         &self,
         filter: &str,
         values: &[String],
         accounts: &[String],
-    ) -> Result<Vec<(aws_sdk_ec2::types::Snapshot, BackupDetail)>, PortError> {
+    ) -> Result<Vec<BackupDetail>, PortError> {
         let list =
             |by: Filter, account: Option<String>| async move { self.snapshots(vec![by], account.as_deref()).await };
         let found =
             batched_look(filter, values, accounts, list, |s: &aws_sdk_ec2::types::Snapshot| s.snapshot_id()).await?;
-        Ok(found
-            .into_iter()
-            .map(|(s, shared_with)| {
-                let d = detail_of(&s, shared_with);
-                (s, d)
-            })
-            .collect())
+        Ok(found.into_iter().map(|(s, shared_with)| detail_of(&s, shared_with)).collect())
     }
 
     /// Every snapshot of this account matching `filters` (all pages), or only those
@@ -324,6 +314,11 @@ where
         }
     }
     Ok(out)
+}
+
+/// Copies found by a tag: each keyed by its value of `tag`.
+fn by_tag(tag: &str, found: Vec<BackupDetail>) -> Vec<(String, BackupDetail)> {
+    found.into_iter().filter_map(|d| Some((d.tags.get(tag)?.clone(), d))).collect()
 }
 
 /// A snapshot as the replicator sees it, shared with `shared_with`.
@@ -602,7 +597,7 @@ impl Replication for AmiControl {
     /// One `DescribeImages` per chunk of ids (filter `image-id`), and one per share account
     /// (`ExecutableUsers`) for who each is shared with: no `DescribeImageAttribute`.
     async fn describe_backups(&self, ids: &[String], accounts: &[String]) -> Result<Vec<BackupDetail>, PortError> {
-        self.batch_details("image-id", ids, accounts).await.map(|found| found.into_iter().map(|(_, d)| d).collect())
+        self.batch_details("image-id", ids, accounts).await
     }
 
     /// One `DescribeImages` per chunk of tag values (filter `tag:<tag>`), and one per share
@@ -614,11 +609,7 @@ impl Replication for AmiControl {
         accounts: &[String],
     ) -> Result<Vec<(String, BackupDetail)>, PortError> {
         let values: Vec<String> = wanted.iter().map(|(v, _)| v.clone()).collect();
-        let found = self.batch_details(&format!("tag:{tag}"), &values, accounts).await?;
-        Ok(found
-            .into_iter()
-            .filter_map(|(i, d)| Some((i.tags().iter().find(|t| t.key() == Some(tag))?.value()?.to_string(), d)))
-            .collect())
+        Ok(by_tag(tag, self.batch_details(&format!("tag:{tag}"), &values, accounts).await?))
     }
 }
 
@@ -672,14 +663,14 @@ impl AmiControl {
         Ok(image_detail_of(&i, shared_with))
     }
 
-    /// This account's AMIs whose `filter` is one of `values`, each with its detail and
+    /// This account's AMIs whose `filter` is one of `values`, as details with
     /// `shared_with` limited to `accounts` ([`batched_look`]).
     async fn batch_details(
         &self,
         filter: &str,
         values: &[String],
         accounts: &[String],
-    ) -> Result<Vec<(aws_sdk_ec2::types::Image, BackupDetail)>, PortError> {
+    ) -> Result<Vec<BackupDetail>, PortError> {
         let list = |by: Filter, account: Option<String>| async move {
             self.client
                 .describe_images()
@@ -694,13 +685,7 @@ impl AmiControl {
                 .map_err(|e| port_error("ec2:DescribeImages", e))
         };
         let found = batched_look(filter, values, accounts, list, |i: &aws_sdk_ec2::types::Image| i.image_id()).await?;
-        Ok(found
-            .into_iter()
-            .map(|(i, shared_with)| {
-                let d = image_detail_of(&i, shared_with);
-                (i, d)
-            })
-            .collect())
+        Ok(found.into_iter().map(|(i, shared_with)| image_detail_of(&i, shared_with)).collect())
     }
 }
 
