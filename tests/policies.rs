@@ -219,19 +219,17 @@ fn checkov_passes_the_template_with_justified_skips_only() {
         .and_then(|venv| venv.parent())
         .map(|root| root.join(".venv-checkov/bin/checkov"))
         .expect("the checkov venv beside the emulator's");
-    let dr = Command::new(&checkov)
-        .current_dir(root())
-        .args(["-f", DR_TEMPLATE, "--compact", "--quiet", "-o", "json"])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", checkov.display()));
-    let dr: serde_json::Value = serde_json::from_slice(&dr.stdout).expect("checkov's JSON");
+    let scan = |file: &str| -> serde_json::Value {
+        let out = Command::new(&checkov)
+            .current_dir(root())
+            .args(["-f", file, "--compact", "--quiet", "-o", "json"])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (deploy/local/setup-emulator.sh installs it)", checkov.display()));
+        serde_json::from_slice(&out.stdout).expect("checkov's JSON")
+    };
+    let dr = scan(DR_TEMPLATE);
     assert_eq!((&dr["summary"]["failed"], &dr["summary"]["skipped"]), (&0.into(), &0.into()), "{dr:#}");
-    let out = Command::new(&checkov)
-        .current_dir(root())
-        .args(["-f", TEMPLATE, "--compact", "--quiet", "-o", "json"])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (deploy/local/setup-emulator.sh installs it)", checkov.display()));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("checkov's JSON");
+    let report = scan(TEMPLATE);
     let summary = &report["summary"];
     assert_eq!(summary["failed"], 0, "{report:#}");
     assert!(summary["passed"].as_u64().unwrap() > 30, "{summary}");

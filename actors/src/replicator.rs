@@ -369,10 +369,16 @@ impl Replicator {
         }
     }
 
+    /// Whether the port of (kind, region) leaves shares to the replicator (its looks do not
+    /// report them: RDS).
+    fn infers_shares(&self, kind: ResourceKind, region: &str) -> bool {
+        self.control(kind, region).is_ok_and(|c| !c.looks_report_shares())
+    }
+
     /// `d` (in `region`, looked at by `job`) with the shares the job knows, where its port's
     /// looks do not report shares (RDS); as it is otherwise.
     fn with_known_shares(&self, job: &BackupRef, region: &str, mut d: BackupDetail) -> BackupDetail {
-        if self.control(job.kind, region).is_ok_and(|c| !c.looks_report_shares()) {
+        if self.infers_shares(job.kind, region) {
             let known = self.shares.lock().expect("shares lock");
             let of_job = known.get(job).and_then(|k| k.get(&(region.to_string(), d.id.clone())));
             d.shared_with = of_job.into_iter().flatten().cloned().collect();
@@ -403,7 +409,7 @@ impl Replicator {
     /// in `region`, or a backup just made is shared with nobody. Only for ports whose looks do
     /// not report shares.
     fn learn_share(&self, job: &BackupRef, region: &str, id: &str, account: Option<&str>) {
-        if self.control(job.kind, region).is_ok_and(|c| !c.looks_report_shares()) {
+        if self.infers_shares(job.kind, region) {
             let mut known = self.shares.lock().expect("shares lock");
             let set = known.entry(job.clone()).or_default().entry((region.to_string(), id.to_string())).or_default();
             set.extend(account.map(String::from));
